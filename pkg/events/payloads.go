@@ -1,0 +1,353 @@
+package events
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Window is a time-of-use window: the weekdays and the hours of the day, in
+// an IANA time zone, during which a token may be used.
+type Window struct {
+	// Days are weekday names in English, "mon" … "sun".
+	Days []string `json:"days"`
+	// Start and End are "HH:MM" in Zone; End is exclusive and may be "24:00".
+	Start string `json:"start"`
+	End   string `json:"end"`
+	// Zone is an IANA time zone name such as "Europe/Paris".
+	Zone string `json:"zone"`
+}
+
+// TokenClaims is what a token allows, as recorded on the ledger (never the
+// token string itself).
+type TokenClaims struct {
+	Scopes      []string  `json:"scopes"`
+	Audience    []string  `json:"audience"`
+	Networks    []string  `json:"networks,omitempty"`
+	Environment string    `json:"environment,omitempty"`
+	Windows     []Window  `json:"windows,omitempty"`
+	Device      string    `json:"device,omitempty"`
+	NotBefore   time.Time `json:"nbf"`
+	Expiry      time.Time `json:"exp"`
+}
+
+// TokenIssued records a newly minted token.
+type TokenIssued struct {
+	TokenID     string      `json:"token_id"`
+	Tenant      string      `json:"tenant"`
+	Holder      string      `json:"holder"`
+	KeyID       string      `json:"kid"`
+	Claims      TokenClaims `json:"claims"`
+	Actor       string      `json:"actor"`
+	RotatedFrom string      `json:"rotated_from,omitempty"`
+	BreakGlass  bool        `json:"break_glass,omitempty"`
+}
+
+// TokenRotated records that a token was replaced by a successor; the
+// predecessor stays valid until GraceUntil and is then revoked.
+type TokenRotated struct {
+	TokenID     string    `json:"token_id"`
+	SuccessorID string    `json:"successor_id"`
+	Tenant      string    `json:"tenant"`
+	Holder      string    `json:"holder"`
+	GraceUntil  time.Time `json:"grace_until"`
+	Actor       string    `json:"actor"`
+}
+
+// TokenRevoked records a revocation of one token.
+type TokenRevoked struct {
+	TokenID string `json:"token_id"`
+	Tenant  string `json:"tenant"`
+	Holder  string `json:"holder"`
+	// KeyID is the signing key of the revoked token, when known.
+	KeyID string `json:"kid,omitempty"`
+	// Kind says what the revocation targeted: token, holder, key, tenant
+	// or before (issued before a time).
+	Kind   string `json:"kind"`
+	Actor  string `json:"actor"`
+	Reason string `json:"reason"`
+	// Expiry is when the token would have expired: the denylist entry
+	// lives until then.
+	Expiry time.Time `json:"exp"`
+	// AnomalyID links an automatic revocation to the anomaly that caused it.
+	AnomalyID string `json:"anomaly_id,omitempty"`
+}
+
+// TokenExpired records that a token reached its expiry.
+type TokenExpired struct {
+	TokenID string    `json:"token_id"`
+	Tenant  string    `json:"tenant"`
+	Holder  string    `json:"holder"`
+	Expiry  time.Time `json:"exp"`
+}
+
+// KeyPublished records a new signing key's public half.
+type KeyPublished struct {
+	KeyID     string `json:"kid"`
+	PublicKey []byte `json:"public_key"`
+	Actor     string `json:"actor"`
+}
+
+// KeyRetired records that a signing key no longer verifies tokens.
+type KeyRetired struct {
+	KeyID  string `json:"kid"`
+	Actor  string `json:"actor"`
+	Reason string `json:"reason"`
+}
+
+// Decision values of a usage event.
+const (
+	DecisionAllow = "allow"
+	DecisionDeny  = "deny"
+)
+
+// UsageDecided records one enforcement decision. It carries the token id,
+// never the token.
+type UsageDecided struct {
+	// TokenID is empty when the token could not be parsed.
+	TokenID   string `json:"token_id,omitempty"`
+	Tenant    string `json:"tenant,omitempty"`
+	Holder    string `json:"holder,omitempty"`
+	KeyID     string `json:"kid,omitempty"`
+	Enforcer  string `json:"enforcer"`
+	Service   string `json:"service"`
+	SourceIP  string `json:"source_ip"`
+	UserAgent string `json:"user_agent,omitempty"`
+	Method    string `json:"method"`
+	Route     string `json:"route"`
+	Scope     string `json:"scope,omitempty"`
+	Decision  string `json:"decision"`
+	// Reason is "ok" for an allow, a deny reason otherwise.
+	Reason    string `json:"reason"`
+	LatencyNS int64  `json:"latency_ns"`
+}
+
+// Severity values of an anomaly, from least to most severe.
+const (
+	SeverityLow      = "low"
+	SeverityMedium   = "medium"
+	SeverityHigh     = "high"
+	SeverityCritical = "critical"
+)
+
+// Evidence is what a detector saw and the baseline it broke.
+type Evidence struct {
+	Seen     string            `json:"seen"`
+	Baseline string            `json:"baseline"`
+	Details  map[string]string `json:"details,omitempty"`
+}
+
+// AnomalyDetected records out-of-context use found by a detector.
+type AnomalyDetected struct {
+	AnomalyID string `json:"anomaly_id"`
+	Detector  string `json:"detector"`
+	Severity  string `json:"severity"`
+	TokenID   string `json:"token_id"`
+	Tenant    string `json:"tenant"`
+	Holder    string `json:"holder"`
+	// EventID and EventTime identify the usage event that triggered it.
+	EventID   string    `json:"event_id"`
+	EventTime time.Time `json:"event_time"`
+	SourceIP  string    `json:"source_ip,omitempty"`
+	Evidence  Evidence  `json:"evidence"`
+}
+
+// PolicyChanged records that a new policy was loaded.
+type PolicyChanged struct {
+	// Digest is the SHA-256 of the policy file.
+	Digest  string `json:"digest"`
+	Path    string `json:"path"`
+	Holders int    `json:"holders"`
+	Actor   string `json:"actor"`
+}
+
+// EventType implements Payload.
+func (*TokenIssued) EventType() Type { return TypeTokenIssued }
+
+// EventType implements Payload.
+func (*TokenRotated) EventType() Type { return TypeTokenRotated }
+
+// EventType implements Payload.
+func (*TokenRevoked) EventType() Type { return TypeTokenRevoked }
+
+// EventType implements Payload.
+func (*TokenExpired) EventType() Type { return TypeTokenExpired }
+
+// EventType implements Payload.
+func (*KeyPublished) EventType() Type { return TypeKeyPublished }
+
+// EventType implements Payload.
+func (*KeyRetired) EventType() Type { return TypeKeyRetired }
+
+// EventType implements Payload.
+func (*UsageDecided) EventType() Type { return TypeUsageDecided }
+
+// EventType implements Payload.
+func (*AnomalyDetected) EventType() Type { return TypeAnomalyDetected }
+
+// EventType implements Payload.
+func (*PolicyChanged) EventType() Type { return TypePolicyChanged }
+
+// req returns a missing-field error for the first empty named value.
+func req(kv ...string) error {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			return fmt.Errorf("%w: %s", ErrMissingField, kv[i])
+		}
+	}
+	return nil
+}
+
+func validName(field, v string) error {
+	if err := ValidateName(v); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalidField, field, err)
+	}
+	return nil
+}
+
+// Validate implements Payload.
+func (p *TokenIssued) Validate() error {
+	if err := req("token_id", p.TokenID, "tenant", p.Tenant, "holder", p.Holder, "kid", p.KeyID, "actor", p.Actor); err != nil {
+		return err
+	}
+	if err := validName("tenant", p.Tenant); err != nil {
+		return err
+	}
+	if len(p.Claims.Scopes) == 0 {
+		return fmt.Errorf("%w: claims.scopes", ErrMissingField)
+	}
+	if p.Claims.Expiry.IsZero() {
+		return fmt.Errorf("%w: claims.exp", ErrMissingField)
+	}
+	if !p.Claims.NotBefore.IsZero() && !p.Claims.Expiry.After(p.Claims.NotBefore) {
+		return fmt.Errorf("%w: claims.exp is not after claims.nbf", ErrInvalidField)
+	}
+	for _, n := range p.Claims.Networks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			return fmt.Errorf("%w: claims.networks: %q is not a CIDR", ErrInvalidField, n)
+		}
+	}
+	return nil
+}
+
+// Validate implements Payload.
+func (p *TokenRotated) Validate() error {
+	if err := req("token_id", p.TokenID, "successor_id", p.SuccessorID, "tenant", p.Tenant, "holder", p.Holder, "actor", p.Actor); err != nil {
+		return err
+	}
+	if p.GraceUntil.IsZero() {
+		return fmt.Errorf("%w: grace_until", ErrMissingField)
+	}
+	return validName("tenant", p.Tenant)
+}
+
+// Revocation kinds of TokenRevoked.Kind.
+const (
+	RevokeToken  = "token"
+	RevokeHolder = "holder"
+	RevokeKey    = "key"
+	RevokeTenant = "tenant"
+	RevokeBefore = "before"
+)
+
+// Validate implements Payload.
+func (p *TokenRevoked) Validate() error {
+	if err := req("token_id", p.TokenID, "tenant", p.Tenant, "holder", p.Holder, "kind", p.Kind, "actor", p.Actor, "reason", p.Reason); err != nil {
+		return err
+	}
+	switch p.Kind {
+	case RevokeToken, RevokeHolder, RevokeKey, RevokeTenant, RevokeBefore:
+	default:
+		return fmt.Errorf("%w: kind: %q is not one of token, holder, key, tenant, before", ErrInvalidField, p.Kind)
+	}
+	if p.Expiry.IsZero() {
+		return fmt.Errorf("%w: exp", ErrMissingField)
+	}
+	return validName("tenant", p.Tenant)
+}
+
+// Validate implements Payload.
+func (p *TokenExpired) Validate() error {
+	if err := req("token_id", p.TokenID, "tenant", p.Tenant, "holder", p.Holder); err != nil {
+		return err
+	}
+	if p.Expiry.IsZero() {
+		return fmt.Errorf("%w: exp", ErrMissingField)
+	}
+	return validName("tenant", p.Tenant)
+}
+
+// Validate implements Payload.
+func (p *KeyPublished) Validate() error {
+	if err := req("kid", p.KeyID, "actor", p.Actor); err != nil {
+		return err
+	}
+	if len(p.PublicKey) != 32 {
+		return fmt.Errorf("%w: public_key: want 32 bytes of Ed25519 key, got %d", ErrInvalidField, len(p.PublicKey))
+	}
+	return validName("kid", p.KeyID)
+}
+
+// Validate implements Payload.
+func (p *KeyRetired) Validate() error {
+	if err := req("kid", p.KeyID, "actor", p.Actor, "reason", p.Reason); err != nil {
+		return err
+	}
+	return validName("kid", p.KeyID)
+}
+
+// Validate implements Payload.
+func (p *UsageDecided) Validate() error {
+	if err := req("enforcer", p.Enforcer, "service", p.Service, "source_ip", p.SourceIP, "method", p.Method, "route", p.Route, "decision", p.Decision, "reason", p.Reason); err != nil {
+		return err
+	}
+	if p.Decision != DecisionAllow && p.Decision != DecisionDeny {
+		return fmt.Errorf("%w: decision: %q is not allow or deny", ErrInvalidField, p.Decision)
+	}
+	if _, err := netip.ParseAddr(p.SourceIP); err != nil {
+		return fmt.Errorf("%w: source_ip: %q is not an IP address", ErrInvalidField, p.SourceIP)
+	}
+	if p.Tenant != "" {
+		if err := validName("tenant", p.Tenant); err != nil {
+			return err
+		}
+	}
+	if p.LatencyNS < 0 {
+		return fmt.Errorf("%w: latency_ns is negative", ErrInvalidField)
+	}
+	return validName("enforcer", p.Enforcer)
+}
+
+// Validate implements Payload.
+func (p *AnomalyDetected) Validate() error {
+	if err := req("anomaly_id", p.AnomalyID, "detector", p.Detector, "severity", p.Severity, "token_id", p.TokenID, "tenant", p.Tenant, "event_id", p.EventID, "evidence.seen", p.Evidence.Seen); err != nil {
+		return err
+	}
+	if SeverityRank(p.Severity) < 0 {
+		return fmt.Errorf("%w: severity: %q is not one of low, medium, high, critical", ErrInvalidField, p.Severity)
+	}
+	if p.EventTime.IsZero() {
+		return fmt.Errorf("%w: event_time", ErrMissingField)
+	}
+	return validName("tenant", p.Tenant)
+}
+
+// Validate implements Payload.
+func (p *PolicyChanged) Validate() error {
+	return req("digest", p.Digest, "path", p.Path, "actor", p.Actor)
+}
+
+// SeverityRank orders severities (low=0 … critical=3); -1 for an unknown one.
+func SeverityRank(s string) int {
+	switch s {
+	case SeverityLow:
+		return 0
+	case SeverityMedium:
+		return 1
+	case SeverityHigh:
+		return 2
+	case SeverityCritical:
+		return 3
+	}
+	return -1
+}

@@ -1,0 +1,45 @@
+package events
+
+import "time"
+
+// KeyRecord is the value of a `keys` bucket entry: an issuer public key.
+// The entry's key is the key id; deleting it retires the key everywhere.
+type KeyRecord struct {
+	KeyID     string    `json:"kid"`
+	PublicKey []byte    `json:"public_key"`
+	Created   time.Time `json:"created"`
+}
+
+// DenyRecord is the value of a `denylist` bucket entry. Entries for single
+// tokens live under DenyKeyToken; broader revocations are rules under the
+// other DenyKey… names. Every entry expires when the last token it can
+// match would have expired.
+type DenyRecord struct {
+	Kind    string `json:"kind"` // one of the Revoke… kinds
+	TokenID string `json:"token_id,omitempty"`
+	Tenant  string `json:"tenant,omitempty"`
+	Holder  string `json:"holder,omitempty"`
+	KeyID   string `json:"kid,omitempty"`
+	// Before, for kind "before": tokens issued before it are revoked.
+	Before    time.Time `json:"before,omitempty"`
+	Reason    string    `json:"reason"`
+	Actor     string    `json:"actor"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Expiry    time.Time `json:"exp"`
+}
+
+// DenyKeyToken is the denylist key revoking one token.
+func DenyKeyToken(tokenID string) string { return "tok." + tokenID }
+
+// DenyKeyHolder is the denylist key revoking every token of a holder.
+func DenyKeyHolder(tenant, holder string) string { return "holder." + tenant + "." + holder }
+
+// DenyKeyKey is the denylist key revoking every token a signing key signed.
+func DenyKeyKey(kid string) string { return "kid." + kid }
+
+// DenyKeyTenant is the denylist key revoking every token of a tenant.
+func DenyKeyTenant(tenant string) string { return "tenant." + tenant }
+
+// DenyKeyBefore is the denylist key revoking a tenant's tokens issued
+// before DenyRecord.Before.
+func DenyKeyBefore(tenant string) string { return "before." + tenant }
