@@ -1,0 +1,65 @@
+// Package response is Cordon's response policy: what the revoker does about
+// an anomaly — revoke the token, or alert on-call and leave it alive.
+//
+// The policy is the `response:` section of the policy file. It is decoded
+// from a yaml.Node, so every error names the file, the line and the field
+// and quotes the offending value:
+//
+//	policy.yaml:57: response.rules[1].action: "revok" is not one of revoke, alert
+//
+// # Format
+//
+//	response:
+//	  dry_run: false                 # optional: decide, record and alert, but revoke nothing
+//	  rules:                         # optional; absent or empty means the default rules below
+//	    - name: exfiltration         # optional, unique; defaults to "rules[i]"
+//	      all_of: [new_network, odd_hours]  # optional: a combination — every one of these
+//	      within: 10m                #   detectors fired for the same token within this window
+//	      action: revoke             # required: revoke | alert
+//	    - name: probing
+//	      detectors: [scope_probing] # optional: any of these detectors (default: any)
+//	      min_severity: high         # optional: low | medium | high | critical (default: low)
+//	      tenants: [acme]            # optional: only these tenants
+//	      holders: [billing-api]     # optional: only these holders
+//	      action: revoke
+//	      dry_run: true              # optional: this rule only records what it would revoke
+//	    - name: everything-else
+//	      action: alert
+//
+// Rules are tried in file order and the first rule that matches decides, so
+// put exceptions before general rules. An anomaly no rule matches is alerted
+// on: Cordon never drops an anomaly silently. A rule matches when every
+// condition it sets holds for the anomaly (detectors, min_severity, tenants,
+// holders) and, for all_of, when the anomaly's own detector is one of all_of
+// and each of the other all_of detectors fired for the same token with an
+// event time within `within` of it (either side, since anomalies may arrive
+// out of order). The Engine remembers recent anomalies per token for that,
+// within a bounded number of tokens.
+//
+// The global dry_run wins over every rule: in dry-run mode nothing is ever
+// revoked. A rule's own dry_run can only make that rule more careful.
+//
+// # Break-glass tokens
+//
+// Break-glass (emergency) tokens are never revoked automatically, whatever
+// the rules say; every anomaly on one pages at the highest severity
+// (critical), saying what the policy would have done.
+//
+// # Default policy
+//
+// When the policy file has no response section, or it lists no rules,
+// Default applies:
+//
+//	rules:
+//	  - name: critical
+//	    min_severity: critical
+//	    action: revoke
+//	  - name: high-risk
+//	    detectors: [new_network, use_after_revoke, scope_probing]
+//	    min_severity: high
+//	    action: revoke
+//
+// that is: revoke on any critical anomaly, revoke on a high one from
+// new_network, use_after_revoke or scope_probing, and alert on everything
+// else.
+package response

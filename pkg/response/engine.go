@@ -1,0 +1,229 @@
+package response
+
+import (
+	"container/list"
+	"sync"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+// Outcome is what the revoker does about one anomaly.
+type Outcome string
+
+// The outcomes of a decision.
+const (
+	// OutcomeRevoke: revoke the token and alert.
+	OutcomeRevoke Outcome = "revoke"
+	// OutcomeDryRun: the policy says revoke, but in dry-run mode; record
+	// and alert what would have been revoked.
+	OutcomeDryRun Outcome = "dry_run"
+	// OutcomeAlert: alert only; the token stays alive.
+	OutcomeAlert Outcome = "alert"
+	// OutcomeBreakGlass: a break-glass token; never auto-revoked, paged
+	// at critical severity.
+	OutcomeBreakGlass Outcome = "break_glass"
+)
+
+// Decision is the policy's verdict on one anomaly.
+type Decision struct {
+	// Outcome is what to do.
+	Outcome Outcome
+	// Rule names the rule that matched; empty when none did (alert).
+	Rule string
+	// WouldRevoke is true when the matching rule's action is revoke, even
+	// if the outcome is a dry run or a break-glass page.
+	WouldRevoke bool
+	// Severity is the severity to alert with: the anomaly's (the highest
+	// of a combination), critical for a break-glass token.
+	Severity string
+	// Related are the ids of the other anomalies that completed a
+	// combination rule.
+	Related []string
+}
+
+// EngineOptions bounds an Engine's memory.
+type EngineOptions struct {
+	// MaxTokens bounds the tokens whose recent anomalies are remembered
+	// for combination rules; the least recently seen is forgotten first
+	// (default 100000).
+	MaxTokens int
+	// PerToken bounds the anomalies remembered per token (default 32).
+	PerToken int
+}
+
+// Engine applies a Policy to anomalies. It remembers recent anomalies per
+// token, within bounds, to evaluate combination rules. It is safe for
+// concurrent use.
+type Engine struct {
+	p        *Policy
+	window   time.Duration
+	maxTok   int
+	perToken int
+
+	mu     sync.Mutex
+	tokens map[string]*list.Element // → *history
+	lru    *list.List               // front = most recently seen
+}
+
+type seen struct {
+	id       string
+	detector string
+	severity string
+	at       time.Time
+}
+
+type history struct {
+	token string
+	items []seen
+}
+
+// NewEngine returns an engine for p (Default when nil).
+func NewEngine(p *Policy, o EngineOptions) *Engine {
+	if p == nil {
+		p = Default()
+	}
+	if o.MaxTokens <= 0 {
+		o.MaxTokens = 100_000
+	}
+	if o.PerToken <= 0 {
+		o.PerToken = 32
+	}
+	return &Engine{p: p, window: p.MaxWindow(), maxTok: o.MaxTokens, perToken: o.PerToken,
+		tokens: map[string]*list.Element{}, lru: list.New()}
+}
+
+// Policy returns the engine's policy.
+func (e *Engine) Policy() *Policy { return e.p }
+
+// Tracked is the number of tokens with remembered anomalies (the bound is
+// EngineOptions.MaxTokens).
+func (e *Engine) Tracked() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.tokens)
+}
+
+// Decide records the anomaly and returns what to do about it. breakGlass
+// says whether the token is a break-glass token. Deciding the same anomaly
+// id twice (a redelivery) does not count it twice.
+func (e *Engine) Decide(a *events.AnomalyDetected, breakGlass bool) Decision {
+	hist := e.record(a)
+	d := Decision{Outcome: OutcomeAlert, Severity: a.Severity}
+	for i := range e.p.Rules {
+		r := &e.p.Rules[i]
+		if !r.matches(a) {
+			continue
+		}
+		related, sev, ok := combination(r, a, hist)
+		if !ok {
+			continue
+		}
+		d.Rule, d.Related = r.Name, related
+		if events.SeverityRank(sev) > events.SeverityRank(d.Severity) {
+			d.Severity = sev
+		}
+		if r.Action == ActionRevoke {
+			d.WouldRevoke = true
+			d.Outcome = OutcomeRevoke
+			if e.p.DryRun || r.DryRun {
+				d.Outcome = OutcomeDryRun
+			}
+		}
+		break
+	}
+	if breakGlass {
+		d.Outcome = OutcomeBreakGlass
+		d.Severity = events.SeverityCritical
+	}
+	return d
+}
+
+// combination checks the all_of condition of r against the token's recent
+// anomalies: every other detector of r.AllOf must have fired within
+// r.Within of a. It returns the related anomaly ids and their highest
+// severity.
+func combination(r *Rule, a *events.AnomalyDetected, hist []seen) ([]string, string, bool) {
+	if len(r.AllOf) == 0 {
+		return nil, "", true
+	}
+	var related []string
+	sev := a.Severity
+	for _, det := range r.AllOf {
+		if det == a.Detector {
+			continue
+		}
+		found := false
+		for i := len(hist) - 1; i >= 0; i-- {
+			h := hist[i]
+			if h.detector != det || h.id == a.AnomalyID {
+				continue
+			}
+			if d := h.at.Sub(a.EventTime); d <= r.Within && d >= -r.Within {
+				related = append(related, h.id)
+				if events.SeverityRank(h.severity) > events.SeverityRank(sev) {
+					sev = h.severity
+				}
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, "", false
+		}
+	}
+	return related, sev, true
+}
+
+// record remembers a for combination rules and returns a copy of the
+// token's recent anomalies (including a). Without combination rules it
+// remembers nothing.
+func (e *Engine) record(a *events.AnomalyDetected) []seen {
+	if e.window == 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var h *history
+	if el, ok := e.tokens[a.TokenID]; ok {
+		e.lru.MoveToFront(el)
+		h = el.Value.(*history)
+	} else {
+		if len(e.tokens) >= e.maxTok {
+			old := e.lru.Back()
+			e.lru.Remove(old)
+			delete(e.tokens, old.Value.(*history).token)
+		}
+		h = &history{token: a.TokenID}
+		e.tokens[a.TokenID] = e.lru.PushFront(h)
+	}
+	dup := false
+	for _, s := range h.items {
+		if s.id == a.AnomalyID {
+			dup = true
+			break
+		}
+	}
+	if !dup {
+		h.items = append(h.items, seen{id: a.AnomalyID, detector: a.Detector, severity: a.Severity, at: a.EventTime})
+	}
+	// Forget what no window can reach any more (relative to the newest
+	// event time), then cap the count.
+	newest := a.EventTime
+	for _, s := range h.items {
+		if s.at.After(newest) {
+			newest = s.at
+		}
+	}
+	kept := h.items[:0]
+	for _, s := range h.items {
+		if newest.Sub(s.at) <= e.window {
+			kept = append(kept, s)
+		}
+	}
+	if over := len(kept) - e.perToken; over > 0 {
+		kept = kept[over:]
+	}
+	h.items = kept
+	return append([]seen(nil), h.items...)
+}

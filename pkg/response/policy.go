@@ -1,0 +1,159 @@
+package response
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+// ErrInvalid is wrapped by every error about the response section.
+var ErrInvalid = errors.New("invalid response policy")
+
+// Error is an error in the response section, located by file, line and
+// field. It wraps ErrInvalid.
+type Error struct {
+	// File is the name the policy was loaded under.
+	File string
+	// Line is the 1-based line of the offending node; 0 when unknown.
+	Line int
+	// Field is the path of the offending field, such as response.rules[1].action.
+	Field string
+	// Msg says what is wrong, quoting the offending value.
+	Msg string
+}
+
+// Error implements error: "file:line: field: msg".
+func (e *Error) Error() string {
+	s := e.File
+	if e.Line > 0 {
+		s += fmt.Sprintf(":%d", e.Line)
+	}
+	if e.Field != "" {
+		s += ": " + e.Field
+	}
+	return s + ": " + e.Msg
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *Error) Unwrap() error { return ErrInvalid }
+
+// Action is what a rule does about a matching anomaly.
+type Action string
+
+// The actions a rule may take.
+const (
+	// ActionRevoke revokes the token (kind "token") and alerts.
+	ActionRevoke Action = "revoke"
+	// ActionAlert alerts on-call and leaves the token alive.
+	ActionAlert Action = "alert"
+)
+
+// KnownDetectors are the detector names the response policy accepts. They
+// mirror pkg/detect's detector constants; a typo in a revoke rule would silently disable it, so
+// unknown names are errors.
+var KnownDetectors = []string{
+	"new_network", "odd_hours", "scope_probing", "use_after_revoke", "volume_spike", "multi_network",
+}
+
+// MaxWithin bounds a combination window: the engine keeps per-token memory
+// for the longest window of the policy.
+const MaxWithin = 24 * time.Hour
+
+// Policy is a decoded response policy.
+type Policy struct {
+	// DryRun records what would be revoked and revokes nothing.
+	DryRun bool
+	// Rules are tried in order; the first match decides.
+	Rules []Rule
+	// Default is true when the rules are the built-in defaults.
+	Default bool
+	// File is the name the policy was loaded under.
+	File string
+}
+
+// Rule matches anomalies and says what to do about them.
+type Rule struct {
+	// Name identifies the rule in alerts, logs and metrics.
+	Name string
+	// Detectors, when set, match an anomaly from any of them.
+	Detectors []string
+	// MinSeverity, when set, is the least severity that matches.
+	MinSeverity string
+	// Tenants and Holders, when set, restrict the rule to them.
+	Tenants []string
+	Holders []string
+	// AllOf, when set, is a combination: the anomaly's detector is one of
+	// them and every other one fired for the same token within Within.
+	AllOf  []string
+	Within time.Duration
+	// Action is what a match does.
+	Action Action
+	// DryRun makes a revoke of this rule a dry run.
+	DryRun bool
+	// Line is where the rule is declared (0 for the defaults).
+	Line int
+}
+
+// Default returns the built-in response policy: revoke on critical, or on
+// high from new_network, use_after_revoke or scope_probing; alert otherwise.
+func Default() *Policy {
+	return &Policy{
+		Default: true,
+		File:    "(default response policy)",
+		Rules: []Rule{
+			{Name: "critical", MinSeverity: events.SeverityCritical, Action: ActionRevoke},
+			{Name: "high-risk", Detectors: []string{"new_network", "use_after_revoke", "scope_probing"},
+				MinSeverity: events.SeverityHigh, Action: ActionRevoke},
+		},
+	}
+}
+
+// MaxWindow is the longest combination window of the policy (0 when it
+// has no combination rules).
+func (p *Policy) MaxWindow() time.Duration {
+	var w time.Duration
+	for i := range p.Rules {
+		w = max(w, p.Rules[i].Within)
+	}
+	return w
+}
+
+// String summarises the policy for logs.
+func (p *Policy) String() string {
+	names := make([]string, len(p.Rules))
+	for i := range p.Rules {
+		names[i] = p.Rules[i].Name + "→" + string(p.Rules[i].Action)
+		if p.Rules[i].DryRun {
+			names[i] += "(dry-run)"
+		}
+	}
+	s := strings.Join(names, ", ")
+	if p.DryRun {
+		s = "dry-run: " + s
+	}
+	return s
+}
+
+// matches reports whether r matches a without looking at the combination.
+func (r *Rule) matches(a *events.AnomalyDetected) bool {
+	if len(r.Detectors) > 0 && !slices.Contains(r.Detectors, a.Detector) {
+		return false
+	}
+	if r.MinSeverity != "" && events.SeverityRank(a.Severity) < events.SeverityRank(r.MinSeverity) {
+		return false
+	}
+	if len(r.Tenants) > 0 && !slices.Contains(r.Tenants, a.Tenant) {
+		return false
+	}
+	if len(r.Holders) > 0 && !slices.Contains(r.Holders, a.Holder) {
+		return false
+	}
+	if len(r.AllOf) > 0 && !slices.Contains(r.AllOf, a.Detector) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,289 @@
+package response_test
+
+import (
+	"bufio"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/response"
+)
+
+const fixtures = "../../testdata/response"
+
+func TestGoodFixtures(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(fixtures, "good", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no good fixtures")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			p, err := response.LoadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Rules) == 0 {
+				t.Fatal("no rules")
+			}
+		})
+	}
+}
+
+func TestFullFixture(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "full.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Default || p.DryRun || len(p.Rules) != 6 {
+		t.Fatalf("got %+v", p)
+	}
+	combo := p.Rules[1]
+	if combo.Name != "exfiltration" || combo.Within != 10*time.Minute || !slices.Equal(combo.AllOf, []string{"new_network", "odd_hours"}) || combo.Line != 12 {
+		t.Fatalf("combination rule: %+v", combo)
+	}
+	if r := p.Rules[3]; !r.DryRun || r.Action != response.ActionRevoke || !slices.Equal(r.Holders, []string{"billing-api"}) {
+		t.Fatalf("dry-run rule: %+v", r)
+	}
+	if p.MaxWindow() != 10*time.Minute {
+		t.Fatalf("max window %v", p.MaxWindow())
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	for _, name := range []string{"empty.yaml", "dry-run.yaml"} {
+		p, err := response.LoadFile(filepath.Join(fixtures, "good", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Default || len(p.Rules) != len(response.Default().Rules) {
+			t.Fatalf("%s: want the default rules, got %+v", name, p)
+		}
+		if p.DryRun != (name == "dry-run.yaml") {
+			t.Fatalf("%s: dry run %v", name, p.DryRun)
+		}
+	}
+	p, err := response.Decode("x.yaml", nil)
+	if err != nil || !p.Default {
+		t.Fatalf("nil node: %+v %v", p, err)
+	}
+}
+
+func TestAnchors(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "anchors.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Rules[0].MinSeverity != "high" || p.Rules[0].Action != response.ActionRevoke {
+		t.Fatalf("merged rule: %+v", p.Rules[0])
+	}
+	if p.Rules[1].MinSeverity != "medium" {
+		t.Fatalf("own key must win over merged: %+v", p.Rules[1])
+	}
+}
+
+// TestBadFixtures: each bad fixture's first line says "# want: LINE: FIELD: MESSAGE".
+func TestBadFixtures(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(fixtures, "bad", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no bad fixtures")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			want := firstLine(t, f)
+			want, ok := strings.CutPrefix(want, "# want: ")
+			if !ok {
+				t.Fatalf("fixture lacks a # want: line")
+			}
+			_, err := response.LoadFile(f)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, response.ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			if !strings.Contains(err.Error(), f+":"+want) {
+				t.Fatalf("got  %v\nwant %s:%s", err, f, want)
+			}
+		})
+	}
+}
+
+func firstLine(t *testing.T, path string) string {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	s := bufio.NewScanner(fh)
+	s.Scan()
+	return s.Text()
+}
+
+func TestDecodeNode(t *testing.T) {
+	var doc yaml.Node
+	src := "dry_run: true\nrules:\n  - action: revoke\n    min_severity: medium\n"
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil {
+		t.Fatal(err)
+	}
+	p, err := response.Decode("inline", doc.Content[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.DryRun || p.Rules[0].Name != "rules[0]" || p.Rules[0].MinSeverity != "medium" {
+		t.Fatalf("got %+v", p)
+	}
+	if err := yaml.Unmarshal([]byte("rules: 3\n"), &doc); err != nil {
+		t.Fatal(err)
+	}
+	_, err = response.Decode("inline", doc.Content[0])
+	var perr *response.Error
+	if !errors.As(err, &perr) || perr.Line != 1 || perr.Field != "response.rules" || !strings.Contains(perr.Msg, "the number 3") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+var t0 = time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+
+func anomaly(id, token, detector, severity string, at time.Duration) *events.AnomalyDetected {
+	return &events.AnomalyDetected{AnomalyID: id, Detector: detector, Severity: severity, TokenID: token,
+		Tenant: "acme", Holder: "billing-api", EventID: "e-" + id, EventTime: t0.Add(at),
+		Evidence: events.Evidence{Seen: "x", Baseline: "y"}}
+}
+
+func TestDecideDefault(t *testing.T) {
+	e := response.NewEngine(nil, response.EngineOptions{})
+	cases := []struct {
+		detector, severity string
+		want               response.Outcome
+		rule               string
+	}{
+		{"volume_spike", "critical", response.OutcomeRevoke, "critical"},
+		{"new_network", "high", response.OutcomeRevoke, "high-risk"},
+		{"use_after_revoke", "high", response.OutcomeRevoke, "high-risk"},
+		{"scope_probing", "high", response.OutcomeRevoke, "high-risk"},
+		{"odd_hours", "high", response.OutcomeAlert, ""},
+		{"new_network", "medium", response.OutcomeAlert, ""},
+		{"volume_spike", "low", response.OutcomeAlert, ""},
+	}
+	for i, c := range cases {
+		t.Run(c.detector+"/"+c.severity, func(t *testing.T) {
+			d := e.Decide(anomaly(string(rune('a'+i)), "tok", c.detector, c.severity, 0), false)
+			if d.Outcome != c.want || d.Rule != c.rule || d.Severity != c.severity {
+				t.Fatalf("got %+v, want %s by %q", d, c.want, c.rule)
+			}
+		})
+	}
+}
+
+func TestDecideTable(t *testing.T) {
+	full, err := response.LoadFile(filepath.Join(fixtures, "good", "full.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dry := *full
+	dry.DryRun = true
+	type step struct {
+		a          *events.AnomalyDetected
+		tenant     string
+		breakGlass bool
+		want       response.Outcome
+		rule       string
+		severity   string
+		related    []string
+	}
+	cases := []struct {
+		name   string
+		policy *response.Policy
+		steps  []step
+	}{
+		{"revoke on probing", full, []step{
+			{a: anomaly("1", "t1", "scope_probing", "high", 0), want: response.OutcomeRevoke, rule: "probing", severity: "high"},
+		}},
+		{"below min severity alerts", full, []step{
+			{a: anomaly("1", "t1", "scope_probing", "medium", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "medium"},
+		}},
+		{"exception first", full, []step{
+			{a: anomaly("1", "t1", "scope_probing", "critical", 0), tenant: "staging", want: response.OutcomeAlert, rule: "staging-observe", severity: "critical"},
+		}},
+		{"per-rule dry run", full, []step{
+			{a: anomaly("1", "t1", "volume_spike", "high", 0), want: response.OutcomeDryRun, rule: "billing-volume", severity: "high"},
+		}},
+		{"global dry run", &dry, []step{
+			{a: anomaly("1", "t1", "scope_probing", "critical", 0), want: response.OutcomeDryRun, rule: "probing", severity: "critical"},
+		}},
+		{"break glass pages critical", full, []step{
+			{a: anomaly("1", "t1", "scope_probing", "high", 0), breakGlass: true, want: response.OutcomeBreakGlass, rule: "probing", severity: "critical"},
+		}},
+		{"break glass alert rule still pages critical", full, []step{
+			{a: anomaly("1", "t1", "odd_hours", "low", 0), breakGlass: true, want: response.OutcomeBreakGlass, rule: "everything-else", severity: "critical"},
+		}},
+		{"combination within window", full, []step{
+			{a: anomaly("1", "t1", "new_network", "medium", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "medium"},
+			{a: anomaly("2", "t1", "odd_hours", "low", 9*time.Minute), want: response.OutcomeRevoke, rule: "exfiltration", severity: "medium", related: []string{"1"}},
+		}},
+		{"combination out of order", full, []step{
+			{a: anomaly("1", "t1", "odd_hours", "low", 5*time.Minute), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+			{a: anomaly("2", "t1", "new_network", "low", 0), want: response.OutcomeRevoke, rule: "exfiltration", severity: "low", related: []string{"1"}},
+		}},
+		{"combination outside window", full, []step{
+			{a: anomaly("1", "t1", "new_network", "medium", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "medium"},
+			{a: anomaly("2", "t1", "odd_hours", "low", 11*time.Minute), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+		}},
+		{"combination needs the same token", full, []step{
+			{a: anomaly("1", "t1", "new_network", "medium", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "medium"},
+			{a: anomaly("2", "t2", "odd_hours", "low", time.Minute), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+		}},
+		{"same detector twice is no combination", full, []step{
+			{a: anomaly("1", "t1", "odd_hours", "low", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+			{a: anomaly("2", "t1", "odd_hours", "low", time.Minute), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+		}},
+		{"redelivered anomaly is not its own partner", full, []step{
+			{a: anomaly("1", "t1", "new_network", "low", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+			{a: anomaly("1", "t1", "new_network", "low", 0), want: response.OutcomeAlert, rule: "everything-else", severity: "low"},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := response.NewEngine(c.policy, response.EngineOptions{})
+			for i, s := range c.steps {
+				if s.tenant != "" {
+					s.a.Tenant = s.tenant
+				}
+				d := e.Decide(s.a, s.breakGlass)
+				if d.Outcome != s.want || d.Rule != s.rule || d.Severity != s.severity || !slices.Equal(d.Related, s.related) {
+					t.Fatalf("step %d: got %+v, want %s by %q at %s related %v", i, d, s.want, s.rule, s.severity, s.related)
+				}
+			}
+		})
+	}
+}
+
+func TestEngineBounded(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "full.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := response.NewEngine(p, response.EngineOptions{MaxTokens: 3, PerToken: 2})
+	for i := range 10 {
+		e.Decide(anomaly(string(rune('a'+i)), string(rune('A'+i)), "new_network", "low", 0), false)
+	}
+	if n := e.Tracked(); n != 3 {
+		t.Fatalf("tracked %d tokens, bound is 3", n)
+	}
+	// The least recently seen token was forgotten: its new_network no
+	// longer completes a combination.
+	if d := e.Decide(anomaly("z", "A", "odd_hours", "low", time.Minute), false); d.Outcome != response.OutcomeAlert {
+		t.Fatalf("evicted token still remembered: %+v", d)
+	}
+	if d := e.Decide(anomaly("y", "J", "odd_hours", "low", time.Minute), false); d.Outcome != response.OutcomeRevoke {
+		t.Fatalf("recent token forgotten: %+v", d)
+	}
+}

@@ -1,0 +1,138 @@
+package revoker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/alert"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/response"
+)
+
+// ResponseRecord is what the revoker did about one anomaly: the
+// anomaly-response record kept in memory (Responses), counted in metrics
+// and logged as an audit line. Dry runs leave no ledger event; this record
+// is their trace.
+type ResponseRecord struct {
+	At        time.Time `json:"at"`
+	AnomalyID string    `json:"anomaly_id"`
+	TokenID   string    `json:"token_id"`
+	Tenant    string    `json:"tenant"`
+	Holder    string    `json:"holder"`
+	Detector  string    `json:"detector"`
+	Severity  string    `json:"severity"`
+	// Rule is the response rule that matched ("" when none did).
+	Rule string `json:"rule,omitempty"`
+	// Decision is the policy's verdict; Outcome what was done.
+	Decision response.Outcome `json:"decision"`
+	Outcome  alert.Outcome    `json:"outcome"`
+	// Related are the other anomalies of a combination rule.
+	Related []string `json:"related,omitempty"`
+}
+
+// respond applies the response policy to one anomaly: revoke, record a dry
+// run, alert, or page for a break-glass token; then alert on-call. An
+// error leaves the anomaly unacknowledged for a retry.
+func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.AnomalyDetected) error {
+	now := r.now()
+	r.stats.anomalies.Add(1)
+	info, known := r.index.get(a.TokenID, now)
+	if !known {
+		r.syncIndex(ctx)
+		info, known = r.index.get(a.TokenID, now)
+	}
+	if !known && a.EventTime.Add(r.o.MaxTokenTTL).Before(now) {
+		// Any token used that long ago has expired since: nothing to do.
+		r.stats.stale.Add(1)
+		r.o.Log.Debug().Str("anomaly_id", a.AnomalyID).Str("token_id", a.TokenID).Msg("stale anomaly skipped")
+		return nil
+	}
+	if !known {
+		info = TokenInfo{ID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder, Expiry: now.Add(r.o.MaxTokenTTL)}
+	}
+	dead := info.Revoked
+	if !dead {
+		d, err := r.denied(ctx, info)
+		if err != nil {
+			return err
+		}
+		dead = d
+	}
+	dec := r.engine.Decide(a, info.BreakGlass)
+	reason := fmt.Sprintf("%s anomaly %s (severity %s, response rule %s)", a.Detector, a.AnomalyID, a.Severity, ruleName(dec.Rule))
+	n := alert.Notice{
+		TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder, BreakGlass: info.BreakGlass,
+		Observation: alert.Observation{AnomalyID: a.AnomalyID, Detector: a.Detector, Severity: a.Severity,
+			Seen: a.Evidence.Seen, Baseline: a.Evidence.Baseline, SourceIP: a.SourceIP, At: a.EventTime, Details: a.Evidence.Details},
+		Severity: dec.Severity, Rule: dec.Rule,
+		ResolveAt: info.Expiry, ResolveReason: "token expired",
+	}
+	log := r.o.Log.With().Str("anomaly_id", a.AnomalyID).Str("token_id", a.TokenID).Str("tenant", a.Tenant).
+		Str("holder", a.Holder).Str("detector", a.Detector).Str("severity", a.Severity).Str("rule", dec.Rule).Logger()
+	switch {
+	case dec.Outcome == response.OutcomeBreakGlass:
+		n.Outcome = alert.OutcomeBreakGlass
+		n.Action = "Break-glass token: the policy would have " + map[bool]string{true: "revoked it", false: "only alerted"}[dec.WouldRevoke] + "."
+	case dead:
+		n.Outcome = alert.OutcomeAlreadyRevoked
+		n.Action = "No action needed: enforcers already deny it."
+		n.ResolveAt = now.Add(r.o.ResolveQuiet)
+		n.ResolveReason = fmt.Sprintf("token already dead; no new anomaly for %s", r.o.ResolveQuiet)
+	case dec.Outcome == response.OutcomeRevoke:
+		res, err := r.Revoke(ctx, Request{Kind: events.RevokeToken, TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder,
+			Actor: r.o.Source, Reason: reason, AnomalyID: a.AnomalyID})
+		if err != nil {
+			return fmt.Errorf("revoke token %s: %w", a.TokenID, err)
+		}
+		n.Outcome = alert.OutcomeRevoked
+		if len(res.Revoked) == 0 {
+			n.Outcome = alert.OutcomeAlreadyRevoked
+		}
+		n.Action = "Reason: " + reason + "."
+	case dec.Outcome == response.OutcomeDryRun:
+		n.Outcome = alert.OutcomeDryRun
+		n.Action = "The policy would have revoked it: " + reason + "."
+		// The audit line of a dry run: no ledger event, no denylist entry.
+		log.Info().Bool("audit", true).Bool("dry_run", true).Str("would", "revoke").Str("reason", reason).
+			Msg("dry run: token would have been revoked")
+	default:
+		n.Outcome = alert.OutcomeAlertOnly
+	}
+	if len(dec.Related) > 0 {
+		n.Action += fmt.Sprintf(" Combination with anomalies %v.", dec.Related)
+	}
+	r.alerts.Notify(n)
+	if n.Outcome == alert.OutcomeRevoked {
+		r.alerts.Resolve(a.TokenID, "token revoked by "+r.o.Source+": "+reason)
+	}
+	r.record(ResponseRecord{At: now, AnomalyID: a.AnomalyID, TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder,
+		Detector: a.Detector, Severity: a.Severity, Rule: dec.Rule, Decision: dec.Outcome, Outcome: n.Outcome, Related: dec.Related})
+	log.Info().Str("decision", string(dec.Outcome)).Str("outcome", string(n.Outcome)).Msg("anomaly handled")
+	return nil
+}
+
+func ruleName(r string) string {
+	if r == "" {
+		return "(none: alert)"
+	}
+	return r
+}
+
+func (r *Revoker) record(rec ResponseRecord) {
+	r.stats.response(string(rec.Outcome))
+	r.respMu.Lock()
+	defer r.respMu.Unlock()
+	r.responses = append(r.responses, rec)
+	if over := len(r.responses) - r.o.MaxResponses; over > 0 {
+		r.responses = append(r.responses[:0:0], r.responses[over:]...)
+	}
+}
+
+// Responses returns the most recent anomaly-response records, oldest
+// first (at most Options.MaxResponses).
+func (r *Revoker) Responses() []ResponseRecord {
+	r.respMu.Lock()
+	defer r.respMu.Unlock()
+	return append([]ResponseRecord(nil), r.responses...)
+}

@@ -1,0 +1,329 @@
+package revoker
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
+)
+
+// Reply codes of cordon.cmd.revoke.
+const (
+	CodeBadRequest   = "bad_request"  // malformed request
+	CodeUnauthorized = "unauthorized" // no, invalid, expired or revoked auth token
+	CodeForbidden    = "forbidden"    // valid token without audience "cordon" and scope "cordon:revoke"
+	CodeNotFound     = "not_found"    // unknown token id
+	CodeConflict     = "conflict"     // idempotency key reused for a different request
+	CodeInternal     = "internal"     // the revocation failed; retry with the same idempotency key
+)
+
+// MaxRequestSize bounds a cordon.cmd.revoke request.
+const MaxRequestSize = 64 << 10
+
+// CommandRequest is the JSON body of a cordon.cmd.revoke request.
+type CommandRequest struct {
+	// Auth is a Cordon token with audience "cordon" and scope
+	// "cordon:revoke" (or "cordon:*"). It is never logged.
+	Auth string `json:"auth"`
+	// IdempotencyKey, when set, makes a retry return the first reply
+	// without acting again.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Kind is token, holder, key, tenant or before.
+	Kind    string    `json:"kind"`
+	TokenID string    `json:"token_id,omitempty"`
+	Tenant  string    `json:"tenant,omitempty"`
+	Holder  string    `json:"holder,omitempty"`
+	KeyID   string    `json:"kid,omitempty"`
+	Before  time.Time `json:"before,omitzero"`
+	Reason  string    `json:"reason"`
+}
+
+// Reply is the JSON reply to a cordon.cmd.revoke request. A successful
+// reply has ok, revoked, rules, already and expired; a failed one ok,
+// error and code.
+type Reply struct {
+	OK      bool     `json:"ok"`
+	Revoked []string `json:"revoked"`
+	Rules   []string `json:"rules"`
+	Already []string `json:"already"`
+	Expired []string `json:"expired"`
+	Error   string   `json:"error,omitempty"`
+	Code    string   `json:"code,omitempty"`
+}
+
+// MarshalJSON writes the lists (as [] when empty) only on success.
+func (p Reply) MarshalJSON() ([]byte, error) {
+	if !p.OK {
+		return json.Marshal(struct {
+			OK    bool   `json:"ok"`
+			Error string `json:"error"`
+			Code  string `json:"code"`
+		}{false, p.Error, p.Code})
+	}
+	nz := func(s []string) []string {
+		if s == nil {
+			return []string{}
+		}
+		return s
+	}
+	type plain Reply
+	return json.Marshal(plain{OK: true, Revoked: nz(p.Revoked), Rules: nz(p.Rules), Already: nz(p.Already), Expired: nz(p.Expired)})
+}
+
+func failure(code, format string, args ...any) Reply {
+	return Reply{Code: code, Error: fmt.Sprintf(format, args...)}
+}
+
+// handleCommand serves one cordon.cmd.revoke request.
+func (r *Revoker) handleCommand(m *nats.Msg) {
+	ctx, cancel := context.WithTimeout(r.ctx, 60*time.Second)
+	defer cancel()
+	rep := r.command(ctx, m.Data)
+	code := rep.Code
+	if rep.OK {
+		code = "ok"
+	}
+	r.stats.request(code)
+	b, err := json.Marshal(rep)
+	if err != nil {
+		b = []byte(`{"ok":false,"error":"encode reply","code":"internal"}`)
+	}
+	if m.Reply == "" {
+		return
+	}
+	if err := m.Respond(b); err != nil {
+		r.o.Log.Warn().Err(err).Msg("revoke reply not sent")
+	}
+}
+
+// command authenticates, validates and carries out one request.
+func (r *Revoker) command(ctx context.Context, data []byte) Reply {
+	if len(data) > MaxRequestSize {
+		return failure(CodeBadRequest, "request is larger than %d bytes", MaxRequestSize)
+	}
+	var req CommandRequest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return failure(CodeBadRequest, "request is not valid JSON: %v", err)
+	}
+	if dec.More() {
+		return failure(CodeBadRequest, "request has trailing data")
+	}
+	caller, rep := r.authenticate(ctx, req.Auth)
+	if caller == nil {
+		r.o.Log.Warn().Str("code", rep.Code).Str("error", rep.Error).Str("kind", req.Kind).Msg("revoke request refused")
+		return rep
+	}
+	actor := caller.Tenant + "/" + caller.Holder
+	log := r.o.Log.With().Str("caller", actor).Str("caller_token_id", caller.ID).Str("kind", req.Kind).
+		Str("idempotency_key", req.IdempotencyKey).Logger()
+	if len(req.IdempotencyKey) > 256 {
+		return failure(CodeBadRequest, "idempotency_key is longer than 256 characters")
+	}
+
+	// The fingerprint covers the request without its credential, so a
+	// retry with a refreshed token is still the same request.
+	req.Auth = ""
+	canon, _ := json.Marshal(req)
+	fp := sha256.Sum256(canon)
+	idemKey := ""
+	if req.IdempotencyKey != "" {
+		idemKey = actor + "\x00" + req.IdempotencyKey
+		// Serialise requests per key so that a concurrent retry waits for
+		// the first one and gets its reply.
+		unlock := r.idem.lock(idemKey)
+		defer unlock()
+		if prev, ok := r.idem.get(idemKey, r.now()); ok {
+			if prev.fp != fp {
+				return failure(CodeConflict, "idempotency_key %q was used for a different request", req.IdempotencyKey)
+			}
+			log.Info().Msg("revoke request replayed, returning the first reply")
+			return prev.reply
+		}
+	}
+
+	q := Request{Kind: req.Kind, TokenID: req.TokenID, Tenant: req.Tenant, Holder: req.Holder, KeyID: req.KeyID,
+		Before: req.Before, Actor: actor, Reason: req.Reason}
+	res, err := r.Revoke(ctx, q)
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		return failure(CodeBadRequest, "%v", err)
+	case errors.Is(err, ErrUnknownToken):
+		return failure(CodeNotFound, "%v", err)
+	case err != nil:
+		log.Error().Err(err).Msg("revoke request failed")
+		return failure(CodeInternal, "revocation incomplete: %v (retry with the same idempotency_key)", err)
+	}
+	rep = Reply{OK: true, Revoked: res.Revoked, Rules: res.Rules, Already: res.Already, Expired: res.Expired}
+	if idemKey != "" {
+		r.idem.put(idemKey, fp, rep, r.now())
+	}
+	log.Info().Strs("revoked", res.Revoked).Strs("rules", res.Rules).Int("already", len(res.Already)).Msg("revoke request done")
+	return rep
+}
+
+// authenticate verifies a caller's Cordon token: signed by a key of the
+// `keys` bucket, within its validity, not revoked, with the audience and
+// scope the revoker requires. A nil token comes with the refusal.
+func (r *Revoker) authenticate(ctx context.Context, auth string) (*token.Token, Reply) {
+	if auth == "" {
+		return nil, failure(CodeUnauthorized, "missing auth token")
+	}
+	tok, err := r.keyring.Verify(auth)
+	if err != nil {
+		return nil, failure(CodeUnauthorized, "auth token rejected: %v", err)
+	}
+	now := r.now()
+	const skew = 30 * time.Second
+	if !now.Before(tok.ExpiryTime()) {
+		return nil, failure(CodeUnauthorized, "auth token %s expired at %s", tok.ID, tok.ExpiryTime().UTC().Format(time.RFC3339))
+	}
+	if now.Add(skew).Before(tok.NotBeforeTime()) {
+		return nil, failure(CodeUnauthorized, "auth token %s is not valid before %s", tok.ID, tok.NotBeforeTime().UTC().Format(time.RFC3339))
+	}
+	info := TokenInfo{ID: tok.ID, Tenant: tok.Tenant, Holder: tok.Holder, KeyID: tok.KeyID, IssuedAt: time.Unix(tok.IssuedAt, 0)}
+	if known, ok := r.index.get(tok.ID, now); ok && known.Revoked {
+		return nil, failure(CodeUnauthorized, "auth token %s is revoked", tok.ID)
+	}
+	revoked, err := r.denied(ctx, info)
+	if err != nil {
+		return nil, failure(CodeInternal, "check auth token: %v", err)
+	}
+	if revoked {
+		return nil, failure(CodeUnauthorized, "auth token %s is revoked", tok.ID)
+	}
+	if !slices.Contains(tok.Audience, r.o.Audience) {
+		return nil, failure(CodeForbidden, "auth token %s is not for audience %q", tok.ID, r.o.Audience)
+	}
+	if !tok.HasScope(r.o.Scope) {
+		return nil, failure(CodeForbidden, "auth token %s lacks scope %q", tok.ID, r.o.Scope)
+	}
+	return tok, Reply{}
+}
+
+// idemCache remembers successful replies by idempotency key, bounded in
+// number (least recently used evicted) and in age.
+type idemCache struct {
+	mu    sync.Mutex
+	max   int
+	ttl   time.Duration
+	m     map[string]*list.Element
+	lru   *list.List
+	locks map[string]*keyLock
+}
+
+type idemEntry struct {
+	key   string
+	fp    [32]byte
+	reply Reply
+	at    time.Time
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func newIdemCache(max int, ttl time.Duration) *idemCache {
+	return &idemCache{max: max, ttl: ttl, m: map[string]*list.Element{}, lru: list.New(), locks: map[string]*keyLock{}}
+}
+
+// lock serialises work on one key and returns the unlock function.
+func (c *idemCache) lock(key string) func() {
+	c.mu.Lock()
+	l := c.locks[key]
+	if l == nil {
+		l = &keyLock{}
+		c.locks[key] = l
+	}
+	l.refs++
+	c.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		c.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(c.locks, key)
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *idemCache) get(key string, now time.Time) (idemEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.m[key]
+	if !ok {
+		return idemEntry{}, false
+	}
+	e := el.Value.(*idemEntry)
+	if now.Sub(e.at) > c.ttl {
+		c.lru.Remove(el)
+		delete(c.m, key)
+		return idemEntry{}, false
+	}
+	c.lru.MoveToFront(el)
+	return *e, true
+}
+
+func (c *idemCache) put(key string, fp [32]byte, reply Reply, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.m[key]; ok {
+		c.lru.Remove(el)
+	}
+	for c.lru.Len() >= c.max {
+		old := c.lru.Back()
+		c.lru.Remove(old)
+		delete(c.m, old.Value.(*idemEntry).key)
+	}
+	c.m[key] = c.lru.PushFront(&idemEntry{key: key, fp: fp, reply: reply, at: now})
+}
+
+func (c *idemCache) prune(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.lru.Back(); el != nil; {
+		prev := el.Prev()
+		if e := el.Value.(*idemEntry); now.Sub(e.at) > c.ttl {
+			c.lru.Remove(el)
+			delete(c.m, e.key)
+		}
+		el = prev
+	}
+}
+
+func (c *idemCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Len()
+}
+
+// Call sends a revocation request over NATS and decodes the reply.
+func Call(ctx context.Context, nc *nats.Conn, req CommandRequest) (Reply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return Reply{}, fmt.Errorf("encode revoke request: %w", err)
+	}
+	m, err := nc.RequestWithContext(ctx, events.SubjectCmdRevoke, b)
+	if err != nil {
+		return Reply{}, fmt.Errorf("request %s: %w", events.SubjectCmdRevoke, err)
+	}
+	var rep Reply
+	if err := json.Unmarshal(m.Data, &rep); err != nil {
+		return Reply{}, fmt.Errorf("decode revoke reply: %w", err)
+	}
+	return rep, nil
+}

@@ -1,0 +1,459 @@
+// Package revoker is the containment half of Cordon's loop. It compiles the
+// token ledger's revocations into the `denylist` KV bucket that every
+// enforcer watches (it is the only writer of that bucket), revokes tokens on
+// request — by id, holder, signing key, tenant, or "issued before" a time,
+// from Go or over NATS request/reply on cordon.cmd.revoke — and applies the
+// response policy to anomalies: revoke, alert on-call, or record what it
+// would have revoked in dry-run mode. Break-glass tokens are never revoked
+// automatically and always page.
+//
+// It runs three JetStream consumers:
+//
+//   - a durable consumer of TOKENS (cordon.token.>) that writes one denylist
+//     entry per TokenRevoked, with a TTL of the token's remaining life, and
+//     acknowledges each message only after its write; a message it cannot
+//     decode goes to the dead-letter subject and is acknowledged;
+//   - an ordered (replaying) consumer of TOKENS that rebuilds, on each start,
+//     an index of the live tokens (id → tenant, holder, key, issue time,
+//     expiry, break-glass) from the last MaxTokenTTL of the ledger; bulk
+//     revocations use it to publish one ledger event per affected token;
+//   - a durable consumer of ANOMALIES that applies the response policy.
+package revoker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/pkg/alert"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/response"
+	"github.com/cordonhq/cordon/pkg/token"
+)
+
+// DeadLetterName is the consumer name in the revoker's dead-letter subject
+// (events.DeadLetterSubject(DeadLetterName)).
+const DeadLetterName = "revoker"
+
+// Options configures a Revoker.
+type Options struct {
+	// NC serves the cordon.cmd.revoke request/reply subject.
+	NC *nats.Conn
+	// JS is the JetStream context (streams and buckets must exist).
+	JS jetstream.JetStream
+	// Policy is the response policy (response.Default() when nil).
+	Policy *response.Policy
+	// Sinks receive on-call alerts; none disables delivery (alerts are
+	// still grouped and counted).
+	Sinks []alert.Sink
+	// Alerts tunes alert delivery (retries, back-off, bounds); its Sinks,
+	// Log, Now and Source are set from these options.
+	Alerts alert.Options
+	// Log is the logger.
+	Log zerolog.Logger
+	// Source names this instance in the events it emits (default "revoker").
+	Source string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// MaxTokenTTL is the longest life of any token: how far back the token
+	// index replays the ledger, and the life assumed for tokens the
+	// revoker does not know (default 24h). Set it to the policy's largest
+	// max_ttl.
+	MaxTokenTTL time.Duration
+	// Durable prefixes the durable consumer names (default "revoker").
+	Durable string
+	// MaxTokens bounds the token index (default 1,000,000).
+	MaxTokens int
+	// IdempotencyTTL and MaxIdempotencyKeys bound the remembered replies
+	// of cordon.cmd.revoke requests (defaults 24h and 10,000).
+	IdempotencyTTL     time.Duration
+	MaxIdempotencyKeys int
+	// ResolveQuiet is how long an alert about an already dead (revoked or
+	// expired) token stays open without new anomalies (default 1h).
+	ResolveQuiet time.Duration
+	// MaxResponses bounds the anomaly-response records kept (default 1000).
+	MaxResponses int
+	// Audience and Scope are what a cordon.cmd.revoke caller's token must
+	// carry (defaults "cordon" and "cordon:revoke"; "cordon:*" also covers
+	// the scope).
+	Audience string
+	Scope    string
+}
+
+func (o *Options) defaults() error {
+	if o.NC == nil || o.JS == nil {
+		return errors.New("revoker: NATS connection and JetStream are required")
+	}
+	if o.Policy == nil {
+		o.Policy = response.Default()
+	}
+	if o.Source == "" {
+		o.Source = "revoker"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxTokenTTL <= 0 {
+		o.MaxTokenTTL = 24 * time.Hour
+	}
+	if o.Durable == "" {
+		o.Durable = "revoker"
+	}
+	if o.MaxTokens <= 0 {
+		o.MaxTokens = 1_000_000
+	}
+	if o.IdempotencyTTL <= 0 {
+		o.IdempotencyTTL = 24 * time.Hour
+	}
+	if o.MaxIdempotencyKeys <= 0 {
+		o.MaxIdempotencyKeys = 10_000
+	}
+	if o.ResolveQuiet <= 0 {
+		o.ResolveQuiet = time.Hour
+	}
+	if o.MaxResponses <= 0 {
+		o.MaxResponses = 1000
+	}
+	if o.Audience == "" {
+		o.Audience = "cordon"
+	}
+	if o.Scope == "" {
+		o.Scope = "cordon:revoke"
+	}
+	return nil
+}
+
+// Revoker is the revocation service.
+type Revoker struct {
+	o       Options
+	keyring *token.Keyring
+	index   *index
+	engine  *response.Engine
+	alerts  *alert.Dispatcher
+	idem    *idemCache
+
+	deny     jetstream.KeyValue
+	revokeMu sync.Mutex
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	startOnce, closeOnce sync.Once
+	started              atomic.Bool
+	idxCons              jetstream.Consumer
+	consumers            []jetstream.ConsumeContext
+	keyWatch             jetstream.KeyWatcher
+	sub                  *nats.Subscription
+
+	respMu    sync.Mutex
+	responses []ResponseRecord
+
+	stats counters
+}
+
+// New validates the options and builds a revoker; Start runs it.
+func New(o Options) (*Revoker, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	ao := o.Alerts
+	ao.Sinks, ao.Log, ao.Now, ao.Source = o.Sinks, o.Log, o.Now, o.Source
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Revoker{
+		o:       o,
+		keyring: token.NewKeyring(),
+		index:   newIndex(o.MaxTokens),
+		engine:  response.NewEngine(o.Policy, response.EngineOptions{}),
+		alerts:  alert.NewDispatcher(ao),
+		idem:    newIdemCache(o.MaxIdempotencyKeys, o.IdempotencyTTL),
+		ctx:     ctx,
+		cancel:  cancel,
+	}
+	r.stats.init()
+	return r, nil
+}
+
+func (r *Revoker) now() time.Time { return r.o.Now() }
+
+// Run starts the revoker, serves until ctx ends, then closes it.
+func (r *Revoker) Run(ctx context.Context) error {
+	if err := r.Start(ctx); err != nil {
+		r.Close()
+		return err
+	}
+	<-ctx.Done()
+	r.Close()
+	return nil
+}
+
+// Start connects to the buckets, loads the signing keys, replays the
+// ledger into the token index, starts the consumers and subscribes to
+// cordon.cmd.revoke. It returns once the revoker is ready; ctx bounds the
+// start-up only. On error, call Close.
+func (r *Revoker) Start(ctx context.Context) error {
+	err := errors.New("revoker: already started")
+	r.startOnce.Do(func() { err = r.start(ctx) })
+	return err
+}
+
+func (r *Revoker) start(ctx context.Context) error {
+	js := r.o.JS
+	var err error
+	if r.deny, err = js.KeyValue(ctx, events.BucketDenylist); err != nil {
+		return fmt.Errorf("revoker: bucket %s: %w", events.BucketDenylist, err)
+	}
+	keys, err := js.KeyValue(ctx, events.BucketKeys)
+	if err != nil {
+		return fmt.Errorf("revoker: bucket %s: %w", events.BucketKeys, err)
+	}
+	if err := r.watchKeys(ctx, keys); err != nil {
+		return err
+	}
+	if err := r.startIndex(ctx); err != nil {
+		return err
+	}
+	tokens, err := js.CreateOrUpdateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{
+		Durable:       r.o.Durable + "-tokens",
+		Description:   "cordon revoker: compiles revocations into the denylist",
+		FilterSubject: events.SubjectTokenPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 1024,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("revoker: consumer on %s: %w", events.StreamTokens, err)
+	}
+	anomalies, err := js.CreateOrUpdateConsumer(ctx, events.StreamAnomalies, jetstream.ConsumerConfig{
+		Durable:       r.o.Durable + "-anomalies",
+		Description:   "cordon revoker: applies the response policy",
+		FilterSubject: events.SubjectAnomalyPrefix + ">",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       time.Minute,
+		MaxAckPending: 256,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("revoker: consumer on %s: %w", events.StreamAnomalies, err)
+	}
+	for _, c := range []struct {
+		cons jetstream.Consumer
+		h    func(jetstream.Msg)
+	}{{tokens, r.compileMsg}, {anomalies, r.anomalyMsg}} {
+		cc, err := c.cons.Consume(c.h, jetstream.ConsumeErrHandler(r.consumeErr))
+		if err != nil {
+			return fmt.Errorf("revoker: consume: %w", err)
+		}
+		r.consumers = append(r.consumers, cc)
+	}
+	r.sub, err = r.o.NC.QueueSubscribe(events.SubjectCmdRevoke, "cordon-revoker", r.handleCommand)
+	if err != nil {
+		return fmt.Errorf("revoker: subscribe %s: %w", events.SubjectCmdRevoke, err)
+	}
+	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer fcancel()
+	if err := r.o.NC.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("revoker: subscribe %s: %w", events.SubjectCmdRevoke, err)
+	}
+	r.wg.Add(1)
+	go r.housekeeping()
+	r.started.Store(true)
+	r.o.Log.Info().Int("keys", r.keyring.Len()).Int("tokens", r.index.len()).Str("policy", r.o.Policy.String()).
+		Bool("dry_run", r.o.Policy.DryRun).Int("sinks", len(r.o.Sinks)).Msg("revoker started")
+	return nil
+}
+
+func (r *Revoker) consumeErr(_ jetstream.ConsumeContext, err error) {
+	if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrConnectionClosed) {
+		r.o.Log.Debug().Err(err).Msg("consumer")
+		return
+	}
+	r.o.Log.Warn().Err(err).Msg("consumer error")
+}
+
+// Close stops the consumers and the subscription, gives pending alerts a
+// moment to go out, and stops alert delivery. It is safe to call twice.
+func (r *Revoker) Close() error {
+	r.closeOnce.Do(func() {
+		if r.sub != nil {
+			_ = r.sub.Unsubscribe()
+		}
+		for _, cc := range r.consumers {
+			cc.Stop()
+		}
+		for _, cc := range r.consumers {
+			select {
+			case <-cc.Closed():
+			case <-time.After(5 * time.Second):
+			}
+		}
+		if r.keyWatch != nil {
+			_ = r.keyWatch.Stop()
+		}
+		r.cancel()
+		r.wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = r.alerts.Flush(ctx)
+		cancel()
+		r.alerts.Close()
+	})
+	return nil
+}
+
+// housekeeping prunes expired tokens and idempotency keys.
+func (r *Revoker) housekeeping() {
+	defer r.wg.Done()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			now := r.now()
+			r.index.prune(now)
+			r.idem.prune(now)
+		}
+	}
+}
+
+// watchKeys mirrors the `keys` bucket into the keyring and returns once
+// the current keys are loaded.
+func (r *Revoker) watchKeys(ctx context.Context, keys jetstream.KeyValue) error {
+	w, err := keys.WatchAll(r.ctx)
+	if err != nil {
+		return fmt.Errorf("revoker: watch %s: %w", events.BucketKeys, err)
+	}
+	r.keyWatch = w
+	ready := make(chan struct{})
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		initial := true
+		for e := range w.Updates() {
+			if e == nil {
+				if initial {
+					initial = false
+					close(ready)
+				}
+				continue
+			}
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				var rec events.KeyRecord
+				if err := json.Unmarshal(e.Value(), &rec); err != nil {
+					r.o.Log.Warn().Str("kid", e.Key()).Err(err).Msg("unreadable key record ignored")
+					continue
+				}
+				if err := r.keyring.Add(e.Key(), rec.PublicKey); err != nil {
+					r.o.Log.Warn().Str("kid", e.Key()).Err(err).Msg("bad public key ignored")
+				}
+			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+				r.keyring.Remove(e.Key())
+			}
+		}
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("revoker: load signing keys: %w", ctx.Err())
+	}
+}
+
+// startIndex replays the last MaxTokenTTL of the ledger into the token
+// index with an ordered consumer that keeps following it, and returns once
+// the replay reached the ledger's end as of the call.
+func (r *Revoker) startIndex(ctx context.Context) error {
+	from := r.now().Add(-r.o.MaxTokenTTL - time.Hour)
+	cons, err := r.o.JS.OrderedConsumer(ctx, events.StreamTokens, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{events.SubjectTokenPrefix + ">"},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &from,
+	})
+	if err != nil {
+		return fmt.Errorf("revoker: token index: %w", err)
+	}
+	r.idxCons = cons
+	cc, err := cons.Consume(r.indexMsg, jetstream.ConsumeErrHandler(r.consumeErr))
+	if err != nil {
+		return fmt.Errorf("revoker: token index: %w", err)
+	}
+	r.consumers = append(r.consumers, cc)
+	if err := r.syncIndexErr(ctx); err != nil {
+		return fmt.Errorf("revoker: token index replay: %w", err)
+	}
+	return nil
+}
+
+// indexMsg applies one ledger event to the token index. Undecodable
+// events are the durable consumer's business (dead letters).
+func (r *Revoker) indexMsg(msg jetstream.Msg) {
+	if meta, err := msg.Metadata(); err == nil {
+		defer r.index.lastSeq.Store(meta.Sequence.Stream)
+	}
+	env, err := events.Decode(msg.Data())
+	if err != nil {
+		return
+	}
+	switch p := env.Data.(type) {
+	case *events.TokenIssued:
+		r.index.issued(p, env.Time, r.now())
+	case *events.TokenRevoked:
+		r.index.markRevoked(p.TokenID)
+	case *events.TokenExpired:
+		r.index.remove(p.TokenID)
+	}
+}
+
+// syncIndex waits briefly for the token index to apply the ledger as it
+// is now; a token issued a moment ago is then known.
+func (r *Revoker) syncIndex(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := r.syncIndexErr(ctx); err != nil {
+		r.o.Log.Warn().Err(err).Msg("token index is behind the ledger")
+	}
+}
+
+func (r *Revoker) syncIndexErr(ctx context.Context) error {
+	stream, err := r.o.JS.Stream(ctx, events.StreamTokens)
+	if err != nil {
+		return err
+	}
+	last, err := stream.GetLastMsgForSubject(ctx, events.SubjectTokenPrefix+">")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if last.Time.Before(r.now().Add(-r.o.MaxTokenTTL - time.Hour)) {
+		return nil // nothing in the replay window
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for r.index.lastSeq.Load() < last.Sequence {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("applied the ledger up to %d of %d: %w", r.index.lastSeq.Load(), last.Sequence, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Token returns what the revoker knows about a live token.
+func (r *Revoker) Token(id string) (TokenInfo, bool) { return r.index.get(id, r.now()) }
+
+// Alerts is the alert dispatcher (open alerts and delivery counters).
+func (r *Revoker) Alerts() *alert.Dispatcher { return r.alerts }
