@@ -18,7 +18,7 @@ chdb: ## install the chDB library (ClickHouse engine) into the user cache, once
 build: ## build bin/cordon
 	$(GO) build -o $(BIN) ./cmd/cordon
 
-run: build ## bring up the whole system in one process and run the leak drill
+run: chdb build ## bring up the whole system in one process and run the leak drill
 	./$(BIN) up --demo
 
 vet: ## go vet and gofmt check
@@ -26,14 +26,14 @@ vet: ## go vet and gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
 
-test: vet ## run every test (real NATS JetStream and real chDB)
+test: chdb vet ## run every test (real NATS JetStream and real chDB)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/token/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pkg/events/
 
-bench: ## measure the figures the issues name; writes BENCHMARKS.md
+bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md
 
 clean: ## remove build output and local state

@@ -34,7 +34,9 @@ type Suite struct {
 
 // Suites lists every suite in the order make bench runs them.
 func Suites() []Suite {
-	return []Suite{}
+	return []Suite{
+		EnforceSuite(),
+	}
 }
 
 // Percentiles returns the given percentiles (0–100) of samples, sorting them.

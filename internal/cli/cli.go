@@ -35,6 +35,12 @@ var errUsage = errors.New("usage")
 func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the version", runVersion},
+		"issuer":  {"run the token issuer (HTTP API, NATS commands)", runIssuer},
+		"token":   {"issue, list, inspect and rotate tokens via the issuer API", runToken},
+		"key":     {"list, rotate and retire the issuer's signing keys", runKey},
+		"enforce": {"run an enforcing reverse proxy in front of an HTTP service", runEnforce},
+		"revoker": {"run the revoker (denylist, response policy, on-call alerts)", runRevoker},
+		"revoke":  {"revoke tokens by id, holder, key, tenant or issue time (over NATS)", runRevoke},
 	}
 }
 

@@ -1,0 +1,138 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/services/issuer"
+)
+
+// issuerFlags are the options of `cordon issuer`.
+type issuerFlags struct {
+	nats, creds, data, policy, listen, source, adminTTL string
+	grace                                               time.Duration
+	replicas                                            int
+	check                                               bool
+}
+
+func runIssuer(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "issuer", "issuer --nats URL --data DIR --policy FILE [--listen ADDR] [--check-config]")
+	var f issuerFlags
+	fs.StringVar(&f.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
+	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	fs.StringVar(&f.data, "data", ".cordon", "data directory: signing keys (keys/) and the bootstrap admin token (admin.token)")
+	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file ($CORDON_POLICY)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:7400", "HTTP API listen address")
+	fs.StringVar(&f.source, "source", "", "instance name recorded in events (default issuer/<hostname>)")
+	fs.StringVar(&f.adminTTL, "admin-ttl", "90d", "lifetime of the bootstrap admin token")
+	fs.DurationVar(&f.grace, "grace", issuer.DefaultGrace, "default grace period of a rotated token")
+	fs.IntVar(&f.replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
+	fs.BoolVar(&f.check, "check-config", false, "validate the policy and flags, then exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if f.policy == "" {
+		return fmt.Errorf("%w: --policy is required (or set $CORDON_POLICY)", errUsage)
+	}
+	pol, err := policy.Load(f.policy)
+	if err != nil {
+		return err
+	}
+	adminTTL, err := policy.ParseDuration(f.adminTTL)
+	if err != nil {
+		return fmt.Errorf("%w: --admin-ttl: %v", errUsage, err)
+	}
+	if adminTTL < time.Minute {
+		return fmt.Errorf("%w: --admin-ttl %s is shorter than a minute", errUsage, f.adminTTL)
+	}
+	if f.grace < 0 {
+		return fmt.Errorf("%w: --grace %s is negative", errUsage, f.grace)
+	}
+	if f.replicas < 1 || f.replicas > 5 {
+		return fmt.Errorf("%w: --replicas %d: want 1 to 5", errUsage, f.replicas)
+	}
+	if f.listen != "" {
+		if _, _, err := net.SplitHostPort(f.listen); err != nil {
+			return fmt.Errorf("%w: --listen %q: %v", errUsage, f.listen, err)
+		}
+	}
+	if f.check {
+		fmt.Fprintf(env.Stdout, "policy %s: ok (%d holders, sha256 %s)\n", f.policy, len(pol.Holders), pol.Digest)
+		return nil
+	}
+
+	opts := []nats.Option{nats.Name("cordon-issuer"), nats.MaxReconnects(-1)}
+	if f.creds != "" {
+		opts = append(opts, nats.UserCredentials(f.creds))
+	}
+	nc, err := nats.Connect(f.nats, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", f.nats, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := ensureMissingStreams(ctx, env, js, events.StreamOptions{Replicas: f.replicas}); err != nil {
+		return err
+	}
+	iss, err := issuer.New(issuer.Options{
+		NC: nc, JS: js, DataDir: f.data, Policy: pol, Logger: env.Log, Source: f.source,
+		Grace: f.grace, AdminTTL: adminTTL, Listen: f.listen,
+	})
+	if err != nil {
+		return err
+	}
+	return iss.Run(ctx)
+}
+
+// ensureMissingStreams creates Cordon's streams and buckets that do not exist yet,
+// leaving existing ones (possibly tuned for a cluster) untouched.
+func ensureMissingStreams(ctx context.Context, env *Env, js jetstream.JetStream, o events.StreamOptions) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, cfg := range events.Streams(o) {
+		_, err := js.Stream(ctx, cfg.Name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			if _, err = js.CreateStream(ctx, cfg); err == nil {
+				env.Log.Info().Str("stream", cfg.Name).Int("replicas", cfg.Replicas).Msg("created stream")
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	for _, cfg := range events.Buckets(o) {
+		_, err := js.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			if _, err = js.CreateKeyValue(ctx, cfg); err == nil {
+				env.Log.Info().Str("bucket", cfg.Bucket).Int("replicas", cfg.Replicas).Msg("created bucket")
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
+		}
+	}
+	return nil
+}
+
+// getenvDefault returns $name, or def when it is unset or empty.
+func getenvDefault(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

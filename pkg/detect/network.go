@@ -1,0 +1,158 @@
+package detect
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// maxNetworks is how many networks a token remembers. When all slots are
+// taken the least recently used network outside the baseline goes first.
+const maxNetworks = 16
+
+// netState is a token's fixed-size set of networks: the baseline ("known")
+// and the ones seen recently, with first and last use per network.
+type netState struct {
+	used  uint16 // slot in use
+	known uint16 // slot is part of the baseline
+	v6    uint16 // slot holds an IPv6 network
+	// maxConcurrent is the most networks used at once while learning.
+	maxConcurrent uint8
+	keys          [maxNetworks]uint64
+	last          [maxNetworks]uint32 // Unix seconds
+	first         [maxNetworks]uint32 // Unix seconds
+}
+
+// netKey reduces an address to its network: the masked IPv4 address, or
+// the masked upper 64 bits of an IPv6 address.
+func netKey(a netip.Addr, p4, p6 int) (key uint64, v6 bool) {
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return uint64(binary.BigEndian.Uint32(b[:]) & (^uint32(0) << (32 - p4))), false
+	}
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8]) & (^uint64(0) << (64 - p6)), true
+}
+
+// netString formats a network key back into a prefix.
+func netString(key uint64, v6 bool, p4, p6 int) string {
+	if !v6 {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(key))
+		return netip.PrefixFrom(netip.AddrFrom4(b), p4).String()
+	}
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], key)
+	return netip.PrefixFrom(netip.AddrFrom16(b), p6).String()
+}
+
+func bit(i int) uint16 { return 1 << uint(i) }
+
+// find returns the slot holding the network, or -1.
+func (n *netState) find(key uint64, v6 bool) int {
+	for i := 0; i < maxNetworks; i++ {
+		if n.used&bit(i) != 0 && n.keys[i] == key && (n.v6&bit(i) != 0) == v6 {
+			return i
+		}
+	}
+	return -1
+}
+
+// insert puts a network in a free slot, else in the least recently used
+// slot outside the baseline, else in the least recently used slot.
+func (n *netState) insert(key uint64, v6 bool, t uint32) int {
+	victim, victimKnown := -1, true
+	for i := 0; i < maxNetworks; i++ {
+		if n.used&bit(i) == 0 {
+			victim = i
+			break
+		}
+		known := n.known&bit(i) != 0
+		switch {
+		case victim < 0,
+			victimKnown && !known,
+			victimKnown == known && n.last[i] < n.last[victim]:
+			victim, victimKnown = i, known
+		}
+	}
+	i := victim
+	n.keys[i], n.first[i], n.last[i] = key, t, t
+	n.used |= bit(i)
+	n.known &^= bit(i)
+	if v6 {
+		n.v6 |= bit(i)
+	} else {
+		n.v6 &^= bit(i)
+	}
+	return i
+}
+
+// concurrent counts the networks used at or after since.
+func (n *netState) concurrent(since uint32) int {
+	c := 0
+	for i := 0; i < maxNetworks; i++ {
+		if n.used&bit(i) != 0 && n.last[i] >= since {
+			c++
+		}
+	}
+	return c
+}
+
+// list formats the networks of the slots selected by mask, comma separated.
+func (n *netState) list(mask uint16, p4, p6 int) string {
+	var b strings.Builder
+	for i := 0; i < maxNetworks; i++ {
+		if mask&bit(i) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(netString(n.keys[i], n.v6&bit(i) != 0, p4, p6))
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+// secs32 clamps Unix seconds into the uint32 slot clock.
+func secs32(t int64) uint32 {
+	switch {
+	case t < 0:
+		return 0
+	case t > int64(^uint32(0)):
+		return ^uint32(0)
+	}
+	return uint32(t)
+}
+
+// observeNetwork runs the two network detectors around the update of the
+// token's network set.
+func (e *Engine) observeNetwork(s *tokenState, o *obs, learned bool) {
+	if !o.hasAddr {
+		return
+	}
+	n := &s.core.net
+	t := secs32(o.t)
+	slot := o.slot
+	// A new network used again, allowed, PromoteAfter after its first
+	// sighting joins the baseline: the alert went out and nobody acted.
+	if slot >= 0 && learned && o.allowed && !o.postEnd && n.known&bit(slot) == 0 &&
+		e.cfg.NewNetwork.PromoteAfter > 0 && int64(t)-int64(n.first[slot]) >= int64(e.cfg.NewNetwork.PromoteAfter/time.Second) {
+		n.known |= bit(slot)
+	}
+	e.checkNewNetwork(s, o, learned)
+	if slot < 0 {
+		slot = n.insert(o.key, o.v6, t)
+	} else if t > n.last[slot] {
+		n.last[slot] = t
+	}
+	// While learning, every network of an allowed use is baseline.
+	if !learned && o.allowed && !o.postEnd {
+		n.known |= bit(slot)
+	}
+	e.checkMultiNetwork(s, o, learned)
+}

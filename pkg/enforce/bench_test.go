@@ -1,0 +1,186 @@
+package enforce
+
+import (
+	"context"
+	"io"
+
+	"github.com/cordonhq/cordon/internal/natstest"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/cordonhq/cordon/pkg/token"
+)
+
+// benchEnforcer has the demo routes, a key, and usage events on but no
+// publisher (the enqueue is measured; a full buffer drops).
+func benchEnforcer(b *testing.B, mod func(*Options)) (*Enforcer, token.Signer) {
+	b.Helper()
+	s := newSigner(b)
+	rs, err := LoadRoutes(demoRoutes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := Options{ID: "bench", Routes: rs}
+	if mod != nil {
+		mod(&o)
+	}
+	e, err := New(o)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = e.Close() })
+	if err := e.AddKey(s.KeyID, s.Public()); err != nil {
+		b.Fatal(err)
+	}
+	return e, s
+}
+
+func BenchmarkCheckSeen(b *testing.B) {
+	e, s := benchEnforcer(b, nil)
+	tok, _ := mint(b, s, nil)
+	req := readReq(tok)
+	if d := e.Check(req); !d.Allow {
+		b.Fatal(d)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Check(req)
+	}
+}
+
+func BenchmarkCheckSeenNoUsage(b *testing.B) {
+	e, s := benchEnforcer(b, func(o *Options) { o.DisableUsage = true })
+	tok, _ := mint(b, s, nil)
+	req := readReq(tok)
+	e.Check(req)
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Check(req)
+	}
+}
+
+func BenchmarkCheckSeenParallel(b *testing.B) {
+	e, s := benchEnforcer(b, nil)
+	toks := make([]string, 64)
+	for i := range toks {
+		toks[i], _ = mint(b, s, nil)
+		e.Check(readReq(toks[i]))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			e.Check(readReq(toks[i%len(toks)]))
+			i++
+		}
+	})
+}
+
+func BenchmarkCheckFirstSeen(b *testing.B) {
+	e, s := benchEnforcer(b, nil)
+	toks := make([]string, 4096)
+	for i := range toks {
+		toks[i], _ = mint(b, s, nil)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(toks) { // minting is not measured
+			b.StopTimer()
+			for j := range toks {
+				toks[j], _ = mint(b, s, nil)
+			}
+			i = 0
+			b.StartTimer()
+		}
+		e.Check(readReq(toks[i]))
+		i++
+	}
+}
+
+func BenchmarkCheckBadTokenFlood(b *testing.B) {
+	e, s := benchEnforcer(b, nil)
+	forger := newSigner(b)
+	forger.KeyID = s.KeyID
+	tok, _ := mint(b, forger, nil)
+	req := readReq(tok)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := e.Check(req); d.Reason != ReasonBadSignature {
+			b.Fatal(d)
+		}
+	}
+}
+
+func BenchmarkMiddlewareSeen(b *testing.B) {
+	e, s := benchEnforcer(b, nil)
+	tok, _ := mint(b, s, nil)
+	h := e.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest("GET", "/invoices/42", nil)
+		r.Header.Set("Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 204 {
+			b.Fatal(w.Code)
+		}
+	}
+}
+
+// BenchmarkUsagePublish measures the background cost of one usage event:
+// encode, PublishAsync to a real JetStream (file store), acknowledgement.
+func BenchmarkUsagePublish(b *testing.B) {
+	f := &fixture{env: natstest.Run(b), signer: newSigner(b)}
+	f.publishKey(b, f.signer)
+	rs, _ := LoadRoutes(demoRoutes)
+	f.routes = rs
+	e := f.enforcer(b, "bench-usage", func(o *Options) { o.UsageBuffer = 1 << 16 })
+	tok, _ := mint(b, f.signer, nil)
+	req := readReq(tok)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 10000 {
+		for j := 0; j < min(10000, b.N-i); j++ {
+			e.Check(req)
+		}
+		if err := e.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if e.UsageDropped() > 0 {
+		b.Fatalf("%d dropped", e.UsageDropped())
+	}
+}
+
+// BenchmarkProxy sends sequential requests through the enforcing proxy to
+// an upstream on loopback, with usage events going to a real JetStream.
+func BenchmarkProxy(b *testing.B) {
+	f := &fixture{env: natstest.Run(b), signer: newSigner(b)}
+	f.publishKey(b, f.signer)
+	f.routes, _ = LoadRoutes(demoRoutes)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	defer up.Close()
+	f.upstream = up
+	e := f.enforcer(b, "bench-proxy", nil)
+	srv := f.proxy(b, e)
+	tok, _ := mint(b, f.signer, nil)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	b.ReportAllocs()
+	for b.Loop() {
+		req, _ := http.NewRequest("GET", srv.URL+"/invoices/1", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatal(resp.StatusCode)
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package enforce
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector returns a Prometheus collector of the enforcer's Stats,
+// including the bounds of its caches and usage buffer.
+func (e *Enforcer) Collector() prometheus.Collector { return &collector{e: e} }
+
+type metric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(s *Stats) float64
+}
+
+type collector struct{ e *Enforcer }
+
+var metrics = func() []metric {
+	labels := []string{"enforcer", "service"}
+	m := func(name, help string, kind prometheus.ValueType, v func(s *Stats) float64) metric {
+		return metric{prometheus.NewDesc("cordon_enforcer_"+name, help, labels, nil), kind, v}
+	}
+	return []metric{
+		m("decisions_total", "Decisions made.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.Decisions) }),
+		m("denied_total", "Decisions that denied.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.Denied) }),
+		m("cache_entries", "Verified tokens cached.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.CacheEntries) }),
+		m("cache_capacity", "Bound of the verified-token cache.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.CacheCapacity) }),
+		m("cache_misses_total", "Decisions that parsed and verified a token.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.CacheMisses) }),
+		m("negative_cache_entries", "Rejected token strings cached.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.NegativeEntries) }),
+		m("negative_cache_capacity", "Bound of the rejected-token cache.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.NegativeCapacity) }),
+		m("keys", "Verification keys held.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.Keys) }),
+		m("deny_entries", "Denylist entries held.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.DenyEntries) }),
+		m("denylist_revision", "Last applied revision of the denylist bucket.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.DenylistRevision) }),
+		m("denylist_staleness_seconds", "Time since the denylist view was last known current.", prometheus.GaugeValue, func(s *Stats) float64 {
+			if s.DenylistCurrentAt.IsZero() {
+				return -1
+			}
+			return time.Since(s.DenylistCurrentAt).Seconds()
+		}),
+		m("usage_queued", "Usage events waiting to be published.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageQueued) }),
+		m("usage_capacity", "Bound of the usage event buffer.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageCapacity) }),
+		m("usage_dropped_total", "Usage events dropped because the buffer was full.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageDropped) }),
+		m("usage_published_total", "Usage events acknowledged by JetStream.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsagePublished) }),
+		m("usage_failed_total", "Usage events that could not be published.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageFailed) }),
+	}
+}()
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range metrics {
+		ch <- m.desc
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.e.Stats()
+	for _, m := range metrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(&s), c.e.opts.ID, c.e.opts.Service)
+	}
+}

@@ -1,0 +1,307 @@
+package enforce
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+// Bounds on free-form request fields copied into usage events.
+const (
+	maxUserAgent = 256
+	maxRoute     = 256
+)
+
+// usageRecord is a decision waiting to be published. It is a value (no
+// allocation on the request path); strings are formatted by the publisher.
+type usageRecord struct {
+	at      time.Time
+	latency time.Duration
+	d       Decision
+	remote  netip.Addr
+	agent   string
+	method  string
+	route   string
+	scope   string
+}
+
+// publisher turns decisions into usage events on JetStream in the
+// background. The request path only does a non-blocking send on ch.
+type publisher struct {
+	e     *Enforcer
+	log   zerolog.Logger // sampled
+	ch    chan usageRecord
+	batch int
+	// ackWait bounds the wait for one batch's acknowledgements.
+	ackWait time.Duration
+	// lingerFor is how long a batch waits to fill up.
+	lingerFor time.Duration
+	flush     chan chan struct{}
+	quit      chan struct{}
+	done      chan struct{}
+
+	dropped   atomic.Uint64
+	published atomic.Uint64
+	failed    atomic.Uint64
+}
+
+func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publisher {
+	return &publisher{
+		e:         e,
+		ch:        make(chan usageRecord, buffer),
+		batch:     batch,
+		ackWait:   5 * time.Second,
+		lingerFor: linger,
+		flush:     make(chan chan struct{}),
+		quit:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+}
+
+// enqueue hands a decision to the publisher without ever blocking: when
+// the buffer is full the event is dropped and counted.
+func (p *publisher) enqueue(req *Request, d *Decision, at time.Time, latency time.Duration) {
+	select {
+	case p.ch <- usageRecord{at: at, latency: latency, d: *d, remote: req.RemoteAddr, agent: req.UserAgent, method: req.Method, route: req.Route, scope: req.Scope}:
+	default:
+		p.dropped.Add(1)
+	}
+}
+
+// run publishes until quit is closed, then drains what is queued.
+func (p *publisher) run(js jetstream.JetStream) {
+	defer close(p.done)
+	batch := make([]usageRecord, 0, p.batch)
+	for {
+		select {
+		case r := <-p.ch:
+			batch = append(batch[:0], r)
+			batch = p.linger(batch)
+			p.publish(js, batch)
+		case ack := <-p.flush:
+			p.drain(js, batch, time.Time{})
+			close(ack)
+		case <-p.quit:
+			p.drain(js, batch, time.Now().Add(closeDrain))
+			return
+		}
+	}
+}
+
+// linger collects records into batch until it is full or linger has
+// passed since the first one, so that a steady trickle of decisions is
+// published in batches (fewer writes and wake-ups) rather than one by one.
+func (p *publisher) linger(batch []usageRecord) []usageRecord {
+	batch = p.fill(batch, p.batch)
+	if len(batch) >= p.batch || p.lingerFor <= 0 {
+		return batch
+	}
+	t := time.NewTimer(p.lingerFor)
+	defer t.Stop()
+	for len(batch) < p.batch {
+		select {
+		case r := <-p.ch:
+			batch = append(batch, r)
+			batch = p.fill(batch, p.batch)
+		case <-t.C:
+			return batch
+		case <-p.quit:
+			return batch
+		}
+	}
+	return batch
+}
+
+// fill adds queued records to batch without waiting, up to limit.
+func (p *publisher) fill(batch []usageRecord, limit int) []usageRecord {
+	for len(batch) < limit {
+		select {
+		case r := <-p.ch:
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// closeDrain bounds how long Close keeps publishing queued events.
+const closeDrain = 5 * time.Second
+
+// drain publishes everything queued now, until deadline (none if zero);
+// what is left at the deadline is counted as dropped.
+func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline time.Time) {
+	for n := len(p.ch); n > 0; n = min(n, len(p.ch)) {
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			p.dropped.Add(uint64(len(p.ch)))
+			return
+		}
+		batch = p.fill(batch[:0], min(n, p.batch))
+		if len(batch) == 0 {
+			return
+		}
+		n -= len(batch)
+		p.publish(js, batch)
+	}
+}
+
+type pending struct {
+	subject string
+	data    []byte
+	id      string
+	fut     jetstream.PubAckFuture
+	err     error // of PublishAsync itself
+}
+
+// publish sends a batch asynchronously, waits for its acknowledgements and
+// retries failures once with the same message id (JetStream de-duplicates).
+func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
+	msgs := make([]pending, 0, len(batch))
+	for i := range batch {
+		subject, data, id, err := p.encode(&batch[i])
+		if err != nil {
+			p.failed.Add(1)
+			p.log.Error().Err(err).Msg("encode usage event")
+			continue
+		}
+		msgs = append(msgs, pending{subject: subject, data: data, id: id})
+	}
+	for attempt := 0; attempt < 2 && len(msgs) > 0; attempt++ {
+		for i := range msgs {
+			f, err := js.PublishAsync(msgs[i].subject, msgs[i].data, jetstream.WithMsgID(msgs[i].id))
+			if err != nil {
+				msgs[i].fut, msgs[i].err = nil, err
+				continue
+			}
+			msgs[i].fut = f
+		}
+		var retry []pending
+		timeout := time.NewTimer(p.ackWait)
+		timedOut := false
+		var lastErr error
+		for _, m := range msgs {
+			if m.fut == nil {
+				lastErr = m.err
+				retry = append(retry, m)
+				continue
+			}
+			expired := timedOut
+			if !timedOut {
+				select {
+				case <-m.fut.Ok():
+					p.published.Add(1)
+					continue
+				case err := <-m.fut.Err():
+					lastErr = err
+					retry = append(retry, m)
+					continue
+				case <-timeout.C:
+					timedOut, expired = true, true
+				}
+			}
+			if expired { // the batch's time is up: take only what has arrived
+				select {
+				case <-m.fut.Ok():
+					p.published.Add(1)
+				case err := <-m.fut.Err():
+					lastErr = err
+					retry = append(retry, m)
+				default:
+					lastErr = fmt.Errorf("no acknowledgement within %v", p.ackWait)
+					retry = append(retry, m)
+				}
+			}
+		}
+		timeout.Stop()
+		if len(retry) > 0 && attempt == 1 {
+			p.failed.Add(uint64(len(retry)))
+			p.log.Warn().Err(lastErr).Int("events", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
+		}
+		msgs = retry
+	}
+}
+
+// encode builds the usage event of a record.
+func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id string, err error) {
+	o := &p.e.opts
+	ip := r.remote
+	if !ip.IsValid() {
+		ip = netip.IPv4Unspecified()
+	}
+	decision := events.DecisionDeny
+	if r.d.Allow {
+		decision = events.DecisionAllow
+	}
+	u := &events.UsageDecided{
+		TokenID:   r.d.TokenID,
+		Tenant:    r.d.Tenant,
+		Holder:    r.d.Holder,
+		KeyID:     r.d.KeyID,
+		Enforcer:  o.ID,
+		Service:   o.Service,
+		SourceIP:  ip.Unmap().String(),
+		UserAgent: clip(r.agent, maxUserAgent),
+		Method:    orDash(clip(r.method, 16)),
+		Route:     orDash(clip(r.route, maxRoute)),
+		Scope:     r.scope,
+		Decision:  decision,
+		Reason:    string(r.d.Reason),
+		LatencyNS: int64(r.latency),
+	}
+	if u.Tenant != "" && events.ValidateName(u.Tenant) != nil {
+		u.Tenant = "" // not a subject token: publish under "_"
+	}
+	env, err := events.New("enforcer/"+o.ID, r.at, u)
+	if err != nil {
+		return "", nil, "", err
+	}
+	b, err := events.Encode(env)
+	if err != nil {
+		return "", nil, "", err
+	}
+	return events.UsageSubject(u.Tenant, o.ID), b, env.MsgID(), nil
+}
+
+// flushWait asks the publisher to publish everything queued so far.
+func (p *publisher) flushWait(ctx context.Context) error {
+	ack := make(chan struct{})
+	select {
+	case p.flush <- ack:
+	case <-p.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("flush usage: %w", ctx.Err())
+	}
+	select {
+	case <-ack:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush usage: %w", ctx.Err())
+	}
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

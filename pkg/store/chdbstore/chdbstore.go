@@ -1,0 +1,243 @@
+// Package chdbstore is the embedded store.Backend: ClickHouse as an
+// in-process library (chDB, libchdb.so) through
+// github.com/chdb-io/chdb-go, without cgo.
+//
+// Importing this package loads libchdb.so when the program starts. The
+// blank import of internal/chdbenv finds the library in Cordon's cache (see
+// `make chdb`) and, when it is missing, makes the program exit with status 3
+// and a message naming the install command instead of letting chdb-go
+// panic. Only code that needs chDB should import this package.
+//
+// chdb-go keeps one session per process: every Backend opened here shares
+// it, so all of them must use the same data path, and they are told apart by
+// database name (which is how tests isolate themselves). Statements are
+// blocking library calls: a context is checked before each call but cannot
+// interrupt one. A call costs about 2 ms whatever its size, so batch inserts.
+package chdbstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/chdb-io/chdb-go/chdb"
+
+	// Sets CHDB_LIB_PATH before chdb-go's init loads the library.
+	_ "github.com/cordonhq/cordon/internal/chdbenv"
+	"github.com/cordonhq/cordon/pkg/store"
+	"github.com/cordonhq/cordon/pkg/store/internal/sqltext"
+)
+
+// ErrSessionPath is returned by Open when the process's chDB session is
+// already open on another data path.
+var ErrSessionPath = errors.New("chdb session already open on another path")
+
+// Options configure a chDB backend.
+type Options struct {
+	// Path is the directory chDB keeps its data in (created if missing).
+	// Empty means a temporary directory removed when the last backend
+	// closes: data is lost.
+	Path string
+	// Database is the database the store's tables live in
+	// (store.DefaultDatabase when empty).
+	Database string
+}
+
+// session is the process-wide chDB session, shared by every Backend.
+var session struct {
+	mu      sync.Mutex
+	s       *chdb.Session
+	path    string
+	refs    int
+	current string // the database of the last USE; guarded by useMu
+}
+
+// useMu serialises queries (not inserts): "USE db" must stay with the query
+// that needs it, because unqualified names resolve to the session's current
+// database, which is process-wide; and a failed query's leaked output must be
+// absorbed before the next query runs (see Query).
+var useMu sync.Mutex
+
+// Backend is a store.Backend on chDB.
+type Backend struct {
+	db     string
+	sess   *chdb.Session
+	closed bool
+	mu     sync.Mutex
+}
+
+var _ store.Backend = (*Backend)(nil)
+
+// Open opens (or joins) the process's chDB session on o.Path and creates
+// o.Database in it.
+func Open(ctx context.Context, o Options) (*Backend, error) {
+	if o.Database == "" {
+		o.Database = store.DefaultDatabase
+	}
+	if err := store.ValidateDatabase(o.Database); err != nil {
+		return nil, fmt.Errorf("open chdb: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open chdb: %w", err)
+	}
+	session.mu.Lock()
+	defer session.mu.Unlock()
+	if session.s == nil {
+		s, err := chdb.NewSession(o.Path)
+		if err != nil {
+			return nil, fmt.Errorf("open chdb session at %q: %w", o.Path, err)
+		}
+		session.s, session.path = s, o.Path
+		useMu.Lock()
+		session.current = ""
+		useMu.Unlock()
+	} else if o.Path != session.path {
+		return nil, fmt.Errorf("open chdb at %q: %w %q", o.Path, ErrSessionPath, session.path)
+	}
+	b := &Backend{db: o.Database, sess: session.s}
+	if err := b.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+o.Database+"`"); err != nil {
+		if session.refs == 0 {
+			session.s.Close()
+			session.s = nil
+		}
+		return nil, fmt.Errorf("open chdb: %w", err)
+	}
+	session.refs++
+	return b, nil
+}
+
+// Database implements store.Backend.
+func (b *Backend) Database() string { return b.db }
+
+// Exec implements store.Backend.
+func (b *Backend) Exec(ctx context.Context, query string) error {
+	_, err := b.run(ctx, query, "CSV")
+	return err
+}
+
+// Insert implements store.Backend: one INSERT … FORMAT JSONCompactEachRow
+// call with the rows inline.
+func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte) error {
+	var q strings.Builder
+	q.Grow(len(rows) + 64 + 16*len(columns))
+	q.WriteString("INSERT INTO `")
+	q.WriteString(b.db)
+	q.WriteString("`.`")
+	q.WriteString(table)
+	q.WriteString("` (")
+	for i, c := range columns {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("`" + c + "`")
+	}
+	q.WriteString(") FORMAT JSONCompactEachRow\n")
+	q.Write(rows)
+	_, err := b.run(ctx, q.String(), "CSV")
+	return err
+}
+
+// Query implements store.Backend. The settings are added to the query's
+// SETTINGS clause; unqualified names resolve to the backend's database.
+func (b *Backend) Query(ctx context.Context, query string, settings []store.Setting) ([]byte, error) {
+	return b.QueryFormat(ctx, query, "JSONCompact", settings)
+}
+
+// QueryFormat is Query with the output in any ClickHouse format (e.g.
+// "Native", "CSV"), for tools and tests. A statement with inline data (an
+// INSERT … FORMAT …) must come without settings.
+func (b *Backend) QueryFormat(ctx context.Context, query, format string, settings []store.Setting) ([]byte, error) {
+	q := query
+	if len(settings) > 0 {
+		lexed, err := sqltext.Lex(query)
+		if err != nil {
+			return nil, fmt.Errorf("chdb query: %w", err)
+		}
+		items := make([]string, 0, len(settings))
+		for _, s := range settings {
+			items = append(items, s.Name+" = "+literal(s.Value))
+		}
+		q = lexed.WithSettings(items)
+	}
+
+	useMu.Lock()
+	defer useMu.Unlock()
+	if session.current != b.db {
+		if _, err := b.run(ctx, "USE `"+b.db+"`", "CSV"); err != nil {
+			return nil, err
+		}
+		session.current = b.db
+	}
+	out, err := b.run(ctx, q, format)
+	if err != nil {
+		// chDB leaks the partial output of a query that fails after it
+		// started writing (e.g. max_result_rows exceeded) into the output
+		// of the next call. Absorb it now, while reads are still held.
+		_, _ = b.run(context.WithoutCancel(ctx), "SELECT 1", "CSV")
+		return nil, err
+	}
+	return out, nil
+}
+
+// run executes one statement and returns a copy of its output.
+func (b *Backend) run(ctx context.Context, query, format string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return nil, errors.New("chdb backend is closed")
+	}
+	res, err := b.sess.Query(query, format)
+	if err != nil {
+		return nil, fmt.Errorf("chdb: %w", err)
+	}
+	if res == nil {
+		return nil, nil
+	}
+	defer res.Free()
+	if err := res.Error(); err != nil {
+		return nil, fmt.Errorf("chdb: %w", err)
+	}
+	buf := res.Buf()
+	out := make([]byte, len(buf))
+	copy(out, buf)
+	return out, nil
+}
+
+// Close implements store.Backend. The shared session closes with the last
+// backend.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	session.mu.Lock()
+	defer session.mu.Unlock()
+	session.refs--
+	if session.refs == 0 && session.s != nil {
+		session.s.Close()
+		session.s, session.path = nil, ""
+	}
+	return nil
+}
+
+// literal renders a setting value as SQL.
+func literal(v any) string {
+	switch t := v.(type) {
+	case int:
+		return strconv.Itoa(t)
+	case uint64:
+		return strconv.FormatUint(t, 10)
+	case string:
+		return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(t) + "'"
+	}
+	return fmt.Sprint(v)
+}

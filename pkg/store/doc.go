@@ -1,0 +1,68 @@
+// Package store is Cordon's analytical store: usage events, anomalies and the
+// token ledger in ClickHouse, for analysts' SQL and for reports. The auditor
+// writes to it; nothing on the request path reads it.
+//
+// # Two engines, one schema
+//
+// The store runs on a Backend: chdbstore (chDB, the ClickHouse engine as an
+// in-process library, the embedded default) or chserver (a ClickHouse
+// server, production). Both take the same SQL: the schema migrations and
+// every query live here, and the store decodes results itself (backends
+// return ClickHouse's JSONCompact output), so a query that works on one
+// engine works on the other. The test suite runs on chDB, on the chserver
+// backend through an HTTP shim over chDB, and on a real server when
+// CLICKHOUSE_ADDR is set.
+//
+// # Schema
+//
+// Open applies the embedded migrations (migrations/NNNN_name.sql, recorded
+// in the schema_migrations table; every statement is IF NOT EXISTS, so an
+// interrupted migration is simply applied again), then sets each table's
+// TTL from Options (retention is configuration, not schema, and is altered
+// only when it differs). docs/schema.md describes every table and view with
+// example queries. Analysts read the views:
+//
+//	usage_events        one row per enforcement decision
+//	anomalies           one row per anomaly found by a detector
+//	token_ledger        issued / rotated / revoked / expired, one row each
+//	token_usage_daily   per token and UTC day: requests, allows, denies,
+//	                    distinct IPs, distinct scopes
+//	holder_usage_daily  the same per holder, plus distinct tokens
+//
+// The *_raw tables and *_state tables behind them are implementation.
+//
+// # Exactly once
+//
+// The auditor acknowledges a JetStream message only after its batch is
+// written, so after a crash it writes some events again, possibly batched
+// differently. Writes are therefore idempotent rather than transactional:
+//
+//   - usage_events_raw, anomalies_raw and token_ledger_raw are
+//     ReplacingMergeTree tables whose sorting key ends in the event's own
+//     id; every copy of an event has the same key, so copies collapse;
+//   - the views usage_events, anomalies and token_ledger read FINAL, so
+//     they show each event once even before background merges run;
+//   - the daily rollups are fed by materialized views, which see every
+//     inserted copy; so they keep uniqExact states (sets) of event ids
+//     instead of counters, and a re-inserted event adds nothing.
+//
+// The cost is explicit: FINAL reads merge at query time, and a rollup state
+// holds 16 bytes per distinct event id of its day (it is exact, not a
+// sketch). The tests insert overlapping batches and check every count.
+//
+// # Reading
+//
+// Query runs an analyst's SQL: one SELECT, WITH, SHOW, DESCRIBE or EXPLAIN
+// statement (CheckReadOnly says why anything else is refused), executed with
+// readonly=1 and a row limit. Result holds typed cells (see Result) and
+// writes itself as a table, CSV or JSON. Anomalies, TokenReport and
+// CountUsage are the store's own reports.
+//
+// # Writing
+//
+// InsertUsage, InsertAnomalies and InsertLedger take decoded envelopes (the
+// events package) and write them with one INSERT … FORMAT
+// JSONCompactEachRow per call (split only beyond 16 MiB). A call costs a fixed ~2 ms on chDB, so
+// callers batch: the auditor writes what it received since its last write.
+// Insert routes a mixed batch by event type.
+package store

@@ -1,0 +1,54 @@
+package store_test
+
+import (
+	"os"
+	"regexp"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/store"
+)
+
+// TestSchemaDocQueries runs every example query of docs/schema.md on a
+// store holding data each one should find, so the documentation cannot rot.
+func TestSchemaDocQueries(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/schema.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```sql\n(.*?)```").FindAllSubmatch(doc, -1)
+	if len(blocks) < 4 {
+		t.Fatalf("docs/schema.md has %d example queries, want at least 4", len(blocks))
+	}
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := t.Context()
+		s, _ := openStore(t, e, db, store.Options{})
+		now := time.Now().UTC()
+		tokens := []string{newID(), newID(), newID()}
+		set := genUsage(t, 2000, tokens, []string{"billing", "search"}, now.Add(-47*time.Hour))
+		evs := append(set.events,
+			usage(t, now.Add(-time.Hour), tokens[0], "billing", "orders:read", "198.51.100.7", "allow", "ok"),
+			issued(t, now.Add(-48*time.Hour), tokens[0], "billing", []string{"orders:read", "never:used"}),
+			mustEnvelope(t, now.Add(-30*time.Hour), &events.TokenRevoked{TokenID: tokens[1], Tenant: "acme", Holder: "search",
+				Kind: events.RevokeToken, Actor: "revoker", Reason: "test", Expiry: now.Add(time.Hour)}),
+			mustEnvelope(t, now.Add(-time.Hour), &events.AnomalyDetected{AnomalyID: newID(), Detector: "new_ip",
+				Severity: events.SeverityHigh, TokenID: tokens[0], Tenant: "acme", Holder: "billing", EventID: newID(),
+				EventTime: now.Add(-time.Hour), SourceIP: "198.51.100.7", Evidence: events.Evidence{Seen: "198.51.100.7", Baseline: "10.0.0.0/16"}}),
+		)
+		if err := s.Insert(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+		for i, b := range blocks {
+			q := string(b[1])
+			res, err := s.Query(ctx, q)
+			if err != nil {
+				t.Errorf("example %d fails: %v\n%s", i+1, err, q)
+				continue
+			}
+			if len(res.Rows) == 0 {
+				t.Errorf("example %d finds nothing in data made for it:\n%s", i+1, q)
+			}
+		}
+	})
+}

@@ -1,0 +1,211 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+// maxInsertBytes splits very large batches into several inserts. Each insert
+// is atomic; a batch split in two is still safe to retry as a whole, because
+// the tables are idempotent (see the package documentation).
+const maxInsertBytes = 16 << 20
+
+// The columns each raw table is written with, in the order of the values
+// toRow returns. Rows travel as JSONCompactEachRow
+// (one JSON array per line): ClickHouse parses it about twice as fast as
+// JSONEachRow, whose every row repeats the column names.
+var (
+	usageColumns = []string{"event_id", "time", "token_id", "tenant", "holder", "kid", "enforcer", "service",
+		"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns"}
+	anomalyColumns = []string{"anomaly_id", "time", "detector", "severity", "token_id", "tenant", "holder", "event_id",
+		"event_time", "source_ip", "evidence_seen", "evidence_baseline", "evidence_details"}
+	ledgerColumns = []string{"event_id", "time", "type", "token_id", "tenant", "holder", "kid", "scopes", "audience",
+		"networks", "environment", "windows", "device", "nbf", "exp", "grace_until", "actor", "reason", "kind",
+		"successor_id", "rotated_from", "break_glass", "anomaly_id"}
+)
+
+// Table names rows of each kind are written to.
+const (
+	tableUsage     = "usage_events_raw"
+	tableAnomalies = "anomalies_raw"
+	tableLedger    = "token_ledger_raw"
+)
+
+// TableFor returns the raw table events of type t are written to, and false
+// for types the store does not keep (keys, policy changes).
+func TableFor(t events.Type) (string, bool) {
+	switch t {
+	case events.TypeUsageDecided:
+		return tableUsage, true
+	case events.TypeAnomalyDetected:
+		return tableAnomalies, true
+	case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired:
+		return tableLedger, true
+	}
+	return "", false
+}
+
+// columnsOf returns the columns a raw table is written with.
+func columnsOf(table string) []string {
+	switch table {
+	case tableUsage:
+		return usageColumns
+	case tableAnomalies:
+		return anomalyColumns
+	}
+	return ledgerColumns
+}
+
+// Insert writes a mixed batch: each envelope goes to the table TableFor
+// names. An envelope of a type the store does not keep fails the whole call
+// with ErrUnsupportedEvent before anything is written.
+//
+// Every insert method is idempotent: writing an event again, alone or in a
+// different batch, never makes it count twice in the analyst views (see the
+// package documentation). So a caller acknowledges its source only after
+// the call returns nil, and on error retries the whole batch.
+func (s *Store) Insert(ctx context.Context, evs []events.Envelope) error {
+	byTable := make(map[string][]events.Envelope, 3)
+	for _, e := range evs {
+		t, ok := TableFor(e.Type)
+		if !ok {
+			return fmt.Errorf("insert: event %s: %w: %q", e.ID, ErrUnsupportedEvent, e.Type)
+		}
+		byTable[t] = append(byTable[t], e)
+	}
+	for _, t := range []string{tableUsage, tableAnomalies, tableLedger} {
+		if err := s.insert(ctx, t, byTable[t]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// InsertUsage writes usage.decided events to usage_events.
+func (s *Store) InsertUsage(ctx context.Context, evs []events.Envelope) error {
+	return s.insert(ctx, tableUsage, evs)
+}
+
+// InsertAnomalies writes anomaly.detected events to anomalies.
+func (s *Store) InsertAnomalies(ctx context.Context, evs []events.Envelope) error {
+	return s.insert(ctx, tableAnomalies, evs)
+}
+
+// InsertLedger writes token.issued, token.rotated, token.revoked and
+// token.expired events to token_ledger.
+func (s *Store) InsertLedger(ctx context.Context, evs []events.Envelope) error {
+	return s.insert(ctx, tableLedger, evs)
+}
+
+// insert converts evs to rows of table and writes them in as few inserts as
+// maxInsertBytes allows.
+func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	columns := columnsOf(table)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	for _, e := range evs {
+		row, err := toRow(table, e)
+		if err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+		if err := enc.Encode(row); err != nil {
+			return fmt.Errorf("insert into %s: encode event %s: %w", table, e.ID, err)
+		}
+		if buf.Len() >= maxInsertBytes {
+			if err := s.b.Insert(ctx, table, columns, buf.Bytes()); err != nil {
+				return fmt.Errorf("insert into %s: %w", table, err)
+			}
+			buf.Reset()
+		}
+	}
+	if buf.Len() > 0 {
+		if err := s.b.Insert(ctx, table, columns, buf.Bytes()); err != nil {
+			return fmt.Errorf("insert into %s: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// toRow converts an envelope into the values of a row of table, in the
+// order of columnsOf(table).
+func toRow(table string, e events.Envelope) ([]any, error) {
+	if t, ok := TableFor(e.Type); !ok || t != table {
+		return nil, fmt.Errorf("event %s: %w: %q", e.ID, ErrUnsupportedEvent, e.Type)
+	}
+	switch p := e.Data.(type) {
+	case *events.UsageDecided:
+		return []any{e.ID.String(), formatTime(e.Time), p.TokenID, p.Tenant, p.Holder, p.KeyID, p.Enforcer, p.Service,
+			p.SourceIP, p.UserAgent, p.Method, p.Route, p.Scope, p.Decision, p.Reason, p.LatencyNS}, nil
+	case *events.AnomalyDetected:
+		details := p.Evidence.Details
+		if details == nil {
+			details = map[string]string{}
+		}
+		return []any{p.AnomalyID, formatTime(e.Time), p.Detector, p.Severity, p.TokenID, p.Tenant, p.Holder, p.EventID,
+			formatTime(p.EventTime), p.SourceIP, p.Evidence.Seen, p.Evidence.Baseline, details}, nil
+	case *events.TokenIssued:
+		windows := []byte("[]")
+		if p.Claims.Windows != nil {
+			var err error
+			if windows, err = json.Marshal(p.Claims.Windows); err != nil {
+				return nil, fmt.Errorf("event %s: encode windows: %w", e.ID, err)
+			}
+		}
+		r := ledgerRow{kid: p.KeyID, scopes: p.Claims.Scopes, audience: p.Claims.Audience, networks: p.Claims.Networks,
+			environment: p.Claims.Environment, windows: string(windows), device: p.Claims.Device,
+			nbf: p.Claims.NotBefore, exp: p.Claims.Expiry, actor: p.Actor, rotatedFrom: p.RotatedFrom, breakGlass: p.BreakGlass}
+		return r.values(e, "issued", p.TokenID, p.Tenant, p.Holder), nil
+	case *events.TokenRotated:
+		r := ledgerRow{successorID: p.SuccessorID, graceUntil: p.GraceUntil, actor: p.Actor}
+		return r.values(e, "rotated", p.TokenID, p.Tenant, p.Holder), nil
+	case *events.TokenRevoked:
+		r := ledgerRow{kid: p.KeyID, kind: p.Kind, actor: p.Actor, reason: p.Reason, exp: p.Expiry, anomalyID: p.AnomalyID}
+		return r.values(e, "revoked", p.TokenID, p.Tenant, p.Holder), nil
+	case *events.TokenExpired:
+		r := ledgerRow{exp: p.Expiry}
+		return r.values(e, "expired", p.TokenID, p.Tenant, p.Holder), nil
+	}
+	return nil, fmt.Errorf("event %s: %w: payload %T does not match type %q", e.ID, ErrUnsupportedEvent, e.Data, e.Type)
+}
+
+// ledgerRow holds the ledger columns that vary by event type.
+type ledgerRow struct {
+	kid, environment, windows, device, actor, reason, kind string
+	successorID, rotatedFrom, anomalyID                    string
+	scopes, audience, networks                             []string
+	nbf, exp, graceUntil                                   time.Time
+	breakGlass                                             bool
+}
+
+func (r ledgerRow) values(e events.Envelope, typ, tokenID, tenant, holder string) []any {
+	if r.windows == "" {
+		r.windows = "[]"
+	}
+	return []any{e.ID.String(), formatTime(e.Time), typ, tokenID, tenant, holder, r.kid, nonNil(r.scopes),
+		nonNil(r.audience), nonNil(r.networks), r.environment, r.windows, r.device, optTime(r.nbf), optTime(r.exp),
+		optTime(r.graceUntil), r.actor, r.reason, r.kind, r.successorID, r.rotatedFrom, r.breakGlass, r.anomalyID}
+}
+
+// optTime is a Nullable time: nil for the zero time.
+func optTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return formatTime(t)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

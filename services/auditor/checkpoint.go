@@ -1,0 +1,108 @@
+package auditor
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// checkpoint records which stream sequences the detector state reflects.
+type checkpoint struct {
+	UsageSeq  uint64
+	LedgerSeq uint64
+}
+
+// stateFile holds a magic, the covered sequences and the detector
+// snapshot, in one file replaced atomically (write, fsync, rename).
+const (
+	stateFile  = "detectors.state"
+	stateMagic = "CORDONDS1"
+)
+
+func loadCheckpoint(dir string, d Detector) (checkpoint, error) {
+	var cp checkpoint
+	f, err := os.Open(filepath.Join(dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return cp, nil
+	}
+	if err != nil {
+		return cp, err
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 1<<20)
+	var hdr [len(stateMagic) + 16]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil || string(hdr[:len(stateMagic)]) != stateMagic {
+		return cp, fmt.Errorf("%s: not a detector checkpoint", stateFile)
+	}
+	cp.UsageSeq = binary.BigEndian.Uint64(hdr[len(stateMagic):])
+	cp.LedgerSeq = binary.BigEndian.Uint64(hdr[len(stateMagic)+8:])
+	if err := d.Restore(r); err != nil {
+		return checkpoint{}, fmt.Errorf("%s: %w", stateFile, err)
+	}
+	return cp, nil
+}
+
+// Checkpoint writes the detector state and the stream sequences it covers.
+// It waits for the batch in progress, so it never covers an event whose
+// anomalies and rows are not yet durable.
+func (a *Auditor) Checkpoint() error {
+	if a.o.Detector == nil || a.o.StateDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(a.o.StateDir, 0o700); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	a.detMu.Lock()
+	defer a.detMu.Unlock()
+	if a.dirty {
+		return errors.New("checkpoint: detector state holds events that were not written; keeping the previous checkpoint")
+	}
+	tmp := filepath.Join(a.o.StateDir, stateFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	defer f.Close()
+	w := bufio.NewWriterSize(f, 1<<20)
+	var hdr [len(stateMagic) + 16]byte
+	copy(hdr[:], stateMagic)
+	binary.BigEndian.PutUint64(hdr[len(stateMagic):], a.covered.UsageSeq)
+	binary.BigEndian.PutUint64(hdr[len(stateMagic)+8:], a.covered.LedgerSeq)
+	if _, err := w.Write(hdr[:]); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := a.o.Detector.Snapshot(w); err != nil {
+		return fmt.Errorf("checkpoint: snapshot: %w", err)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(a.o.StateDir, stateFile)); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
+func (a *Auditor) checkpointLoop(ctx context.Context) error {
+	t := time.NewTicker(a.o.CheckpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := a.Checkpoint(); err != nil {
+				a.o.Log.Error().Err(err).Msg("checkpoint failed")
+			}
+		}
+	}
+}
