@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -35,6 +36,7 @@ var errUsage = errors.New("usage")
 func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the version", runVersion},
+		"up":      {"run everything in one process (embedded NATS + chDB); --demo runs the leak drill", runUp},
 		"issuer":  {"run the token issuer (HTTP API, NATS commands)", runIssuer},
 		"token":   {"issue, list, inspect and rotate tokens via the issuer API", runToken},
 		"key":     {"list, rotate and retire the issuer's signing keys", runKey},
@@ -55,6 +57,7 @@ func runVersion(_ context.Context, env *Env, _ []string) error {
 // Main runs cordon with args (without the program name) and returns the
 // process exit status.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	env := &Env{Stdout: stdout, Stderr: stderr, Log: newLogger(stderr)}
 	cmds := commands()
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {

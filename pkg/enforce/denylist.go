@@ -20,18 +20,23 @@ type holderKey struct{ tenant, holder string }
 // delete of that bucket key removes exactly one index entry.
 type denySet struct {
 	tokens  map[string]struct{}
-	holders map[holderKey]struct{}
+	// holders and tenants map to the revocation time (Unix seconds): a
+	// token issued at or before it is revoked, one issued later is not, so
+	// a holder can be given fresh tokens after an incident.
+	holders map[holderKey]int64
+	// kids revoke every token the key signed, whatever its issue time: a
+	// compromised key can forge any iat.
 	kids    map[string]struct{}
-	tenants map[string]struct{}
+	tenants map[string]int64
 	before  map[string]int64 // tenant → Unix seconds; iat < before is revoked
 }
 
 func newDenySet() *denySet {
 	return &denySet{
 		tokens:  map[string]struct{}{},
-		holders: map[holderKey]struct{}{},
+		holders: map[holderKey]int64{},
 		kids:    map[string]struct{}{},
-		tenants: map[string]struct{}{},
+		tenants: map[string]int64{},
 		before:  map[string]int64{},
 	}
 }
@@ -89,10 +94,14 @@ func (s *denySet) put(key string, value []byte, now time.Time) error {
 		s.tokens[r.id] = struct{}{}
 	case events.RevokeKey:
 		s.kids[r.id] = struct{}{}
-	case events.RevokeTenant:
-		s.tenants[r.id] = struct{}{}
-	case events.RevokeHolder:
-		s.holders[r.holder] = struct{}{}
+	case events.RevokeTenant, events.RevokeHolder:
+		cutoff, err := revokedAt(key, value, now)
+		if r.kind == events.RevokeTenant {
+			s.tenants[r.id] = cutoff
+		} else {
+			s.holders[r.holder] = cutoff
+		}
+		return err
 	case events.RevokeBefore:
 		var rec events.DenyRecord
 		if err := json.Unmarshal(value, &rec); err != nil || rec.Before.IsZero() {
@@ -105,6 +114,19 @@ func (s *denySet) put(key string, value []byte, now time.Time) error {
 		s.before[r.id] = rec.Before.Unix()
 	}
 	return nil
+}
+
+// revokedAt reads the revocation time of a holder or tenant rule. A record
+// that cannot be read revokes everything issued until now (fail closed).
+func revokedAt(key string, value []byte, now time.Time) (int64, error) {
+	var rec events.DenyRecord
+	if err := json.Unmarshal(value, &rec); err != nil || rec.RevokedAt.IsZero() {
+		if err == nil {
+			err = fmt.Errorf("record has no revoked_at time")
+		}
+		return now.Unix(), fmt.Errorf("denylist %s: unreadable record, revoking everything issued until now: %w", key, err)
+	}
+	return rec.RevokedAt.Unix(), nil
 }
 
 // remove drops the rule of a deleted or purged bucket key.
@@ -136,7 +158,7 @@ func (s *denySet) revoked(t *token.Token) bool {
 		}
 	}
 	if len(s.holders) > 0 {
-		if _, ok := s.holders[holderKey{t.Tenant, t.Holder}]; ok {
+		if at, ok := s.holders[holderKey{t.Tenant, t.Holder}]; ok && t.IssuedAt <= at {
 			return true
 		}
 	}
@@ -146,7 +168,7 @@ func (s *denySet) revoked(t *token.Token) bool {
 		}
 	}
 	if len(s.tenants) > 0 {
-		if _, ok := s.tenants[t.Tenant]; ok {
+		if at, ok := s.tenants[t.Tenant]; ok && t.IssuedAt <= at {
 			return true
 		}
 	}

@@ -449,3 +449,36 @@ func TestRevocationExpiresWithTTL(t *testing.T) {
 		t.Fatalf("%d deny entries left", n)
 	}
 }
+
+// TestHolderRuleSparesTokensIssuedAfter: revoking a holder kills the tokens
+// it held at that moment; a token issued to it afterwards works. A key-id
+// rule kills everything the key signed, whatever its issue time.
+func TestHolderRuleSparesTokensIssuedAfter(t *testing.T) {
+	f := newFixture(t)
+	revokedAt := time.Now().Add(-time.Hour).UTC()
+	old, c := mint(t, f.signer, func(c *token.Claims) { c.IssuedAt = revokedAt.Add(-time.Minute).Unix() })
+	fresh, _ := mint(t, f.signer, nil)
+	rec := events.DenyRecord{Kind: events.RevokeHolder, Tenant: c.Tenant, Holder: c.Holder, Reason: "incident", Actor: "test",
+		RevokedAt: revokedAt, Expiry: time.Now().Add(time.Hour).UTC()}
+	b, _ := json.Marshal(rec)
+	if _, err := f.kv(t, events.BucketDenylist).Put(context.Background(), events.DenyKeyHolder(c.Tenant, c.Holder), b); err != nil {
+		t.Fatal(err)
+	}
+	e := f.enforcer(t, "edge-1", nil)
+	req := func(tok string) Reason {
+		return e.Check(&Request{Token: tok, Method: "GET", Route: "/x", Scope: "invoices:read", RemoteAddr: netip.MustParseAddr("127.0.0.1")}).Reason
+	}
+	if got := req(old); got != ReasonRevoked {
+		t.Fatalf("token issued before the holder revocation: %v, want revoked", got)
+	}
+	if got := req(fresh); got != ReasonOK {
+		t.Fatalf("token issued after the holder revocation: %v, want ok", got)
+	}
+	f.revoke(t, events.DenyKeyKey(f.signer.KeyID), events.DenyRecord{Kind: events.RevokeKey, KeyID: f.signer.KeyID})
+	natstest.WaitFor(t, 5*time.Second, func() error {
+		if got := req(fresh); got != ReasonRevoked {
+			return errorf("after key revocation: %v", got)
+		}
+		return nil
+	})
+}

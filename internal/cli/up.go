@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/internal/up"
+)
+
+func runUp(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags(env, "up", "up [flags]")
+	var o up.Options
+	fs.StringVar(&o.DataDir, "data", ".cordon", "data directory (NATS, chDB, keys, admin token, detector state)")
+	fs.StringVar(&o.PolicyFile, "policy", "", "policy file (default: the embedded demo policy)")
+	fs.StringVar(&o.RoutesFile, "routes", "", "routes file of the protected service (default: the embedded demo routes)")
+	fs.IntVar(&o.NATSPort, "nats-port", 4222, "client port of the embedded NATS server (-1: any free port)")
+	fs.StringVar(&o.IssuerListen, "api", "127.0.0.1:7400", "issuer HTTP API address")
+	fs.StringVar(&o.ProxyListen, "proxy", "127.0.0.1:8080", "enforcing proxy address")
+	fs.StringVar(&o.AlertWebhook, "alert-webhook", getenvDefault("CORDON_ALERT_WEBHOOK", ""), "Alertmanager-compatible webhook for on-call alerts ($CORDON_ALERT_WEBHOOK)")
+	demo := fs.Bool("demo", false, "run the leak drill once everything is up")
+	exit := fs.Bool("exit", false, "stop after the drill instead of serving until interrupted")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	o.Log = env.Log
+	if *demo && os.Getenv("CORDON_LOG_LEVEL") == "" {
+		o.Log = env.Log.Level(zerolog.WarnLevel) // let the drill's timeline speak
+	}
+	env.Log.Info().Str("data", o.DataDir).Msg("starting cordon: nats, chdb, issuer, auditor, revoker, enforcer")
+	sys, err := up.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer sys.Close()
+	env.Log.Info().Str("nats", sys.NATS.ClientURL()).Str("api", "http://"+sys.Issuer.Addr()).Str("proxy", sys.ProxyURL).
+		Str("admin_token_file", sys.Issuer.AdminTokenPath()).Msg("cordon is up")
+	if *demo {
+		rep, err := up.Drill(ctx, sys, env.Stdout)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "\nThe leaked token was denied everywhere %d ms after its first out-of-context use.\n",
+			rep.DetectionToDenial().Milliseconds())
+		if *exit {
+			return nil
+		}
+	}
+	fmt.Fprintf(env.Stdout, `
+Cordon is running. Try, in another terminal:
+  bin/cordon token list
+  bin/cordon token issue --tenant acme --holder reporting --scope invoices:read --audience invoices --env demo --ttl 1h
+  curl -H "Authorization: Bearer <token>" %s/invoices/1
+Press Ctrl-C to stop.
+`, sys.ProxyURL)
+	<-ctx.Done()
+	env.Log.Info().Msg("stopping")
+	return nil
+}

@@ -1,0 +1,311 @@
+// Package up runs the whole of Cordon in one process — the embedded
+// default behind `cordon up` and `make run`: NATS JetStream in-process,
+// ClickHouse as chDB, the issuer, the auditor with its detectors, the
+// revoker, and an enforcing proxy in front of a small demo service.
+package up
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/pkg/alert"
+	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/pkg/enforce"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsrun"
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/response"
+	"github.com/cordonhq/cordon/pkg/store"
+	"github.com/cordonhq/cordon/pkg/store/chdbstore"
+	"github.com/cordonhq/cordon/services/auditor"
+	"github.com/cordonhq/cordon/services/issuer"
+	"github.com/cordonhq/cordon/services/revoker"
+)
+
+//go:embed demo/policy.yaml
+var demoPolicy []byte
+
+//go:embed demo/routes.yaml
+var demoRoutes []byte
+
+// Options configures the all-in-one system.
+type Options struct {
+	// DataDir holds everything: NATS, chDB, signing keys, the admin token
+	// and detector checkpoints (default ".cordon").
+	DataDir string
+	// PolicyFile and RoutesFile default to the embedded demo files.
+	PolicyFile string
+	RoutesFile string
+	// NATSPort is the client port of the embedded NATS (default 4222;
+	// -1 picks a free one).
+	NATSPort int
+	// IssuerListen, ProxyListen and UpstreamListen are HTTP addresses
+	// (defaults 127.0.0.1:7400, 127.0.0.1:8080, 127.0.0.1:0).
+	IssuerListen   string
+	ProxyListen    string
+	UpstreamListen string
+	// AlertWebhook, when set, receives on-call alerts (Alertmanager format).
+	AlertWebhook string
+	// EnforcerID names the demo proxy's enforcer (default "edge-1").
+	EnforcerID string
+	// Log receives every service's logs.
+	Log zerolog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.DataDir == "" {
+		o.DataDir = ".cordon"
+	}
+	if o.NATSPort == 0 {
+		o.NATSPort = 4222
+	}
+	if o.IssuerListen == "" {
+		o.IssuerListen = "127.0.0.1:7400"
+	}
+	if o.ProxyListen == "" {
+		o.ProxyListen = "127.0.0.1:8080"
+	}
+	if o.UpstreamListen == "" {
+		o.UpstreamListen = "127.0.0.1:0"
+	}
+	if o.EnforcerID == "" {
+		o.EnforcerID = "edge-1"
+	}
+}
+
+// System is a running all-in-one Cordon.
+type System struct {
+	Opts     Options
+	NATS     *natsrun.Server
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Policy   *policy.Policy
+	Store    *store.Store
+	Detector *detect.Engine
+	Issuer   *issuer.Issuer
+	Auditor  *auditor.Auditor
+	Revoker  *revoker.Revoker
+	Enforcer *enforce.Enforcer
+	// ProxyURL is the enforcing proxy; UpstreamURL the demo service behind it.
+	ProxyURL, UpstreamURL string
+
+	cancel  context.CancelFunc
+	done    chan error
+	servers []*http.Server
+	closers []func() error
+}
+
+// Start brings the whole system up and returns once every part serves.
+// On error, whatever was started is stopped again.
+func Start(ctx context.Context, o Options) (_ *System, err error) {
+	o.defaults()
+	s := &System{Opts: o, done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if s.Policy, err = loadPolicy(o.PolicyFile); err != nil {
+		return nil, err
+	}
+	routes, err := loadRoutes(o.RoutesFile)
+	if err != nil {
+		return nil, err
+	}
+	detCfg, err := detect.DecodeConfig(s.Policy.File, s.Policy.Detectors)
+	if err != nil {
+		return nil, err
+	}
+	respPolicy, err := response.Decode(s.Policy.File, s.Policy.Response)
+	if err != nil {
+		return nil, err
+	}
+
+	// NATS JetStream, in-process.
+	if s.NATS, err = natsrun.Start(natsrun.Options{DataDir: filepath.Join(o.DataDir, "nats"), Port: o.NATSPort}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { s.NATS.Stop(); return nil })
+	if s.NC, err = s.NATS.Connect("cordon-up"); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error { s.NC.Close(); return nil })
+	if s.JS, err = jetstream.New(s.NC); err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := natsrun.Ensure(ctx, s.JS, events.StreamOptions{}); err != nil {
+		return nil, err
+	}
+
+	// ClickHouse, in-process (chDB).
+	backend, err := chdbstore.Open(ctx, chdbstore.Options{Path: filepath.Join(o.DataDir, "chdb")})
+	if err != nil {
+		return nil, fmt.Errorf("open chdb: %w", err)
+	}
+	if s.Store, err = store.Open(ctx, backend, store.Options{Logger: o.Log.With().Str("svc", "store").Logger()}); err != nil {
+		backend.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.closers = append(s.closers, s.Store.Close)
+
+	// Issuer.
+	s.Issuer, err = issuer.New(issuer.Options{NC: s.NC, JS: s.JS, DataDir: o.DataDir, Policy: s.Policy,
+		Logger: o.Log.With().Str("svc", "issuer").Logger(), Source: "issuer/up", Listen: o.IssuerListen})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Issuer.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start issuer: %w", err)
+	}
+	s.closers = append(s.closers, s.Issuer.Close)
+
+	// Revoker, with an on-call webhook if configured.
+	var sinks []alert.Sink
+	if o.AlertWebhook != "" {
+		wh, err := alert.NewWebhook(alert.WebhookConfig{URL: o.AlertWebhook, Receiver: "on-call"})
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, wh)
+	}
+	s.Revoker, err = revoker.New(revoker.Options{NC: s.NC, JS: s.JS, Policy: respPolicy, Sinks: sinks,
+		Alerts: alert.Options{Backoff: 100 * time.Millisecond},
+		Log:    o.Log.With().Str("svc", "revoker").Logger(), Source: "revoker/up", MaxTokenTTL: maxTTL(s.Policy)})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Revoker.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start revoker: %w", err)
+	}
+	s.closers = append(s.closers, s.Revoker.Close)
+
+	// Auditor with its detectors.
+	if s.Detector, err = detect.New(detCfg); err != nil {
+		return nil, err
+	}
+	s.Auditor, err = auditor.New(auditor.Options{JS: s.JS, Store: s.Store, Detector: s.Detector,
+		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond,
+		Source: "auditor/up", Log: o.Log.With().Str("svc", "auditor").Logger()})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- s.Auditor.Run(runCtx) }()
+
+	// The demo service and the enforcing proxy in front of it.
+	upstream, err := s.serve(o.UpstreamListen, demoService())
+	if err != nil {
+		return nil, err
+	}
+	s.UpstreamURL = "http://" + upstream
+	s.Enforcer, err = enforce.New(enforce.Options{ID: o.EnforcerID, Routes: routes,
+		TrustedProxies: nil, Log: o.Log.With().Str("svc", "enforcer").Logger()})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Enforcer.Start(ctx, s.JS); err != nil {
+		return nil, fmt.Errorf("start enforcer: %w", err)
+	}
+	s.closers = append(s.closers, s.Enforcer.Close)
+	up, _ := url.Parse(s.UpstreamURL)
+	proxy, err := enforce.NewProxy(s.Enforcer, up)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := s.serve(o.ProxyListen, proxy)
+	if err != nil {
+		return nil, err
+	}
+	s.ProxyURL = "http://" + addr
+	return s, nil
+}
+
+func (s *System) serve(addr string, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.servers = append(s.servers, srv)
+	go srv.Serve(ln)
+	return ln.Addr().String(), nil
+}
+
+// Close stops everything, in the reverse order of Start; the auditor
+// writes its final detector checkpoint.
+func (s *System) Close() error {
+	var errs []error
+	for _, srv := range s.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, srv.Shutdown(ctx))
+		cancel()
+	}
+	if s.cancel != nil {
+		s.cancel()
+		if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+		s.cancel = nil
+	}
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+func loadPolicy(path string) (*policy.Policy, error) {
+	if path == "" {
+		return policy.Parse("demo/policy.yaml (embedded)", demoPolicy)
+	}
+	return policy.Load(path)
+}
+
+func loadRoutes(path string) (*enforce.Routes, error) {
+	if path == "" {
+		return enforce.ParseRoutes("demo/routes.yaml (embedded)", demoRoutes)
+	}
+	return enforce.LoadRoutes(path)
+}
+
+// maxTTL is the longest token life the policy allows, and at least the
+// admin token's, so that bulk revocations cover every live token.
+func maxTTL(p *policy.Policy) time.Duration {
+	longest := issuer.DefaultAdminTTL
+	for _, h := range p.Holders {
+		longest = max(longest, h.MaxTTL)
+	}
+	return longest
+}
+
+// demoService is the small upstream the proxy protects: it answers with
+// what it was asked and who the enforcer says the caller is.
+func demoService() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{
+			"service": "invoices",
+			"method":  r.Method,
+			"path":    r.URL.Path,
+			"token":   r.Header.Get(enforce.HeaderTokenID),
+			"holder":  r.Header.Get("X-Cordon-Holder"),
+		})
+	})
+}
