@@ -36,6 +36,7 @@ type Suite struct {
 func Suites() []Suite {
 	return []Suite{
 		EnforceSuite(),
+		RevocationSuite(),
 	}
 }
 

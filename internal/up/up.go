@@ -59,6 +59,11 @@ type Options struct {
 	UpstreamListen string
 	// AlertWebhook, when set, receives on-call alerts (Alertmanager format).
 	AlertWebhook string
+	// ChDBPath is chDB's data directory (default DataDir/chdb). chDB holds
+	// one path per process: a process that already opened chDB elsewhere
+	// must pass that path, and Database tells this system's tables apart.
+	ChDBPath string
+	Database string
 	// EnforcerID names the demo proxy's enforcer (default "edge-1").
 	EnforcerID string
 	// Log receives every service's logs.
@@ -83,6 +88,9 @@ func (o *Options) defaults() {
 	}
 	if o.EnforcerID == "" {
 		o.EnforcerID = "edge-1"
+	}
+	if o.ChDBPath == "" {
+		o.ChDBPath = filepath.Join(o.DataDir, "chdb")
 	}
 }
 
@@ -154,7 +162,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 
 	// ClickHouse, in-process (chDB).
-	backend, err := chdbstore.Open(ctx, chdbstore.Options{Path: filepath.Join(o.DataDir, "chdb")})
+	backend, err := chdbstore.Open(ctx, chdbstore.Options{Path: o.ChDBPath, Database: o.Database})
 	if err != nil {
 		return nil, fmt.Errorf("open chdb: %w", err)
 	}

@@ -19,7 +19,7 @@ type holderKey struct{ tenant, holder string }
 // revokes. Every index key corresponds to exactly one bucket key, so a
 // delete of that bucket key removes exactly one index entry.
 type denySet struct {
-	tokens  map[string]struct{}
+	tokens map[string]struct{}
 	// holders and tenants map to the revocation time (Unix seconds): a
 	// token issued at or before it is revoked, one issued later is not, so
 	// a holder can be given fresh tokens after an incident.
