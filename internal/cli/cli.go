@@ -37,6 +37,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"version": {"print the version", runVersion},
 		"bench":   {"measure the figures the issues name and record them (make bench)", runBench},
+		"creds":   {"generate least-privilege NATS credentials per service (NKeys + nats-server auth.conf)", runCreds},
 		"up":      {"run everything in one process (embedded NATS + chDB); --demo runs the leak drill", runUp},
 		"issuer":  {"run the token issuer (HTTP API, NATS commands)", runIssuer},
 		"token":   {"issue, list, inspect and rotate tokens via the issuer API", runToken},

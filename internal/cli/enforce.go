@@ -11,8 +11,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
 )
@@ -55,7 +53,6 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		o                         enforce.Options
 		trusted                   enforceCIDRs
 		upstream, routes, listen  string
-		natsURL, creds            string
 		tlsCert, tlsKey, clientCA string
 		metrics                   string
 		check                     bool
@@ -63,8 +60,7 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&upstream, "upstream", os.Getenv("CORDON_UPSTREAM"), "URL of the protected service ($CORDON_UPSTREAM)")
 	fs.StringVar(&routes, "routes", os.Getenv("CORDON_ROUTES"), "routes file: service, environment and the scope of each route ($CORDON_ROUTES)")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8080", "proxy listen address")
-	fs.StringVar(&natsURL, "nats", enforceEnv("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
-	fs.StringVar(&creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	nf := addNATSFlags(fs)
 	fs.StringVar(&o.ID, "id", defaultEnforcerID(), "enforcer id in usage events (a-z, A-Z, 0-9, -, _)")
 	fs.Var(&trusted, "trusted-proxy", "CIDR of a proxy whose X-Forwarded-For, X-Real-IP and device header are believed (repeatable)")
 	fs.StringVar(&o.Service, "service", "", "service name tokens must have in their audience (default: from the routes file)")
@@ -140,9 +136,9 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stdout, "routes %s: ok (service %s, environment %s, %d routes)\n", routes, svc, enforceOrAny(envName), len(rs.Routes))
 		return nil
 	}
-	var natsOpts []nats.Option
-	if creds != "" {
-		natsOpts = append(natsOpts, nats.UserCredentials(creds))
+	natsOpts, err := nf.options("cordon-enforce-" + o.ID)
+	if err != nil {
+		return err
 	}
 	return enforce.Run(ctx, enforce.Config{
 		Options:       o,
@@ -150,7 +146,7 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		Listen:        listen,
 		MetricsListen: metrics,
 		TLS:           tlsConf,
-		NATSURL:       natsURL,
+		NATSURL:       nf.url,
 		NATSOptions:   natsOpts,
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
@@ -18,17 +17,16 @@ import (
 
 // issuerFlags are the options of `cordon issuer`.
 type issuerFlags struct {
-	nats, creds, data, policy, listen, source, adminTTL string
-	grace                                               time.Duration
-	replicas                                            int
-	check                                               bool
+	data, policy, listen, source, adminTTL string
+	grace                                  time.Duration
+	replicas                               int
+	check                                  bool
 }
 
 func runIssuer(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "issuer", "issuer --nats URL --data DIR --policy FILE [--listen ADDR] [--check-config]")
 	var f issuerFlags
-	fs.StringVar(&f.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
-	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	nf := addNATSFlags(fs)
 	fs.StringVar(&f.data, "data", ".cordon", "data directory: signing keys (keys/) and the bootstrap admin token (admin.token)")
 	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file ($CORDON_POLICY)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7400", "HTTP API listen address")
@@ -73,13 +71,9 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 		return nil
 	}
 
-	opts := []nats.Option{nats.Name("cordon-issuer"), nats.MaxReconnects(-1)}
-	if f.creds != "" {
-		opts = append(opts, nats.UserCredentials(f.creds))
-	}
-	nc, err := nats.Connect(f.nats, opts...)
+	nc, err := nf.connect("cordon-issuer")
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", f.nats, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

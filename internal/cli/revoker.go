@@ -26,7 +26,7 @@ import (
 
 // revokerFlags are the options of `cordon revoker`.
 type revokerFlags struct {
-	nats, creds, policy, source, metrics      string
+	policy, source, metrics                   string
 	webhook, slack, pdKey, pdURL, externalURL string
 	maxTTL                                    time.Duration
 	replicas                                  int
@@ -37,8 +37,7 @@ type revokerFlags struct {
 func runRevoker(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "revoker", "revoker --nats URL --policy FILE [--alert-webhook URL] [--slack-webhook URL] [--pagerduty-key KEY] [--check-config]")
 	var f revokerFlags
-	fs.StringVar(&f.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
-	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	nf := addNATSFlags(fs)
 	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file; its response: section is the response policy ($CORDON_POLICY)")
 	fs.StringVar(&f.webhook, "alert-webhook", os.Getenv("CORDON_ALERT_WEBHOOK"), "Alertmanager-format webhook receiver URL ($CORDON_ALERT_WEBHOOK)")
 	fs.StringVar(&f.slack, "slack-webhook", os.Getenv("CORDON_SLACK_WEBHOOK"), "Slack incoming webhook URL ($CORDON_SLACK_WEBHOOK)")
@@ -91,13 +90,9 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 		f.source = "revoker/" + strings.SplitN(host, ".", 2)[0]
 	}
 
-	opts := []nats.Option{nats.Name("cordon-revoker"), nats.MaxReconnects(-1)}
-	if f.creds != "" {
-		opts = append(opts, nats.UserCredentials(f.creds))
-	}
-	nc, err := nats.Connect(f.nats, opts...)
+	nc, err := nf.connect("cordon-revoker")
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", f.nats, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -199,12 +194,11 @@ func runRevoke(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "revoke",
 		`revoke (--token ID | --holder TENANT/HOLDER | --kid KID | --tenant T | --before RFC3339 --tenant T) --reason "…" [--nats URL] [--token-file FILE]`)
 	var (
-		natsURL, creds, tokenFile, idem               string
+		tokenFile, idem                               string
 		tokenID, holder, kid, tenant, beforeS, reason string
 		timeout                                       time.Duration
 	)
-	fs.StringVar(&natsURL, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
-	fs.StringVar(&creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	nf := addNATSFlags(fs)
 	fs.StringVar(&tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", ".cordon/admin.token"),
 		"file holding a Cordon token with scope cordon:revoke ($CORDON_TOKEN_FILE)")
 	fs.StringVar(&tokenID, "token", "", "revoke one token by id")
@@ -269,13 +263,9 @@ func runRevoke(ctx context.Context, env *Env, args []string) error {
 	}
 	req.Auth = strings.TrimSpace(string(b))
 
-	opts := []nats.Option{nats.Name("cordon-revoke")}
-	if creds != "" {
-		opts = append(opts, nats.UserCredentials(creds))
-	}
-	nc, err := nats.Connect(natsURL, opts...)
+	nc, err := nf.connect("cordon-revoke")
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+		return err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -283,7 +273,7 @@ func runRevoke(ctx context.Context, env *Env, args []string) error {
 	rep, err := revoker.Call(ctx, nc, req)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("no revoker is listening on %s at %s", events.SubjectCmdRevoke, natsURL)
+			return fmt.Errorf("no revoker is listening on %s at %s", events.SubjectCmdRevoke, nf.url)
 		}
 		return err
 	}

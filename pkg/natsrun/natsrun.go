@@ -26,6 +26,9 @@ type Options struct {
 	ServerName string
 	// Logs enables nats-server's own logging to stderr.
 	Logs bool
+	// NkeyUsers, when set, makes clients authenticate as one of these
+	// users, each with its permissions (natsauth.ServerAuth reads them).
+	NkeyUsers []*server.NkeyUser
 }
 
 // Server is a running embedded NATS server with JetStream.
@@ -53,6 +56,7 @@ func Start(o Options) (*Server, error) {
 		StoreDir:   o.DataDir,
 		NoSigs:     true,
 		NoLog:      !o.Logs,
+		Nkeys:      o.NkeyUsers,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# setup.sh — prepares the secrets of the Cordon compose deployment in OUT
+# (default /secrets, which compose.yaml binds to deploy/compose/secrets):
+#
+#   1. TLS: a private CA and every certificate (gen-certs.sh);
+#   2. NATS: one NKey identity per Cordon role and the server's auth.conf
+#      (`cordon creds generate`), each seed copied into its role's directory;
+#   3. ClickHouse: a random password for the auditor's ClickHouse user;
+#   4. ownership: each directory is handed to the user of the container that
+#      mounts it (65532: Cordon and nats-server images; 101: ClickHouse).
+#
+# Every container mounts exactly one directory, its own. OUT/private (CA key,
+# master copy of the seeds) is never mounted. Idempotent: existing keys,
+# seeds and the password are kept. $CORDON names the cordon binary (default:
+# cordon on PATH).
+set -euo pipefail
+
+out="${1:-/secrets}"
+roles=(issuer auditor revoker enforcer admin)
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+gen="$here/gen-certs.sh"
+[[ -x "$gen" ]] || gen="gen-certs.sh"
+
+"$gen" "$out"
+
+umask 077
+"${CORDON:-cordon}" creds generate --out "$out/private/nats"
+for role in "${roles[@]}"; do
+	install -m 0600 "$out/private/nats/$role.nk" "$out/$role/nats.nk"
+done
+install -m 0644 "$out/private/nats/auth.conf" "$out/nats-server/auth.conf"
+
+if [[ ! -s "$out/private/clickhouse-password" ]]; then
+	openssl rand -hex 24 >"$out/private/clickhouse-password"
+fi
+install -m 0600 "$out/private/clickhouse-password" "$out/clickhouse/password"
+install -m 0600 "$out/private/clickhouse-password" "$out/auditor/clickhouse-password"
+
+if [[ "$(id -u)" -eq 0 ]]; then
+	for d in "${roles[@]}" nats-server; do
+		chown -R 65532:65532 "$out/$d"
+	done
+	chown -R 101:101 "$out/clickhouse"
+else
+	echo "setup: not root, leaving file owners as they are (containers running as other users cannot read them)" >&2
+fi
+echo "setup: secrets ready in $out"

@@ -1,0 +1,296 @@
+package natsauth
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+// Role is a kind of Cordon process with its own NATS identity.
+type Role string
+
+// The roles, one NATS user each.
+const (
+	// RoleIssuer mints and rotates tokens: it writes the ledger (every
+	// cordon.token.* event, signing keys, policy changes) and the keys
+	// bucket, and answers cordon.cmd.{issue,rotate,list,inspect}.
+	RoleIssuer Role = "issuer"
+	// RoleAuditor consumes USAGE and TOKENS with durable consumers,
+	// publishes anomalies and dead letters, and answers cordon.cmd.sql.
+	RoleAuditor Role = "auditor"
+	// RoleRevoker consumes TOKENS and ANOMALIES, publishes revocations on
+	// the ledger, is the only writer of the denylist bucket, and answers
+	// cordon.cmd.revoke.
+	RoleRevoker Role = "revoker"
+	// RoleEnforcer publishes usage events and reads the denylist and keys
+	// buckets. Nothing else.
+	RoleEnforcer Role = "enforcer"
+	// RoleAdmin is the CLI and automation: it sends cordon.cmd.* requests
+	// (which carry their own admin token) and may create missing streams
+	// and buckets and inspect them — never update, delete or purge them:
+	// an update could shorten the ledger's or the denylist's retention.
+	RoleAdmin Role = "admin"
+)
+
+// ErrUnknownRole is returned for a role name that is not one of Roles().
+var ErrUnknownRole = errors.New("unknown role")
+
+// Roles returns every role, in a stable order.
+func Roles() []Role {
+	return []Role{RoleIssuer, RoleAuditor, RoleRevoker, RoleEnforcer, RoleAdmin}
+}
+
+// ParseRole returns the role named s.
+func ParseRole(s string) (Role, error) {
+	r := Role(s)
+	if !slices.Contains(Roles(), r) {
+		return "", fmt.Errorf("%w %q (want one of %s)", ErrUnknownRole, s, roleList())
+	}
+	return r, nil
+}
+
+func roleList() string {
+	s := make([]string, 0, len(Roles()))
+	for _, r := range Roles() {
+		s = append(s, string(r))
+	}
+	return strings.Join(s, ", ")
+}
+
+// Durable consumer names the permissions allow, as the services name them
+// by default (services/auditor Options.Durable "auditor", services/revoker
+// Options.Durable "revoker"). A deployment that renames the durables must
+// regenerate the permissions to match.
+const (
+	DurableAuditorUsage     = "auditor-usage"
+	DurableAuditorLedger    = "auditor-ledger"
+	DurableRevokerTokens    = "revoker-tokens"
+	DurableRevokerAnomalies = "revoker-anomalies"
+)
+
+// ResponseTTL is how long a responder (issuer, auditor, revoker) may answer
+// a request it received; each request allows one reply.
+const ResponseTTL = 2 * time.Minute
+
+// Permissions returns the NATS permissions of role for a user whose
+// private inbox prefix is inbox (InboxPrefix of its public key).
+func Permissions(r Role, inbox string) (*server.Permissions, error) {
+	if inbox == "" || strings.ContainsAny(inbox, "*> ") || strings.HasSuffix(inbox, ".") {
+		return nil, fmt.Errorf("permissions of %s: invalid inbox prefix %q", r, inbox)
+	}
+	var p perms
+	switch r {
+	case RoleEnforcer:
+		p.pub(events.SubjectUsagePrefix + ">")
+		p.kvRead(events.BucketDenylist)
+		p.kvRead(events.BucketKeys)
+	case RoleIssuer:
+		p.pub(events.SubjectTokenPrefix+">", events.SubjectKeyPrefix+">", events.SubjectPolicyChanged)
+		p.kvRead(events.BucketKeys)
+		p.kvWrite(events.BucketKeys)
+		p.ordered(events.StreamTokens)
+		p.bootstrap()
+		p.serve(events.SubjectCmdIssue, events.SubjectCmdRotate, events.SubjectCmdList, events.SubjectCmdInspect)
+	case RoleRevoker:
+		p.pub(events.SubjectTokenPrefix+"revoked.>", events.SubjectDeadPrefix+">")
+		p.kvRead(events.BucketDenylist)
+		p.kvWrite(events.BucketDenylist)
+		p.kvRead(events.BucketKeys)
+		p.ordered(events.StreamTokens)
+		p.durable(events.StreamTokens, DurableRevokerTokens)
+		p.durable(events.StreamAnomalies, DurableRevokerAnomalies)
+		p.bootstrap()
+		p.serve(events.SubjectCmdRevoke)
+	case RoleAuditor:
+		p.pub(events.SubjectAnomalyPrefix+">", events.SubjectDeadPrefix+">")
+		p.durable(events.StreamUsage, DurableAuditorUsage)
+		p.durable(events.StreamTokens, DurableAuditorLedger)
+		p.bootstrap()
+		p.serve(events.SubjectCmdSQL)
+	case RoleAdmin:
+		p.pub("cordon.cmd.>")
+		p.manage()
+	default:
+		return nil, fmt.Errorf("permissions: %w %q", ErrUnknownRole, string(r))
+	}
+	p.pub("$JS.API.INFO")
+	p.subs = append(p.subs, inbox+".>")
+	return p.build(), nil
+}
+
+// Subjects a role must never publish to unless its job is to: the deny
+// list of each role is every entry here that none of its allows covers,
+// so that a future, broader allow cannot open them by accident.
+var guarded = []string{
+	events.SubjectTokenPrefix + "issued.>",
+	events.SubjectTokenPrefix + "rotated.>",
+	events.SubjectTokenPrefix + "revoked.>",
+	events.SubjectTokenPrefix + "expired.>",
+	events.SubjectKeyPrefix + ">",
+	events.SubjectPolicyChanged,
+	events.SubjectAnomalyPrefix + ">",
+	"cordon.cmd.>",
+	"$KV." + events.BucketDenylist + ".>",
+	"$KV." + events.BucketKeys + ".>",
+	"$JS.API.STREAM.UPDATE.>",
+	"$JS.API.STREAM.DELETE.>",
+	"$JS.API.STREAM.PURGE.>",
+	"$JS.API.STREAM.MSG.DELETE.>",
+}
+
+// perms collects allow lists while a role's permissions are assembled.
+type perms struct {
+	pubs, subs []string
+	responses  bool
+}
+
+func (p *perms) pub(subjects ...string) { p.pubs = append(p.pubs, subjects...) }
+
+// kvRead allows opening a bucket, getting keys (direct get) and watching
+// it: KV watches are ordered push consumers with flow control, whose
+// flow-control replies go to $JS.FC.<stream>.… (or, with the server's
+// js_ack_fc_v2 feature flag, $JS.FC.<domain>.<account hash>.<stream>.…).
+// Consumer names are random and cannot be listed, so DELETE (used when a
+// watch stops) cannot be aimed at another client's watch.
+func (p *perms) kvRead(bucket string) {
+	s := "KV_" + bucket
+	p.pub(
+		"$JS.API.STREAM.INFO."+s,
+		"$JS.API.DIRECT.GET."+s,
+		"$JS.API.DIRECT.GET."+s+".>",
+		"$JS.API.CONSUMER.CREATE."+s,
+		"$JS.API.CONSUMER.CREATE."+s+".>",
+		"$JS.API.CONSUMER.DELETE."+s+".*",
+		"$JS.FC."+s+".>",
+		"$JS.FC.*.*."+s+".>",
+	)
+}
+
+// kvWrite allows put, create, update and delete of a bucket's keys.
+func (p *perms) kvWrite(bucket string) { p.pub("$KV." + bucket + ".>") }
+
+// ordered allows ordered (ephemeral, unacknowledged) consumers on stream
+// and reading its info and last messages.
+func (p *perms) ordered(stream string) {
+	p.pub(
+		"$JS.API.STREAM.INFO."+stream,
+		"$JS.API.STREAM.MSG.GET."+stream,
+		"$JS.API.DIRECT.GET."+stream,
+		"$JS.API.DIRECT.GET."+stream+".>",
+		"$JS.API.CONSUMER.CREATE."+stream+".*",
+		"$JS.API.CONSUMER.CREATE."+stream+".*.>",
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
+		"$JS.API.CONSUMER.INFO."+stream+".*",
+		"$JS.API.CONSUMER.DELETE."+stream+".*",
+	)
+}
+
+// durable allows creating, reading from and acknowledging one named
+// durable consumer on stream. Acknowledgements go to
+// $JS.ACK.<stream>.<consumer>.… (or $JS.ACK.<domain>.<account hash>.… with
+// the server's js_ack_fc_v2 feature flag).
+func (p *perms) durable(stream, name string) {
+	p.pub(
+		"$JS.API.STREAM.INFO."+stream,
+		"$JS.API.CONSUMER.CREATE."+stream+"."+name,
+		"$JS.API.CONSUMER.CREATE."+stream+"."+name+".>",
+		"$JS.API.CONSUMER.INFO."+stream+"."+name,
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+"."+name,
+		"$JS.ACK."+stream+"."+name+".>",
+		"$JS.ACK.*.*."+stream+"."+name+".>",
+	)
+}
+
+// streamNames are the JetStream streams behind Cordon's streams and buckets.
+func streamNames() []string {
+	var names []string
+	for _, s := range events.Streams(events.StreamOptions{}) {
+		names = append(names, s.Name)
+	}
+	for _, b := range events.Buckets(events.StreamOptions{}) {
+		names = append(names, "KV_"+b.Bucket)
+	}
+	return names
+}
+
+// bootstrap lets a service create Cordon's streams and buckets when they
+// are missing. A create never changes an existing stream: it fails when
+// the stream exists with another configuration.
+func (p *perms) bootstrap() {
+	for _, s := range streamNames() {
+		p.pub("$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.CREATE."+s)
+	}
+}
+
+// manage lets the admin create missing streams and buckets, inspect them
+// and list their consumers. Updating stays forbidden (a new MaxAge would
+// empty the ledger or the denylist), like deleting and purging; changing a
+// stream's configuration is an operator's job with the server's own
+// credentials.
+func (p *perms) manage() {
+	p.pub("$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")
+	for _, s := range streamNames() {
+		p.pub(
+			"$JS.API.STREAM.INFO."+s,
+			"$JS.API.STREAM.CREATE."+s,
+			"$JS.API.CONSUMER.NAMES."+s,
+			"$JS.API.CONSUMER.LIST."+s,
+			"$JS.API.CONSUMER.INFO."+s+".*",
+		)
+	}
+}
+
+// serve lets a service subscribe (in a queue group) to request subjects
+// and answer each request once.
+func (p *perms) serve(subjects ...string) {
+	p.subs = append(p.subs, subjects...)
+	p.responses = true
+}
+
+func (p *perms) build() *server.Permissions {
+	pubs := dedupe(p.pubs)
+	var deny []string
+	for _, g := range guarded {
+		if !coveredBy(g, pubs) {
+			deny = append(deny, g)
+		}
+	}
+	out := &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pubs, Deny: deny},
+		Subscribe: &server.SubjectPermission{Allow: dedupe(p.subs)},
+	}
+	if p.responses {
+		out.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: ResponseTTL}
+	}
+	return out
+}
+
+// coveredBy reports whether any allow in allows could match a subject that
+// pattern matches (so denying pattern would take something away).
+func coveredBy(pattern string, allows []string) bool {
+	for _, a := range allows {
+		if server.SubjectsCollide(pattern, a) {
+			return true
+		}
+	}
+	return false
+}
+
+func dedupe(s []string) []string {
+	seen := make(map[string]struct{}, len(s))
+	out := make([]string, 0, len(s))
+	for _, x := range s {
+		if _, ok := seen[x]; ok {
+			continue
+		}
+		seen[x] = struct{}{}
+		out = append(out, x)
+	}
+	return out
+}
