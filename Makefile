@@ -7,7 +7,7 @@ FUZZTIME  ?= 10s
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: help build run test vet fmt-check fuzz bench chdb clean
+.PHONY: help build build-server nats-server run test vet fuzz bench chdb clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -15,8 +15,14 @@ help: ## list the targets
 chdb: ## install the chDB library (ClickHouse engine) into the user cache, once
 	@bash scripts/install-chdb.sh
 
-build: ## build bin/cordon
+build: ## build bin/cordon (with the embedded chDB)
 	$(GO) build -o $(BIN) ./cmd/cordon
+
+build-server: ## build bin/cordon-server without chDB (-tags nochdb): for the distributed services
+	$(GO) build -tags nochdb -o bin/cordon-server ./cmd/cordon
+
+nats-server: ## build bin/nats-server from the nats-server module (cluster tests, deployments)
+	bash scripts/build-nats-server.sh
 
 run: chdb build ## bring up the whole system in one process and run the leak drill
 	./$(BIN) up --demo
@@ -32,6 +38,7 @@ test: chdb vet ## run every test (real NATS JetStream and real chDB)
 fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/token/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pkg/events/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
 
 bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md
