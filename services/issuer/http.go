@@ -40,6 +40,7 @@ func (i *Issuer) routes() http.Handler {
 	mux.HandleFunc("GET /v1/keys", i.handleKeys)
 	mux.HandleFunc("POST /v1/keys/rotate", i.handleKeyRotate)
 	mux.HandleFunc("POST /v1/keys/{kid}/retire", i.handleKeyRetire)
+	mux.Handle("GET /metrics", i.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !i.ready.Load() {
 			i.writeError(w, ErrNotReady)

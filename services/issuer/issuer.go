@@ -110,6 +110,7 @@ type Issuer struct {
 	ready   atomic.Bool
 	started atomic.Bool
 	ticks   atomic.Uint64 // completed ticks, for tests
+	stats   counters
 	closed  sync.Once
 }
 

@@ -24,6 +24,16 @@ const maxClockSkew = 5 * time.Minute
 // expiry. In-process callers are trusted: the HTTP and NATS APIs
 // authenticate before calling it.
 func (i *Issuer) Issue(ctx context.Context, actor string, in IssueRequest) (*IssueResponse, error) {
+	res, err := i.issue(ctx, actor, in)
+	if err != nil {
+		i.stats.refuse(err)
+		return nil, err
+	}
+	i.stats.issued.Add(1)
+	return res, nil
+}
+
+func (i *Issuer) issue(ctx context.Context, actor string, in IssueRequest) (*IssueResponse, error) {
 	if !i.ready.Load() {
 		return nil, ErrNotReady
 	}
@@ -102,6 +112,16 @@ func claimsFor(id string, req policy.Request, now, nbf time.Time) token.Claims {
 // period ends (at once for a zero grace). The successor must still fit the
 // holder's current ceiling.
 func (i *Issuer) Rotate(ctx context.Context, actor, id string, in RotateRequest) (*RotateResponse, error) {
+	res, err := i.rotate(ctx, actor, id, in)
+	if err != nil {
+		i.stats.refuse(err)
+		return nil, err
+	}
+	i.stats.rotated.Add(1)
+	return res, nil
+}
+
+func (i *Issuer) rotate(ctx context.Context, actor, id string, in RotateRequest) (*RotateResponse, error) {
 	if !i.ready.Load() {
 		return nil, ErrNotReady
 	}
