@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +19,7 @@ import (
 // issuerFlags are the options of `cordon issuer`.
 type issuerFlags struct {
 	data, policy, listen, source, adminTTL string
+	tlsCert, tlsKey                        string
 	grace                                  time.Duration
 	replicas                               int
 	check                                  bool
@@ -27,6 +29,8 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "issuer", "issuer --nats URL --data DIR --policy FILE [--listen ADDR] [--check-config]")
 	var f issuerFlags
 	nf := addNATSFlags(fs)
+	fs.StringVar(&f.tlsCert, "tls-cert", os.Getenv("CORDON_TLS_CERT"), "serve the API over HTTPS with this certificate ($CORDON_TLS_CERT)")
+	fs.StringVar(&f.tlsKey, "tls-key", os.Getenv("CORDON_TLS_KEY"), "private key of --tls-cert ($CORDON_TLS_KEY)")
 	fs.StringVar(&f.data, "data", ".cordon", "data directory: signing keys (keys/) and the bootstrap admin token (admin.token)")
 	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file ($CORDON_POLICY)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7400", "HTTP API listen address")
@@ -66,6 +70,14 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 			return fmt.Errorf("%w: --listen %q: %v", errUsage, f.listen, err)
 		}
 	}
+	var tlsConf *tls.Config
+	if f.tlsCert != "" || f.tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("%w: --tls-cert/--tls-key: %v", errUsage, err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	if f.check {
 		fmt.Fprintf(env.Stdout, "policy %s: ok (%d holders, sha256 %s)\n", f.policy, len(pol.Holders), pol.Digest)
 		return nil
@@ -85,7 +97,7 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	}
 	iss, err := issuer.New(issuer.Options{
 		NC: nc, JS: js, DataDir: f.data, Policy: pol, Logger: env.Log, Source: f.source,
-		Grace: f.grace, AdminTTL: adminTTL, Listen: f.listen,
+		Grace: f.grace, AdminTTL: adminTTL, Listen: f.listen, TLS: tlsConf,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -82,7 +84,7 @@ func subcommand(ctx context.Context, env *Env, args []string, usage string, cmds
 
 // apiFlags are the flags every API command shares.
 type apiFlags struct {
-	api, tokenFile, output string
+	api, tokenFile, output, ca string
 }
 
 func addAPIFlags(fs *flag.FlagSet) *apiFlags {
@@ -90,6 +92,7 @@ func addAPIFlags(fs *flag.FlagSet) *apiFlags {
 	fs.StringVar(&f.api, "api", getenvDefault("CORDON_API", DefaultAPI), "issuer API URL ($CORDON_API)")
 	fs.StringVar(&f.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", DefaultTokenFile), "admin token file ($CORDON_TOKEN_FILE)")
 	fs.StringVar(&f.output, "o", "text", "output format: text or json")
+	fs.StringVar(&f.ca, "api-ca", os.Getenv("CORDON_API_CA"), "CA certificate of an HTTPS issuer API ($CORDON_API_CA)")
 	return f
 }
 
@@ -121,7 +124,19 @@ func (f *apiFlags) client(env *Env) (*issuerClient, error) {
 	if tok == "" {
 		return nil, fmt.Errorf("admin token file %s is empty", f.tokenFile)
 	}
-	return &issuerClient{base: strings.TrimRight(f.api, "/"), token: tok, hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if f.ca != "" {
+		pem, err := os.ReadFile(f.ca)
+		if err != nil {
+			return nil, fmt.Errorf("--api-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--api-ca %s: no PEM certificate found", f.ca)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	return &issuerClient{base: strings.TrimRight(f.api, "/"), token: tok, hc: hc}, nil
 }
 
 // issuerClient calls the issuer's HTTP API.

@@ -21,6 +21,7 @@ package issuer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,6 +78,8 @@ type Options struct {
 	// Listen is the HTTP API address, such as 127.0.0.1:7400; empty serves
 	// no HTTP (Handler still works).
 	Listen string
+	// TLS, when set, makes the HTTP API serve HTTPS.
+	TLS *tls.Config
 	// TickInterval is how often expiries and pending revocations are
 	// checked.
 	TickInterval time.Duration
@@ -266,6 +269,9 @@ func (i *Issuer) start(ctx context.Context) error {
 
 	if i.opts.Listen != "" {
 		ln, err := net.Listen("tcp", i.opts.Listen)
+		if err == nil && i.opts.TLS != nil {
+			ln = tls.NewListener(ln, i.opts.TLS)
+		}
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", i.opts.Listen, err)
 		}
