@@ -11,6 +11,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -79,7 +80,7 @@ func ParseRoutes(name string, data []byte) (*Routes, error) {
 		return nil, fmt.Errorf("%w: %s: want a single YAML document", ErrConfig, name)
 	}
 	rs := &Routes{File: name}
-	p := parser{file: name}
+	p := parser{yamlnode.Decoder{File: name, Err: ErrConfig}}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
@@ -130,14 +131,13 @@ func ParseRoutes(name string, data []byte) (*Routes, error) {
 	return rs, nil
 }
 
-type parser struct{ file string }
+// parser decodes the nodes of a routes file.
+type parser struct{ yamlnode.Decoder }
 
+// errf returns an error wrapping ErrConfig that names the file, the line of
+// n and field: "invalid enforcer configuration: file:line: field: msg".
 func (p parser) errf(n *yaml.Node, field, format string, args ...any) error {
-	msg := fmt.Sprintf(format, args...)
-	if field != "" {
-		msg = field + ": " + msg
-	}
-	return fmt.Errorf("%w: %s:%d: %s", ErrConfig, p.file, n.Line, msg)
+	return fmt.Errorf("%v: %w", ErrConfig, p.Errorf(n, field, format, args...))
 }
 
 func (p parser) scalar(n *yaml.Node, field string, dst *string) error {

@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -36,33 +37,10 @@ var (
 	ErrInvalidRequest = errors.New("invalid request")
 )
 
-// Error is an error in a policy file, located by file, line and field. It
-// wraps ErrInvalid.
-type Error struct {
-	// File is the name the policy was loaded under.
-	File string
-	// Line is the 1-based line of the offending node; 0 when unknown.
-	Line int
-	// Field is the path of the offending field, such as holders[2].networks[0].
-	Field string
-	// Msg says what is wrong, quoting the offending value.
-	Msg string
-}
-
-// Error implements error: "file:line: field: msg".
-func (e *Error) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += fmt.Sprintf(":%d", e.Line)
-	}
-	if e.Field != "" {
-		s += ": " + e.Field
-	}
-	return s + ": " + e.Msg
-}
-
-// Unwrap makes errors.Is(err, ErrInvalid) true.
-func (e *Error) Unwrap() error { return ErrInvalid }
+// Error is an error in a policy file, located by file, line and field,
+// such as holders[2].networks[0]. Every error about the policy file itself
+// is an *Error whose Err is ErrInvalid, so errors.Is(err, ErrInvalid) holds.
+type Error = yamlnode.Error
 
 // Policy is a parsed and validated policy file.
 type Policy struct {
@@ -128,10 +106,10 @@ func Load(path string) (*Policy, error) {
 
 // Parse parses and validates a policy. name is used in error messages.
 func Parse(name string, data []byte) (*Policy, error) {
+	d := newDecoder(name)
 	if len(data) > MaxFileSize {
-		return nil, &Error{File: name, Msg: fmt.Sprintf("file is %d bytes, at most %d", len(data), MaxFileSize)}
+		return nil, d.Errorf(nil, "", "file is %d bytes, at most %d", len(data), MaxFileSize)
 	}
-	d := &decoder{file: name}
 	p, err := d.policy(data)
 	if err != nil {
 		return nil, err

@@ -2,11 +2,11 @@ package response
 
 import (
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
@@ -14,32 +14,10 @@ import (
 var ErrInvalid = errors.New("invalid response policy")
 
 // Error is an error in the response section, located by file, line and
-// field. It wraps ErrInvalid.
-type Error struct {
-	// File is the name the policy was loaded under.
-	File string
-	// Line is the 1-based line of the offending node; 0 when unknown.
-	Line int
-	// Field is the path of the offending field, such as response.rules[1].action.
-	Field string
-	// Msg says what is wrong, quoting the offending value.
-	Msg string
-}
-
-// Error implements error: "file:line: field: msg".
-func (e *Error) Error() string {
-	s := e.File
-	if e.Line > 0 {
-		s += fmt.Sprintf(":%d", e.Line)
-	}
-	if e.Field != "" {
-		s += ": " + e.Field
-	}
-	return s + ": " + e.Msg
-}
-
-// Unwrap makes errors.Is(err, ErrInvalid) true.
-func (e *Error) Unwrap() error { return ErrInvalid }
+// field, such as response.rules[1].action. Every error about the response
+// section is an *Error whose Err is ErrInvalid, so errors.Is(err,
+// ErrInvalid) holds.
+type Error = yamlnode.Error
 
 // Action is what a rule does about a matching anomaly.
 type Action string
