@@ -97,7 +97,9 @@ type Enforcer struct {
 	publishing atomic.Bool
 	closeOnce  sync.Once
 	stop       chan struct{}
-	wg         sync.WaitGroup
+	// rewatch asks both bucket watches to start over (see probe).
+	rewatchKeys, rewatchDeny chan struct{}
+	wg                       sync.WaitGroup
 }
 
 // New returns an enforcer with an empty keyring and denylist. Add keys
@@ -115,6 +117,9 @@ func New(o Options) (*Enforcer, error) {
 		neg:   newClockCache[rejected](o.NegativeCacheSize),
 		dl:    newDenylist(),
 		stop:  make(chan struct{}),
+
+		rewatchKeys: make(chan struct{}, 1),
+		rewatchDeny: make(chan struct{}, 1),
 	}
 	e.fresh.created = time.Now()
 	e.deny = e.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second})
