@@ -9,9 +9,11 @@ import (
 	"syscall"
 
 	"github.com/cordonhq/cordon/internal/cli"
+	"github.com/cordonhq/cordon/internal/faults"
 )
 
 func main() {
+	faults.ChildMain() // a fault-injection child of cordon bench runs here and exits
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

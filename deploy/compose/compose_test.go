@@ -289,7 +289,6 @@ func cliFlags(t *testing.T, _ string) map[string]map[string]bool {
 	return out
 }
 
-
 var fromRe = regexp.MustCompile(`(?im)^FROM\s+\S+\s+AS\s+(\S+)\s*$`)
 
 func dockerTargets(t *testing.T) []string {

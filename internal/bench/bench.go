@@ -37,6 +37,8 @@ func Suites() []Suite {
 	return []Suite{
 		EnforceSuite(),
 		RevocationSuite(),
+		AuditorSuite(),
+		FaultsSuite(),
 	}
 }
 

@@ -35,16 +35,23 @@ var errUsage = errors.New("usage")
 
 func commands() map[string]command {
 	return map[string]command{
-		"version": {"print the version", runVersion},
-		"bench":   {"measure the figures the issues name and record them (make bench)", runBench},
-		"creds":   {"generate least-privilege NATS credentials per service (NKeys + nats-server auth.conf)", runCreds},
-		"up":      {"run everything in one process (embedded NATS + chDB); --demo runs the leak drill", runUp},
-		"issuer":  {"run the token issuer (HTTP API, NATS commands)", runIssuer},
-		"token":   {"issue, list, inspect and rotate tokens via the issuer API", runToken},
-		"key":     {"list, rotate and retire the issuer's signing keys", runKey},
-		"enforce": {"run an enforcing reverse proxy in front of an HTTP service", runEnforce},
-		"revoker": {"run the revoker (denylist, response policy, on-call alerts)", runRevoker},
-		"revoke":  {"revoke tokens by id, holder, key, tenant or issue time (over NATS)", runRevoke},
+		"version":   {"print the version", runVersion},
+		"auditor":   {"run the auditor (usage → ClickHouse, detectors, analyst API)", runAuditor},
+		"sql":       {"run a read-only SQL query on the running system's store", runSQL},
+		"anomalies": {"list recent anomalies from the running system", runAnomalies},
+		"report":    {"report on a token: what it may do, what it did, its denials and anomalies", runReport},
+		"simulate":  {"generate realistic usage with labelled attacks (usage.jsonl + labels.json)", runSimulate},
+		"replay":    {"replay recorded events through the pipeline and print the anomalies", runReplay},
+		"eval":      {"score the detectors on a simulated scenario through the real pipeline", runEval},
+		"bench":     {"measure the figures the issues name and record them (make bench)", runBench},
+		"creds":     {"generate least-privilege NATS credentials per service (NKeys + nats-server auth.conf)", runCreds},
+		"up":        {"run everything in one process (embedded NATS + chDB); --demo runs the leak drill", runUp},
+		"issuer":    {"run the token issuer (HTTP API, NATS commands)", runIssuer},
+		"token":     {"issue, list, inspect and rotate tokens via the issuer API", runToken},
+		"key":       {"list, rotate and retire the issuer's signing keys", runKey},
+		"enforce":   {"run an enforcing reverse proxy in front of an HTTP service", runEnforce},
+		"revoker":   {"run the revoker (denylist, response policy, on-call alerts)", runRevoker},
+		"revoke":    {"revoke tokens by id, holder, key, tenant or issue time (over NATS)", runRevoke},
 	}
 }
 

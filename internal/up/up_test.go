@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,23 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/up"
+	"github.com/cordonhq/cordon/services/auditor"
 )
+
+// chdbPath is shared by the tests of this package: chDB keeps one session
+// per process, so each test uses its own database in it.
+var chdbPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "up-chdb-")
+	if err != nil {
+		panic(err)
+	}
+	chdbPath = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // TestLeakDrill is the closed loop end to end on the embedded default: a
 // leaked token replayed from another address is detected, revoked and then
@@ -37,7 +54,7 @@ func TestLeakDrill(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sys, err := up.Start(ctx, up.Options{DataDir: t.TempDir(), NATSPort: -1, IssuerListen: "127.0.0.1:0",
-		ProxyListen: "127.0.0.1:0", AlertWebhook: pager.URL, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+		ProxyListen: "127.0.0.1:0", AlertWebhook: pager.URL, ChDBPath: chdbPath, Database: "drill", Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -88,5 +105,41 @@ func TestLeakDrill(t *testing.T) {
 			t.Fatalf("no alert for the leaked token reached on-call; got %q", got)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAnalystAPI: cordon sql / anomalies / report reach the running
+// system's store through the auditor, with the bootstrap admin token.
+func TestAnalystAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test skipped with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	sys, err := up.Start(ctx, up.Options{DataDir: dir, NATSPort: -1, IssuerListen: "127.0.0.1:0", ProxyListen: "127.0.0.1:0",
+		ChDBPath: chdbPath, Database: "analyst", Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer sys.Close()
+	admin, err := os.ReadFile(sys.Issuer.AdminTokenPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := auditor.Client{NC: sys.NC, Token: strings.TrimSpace(string(admin))}
+	res, err := c.SQL(ctx, "SELECT count() AS n FROM token_ledger")
+	if err != nil {
+		t.Fatalf("sql: %v", err)
+	}
+	if len(res.Rows) != 1 {
+		t.Fatalf("sql rows: %v", res.Rows)
+	}
+	if _, err := c.SQL(ctx, "DROP TABLE usage_events"); err == nil {
+		t.Fatal("a write statement was accepted")
+	}
+	bad := auditor.Client{NC: sys.NC, Token: "cordon_nonsense"}
+	if _, err := bad.SQL(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a bad token was accepted")
 	}
 }

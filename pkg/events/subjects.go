@@ -43,6 +43,11 @@ const (
 	SubjectCmdList    = "cordon.cmd.list"
 	SubjectCmdInspect = "cordon.cmd.inspect"
 	SubjectCmdSQL     = "cordon.cmd.sql"
+
+	// Analysts' requests, answered by the auditor.
+	SubjectCmdAnomalies     = "cordon.cmd.anomalies"
+	SubjectCmdReport        = "cordon.cmd.report"
+	SubjectCmdAuditorStatus = "cordon.cmd.auditor.status"
 )
 
 // Subject returns the subject an event is published on.

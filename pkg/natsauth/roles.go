@@ -21,8 +21,11 @@ const (
 	// cordon.token.* event, signing keys, policy changes) and the keys
 	// bucket, and answers cordon.cmd.{issue,rotate,list,inspect}.
 	RoleIssuer Role = "issuer"
-	// RoleAuditor consumes USAGE and TOKENS with durable consumers,
-	// publishes anomalies and dead letters, and answers cordon.cmd.sql.
+	// RoleAuditor consumes USAGE and TOKENS with durable consumers (rows)
+	// and ordered ones (detectors, in stream order from their checkpoint),
+	// ANOMALIES with a durable consumer (rows), publishes anomalies and dead letters, reads the keys and
+	// denylist buckets (to authenticate analysts) and answers the
+	// analysts' requests: cordon.cmd.sql, anomalies, report, auditor.status.
 	RoleAuditor Role = "auditor"
 	// RoleRevoker consumes TOKENS and ANOMALIES, publishes revocations on
 	// the ledger, is the only writer of the denylist bucket, and answers
@@ -70,6 +73,7 @@ func roleList() string {
 const (
 	DurableAuditorUsage     = "auditor-usage"
 	DurableAuditorLedger    = "auditor-ledger"
+	DurableAuditorAnomalies = "auditor-anomalies"
 	DurableRevokerTokens    = "revoker-tokens"
 	DurableRevokerAnomalies = "revoker-anomalies"
 )
@@ -111,8 +115,13 @@ func Permissions(r Role, inbox string) (*server.Permissions, error) {
 		p.pub(events.SubjectAnomalyPrefix+">", events.SubjectDeadPrefix+">")
 		p.durable(events.StreamUsage, DurableAuditorUsage)
 		p.durable(events.StreamTokens, DurableAuditorLedger)
+		p.durable(events.StreamAnomalies, DurableAuditorAnomalies)
+		p.readInOrder(events.StreamUsage)
+		p.readInOrder(events.StreamTokens)
+		p.kvRead(events.BucketDenylist)
+		p.kvRead(events.BucketKeys)
 		p.bootstrap()
-		p.serve(events.SubjectCmdSQL)
+		p.serve(events.SubjectCmdSQL, events.SubjectCmdAnomalies, events.SubjectCmdReport, events.SubjectCmdAuditorStatus)
 	case RoleAdmin:
 		p.pub("cordon.cmd.>")
 		p.manage()
@@ -185,6 +194,20 @@ func (p *perms) ordered(stream string) {
 		"$JS.API.DIRECT.GET."+stream+".>",
 		"$JS.API.CONSUMER.CREATE."+stream+".*",
 		"$JS.API.CONSUMER.CREATE."+stream+".*.>",
+		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
+		"$JS.API.CONSUMER.INFO."+stream+".*",
+		"$JS.API.CONSUMER.DELETE."+stream+".*",
+	)
+}
+
+// readInOrder allows the ordered consumers the auditor's detectors read
+// with. They name their subjects in FilterSubjects, so the create request
+// carries no filter token: unlike ordered, it cannot re-create another
+// service's durable consumer with that durable's filter.
+func (p *perms) readInOrder(stream string) {
+	p.pub(
+		"$JS.API.STREAM.INFO."+stream,
+		"$JS.API.CONSUMER.CREATE."+stream+".*",
 		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
 		"$JS.API.CONSUMER.INFO."+stream+".*",
 		"$JS.API.CONSUMER.DELETE."+stream+".*",

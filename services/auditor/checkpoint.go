@@ -2,14 +2,12 @@ package auditor
 
 import (
 	"bufio"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 )
 
 // checkpoint records which stream sequences the detector state reflects.
@@ -48,9 +46,15 @@ func loadCheckpoint(dir string, d Detector) (checkpoint, error) {
 	return cp, nil
 }
 
+// errUnsettled: anomalies the detectors raised are not all durable yet.
+var errUnsettled = errors.New("checkpoint: raised anomalies are not all durable yet; keeping the previous checkpoint")
+
 // Checkpoint writes the detector state and the stream sequences it covers.
-// It waits for the batch in progress, so it never covers an event whose
-// anomalies and rows are not yet durable.
+// It never covers an event whose anomalies are not yet durable (acknowledged
+// by JetStream and written): it fails while such anomalies exist (Run
+// checkpoints at moments when none do, every CheckpointEvery and when it
+// stops). Rows need not be: they come from the durable consumer, which
+// redelivers what it did not acknowledge.
 func (a *Auditor) Checkpoint() error {
 	if a.o.Detector == nil || a.o.StateDir == "" {
 		return nil
@@ -60,8 +64,11 @@ func (a *Auditor) Checkpoint() error {
 	}
 	a.detMu.Lock()
 	defer a.detMu.Unlock()
-	if a.dirty {
-		return errors.New("checkpoint: detector state holds events that were not written; keeping the previous checkpoint")
+	if !a.settled {
+		return errUnsettled
+	}
+	if a.saved && a.covered == a.savedCP {
+		return nil // the file on disk already holds this state
 	}
 	tmp := filepath.Join(a.o.StateDir, stateFile+".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -89,20 +96,6 @@ func (a *Auditor) Checkpoint() error {
 	if err := os.Rename(tmp, filepath.Join(a.o.StateDir, stateFile)); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
+	a.saved, a.savedCP = true, a.covered
 	return nil
-}
-
-func (a *Auditor) checkpointLoop(ctx context.Context) error {
-	t := time.NewTicker(a.o.CheckpointEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := a.Checkpoint(); err != nil {
-				a.o.Log.Error().Err(err).Msg("checkpoint failed")
-			}
-		}
-	}
 }

@@ -1,0 +1,392 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/pkg/enforce"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/store"
+	"github.com/cordonhq/cordon/pkg/store/chserver"
+	"github.com/cordonhq/cordon/services/auditor"
+)
+
+// Store kinds of `cordon auditor --store`.
+const (
+	storeCHDB       = "chdb"
+	storeClickHouse = "clickhouse"
+)
+
+// auditorFlags are the options of `cordon auditor`.
+type auditorFlags struct {
+	nats, creds, storeKind, chdbPath                 string
+	chAddr, chDatabase, chUser, chPassFile, chCAFile string
+	chTLS                                            bool
+	state, policy, source, metrics                   string
+	retention, replicas, batchSize, writers          int
+	batchWait                                        time.Duration
+	check                                            bool
+}
+
+// auditorFlagSet declares the flags of `cordon auditor` into f.
+func auditorFlagSet(env *Env, f *auditorFlags) *flag.FlagSet {
+	fs := newFlags(env, "auditor", "auditor --nats URL [--store chdb|clickhouse] [--chdb-path DIR | --clickhouse-addr HOST:PORT …] --state DIR [--policy FILE] [--check-config]")
+	fs.StringVar(&f.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
+	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	fs.StringVar(&f.storeKind, "store", defaultStoreKind, "analytical store: chdb (embedded ClickHouse engine) or clickhouse (a server)")
+	fs.StringVar(&f.chdbPath, "chdb-path", ".cordon/chdb", "chDB data directory (--store chdb)")
+	fs.StringVar(&f.chAddr, "clickhouse-addr", getenvDefault("CORDON_CLICKHOUSE_ADDR", "localhost:8123"), "ClickHouse HTTP interface host:port (--store clickhouse)")
+	fs.StringVar(&f.chDatabase, "clickhouse-database", store.DefaultDatabase, "database of Cordon's tables (created if missing)")
+	fs.StringVar(&f.chUser, "clickhouse-user", getenvDefault("CORDON_CLICKHOUSE_USER", "default"), "ClickHouse user")
+	fs.StringVar(&f.chPassFile, "clickhouse-password-file", os.Getenv("CORDON_CLICKHOUSE_PASSWORD_FILE"), "file holding the ClickHouse password")
+	fs.BoolVar(&f.chTLS, "clickhouse-tls", false, "connect to ClickHouse over HTTPS")
+	fs.StringVar(&f.chCAFile, "clickhouse-ca-file", "", "PEM bundle of the CAs to trust for ClickHouse TLS (default: the system pool)")
+	fs.StringVar(&f.state, "state", ".cordon/auditor", "directory of the detector checkpoint")
+	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file; its detectors: section sets the thresholds ($CORDON_POLICY; default thresholds without)")
+	fs.IntVar(&f.retention, "retention-days", 0, "days usage events and anomalies are kept in ClickHouse (0: forever)")
+	fs.IntVar(&f.replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
+	fs.IntVar(&f.batchSize, "batch-size", auditor.DefaultBatchSize, "most events written in one insert")
+	fs.DurationVar(&f.batchWait, "batch-wait", auditor.DefaultBatchWait, "longest an event waits for its batch while a writer is free")
+	fs.IntVar(&f.writers, "writers", auditor.DefaultWriters, "batches written concurrently")
+	fs.StringVar(&f.source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")
+	fs.StringVar(&f.metrics, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
+	fs.BoolVar(&f.check, "check-config", false, "validate the policy and flags, then exit")
+	return fs
+}
+
+// validate checks the flags that need no I/O.
+func (f *auditorFlags) validate() error {
+	switch f.storeKind {
+	case storeCHDB:
+		if f.chdbPath == "" {
+			return fmt.Errorf("%w: --chdb-path is empty", errUsage)
+		}
+		if !haveChDB {
+			return fmt.Errorf("%w: --store chdb needs the embedded ClickHouse (chDB), which this build leaves out (-tags nochdb): use --store clickhouse", errUsage)
+		}
+	case storeClickHouse:
+		if _, _, err := net.SplitHostPort(f.chAddr); err != nil {
+			return fmt.Errorf("%w: --clickhouse-addr %q: want HOST:PORT of the HTTP interface (8123, or 8443 with TLS)", errUsage, f.chAddr)
+		}
+	default:
+		return fmt.Errorf("%w: --store %q: want chdb or clickhouse", errUsage, f.storeKind)
+	}
+	if err := store.ValidateDatabase(f.chDatabase); err != nil {
+		return fmt.Errorf("%w: --clickhouse-database: %v", errUsage, err)
+	}
+	switch {
+	case f.retention < 0:
+		return fmt.Errorf("%w: --retention-days %d: want 0 (forever) or more", errUsage, f.retention)
+	case f.replicas < 1 || f.replicas > 5:
+		return fmt.Errorf("%w: --replicas %d: want 1 to 5", errUsage, f.replicas)
+	case f.batchSize < 1 || f.batchSize > 1_000_000:
+		return fmt.Errorf("%w: --batch-size %d: want 1 to 1000000", errUsage, f.batchSize)
+	case f.batchWait <= 0:
+		return fmt.Errorf("%w: --batch-wait %s: want a positive duration", errUsage, f.batchWait)
+	case f.writers < 1 || f.writers > 16:
+		return fmt.Errorf("%w: --writers %d: want 1 to 16", errUsage, f.writers)
+	case f.state == "":
+		return fmt.Errorf("%w: --state is empty", errUsage)
+	}
+	if f.metrics != "" {
+		if _, _, err := net.SplitHostPort(f.metrics); err != nil {
+			return fmt.Errorf("%w: --metrics-listen %q: %v", errUsage, f.metrics, err)
+		}
+	}
+	return nil
+}
+
+// runAuditor is `cordon auditor`: the usage consumer, detectors and the
+// analyst API on their own.
+func runAuditor(ctx context.Context, env *Env, args []string) error {
+	var f auditorFlags
+	fs := auditorFlagSet(env, &f)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	if err := f.validate(); err != nil {
+		return err
+	}
+	cfg, err := loadDetectors(f.policy)
+	if err != nil {
+		return err
+	}
+	password := ""
+	if f.storeKind == storeClickHouse && f.chPassFile != "" {
+		b, err := os.ReadFile(f.chPassFile)
+		if err != nil {
+			return fmt.Errorf("read ClickHouse password: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	if f.check {
+		where := "chdb at " + f.chdbPath
+		if f.storeKind == storeClickHouse {
+			where = "clickhouse at " + f.chAddr
+		}
+		src := "default thresholds"
+		if f.policy != "" {
+			src = "policy " + f.policy
+		}
+		fmt.Fprintf(env.Stdout, "auditor config: ok (detectors from %s: %s; store %s, database %s, retention %s)\n",
+			src, strings.Join(enabledDetectors(cfg), ", "), where, f.chDatabase, retentionText(f.retention))
+		return nil
+	}
+	if f.source == "" {
+		host, _ := os.Hostname()
+		f.source = "auditor/" + strings.SplitN(host, ".", 2)[0]
+	}
+
+	opts := []nats.Option{nats.Name("cordon-auditor"), nats.MaxReconnects(-1)}
+	if f.creds != "" {
+		opts = append(opts, nats.UserCredentials(f.creds))
+	}
+	nc, err := nats.Connect(f.nats, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", f.nats, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if err := ensureMissingStreams(ctx, env, js, events.StreamOptions{Replicas: f.replicas}); err != nil {
+		return err
+	}
+
+	var b store.Backend
+	switch f.storeKind {
+	case storeCHDB:
+		b, err = openChDB(ctx, f.chdbPath, f.chDatabase)
+	default:
+		b, err = chserver.Open(ctx, chserver.Options{Addr: f.chAddr, Database: f.chDatabase, User: f.chUser, Password: password,
+			TLS: f.chTLS, CAFile: f.chCAFile})
+	}
+	if err != nil {
+		return fmt.Errorf("open %s store: %w", f.storeKind, err)
+	}
+	st, err := store.Open(ctx, b, store.Options{RetentionDays: f.retention, Logger: env.Log})
+	if err != nil {
+		b.Close()
+		return err
+	}
+	defer st.Close()
+
+	engine, err := detect.New(cfg)
+	if err != nil {
+		return err
+	}
+	a, err := auditor.New(auditor.Options{
+		JS: js, Store: st, Detector: engine, StateDir: f.state, Source: f.source, Log: env.Log,
+		BatchSize: f.batchSize, BatchWait: f.batchWait, Writers: f.writers,
+	})
+	if err != nil {
+		return err
+	}
+
+	// The analyst API authenticates callers like any service behind an
+	// enforcer: the issuer's keys and the denylist, replicated by NATS.
+	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, Log: env.Log})
+	if err != nil {
+		return err
+	}
+	defer enf.Close()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = enf.Start(sctx, js)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("analyst API: %w", err)
+	}
+	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: nc, Store: st, Auth: auditor.EnforcerAuth{E: enf}, Status: a.Stats, Log: env.Log})
+	if err != nil {
+		return err
+	}
+	if err := qs.Start(); err != nil {
+		return err
+	}
+	defer qs.Close()
+
+	if f.metrics != "" {
+		stop, err := serveAuditorMetrics(env, f.metrics, a)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	env.Log.Info().Str("store", f.storeKind).Str("database", f.chDatabase).Strs("detectors", enabledDetectors(cfg)).Msg("auditor running")
+	return a.Run(ctx)
+}
+
+func retentionText(days int) string {
+	if days == 0 {
+		return "forever"
+	}
+	return fmt.Sprintf("%d days", days)
+}
+
+// enabledDetectors names the detectors cfg turns on, in detect's order.
+func enabledDetectors(cfg detect.Config) []string {
+	enabled := map[string]bool{
+		detect.NewNetwork: cfg.NewNetwork.Enabled, detect.OddHours: cfg.OddHours.Enabled, detect.ScopeProbing: cfg.ScopeProbing.Enabled,
+		detect.UseAfterRevoke: cfg.UseAfterRevoke.Enabled, detect.VolumeSpike: cfg.VolumeSpike.Enabled, detect.MultiNetwork: cfg.MultiNetwork.Enabled,
+	}
+	var on []string
+	for _, name := range detect.Detectors() {
+		if enabled[name] {
+			on = append(on, name)
+		}
+	}
+	if len(on) == 0 {
+		return []string{"none"}
+	}
+	return on
+}
+
+// loadDetectors reads the detectors: section of a policy file over
+// detect.DefaultConfig(); no file gives the defaults.
+func loadDetectors(path string) (detect.Config, error) {
+	if path == "" {
+		return detect.DefaultConfig(), nil
+	}
+	pol, err := policy.Load(path)
+	if err != nil {
+		return detect.Config{}, err
+	}
+	return decodeDetectors(pol.File, pol.Detectors)
+}
+
+// decodeDetectors decodes a detectors: section strictly over the default
+// thresholds: an unknown field, a wrong type or an out-of-range value is
+// an error naming the file, line and field.
+func decodeDetectors(file string, n *yaml.Node) (detect.Config, error) {
+	cfg := detect.DefaultConfig()
+	if n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+		return cfg, nil
+	}
+	if err := checkKnownFields(file, "detectors", n, reflect.TypeOf(cfg)); err != nil {
+		return detect.Config{}, err
+	}
+	if err := n.Decode(&cfg); err != nil {
+		return detect.Config{}, fmt.Errorf("%s: detectors: %w", file, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		line := n.Line
+		if field := fieldOf(err); field != "" {
+			if fn := findPath(n, strings.Split(field, ".")); fn != nil {
+				line = fn.Line
+			}
+		}
+		return detect.Config{}, fmt.Errorf("%s:%d: detectors: %w", file, line, err)
+	}
+	return cfg, nil
+}
+
+// fieldOf extracts the field a detect.ErrConfig error names
+// ("invalid detector config: scope_probing.window: want …").
+func fieldOf(err error) string {
+	rest, ok := strings.CutPrefix(err.Error(), detect.ErrConfig.Error()+": ")
+	if !ok {
+		return ""
+	}
+	field, _, _ := strings.Cut(rest, ":")
+	return field
+}
+
+// findPath returns the value node at a dotted path of mapping keys.
+func findPath(n *yaml.Node, path []string) *yaml.Node {
+	for _, key := range path {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return nil
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				next = n.Content[i+1]
+			}
+		}
+		n = next
+	}
+	return n
+}
+
+// checkKnownFields rejects mapping keys that no yaml tag of t names, and
+// keys given twice, recursing into nested structs.
+func checkKnownFields(file, path string, n *yaml.Node, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t == reflect.TypeOf(time.Duration(0)) {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s:%d: %s: want a mapping, got %s", file, n.Line, path, n.ShortTag())
+	}
+	fields := map[string]reflect.Type{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		sf := t.Field(i)
+		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = sf.Type
+		names = append(names, name)
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		ft, ok := fields[k.Value]
+		if !ok {
+			return fmt.Errorf("%s:%d: %s: unknown field %q (known: %s)", file, k.Line, path, k.Value, strings.Join(names, ", "))
+		}
+		if seen[k.Value] {
+			return fmt.Errorf("%s:%d: %s: field %q is set twice", file, k.Line, path, k.Value)
+		}
+		seen[k.Value] = true
+		if err := checkKnownFields(file, path+"."+k.Value, v, ft); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serveAuditorMetrics(env *Env, addr string, a *auditor.Auditor) (func(), error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(a.Collector()); err != nil {
+		return nil, fmt.Errorf("register auditor metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			env.Log.Error().Err(err).Msg("metrics server")
+		}
+	}()
+	env.Log.Info().Str("addr", ln.Addr().String()).Msg("serving auditor metrics")
+	return func() { _ = srv.Close() }, nil
+}

@@ -1,0 +1,23 @@
+// Package faults breaks Cordon on purpose and measures what survives. It
+// holds the harnesses behind issue 5's proofs, shared by the tests of this
+// package and by the bench suite (internal/bench, `cordon bench`):
+//
+//   - NodeLoss: a three-process NATS cluster (internal/natscluster) with
+//     the issuer, the revoker and two enforcers running in-process while one
+//     node is killed with SIGKILL and restarted; every acknowledged ledger
+//     event and denylist entry must be on every node afterwards, the
+//     enforcers must keep deciding without blocking, and revoked tokens
+//     must be denied once their revocation was acknowledged.
+//   - AuditorChaos: usage events flow into JetStream while auditor
+//     processes (a JetStream consumer, chDB at one data path, detectors with
+//     a state directory) are killed with SIGKILL and restarted, one at a
+//     time; ClickHouse must end with every event exactly once and the same
+//     anomalies as an uninterrupted run over the same events.
+//
+// The auditor children are real processes — a kill is a crash, with no
+// deferred cleanup — started by re-executing a binary that calls
+// ChildMain first thing: the test binary of this package (its TestMain) or
+// the cordon binary (its main). chDB keeps one session per process at one
+// data path, so only one child opens the chDB path at a time and the
+// parent reads the results through a query child as well.
+package faults

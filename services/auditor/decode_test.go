@@ -1,0 +1,127 @@
+package auditor
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+func canonicalUsage(t testing.TB) []byte {
+	t.Helper()
+	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 123456789, time.UTC), &events.UsageDecided{
+		TokenID: "019cabd9-0000-7000-8000-000000000001", Tenant: "acme", Holder: "billing",
+		KeyID: "k1", Enforcer: "edge-1", Service: "orders", SourceIP: "10.1.2.3", UserAgent: "go/1.0",
+		Method: "GET", Route: "/orders/{id}", Scope: "orders:read", Decision: events.DecisionAllow, Reason: "ok", LatencyNS: 1234,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// sameAsDecode checks decodeUsage against events.DecodeAs on b: both fail
+// with the same message, or both succeed with equal results.
+func sameAsDecode(t *testing.T, b []byte) (fast bool) {
+	t.Helper()
+	we, wu, werr := events.DecodeAs[*events.UsageDecided](b)
+	ge, gu, gerr := DecodeUsage(b)
+	if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
+		t.Fatalf("input %q:\n decodeUsage error %v\n events.DecodeAs error %v", b, gerr, werr)
+	}
+	if werr == nil && (!reflect.DeepEqual(we, ge) || !reflect.DeepEqual(wu, gu)) {
+		t.Fatalf("input %q:\n decodeUsage %+v %+v\n events.DecodeAs %+v %+v", b, ge, gu, we, wu)
+	}
+	_, _, fast = fastUsage(b)
+	return fast
+}
+
+func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
+	canon := string(canonicalUsage(t))
+	cases := []struct {
+		name     string
+		in       string
+		wantFast bool
+	}{
+		{"canonical", canon, true},
+		{"spaces", " " + strings.ReplaceAll(strings.ReplaceAll(canon, ",", " ,\n "), `":`, "\" \t: ") + "\r\n", true},
+		{"trailing newline", canon + "\n", true},
+		{"trailing garbage", canon + "x", false},
+		{"trailing brace", canon + "}", false},
+		{"escape in string", strings.Replace(canon, `go/1.0`, `go\/1.0`, 1), false},
+		{"non-ascii", strings.Replace(canon, `go/1.0`, `gö/1.0`, 1), false},
+		{"invalid utf8", strings.Replace(canon, `go/1.0`, "g\xff/1.0", 1), false},
+		{"unknown envelope key", strings.Replace(canon, `"v":1`, `"v":1,"extra":2`, 1), false},
+		{"unknown data key", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"extra":"x"`, 1), false},
+		{"upper-case key", strings.Replace(canon, `"source_ip"`, `"SOURCE_IP"`, 1), false},
+		{"duplicate key", strings.Replace(canon, `"v":1`, `"v":1,"v":1`, 1), false},
+		{"duplicate data key", strings.Replace(canon, `"reason":"ok"`, `"reason":"ok","reason":"ok"`, 1), false},
+		{"null value", strings.Replace(canon, `"scope":"orders:read"`, `"scope":null`, 1), false},
+		{"float latency", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234.0`, 1), false},
+		{"exponent latency", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1e3`, 1), false},
+		{"leading zero", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":01234`, 1), false},
+		{"negative latency", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":-5`, 1), true},
+		{"minus zero", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":-0`, 1), true},
+		{"huge latency", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":99999999999999999999`, 1), false},
+		{"string latency", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":"1234"`, 1), false},
+		{"version 2", strings.Replace(canon, `"v":1`, `"v":2`, 1), false},
+		{"missing version", strings.Replace(canon, `,"v":1`, ``, 1), false},
+		{"bad decision", strings.Replace(canon, `"decision":"allow"`, `"decision":"maybe"`, 1), true},
+		{"bad ip", strings.Replace(canon, `"source_ip":"10.1.2.3"`, `"source_ip":"10.1.2"`, 1), true},
+		{"empty source", strings.Replace(canon, `"source":"enforcer/edge-1"`, `"source":""`, 1), true},
+		{"bad uuid", strings.Replace(canon, `"id":"`, `"id":"x`, 1), false},
+		{"nil uuid", canon[:7] + `00000000-0000-0000-0000-000000000000` + canon[43:], true},
+		{"bad time", strings.Replace(canon, `"time":"2026-11-02T09:30:00.123456789Z"`, `"time":"2026-11-02 09:30:00"`, 1), false},
+		{"offset time", strings.Replace(canon, `"time":"2026-11-02T09:30:00.123456789Z"`, `"time":"2026-11-02T10:30:00+01:00"`, 1), true},
+		{"other type", strings.Replace(canon, `"type":"usage.decided"`, `"type":"token.revoked"`, 1), false},
+		{"unknown type", strings.Replace(canon, `"type":"usage.decided"`, `"type":"nope"`, 1), false},
+		{"empty data", canon[:strings.Index(canon, `"data":`)] + `"data":{}}`, true},
+		{"null data", canon[:strings.Index(canon, `"data":`)] + `"data":null}`, false},
+		{"data before type", `{"data":{},"type":"usage.decided"}`, false},
+		{"not an object", `[1,2]`, false},
+		{"empty", ``, false},
+		{"truncated", canon[:len(canon)/2], false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if fast := sameAsDecode(t, []byte(c.in)); fast != c.wantFast {
+				t.Errorf("fast path taken = %v, want %v", fast, c.wantFast)
+			}
+		})
+	}
+}
+
+// FuzzDecodeUsage holds decodeUsage equal to events.DecodeAs on any input.
+func FuzzDecodeUsage(f *testing.F) {
+	f.Add(canonicalUsage(f))
+	f.Add([]byte(`{"id":"01a21da2-389f-7a21-89d0-61b7381e2e20","type":"usage.decided","time":"2026-11-27T15:31:40Z","source":"s","v":1,"data":{"enforcer":"e","service":"s","source_ip":"::1","method":"GET","route":"/","decision":"deny","reason":"x","latency_ns":0}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sameAsDecode(t, b)
+	})
+}
+
+func BenchmarkDecodeUsage(b *testing.B) {
+	data := canonicalUsage(b)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := DecodeUsage(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("events.DecodeAs", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := events.DecodeAs[*events.UsageDecided](data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,78 @@
+package auditor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cordonhq/cordon/pkg/detect"
+)
+
+// Collector returns a Prometheus collector of the auditor's counters and,
+// when the detector is a detect.Engine, of its bounded state (tokens held
+// against their bound, evictions, anomalies by detector).
+func (a *Auditor) Collector() prometheus.Collector { return &collector{a: a} }
+
+type collector struct{ a *Auditor }
+
+var (
+	mEvents = prometheus.NewDesc("cordon_auditor_events_written_total",
+		"Events written to the store, by kind (usage, ledger, anomaly).", []string{"kind"}, nil)
+	mDead        = prometheus.NewDesc("cordon_auditor_dead_letters_total", "Messages moved to the dead letters.", nil, nil)
+	mBatches     = prometheus.NewDesc("cordon_auditor_batches_total", "Batches written.", nil, nil)
+	mWriteErrors = prometheus.NewDesc("cordon_auditor_write_errors_total", "Failed batch write attempts (each retried).", nil, nil)
+	mObserved    = prometheus.NewDesc("cordon_auditor_observed_total", "Usage events analysed by the detectors.", nil, nil)
+	mInFlight    = prometheus.NewDesc("cordon_auditor_batches_in_flight", "Batches being written.", nil, nil)
+	mSeq         = prometheus.NewDesc("cordon_auditor_stream_sequence",
+		"Stream sequences: seen (handled by the detectors) and written (durable and acknowledged).", []string{"stream", "state"}, nil)
+	mTokens    = prometheus.NewDesc("cordon_detect_tokens", "Tokens with detector state in memory.", nil, nil)
+	mMaxTokens = prometheus.NewDesc("cordon_detect_tokens_max", "Bound on the tokens with detector state (max_tokens).", nil, nil)
+	mEvicted   = prometheus.NewDesc("cordon_detect_evictions_total", "Tokens forgotten to stay within the bound.", nil, nil)
+	mStateB    = prometheus.NewDesc("cordon_detect_state_bytes_per_token", "Fixed detector state per token.", nil, nil)
+	mAnomalies = prometheus.NewDesc("cordon_detect_anomalies_total", "Anomalies raised, by detector.", []string{"detector"}, nil)
+	mSuppr     = prometheus.NewDesc("cordon_detect_suppressed_total", "Detections silenced by the cooldown, by detector.", []string{"detector"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{mEvents, mDead, mBatches, mWriteErrors, mObserved, mInFlight, mSeq,
+		mTokens, mMaxTokens, mEvicted, mStateB, mAnomalies, mSuppr} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.a.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(mEvents, st.Usage, "usage")
+	counter(mEvents, st.Ledger, "ledger")
+	counter(mEvents, st.Anomalies, "anomaly")
+	counter(mDead, st.Dead)
+	counter(mBatches, st.Batches)
+	counter(mWriteErrors, st.WriteErrors)
+	counter(mObserved, st.Observed)
+	gauge(mInFlight, float64(st.InFlight))
+	gauge(mSeq, float64(st.SeenUsageSeq), "USAGE", "seen")
+	gauge(mSeq, float64(st.LastUsageSeq), "USAGE", "written")
+	gauge(mSeq, float64(st.SeenLedgerSeq), "TOKENS", "seen")
+	gauge(mSeq, float64(st.LastLedgerSeq), "TOKENS", "written")
+	e, ok := c.a.o.Detector.(interface{ Stats() detect.Stats })
+	if !ok {
+		return
+	}
+	ds := e.Stats()
+	gauge(mTokens, float64(ds.Tokens))
+	gauge(mMaxTokens, float64(ds.MaxTokens))
+	counter(mEvicted, ds.Evictions)
+	gauge(mStateB, float64(ds.StateBytes))
+	for name, n := range ds.Anomalies {
+		counter(mAnomalies, n, name)
+	}
+	for name, n := range ds.Suppressed {
+		counter(mSuppr, n, name)
+	}
+}

@@ -1,0 +1,46 @@
+package auditor_test
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/internal/natstest"
+	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/services/auditor"
+)
+
+func TestCollectorExportsBounds(t *testing.T) {
+	env := natstest.Run(t)
+	cfg := detect.DefaultConfig()
+	cfg.MaxTokens = 1234
+	d, err := detect.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := auditor.New(auditor.Options{JS: env.JS, Store: openStore(t, "metrics"), Detector: d, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(a.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if len(got) < 10 {
+		t.Fatalf("gathered %d metric families: %v", len(got), got)
+	}
+	if got["cordon_detect_tokens_max"] != 1234 || got["cordon_detect_state_bytes_per_token"] <= 0 {
+		t.Errorf("detector bounds not exported: %v", got)
+	}
+}
