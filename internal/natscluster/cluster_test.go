@@ -186,16 +186,29 @@ func TestAcknowledgedWritesSurviveNodeCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Right after a crash the stream may still be settling its leader:
+	// "no responders" and timeouts are retried until the deadline.
+	transient := func(err error) bool {
+		return errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded)
+	}
+	readDeadline := time.Now().Add(60 * time.Second)
 	for n := uint64(0); n < info.State.Msgs; {
+		if time.Now().After(readDeadline) {
+			t.Fatalf("read %d of %d usage messages within 60s", n, info.State.Msgs)
+		}
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
+			if transient(err) {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
 			t.Fatal(err)
 		}
 		for m := range batch.Messages() {
 			stored[m.Headers().Get(jetstream.MsgIDHeader)]++
 			n++
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		if err := batch.Error(); err != nil && !transient(err) {
 			t.Fatal(err)
 		}
 	}
@@ -217,6 +230,10 @@ func TestAcknowledgedWritesSurviveNodeCrash(t *testing.T) {
 	// Every acknowledged denylist entry reads back with its value.
 	for key, want := range a.deny {
 		e, err := deny.Get(ctx, key)
+		for try := 0; err != nil && transient(err) && try < 100; try++ {
+			time.Sleep(100 * time.Millisecond)
+			e, err = deny.Get(ctx, key)
+		}
 		if err != nil {
 			t.Errorf("denylist %s: %v", key, err)
 			continue
