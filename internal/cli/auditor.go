@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"reflect"
 	"strings"
@@ -14,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cordonhq/cordon/pkg/detect"
@@ -226,7 +222,7 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 	defer qs.Close()
 
 	if f.metrics != "" {
-		stop, err := serveAuditorMetrics(env, f.metrics, a)
+		stop, err := serveMetrics(env, f.metrics, "auditor", a.Collector())
 		if err != nil {
 			return err
 		}
@@ -367,26 +363,4 @@ func checkKnownFields(file, path string, n *yaml.Node, t reflect.Type) error {
 		}
 	}
 	return nil
-}
-
-func serveAuditorMetrics(env *Env, addr string, a *auditor.Auditor) (func(), error) {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(a.Collector()); err != nil {
-		return nil, fmt.Errorf("register auditor metrics: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			env.Log.Error().Err(err).Msg("metrics server")
-		}
-	}()
-	env.Log.Info().Str("addr", ln.Addr().String()).Msg("serving auditor metrics")
-	return func() { _ = srv.Close() }, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -14,8 +13,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
@@ -109,7 +106,7 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if f.metrics != "" {
-		stop, err := serveRevokerMetrics(env, f.metrics, r)
+		stop, err := serveMetrics(env, f.metrics, "revoker", r)
 		if err != nil {
 			return err
 		}
@@ -164,28 +161,6 @@ func alertSinks(f revokerFlags) ([]alert.Sink, error) {
 		sinks = append(sinks, s)
 	}
 	return sinks, nil
-}
-
-func serveRevokerMetrics(env *Env, addr string, r *revoker.Revoker) (func(), error) {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(r); err != nil {
-		return nil, fmt.Errorf("register revoker metrics: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			env.Log.Error().Err(err).Msg("metrics server")
-		}
-	}()
-	env.Log.Info().Str("addr", ln.Addr().String()).Msg("serving revoker metrics")
-	return func() { _ = srv.Close() }, nil
 }
 
 // runRevoke is `cordon revoke`: a NATS client of cordon.cmd.revoke that

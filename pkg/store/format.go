@@ -160,7 +160,7 @@ func FormatValue(typ string, v any) string {
 
 func formatTimeValue(typ string, t time.Time) string {
 	t = t.UTC()
-	name, args := splitType(baseType(typ))
+	name, args := SplitType(BaseType(typ))
 	switch name {
 	case "Date", "Date32":
 		return t.Format("2006-01-02")

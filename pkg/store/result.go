@@ -89,8 +89,9 @@ func DecodeJSONCompact(b []byte) (*Result, error) {
 	return res, nil
 }
 
-// splitType splits "Name(args)" into Name and the top-level arguments.
-func splitType(t string) (string, []string) {
+// SplitType splits a ClickHouse type "Name(args)" into Name and its
+// top-level arguments.
+func SplitType(t string) (string, []string) {
 	t = strings.TrimSpace(t)
 	open := strings.IndexByte(t, '(')
 	if open < 0 || !strings.HasSuffix(t, ")") {
@@ -123,10 +124,10 @@ func splitType(t string) (string, []string) {
 	return name, append(args, strings.TrimSpace(inner[start:]))
 }
 
-// baseType strips LowCardinality and Nullable wrappers.
-func baseType(t string) string {
+// BaseType strips LowCardinality and Nullable wrappers from a ClickHouse type.
+func BaseType(t string) string {
 	for {
-		name, args := splitType(t)
+		name, args := SplitType(t)
 		if (name == "LowCardinality" || name == "Nullable") && len(args) == 1 {
 			t = args[0]
 			continue
@@ -141,8 +142,8 @@ func convert(typ string, v any) (any, error) {
 	if v == nil {
 		return nil, nil
 	}
-	typ = baseType(typ)
-	name, args := splitType(typ)
+	typ = BaseType(typ)
+	name, args := SplitType(typ)
 	switch name {
 	case "Bool":
 		if b, ok := v.(bool); ok {

@@ -20,14 +20,14 @@ func TestSplitType(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			name, args := splitType(tc.in)
+			name, args := SplitType(tc.in)
 			if name != tc.name || !slices.Equal(args, tc.args) {
-				t.Errorf("splitType = %q %q, want %q %q", name, args, tc.name, tc.args)
+				t.Errorf("SplitType = %q %q, want %q %q", name, args, tc.name, tc.args)
 			}
 		})
 	}
-	if got := baseType("LowCardinality(Nullable(String))"); got != "String" {
-		t.Errorf("baseType = %q", got)
+	if got := BaseType("LowCardinality(Nullable(String))"); got != "String" {
+		t.Errorf("BaseType = %q", got)
 	}
 }
 

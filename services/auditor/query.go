@@ -505,8 +505,8 @@ func EncodeResult(res *store.Result, maxBytes int) (json.RawMessage, int, error)
 // expects it: times of DateTime types as Unix seconds with nanoseconds,
 // of Date types as dates, containers by their element types.
 func appendCell(b []byte, typ string, v any) ([]byte, error) {
-	typ = stripWrappers(typ)
-	name, args := splitCHType(typ)
+	typ = store.BaseType(typ)
+	name, args := store.SplitType(typ)
 	switch t := v.(type) {
 	case nil:
 		return append(b, "null"...), nil
@@ -608,52 +608,6 @@ func tupleElemType(arg string) string {
 		return ty
 	}
 	return arg
-}
-
-// stripWrappers removes LowCardinality(…) and Nullable(…).
-func stripWrappers(t string) string {
-	for {
-		name, args := splitCHType(t)
-		if (name == "LowCardinality" || name == "Nullable") && len(args) == 1 {
-			t = args[0]
-			continue
-		}
-		return t
-	}
-}
-
-// splitCHType splits "Name(args)" into Name and its top-level arguments.
-func splitCHType(t string) (string, []string) {
-	t = strings.TrimSpace(t)
-	open := strings.IndexByte(t, '(')
-	if open < 0 || !strings.HasSuffix(t, ")") {
-		return t, nil
-	}
-	name, inner := t[:open], t[open+1:len(t)-1]
-	var args []string
-	depth, start := 0, 0
-	var quote byte
-	for i := 0; i < len(inner); i++ {
-		c := inner[i]
-		switch {
-		case quote != 0:
-			if c == '\\' {
-				i++
-			} else if c == quote {
-				quote = 0
-			}
-		case c == '\'' || c == '`' || c == '"':
-			quote = c
-		case c == '(':
-			depth++
-		case c == ')':
-			depth--
-		case c == ',' && depth == 0:
-			args = append(args, strings.TrimSpace(inner[start:i]))
-			start = i + 1
-		}
-	}
-	return name, append(args, strings.TrimSpace(inner[start:]))
 }
 
 func sortStrings(s []string) {
