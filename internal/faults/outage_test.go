@@ -198,7 +198,10 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 	closedAfter := firstStale.Sub(down)
 	t.Logf("enforced with its last denylist for %v, then failed closed (denylist_stale) %v after nats stopped; bound %v, probe every %v",
 		lastAllowed.Sub(down).Round(time.Millisecond), closedAfter.Round(time.Millisecond), maxStale, probe)
-	if closedAfter < maxStale-probe-100*time.Millisecond || closedAfter > maxStale+100*time.Millisecond {
+	// Staleness is judged on every decision, so failing closed lands on the
+	// bound; the upper slack only absorbs this loop being descheduled on a
+	// loaded two-core machine.
+	if closedAfter < maxStale-probe-100*time.Millisecond || closedAfter > maxStale+500*time.Millisecond {
 		t.Errorf("failed closed %v after nats stopped, want within [%v, %v]", closedAfter, maxStale-probe, maxStale)
 	}
 
