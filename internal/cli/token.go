@@ -247,6 +247,19 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseArgs parses a subcommand's flags (interspersed with its arguments)
+// and checks that exactly n positional arguments remain.
+func parseArgs(fs *flag.FlagSet, args []string, n int, what string) ([]string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := wantArgs(pos, n, what); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
 func wantArgs(pos []string, n int, what string) error {
 	if len(pos) != n {
 		return fmt.Errorf("%w: want %s, got %d argument(s)", errUsage, what, len(pos))
@@ -274,11 +287,8 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&notBefore, "not-before", "", "RFC 3339 time the token becomes valid (default: now)")
 	fs.BoolVar(&req.BreakGlass, "break-glass", false, "mint a break-glass token (if the ceiling allows it)")
 	fs.StringVar(&idem, "idempotency-key", "", "replay-safe key: retrying with it returns the same token")
-	pos, err := parseInterspersed(fs, args)
+	_, err := parseArgs(fs, args, 0, "no arguments")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "no arguments"); err != nil {
 		return err
 	}
 	switch {
@@ -336,11 +346,8 @@ func runTokenList(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&tenant, "tenant", "", "only this tenant")
 	fs.StringVar(&holder, "holder", "", "only this holder")
 	fs.StringVar(&status, "status", "", "only this status: active, rotated, revoked or expired")
-	pos, err := parseInterspersed(fs, args)
+	_, err := parseArgs(fs, args, 0, "no arguments")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "no arguments"); err != nil {
 		return err
 	}
 	c, err := af.client(env)
@@ -380,11 +387,8 @@ func runTokenList(ctx context.Context, env *Env, args []string) error {
 func runTokenInspect(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "token inspect", "token inspect ID [-o json]")
 	af := addAPIFlags(fs)
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseArgs(fs, args, 1, "the token ID")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "the token ID"); err != nil {
 		return err
 	}
 	c, err := af.client(env)
@@ -426,11 +430,8 @@ func runTokenRotate(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&in.Grace, "grace", "", "how long the old token stays valid; 0s revokes it at once (default: the issuer's)")
 	fs.StringVar(&in.TTL, "ttl", "", "lifetime of the new token (default: the old token's)")
 	fs.StringVar(&idem, "idempotency-key", "", "replay-safe key: retrying with it returns the same successor")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseArgs(fs, args, 1, "the token ID")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "the token ID"); err != nil {
 		return err
 	}
 	for name, v := range map[string]string{"--grace": in.Grace, "--ttl": in.TTL} {
@@ -471,11 +472,8 @@ func runTokenRotate(ctx context.Context, env *Env, args []string) error {
 func runKeyList(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "key list", "key list [-o json]")
 	af := addAPIFlags(fs)
-	pos, err := parseInterspersed(fs, args)
+	_, err := parseArgs(fs, args, 0, "no arguments")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "no arguments"); err != nil {
 		return err
 	}
 	c, err := af.client(env)
@@ -504,11 +502,8 @@ func runKeyList(ctx context.Context, env *Env, args []string) error {
 func runKeyRotate(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "key rotate", "key rotate [-o json]")
 	af := addAPIFlags(fs)
-	pos, err := parseInterspersed(fs, args)
+	_, err := parseArgs(fs, args, 0, "no arguments")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 0, "no arguments"); err != nil {
 		return err
 	}
 	c, err := af.client(env)
@@ -532,11 +527,8 @@ func runKeyRetire(ctx context.Context, env *Env, args []string) error {
 	af := addAPIFlags(fs)
 	var in issuer.RetireRequest
 	fs.StringVar(&in.Reason, "reason", "", "why the key is retired (recorded on the ledger)")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseArgs(fs, args, 1, "the key id (see cordon key list)")
 	if err != nil {
-		return err
-	}
-	if err := wantArgs(pos, 1, "the key id (see cordon key list)"); err != nil {
 		return err
 	}
 	c, err := af.client(env)
