@@ -51,6 +51,7 @@ type enforceBench struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	signer token.Signer
+	anchor token.Anchor
 	routes *enforce.Routes
 	dir    string
 }
@@ -109,7 +110,11 @@ func newEnforceBench(ctx context.Context) (*enforceBench, error) {
 		b.close()
 		return nil, fmt.Errorf("keys bucket: %w", err)
 	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: b.signer.KeyID, PublicKey: b.signer.Public(), Created: time.Now().UTC()})
+	if b.anchor, err = token.GenerateAnchor(); err != nil {
+		b.close()
+		return nil, err
+	}
+	rec, _ := json.Marshal(b.anchor.EndorsedRecord(events.KeyRecord{KeyID: b.signer.KeyID, PublicKey: b.signer.Public(), Created: time.Now().UTC()}))
 	if _, err := kv.Put(ctx, b.signer.KeyID, rec); err != nil {
 		b.close()
 		return nil, fmt.Errorf("publish key: %w", err)
@@ -138,7 +143,7 @@ func (b *enforceBench) close() {
 }
 
 func (b *enforceBench) enforcer(ctx context.Context, id string) (*enforce.Enforcer, error) {
-	e, err := enforce.New(enforce.Options{ID: id, Routes: b.routes, Log: zerolog.Nop()})
+	e, err := enforce.New(enforce.Options{ID: id, Routes: b.routes, TrustAnchors: token.Anchors{b.anchor.Public()}, Log: zerolog.Nop()})
 	if err != nil {
 		return nil, err
 	}

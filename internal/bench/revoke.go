@@ -61,7 +61,7 @@ func runRevocationSuite(ctx context.Context, progress io.Writer) ([]Figure, erro
 
 // benchEnforcers starts n enforcers, each on its own connection, all
 // watching the keys and denylist buckets.
-func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service string) ([]*enforce.Enforcer, func(), error) {
+func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service string, anchors token.Anchors) ([]*enforce.Enforcer, func(), error) {
 	var es []*enforce.Enforcer
 	var closers []func()
 	closeAll := func() {
@@ -81,7 +81,7 @@ func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service str
 			closeAll()
 			return nil, nil, err
 		}
-		e, err := enforce.New(enforce.Options{ID: fmt.Sprintf("bench-%d", i), Service: service, DisableUsage: true, Log: zerolog.Nop()})
+		e, err := enforce.New(enforce.Options{ID: fmt.Sprintf("bench-%d", i), Service: service, DisableUsage: true, TrustAnchors: anchors, Log: zerolog.Nop()})
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -150,7 +150,12 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 	if err != nil {
 		return 0, 0, err
 	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now().UTC()})
+	anchor, err := token.GenerateAnchor()
+	if err != nil {
+		return 0, 0, err
+	}
+	anchors := token.Anchors{anchor.Public()}
+	rec, _ := json.Marshal(anchor.EndorsedRecord(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now().UTC()}))
 	keys, err := js.KeyValue(ctx, events.BucketKeys)
 	if err != nil {
 		return 0, 0, err
@@ -158,7 +163,7 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 	if _, err := keys.Put(ctx, signer.KeyID, rec); err != nil {
 		return 0, 0, err
 	}
-	rv, err := revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: zerolog.Nop(), Source: "bench"})
+	rv, err := revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: zerolog.Nop(), Source: "bench", TrustAnchors: anchors})
 	if err != nil {
 		return 0, 0, err
 	}
@@ -166,7 +171,7 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 		return 0, 0, err
 	}
 	defer rv.Close()
-	es, closeAll, err := benchEnforcers(ctx, srv, n, "bench")
+	es, closeAll, err := benchEnforcers(ctx, srv, n, "bench", anchors)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -220,7 +225,7 @@ func detectionToDenial(ctx context.Context, enforcers, trials int) (p50, p99 tim
 		return 0, 0, 0, err
 	}
 	defer sys.Close()
-	others, closeAll, err := benchEnforcers(ctx, sys.NATS, enforcers-1, "invoices")
+	others, closeAll, err := benchEnforcers(ctx, sys.NATS, enforcers-1, "invoices", token.Anchors{sys.Issuer.TrustAnchor()})
 	if err != nil {
 		return 0, 0, 0, err
 	}

@@ -35,6 +35,7 @@ type auditorFlags struct {
 	chAddr, chDatabase, chUser, chPassFile, chCAFile string
 	chTLS                                            bool
 	state, policy, source, metrics                   string
+	trustAnchor                                      string
 	retention, replicas, batchSize, writers          int
 	batchWait                                        time.Duration
 	check                                            bool
@@ -44,6 +45,8 @@ type auditorFlags struct {
 func auditorFlagSet(env *Env, f *auditorFlags) *flag.FlagSet {
 	fs := newFlags(env, "auditor", "auditor --nats URL [--store chdb|clickhouse] [--chdb-path DIR | --clickhouse-addr HOST:PORT …] --state DIR [--policy FILE] [--check-config]")
 	fs.StringVar(&f.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
+	fs.StringVar(&f.trustAnchor, "trust-anchor", getenvDefault("CORDON_TRUST_ANCHOR", defaultTrustAnchor),
+		"the issuer's trust anchor, which endorses the keys that authenticate analysts ($CORDON_TRUST_ANCHOR)")
 	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
 	fs.StringVar(&f.storeKind, "store", defaultStoreKind, "analytical store: chdb (embedded ClickHouse engine) or clickhouse (a server)")
 	fs.StringVar(&f.chdbPath, "chdb-path", ".cordon/chdb", "chDB data directory (--store chdb)")
@@ -201,7 +204,11 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 
 	// The analyst API authenticates callers like any service behind an
 	// enforcer: the issuer's keys and the denylist, replicated by NATS.
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, Log: env.Log})
+	anchors, err := trustAnchors(f.trustAnchor)
+	if err != nil {
+		return err
+	}
+	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, Log: env.Log, TrustAnchors: anchors})
 	if err != nil {
 		return err
 	}

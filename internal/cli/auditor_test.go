@@ -167,15 +167,8 @@ func startAnalystEnv(t *testing.T) *analystEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := env.JS.KeyValue(ctx, events.BucketKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now().UTC()})
-	if _, err := kv.Put(ctx, signer.KeyID, rec); err != nil {
-		t.Fatal(err)
-	}
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, Log: zerolog.Nop()})
+	env.PublishKey(t, signer)
+	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, TrustAnchors: env.Anchors(), Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,14 +499,7 @@ func TestAuditorCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := nenv.JS.KeyValue(ctx, events.BucketKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now().UTC()})
-	if _, err := kv.Put(ctx, signer.KeyID, rec); err != nil {
-		t.Fatal(err)
-	}
+	nenv.PublishKey(t, signer)
 	now := time.Now()
 	admin, _ := signer.Mint(token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:read"},
 		Audience: []string{"cordon"}, IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()})
@@ -524,7 +510,7 @@ func TestAuditorCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- runAuditor(ctx, aenv, []string{"--nats", url, "--chdb-path", chdbPath, "--clickhouse-database", fmt.Sprintf("cli_auditor_%d", dbSeq.Add(1)),
-			"--state", t.TempDir(), "--batch-wait", "20ms"})
+			"--state", t.TempDir(), "--batch-wait", "20ms", "--trust-anchor", nenv.Anchor.Public().String()})
 	}()
 	for i := 0; i < 5; i++ {
 		e, _ := events.New("enforcer/edge-1", now.Add(time.Duration(i)*time.Second), &events.UsageDecided{TokenID: "tok-1", Tenant: "acme",

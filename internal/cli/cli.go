@@ -49,6 +49,7 @@ func commands() map[string]command {
 		"issuer":    {"run the token issuer (HTTP API, NATS commands)", runIssuer},
 		"token":     {"issue, list, inspect and rotate tokens via the issuer API", runToken},
 		"key":       {"list, rotate and retire the issuer's signing keys", runKey},
+		"anchor":    {"generate the trust anchor that endorses the issuer's signing keys", runAnchor},
 		"enforce":   {"run an enforcing reverse proxy in front of an HTTP service", runEnforce},
 		"revoker":   {"run the revoker (denylist, response policy, on-call alerts)", runRevoker},
 		"revoke":    {"revoke tokens by id, holder, key, tenant or issue time (over NATS)", runRevoke},

@@ -57,6 +57,7 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		metrics                   string
 		check                     bool
 	)
+	anchor := addTrustAnchorFlag(fs)
 	fs.StringVar(&upstream, "upstream", os.Getenv("CORDON_UPSTREAM"), "URL of the protected service ($CORDON_UPSTREAM)")
 	fs.StringVar(&routes, "routes", os.Getenv("CORDON_ROUTES"), "routes file: service, environment and the scope of each route ($CORDON_ROUTES)")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8080", "proxy listen address")
@@ -135,6 +136,9 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stdout, "routes %s: ok (service %s, environment %s, %d routes)\n", routes, svc, enforceOrAny(envName), len(rs.Routes))
 		return nil
+	}
+	if o.TrustAnchors, err = trustAnchors(*anchor); err != nil {
+		return err
 	}
 	natsOpts, err := nf.options("cordon-enforce-" + o.ID)
 	if err != nil {

@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natstest"
-	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -82,14 +80,7 @@ func TestEnforceRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := nt.JS.KeyValue(context.Background(), events.BucketKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now()})
-	if _, err := kv.Put(context.Background(), signer.KeyID, rec); err != nil {
-		t.Fatal(err)
-	}
+	nt.PublishKey(t, signer)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "hello "+r.Header.Get("X-Cordon-Holder"))
 	}))
@@ -111,7 +102,7 @@ func TestEnforceRun(t *testing.T) {
 	done := make(chan error, 1)
 	env, _, logs := testEnv()
 	go func() {
-		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr,
+		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr, "--trust-anchor", nt.Anchor.Public().String(),
 			"--nats", nt.Server.ClientURL(), "--id", "cli-test", "--metrics-listen", maddr})
 	}()
 	now := time.Now()

@@ -19,6 +19,7 @@ import (
 // issuerFlags are the options of `cordon issuer`.
 type issuerFlags struct {
 	data, policy, listen, source, adminTTL string
+	anchorKey                              string
 	tlsCert, tlsKey                        string
 	grace                                  time.Duration
 	replicas                               int
@@ -36,6 +37,7 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7400", "HTTP API listen address")
 	fs.StringVar(&f.source, "source", "", "instance name recorded in events (default issuer/<hostname>)")
 	fs.StringVar(&f.adminTTL, "admin-ttl", "90d", "lifetime of the bootstrap admin token")
+	fs.StringVar(&f.anchorKey, "anchor-key", os.Getenv("CORDON_ANCHOR_KEY"), "trust anchor private key from `cordon anchor generate` ($CORDON_ANCHOR_KEY; default: DATA/keys/"+issuer.AnchorFile+", generated on first start)")
 	fs.DurationVar(&f.grace, "grace", issuer.DefaultGrace, "default grace period of a rotated token")
 	fs.IntVar(&f.replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
 	fs.BoolVar(&f.check, "check-config", false, "validate the policy and flags, then exit")
@@ -97,7 +99,7 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	}
 	iss, err := issuer.New(issuer.Options{
 		NC: nc, JS: js, DataDir: f.data, Policy: pol, Logger: env.Log, Source: f.source,
-		Grace: f.grace, AdminTTL: adminTTL, Listen: f.listen, TLS: tlsConf,
+		Grace: f.grace, AdminTTL: adminTTL, Listen: f.listen, TLS: tlsConf, AnchorFile: f.anchorKey,
 	})
 	if err != nil {
 		return err

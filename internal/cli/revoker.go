@@ -35,6 +35,7 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "revoker", "revoker --nats URL --policy FILE [--alert-webhook URL] [--slack-webhook URL] [--pagerduty-key KEY] [--check-config]")
 	var f revokerFlags
 	nf := addNATSFlags(fs)
+	anchor := addTrustAnchorFlag(fs)
 	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file; its response: section is the response policy ($CORDON_POLICY)")
 	fs.StringVar(&f.webhook, "alert-webhook", os.Getenv("CORDON_ALERT_WEBHOOK"), "Alertmanager-format webhook receiver URL ($CORDON_ALERT_WEBHOOK)")
 	fs.StringVar(&f.slack, "slack-webhook", os.Getenv("CORDON_SLACK_WEBHOOK"), "Slack incoming webhook URL ($CORDON_SLACK_WEBHOOK)")
@@ -87,6 +88,10 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 		f.source = "revoker/" + strings.SplitN(host, ".", 2)[0]
 	}
 
+	anchors, err := trustAnchors(*anchor)
+	if err != nil {
+		return err
+	}
 	nc, err := nf.connect("cordon-revoker")
 	if err != nil {
 		return err
@@ -101,6 +106,7 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 	}
 	r, err := revoker.New(revoker.Options{
 		NC: nc, JS: js, Policy: resp, Sinks: sinks, Log: env.Log, Source: f.source, MaxTokenTTL: maxTTL,
+		TrustAnchors: anchors,
 	})
 	if err != nil {
 		return err

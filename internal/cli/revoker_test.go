@@ -107,14 +107,7 @@ func TestRevokeCommand(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	keys, err := nt.JS.KeyValue(ctx, events.BucketKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: now})
-	if _, err := keys.Put(ctx, signer.KeyID, kb); err != nil {
-		t.Fatal(err)
-	}
+	nt.PublishKey(t, signer)
 	mint := func(id string) string {
 		s, err := signer.Mint(token.Claims{ID: id, Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:revoke"},
 			Audience: []string{"cordon"}, IssuedAt: now.Unix() - 60, NotBefore: now.Unix() - 60, Expiry: now.Add(time.Hour).Unix()})
@@ -142,7 +135,7 @@ func TestRevokeCommand(t *testing.T) {
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runRevoker(runCtx, srvEnv, []string{"--nats", nt.Server.ClientURL(), "--source", "revoker/cli-test"})
+		done <- runRevoker(runCtx, srvEnv, []string{"--nats", nt.Server.ClientURL(), "--source", "revoker/cli-test", "--trust-anchor", nt.Anchor.Public().String()})
 	}()
 	t.Cleanup(func() {
 		stop()

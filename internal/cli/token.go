@@ -488,15 +488,26 @@ func runKeyList(ctx context.Context, env *Env, args []string) error {
 		return writeIndented(env.Stdout, list)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KID\tCREATED\tACTIVE\tLIVE TOKENS")
+	fmt.Fprintln(tw, "KID\tCREATED\tACTIVE\tACCEPTED\tLIVE TOKENS\tNOTE")
 	for _, k := range list.Keys {
-		active := ""
+		active, accepted := "", "no"
 		if k.Active {
 			active = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", k.KeyID, k.Created.UTC().Format(time.RFC3339), active, k.LiveTokens)
+		if k.Accepted {
+			accepted = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", k.KeyID, k.Created.UTC().Format(time.RFC3339), active, accepted, k.LiveTokens, k.Problem)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, k := range list.Keys {
+		if !k.Held {
+			fmt.Fprintf(env.Stderr, "key %s is in the keys bucket but not held by the issuer: remove it with `cordon key retire %s`\n", k.KeyID, k.KeyID)
+		}
+	}
+	return nil
 }
 
 func runKeyRotate(ctx context.Context, env *Env, args []string) error {

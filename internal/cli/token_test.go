@@ -67,7 +67,11 @@ func (h *cliHarness) run(fn func(context.Context, *Env, []string) error, args ..
 func (h *cliHarness) keyring() *token.Keyring {
 	h.t.Helper()
 	ring := token.NewKeyring()
-	for _, k := range h.iss.Keys() {
+	keys, err := h.iss.Keys(context.Background())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, k := range keys {
 		if err := ring.Add(k.KeyID, k.PublicKey); err != nil {
 			h.t.Fatal(err)
 		}
@@ -214,7 +218,11 @@ func TestTokenCommandErrors(t *testing.T) {
 
 func TestKeyCommands(t *testing.T) {
 	h := newCLIHarness(t)
-	oldKID := h.iss.Keys()[0].KeyID
+	keys, err := h.iss.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKID := keys[0].KeyID
 	out, _, err := h.run(runKey, "rotate")
 	if err != nil {
 		t.Fatal(err)
@@ -227,7 +235,8 @@ func TestKeyCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, oldKID) || !strings.Contains(out, newKID) || strings.Count(out, "yes") != 1 {
+	// One active key, both accepted (endorsed by the trust anchor).
+	if !strings.Contains(out, oldKID) || !strings.Contains(out, newKID) || strings.Count(out, "yes") != 3 {
 		t.Fatalf("key list:\n%s", out)
 	}
 	if _, _, err := h.run(runKey, "retire", newKID); err == nil || !strings.Contains(err.Error(), "active signing key") {

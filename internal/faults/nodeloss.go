@@ -24,6 +24,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
+	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
 )
@@ -383,7 +384,8 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 		return err
 	}
 	nc, js = n.c.Connect(n.tb, nats.Name("faults-revoker"))
-	n.rv, err = revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: n.o.Log, Source: "revoker/faults"})
+	anchors := token.Anchors{n.iss.TrustAnchor()}
+	n.rv, err = revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: n.o.Log, Source: "revoker/faults", TrustAnchors: anchors})
 	if err != nil {
 		return err
 	}
@@ -393,7 +395,7 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 	for i := range n.enf {
 		id := fmt.Sprintf("edge-%d", i+1)
 		_, js := n.c.Connect(n.tb, nats.Name("faults-"+id))
-		e, err := enforce.New(enforce.Options{ID: id, Service: nlService, Log: n.o.Log})
+		e, err := enforce.New(enforce.Options{ID: id, Service: nlService, TrustAnchors: anchors, Log: n.o.Log})
 		if err != nil {
 			return err
 		}

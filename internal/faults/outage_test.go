@@ -20,6 +20,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
+	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
 )
@@ -101,7 +102,8 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 	}
 	t.Cleanup(func() { iss.Close() })
 	nc, js = connect("revoker")
-	rv, err := revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: zerolog.Nop()})
+	anchors := token.Anchors{iss.TrustAnchor()}
+	rv, err := revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: zerolog.Nop(), TrustAnchors: anchors})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 	gate := &gatedDialer{}
 	gate.open.Store(true)
 	_, js = connect("enforcer", nats.SetCustomDialer(gate))
-	enf, err := enforce.New(enforce.Options{ID: "edge-1", Service: "invoices", MaxStaleness: maxStale, FailClosed: true, Log: zerolog.Nop()})
+	enf, err := enforce.New(enforce.Options{ID: "edge-1", Service: "invoices", MaxStaleness: maxStale, FailClosed: true, TrustAnchors: anchors, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ package natstest
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsrun"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // Env is a running embedded JetStream with Cordon's streams and buckets.
@@ -20,6 +22,36 @@ type Env struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	Dir    string
+	// Anchor is a trust anchor made for the test: PublishKey endorses
+	// keys with it, and verifiers given Anchors() accept them.
+	Anchor token.Anchor
+}
+
+// Anchors is the trust set verifiers of this environment are given.
+func (e *Env) Anchors() token.Anchors { return token.Anchors{e.Anchor.Public()} }
+
+// KeyRecord returns the keys bucket value of s, endorsed by e.Anchor.
+func (e *Env) KeyRecord(s token.Signer, created time.Time) []byte {
+	b, err := json.Marshal(e.Anchor.EndorsedRecord(events.KeyRecord{KeyID: s.KeyID, PublicKey: s.Public(), Created: created.UTC()}))
+	if err != nil {
+		panic(err) // a KeyRecord always encodes
+	}
+	return b
+}
+
+// PublishKey puts s's endorsed public key in the keys bucket, as the
+// issuer does, and returns the entry's revision.
+func (e *Env) PublishKey(t testing.TB, s token.Signer) uint64 {
+	t.Helper()
+	kv, err := e.JS.KeyValue(context.Background(), events.BucketKeys)
+	if err != nil {
+		t.Fatalf("keys bucket: %v", err)
+	}
+	rev, err := kv.Put(context.Background(), s.KeyID, e.KeyRecord(s, time.Now()))
+	if err != nil {
+		t.Fatalf("publish key %s: %v", s.KeyID, err)
+	}
+	return rev
 }
 
 // Run starts an in-process JetStream server on a free loopback port with a
@@ -51,7 +83,11 @@ func RunIn(t testing.TB, dir string) *Env {
 	if err := natsrun.Ensure(ctx, js, events.StreamOptions{}); err != nil {
 		t.Fatalf("ensure streams: %v", err)
 	}
-	e := &Env{Server: srv, NC: nc, JS: js, Dir: dir}
+	anchor, err := token.GenerateAnchor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{Server: srv, NC: nc, JS: js, Dir: dir, Anchor: anchor}
 	t.Cleanup(e.Stop)
 	return e
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
+	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/auditor"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
@@ -182,6 +183,9 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, fmt.Errorf("start issuer: %w", err)
 	}
 	s.closers = append(s.closers, s.Issuer.Close)
+	// Every verifier trusts the keys the issuer's anchor endorses, and
+	// nothing else written to the keys bucket.
+	anchors := token.Anchors{s.Issuer.TrustAnchor()}
 
 	// Revoker, with an on-call webhook if configured.
 	var sinks []alert.Sink
@@ -194,7 +198,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.Revoker, err = revoker.New(revoker.Options{NC: s.NC, JS: s.JS, Policy: respPolicy, Sinks: sinks,
 		Alerts: alert.Options{Backoff: 100 * time.Millisecond},
-		Log:    o.Log.With().Str("svc", "revoker").Logger(), Source: "revoker/up", MaxTokenTTL: maxTTL(s.Policy)})
+		Log:    o.Log.With().Str("svc", "revoker").Logger(), Source: "revoker/up", MaxTokenTTL: maxTTL(s.Policy),
+		TrustAnchors: anchors})
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +225,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// The analysts' API (cordon sql, anomalies, report), behind an
 	// enforcer of its own: callers need a Cordon token with cordon:read.
 	apiEnf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true,
-		Log: o.Log.With().Str("svc", "auditor-api").Logger()})
+		TrustAnchors: anchors, Log: o.Log.With().Str("svc", "auditor-api").Logger()})
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +250,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.UpstreamURL = "http://" + upstream
 	s.Enforcer, err = enforce.New(enforce.Options{ID: o.EnforcerID, Routes: routes,
-		TrustedProxies: nil, Log: o.Log.With().Str("svc", "enforcer").Logger()})
+		TrustedProxies: nil, TrustAnchors: anchors, Log: o.Log.With().Str("svc", "enforcer").Logger()})
 	if err != nil {
 		return nil, err
 	}

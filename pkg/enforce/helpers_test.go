@@ -88,18 +88,11 @@ func (f *fixture) kv(t testing.TB, bucket string) jetstream.KeyValue {
 	return kv
 }
 
-// publishKey puts the signer's public key in the keys bucket.
+// publishKey puts the signer's public key, endorsed by the fixture's trust
+// anchor, in the keys bucket.
 func (f *fixture) publishKey(t testing.TB, s token.Signer) uint64 {
 	t.Helper()
-	b, err := json.Marshal(events.KeyRecord{KeyID: s.KeyID, PublicKey: s.Public(), Created: time.Now().UTC()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rev, err := f.kv(t, events.BucketKeys).Put(context.Background(), s.KeyID, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rev
+	return f.env.PublishKey(t, s)
 }
 
 // revoke writes a denylist entry and returns its revision.
@@ -126,7 +119,7 @@ func (f *fixture) revoke(t testing.TB, key string, rec events.DenyRecord) uint64
 // enforcer starts an enforcer for the demo routes on the fixture's NATS.
 func (f *fixture) enforcer(t testing.TB, id string, mod func(*Options)) *Enforcer {
 	t.Helper()
-	o := Options{ID: id, Routes: f.routes, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
+	o := Options{ID: id, Routes: f.routes, TrustAnchors: f.env.Anchors(), Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)}
 	if mod != nil {
 		mod(&o)
 	}

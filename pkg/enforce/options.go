@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // Defaults of Options.
@@ -45,6 +46,12 @@ type Options struct {
 	// Routes map method and path to the scope they require (Middleware and
 	// NewProxy); nil denies every HTTP request with ReasonNoRoute.
 	Routes *Routes
+
+	// TrustAnchors endorse the signing keys Start takes from the keys
+	// bucket: a key without a valid endorsement by one of them is ignored,
+	// so a write to the bucket alone cannot add a key. Start fails without
+	// one. Keys given to AddKey are trusted by the embedding program.
+	TrustAnchors token.Anchors
 
 	// TrustedProxies are the socket peers whose X-Forwarded-For, X-Real-IP
 	// and device header are believed. Empty trusts no one.

@@ -3,7 +3,6 @@ package enforce
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // freshness tracks when the denylist view was last known current: either
@@ -103,7 +103,9 @@ type sink interface {
 }
 
 // Start loads the keys and denylist buckets, waits until both are
-// replayed (or ctx ends), and keeps watching them until Close. With usage
+// replayed (or ctx ends), and keeps watching them until Close. Only keys
+// endorsed by one of Options.TrustAnchors are taken from the keys bucket;
+// Start fails without a trust anchor. With usage
 // events on, it also starts the background publisher on js. The caller
 // should Close the enforcer even when Start fails.
 func (e *Enforcer) Start(ctx context.Context, js jetstream.JetStream) error {
@@ -114,6 +116,9 @@ func (e *Enforcer) Start(ctx context.Context, js jetstream.JetStream) error {
 	case <-e.stop:
 		return ErrClosed
 	default:
+	}
+	if len(e.opts.TrustAnchors) == 0 {
+		return fmt.Errorf("start enforcer: %w: %w (configure the issuer's trust anchor, `--trust-anchor`)", ErrConfig, token.ErrNoAnchor)
 	}
 	keysKV, err := js.KeyValue(ctx, events.BucketKeys)
 	if err != nil {
@@ -251,24 +256,10 @@ type keySink struct {
 	staging map[string]ed25519.PublicKey
 }
 
-func decodeKey(key string, value []byte) (ed25519.PublicKey, error) {
-	var rec events.KeyRecord
-	if err := json.Unmarshal(value, &rec); err != nil {
-		return nil, fmt.Errorf("key %s: %w", key, err)
-	}
-	if rec.KeyID != key {
-		return nil, fmt.Errorf("key %s: record names kid %q", key, rec.KeyID)
-	}
-	if len(rec.PublicKey) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("key %s: want %d bytes of Ed25519 public key, got %d", key, ed25519.PublicKeySize, len(rec.PublicKey))
-	}
-	return ed25519.PublicKey(rec.PublicKey), nil
-}
-
 func (k *keySink) begin() { k.staging = map[string]ed25519.PublicKey{} }
 
 func (k *keySink) put(key string, value []byte, rev uint64, live bool) error {
-	pub, err := decodeKey(key, value)
+	pub, err := k.e.opts.TrustAnchors.VerifyKeyRecord(key, value)
 	if !live {
 		if err == nil {
 			k.staging[key] = pub
@@ -277,6 +268,12 @@ func (k *keySink) put(key string, value []byte, rev uint64, live bool) error {
 	}
 	k.e.keysRev.Store(max(k.e.keysRev.Load(), rev))
 	if err != nil {
+		// The bucket's record for this id no longer vouches for the key
+		// it replaced: fail closed, as a replay would.
+		if _, ok := k.known[key]; ok {
+			delete(k.known, key)
+			k.e.RetireKey(key)
+		}
 		return err
 	}
 	k.known[key] = struct{}{}

@@ -4,10 +4,17 @@ import "time"
 
 // KeyRecord is the value of a `keys` bucket entry: an issuer public key.
 // The entry's key is the key id; deleting it retires the key everywhere.
+// Verifiers accept a record only when Endorsement is a valid signature of
+// the trust anchor named by Anchor over the key id and public key (see
+// pkg/token Anchors), so that a write to the bucket alone cannot add a key.
 type KeyRecord struct {
 	KeyID     string    `json:"kid"`
 	PublicKey []byte    `json:"public_key"`
 	Created   time.Time `json:"created"`
+	// Anchor is the id of the trust anchor that endorsed the key.
+	Anchor string `json:"anchor,omitempty"`
+	// Endorsement is the anchor's Ed25519 signature.
+	Endorsement []byte `json:"endorsement,omitempty"`
 }
 
 // DenyRecord is the value of a `denylist` bucket entry. Entries for single

@@ -38,15 +38,8 @@ func startQueryEnv(t *testing.T, db string, o auditor.QueryOptions) *queryEnv {
 	if q.signer, err = token.GenerateSigner(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	kv, err := q.env.JS.KeyValue(ctx, events.BucketKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: q.signer.KeyID, PublicKey: q.signer.Public(), Created: time.Now().UTC()})
-	if _, err := kv.Put(ctx, q.signer.KeyID, rec); err != nil {
-		t.Fatal(err)
-	}
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, Log: zerolog.Nop()})
+	q.env.PublishKey(t, q.signer)
+	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, TrustAnchors: q.env.Anchors(), Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

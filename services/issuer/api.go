@@ -182,6 +182,14 @@ type KeyInfo struct {
 	// LiveTokens counts the tokens it signed that are neither revoked nor
 	// expired: retiring the key makes them fail at enforcers.
 	LiveTokens int `json:"live_tokens"`
+	// Held: the issuer holds the private key. Published: the keys bucket
+	// has an entry for it. Accepted: that entry is endorsed by the
+	// issuer's trust anchor, so verifiers accept tokens it signed.
+	Held      bool `json:"held"`
+	Published bool `json:"published"`
+	Accepted  bool `json:"accepted"`
+	// Problem says what is wrong, when something is.
+	Problem string `json:"problem,omitempty"`
 }
 
 // KeyList is the reply to a key listing.

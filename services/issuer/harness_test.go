@@ -267,9 +267,15 @@ func tokenIDOf(p events.Payload) string {
 	return ""
 }
 
-// enforcerKeyring builds a keyring from the keys bucket, as an enforcer does.
+// enforcerKeyring builds a keyring from the keys bucket, as an enforcer
+// given the issuer's trust anchor file does.
 func (h *harness) enforcerKeyring() *token.Keyring {
 	h.t.Helper()
+	anchor, err := token.LoadAnchorKey(filepath.Join(h.dir, TrustAnchorFile))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	anchors := token.Anchors{anchor}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	kv, err := h.env.JS.KeyValue(ctx, events.BucketKeys)
@@ -286,14 +292,11 @@ func (h *harness) enforcerKeyring() *token.Keyring {
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		var rec events.KeyRecord
-		if err := json.Unmarshal(e.Value(), &rec); err != nil {
-			h.t.Fatal(err)
+		pub, err := anchors.VerifyKeyRecord(k, e.Value())
+		if err != nil {
+			continue // an enforcer ignores it too
 		}
-		if rec.KeyID != k {
-			h.t.Fatalf("key record %q under key %q", rec.KeyID, k)
-		}
-		if err := ring.Add(rec.KeyID, rec.PublicKey); err != nil {
+		if err := ring.Add(k, pub); err != nil {
 			h.t.Fatal(err)
 		}
 	}

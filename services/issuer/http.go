@@ -172,7 +172,12 @@ func (i *Issuer) handleKeys(w http.ResponseWriter, r *http.Request) {
 		i.writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, KeyList{Keys: i.Keys()})
+	keys, err := i.Keys(r.Context())
+	if err != nil {
+		i.writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, KeyList{Keys: keys})
 }
 
 func (i *Issuer) handleKeyRotate(w http.ResponseWriter, r *http.Request) {

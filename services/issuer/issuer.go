@@ -85,6 +85,11 @@ type Options struct {
 	TickInterval time.Duration
 	// IdempotencyEntries bounds the idempotency table (default 10000).
 	IdempotencyEntries int
+	// AnchorFile is the trust anchor's private key (`cordon anchor
+	// generate`), which endorses every signing key the issuer publishes.
+	// Empty uses DataDir/keys/anchor.key, generated on first start. The
+	// public half is written to DataDir/trust-anchor.pub.
+	AnchorFile string
 }
 
 // Issuer mints and rotates tokens. Create it with New, then Start (or Run).
@@ -166,13 +171,16 @@ func New(o Options) (*Issuer, error) {
 	if o.IdempotencyEntries <= 0 {
 		o.IdempotencyEntries = 10000
 	}
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+	log := o.Logger.With().Str("component", "issuer").Logger()
+	if err := privateDir(o.DataDir, log); err != nil {
 		return nil, fmt.Errorf("issuer: data directory: %w", err)
 	}
-	log := o.Logger.With().Str("component", "issuer").Logger()
-	ks, err := openKeyStore(filepath.Join(o.DataDir, "keys"), log)
+	ks, err := openKeyStore(filepath.Join(o.DataDir, "keys"), o.AnchorFile, log)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	if err := WriteTrustAnchor(filepath.Join(o.DataDir, TrustAnchorFile), ks.anchor.Public()); err != nil {
+		return nil, fmt.Errorf("issuer: write trust anchor: %w", err)
 	}
 	i := &Issuer{
 		opts:    o,
@@ -441,7 +449,7 @@ func (i *Issuer) reconcileKeys(ctx context.Context) error {
 // it) and announces it on the ledger, each unless already done.
 func (i *Issuer) publishKey(ctx context.Context, lk *localKey, actor string) error {
 	kid := lk.signer.KeyID
-	rec, err := json.Marshal(events.KeyRecord{KeyID: kid, PublicKey: lk.signer.Public(), Created: lk.created})
+	rec, err := json.Marshal(i.keys.record(lk))
 	if err != nil {
 		return err
 	}

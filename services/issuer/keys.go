@@ -31,6 +31,7 @@ type keyStore struct {
 	keys   map[string]*localKey
 	active string
 	ring   *token.Keyring // the public halves, for verifying admin tokens
+	anchor token.Anchor   // endorses every key published to the keys bucket
 }
 
 type localKey struct {
@@ -44,10 +45,67 @@ const (
 	pemCreated   = "Created"
 	activeFile   = "active"
 	keyExtension = ".pem"
+	// AnchorFile is the trust anchor's private key in the key directory
+	// (its extension keeps it out of the signing keys).
+	AnchorFile = "anchor.key"
+	// TrustAnchorFile is where the issuer writes the anchor's public half,
+	// in DataDir: give it to enforcers, the revoker and the auditor
+	// (--trust-anchor).
+	TrustAnchorFile = "trust-anchor.pub"
 )
 
-// openKeyStore loads every key in dir, creating dir if needed.
-func openKeyStore(dir string, log zerolog.Logger) (*keyStore, error) {
+// loadAnchor reads the trust anchor from path. With create, a missing
+// anchor is generated and written (0600); otherwise it is an error.
+func loadAnchor(path string, create bool, log zerolog.Logger) (token.Anchor, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			log.Warn().Str("path", path).Str("mode", st.Mode().Perm().String()).Msg("trust anchor file readable by others; restricting it to 0600")
+			if err := os.Chmod(path, 0o600); err != nil {
+				return token.Anchor{}, fmt.Errorf("trust anchor %s: %w", path, err)
+			}
+		}
+		a, err := token.UnmarshalAnchor(b)
+		if err != nil {
+			return token.Anchor{}, fmt.Errorf("%s: %w", path, err)
+		}
+		return a, nil
+	case !errors.Is(err, fs.ErrNotExist) || !create:
+		return token.Anchor{}, fmt.Errorf("trust anchor: %w (create one with `cordon anchor generate`)", err)
+	}
+	a, err := token.GenerateAnchor()
+	if err != nil {
+		return token.Anchor{}, err
+	}
+	pemBytes, err := token.MarshalAnchor(a)
+	if err != nil {
+		return token.Anchor{}, err
+	}
+	if err := writeFileAtomic(path, pemBytes, 0o600); err != nil {
+		return token.Anchor{}, fmt.Errorf("store trust anchor: %w", err)
+	}
+	log.Info().Str("anchor", a.Public().ID()).Msg("generated the trust anchor")
+	return a, nil
+}
+
+// WriteTrustAnchor writes the anchor's public half to path (0644), the
+// file verifiers are given with --trust-anchor.
+func WriteTrustAnchor(path string, k token.AnchorKey) error {
+	text := "# Cordon trust anchor " + k.ID() + ": it endorses the issuer's signing keys.\n" +
+		"# Give this file to enforcers, the revoker and the auditor (--trust-anchor).\n" + k.String() + "\n"
+	return writeFileAtomic(path, []byte(text), 0o644)
+}
+
+// record returns the endorsed keys bucket record of a key.
+func (ks *keyStore) record(lk *localKey) events.KeyRecord {
+	return ks.anchor.EndorsedRecord(events.KeyRecord{KeyID: lk.signer.KeyID, PublicKey: lk.signer.Public(), Created: lk.created})
+}
+
+// openKeyStore loads every key in dir, creating dir if needed, and the
+// trust anchor: from anchorFile when set (it must exist), else from
+// dir/AnchorFile, generated on first use.
+func openKeyStore(dir, anchorFile string, log zerolog.Logger) (*keyStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("key directory: %w", err)
 	}
@@ -55,6 +113,15 @@ func openKeyStore(dir string, log zerolog.Logger) (*keyStore, error) {
 		return nil, fmt.Errorf("key directory: %w", err)
 	}
 	ks := &keyStore{dir: dir, log: log, keys: map[string]*localKey{}, ring: token.NewKeyring()}
+	var err error
+	if anchorFile != "" {
+		ks.anchor, err = loadAnchor(anchorFile, false, log)
+	} else {
+		ks.anchor, err = loadAnchor(filepath.Join(dir, AnchorFile), true, log)
+	}
+	if err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read key directory: %w", err)
@@ -266,4 +333,25 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// TrustAnchor returns the public half of the anchor that endorses the
+// issuer's signing keys: verifiers are configured with it.
+func (i *Issuer) TrustAnchor() token.AnchorKey { return i.keys.anchor.Public() }
+
+// privateDir creates dir with mode 0700, or tightens an existing one to
+// 0700 (saying so), since it holds secrets.
+func privateDir(dir string, log zerolog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm() != 0o700 {
+		log.Warn().Str("path", dir).Str("mode", st.Mode().Perm().String()).Msg("data directory open to others; restricting it to 0700")
+		return os.Chmod(dir, 0o700)
+	}
+	return nil
 }

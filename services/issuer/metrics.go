@@ -61,7 +61,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for status, n := range byStatus {
 		ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(n), status)
 	}
-	ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(len(i.Keys())))
+	ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(len(i.keys.ids())))
 }
 
 // metricsHandler serves the issuer's metrics and the Go runtime's.

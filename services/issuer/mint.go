@@ -1,7 +1,10 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
@@ -213,19 +217,79 @@ func (i *Issuer) Inspect(id string) (*TokenDetail, error) {
 	return d, nil
 }
 
-// Keys lists the issuer's signing keys, oldest first.
-func (i *Issuer) Keys() []KeyInfo {
+// Keys lists every signing key: the issuer's own, oldest first, then any
+// other entry of the keys bucket. Each says whether verifiers configured
+// with the issuer's trust anchor accept it (Accepted), so every key an
+// enforcer accepts is in the list, and whatever else was written to the
+// bucket shows up with the reason it is ignored.
+func (i *Issuer) Keys(ctx context.Context) ([]KeyInfo, error) {
 	live := i.reg.liveByKey(i.now())
 	active := i.keys.activeID()
+	bucket, err := i.bucketKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []KeyInfo
 	for _, kid := range i.keys.ids() {
 		lk, ok := i.keys.get(kid)
 		if !ok {
 			continue
 		}
-		out = append(out, KeyInfo{KeyID: kid, PublicKey: lk.signer.Public(), Created: lk.created, Active: kid == active, LiveTokens: live[kid]})
+		k := KeyInfo{KeyID: kid, PublicKey: lk.signer.Public(), Created: lk.created, Active: kid == active, LiveTokens: live[kid], Held: true}
+		if b, ok := bucket[kid]; ok {
+			k.Published, k.Accepted, k.Problem = true, b.Accepted, b.Problem
+			if k.Accepted && !bytes.Equal(b.PublicKey, k.PublicKey) {
+				k.Accepted, k.Problem = false, "the keys bucket holds another public key under this id"
+			}
+			delete(bucket, kid)
+		} else {
+			k.Problem = "not in the keys bucket: verifiers do not know it"
+		}
+		out = append(out, k)
 	}
-	return out
+	var others []KeyInfo
+	for _, b := range bucket {
+		if b.Accepted {
+			b.Problem = "endorsed by the trust anchor but not held by this issuer"
+		}
+		b.LiveTokens = live[b.KeyID]
+		others = append(others, b)
+	}
+	slices.SortFunc(others, func(a, b KeyInfo) int { return strings.Compare(a.KeyID, b.KeyID) })
+	return append(out, others...), nil
+}
+
+// bucketKeys reads every entry of the keys bucket and checks its
+// endorsement against the issuer's trust anchor.
+func (i *Issuer) bucketKeys(ctx context.Context) (map[string]KeyInfo, error) {
+	lister, err := i.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the %s bucket: %w", events.BucketKeys, err)
+	}
+	defer lister.Stop()
+	anchors := token.Anchors{i.keys.anchor.Public()}
+	out := map[string]KeyInfo{}
+	for kid := range lister.Keys() {
+		e, err := i.kv.Get(ctx, kid)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read key %s: %w", kid, err)
+		}
+		k := KeyInfo{KeyID: kid, Published: true}
+		var rec events.KeyRecord
+		if json.Unmarshal(e.Value(), &rec) == nil {
+			k.PublicKey, k.Created = rec.PublicKey, rec.Created
+		}
+		if _, err := anchors.VerifyKeyRecord(kid, e.Value()); err != nil {
+			k.Problem = "ignored by verifiers: " + err.Error()
+		} else {
+			k.Accepted = true
+		}
+		out[kid] = k
+	}
+	return out, nil
 }
 
 // RotateKey generates a new signing key, publishes its public half (keys
@@ -256,7 +320,9 @@ func (i *Issuer) RotateKey(ctx context.Context, actor string) (*KeyInfo, error) 
 // RetireKey retires a signing key that is not the active one: KeyRetired
 // on the ledger, its keys bucket entry deleted (enforcers then reject its
 // tokens as signed by an unknown key) and its private key deleted. If the
-// bootstrap admin token was signed by it, a new one is written.
+// bootstrap admin token was signed by it, a new one is written. A key id
+// the issuer does not hold but the keys bucket does (something else wrote
+// it) is removed from the bucket the same way.
 func (i *Issuer) RetireKey(ctx context.Context, actor, kid, reason string) (*RetireResponse, error) {
 	if !i.ready.Load() {
 		return nil, ErrNotReady
@@ -267,7 +333,21 @@ func (i *Issuer) RetireKey(ctx context.Context, actor, kid, reason string) (*Ret
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
 	if _, ok := i.keys.get(kid); !ok {
-		return nil, fmt.Errorf("%w: signing key %q", ErrNotFound, kid)
+		// Not one of ours: an entry someone else wrote to the bucket
+		// (Keys lists it). Remove it so that nothing can ever accept it.
+		if _, err := i.kv.Get(ctx, kid); errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, fmt.Errorf("%w: signing key %q", ErrNotFound, kid)
+		} else if err != nil {
+			return nil, fmt.Errorf("read key %s: %w", kid, err)
+		}
+		if _, err := i.publish(ctx, &events.KeyRetired{KeyID: kid, Actor: actor, Reason: reason}); err != nil {
+			return nil, err
+		}
+		if err := i.kv.Delete(ctx, kid); err != nil {
+			return nil, fmt.Errorf("delete key %s from the %s bucket: %w", kid, events.BucketKeys, err)
+		}
+		i.log.Warn().Str("kid", kid).Str("actor", actor).Str("reason", reason).Msg("foreign key removed from the keys bucket")
+		return &RetireResponse{KeyID: kid, Retired: true}, nil
 	}
 	if kid == i.keys.activeID() {
 		return nil, fmt.Errorf("%w: key %s is the active signing key; rotate first", ErrConflict, kid)

@@ -69,7 +69,7 @@ func setup(t *testing.T, tune func(*revoker.Options)) *fixture {
 	f.publishKey(s)
 	f.admin = f.mint(token.Claims{Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:revoke"}, Audience: []string{"cordon"}})
 	f.o = revoker.Options{
-		NC: f.env.NC, JS: f.env.JS, MaxTokenTTL: maxTTL, Source: "revoker/test",
+		NC: f.env.NC, JS: f.env.JS, MaxTokenTTL: maxTTL, Source: "revoker/test", TrustAnchors: f.env.Anchors(),
 		Log: zerolog.New(io.MultiWriter(f.logs, zerolog.NewTestWriter(t))).With().Timestamp().Logger(),
 	}
 	if tune != nil {
@@ -103,14 +103,7 @@ func (f *fixture) ctx() context.Context {
 
 func (f *fixture) publishKey(s token.Signer) {
 	f.t.Helper()
-	kv, err := f.env.JS.KeyValue(f.ctx(), events.BucketKeys)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	b, _ := json.Marshal(events.KeyRecord{KeyID: s.KeyID, PublicKey: s.Public(), Created: f.now})
-	if _, err := kv.Put(f.ctx(), s.KeyID, b); err != nil {
-		f.t.Fatal(err)
-	}
+	f.env.PublishKey(f.t, s)
 }
 
 func newID(t *testing.T) string {

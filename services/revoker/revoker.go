@@ -22,7 +22,6 @@ package revoker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -86,11 +85,18 @@ type Options struct {
 	// the scope).
 	Audience string
 	Scope    string
+	// TrustAnchors endorse the signing keys taken from the keys bucket to
+	// authenticate cordon.cmd.revoke callers; a key without a valid
+	// endorsement is ignored. Required.
+	TrustAnchors token.Anchors
 }
 
 func (o *Options) defaults() error {
 	if o.NC == nil || o.JS == nil {
 		return errors.New("revoker: NATS connection and JetStream are required")
+	}
+	if len(o.TrustAnchors) == 0 {
+		return fmt.Errorf("revoker: %w (configure the issuer's trust anchor, `--trust-anchor`)", token.ErrNoAnchor)
 	}
 	if o.Policy == nil {
 		o.Policy = response.Default()
@@ -349,12 +355,15 @@ func (r *Revoker) watchKeys(ctx context.Context, keys jetstream.KeyValue) error 
 			}
 			switch e.Operation() {
 			case jetstream.KeyValuePut:
-				var rec events.KeyRecord
-				if err := json.Unmarshal(e.Value(), &rec); err != nil {
-					r.o.Log.Warn().Str("kid", e.Key()).Err(err).Msg("unreadable key record ignored")
+				pub, err := r.o.TrustAnchors.VerifyKeyRecord(e.Key(), e.Value())
+				if err != nil {
+					// An overwritten record no longer vouches for the
+					// key it replaced either.
+					r.keyring.Remove(e.Key())
+					r.o.Log.Warn().Str("kid", e.Key()).Err(err).Msg("key record ignored")
 					continue
 				}
-				if err := r.keyring.Add(e.Key(), rec.PublicKey); err != nil {
+				if err := r.keyring.Add(e.Key(), pub); err != nil {
 					r.o.Log.Warn().Str("kid", e.Key()).Err(err).Msg("bad public key ignored")
 				}
 			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:

@@ -33,6 +33,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/auditor"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
@@ -160,7 +161,8 @@ func TestServicesRunWithTheirOwnCredentials(t *testing.T) {
 	t.Cleanup(func() { _ = iss.Close() })
 
 	rnc, rjs := c.connect(natsauth.RoleRevoker)
-	rev, err := revoker.New(revoker.Options{NC: rnc, JS: rjs, Log: log})
+	anchors := token.Anchors{iss.TrustAnchor()}
+	rev, err := revoker.New(revoker.Options{NC: rnc, JS: rjs, Log: log, TrustAnchors: anchors})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +190,7 @@ func TestServicesRunWithTheirOwnCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enf, err := enforce.New(enforce.Options{ID: "edge-1", Routes: routes, Log: log, ProbeInterval: 100 * time.Millisecond})
+	enf, err := enforce.New(enforce.Options{ID: "edge-1", Routes: routes, TrustAnchors: anchors, Log: log, ProbeInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
