@@ -105,7 +105,8 @@ type Options struct {
 	// the signature check, for ThrottleCooldown. ThrottleSources bounds the
 	// sources tracked. Defaults: DefaultThrottleBurst, DefaultThrottleWindow,
 	// DefaultThrottleCooldown, DefaultThrottleSources; a negative
-	// ThrottleBurst turns throttling off.
+	// ThrottleBurst turns throttling off. A Request without RemoteAddr is
+	// never throttled (it has no source to hold to account).
 	ThrottleBurst    int
 	ThrottleWindow   time.Duration
 	ThrottleCooldown time.Duration

@@ -57,8 +57,10 @@ func sourceKey(a netip.Addr) netip.Addr {
 }
 
 // blocked reports whether src is throttled at now, and counts the refusal.
+// A request without a source address (a Check caller that has none) is
+// never throttled: it would share one record with every other such caller.
 func (t *throttle) blocked(src netip.Addr, now time.Time) bool {
-	if t == nil {
+	if t == nil || !src.IsValid() {
 		return false
 	}
 	k := sourceKey(src)
@@ -75,7 +77,7 @@ func (t *throttle) blocked(src netip.Addr, now time.Time) bool {
 
 // fail records a failed verification from src at now.
 func (t *throttle) fail(src netip.Addr, now time.Time) {
-	if t == nil {
+	if t == nil || !src.IsValid() {
 		return
 	}
 	k := sourceKey(src)

@@ -105,6 +105,16 @@ func TestThrottle(t *testing.T) {
 			t.Fatalf("next /64: %+v", d)
 		}
 	})
+	t.Run("no source address, no throttling", func(t *testing.T) {
+		for i := range 3 * burst {
+			if d := from(forged(), netip.Addr{}); d.Reason != ReasonBadSignature {
+				t.Fatalf("forgery %d without a source: %+v", i, d)
+			}
+		}
+		if d := from(fresh, netip.Addr{}); !d.Allow {
+			t.Fatalf("valid token without a source: %+v", d)
+		}
+	})
 	t.Run("off", func(t *testing.T) {
 		off := local(t, s, func(o *Options) { o.ThrottleBurst = -1 })
 		for i := range 3 * DefaultThrottleBurst {
