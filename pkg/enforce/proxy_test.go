@@ -42,6 +42,14 @@ func TestProxyDenyReasons(t *testing.T) {
 	forger.KeyID = f.signer.KeyID // claims a published key id, signs with another key
 	retiredBySigner := newSigner(t)
 	f.publishKey(t, retiredBySigner)
+	// The keys and the denylist are separate watches: wait for the key, or
+	// the "revoked signing key" case may see unknown_key on a loaded machine.
+	natstest.WaitFor(t, 5*time.Second, func() error {
+		if _, ok := e.keys.Key(retiredBySigner.KeyID); !ok {
+			return errorf("key %s not in the keyring yet", retiredBySigner.KeyID)
+		}
+		return nil
+	})
 	otherCert := clientCert(t, "other-device")
 
 	cases := []struct {
