@@ -16,8 +16,11 @@ import (
 // Refused (false): a path not starting with '/'; in the raw form, an
 // encoded '/', '\\' or '%' (%2F, %5C, %25: an upstream that decodes again
 // would see a separator); after decoding, a dot segment ("." or "..", also
-// before a ';' parameter, "..;x"), an empty segment ("//", except a
-// trailing '/'), a segment ending in '.', a backslash, a '%' (double
+// before a ';' parameter, "..;x"), a segment that is only parameters
+// (";x", which servers that drop parameters read as empty), an empty
+// segment ("//", except a
+// trailing '/'), a segment ending in '.' or ' ' (which Windows servers
+// drop), a backslash, a '%' (double
 // encoding), a control byte, invalid UTF-8, or a look-alike of '/', '\\' or
 // '.' that some servers fold to it (full-width solidus and the like).
 func canonicalizePath(r *http.Request) bool {
@@ -84,7 +87,9 @@ func safeSegments(p string) bool {
 			return false // "//": only a trailing '/' may end in an empty segment
 		}
 		name, _, _ := strings.Cut(seg, ";")
-		if name == "." || name == ".." || strings.HasSuffix(seg, ".") {
+		// "." and ".." end in '.'; a trailing '.' or ' ' (of the name or of
+		// its parameters) is dropped by Windows servers.
+		if name == "" || endsInDotOrSpace(name) || endsInDotOrSpace(seg) {
 			return false
 		}
 		if !more {
@@ -93,6 +98,11 @@ func safeSegments(p string) bool {
 		rest = tail
 	}
 	return true
+}
+
+func endsInDotOrSpace(s string) bool {
+	c := s[len(s)-1]
+	return c == '.' || c == ' '
 }
 
 // lookAlike reports runes that Unicode normalisation (NFKC) or a lenient

@@ -47,6 +47,12 @@ func TestCanonicalizePath(t *testing.T) {
 		{"/invoices/..;/admin", false, ""},
 		{"/invoices/.;x/admin", false, ""},
 		{"/invoices/42.", false, ""},
+		{"/invoices/42%20", false, ""},
+		{"/%20/0", false, ""},
+		{"/0/;", false, ""},
+		{"/00/%20;", false, ""},
+		{"/invoices/;x/42", false, ""},
+		{"/invoices/42.;x", false, ""},
 		{"/invoices/..%EF%BC%8Fadmin", false, ""},
 		{"/invoices/%EF%BC%8E%EF%BC%8E/admin", false, ""},
 		{"/invoices/%E2%88%95admin", false, ""},
@@ -254,4 +260,38 @@ func TestMiddlewareForwardsTheMatchedPath(t *testing.T) {
 			t.Fatalf("%s: next saw path %q (raw %q, request URI %q), want %q", target, got.URL.EscapedPath(), got.URL.RawPath, got.RequestURI, want)
 		}
 	}
+}
+
+// FuzzCanonicalPath: whatever request-target the path check accepts is
+// forwarded in a form that no decoding, cleaning upstream reads as another
+// path: no raw spelling is kept, nothing is left to decode, cleaning
+// changes nothing, and a lenient resolver finds as many segments as the
+// route matched. Seeds: the attack spellings in testdata/fuzz.
+func FuzzCanonicalPath(f *testing.F) {
+	f.Add("/invoices/42")
+	f.Add("/invoices/..%2Fadmin%2Fx")
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return
+		}
+		r := &http.Request{Method: "GET", URL: u, RequestURI: target}
+		if !canonicalizePath(r) {
+			return
+		}
+		p := r.URL.Path
+		if r.URL.RawPath != "" || strings.ContainsAny(p, "%\\") {
+			t.Fatalf("%q: kept raw path %q or decodable %q", target, r.URL.RawPath, p)
+		}
+		if d, err := url.PathUnescape(r.URL.EscapedPath()); err != nil || d != p {
+			t.Fatalf("%q: forwarded %q decodes to %q, not the matched %q", target, r.URL.EscapedPath(), d, p)
+		}
+		if c := path.Clean(p); c != p && c+"/" != p {
+			t.Fatalf("%q: cleaning %q gives %q", target, p, c)
+		}
+		want := strings.Count(strings.TrimSuffix(p, "/"), "/")
+		if got := strings.Count(lenientResolve(r.URL.EscapedPath()), "/"); p != "/" && got != want {
+			t.Fatalf("%q: a lenient upstream resolves %q to %d segments, the route matched %d", target, r.URL.EscapedPath(), got, want)
+		}
+	})
 }

@@ -58,12 +58,12 @@ const (
 	// the request did not present that certificate.
 	ReasonDeviceBinding Reason = "device_binding"
 	// ReasonBadPath: the request path is not in canonical form (proxy and
-	// middleware only): an encoded slash or backslash (%2F, %5C), a dot
-	// segment ("." or "..", encoded or not, also "..;x"), an empty segment
-	// ("//"), a backslash, a percent sign after decoding (double encoding),
-	// a control byte, invalid UTF-8, or a look-alike of '/', '\' or '.'
-	// (such as the full-width solidus). An upstream could resolve such a
-	// path to another route than the one it matched.
+	// middleware only): an encoded slash, backslash or percent sign (%2F,
+	// %5C, %25), a dot segment ("." or "..", encoded or not, also "..;x"),
+	// an empty segment ("//", ";x"), a segment ending in '.' or ' ', a
+	// backslash, a control byte, invalid UTF-8, or a look-alike of '/',
+	// '\' or '.' (such as the full-width solidus). An upstream could
+	// resolve such a path to another route than the one it matched.
 	ReasonBadPath Reason = "bad_path"
 	// ReasonNoRoute: the request matches no route of the service (proxy and
 	// middleware only); it is denied before the token's context is checked.
