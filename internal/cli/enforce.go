@@ -68,8 +68,8 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&o.Environment, "environment", "", "environment of this service (default: from the routes file)")
 	fs.StringVar(&o.DeviceHeader, "device-header", enforce.DefaultDeviceHeader, "header in which a trusted proxy passes the client certificate (thumbprint or escaped PEM)")
 	fs.BoolVar(&o.KeepAuthorization, "keep-authorization", false, "forward the Authorization header upstream (removed by default)")
-	fs.DurationVar(&o.MaxStaleness, "max-staleness", 0, "how old the denylist view may get before it counts as stale (0: no bound)")
-	fs.BoolVar(&o.FailClosed, "fail-closed", false, "deny every request (denylist_stale) while the denylist view is stale; needs --max-staleness")
+	fs.DurationVar(&o.MaxStaleness, "max-staleness", enforce.DefaultMaxStaleness, "how old the denylist view may get before it counts as stale (0: no bound, needs --fail-closed=false)")
+	fs.BoolVar(&o.FailClosed, "fail-closed", true, "deny every request (denylist_stale, 503) while the denylist view is older than --max-staleness, so a revocation is never missed; --fail-closed=false keeps serving with a stale denylist")
 	fs.IntVar(&o.CacheSize, "cache-size", enforce.DefaultCacheSize, "verified tokens kept in memory")
 	fs.IntVar(&o.UsageBuffer, "usage-buffer", enforce.DefaultUsageBuffer, "usage events buffered before new ones are dropped")
 	fs.StringVar(&tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
@@ -104,8 +104,11 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 			return fmt.Errorf("%w: --metrics-listen %q: %v", errUsage, metrics, err)
 		}
 	}
-	if o.FailClosed && o.MaxStaleness <= 0 {
-		return fmt.Errorf("%w: --fail-closed needs --max-staleness", errUsage)
+	if o.MaxStaleness < 0 {
+		return fmt.Errorf("%w: --max-staleness %v is negative", errUsage, o.MaxStaleness)
+	}
+	if o.FailClosed && o.MaxStaleness == 0 {
+		return fmt.Errorf("%w: --fail-closed needs a --max-staleness bound (or --fail-closed=false)", errUsage)
 	}
 	if (tlsCert == "") != (tlsKey == "") || (clientCA != "" && tlsCert == "") {
 		return fmt.Errorf("%w: --tls-cert and --tls-key go together, and --client-ca needs them", errUsage)
@@ -135,11 +138,13 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 			envName = rs.Environment
 		}
 		fmt.Fprintf(env.Stdout, "routes %s: ok (service %s, environment %s, %d routes)\n", routes, svc, enforceOrAny(envName), len(rs.Routes))
+		fmt.Fprintf(env.Stdout, "%s\n", o.StalenessPolicy())
 		return nil
 	}
 	if o.TrustAnchors, err = trustAnchors(*anchor); err != nil {
 		return err
 	}
+	fmt.Fprintf(env.Stderr, "cordon enforce: %s\n", o.StalenessPolicy())
 	natsOpts, err := nf.options("cordon-enforce-" + o.ID)
 	if err != nil {
 		return err

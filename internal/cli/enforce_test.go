@@ -45,7 +45,16 @@ func TestEnforceFlags(t *testing.T) {
 		{name: "bad upstream", args: []string{"--routes", demoRoutesFile, "--upstream", "ftp://x"}, usage: true, wantErr: "--upstream"},
 		{name: "bad cidr", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--trusted-proxy", "10.0.0.0/33"}, usage: true, wantErr: "trusted-proxy"},
 		{name: "bad id", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--id", "a.b"}, usage: true, wantErr: "--id"},
-		{name: "fail closed without bound", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--fail-closed"}, usage: true, wantErr: "--max-staleness"},
+		{name: "fails closed by default", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--check-config"},
+			wantOut: "failing closed when the denylist is older than 10s"},
+		{name: "own bound", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--max-staleness", "3s", "--check-config"},
+			wantOut: "failing closed when the denylist is older than 3s"},
+		{name: "fail open on request", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--fail-closed=false", "--check-config"},
+			wantOut: "NOT failing closed"},
+		{name: "no bound, fail open", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--fail-closed=false", "--max-staleness", "0", "--check-config"},
+			wantOut: "NOT failing closed"},
+		{name: "fail closed without bound", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--max-staleness", "0"}, usage: true, wantErr: "--max-staleness"},
+		{name: "negative bound", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--max-staleness", "-1s"}, usage: true, wantErr: "--max-staleness"},
 		{name: "tls key without cert", args: []string{"--routes", demoRoutesFile, "--upstream", "http://x", "--tls-key", "k.pem"}, usage: true, wantErr: "--tls-cert"},
 		{name: "bad routes file", args: []string{"--routes", "../../testdata/routes/bad-method.yaml", "--upstream", "http://x", "--check-config"}, wantErr: "bad-method.yaml:6"},
 	}
@@ -161,5 +170,89 @@ func TestEnforceRun(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), tok) {
 		t.Fatal("the token string was logged")
+	}
+}
+
+// TestEnforceFailsClosedByDefault runs `cordon enforce` with no fail-closed
+// flag (only a shorter bound, so the test is quick): it says so at start,
+// and once NATS is gone for longer than the bound, a valid token is denied
+// with denylist_stale, since a revocation might be missed.
+func TestEnforceFailsClosedByDefault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stops NATS under a running proxy")
+	}
+	nt := natstest.Run(t)
+	signer, err := token.GenerateSigner(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := nt.JS.KeyValue(context.Background(), events.BucketKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now()})
+	if _, err := kv.Put(context.Background(), signer.KeyID, rec); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	defer up.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	env, _, logs := testEnv()
+	go func() {
+		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr,
+			"--nats", nt.Server.ClientURL(), "--id", "cli-stale", "--max-staleness", "1s"})
+	}()
+	now := time.Now()
+	tok, err := signer.Mint(token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "acme", Holder: "worker",
+		Scopes: []string{"invoices:read"}, Audience: []string{"invoices"}, NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() (int, string, error) {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/invoices/7", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("enforce exited: %v\n%s", err, logs)
+		default:
+		}
+		if code, body, err := get(); err != nil || code != 200 {
+			return fmt.Errorf("got %d %q %v", code, body, err)
+		}
+		return nil
+	})
+	if !strings.Contains(logs.String(), "cordon enforce: failing closed when the denylist is older than 1s") {
+		t.Fatalf("the bound was not printed at start:\n%s", logs)
+	}
+	nt.Stop()
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		code, body, err := get()
+		if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "denylist_stale") {
+			return fmt.Errorf("with NATS gone: %d %q %v", code, body, err)
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("enforce did not stop")
 	}
 }

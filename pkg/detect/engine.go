@@ -98,7 +98,10 @@ func (e *Engine) Observe(env events.Envelope) []events.AnomalyDetected {
 
 // ObserveUsage analyses one usage decision; env is its envelope (its Time
 // and ID are the event time and triggering event of any anomaly). Usage
-// without a token id is ignored.
+// without a token id is ignored: that is every denial an enforcer folds
+// into one event with a count (events.UsageDecided.Count), the only usage
+// that may stand for more than one request, so the detectors never need to
+// weigh a count.
 func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []events.AnomalyDetected {
 	e.mu.Lock()
 	defer e.mu.Unlock()

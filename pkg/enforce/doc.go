@@ -12,12 +12,27 @@
 // Verified tokens are kept in a bounded cache keyed by the token string, so
 // a token seen before costs a map hit; cached tokens are still re-checked
 // for time, the denylist and key retirement on every request. A small
-// negative cache makes a flood of one bad token cheap.
+// negative cache makes a flood of one bad token cheap, and a bounded
+// per-source record of failed verifications makes a flood of many forged
+// tokens cheap too: past a burst, the source's tokens that are not already
+// verified are refused (ReasonThrottled, 429) without running Ed25519 for a
+// cool-down, while its verified tokens keep working.
+//
+// The HTTP middleware (and so the proxy) first requires a canonical request
+// path (no encoded slash or backslash, no dot or empty segment, no double
+// encoding, no control byte or look-alike separator; else ReasonBadPath,
+// 400) and rewrites the request to it, so the path a route matched is the
+// path the service receives. It strips method- and URL-override headers,
+// incoming X-Cordon-* headers and, from peers that are not trusted proxies,
+// client-supplied identity headers before calling the next handler.
 //
 // Each decision is published asynchronously as an events.UsageDecided on
 // the USAGE stream: the request path only makes a non-blocking send into a
 // bounded buffer, and a full buffer drops (and counts) events instead of
-// slowing requests down.
+// slowing requests down. Denials that name no token (no token, a malformed
+// or forged one, a throttled source, a bad path, no route) are folded per
+// source, reason and key id into one event per interval whose Count says
+// how many there were, so a flood of them is a handful of events.
 //
 // Use Check directly, wrap a handler with Middleware, or put NewProxy in
 // front of any HTTP service; Run is the whole `cordon enforce` reverse proxy.

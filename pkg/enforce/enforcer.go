@@ -80,6 +80,7 @@ type Enforcer struct {
 
 	cache *clockCache[*cachedToken]
 	neg   *clockCache[rejected]
+	thr   *throttle // nil when throttling is off
 	dl    *denylist
 	fresh freshness
 
@@ -122,6 +123,9 @@ func New(o Options) (*Enforcer, error) {
 		rewatchDeny: make(chan struct{}, 1),
 	}
 	e.fresh.created = time.Now()
+	if o.ThrottleBurst > 0 {
+		e.thr = newThrottle(o.ThrottleBurst, o.ThrottleWindow, o.ThrottleCooldown, o.ThrottleSources)
+	}
 	e.deny = e.log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second})
 	if o.Routes != nil {
 		if e.routes, err = compileRoutes(o.Routes); err != nil {
@@ -171,17 +175,18 @@ func (e *Enforcer) Check(req *Request) Decision {
 	return d
 }
 
-// checkNoRoute reports a request that matched no route: it is denied, but
-// a token that verifies still names who sent it.
-func (e *Enforcer) checkNoRoute(req *Request) Decision {
+// checkUnrouted reports a request the middleware denies before matching a
+// route (ReasonBadPath) or that matched none (ReasonNoRoute): it is denied,
+// but a token that verifies still names who sent it.
+func (e *Enforcer) checkUnrouted(req *Request, reason Reason) Decision {
 	start := time.Now()
 	now := req.Time
 	if now.IsZero() {
 		now = start
 	}
-	d := Decision{Reason: ReasonNoRoute}
+	d := Decision{Reason: reason}
 	if req.Token != "" {
-		if t, r, kid := e.verify(req.Token); t != nil && r == "" {
+		if t, r, kid := e.verify(req.Token, req.RemoteAddr, start); t != nil && r == "" {
 			d.TokenID, d.Tenant, d.Holder, d.KeyID = t.ID, t.Tenant, t.Holder, t.KeyID
 		} else {
 			d.KeyID = kid
@@ -209,7 +214,7 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 	if req.Token == "" {
 		return Decision{Reason: ReasonMissing}
 	}
-	t, reason, kid := e.verify(req.Token)
+	t, reason, kid := e.verify(req.Token, req.RemoteAddr, wall)
 	if t == nil {
 		return Decision{Reason: reason, KeyID: kid}
 	}
@@ -247,11 +252,13 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 	return d
 }
 
-// verify returns the verified token for s. A non-nil token with a reason
-// is a cached token whose signing key has been retired since. A nil token
-// comes with the reason and, when readable and well formed, the key id its
-// header claims.
-func (e *Enforcer) verify(s string) (*token.Token, Reason, string) {
+// verify returns the verified token for s, presented by src at wall. A
+// non-nil token with a reason is a cached token whose signing key has been
+// retired since. A nil token comes with the reason and, when readable and
+// well formed, the key id its header claims. A token not verified before
+// is refused with ReasonThrottled, unverified, while src is throttled, and
+// a failed verification counts against src.
+func (e *Enforcer) verify(s string, src netip.Addr, wall time.Time) (*token.Token, Reason, string) {
 	gen := e.keyGen.Load()
 	if c, ok := e.cache.get(s); ok {
 		if c.gen.Load() == gen {
@@ -266,12 +273,15 @@ func (e *Enforcer) verify(s string) (*token.Token, Reason, string) {
 			return c.tok, "", ""
 		}
 		// The key id now names another key: verify again below.
+	} else if e.thr.blocked(src, wall) {
+		return nil, ReasonThrottled, ""
 	} else if n, ok := e.neg.get(s); ok && n.gen == gen {
 		return nil, n.reason, n.kid
 	}
 	e.cacheMisses.Add(1)
 	t, key, reason, kid := e.verifySlow(s)
 	if t == nil {
+		e.thr.fail(src, wall)
 		if len(s) <= negativeMaxLen {
 			e.neg.put(strings.Clone(s), rejected{reason: reason, kid: kid, gen: gen})
 		}
@@ -319,6 +329,22 @@ type Stats struct {
 	// NegativeEntries of NegativeCapacity rejected token strings are cached.
 	NegativeEntries  int
 	NegativeCapacity int
+	// Throttled counts decisions refused with ReasonThrottled (without
+	// verification); ThrottleSources of ThrottleCapacity sources have
+	// recent failed verifications on record; ThrottleEvictions records were
+	// dropped to stay within the bound.
+	Throttled         uint64
+	ThrottleSources   int
+	ThrottleCapacity  int
+	ThrottleEvictions uint64
+	// Aggregated counts the denials folded into per-source usage events;
+	// AggregateEntries of AggregateCapacity entries wait for the end of the
+	// interval; AggregateOverflow counts the denials folded into the "other"
+	// entries (source 0.0.0.0) because the table was full.
+	Aggregated        uint64
+	AggregateEntries  int
+	AggregateCapacity int
+	AggregateOverflow uint64
 	// Keys is the number of verification keys; KeysRevision the last
 	// applied revision of the keys bucket.
 	Keys         int
@@ -354,6 +380,19 @@ func (e *Enforcer) Stats() Stats {
 		DenyEntries:       e.dl.len(),
 		DenylistRevision:  e.dl.revision.Load(),
 		DenylistCurrentAt: e.fresh.currentAt(),
+	}
+	if e.thr != nil {
+		s.Throttled = e.thr.refused.Load()
+		s.ThrottleSources = e.thr.len()
+		s.ThrottleCapacity = e.thr.max
+		s.ThrottleEvictions = e.thr.evicted.Load()
+	}
+	if e.usage != nil && e.usage.agg != nil {
+		a := e.usage.agg
+		s.Aggregated = a.decisions.Load()
+		s.AggregateEntries = a.len()
+		s.AggregateCapacity = a.max
+		s.AggregateOverflow = a.overflow.Load()
 	}
 	if e.usage != nil {
 		s.UsageQueued = len(e.usage.ch)

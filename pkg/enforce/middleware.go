@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,14 +23,20 @@ const (
 	HeaderHolder  = "X-Cordon-Holder"
 )
 
-// Middleware enforces the enforcer's routes in front of next: it matches
-// the request to a route (Options.Routes), takes the bearer token from the
-// Authorization header, the client address from the socket (or, from a
-// trusted proxy, from X-Forwarded-For / X-Real-IP) and the device from the
-// TLS client certificate (or a trusted proxy's device header), and calls
-// Check. A denied request gets 401, 403 or 503 (Reason.HTTPStatus) with a
-// JSON body naming the reason only. An allowed request reaches next without
-// its Authorization header (unless Options.KeepAuthorization) and with the
+// Middleware enforces the enforcer's routes in front of next. It first
+// requires a canonical request path (else ReasonBadPath, 400) and rewrites
+// the request to it, so the path the route is matched on is exactly the
+// path next sees (and the proxy forwards). Then it matches the request to a
+// route (Options.Routes), takes the bearer token from the Authorization
+// header, the client address from the socket (or, from a trusted proxy,
+// from X-Forwarded-For / X-Real-IP) and the device from the TLS client
+// certificate (or a trusted proxy's device header), and calls Check. A
+// denied request gets Reason.HTTPStatus with a JSON body naming the reason
+// only. An allowed request reaches next without its Authorization header
+// (unless Options.KeepAuthorization), without method- and URL-override
+// headers, incoming X-Cordon-* headers, the device header and, unless the
+// peer is a trusted proxy, client-supplied identity headers (X-Real-IP,
+// Forwarded, X-Forwarded-*, True-Client-IP, …), and with the
 // X-Cordon-Token-Id, -Tenant and -Holder headers set.
 func (e *Enforcer) Middleware(next http.Handler) http.Handler {
 	return &middleware{e: e, next: next}
@@ -54,22 +61,25 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Time:       time.Now(),
 	}
 	var d Decision
-	if rt := e.routes.match(r); rt != nil {
+	if !canonicalizePath(r) {
+		req.Route = r.URL.EscapedPath()
+		d = e.checkUnrouted(&req, ReasonBadPath)
+	} else if rt := e.routes.match(r); rt != nil {
 		req.Route, req.Scope = rt.Path, rt.Scope
 		d = e.Check(&req)
 	} else {
 		req.Route = r.URL.Path
-		d = e.checkNoRoute(&req)
+		d = e.checkUnrouted(&req, ReasonNoRoute)
 	}
 	if !d.Allow {
-		writeDeny(w, d.Reason)
+		e.writeDeny(w, d.Reason)
 		return
 	}
 	h := r.Header
+	stripHeaders(h, trusted, e.opts.DeviceHeader)
 	if !e.opts.KeepAuthorization {
 		h.Del("Authorization")
 	}
-	h.Del(e.opts.DeviceHeader)
 	h.Set(HeaderTokenID, d.TokenID)
 	h.Set(HeaderTenant, d.Tenant)
 	h.Set(HeaderHolder, d.Holder)
@@ -85,12 +95,15 @@ var denyBodies = func() map[Reason][]byte {
 	return m
 }()
 
-func writeDeny(w http.ResponseWriter, r Reason) {
+func (e *Enforcer) writeDeny(w http.ResponseWriter, r Reason) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	status := r.HTTPStatus()
+	if r == ReasonThrottled {
+		h.Set("Retry-After", strconv.Itoa(int((e.opts.ThrottleCooldown+time.Second-1)/time.Second)))
+	}
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="cordon", error="invalid_token"`)
 		if r == ReasonMissing {

@@ -20,6 +20,26 @@ const (
 	DefaultUsageBatch        = 512
 	DefaultUsageLinger       = 20 * time.Millisecond
 	DefaultDeviceHeader      = "X-Client-Cert-Thumbprint"
+
+	// DefaultMaxStaleness is the denylist staleness bound the shipped
+	// proxies (`cordon enforce`, `cordon up`) fail closed at by default.
+	// The library itself fails closed only when asked (Options.FailClosed):
+	// an embedded enforcer without NATS has no denylist to keep current.
+	DefaultMaxStaleness = 10 * time.Second
+
+	// DefaultThrottleBurst failed verifications from one source within
+	// DefaultThrottleWindow throttle it for DefaultThrottleCooldown;
+	// DefaultThrottleSources sources are tracked at most.
+	DefaultThrottleBurst    = 32
+	DefaultThrottleWindow   = 10 * time.Second
+	DefaultThrottleCooldown = 30 * time.Second
+	DefaultThrottleSources  = 8192
+
+	// DefaultAggregateInterval is how long token-less denials of one source
+	// are folded into one usage event; DefaultAggregateSources bounds the
+	// (source, reason, key id) entries folded per interval.
+	DefaultAggregateInterval = time.Second
+	DefaultAggregateSources  = 4096
 )
 
 // Sentinel errors.
@@ -75,13 +95,40 @@ type Options struct {
 	// MaxStaleness, when positive, bounds how old the denylist view may be:
 	// with FailClosed every token is denied with ReasonDenylistStale while
 	// the view has not been known current for longer than MaxStaleness;
-	// without it staleness is only reported (Stats, logs). Off by default.
+	// without it staleness is only reported (Stats, logs). Off by default in
+	// the library; the shipped proxies turn it on with DefaultMaxStaleness
+	// (StalenessPolicy says which applies).
 	MaxStaleness time.Duration
 	FailClosed   bool
 	// ProbeInterval is how often the enforcer asks JetStream for the
 	// denylist's last revision to confirm its view is current (default
 	// 1s, or MaxStaleness/4 when that is shorter).
 	ProbeInterval time.Duration
+
+	// ThrottleBurst is how many failed verifications (malformed token,
+	// unknown key, bad signature) one source (an IPv4 address, an IPv6 /64)
+	// may cause within ThrottleWindow; past it, the source's tokens that are
+	// not already verified are denied with ReasonThrottled, without running
+	// the signature check, for ThrottleCooldown. ThrottleSources bounds the
+	// sources tracked. Defaults: DefaultThrottleBurst, DefaultThrottleWindow,
+	// DefaultThrottleCooldown, DefaultThrottleSources; a negative
+	// ThrottleBurst turns throttling off. A Request without RemoteAddr is
+	// never throttled (it has no source to hold to account).
+	ThrottleBurst    int
+	ThrottleWindow   time.Duration
+	ThrottleCooldown time.Duration
+	ThrottleSources  int
+
+	// AggregateInterval is how long the denials that name no token (no
+	// token, a malformed one, an unknown key, a bad signature, a throttled
+	// source, a bad path, no route) are folded, per source, reason and key
+	// id, into one usage event whose Count says how many there were
+	// (default DefaultAggregateInterval; negative: every decision is its
+	// own event). AggregateSources bounds the entries of one interval
+	// (default DefaultAggregateSources); past it, decisions fold into one
+	// entry per reason from source 0.0.0.0, counted in Stats.
+	AggregateInterval time.Duration
+	AggregateSources  int
 
 	// UsageBuffer bounds the usage events waiting to be published (default
 	// DefaultUsageBuffer); when it is full, events are dropped and counted.
@@ -140,6 +187,24 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Leeway < 0 || o.MaxStaleness < 0 {
 		return o, fmt.Errorf("%w: leeway and max staleness must not be negative", ErrConfig)
 	}
+	if o.ThrottleBurst == 0 {
+		o.ThrottleBurst = DefaultThrottleBurst
+	}
+	if o.ThrottleWindow <= 0 {
+		o.ThrottleWindow = DefaultThrottleWindow
+	}
+	if o.ThrottleCooldown <= 0 {
+		o.ThrottleCooldown = DefaultThrottleCooldown
+	}
+	if o.ThrottleSources <= 0 {
+		o.ThrottleSources = DefaultThrottleSources
+	}
+	if o.AggregateInterval == 0 {
+		o.AggregateInterval = DefaultAggregateInterval
+	}
+	if o.AggregateSources <= 0 {
+		o.AggregateSources = DefaultAggregateSources
+	}
 	if o.ProbeInterval <= 0 {
 		o.ProbeInterval = time.Second
 		if o.MaxStaleness > 0 && o.MaxStaleness/4 < o.ProbeInterval {
@@ -147,4 +212,17 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	return o, nil
+}
+
+// StalenessPolicy says in one line what the enforcer does when its denylist
+// view goes stale, for the start-up message of a proxy: "failing closed
+// when the denylist is older than 10s", or that it does not.
+func (o Options) StalenessPolicy() string {
+	switch {
+	case o.FailClosed && o.MaxStaleness > 0:
+		return fmt.Sprintf("failing closed when the denylist is older than %v", o.MaxStaleness)
+	case o.MaxStaleness > 0:
+		return fmt.Sprintf("NOT failing closed: a denylist older than %v is only reported (fail-closed is off)", o.MaxStaleness)
+	}
+	return "NOT failing closed: the denylist's staleness is not bounded (no max staleness)"
 }

@@ -171,7 +171,9 @@ func Run(ctx context.Context, c Config) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	e.log.Info().Str("listen", ln.Addr().String()).Str("upstream", c.Upstream.Redacted()).
-		Bool("tls", c.TLS != nil).Msg("enforcing proxy serving")
+		Bool("tls", c.TLS != nil).Bool("fail_closed", e.opts.FailClosed && e.opts.MaxStaleness > 0).
+		Dur("max_staleness", e.opts.MaxStaleness).Str("staleness_policy", e.opts.StalenessPolicy()).
+		Msg("enforcing proxy serving")
 	if c.Ready != nil {
 		c.Ready(ln.Addr())
 	}

@@ -31,6 +31,8 @@ type usageRecord struct {
 	method  string
 	route   string
 	scope   string
+	// count is how many decisions a folded record stands for (0 or 1: one).
+	count int64
 }
 
 // publisher turns decisions into usage events on JetStream in the
@@ -40,6 +42,10 @@ type publisher struct {
 	log   zerolog.Logger // sampled
 	ch    chan usageRecord
 	batch int
+	// agg folds token-less denials; its records are published every
+	// aggEvery (nil: every decision is its own event).
+	agg      *aggregator
+	aggEvery time.Duration
 	// ackWait bounds the wait for one batch's acknowledgements.
 	ackWait time.Duration
 	// lingerFor is how long a batch waits to fill up.
@@ -54,7 +60,7 @@ type publisher struct {
 }
 
 func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publisher {
-	return &publisher{
+	p := &publisher{
 		e:         e,
 		ch:        make(chan usageRecord, buffer),
 		batch:     batch,
@@ -64,35 +70,69 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	if o := &e.opts; o.AggregateInterval > 0 {
+		p.agg, p.aggEvery = newAggregator(o.AggregateSources), o.AggregateInterval
+	}
+	return p
 }
 
 // enqueue hands a decision to the publisher without ever blocking: when
-// the buffer is full the event is dropped and counted.
+// the buffer is full the event is dropped and counted. A denial that names
+// no token is folded into its source's event for the interval instead.
 func (p *publisher) enqueue(req *Request, d *Decision, at time.Time, latency time.Duration) {
+	r := usageRecord{at: at, latency: latency, d: *d, remote: req.RemoteAddr, agent: req.UserAgent, method: req.Method, route: req.Route, scope: req.Scope}
+	if p.agg != nil && folded(d) {
+		p.agg.add(r)
+		return
+	}
 	select {
-	case p.ch <- usageRecord{at: at, latency: latency, d: *d, remote: req.RemoteAddr, agent: req.UserAgent, method: req.Method, route: req.Route, scope: req.Scope}:
+	case p.ch <- r:
 	default:
 		p.dropped.Add(1)
 	}
 }
 
-// run publishes until quit is closed, then drains what is queued.
+// run publishes until quit is closed, then drains what is queued; the
+// folded events go out every aggEvery, on Flush and on Close.
 func (p *publisher) run(js jetstream.JetStream) {
 	defer close(p.done)
 	batch := make([]usageRecord, 0, p.batch)
+	var tick <-chan time.Time
+	if p.agg != nil {
+		t := time.NewTicker(p.aggEvery)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case r := <-p.ch:
 			batch = append(batch[:0], r)
 			batch = p.linger(batch)
 			p.publish(js, batch)
+		case <-tick:
+			p.publishFolded(js)
 		case ack := <-p.flush:
+			p.publishFolded(js)
 			p.drain(js, batch, time.Time{})
 			close(ack)
 		case <-p.quit:
+			p.publishFolded(js)
 			p.drain(js, batch, time.Now().Add(closeDrain))
 			return
 		}
+	}
+}
+
+// publishFolded publishes the aggregator's events of the interval.
+func (p *publisher) publishFolded(js jetstream.JetStream) {
+	if p.agg == nil {
+		return
+	}
+	recs := p.agg.take()
+	for len(recs) > 0 {
+		n := min(len(recs), p.batch)
+		p.publish(js, recs[:n])
+		recs = recs[n:]
 	}
 }
 
@@ -255,6 +295,9 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 		Decision:  decision,
 		Reason:    string(r.d.Reason),
 		LatencyNS: int64(r.latency),
+	}
+	if r.count > 1 {
+		u.Count = min(r.count, events.MaxUsageCount)
 	}
 	if u.Tenant != "" && events.ValidateName(u.Tenant) != nil {
 		u.Tenant = "" // not a subject token: publish under "_"

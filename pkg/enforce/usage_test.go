@@ -53,7 +53,7 @@ func TestUsageEvents(t *testing.T) {
 
 	do(t, nil, "GET", srv.URL+"/invoices/42", good, nil)   // allow
 	do(t, nil, "GET", srv.URL+"/invoices/42", narrow, nil) // scope_missing
-	do(t, nil, "GET", srv.URL+"/invoices/42", bad, nil)    // malformed
+	do(t, nil, "GET", srv.URL+"/invoices/42", bad, nil)    // malformed: folded, published at the interval's end (Flush)
 	do(t, nil, "GET", srv.URL+"/nowhere", good, nil)       // no_route
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -68,8 +68,8 @@ func TestUsageEvents(t *testing.T) {
 	wants := []want{
 		{"cordon.usage.acme.edge-usage", c.ID, "acme", "billing-worker", f.signer.KeyID, "/invoices/{id}", "invoices:read", "allow", "ok"},
 		{"cordon.usage.acme.edge-usage", nc.ID, "acme", "billing-worker", f.signer.KeyID, "/invoices/{id}", "invoices:read", "deny", "scope_missing"},
-		{"cordon.usage._.edge-usage", "", "", "", "", "/invoices/{id}", "invoices:read", "deny", "malformed"},
 		{"cordon.usage.acme.edge-usage", c.ID, "acme", "billing-worker", f.signer.KeyID, "/nowhere", "", "deny", "no_route"},
+		{"cordon.usage._.edge-usage", "", "", "", "", "/invoices/{id}", "invoices:read", "deny", "malformed"},
 	}
 	for i, m := range msgs {
 		w := wants[i]

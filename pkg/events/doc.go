@@ -8,4 +8,10 @@
 // schema version this build does not speak is an error that names what is
 // wrong, so a bad message is rejected with a reason instead of being half
 // understood.
+//
+// Schema versions: a new optional field whose absence keeps the old meaning
+// (UsageDecided.Count, absent = 1) keeps SchemaVersion, so every stored
+// event stays readable; a field that changes what existing events mean, or
+// a new required one, bumps it. A build that does not know an optional field
+// refuses events that carry it (unknown field), never misreads them.
 package events

@@ -99,6 +99,17 @@ func TestDecodeRejectsWithReason(t *testing.T) {
 		{"bad ip", func(m map[string]any) { m["data"].(map[string]any)["source_ip"] = "10.0.0.300" }, events.ErrInvalidField, "source_ip"},
 		{"bad tenant", func(m map[string]any) { m["data"].(map[string]any)["tenant"] = "acme.>" }, events.ErrInvalidField, "tenant"},
 		{"type mismatch", func(m map[string]any) { m["type"] = "token.expired" }, events.ErrMalformed, "decision"},
+		{"negative count", func(m map[string]any) { deny(m)["count"] = -1 }, events.ErrInvalidField, "count"},
+		{"count beyond its column", func(m map[string]any) { deny(m)["count"] = int64(events.MaxUsageCount) + 1 }, events.ErrInvalidField, "count"},
+		{"counted allow", func(m map[string]any) {
+			d := deny(m)
+			d["decision"], d["reason"], d["count"] = "allow", "ok", 2
+		}, events.ErrInvalidField, "count"},
+		{"counted denial of a token", func(m map[string]any) {
+			d := deny(m)
+			d["token_id"], d["count"] = "01940000-0000-7000-8000-000000000001", 2
+		}, events.ErrInvalidField, "count"},
+		{"fractional count", func(m map[string]any) { deny(m)["count"] = 1.5 }, events.ErrMalformed, "count"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -116,6 +127,65 @@ func TestDecodeRejectsWithReason(t *testing.T) {
 	}
 	if _, err := events.Decode(append(encodeMap(t, func(map[string]any) {}), []byte(`{}`)...)); !errors.Is(err, events.ErrMalformed) {
 		t.Fatalf("trailing: %v", err)
+	}
+}
+
+// deny turns the usage event of m into a token-less denial and returns its
+// data.
+func deny(m map[string]any) map[string]any {
+	d := m["data"].(map[string]any)
+	for _, k := range []string{"token_id", "tenant", "holder", "kid", "scope"} {
+		delete(d, k)
+	}
+	d["decision"], d["reason"] = "deny", "missing"
+	return d
+}
+
+// TestUsageCount: a usage event may stand for several token-less denials;
+// absent, the count is 1, and an event without it reads as before.
+func TestUsageCount(t *testing.T) {
+	at := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	u := &events.UsageDecided{Enforcer: "edge-1", Service: "payments", SourceIP: "203.0.113.9", Method: "GET",
+		Route: "/invoices/{id}", Decision: events.DecisionDeny, Reason: "missing", Count: 300}
+	e, err := events.New("enforcer/edge-1", at, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"count":300`) {
+		t.Fatalf("count not encoded: %s", b)
+	}
+	_, got, err := events.DecodeAs[*events.UsageDecided](b)
+	if err != nil || got.Count != 300 || got.Requests() != 300 {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	one := usage()
+	if e, err = events.New("enforcer/edge-1", at, one); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = events.Encode(e); err != nil || strings.Contains(string(b), "count") {
+		t.Fatalf("count written for a single decision: %s %v", b, err)
+	}
+	if one.Requests() != 1 {
+		t.Fatalf("absent count stands for %d requests", one.Requests())
+	}
+	// A committed v1 event of a token-less denial without count reads as one.
+	fx, err := os.ReadFile("../../testdata/events/usage-deny-v6.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err = events.DecodeAs[*events.UsageDecided](fx); err != nil || got.Requests() != 1 {
+		t.Fatalf("fixture: %+v %v", got, err)
+	}
+	fx, err = os.ReadFile("../../testdata/events/usage-deny-count.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, got, err = events.DecodeAs[*events.UsageDecided](fx); err != nil || got.Requests() != 300 {
+		t.Fatalf("counted fixture: %+v %v", got, err)
 	}
 }
 

@@ -120,6 +120,25 @@ type UsageDecided struct {
 	// Reason is "ok" for an allow, a deny reason otherwise.
 	Reason    string `json:"reason"`
 	LatencyNS int64  `json:"latency_ns"`
+	// Count is how many decisions this event stands for. An enforcer folds
+	// the denials that name no token (no token, an unreadable one, a
+	// throttled source) from one source into one event per short interval;
+	// the request fields are then those of the first such request. Absent
+	// (0) means 1, and only a denial without a token id may count more, so
+	// per-token analysis never sees a folded event.
+	Count int64 `json:"count,omitempty"`
+}
+
+// MaxUsageCount bounds UsageDecided.Count (the range of its column).
+const MaxUsageCount = 1<<32 - 1
+
+// Requests is how many decisions the event stands for: Count, or 1 when
+// Count is absent.
+func (p *UsageDecided) Requests() int64 {
+	if p.Count <= 0 {
+		return 1
+	}
+	return p.Count
 }
 
 // Severity values of an anomaly, from least to most severe.
@@ -314,6 +333,12 @@ func (p *UsageDecided) Validate() error {
 	}
 	if p.LatencyNS < 0 {
 		return fmt.Errorf("%w: latency_ns is negative", ErrInvalidField)
+	}
+	if p.Count < 0 || p.Count > MaxUsageCount {
+		return fmt.Errorf("%w: count %d is not in [0, %d]", ErrInvalidField, p.Count, int64(MaxUsageCount))
+	}
+	if p.Count > 1 && (p.Decision != DecisionDeny || p.TokenID != "") {
+		return fmt.Errorf("%w: count %d: only denials without a token id are counted together", ErrInvalidField, p.Count)
 	}
 	return validName("enforcer", p.Enforcer)
 }

@@ -29,6 +29,7 @@ func TestSchemaDocQueries(t *testing.T) {
 		set := genUsage(t, 2000, tokens, []string{"billing", "search"}, now.Add(-47*time.Hour))
 		evs := append(set.events,
 			usage(t, now.Add(-time.Hour), tokens[0], "billing", "orders:read", "198.51.100.7", "allow", "ok"),
+			tokenless(t, now.Add(-time.Hour), "203.0.113.9", 300),
 			issued(t, now.Add(-48*time.Hour), tokens[0], "billing", []string{"orders:read", "never:used"}),
 			mustEnvelope(t, now.Add(-30*time.Hour), &events.TokenRevoked{TokenID: tokens[1], Tenant: "acme", Holder: "search",
 				Kind: events.RevokeToken, Actor: "revoker", Reason: "test", Expiry: now.Add(time.Hour)}),

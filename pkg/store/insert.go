@@ -26,7 +26,7 @@ const maxInsertBytes = 16 << 20
 // JSONEachRow, whose every row repeats the column names.
 var (
 	usageColumns = []string{"event_id", "time", "token_id", "tenant", "holder", "kid", "enforcer", "service",
-		"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns"}
+		"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns", "count"}
 	anomalyColumns = []string{"anomaly_id", "time", "detector", "severity", "token_id", "tenant", "holder", "event_id",
 		"event_time", "source_ip", "evidence_seen", "evidence_baseline", "evidence_details"}
 	ledgerColumns = []string{"event_id", "time", "type", "token_id", "tenant", "holder", "kid", "scopes", "audience",
@@ -190,6 +190,8 @@ func appendUsageRow(b []byte, e events.Envelope, p *events.UsageDecided) []byte 
 	}
 	b = append(b, ',')
 	b = strconv.AppendInt(b, p.LatencyNS, 10)
+	b = append(b, ',')
+	b = strconv.AppendInt(b, p.Requests(), 10)
 	return append(b, ']', '\n')
 }
 
@@ -270,7 +272,7 @@ func toRow(table string, e events.Envelope) ([]any, error) {
 	switch p := e.Data.(type) {
 	case *events.UsageDecided:
 		return []any{e.ID.String(), formatTime(e.Time), p.TokenID, p.Tenant, p.Holder, p.KeyID, p.Enforcer, p.Service,
-			p.SourceIP, p.UserAgent, p.Method, p.Route, p.Scope, p.Decision, p.Reason, p.LatencyNS}, nil
+			p.SourceIP, p.UserAgent, p.Method, p.Route, p.Scope, p.Decision, p.Reason, p.LatencyNS, p.Requests()}, nil
 	case *events.AnomalyDetected:
 		details := p.Evidence.Details
 		if details == nil {

@@ -23,7 +23,8 @@ func TestAppendUsageRowMatchesJSON(t *testing.T) {
 			ID: uuid.Must(uuid.NewV7()), Type: events.TypeUsageDecided, Time: time.Date(2026, 11, 2, 9, 30, 1, 123456789, time.FixedZone("x", 3600)),
 			Source: "t", Version: events.SchemaVersion,
 			Data: &events.UsageDecided{TokenID: s, Tenant: "acme", Holder: s, KeyID: s, Enforcer: "e", Service: s, SourceIP: "10.0.0.1",
-				UserAgent: s, Method: s, Route: s, Scope: s, Decision: "deny", Reason: s, LatencyNS: int64(i) * 1_000_000_007},
+				UserAgent: s, Method: s, Route: s, Scope: s, Decision: "deny", Reason: s, LatencyNS: int64(i) * 1_000_000_007,
+				Count: []int64{0, 1, 300, events.MaxUsageCount}[i%4]},
 		}
 		row, err := toRow(tableUsage, e)
 		if err != nil {

@@ -15,4 +15,13 @@
 // any other field, such as "alg", is malformed. Several verification keys
 // live at once in a Keyring so that signing keys rotate without downtime; a
 // retired key's tokens fail with ErrUnknownKey.
+//
+// Decoding is canonical: exactly one string verifies per token. Segments
+// must be the base64url Mint writes (no padding, zero trailing bits, no line
+// breaks), and the header and claims must be byte for byte the JSON Mint
+// writes (exact-case names, each once, in field order, no white space, no
+// explicit empty optional field). So a token cannot be re-spelled to dodge a
+// cache, a denylist of token strings or a secret scanner, and claims the
+// issuer never wrote (such as "JTI" beside "jti") are malformed even under a
+// valid signature.
 package token

@@ -215,7 +215,23 @@ func (t *Token) AllowsDevice(thumbprint string) bool {
 	return subtle.ConstantTimeCompare([]byte(t.Device), []byte(thumbprint)) == 1
 }
 
-var b64 = base64.RawURLEncoding
+// b64 is the only encoding of a token's segments: unpadded base64url whose
+// unused trailing bits are zero. Strict alone still skips CR and LF, so
+// decodeSegment also checks the length: exactly one text per byte string.
+var b64 = base64.RawURLEncoding.Strict()
+
+// decodeSegment decodes one token segment and refuses every spelling of its
+// bytes but the one Mint writes.
+func decodeSegment(s string) ([]byte, error) {
+	b, err := b64.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	if b64.EncodedLen(len(b)) != len(s) {
+		return nil, errors.New("not canonical base64url (line breaks)")
+	}
+	return b, nil
+}
 
 // Signer mints tokens with one private key.
 type Signer struct {
@@ -302,12 +318,12 @@ func Parse(s string) (*Unverified, error) {
 	if !ok || strings.Contains(sig, ".") {
 		return nil, fmt.Errorf("%w: want header.claims.signature", ErrMalformed)
 	}
-	hb, err := b64.DecodeString(h)
+	hb, err := decodeSegment(h)
 	if err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	var hd header
-	if err := strictJSON(hb, &hd); err != nil {
+	if err := canonicalJSON(hb, &hd); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	if hd.V != formatVersion {
@@ -316,16 +332,16 @@ func Parse(s string) (*Unverified, error) {
 	if hd.Kid == "" {
 		return nil, fmt.Errorf("%w: header has no key id", ErrMalformed)
 	}
-	sigb, err := b64.DecodeString(sig)
+	sigb, err := decodeSegment(sig)
 	if err != nil || len(sigb) != ed25519.SignatureSize {
-		return nil, fmt.Errorf("%w: signature is not %d bytes of base64url", ErrMalformed, ed25519.SignatureSize)
+		return nil, fmt.Errorf("%w: signature is not %d bytes of canonical base64url", ErrMalformed, ed25519.SignatureSize)
 	}
-	cb, err := b64.DecodeString(c)
+	cb, err := decodeSegment(c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
 	u := &Unverified{KeyID: hd.Kid, signed: body[:len(h)+1+len(c)], signature: sigb}
-	if err := strictJSON(cb, &u.Claims); err != nil {
+	if err := canonicalJSON(cb, &u.Claims); err != nil {
 		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
 	if err := u.Claims.Validate(); err != nil {
@@ -334,7 +350,15 @@ func Parse(s string) (*Unverified, error) {
 	return u, nil
 }
 
-func strictJSON(b []byte, v any) error {
+// errNotCanonical says that JSON decoded but is not what Mint writes.
+var errNotCanonical = errors.New("not in the canonical form the issuer writes (exact-case names, each once, in order, no white space, no explicit empty optional field)")
+
+// canonicalJSON decodes b into v strictly and then requires b to be exactly
+// what json.Marshal writes for v. encoding/json alone matches names
+// case-insensitively, keeps the last of duplicate names and skips white
+// space, so many texts decode to the same claims; this leaves one: a token
+// verifies only in the form the issuer minted it.
+func canonicalJSON(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -342,6 +366,13 @@ func strictJSON(b []byte, v any) error {
 	}
 	if dec.More() {
 		return errors.New("trailing data")
+	}
+	again, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("re-encode: %w", err)
+	}
+	if !bytes.Equal(again, b) {
+		return errNotCanonical
 	}
 	return nil
 }

@@ -258,8 +258,10 @@ func TestWindowWithin(t *testing.T) {
 	}
 }
 
-// FuzzParse feeds arbitrary strings to the parser: it must never panic, and
-// whatever it accepts must carry valid claims.
+// FuzzParse feeds arbitrary strings to the parser: it must never panic,
+// whatever it accepts must carry valid claims, and it must re-encode to the
+// very same string (one encoding per token). Seeds: the committed fixtures
+// and the corpus in testdata/fuzz/FuzzParse (non-canonical spellings).
 func FuzzParse(f *testing.F) {
 	seeds, _ := filepath.Glob("../../testdata/tokens/*.txt")
 	for _, p := range seeds {
@@ -280,6 +282,15 @@ func FuzzParse(f *testing.F) {
 		}
 		if u.KeyID == "" {
 			t.Fatal("parse accepted a token without key id")
+		}
+		// One string per token: whatever parses is the canonical encoding
+		// of what it decodes to.
+		again, err := token.Reencode(u)
+		if err != nil {
+			t.Fatalf("re-encode: %v", err)
+		}
+		if again != s {
+			t.Fatalf("parse accepted a non-canonical encoding:\n got %q\nwant %q", s, again)
 		}
 	})
 }
@@ -310,4 +321,18 @@ func TestFixtures(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", name, err, want)
 		}
 	}
+}
+
+// fixtureTokens reads committed token fixtures by name.
+func fixtureTokens(t testing.TB, names ...string) []string {
+	t.Helper()
+	var out []string
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join("../../testdata/tokens", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, strings.TrimSpace(string(b)))
+	}
+	return out
 }

@@ -270,6 +270,9 @@ func (s *scanner) usage(u *events.UsageDecided) bool {
 		case "latency_ns":
 			bit = 1 << 13
 			u.LatencyNS = s.int()
+		case "count":
+			bit = 1 << 14
+			u.Count = s.int()
 		default:
 			return false
 		}

@@ -26,6 +26,23 @@ func canonicalUsage(t testing.TB) []byte {
 	return b
 }
 
+// countedUsage is an enforcer's folded event: count token-less denials.
+func countedUsage(t testing.TB, count int64) []byte {
+	t.Helper()
+	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &events.UsageDecided{
+		Enforcer: "edge-1", Service: "orders", SourceIP: "203.0.113.9", UserAgent: "curl/8", Method: "GET",
+		Route: "/orders/{id}", Scope: "orders:read", Decision: events.DecisionDeny, Reason: "missing", LatencyNS: 800, Count: count,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // sameAsDecode checks decodeUsage against events.DecodeAs on b: both fail
 // with the same message, or both succeed with equal results.
 func sameAsDecode(t *testing.T, b []byte) (fast bool) {
@@ -82,6 +99,18 @@ func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
 		{"other type", strings.Replace(canon, `"type":"usage.decided"`, `"type":"token.revoked"`, 1), false},
 		{"unknown type", strings.Replace(canon, `"type":"usage.decided"`, `"type":"nope"`, 1), false},
 		{"empty data", canon[:strings.Index(canon, `"data":`)] + `"data":{}}`, true},
+		{"count on an allow", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":7`, 1), true},
+		{"count one", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":1`, 1), true},
+		{"count zero", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":0`, 1), true},
+		{"count negative", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":-3`, 1), true},
+		{"count float", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":2.0`, 1), false},
+		{"count string", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":"2"`, 1), false},
+		{"count huge", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":4294967296`, 1), true},
+		{"count overflow", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":99999999999999999999`, 1), false},
+		{"duplicate count", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":1,"count":1`, 1), false},
+		{"counted token-less denial", string(countedUsage(t, 300)), true},
+		{"counted denial at the bound", string(countedUsage(t, events.MaxUsageCount)), true},
+		{"counted denial beyond the bound", strings.Replace(string(countedUsage(t, 300)), `"count":300`, `"count":4294967296`, 1), true},
 		{"null data", canon[:strings.Index(canon, `"data":`)] + `"data":null}`, false},
 		{"data before type", `{"data":{},"type":"usage.decided"}`, false},
 		{"not an object", `[1,2]`, false},
@@ -100,6 +129,7 @@ func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
 // FuzzDecodeUsage holds decodeUsage equal to events.DecodeAs on any input.
 func FuzzDecodeUsage(f *testing.F) {
 	f.Add(canonicalUsage(f))
+	f.Add(countedUsage(f, 300))
 	f.Add([]byte(`{"id":"01a21da2-389f-7a21-89d0-61b7381e2e20","type":"usage.decided","time":"2026-11-27T15:31:40Z","source":"s","v":1,"data":{"enforcer":"e","service":"s","source_ip":"::1","method":"GET","route":"/","decision":"deny","reason":"x","latency_ns":0}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sameAsDecode(t, b)
