@@ -186,14 +186,7 @@ func TestEnforceFailsClosedByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := nt.JS.KeyValue(context.Background(), events.BucketKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now()})
-	if _, err := kv.Put(context.Background(), signer.KeyID, rec); err != nil {
-		t.Fatal(err)
-	}
+	nt.PublishKey(t, signer)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -207,7 +200,7 @@ func TestEnforceFailsClosedByDefault(t *testing.T) {
 	done := make(chan error, 1)
 	env, _, logs := testEnv()
 	go func() {
-		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr,
+		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr, "--trust-anchor", nt.Anchor.Public().String(),
 			"--nats", nt.Server.ClientURL(), "--id", "cli-stale", "--max-staleness", "1s"})
 	}()
 	now := time.Now()
