@@ -9,13 +9,17 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/cordonhq/cordon/pkg/adminauth"
 )
 
 // maxBody bounds a request body.
 const maxBody = 1 << 20
 
-// HeaderIdempotencyKey makes a POST replay-safe: the same key from the same
-// caller returns the original result.
+// HeaderIdempotencyKey makes a POST replay-safe: the same key presented
+// with the same admin token returns the original result. Keys are scoped to
+// the calling token: another token, even of the same holder, never gets
+// that result (it holds a minted token).
 const HeaderIdempotencyKey = "Idempotency-Key"
 
 // routes builds the HTTP API:
@@ -54,7 +58,9 @@ func (i *Issuer) routes() http.Handler {
 	return mux
 }
 
-// auth authenticates the request's bearer token for scope.
+// auth authenticates the request's bearer token for scope, with what the
+// connection proves about the caller (socket address, TLS client
+// certificate).
 func (i *Issuer) auth(r *http.Request, scope string) (*Caller, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
@@ -64,7 +70,7 @@ func (i *Issuer) auth(r *http.Request, scope string) (*Caller, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return nil, fmt.Errorf("%w: Authorization header is not \"Bearer <token>\"", ErrUnauthenticated)
 	}
-	return i.Authenticate(strings.TrimSpace(tok), scope)
+	return i.Authenticate(r.Context(), adminauth.Request{Token: strings.TrimSpace(tok), Scope: scope, Peer: adminauth.PeerOf(r)})
 }
 
 func (i *Issuer) handleIssue(w http.ResponseWriter, r *http.Request) {
@@ -212,8 +218,10 @@ func (i *Issuer) handleKeyRetire(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// idempotent runs fn once per (caller, op, key); without a key it just runs
-// fn. A replay of the key with a different request is a conflict.
+// idempotent runs fn once per (calling token, op, key); without a key it
+// just runs fn. A replay of the key with a different request is a
+// conflict. The calling token's id scopes the key, so that no other token
+// — not even one of the same holder — can replay it and read the result.
 func (i *Issuer) idempotent(c *Caller, op, key string, req any, fn func() (any, error)) (any, bool, error) {
 	if key == "" {
 		res, err := fn()
@@ -226,7 +234,7 @@ func (i *Issuer) idempotent(c *Caller, op, key string, req any, fn func() (any, 
 	if err != nil {
 		return nil, false, err
 	}
-	return i.idem.do(c.Tenant+"/"+c.Holder+"\x00"+op+"\x00"+key, sha256.Sum256(b), fn)
+	return i.idem.do(c.TokenID+"\x00"+op+"\x00"+key, sha256.Sum256(b), fn)
 }
 
 // decodeBody decodes a JSON body strictly. An empty body is allowed when
