@@ -33,8 +33,9 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 //	POST /v1/keys/{kid}/retire     retire a key     (cordon:keys)
 //	GET  /healthz                  readiness        (no auth)
 //
-// Errors are JSON ErrorBody values with 400, 401, 403, 404, 409, 422, 503
-// or 500.
+// Metrics are not served here: `cordon issuer --metrics-listen` serves
+// Collector on a listener of its own. Errors are JSON ErrorBody values with
+// 400, 401, 403, 404, 409, 422, 503 or 500.
 func (i *Issuer) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/tokens", i.handleIssue)
@@ -44,7 +45,6 @@ func (i *Issuer) routes() http.Handler {
 	mux.HandleFunc("GET /v1/keys", i.handleKeys)
 	mux.HandleFunc("POST /v1/keys/rotate", i.handleKeyRotate)
 	mux.HandleFunc("POST /v1/keys/{kid}/retire", i.handleKeyRetire)
-	mux.Handle("GET /metrics", i.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !i.ready.Load() {
 			i.writeError(w, ErrNotReady)
