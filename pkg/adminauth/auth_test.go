@@ -90,14 +90,7 @@ func (l *ledger) admin(scopes ...string) token.Claims {
 func (l *ledger) issue(c token.Claims) string {
 	l.t.Helper()
 	tok := l.forge(c)
-	lc := events.TokenClaims{Scopes: slices.Clone(c.Scopes), Audience: slices.Clone(c.Audience), Environment: c.Environment,
-		Device: c.Device, NotBefore: time.Unix(c.NotBefore, 0).UTC(), Expiry: time.Unix(c.Expiry, 0).UTC()}
-	for _, n := range c.Networks {
-		lc.Networks = append(lc.Networks, n.String())
-	}
-	for _, w := range c.Windows {
-		lc.Windows = append(lc.Windows, events.Window{Days: slices.Clone(w.Days), Start: w.Start, End: w.End, Zone: w.Zone})
-	}
+	lc := adminauth.LedgerClaims(c)
 	l.publish(time.Unix(c.IssuedAt, 0), &events.TokenIssued{TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder, KeyID: l.signer.KeyID,
 		Claims: lc, Actor: "issuer:test", BreakGlass: c.BreakGlass})
 	return tok

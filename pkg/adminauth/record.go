@@ -38,6 +38,22 @@ type Record struct {
 	GraceUntil  time.Time
 }
 
+// LedgerClaims is what the ledger records of a token's claims when it is
+// issued (never the token): the form Diff compares a presented token with.
+func LedgerClaims(c token.Claims) events.TokenClaims {
+	out := events.TokenClaims{
+		Scopes: slices.Clone(c.Scopes), Audience: slices.Clone(c.Audience), Environment: c.Environment,
+		Device: c.Device, NotBefore: time.Unix(c.NotBefore, 0).UTC(), Expiry: time.Unix(c.Expiry, 0).UTC(),
+	}
+	for _, n := range c.Networks {
+		out.Networks = append(out.Networks, n.String())
+	}
+	for _, w := range c.Windows {
+		out.Windows = append(out.Windows, events.Window{Days: slices.Clone(w.Days), Start: w.Start, End: w.End, Zone: w.Zone})
+	}
+	return out
+}
+
 // RecordOf is the record of a TokenIssued event published at at.
 func RecordOf(p *events.TokenIssued, at time.Time) Record {
 	return Record{
