@@ -160,3 +160,19 @@ func TestIdempotencyScopedToToken(t *testing.T) {
 		t.Fatalf("revocations of %s: %v", x.id, f.revocations()[x.id])
 	}
 }
+
+// TestAdminTenantRequired: the revoker, like the issuer and the analyst
+// API, takes only tokens of tenant "cordon" — even a genuine token of
+// another tenant with audience cordon and scope cordon:revoke (issue 8:
+// the three admin checks disagreed).
+func TestAdminTenantRequired(t *testing.T) {
+	f := setup(t, nil)
+	target := f.issue("acme", "billing", "kid1", time.Minute, time.Hour, false)
+	f.waitKnown(target)
+	other := f.mint(token.Claims{Tenant: "acme", Holder: "admin", Scopes: []string{"cordon:revoke"}, Audience: []string{"cordon"}})
+	rep, raw := f.call(revoker.CommandRequest{Auth: other, Kind: events.RevokeToken, TokenID: target.id})
+	if rep.OK || rep.Code != revoker.CodeForbidden || !strings.Contains(rep.Error, `want tenant "cordon"`) {
+		t.Fatalf("a token of tenant acme: %s", raw)
+	}
+	f.assertNotRevoked(target)
+}
