@@ -72,6 +72,7 @@ type Follower struct {
 	consMu sync.Mutex
 	cons   jetstream.Consumer
 	cc     jetstream.ConsumeContext
+	closed bool // no consumer is created once set
 
 	evicted   atomic.Uint64
 	rewatches atomic.Uint64
@@ -128,6 +129,7 @@ func (f *Follower) Close() {
 		close(f.stop)
 		f.wg.Wait()
 		f.consMu.Lock()
+		f.closed = true
 		if f.cc != nil {
 			f.cc.Stop()
 		}
@@ -135,9 +137,17 @@ func (f *Follower) Close() {
 	})
 }
 
+// errClosed is returned by a Follower used after Close.
+var errClosed = errors.New("adminauth: the ledger view is closed")
+
 // Lookup implements Ledger: it brings the view up to date with the ledger
 // (bounded by ctx), then returns the token's record.
 func (f *Follower) Lookup(ctx context.Context, id string) (Record, bool, error) {
+	select {
+	case <-f.stop:
+		return Record{}, false, errClosed
+	default:
+	}
 	if err := f.sync(ctx); err != nil {
 		return Record{}, false, err
 	}
@@ -196,6 +206,11 @@ func (f *Follower) watch(ctx context.Context, from uint64) error {
 		return fmt.Errorf("adminauth: follow %s: %w", events.StreamTokens, err)
 	}
 	f.consMu.Lock()
+	if f.closed {
+		f.consMu.Unlock()
+		cc.Stop()
+		return errClosed
+	}
 	old := f.cc
 	f.cons, f.cc = cons, cc
 	f.consMu.Unlock()

@@ -1,6 +1,7 @@
 package adminauth_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -88,5 +89,22 @@ func TestFollowerSurvivesBadInputAndLostConsumers(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestFollowerClosed: a closed view refuses lookups (fail closed) and
+// follows nothing any more.
+func TestFollowerClosed(t *testing.T) {
+	l := newLedger(t, adminauth.FollowOptions{})
+	c := l.admin("cordon:read")
+	tok := l.issue(c)
+	a := l.authn(adminauth.Options{})
+	l.f.Close()
+	l.f.Close()
+	if _, _, err := l.f.Lookup(l.ctx(), c.ID); err == nil {
+		t.Fatal("a closed view answered a lookup")
+	}
+	if _, err := a.Authenticate(l.ctx(), adminauth.Request{Token: tok, Scope: "cordon:read"}); !errors.Is(err, adminauth.ErrUnavailable) {
+		t.Fatalf("authenticate on a closed view: %v, want ErrUnavailable", err)
 	}
 }
