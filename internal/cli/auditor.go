@@ -15,7 +15,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cordonhq/cordon/pkg/detect"
-	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
@@ -202,24 +201,21 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 
-	// The analyst API authenticates callers like any service behind an
-	// enforcer: the issuer's keys and the denylist, replicated by NATS.
+	// The analyst API authenticates callers with the control plane's admin
+	// authenticator: the issuer's keys (endorsed by its trust anchor) and
+	// the denylist, replicated by NATS, and the admin tokens' ledger.
 	anchors, err := trustAnchors(f.trustAnchor)
 	if err != nil {
 		return err
 	}
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, Log: env.Log, TrustAnchors: anchors})
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	auth, err := auditor.StartAdminAuth(sctx, js, anchors, env.Log)
+	cancel()
 	if err != nil {
 		return err
 	}
-	defer enf.Close()
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	err = enf.Start(sctx, js)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("analyst API: %w", err)
-	}
-	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: nc, Store: st, Auth: auditor.EnforcerAuth{E: enf}, Status: a.Stats, Log: env.Log})
+	defer auth.Close()
+	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: nc, Store: st, Auth: auth, Status: a.Stats, Log: env.Log})
 	if err != nil {
 		return err
 	}

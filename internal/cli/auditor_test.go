@@ -20,7 +20,6 @@ import (
 
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/detect"
-	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/simulate"
 	"github.com/cordonhq/cordon/pkg/store"
@@ -168,15 +167,12 @@ func startAnalystEnv(t *testing.T) *analystEnv {
 		t.Fatal(err)
 	}
 	env.PublishKey(t, signer)
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, TrustAnchors: env.Anchors(), Log: zerolog.Nop()})
+	auth, err := auditor.StartAdminAuth(ctx, env.JS, env.Anchors(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { enf.Close() })
-	if err := enf.Start(ctx, env.JS); err != nil {
-		t.Fatal(err)
-	}
-	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: env.NC, Store: st, Auth: auditor.EnforcerAuth{E: enf}, Log: zerolog.Nop()})
+	t.Cleanup(func() { auth.Close() })
+	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: env.NC, Store: st, Auth: auth, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,11 +182,15 @@ func startAnalystEnv(t *testing.T) *analystEnv {
 	t.Cleanup(func() { qs.Close() })
 	a := &analystEnv{nats: env.Server.ClientURL(), store: st, tokenID: uuid.Must(uuid.NewV7()).String()}
 	now := time.Now()
-	tok, err := signer.Mint(token.Claims{ID: a.tokenID, Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:read"}, Audience: []string{"cordon"},
-		IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()})
+	claims := token.Claims{ID: a.tokenID, Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:read"}, Audience: []string{"cordon"},
+		IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()}
+	tok, err := signer.Mint(claims)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The analyst API knows admin tokens from the ledger, as the issuer
+	// records them.
+	recordIssued(t, env.JS, signer.KeyID, claims)
 	a.tokenFile = writeFile(t, "admin.token", tok+"\n")
 	return a
 }
@@ -501,8 +501,10 @@ func TestAuditorCommand(t *testing.T) {
 	}
 	nenv.PublishKey(t, signer)
 	now := time.Now()
-	admin, _ := signer.Mint(token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:read"},
-		Audience: []string{"cordon"}, IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()})
+	claims := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:read"},
+		Audience: []string{"cordon"}, IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()}
+	admin, _ := signer.Mint(claims)
+	recordIssued(t, nenv.JS, signer.KeyID, claims)
 	tf := writeFile(t, "admin.token", admin)
 	url := nenv.Server.ClientURL()
 

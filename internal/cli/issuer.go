@@ -20,6 +20,7 @@ import (
 type issuerFlags struct {
 	data, policy, listen, source, adminTTL string
 	anchorKey                              string
+	metrics                                string
 	tlsCert, tlsKey                        string
 	grace                                  time.Duration
 	replicas                               int
@@ -35,6 +36,7 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&f.data, "data", ".cordon", "data directory: signing keys (keys/) and the bootstrap admin token (admin.token)")
 	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file ($CORDON_POLICY)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7400", "HTTP API listen address")
+	fs.StringVar(&f.metrics, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address, apart from the API (off when empty)")
 	fs.StringVar(&f.source, "source", "", "instance name recorded in events (default issuer/<hostname>)")
 	fs.StringVar(&f.adminTTL, "admin-ttl", "90d", "lifetime of the bootstrap admin token")
 	fs.StringVar(&f.anchorKey, "anchor-key", os.Getenv("CORDON_ANCHOR_KEY"), "trust anchor private key from `cordon anchor generate` ($CORDON_ANCHOR_KEY; default: DATA/keys/"+issuer.AnchorFile+", generated on first start)")
@@ -72,6 +74,11 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 			return fmt.Errorf("%w: --listen %q: %v", errUsage, f.listen, err)
 		}
 	}
+	if f.metrics != "" {
+		if _, _, err := net.SplitHostPort(f.metrics); err != nil {
+			return fmt.Errorf("%w: --metrics-listen %q: %v", errUsage, f.metrics, err)
+		}
+	}
 	var tlsConf *tls.Config
 	if f.tlsCert != "" || f.tlsKey != "" {
 		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
@@ -103,6 +110,13 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if f.metrics != "" {
+		stop, err := serveMetrics(env, f.metrics, "issuer", iss.Collector())
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	return iss.Run(ctx)
 }

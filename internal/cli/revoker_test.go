@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natstest"
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/revoker"
@@ -109,11 +111,13 @@ func TestRevokeCommand(t *testing.T) {
 	defer cancel()
 	nt.PublishKey(t, signer)
 	mint := func(id string) string {
-		s, err := signer.Mint(token.Claims{ID: id, Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:revoke"},
-			Audience: []string{"cordon"}, IssuedAt: now.Unix() - 60, NotBefore: now.Unix() - 60, Expiry: now.Add(time.Hour).Unix()})
+		c := token.Claims{ID: id, Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:revoke"},
+			Audience: []string{"cordon"}, IssuedAt: now.Unix() - 60, NotBefore: now.Unix() - 60, Expiry: now.Add(time.Hour).Unix()}
+		s, err := signer.Mint(c)
 		if err != nil {
 			t.Fatal(err)
 		}
+		recordIssued(t, nt.JS, signer.KeyID, c)
 		return s
 	}
 	adminID := "01940000-0000-7000-8000-00000000ad01"
@@ -199,4 +203,23 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// recordIssued records a token on the ledger the way the issuer does.
+func recordIssued(t *testing.T, js jetstream.JetStream, kid string, c token.Claims) {
+	t.Helper()
+	e, err := events.New("issuer/test", time.Unix(c.IssuedAt, 0), &events.TokenIssued{TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder,
+		KeyID: kid, Claims: adminauth.LedgerClaims(c), Actor: "issuer:test", BreakGlass: c.BreakGlass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, events.Subject(e), b); err != nil {
+		t.Fatal(err)
+	}
 }

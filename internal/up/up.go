@@ -222,18 +222,14 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.cancel = cancel
 	go func() { s.done <- s.Auditor.Run(runCtx) }()
 
-	// The analysts' API (cordon sql, anomalies, report), behind an
-	// enforcer of its own: callers need a Cordon token with cordon:read.
-	apiEnf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true,
-		TrustAnchors: anchors, Log: o.Log.With().Str("svc", "auditor-api").Logger()})
+	// The analysts' API (cordon sql, anomalies, report): callers need an
+	// admin token the ledger knows, with cordon:read (pkg/adminauth).
+	apiAuth, err := auditor.StartAdminAuth(ctx, s.JS, anchors, o.Log.With().Str("svc", "auditor-api").Logger())
 	if err != nil {
-		return nil, err
-	}
-	if err := apiEnf.Start(ctx, s.JS); err != nil {
 		return nil, fmt.Errorf("start auditor api: %w", err)
 	}
-	s.closers = append(s.closers, apiEnf.Close)
-	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: s.NC, Store: s.Store, Auth: auditor.EnforcerAuth{E: apiEnf},
+	s.closers = append(s.closers, apiAuth.Close)
+	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: s.NC, Store: s.Store, Auth: apiAuth,
 		Status: s.Auditor.Stats, Log: o.Log.With().Str("svc", "auditor-api").Logger()})
 	if err != nil {
 		return nil, err

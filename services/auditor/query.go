@@ -12,11 +12,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/store"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // Subjects of the analyst API (NATS request/reply, JSON). chDB can be open
@@ -38,8 +41,8 @@ func QuerySubjects() []string {
 	return []string{SubjectCmdSQL, SubjectCmdAnomalies, SubjectCmdReport, SubjectCmdStatus}
 }
 
-// ScopeRead is the scope a caller's Cordon token must hold (with audience
-// "cordon"): the issuer's admin token has it.
+// ScopeRead is the scope a caller's Cordon admin token must hold, as the
+// ledger recorded it: the issuer's bootstrap admin token has it.
 const ScopeRead = "cordon:read"
 
 // QueueGroup is the queue group of the query service's subscriptions.
@@ -48,21 +51,23 @@ const QueueGroup = "cordon-auditor-query"
 // Reply codes of the analyst API.
 const (
 	CodeBadRequest   = "bad_request"   // malformed request
-	CodeUnauthorized = "unauthorized"  // no, invalid, expired or revoked token
-	CodeForbidden    = "forbidden"     // a valid token without audience "cordon" and scope cordon:read
+	CodeUnauthorized = "unauthorized"  // no, invalid, expired or revoked token, or one the ledger does not know as presented
+	CodeForbidden    = "forbidden"     // a genuine admin token without tenant and audience "cordon" or scope cordon:read, or outside its windows, or bound to networks or a device (which NATS cannot prove)
 	CodeNotReadOnly  = "not_read_only" // the SQL is not one read-only statement
 	CodeNotFound     = "not_found"     // nothing is known about the token
 	CodeQueryFailed  = "query_failed"  // ClickHouse refused or failed the query
 	CodeInternal     = "internal"      // anything else
 )
 
-// Sentinel errors an Authorizer wraps.
+// Sentinel errors an Authorizer wraps: the control plane's admin
+// authenticator's own (pkg/adminauth).
 var (
-	// ErrUnauthenticated: no token, or one that is not valid (signature,
-	// expiry, revocation).
-	ErrUnauthenticated = errors.New("unauthenticated")
-	// ErrForbidden: a valid token that may not use the analyst API.
-	ErrForbidden = errors.New("forbidden")
+	// ErrUnauthenticated: no token, or one that is not a valid admin token
+	// (signature, expiry, revocation, not on the ledger as presented).
+	ErrUnauthenticated = adminauth.ErrUnauthenticated
+	// ErrForbidden: a genuine admin token that may not use the analyst API
+	// (tenant, audience, scope, context).
+	ErrForbidden = adminauth.ErrForbidden
 	// ErrNoAuditor: no auditor answered a request.
 	ErrNoAuditor = errors.New("no auditor answered")
 )
@@ -71,8 +76,9 @@ var (
 type Authorizer interface {
 	// Authorize checks that token may be used with scope. It returns who
 	// the caller is, for the audit log (never the token), or an error
-	// wrapping ErrUnauthenticated or ErrForbidden.
-	Authorize(token, scope string) (caller string, err error)
+	// wrapping ErrUnauthenticated, ErrForbidden or (the ledger could not
+	// be read) adminauth.ErrUnavailable.
+	Authorize(ctx context.Context, token, scope string) (caller string, err error)
 }
 
 // Querier is what the analyst API reads (*store.Store implements it).
@@ -253,7 +259,7 @@ func (s *QueryServer) serve(m *nats.Msg) {
 		var req SQLRequest
 		r := &SQLReply{}
 		rep = &r.Reply
-		if caller = s.begin(m.Data, &req, &req.Auth, rep); rep.Code == "" {
+		if caller = s.begin(ctx, m.Data, &req, &req.Auth, rep); rep.Code == "" {
 			s.sql(ctx, req.Query, r)
 			detail["query"] = req.Query
 			detail["rows"] = r.Rows
@@ -263,7 +269,7 @@ func (s *QueryServer) serve(m *nats.Msg) {
 		var req AnomaliesRequest
 		r := &AnomaliesReply{}
 		rep = &r.Reply
-		if caller = s.begin(m.Data, &req, &req.Auth, rep); rep.Code == "" {
+		if caller = s.begin(ctx, m.Data, &req, &req.Auth, rep); rep.Code == "" {
 			s.anomalies(ctx, req, r)
 			detail["anomalies"] = len(r.Anomalies)
 		}
@@ -276,7 +282,7 @@ func (s *QueryServer) serve(m *nats.Msg) {
 		var req ReportRequest
 		r := &ReportReply{}
 		rep = &r.Reply
-		if caller = s.begin(m.Data, &req, &req.Auth, rep); rep.Code == "" {
+		if caller = s.begin(ctx, m.Data, &req, &req.Auth, rep); rep.Code == "" {
 			s.report(ctx, req.TokenID, r)
 			detail["token_id"] = req.TokenID
 		}
@@ -289,7 +295,7 @@ func (s *QueryServer) serve(m *nats.Msg) {
 		var req StatusRequest
 		r := &StatusReply{}
 		rep = &r.Reply
-		if caller = s.begin(m.Data, &req, &req.Auth, rep); rep.Code == "" {
+		if caller = s.begin(ctx, m.Data, &req, &req.Auth, rep); rep.Code == "" {
 			r.OK, r.Stats = true, s.o.Status()
 		}
 		out = s.marshal(r)
@@ -314,7 +320,7 @@ func (s *QueryServer) serve(m *nats.Msg) {
 
 // begin decodes a request strictly and authorizes its token; on failure
 // rep carries the code.
-func (s *QueryServer) begin(data []byte, req any, auth *string, rep *Reply) (caller string) {
+func (s *QueryServer) begin(ctx context.Context, data []byte, req any, auth *string, rep *Reply) (caller string) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(req); err != nil {
@@ -325,7 +331,7 @@ func (s *QueryServer) begin(data []byte, req any, auth *string, rep *Reply) (cal
 		fail(rep, CodeBadRequest, "request has trailing data")
 		return ""
 	}
-	caller, err := s.o.Auth.Authorize(*auth, ScopeRead)
+	caller, err := s.o.Auth.Authorize(ctx, *auth, ScopeRead)
 	switch {
 	case err == nil:
 		return caller
@@ -418,40 +424,62 @@ func (s *QueryServer) report(ctx context.Context, tokenID string, r *ReportReply
 	r.OK, r.Report = true, rep
 }
 
-// EnforcerAuth is an Authorizer backed by an enforcer for service
-// "cordon" (enforce.Options{ID: "auditor-api", Service: "cordon"}, started
-// on JetStream so that it follows the issuer's keys and the denylist): a
-// caller's token must verify, be current and not revoked, carry audience
-// "cordon" and the scope, and belong to tenant "cordon".
-type EnforcerAuth struct {
-	E *enforce.Enforcer
+// AdminTenant is the tenant of Cordon's own admin tokens.
+const AdminTenant = adminauth.Tenant
+
+// AdminAuth is the analyst API's Authorizer: the control plane's one admin
+// authenticator (pkg/adminauth) over what an enforcer for service
+// "cordon" follows — the issuer's keys and the denylist — and a view of
+// the admin tokens' ledger. A caller's token must be one the ledger
+// recorded with exactly its claims, neither revoked nor expired, whose
+// recorded scopes hold cordon:read; a NATS request proves nothing about
+// its sender, so a token bound to networks or a device is refused.
+type AdminAuth struct {
+	enf    *enforce.Enforcer
+	ledger *adminauth.Follower
+	auth   *adminauth.Authenticator
 }
 
-// AdminTenant is the tenant of Cordon's own admin tokens.
-const AdminTenant = "cordon"
+// StartAdminAuth starts on js what AdminAuth needs — an enforcer
+// (enforce.Options{ID: "auditor-api", Service: "cordon"}, no usage events)
+// following the keys and denylist buckets, and a follower of the admin
+// ledger — and returns once both are current. Close it when done.
+func StartAdminAuth(ctx context.Context, js jetstream.JetStream, anchors token.Anchors, log zerolog.Logger) (*AdminAuth, error) {
+	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: adminauth.Audience, DisableUsage: true, TrustAnchors: anchors, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("analyst API: %w", err)
+	}
+	if err := enf.Start(ctx, js); err != nil {
+		enf.Close()
+		return nil, fmt.Errorf("analyst API: %w", err)
+	}
+	ledger, err := adminauth.Follow(ctx, adminauth.FollowOptions{JS: js, Log: log})
+	if err != nil {
+		enf.Close()
+		return nil, fmt.Errorf("analyst API: %w", err)
+	}
+	auth, err := adminauth.New(adminauth.Options{Keys: enf, Ledger: ledger, Denylist: enf})
+	if err != nil {
+		ledger.Close()
+		enf.Close()
+		return nil, fmt.Errorf("analyst API: %w", err)
+	}
+	return &AdminAuth{enf: enf, ledger: ledger, auth: auth}, nil
+}
 
-// Authorize implements Authorizer.
-func (a EnforcerAuth) Authorize(tok, scope string) (string, error) {
-	d := a.E.Check(&enforce.Request{Token: tok, Method: "NATS", Route: "cordon.cmd", Scope: scope, UserAgent: "cordon-cli"})
-	who := d.Tenant + "/" + d.Holder + ":" + d.TokenID
-	if d.TokenID == "" {
-		who = ""
+// Authorize implements Authorizer; the caller is "tenant/holder:token-id".
+func (a *AdminAuth) Authorize(ctx context.Context, tok, scope string) (string, error) {
+	c, err := a.auth.Authenticate(ctx, adminauth.Request{Token: tok, Scope: scope})
+	if err != nil {
+		return "", err
 	}
-	if !d.Allow {
-		switch d.Reason {
-		case enforce.ReasonMissing:
-			return who, fmt.Errorf("%w: no token: send a Cordon admin token in \"auth\"", ErrUnauthenticated)
-		case enforce.ReasonMalformed, enforce.ReasonUnknownKey, enforce.ReasonBadSignature, enforce.ReasonNotYetValid,
-			enforce.ReasonExpired, enforce.ReasonRevoked, enforce.ReasonDenylistStale:
-			return who, fmt.Errorf("%w: token rejected: %s", ErrUnauthenticated, d.Reason)
-		}
-		return who, fmt.Errorf("%w: token %s (%s/%s) may not read Cordon's data: %s (want audience %q and scope %s)",
-			ErrForbidden, d.TokenID, d.Tenant, d.Holder, d.Reason, a.E.Options().Service, scope)
-	}
-	if d.Tenant != AdminTenant {
-		return who, fmt.Errorf("%w: token %s belongs to tenant %q; the analyst API takes tokens of tenant %q", ErrForbidden, d.TokenID, d.Tenant, AdminTenant)
-	}
-	return who, nil
+	return c.Actor(), nil
+}
+
+// Close stops following the buckets and the ledger.
+func (a *AdminAuth) Close() error {
+	a.ledger.Close()
+	return a.enf.Close()
 }
 
 // EncodeResult encodes a result as ClickHouse's JSONCompact output, from

@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natstest"
-	"github.com/cordonhq/cordon/pkg/enforce"
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -39,17 +39,14 @@ func startQueryEnv(t *testing.T, db string, o auditor.QueryOptions) *queryEnv {
 		t.Fatal(err)
 	}
 	q.env.PublishKey(t, q.signer)
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: "cordon", DisableUsage: true, TrustAnchors: q.env.Anchors(), Log: zerolog.Nop()})
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	auth, err := auditor.StartAdminAuth(sctx, q.env.JS, q.env.Anchors(), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { enf.Close() })
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := enf.Start(sctx, q.env.JS); err != nil {
-		t.Fatal(err)
-	}
-	o.NC, o.Store, o.Auth, o.Log = q.env.NC, q.store, auditor.EnforcerAuth{E: enf}, zerolog.New(zerolog.NewTestWriter(t))
+	t.Cleanup(func() { auth.Close() })
+	o.NC, o.Store, o.Auth, o.Log = q.env.NC, q.store, auth, zerolog.New(zerolog.NewTestWriter(t))
 	if q.srv, err = auditor.NewQueryServer(o); err != nil {
 		t.Fatal(err)
 	}
@@ -60,8 +57,29 @@ func startQueryEnv(t *testing.T, db string, o auditor.QueryOptions) *queryEnv {
 	return q
 }
 
-// mint returns a token of tenant, with scopes and audience, valid now.
+// mint returns a token of tenant, with scopes and audience, valid now,
+// recorded on the ledger as the issuer records the tokens it mints.
 func (q *queryEnv) mint(t *testing.T, tenant string, scopes, audience []string, mod ...func(*token.Claims)) (id, tok string) {
+	t.Helper()
+	c, tok := q.forge(t, tenant, scopes, audience, mod...)
+	e, err := events.New("issuer/test", time.Unix(c.IssuedAt, 0), &events.TokenIssued{TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder,
+		KeyID: q.signer.KeyID, Claims: adminauth.LedgerClaims(c), Actor: "issuer:test", BreakGlass: c.BreakGlass})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.env.JS.Publish(context.Background(), events.Subject(e), b); err != nil {
+		t.Fatal(err)
+	}
+	return c.ID, tok
+}
+
+// forge mints a token with the issuer's key without recording it: what an
+// attacker holding the key can do.
+func (q *queryEnv) forge(t *testing.T, tenant string, scopes, audience []string, mod ...func(*token.Claims)) (token.Claims, string) {
 	t.Helper()
 	now := time.Now()
 	c := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: tenant, Holder: "admin", Scopes: scopes, Audience: audience,
@@ -73,7 +91,7 @@ func (q *queryEnv) mint(t *testing.T, tenant string, scopes, audience []string, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.ID, tok
+	return c, tok
 }
 
 func (q *queryEnv) admin(t *testing.T) string {

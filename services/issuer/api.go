@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -28,9 +29,9 @@ const (
 // The admin API's identity and scopes. The bootstrap admin token carries
 // all of AdminScopes; a caller needs the one scope its operation names.
 const (
-	AdminTenant   = "cordon"
+	AdminTenant   = adminauth.Tenant
 	AdminHolder   = "admin"
-	AdminAudience = "cordon"
+	AdminAudience = adminauth.Audience
 
 	ScopeIssue  = "cordon:issue"  // mint tokens
 	ScopeRotate = "cordon:rotate" // rotate tokens
@@ -218,9 +219,11 @@ type ErrorBody struct {
 }
 
 // CmdRequest is the JSON request on the cordon.cmd.issue, .rotate, .list
-// and .inspect subjects. Auth is the caller's admin token. Issue and rotate
-// require an idempotency key: a request replayed with the same key (by the
-// same caller) returns the original result instead of acting twice.
+// and .inspect subjects. Auth is the caller's admin token; one bound to
+// networks or a device is refused over NATS (use the HTTPS API). Issue and
+// rotate require an idempotency key: a request replayed with the same key
+// and the same admin token returns the original result instead of acting
+// twice; another token never gets it.
 type CmdRequest struct {
 	Auth           string         `json:"auth"`
 	IdempotencyKey string         `json:"idempotency_key,omitempty"`

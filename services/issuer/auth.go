@@ -1,75 +1,77 @@
 package issuer
 
 import (
+	"context"
 	"fmt"
-	"slices"
-	"strings"
+	"time"
 
-	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/pkg/adminauth"
 )
 
-// Caller is an authenticated user of the admin API.
-type Caller struct {
-	TokenID string
-	Tenant  string
-	Holder  string
-	KeyID   string
-	Scopes  []string
-}
+// Caller is an authenticated user of the admin API; its scopes are the
+// ones the ledger recorded for its token.
+type Caller = adminauth.Caller
 
-// Actor is how the caller is recorded on the ledger: "tenant/holder:token-id".
-func (c *Caller) Actor() string { return c.Tenant + "/" + c.Holder + ":" + c.TokenID }
+// catchUpTimeout bounds how long an admin request waits for the registry
+// to apply the ledger as it stood when the request came in.
+const catchUpTimeout = 5 * time.Second
 
-// HasScope reports whether the caller holds a scope covering want.
-func (c *Caller) HasScope(want string) bool {
-	return slices.ContainsFunc(c.Scopes, func(g string) bool { return token.ScopeCovers(g, want) })
-}
-
-// Authenticate verifies an admin token for an operation needing scope: it
-// must be signed by one of this issuer's own keys (Ed25519 verification;
-// the format's checksum is compared in constant time), be within its
-// validity period, be in the registry and not revoked, be for tenant
-// "cordon" with audience "cordon", and carry the scope. Failures wrap
-// ErrUnauthenticated (who are you?) or ErrForbidden (not allowed).
-func (i *Issuer) Authenticate(tok, scope string) (*Caller, error) {
+// Authenticate verifies an admin token for an operation needing
+// req.Scope, with the control plane's one set of rules (pkg/adminauth):
+// signed by one of this issuer's own keys, within its validity period, for
+// tenant "cordon" and audience "cordon", known to the registry with exactly
+// the claims the ledger recorded at issue, neither revoked, expired nor
+// rotated past its grace period, the registry's scopes covering the
+// operation, and its environment, windows, networks and device satisfied by
+// what the transport knows (req.Peer). Failures wrap ErrUnauthenticated
+// (who are you?), ErrForbidden (not allowed) or adminauth.ErrUnavailable.
+func (i *Issuer) Authenticate(ctx context.Context, req adminauth.Request) (*Caller, error) {
 	if !i.ready.Load() {
 		return nil, ErrNotReady
 	}
-	return i.authenticate(tok, scope)
+	return i.admins.Authenticate(ctx, req)
 }
 
-func (i *Issuer) authenticate(tok, scope string) (*Caller, error) {
-	if tok == "" {
-		return nil, fmt.Errorf("%w: no admin token: send \"Authorization: Bearer <token>\"", ErrUnauthenticated)
-	}
-	t, err := i.keys.ring.Verify(tok)
+// ledgerView is the registry as the admin authenticator's ledger view: the
+// issuer follows the whole ledger already, so it is not followed twice.
+type ledgerView struct{ i *Issuer }
+
+// Lookup implements adminauth.Ledger: it waits until the registry has
+// applied the ledger as it stands now, then returns the token's record.
+func (v ledgerView) Lookup(ctx context.Context, id string) (adminauth.Record, bool, error) {
+	i := v.i
+	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+	defer cancel()
+	info, err := i.stream.Info(ctx)
 	if err != nil {
-		// token errors describe the format, never echo the token
-		return nil, fmt.Errorf("%w: admin token rejected: %v", ErrUnauthenticated, err)
+		return adminauth.Record{}, false, fmt.Errorf("ledger state: %w", err)
 	}
-	now := i.now()
-	if now.Before(t.NotBeforeTime()) {
-		return nil, fmt.Errorf("%w: admin token %s is not valid before %s", ErrUnauthenticated, t.ID, t.NotBeforeTime().UTC())
+	if err := i.reg.waitSeq(ctx, info.State.LastSeq); err != nil {
+		return adminauth.Record{}, false, fmt.Errorf("registry behind the ledger (sequence %d): %w", info.State.LastSeq, err)
 	}
-	if !now.Before(t.ExpiryTime()) {
-		return nil, fmt.Errorf("%w: admin token %s expired at %s", ErrUnauthenticated, t.ID, t.ExpiryTime().UTC())
-	}
-	info, ok := i.reg.get(t.ID, now)
+	rec, ok := i.reg.record(id, i.now())
+	return rec, ok, nil
+}
+
+// record is what the registry holds about a token, as the admin
+// authenticator reads it.
+func (r *registry) record(id string, now time.Time) (adminauth.Record, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.tokens[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: admin token %s is not in the ledger", ErrUnauthenticated, t.ID)
+		return adminauth.Record{}, false
 	}
-	if info.Status == StatusRevoked || info.Status == StatusExpired {
-		return nil, fmt.Errorf("%w: admin token %s is %s", ErrUnauthenticated, t.ID, info.Status)
+	info := e.snapshot(now)
+	rec := adminauth.Record{
+		TokenID: info.ID, Tenant: info.Tenant, Holder: info.Holder, KeyID: info.KeyID,
+		Claims: info.Claims, BreakGlass: info.BreakGlass, IssuedAt: e.issued,
+		Revoked: info.RevokedAt != nil, ExpiryRecorded: e.expiredEvent, SuccessorID: info.SuccessorID,
 	}
-	if t.Tenant != AdminTenant || !slices.Contains(t.Audience, AdminAudience) {
-		return nil, fmt.Errorf("%w: token %s (%s/%s, audience %s) is not for the Cordon API: want tenant %q and audience %q",
-			ErrForbidden, t.ID, t.Tenant, t.Holder, strings.Join(t.Audience, ","), AdminTenant, AdminAudience)
+	if info.GraceUntil != nil {
+		rec.GraceUntil = *info.GraceUntil
 	}
-	c := &Caller{TokenID: t.ID, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, Scopes: t.Scopes}
-	if !c.HasScope(scope) {
-		return nil, fmt.Errorf("%w: token %s lacks scope %s (has %s)", ErrForbidden, t.ID, scope, strings.Join(t.Scopes, ", "))
-	}
-	return c, nil
+	return rec, true
 }
 
 // authorizeGrant stops a caller from minting Cordon API scopes it does not

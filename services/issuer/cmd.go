@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/cordonhq/cordon/pkg/adminauth"
 )
 
 // Operations served over NATS request/reply.
@@ -65,12 +67,14 @@ func (i *Issuer) runCommand(op string, data []byte) (CmdReply, error) {
 		return CmdReply{}, err
 	}
 	scope := map[string]string{opIssue: ScopeIssue, opRotate: ScopeRotate, opList: ScopeRead, opInspect: ScopeRead}[op]
-	c, err := i.Authenticate(req.Auth, scope)
+	ctx, cancel := context.WithTimeout(i.bg, cmdTimeout)
+	defer cancel()
+	// A NATS request says nothing provable about its sender: a token bound
+	// to networks or a device is refused here (no Peer).
+	c, err := i.Authenticate(ctx, adminauth.Request{Token: req.Auth, Scope: scope})
 	if err != nil {
 		return CmdReply{}, err
 	}
-	ctx, cancel := context.WithTimeout(i.bg, cmdTimeout)
-	defer cancel()
 
 	switch op {
 	case opIssue:

@@ -4,16 +4,20 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/policy"
 )
 
 // Sentinel errors callers branch on. Errors from the policy package
 // (policy.ErrExceedsCeiling, policy.ErrUnknownHolder,
-// policy.ErrInvalidRequest) pass through wrapped.
+// policy.ErrInvalidRequest) pass through wrapped, and so does
+// adminauth.ErrUnavailable (503: the ledger could not be read).
+// ErrUnauthenticated and ErrForbidden are the admin authenticator's own,
+// shared by every control-plane service.
 var (
 	ErrBadRequest      = errors.New("bad request")
-	ErrUnauthenticated = errors.New("unauthenticated")
-	ErrForbidden       = errors.New("forbidden")
+	ErrUnauthenticated = adminauth.ErrUnauthenticated
+	ErrForbidden       = adminauth.ErrForbidden
 	ErrNotFound        = errors.New("not found")
 	ErrConflict        = errors.New("conflict")
 	ErrNotReady        = errors.New("issuer not ready")
@@ -37,7 +41,7 @@ func Classify(err error) (status int, code string) {
 		return http.StatusUnprocessableEntity, "unknown_holder"
 	case errors.Is(err, policy.ErrExceedsCeiling):
 		return http.StatusUnprocessableEntity, "exceeds_ceiling"
-	case errors.Is(err, ErrNotReady):
+	case errors.Is(err, ErrNotReady), errors.Is(err, adminauth.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	}
 	return http.StatusInternalServerError, "internal"

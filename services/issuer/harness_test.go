@@ -3,6 +3,7 @@ package issuer
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,24 +75,32 @@ type harness struct {
 	admin  string
 	grace  time.Duration
 	secret []string // every token string minted: must never reach logs or events
+	// tls, when set, makes the API serve HTTPS; client then talks to it.
+	tls    *tls.Config
+	client *http.Client
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	pol, err := policy.Load(defaultPolicy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{
-		t:    t,
-		env:  natstest.Run(t),
-		clk:  &clock{t: time.Now().UTC().Truncate(time.Second)},
-		pol:  pol,
-		dir:  t.TempDir(),
-		logs: &syncBuffer{},
-	}
+	h := &harness{t: t}
+	h.init()
 	h.start()
 	return h
+}
+
+// init sets up what start needs: NATS, a clock, the policy, a data
+// directory and the log buffer.
+func (h *harness) init() {
+	h.t.Helper()
+	pol, err := policy.Load(defaultPolicy)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.env = natstest.Run(h.t)
+	h.clk = &clock{t: time.Now().UTC().Truncate(time.Second)}
+	h.pol = pol
+	h.dir = h.t.TempDir()
+	h.logs = &syncBuffer{}
 }
 
 // start starts an issuer on the harness's NATS and data directory.
@@ -100,7 +109,7 @@ func (h *harness) start() {
 	iss, err := New(Options{
 		NC: h.env.NC, JS: h.env.JS, DataDir: h.dir, Policy: h.pol,
 		Logger: zerolog.New(h.logs), Source: "issuer/test", Now: h.clk.Now,
-		Grace: h.grace, Listen: "127.0.0.1:0", TickInterval: 10 * time.Millisecond,
+		Grace: h.grace, Listen: "127.0.0.1:0", TickInterval: 10 * time.Millisecond, TLS: h.tls,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -113,6 +122,9 @@ func (h *harness) start() {
 	h.t.Cleanup(func() { iss.Close() })
 	h.iss = iss
 	h.url = "http://" + iss.Addr()
+	if h.tls != nil {
+		h.url = "https://" + iss.Addr()
+	}
 	b, err := os.ReadFile(iss.AdminTokenPath())
 	if err != nil {
 		h.t.Fatal(err)
@@ -164,7 +176,11 @@ func (h *harness) do(method, path, tok string, body any) (int, []byte) {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if h.client != nil {
+		client = h.client
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -9,13 +9,17 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/cordonhq/cordon/pkg/adminauth"
 )
 
 // maxBody bounds a request body.
 const maxBody = 1 << 20
 
-// HeaderIdempotencyKey makes a POST replay-safe: the same key from the same
-// caller returns the original result.
+// HeaderIdempotencyKey makes a POST replay-safe: the same key presented
+// with the same admin token returns the original result. Keys are scoped to
+// the calling token: another token, even of the same holder, never gets
+// that result (it holds a minted token).
 const HeaderIdempotencyKey = "Idempotency-Key"
 
 // routes builds the HTTP API:
@@ -29,8 +33,9 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 //	POST /v1/keys/{kid}/retire     retire a key     (cordon:keys)
 //	GET  /healthz                  readiness        (no auth)
 //
-// Errors are JSON ErrorBody values with 400, 401, 403, 404, 409, 422, 503
-// or 500.
+// Metrics are not served here: `cordon issuer --metrics-listen` serves
+// Collector on a listener of its own. Errors are JSON ErrorBody values with
+// 400, 401, 403, 404, 409, 422, 503 or 500.
 func (i *Issuer) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/tokens", i.handleIssue)
@@ -40,7 +45,6 @@ func (i *Issuer) routes() http.Handler {
 	mux.HandleFunc("GET /v1/keys", i.handleKeys)
 	mux.HandleFunc("POST /v1/keys/rotate", i.handleKeyRotate)
 	mux.HandleFunc("POST /v1/keys/{kid}/retire", i.handleKeyRetire)
-	mux.Handle("GET /metrics", i.metricsHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !i.ready.Load() {
 			i.writeError(w, ErrNotReady)
@@ -54,7 +58,9 @@ func (i *Issuer) routes() http.Handler {
 	return mux
 }
 
-// auth authenticates the request's bearer token for scope.
+// auth authenticates the request's bearer token for scope, with what the
+// connection proves about the caller (socket address, TLS client
+// certificate).
 func (i *Issuer) auth(r *http.Request, scope string) (*Caller, error) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
@@ -64,7 +70,7 @@ func (i *Issuer) auth(r *http.Request, scope string) (*Caller, error) {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return nil, fmt.Errorf("%w: Authorization header is not \"Bearer <token>\"", ErrUnauthenticated)
 	}
-	return i.Authenticate(strings.TrimSpace(tok), scope)
+	return i.Authenticate(r.Context(), adminauth.Request{Token: strings.TrimSpace(tok), Scope: scope, Peer: adminauth.PeerOf(r)})
 }
 
 func (i *Issuer) handleIssue(w http.ResponseWriter, r *http.Request) {
@@ -217,8 +223,10 @@ func (i *Issuer) handleKeyRetire(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// idempotent runs fn once per (caller, op, key); without a key it just runs
-// fn. A replay of the key with a different request is a conflict.
+// idempotent runs fn once per (calling token, op, key); without a key it
+// just runs fn. A replay of the key with a different request is a
+// conflict. The calling token's id scopes the key, so that no other token
+// — not even one of the same holder — can replay it and read the result.
 func (i *Issuer) idempotent(c *Caller, op, key string, req any, fn func() (any, error)) (any, bool, error) {
 	if key == "" {
 		res, err := fn()
@@ -231,7 +239,7 @@ func (i *Issuer) idempotent(c *Caller, op, key string, req any, fn func() (any, 
 	if err != nil {
 		return nil, false, err
 	}
-	return i.idem.do(c.Tenant+"/"+c.Holder+"\x00"+op+"\x00"+key, sha256.Sum256(b), fn)
+	return i.idem.do(c.TokenID+"\x00"+op+"\x00"+key, sha256.Sum256(b), fn)
 }
 
 // decodeBody decodes a JSON body strictly. An empty body is allowed when

@@ -12,10 +12,17 @@
 //
 // The issuer is reachable over an HTTP JSON API, over NATS request/reply
 // (the cordon.cmd.* subjects) and in-process. Both remote APIs require an
-// admin token: a token this issuer signed, for tenant "cordon", with
-// audience "cordon" and the scope the operation needs, neither expired nor
-// revoked. At first start the issuer mints a bootstrap admin token into
-// DataDir/admin.token (0600) and logs that path, never the token.
+// admin token, judged by the control plane's one authenticator
+// (pkg/adminauth) with the registry as its ledger view: a token this issuer
+// signed, for tenant "cordon" and audience "cordon", that the ledger
+// recorded with exactly these claims, neither expired, revoked nor rotated
+// past its grace period, whose recorded scopes cover the operation and
+// whose network, window and device bindings hold (over HTTPS the socket
+// peer and the TLS client certificate; over NATS a bound token is
+// refused). At first start the issuer mints a bootstrap admin token into
+// DataDir/admin.token (0600) and logs that path, never the token. Its
+// Prometheus metrics (Collector) are served apart from the API, by
+// `cordon issuer --metrics-listen`.
 package issuer
 
 import (
@@ -39,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 )
@@ -78,7 +86,9 @@ type Options struct {
 	// Listen is the HTTP API address, such as 127.0.0.1:7400; empty serves
 	// no HTTP (Handler still works).
 	Listen string
-	// TLS, when set, makes the HTTP API serve HTTPS.
+	// TLS, when set, makes the HTTP API serve HTTPS. Unless it says
+	// otherwise, client certificates are requested (not required): a
+	// device-bound admin token is accepted only with its certificate.
 	TLS *tls.Config
 	// TickInterval is how often expiries and pending revocations are
 	// checked.
@@ -103,6 +113,9 @@ type Issuer struct {
 	keys    *keyStore
 	reg     *registry
 	idem    *idemTable
+	admins  *adminauth.Authenticator
+
+	stream jetstream.Stream // TOKENS, for the registry to catch up before authenticating
 
 	opMu sync.Mutex // serialises changes to the ledger
 
@@ -193,6 +206,10 @@ func New(o Options) (*Issuer, error) {
 		reg:     newRegistry(),
 		idem:    newIdemTable(o.IdempotencyEntries),
 	}
+	i.admins, err = adminauth.New(adminauth.Options{Keys: ks.ring, Ledger: ledgerView{i}, Now: o.Now})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
 	i.bg, i.cancel = context.WithCancel(context.Background())
 	i.handler = i.routes()
 	return i, nil
@@ -232,6 +249,7 @@ func (i *Issuer) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open %s stream (are Cordon's streams and buckets created?): %w", events.StreamTokens, err)
 	}
+	i.stream = stream
 	info, err := stream.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("%s stream info: %w", events.StreamTokens, err)
@@ -278,7 +296,13 @@ func (i *Issuer) start(ctx context.Context) error {
 	if i.opts.Listen != "" {
 		ln, err := net.Listen("tcp", i.opts.Listen)
 		if err == nil && i.opts.TLS != nil {
-			ln = tls.NewListener(ln, i.opts.TLS)
+			conf := i.opts.TLS.Clone()
+			if conf.ClientAuth == tls.NoClientCert {
+				// The handshake proves the caller holds the certificate's
+				// key; its thumbprint is checked against the token's device.
+				conf.ClientAuth = tls.RequestClientCert
+			}
+			ln = tls.NewListener(ln, conf)
 		}
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", i.opts.Listen, err)
@@ -492,16 +516,21 @@ func (i *Issuer) announcePolicy(ctx context.Context) error {
 
 // ensureAdminToken keeps a working bootstrap admin token in DataDir: if the
 // file is missing, or its token no longer authenticates (expired, revoked,
-// key retired), a new one is minted. It reports whether it minted one.
-// Callers hold opMu or run before serving.
+// key retired, not on the ledger), a new one is minted. A token refused
+// only for its context (networks or windows a policy gave cordon/admin)
+// is kept. It reports whether it minted one. Callers hold opMu or run
+// before serving.
 func (i *Issuer) ensureAdminToken(ctx context.Context) (bool, error) {
 	path := i.AdminTokenPath()
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
-		_, aerr := i.authenticate(strings.TrimSpace(string(b)), ScopeRead)
-		if aerr == nil {
+		_, aerr := i.admins.Authenticate(ctx, adminauth.Request{Token: strings.TrimSpace(string(b)), Scope: ScopeRead})
+		switch {
+		case aerr == nil, errors.Is(aerr, ErrForbidden):
 			return false, nil
+		case errors.Is(aerr, adminauth.ErrUnavailable):
+			return false, fmt.Errorf("check the bootstrap admin token: %w", aerr)
 		}
 		i.log.Warn().Str("path", path).Str("reason", aerr.Error()).Msg("bootstrap admin token no longer valid; minting a new one")
 	case !errors.Is(err, fs.ErrNotExist):

@@ -5,8 +5,6 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"net/http"
 )
 
 // counters are the issuer's monotonic counters.
@@ -37,6 +35,9 @@ var (
 type collector struct{ i *Issuer }
 
 // Collector exposes the issuer's counters and registry size to Prometheus.
+// The issuer does not serve it on its API: `cordon issuer
+// --metrics-listen ADDR` does, on a listener of its own, like every
+// service.
 func (i *Issuer) Collector() prometheus.Collector { return collector{i} }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -62,11 +63,4 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(n), status)
 	}
 	ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(len(i.keys.ids())))
-}
-
-// metricsHandler serves the issuer's metrics and the Go runtime's.
-func (i *Issuer) metricsHandler() http.Handler {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(i.Collector(), prometheus.NewGoCollector())
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

@@ -8,12 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -21,11 +21,11 @@ import (
 // Reply codes of cordon.cmd.revoke.
 const (
 	CodeBadRequest   = "bad_request"  // malformed request
-	CodeUnauthorized = "unauthorized" // no, invalid, expired or revoked auth token
-	CodeForbidden    = "forbidden"    // valid token without audience "cordon" and scope "cordon:revoke"
+	CodeUnauthorized = "unauthorized" // no, invalid, expired or revoked auth token, or one the ledger does not know as presented
+	CodeForbidden    = "forbidden"    // a genuine admin token without tenant and audience "cordon" or scope "cordon:revoke", or outside its windows, or bound to networks or a device (which NATS cannot prove)
 	CodeNotFound     = "not_found"    // unknown token id
 	CodeConflict     = "conflict"     // idempotency key reused for a different request
-	CodeInternal     = "internal"     // the revocation failed; retry with the same idempotency key
+	CodeInternal     = "internal"     // the revocation failed, or the ledger could not be read; retry with the same idempotency key
 )
 
 // MaxRequestSize bounds a cordon.cmd.revoke request.
@@ -33,11 +33,13 @@ const MaxRequestSize = 64 << 10
 
 // CommandRequest is the JSON body of a cordon.cmd.revoke request.
 type CommandRequest struct {
-	// Auth is a Cordon token with audience "cordon" and scope
-	// "cordon:revoke" (or "cordon:*"). It is never logged.
+	// Auth is a Cordon admin token (tenant and audience "cordon") that the
+	// ledger knows, with scope "cordon:revoke" (or "cordon:*"); see
+	// pkg/adminauth. It is never logged.
 	Auth string `json:"auth"`
-	// IdempotencyKey, when set, makes a retry return the first reply
-	// without acting again.
+	// IdempotencyKey, when set, makes a retry with the same auth token
+	// return the first reply without acting again. Keys are scoped to the
+	// auth token: another token never gets that reply.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// Kind is token, holder, key, tenant or before.
 	Kind    string    `json:"kind"`
@@ -127,20 +129,22 @@ func (r *Revoker) command(ctx context.Context, data []byte) Reply {
 		return rep
 	}
 	actor := caller.Tenant + "/" + caller.Holder
-	log := r.o.Log.With().Str("caller", actor).Str("caller_token_id", caller.ID).Str("kind", req.Kind).
+	log := r.o.Log.With().Str("caller", actor).Str("caller_token_id", caller.TokenID).Str("kind", req.Kind).
 		Str("idempotency_key", req.IdempotencyKey).Logger()
 	if len(req.IdempotencyKey) > 256 {
 		return failure(CodeBadRequest, "idempotency_key is longer than 256 characters")
 	}
 
-	// The fingerprint covers the request without its credential, so a
-	// retry with a refreshed token is still the same request.
+	// The key is scoped to the calling token: another token — even of the
+	// same holder — replaying it gets a request of its own, never this
+	// one's reply. The fingerprint covers the request without its
+	// credential.
 	req.Auth = ""
 	canon, _ := json.Marshal(req)
 	fp := sha256.Sum256(canon)
 	idemKey := ""
 	if req.IdempotencyKey != "" {
-		idemKey = actor + "\x00" + req.IdempotencyKey
+		idemKey = caller.TokenID + "\x00" + req.IdempotencyKey
 		// Serialise requests per key so that a concurrent retry waits for
 		// the first one and gets its reply.
 		unlock := r.idem.lock(idemKey)
@@ -174,43 +178,46 @@ func (r *Revoker) command(ctx context.Context, data []byte) Reply {
 	return rep
 }
 
-// authenticate verifies a caller's Cordon token: signed by a key of the
-// `keys` bucket, within its validity, not revoked, with the audience and
-// scope the revoker requires. A nil token comes with the refusal.
-func (r *Revoker) authenticate(ctx context.Context, auth string) (*token.Token, Reply) {
-	if auth == "" {
-		return nil, failure(CodeUnauthorized, "missing auth token")
-	}
-	tok, err := r.keyring.Verify(auth)
+// startAdmin follows the admin tokens' ledger and builds the authenticator
+// of cordon.cmd.revoke: the keys bucket's keyring verifies signatures, the
+// ledger view says which admin tokens exist with which claims, and the
+// denylist's token entries and rules are checked too.
+func (r *Revoker) startAdmin(ctx context.Context) error {
+	f, err := adminauth.Follow(ctx, adminauth.FollowOptions{JS: r.o.JS, Log: r.o.Log, Now: r.o.Now})
 	if err != nil {
-		return nil, failure(CodeUnauthorized, "auth token rejected: %v", err)
+		return fmt.Errorf("revoker: %w", err)
 	}
-	now := r.now()
-	const skew = 30 * time.Second
-	if !now.Before(tok.ExpiryTime()) {
-		return nil, failure(CodeUnauthorized, "auth token %s expired at %s", tok.ID, tok.ExpiryTime().UTC().Format(time.RFC3339))
-	}
-	if now.Add(skew).Before(tok.NotBeforeTime()) {
-		return nil, failure(CodeUnauthorized, "auth token %s is not valid before %s", tok.ID, tok.NotBeforeTime().UTC().Format(time.RFC3339))
-	}
-	info := TokenInfo{ID: tok.ID, Tenant: tok.Tenant, Holder: tok.Holder, KeyID: tok.KeyID, IssuedAt: time.Unix(tok.IssuedAt, 0)}
-	if known, ok := r.index.get(tok.ID, now); ok && known.Revoked {
-		return nil, failure(CodeUnauthorized, "auth token %s is revoked", tok.ID)
-	}
-	revoked, err := r.denied(ctx, info)
+	r.adminLedger = f
+	r.admins, err = adminauth.New(adminauth.Options{Keys: r.keyring, Ledger: f, Denylist: denylistView{r}, Now: r.o.Now})
 	if err != nil {
-		return nil, failure(CodeInternal, "check auth token: %v", err)
+		return fmt.Errorf("revoker: %w", err)
 	}
-	if revoked {
-		return nil, failure(CodeUnauthorized, "auth token %s is revoked", tok.ID)
+	return nil
+}
+
+// denylistView is the revoker's denylist as adminauth reads it.
+type denylistView struct{ r *Revoker }
+
+// Revoked implements adminauth.Denylist, reading the bucket directly.
+func (d denylistView) Revoked(ctx context.Context, t *token.Token) (bool, error) {
+	return d.r.denied(ctx, TokenInfo{ID: t.ID, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, IssuedAt: time.Unix(t.IssuedAt, 0)})
+}
+
+// authenticate judges a caller's token with the control plane's admin
+// authenticator (pkg/adminauth). A NATS request proves nothing about its
+// sender, so a token bound to networks or a device is refused. A nil
+// caller comes with the refusal.
+func (r *Revoker) authenticate(ctx context.Context, auth string) (*adminauth.Caller, Reply) {
+	c, err := r.admins.Authenticate(ctx, adminauth.Request{Token: auth, Scope: r.o.Scope})
+	switch {
+	case err == nil:
+		return c, Reply{}
+	case errors.Is(err, adminauth.ErrForbidden):
+		return nil, failure(CodeForbidden, "%v", err)
+	case errors.Is(err, adminauth.ErrUnauthenticated):
+		return nil, failure(CodeUnauthorized, "%v", err)
 	}
-	if !slices.Contains(tok.Audience, r.o.Audience) {
-		return nil, failure(CodeForbidden, "auth token %s is not for audience %q", tok.ID, r.o.Audience)
-	}
-	if !tok.HasScope(r.o.Scope) {
-		return nil, failure(CodeForbidden, "auth token %s lacks scope %q", tok.ID, r.o.Scope)
-	}
-	return tok, Reply{}
+	return nil, failure(CodeInternal, "%v (retry)", err)
 }
 
 // idemCache remembers successful replies by idempotency key, bounded in

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natstest"
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/revoker"
@@ -114,12 +115,30 @@ func newID(t *testing.T) string {
 	return id.String()
 }
 
-// mint mints a token with f.signer; zero times default to valid for an hour.
+// mint mints a token with f.signer and records it on the ledger, as the
+// issuer does; zero times default to valid for an hour.
 func (f *fixture) mint(c token.Claims) string {
 	return f.mintWith(f.signer, c)
 }
 
+// mintWith mints with s and records the token on the ledger.
 func (f *fixture) mintWith(s token.Signer, c token.Claims) string {
+	f.t.Helper()
+	tok, c := f.forgeWith(s, c)
+	f.publish(time.Unix(c.IssuedAt, 0), &events.TokenIssued{TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder, KeyID: s.KeyID,
+		Claims: adminauth.LedgerClaims(c), Actor: "issuer:test", BreakGlass: c.BreakGlass})
+	return tok
+}
+
+// forge mints with f.signer outside the issuer: the ledger knows nothing
+// of it.
+func (f *fixture) forge(c token.Claims) string {
+	f.t.Helper()
+	tok, _ := f.forgeWith(f.signer, c)
+	return tok
+}
+
+func (f *fixture) forgeWith(s token.Signer, c token.Claims) (string, token.Claims) {
 	f.t.Helper()
 	if c.ID == "" {
 		c.ID = newID(f.t)
@@ -135,7 +154,7 @@ func (f *fixture) mintWith(s token.Signer, c token.Claims) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return tok
+	return tok, c
 }
 
 // tok is a token on the ledger.

@@ -18,6 +18,12 @@
 //     expiry, break-glass) from the last MaxTokenTTL of the ledger; bulk
 //     revocations use it to publish one ledger event per affected token;
 //   - a durable consumer of ANOMALIES that applies the response policy.
+//
+// Callers of cordon.cmd.revoke are authenticated by pkg/adminauth, the
+// control plane's one admin authenticator: against the keys bucket, a view
+// of the admin tokens' ledger (an ordered consumer of tenant "cordon"'s
+// TOKENS events) and the denylist. Idempotency keys are scoped to the
+// calling token.
 package revoker
 
 import (
@@ -32,6 +38,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/response"
@@ -80,11 +87,13 @@ type Options struct {
 	ResolveQuiet time.Duration
 	// MaxResponses bounds the anomaly-response records kept (default 1000).
 	MaxResponses int
-	// Audience and Scope are what a cordon.cmd.revoke caller's token must
-	// carry (defaults "cordon" and "cordon:revoke"; "cordon:*" also covers
-	// the scope).
+	// Audience is the audience of a cordon.cmd.revoke caller's token; it
+	// can only be "cordon" (the default), the control plane's audience
+	// (pkg/adminauth).
 	Audience string
-	Scope    string
+	// Scope is what a caller's admin token must hold, as the ledger
+	// recorded it (default "cordon:revoke"; "cordon:*" also covers it).
+	Scope string
 	// TrustAnchors endorse the signing keys taken from the keys bucket to
 	// authenticate cordon.cmd.revoke callers; a key without a valid
 	// endorsement is ignored. Required.
@@ -129,7 +138,10 @@ func (o *Options) defaults() error {
 		o.MaxResponses = 1000
 	}
 	if o.Audience == "" {
-		o.Audience = "cordon"
+		o.Audience = adminauth.Audience
+	}
+	if o.Audience != adminauth.Audience {
+		return fmt.Errorf("revoker: audience %q: admin tokens are for audience %q", o.Audience, adminauth.Audience)
 	}
 	if o.Scope == "" {
 		o.Scope = "cordon:revoke"
@@ -159,6 +171,10 @@ type Revoker struct {
 	consumers            []jetstream.ConsumeContext
 	keyWatch             jetstream.KeyWatcher
 	sub                  *nats.Subscription
+
+	// admins authenticates cordon.cmd.revoke callers against adminLedger.
+	admins      *adminauth.Authenticator
+	adminLedger *adminauth.Follower
 
 	respMu    sync.Mutex
 	responses []ResponseRecord
@@ -225,6 +241,9 @@ func (r *Revoker) start(ctx context.Context) error {
 		return err
 	}
 	if err := r.startIndex(ctx); err != nil {
+		return err
+	}
+	if err := r.startAdmin(ctx); err != nil {
 		return err
 	}
 	tokens, err := js.CreateOrUpdateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{
@@ -304,6 +323,9 @@ func (r *Revoker) Close() error {
 		}
 		if r.keyWatch != nil {
 			_ = r.keyWatch.Stop()
+		}
+		if r.adminLedger != nil {
+			r.adminLedger.Close()
 		}
 		r.cancel()
 		r.wg.Wait()
