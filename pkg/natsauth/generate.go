@@ -19,6 +19,11 @@ import (
 // Generate writes next to the seeds.
 const AuthConfFile = "auth.conf"
 
+// CredsSubdir is the directory, inside a Cordon data directory, where the
+// embedded system (`cordon up`) keeps the identities it generates for its
+// services and for the CLI, and where the CLI looks for them.
+const CredsSubdir = "creds"
+
 // SeedFile returns the path of role's seed file in dir: DIR/<role>.nk.
 // Enforcers have one seed each: EnforcerSeedFile.
 func SeedFile(dir string, r Role) string { return filepath.Join(dir, string(r)+".nk") }
