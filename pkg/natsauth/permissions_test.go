@@ -444,6 +444,15 @@ func TestIssuerPermissions(t *testing.T) {
 				return iss.js.DeleteStream(ctx, events.StreamTokens)
 			})
 		})
+		for _, d := range []string{natsauth.DurableRevokerTokens, natsauth.DurableAuditorLedger} {
+			t.Run("delete durable "+d, func(t *testing.T) {
+				subj := "$JS.API.CONSUMER.DELETE.TOKENS." + d
+				iss.refused(t, "Publish", subj, func(ctx context.Context) error {
+					_, err := iss.nc.RequestWithContext(ctx, subj, nil)
+					return err
+				})
+			})
+		}
 	})
 }
 
@@ -587,6 +596,14 @@ func TestRevokerPermissions(t *testing.T) {
 				return err
 			})
 		})
+		t.Run("squat the auditor's ledger durable", func(t *testing.T) {
+			subj := "$JS.API.CONSUMER.CREATE.TOKENS.auditor-ledger"
+			body := `{"stream_name":"TOKENS","config":{"durable_name":"auditor-ledger","filter_subject":"cordon.token.>","ack_policy":"none","deliver_policy":"new"}}`
+			rev.refused(t, "Publish", subj, func(ctx context.Context) error {
+				_, err := rev.nc.RequestWithContext(ctx, subj, []byte(body))
+				return err
+			})
+		})
 		t.Run("read usage", func(t *testing.T) {
 			subj := "$JS.API.CONSUMER.CREATE.USAGE.auditor-usage.cordon.usage.>"
 			rev.refused(t, "Publish", subj, func(ctx context.Context) error {
@@ -667,6 +684,37 @@ func testAuditor(t *testing.T, o setup) {
 				t.Fatalf("%s: ack floor %d (want %d), %d unacknowledged", d.name, info.AckFloor.Stream, d.want, info.NumAckPending)
 			}
 		}
+		// The detectors read both streams in order with ordered consumers
+		// filtered on one subject each, from a checkpoint's sequence, as
+		// services/auditor detection.go does.
+		for _, d := range []struct {
+			stream, filter string
+			from           uint64
+			want           int
+		}{
+			{events.StreamUsage, events.SubjectUsagePrefix + ">", 0, 50},
+			{events.StreamUsage, events.SubjectUsagePrefix + ">", 41, 10},
+			{events.StreamTokens, events.SubjectTokenPrefix + ">", 0, 1},
+		} {
+			cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+			if d.from > 0 {
+				cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, d.from
+			}
+			c, err := aud.js.OrderedConsumer(ctx, d.stream, cfg)
+			if err != nil {
+				t.Fatalf("ordered consumer on %s: %v", d.stream, err)
+			}
+			it, err := c.Messages()
+			if err != nil {
+				t.Fatalf("ordered consumer on %s: %v", d.stream, err)
+			}
+			for i := range d.want {
+				if _, err := it.Next(); err != nil {
+					t.Fatalf("ordered consumer on %s: message %d: %v", d.stream, i, err)
+				}
+			}
+			it.Stop()
+		}
 		fut, err := aud.js.PublishAsync("cordon.anomaly.high.acme.t1", []byte(`{}`), jetstream.WithMsgID("a1"))
 		if err != nil {
 			t.Fatal(err)
@@ -695,6 +743,32 @@ func testAuditor(t *testing.T, o setup) {
 		t.Run("put a denylist entry", func(t *testing.T) {
 			aud.refused(t, "Publish", "$KV.denylist.tok.x", func(ctx context.Context) error { return publishAck(ctx, aud, "$KV.denylist.tok.x") })
 		})
+		t.Run("read signing-key events in order", func(t *testing.T) {
+			aud.refusedWhere(t, "Publish", "$JS.API.CONSUMER.CREATE.TOKENS.", func(ctx context.Context) error {
+				c, err := aud.js.OrderedConsumer(ctx, events.StreamTokens, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectKeyPrefix + ">"}})
+				if err != nil {
+					return err
+				}
+				_, err = c.Fetch(1, jetstream.FetchMaxWait(4*time.Second))
+				return err
+			})
+		})
+		// The body of a create carries the configuration: by name alone,
+		// a create, pull or delete could squat, drain or reset another
+		// service's durable. Each is refused by name.
+		squat := `{"stream_name":"TOKENS","config":{"durable_name":"revoker-tokens","filter_subject":"cordon.token.>","ack_policy":"none","deliver_policy":"new"}}`
+		for _, r := range []struct{ what, subject, body string }{
+			{"squat the revoker's durable", "$JS.API.CONSUMER.CREATE.TOKENS.revoker-tokens", squat},
+			{"pull from the revoker's durable", "$JS.API.CONSUMER.MSG.NEXT.TOKENS.revoker-tokens", `{"batch":1}`},
+			{"delete the revoker's durable", "$JS.API.CONSUMER.DELETE.TOKENS.revoker-tokens", ``},
+		} {
+			t.Run(r.what, func(t *testing.T) {
+				aud.refused(t, "Publish", r.subject, func(ctx context.Context) error {
+					_, err := aud.nc.RequestWithContext(ctx, r.subject, []byte(r.body))
+					return err
+				})
+			})
+		}
 		t.Run("use the revoker's consumer", func(t *testing.T) {
 			subj := "$JS.API.CONSUMER.CREATE.TOKENS.revoker-tokens.cordon.token.>"
 			aud.refused(t, "Publish", subj, func(ctx context.Context) error {

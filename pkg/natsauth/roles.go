@@ -184,8 +184,8 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.durable(events.StreamUsage, DurableAuditorUsage)
 		p.durable(events.StreamTokens, DurableAuditorLedger)
 		p.durable(events.StreamAnomalies, DurableAuditorAnomalies)
-		p.readInOrder(events.StreamUsage)
-		p.readInOrder(events.StreamTokens)
+		p.readInOrder(events.StreamUsage, events.SubjectUsagePrefix+">")
+		p.readInOrder(events.StreamTokens, events.SubjectTokenPrefix+">")
 		p.kvRead(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
 		p.bootstrap()
@@ -230,6 +230,24 @@ var guarded = []string{
 type perms struct {
 	pubs, subs []string
 	responses  bool
+	// own are the durable consumers of the role ("<stream>.<name>").
+	own []string
+}
+
+// durables are the durable consumers of Cordon's services, as
+// "<stream>.<name>". A role that may create, read from or delete consumers
+// with random names on a stream (ordered consumers, KV watches) could name
+// one of these — the request body carries the configuration, so a create
+// by name can squat or reconfigure another service's durable (deliver only
+// new messages, no acknowledgements), a pull can steal its messages and a
+// delete drops its position. Every such subject of a durable the role does
+// not own is denied by name.
+var durables = []string{
+	events.StreamUsage + "." + DurableAuditorUsage,
+	events.StreamTokens + "." + DurableAuditorLedger,
+	events.StreamAnomalies + "." + DurableAuditorAnomalies,
+	events.StreamTokens + "." + DurableRevokerTokens,
+	events.StreamAnomalies + "." + DurableRevokerAnomalies,
 }
 
 func (p *perms) pub(subjects ...string) { p.pubs = append(p.pubs, subjects...) }
@@ -274,13 +292,17 @@ func (p *perms) ordered(stream string) {
 }
 
 // readInOrder allows the ordered consumers the auditor's detectors read
-// with. They name their subjects in FilterSubjects, so the create request
-// carries no filter token: unlike ordered, it cannot re-create another
-// service's durable consumer with that durable's filter.
-func (p *perms) readInOrder(stream string) {
+// stream with, filtered on filter (services/auditor detection.go). nats.go
+// puts a single filter into the create subject
+// ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), so exactly that
+// filter is allowed there, besides the unfiltered form. The consumer name
+// is random and cannot be allowed by name; the durables of the other
+// services are denied by name instead (see durables).
+func (p *perms) readInOrder(stream, filter string) {
 	p.pub(
 		"$JS.API.STREAM.INFO."+stream,
 		"$JS.API.CONSUMER.CREATE."+stream+".*",
+		"$JS.API.CONSUMER.CREATE."+stream+".*."+filter,
 		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
 		"$JS.API.CONSUMER.INFO."+stream+".*",
 		"$JS.API.CONSUMER.DELETE."+stream+".*",
@@ -292,6 +314,7 @@ func (p *perms) readInOrder(stream string) {
 // $JS.ACK.<stream>.<consumer>.… (or $JS.ACK.<domain>.<account hash>.… with
 // the server's js_ack_fc_v2 feature flag).
 func (p *perms) durable(stream, name string) {
+	p.own = append(p.own, stream+"."+name)
 	p.pub(
 		"$JS.API.STREAM.INFO."+stream,
 		"$JS.API.CONSUMER.CREATE."+stream+"."+name,
@@ -355,6 +378,18 @@ func (p *perms) build() *server.Permissions {
 	for _, g := range guarded {
 		if !coveredBy(g, pubs) {
 			deny = append(deny, g)
+		}
+	}
+	for _, d := range durables {
+		if slices.Contains(p.own, d) {
+			continue
+		}
+		for _, api := range []string{"CREATE", "DELETE", "MSG.NEXT"} {
+			for _, s := range []string{"$JS.API.CONSUMER." + api + "." + d, "$JS.API.CONSUMER." + api + "." + d + ".>"} {
+				if coveredBy(s, pubs) {
+					deny = append(deny, s)
+				}
+			}
 		}
 	}
 	out := &server.Permissions{
