@@ -6,16 +6,18 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/up"
+	"github.com/cordonhq/cordon/pkg/natsauth"
 )
 
 func runUp(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "up", "up [flags]")
 	var o up.Options
-	fs.StringVar(&o.DataDir, "data", ".cordon", "data directory (NATS, chDB, keys, admin token, detector state)")
+	fs.StringVar(&o.DataDir, "data", ".cordon", "data directory (NATS and its identities in creds/, chDB, keys, admin token, detector state); made 0700")
 	fs.StringVar(&o.PolicyFile, "policy", "", "policy file (default: the embedded demo policy)")
 	fs.StringVar(&o.RoutesFile, "routes", "", "routes file of the protected service (default: the embedded demo routes)")
 	fs.IntVar(&o.NATSPort, "nats-port", 4222, "client port of the embedded NATS server (-1: any free port)")
@@ -38,7 +40,8 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	}
 	defer sys.Close()
 	env.Log.Info().Str("nats", sys.NATS.ClientURL()).Str("api", "http://"+sys.Issuer.Addr()).Str("proxy", sys.ProxyURL).
-		Str("admin_token_file", sys.Issuer.AdminTokenPath()).Msg("cordon is up")
+		Str("admin_token_file", sys.Issuer.AdminTokenPath()).Str("nats_creds", sys.CredsDir).
+		Str("admin_nats_creds", sys.CredsFile(natsauth.RoleAdmin)).Msg("cordon is up")
 	if *demo {
 		rep, err := up.Drill(ctx, sys, env.Stdout)
 		if err != nil {
@@ -50,13 +53,18 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 			return nil
 		}
 	}
+	where := "from this directory, the CLI finds the admin's NATS identity (" + sys.CredsFile(natsauth.RoleAdmin) + ") and token by itself"
+	if filepath.Clean(o.DataDir) != filepath.Dir(DefaultCredsDir) {
+		where = "NATS refuses anonymous clients: pass --nats-creds " + sys.CredsFile(natsauth.RoleAdmin) + " --token-file " + sys.Issuer.AdminTokenPath()
+	}
 	fmt.Fprintf(env.Stdout, `
-Cordon is running. Try, in another terminal:
+Cordon is running (%s). Try, in another terminal:
   bin/cordon token list
   bin/cordon token issue --tenant acme --holder reporting --scope invoices:read --audience invoices --env demo --ttl 1h
+  bin/cordon sql "SELECT decision, reason, count() FROM usage_events GROUP BY ALL"
   curl -H "Authorization: Bearer <token>" %s/invoices/1
 Press Ctrl-C to stop.
-`, sys.ProxyURL)
+`, where, sys.ProxyURL)
 	<-ctx.Done()
 	env.Log.Info().Msg("stopping")
 	return nil
