@@ -222,7 +222,7 @@ var pendingFlags = map[string][]string{
 	"issuer":  {"nats-ca", "nats-cert", "nats-key", "tls-cert", "tls-key"},
 	"revoker": {"nats-ca", "nats-cert", "nats-key"},
 	"enforce": {"nats-ca", "nats-cert", "nats-key"},
-	"auditor": {"nats", "nats-creds", "nats-ca", "nats-cert", "nats-key", "replicas", "clickhouse-addr", "clickhouse-tls",
+	"auditor": {"replicas", "clickhouse-addr", "clickhouse-tls",
 		"clickhouse-ca", "clickhouse-user", "clickhouse-password-file", "clickhouse-database", "state-dir", "metrics-listen"},
 }
 
