@@ -65,6 +65,28 @@ func TestCredsGenerate(t *testing.T) {
 	}
 }
 
+// TestCredsGenerateTightensTheDirectory: seeds never land in a directory
+// others can list; a wider existing one is made 0700, with a log line.
+func TestCredsGenerateTightensTheDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "creds")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env, _, errb := credsEnv()
+	if err := runCreds(context.Background(), env, []string{"generate", "--out", dir}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("directory: %v, mode %v, want 0700", err, st.Mode().Perm())
+	}
+	if !strings.Contains(errb.String(), "tightened to 0700") {
+		t.Errorf("no log line about the tightened directory: %s", errb.String())
+	}
+}
+
 func TestCredsUsageErrors(t *testing.T) {
 	for name, args := range map[string][]string{
 		"no subcommand":   {},
