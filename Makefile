@@ -42,6 +42,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUsage$$' -fuzztime=$(FUZZTIME) ./services/auditor/
 	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalPath$$' -fuzztime=$(FUZZTIME) ./pkg/enforce/
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) ./pkg/adminauth/
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/response/
 
 bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md

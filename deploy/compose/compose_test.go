@@ -39,31 +39,15 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 )
 
-// TestMain lets the test binary stand in for `cordon creds generate` when
+// TestMain lets the test binary stand in for the cordon binary when
 // setup.sh runs under test (CORDON points at a shim that re-executes this
-// binary): it calls natsauth.Generate, the function behind that command,
-// so setup.sh runs end to end before the command is wired into cordon.
+// binary): it runs the real CLI (cli.Main), so setup.sh runs `cordon creds
+// generate` end to end without a build.
 func TestMain(m *testing.M) {
 	if os.Getenv("CORDON_COMPOSE_SHIM") == "1" {
-		os.Exit(shim(os.Args[1:]))
+		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
-}
-
-func shim(args []string) int {
-	if len(args) != 4 || args[0] != "creds" || args[1] != "generate" || args[2] != "--out" {
-		fmt.Fprintf(os.Stderr, "shim: unexpected arguments %q\n", args)
-		return 2
-	}
-	users, err := natsauth.Generate(args[3], natsauth.GenerateOptions{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "shim:", err)
-		return 1
-	}
-	for _, u := range users {
-		fmt.Printf("%s\t%s\n", u.Role, u.PublicKey)
-	}
-	return 0
 }
 
 // composeFile is the part of the compose specification the tests read.
@@ -238,7 +222,7 @@ var pendingFlags = map[string][]string{
 	"issuer":  {"nats-ca", "nats-cert", "nats-key", "tls-cert", "tls-key"},
 	"revoker": {"nats-ca", "nats-cert", "nats-key"},
 	"enforce": {"nats-ca", "nats-cert", "nats-key"},
-	"auditor": {"nats", "nats-creds", "nats-ca", "nats-cert", "nats-key", "replicas", "clickhouse-addr", "clickhouse-tls",
+	"auditor": {"replicas", "clickhouse-addr", "clickhouse-tls",
 		"clickhouse-ca", "clickhouse-user", "clickhouse-password-file", "clickhouse-database", "state-dir", "metrics-listen"},
 }
 
@@ -490,6 +474,33 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the enforcer's identity is its --id", func(t *testing.T) {
+		id := flagValues(loadCompose(t).Services["enforcer"].Command[1:])["id"]
+		pub, err := natsauth.PublicKeyOf(filepath.Join(out, "enforcer", "nats.nk"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		users, err := natsauth.ServerAuth(filepath.Join(out, "nats-server"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, u := range users {
+			allow := u.Permissions.Publish.Allow
+			if slices.Contains(allow, events.SubjectUsagePrefix+">") {
+				t.Errorf("user %s may publish usage under any enforcer's name", u.Nkey)
+			}
+			if u.Nkey == pub {
+				found = true
+				if !slices.Equal(usageAllows(allow), []string{natsauth.UsagePublishSubject(id)}) {
+					t.Errorf("the mounted enforcer seed may publish usage on %v, want only %s (compose runs --id=%s)", usageAllows(allow), natsauth.UsagePublishSubject(id), id)
+				}
+			}
+		}
+		if !found {
+			t.Error("auth.conf does not know the enforcer's seed")
+		}
+	})
 	for _, tc := range []struct {
 		file string
 		dns  string
@@ -505,6 +516,17 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(out, "clickhouse", "password")); len(strings.TrimSpace(string(b))) < 32 {
 		t.Errorf("clickhouse password %d characters", len(strings.TrimSpace(string(b))))
 	}
+}
+
+// usageAllows are the usage subjects among allow.
+func usageAllows(allow []string) []string {
+	var out []string
+	for _, a := range allow {
+		if strings.HasPrefix(a, events.SubjectUsagePrefix) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func loadCert(t *testing.T, path string) *x509.Certificate {
@@ -612,18 +634,21 @@ func TestNATSConfigAsCluster(t *testing.T) {
 		if e := <-w.Updates(); e != nil {
 			t.Fatalf("empty denylist gave %q", e.Key())
 		}
-		pctx, pcancel := context.WithTimeout(ctx, time.Second)
-		defer pcancel()
-		if _, err := js.Publish(pctx, "cordon.token.revoked.acme.x", []byte(`{}`)); err == nil {
-			t.Fatal("enforcer published a revocation")
-		}
-		select {
-		case v := <-violations:
-			if !strings.Contains(v, `Publish to "cordon.token.revoked.acme.x"`) {
-				t.Fatalf("violation %s", v)
+		for _, forged := range []string{"cordon.token.revoked.acme.x", events.UsageSubject("acme", "edge-2")} {
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := js.Publish(pctx, forged, []byte(`{}`))
+			pcancel()
+			if err == nil {
+				t.Fatalf("enforcer edge-1 published on %s", forged)
 			}
-		case <-ctx.Done():
-			t.Fatal("no violation reported")
+			select {
+			case v := <-violations:
+				if !strings.Contains(v, `Publish to "`+forged+`"`) {
+					t.Fatalf("violation %s", v)
+				}
+			case <-ctx.Done():
+				t.Fatal("no violation reported")
+			}
 		}
 	})
 	t.Run("refused without a client certificate", func(t *testing.T) {

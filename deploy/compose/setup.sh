@@ -3,8 +3,10 @@
 # (default /secrets, which compose.yaml binds to deploy/compose/secrets):
 #
 #   1. TLS: a private CA and every certificate (gen-certs.sh);
-#   2. NATS: one NKey identity per Cordon role and the server's auth.conf
-#      (`cordon creds generate`), each seed copied into its role's directory;
+#   2. NATS: one NKey identity per Cordon role, one per enforcer (edge-1, the
+#      id compose.yaml gives `cordon enforce --id`: it may publish usage only
+#      as edge-1) and the server's auth.conf (`cordon creds generate`), each
+#      seed copied into its service's directory;
 #   3. ClickHouse: a random password for the auditor's ClickHouse user;
 #   4. ownership: each directory is handed to the user of the container that
 #      mounts it (65532: Cordon and nats-server images; 101: ClickHouse).
@@ -16,7 +18,9 @@
 set -euo pipefail
 
 out="${1:-/secrets}"
-roles=(issuer auditor revoker enforcer admin)
+roles=(issuer auditor revoker admin)
+# The enforcer's id: compose.yaml runs `cordon enforce --id=edge-1`.
+enforcer_id=edge-1
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 gen="$here/gen-certs.sh"
 [[ -x "$gen" ]] || gen="gen-certs.sh"
@@ -24,10 +28,11 @@ gen="$here/gen-certs.sh"
 "$gen" "$out"
 
 umask 077
-"${CORDON:-cordon}" creds generate --out "$out/private/nats"
+"${CORDON:-cordon}" creds generate --out "$out/private/nats" --enforcer "$enforcer_id"
 for role in "${roles[@]}"; do
 	install -m 0600 "$out/private/nats/$role.nk" "$out/$role/nats.nk"
 done
+install -m 0600 "$out/private/nats/enforcer-$enforcer_id.nk" "$out/enforcer/nats.nk"
 install -m 0644 "$out/private/nats/auth.conf" "$out/nats-server/auth.conf"
 
 if [[ ! -s "$out/private/clickhouse-password" ]]; then
@@ -37,7 +42,7 @@ install -m 0600 "$out/private/clickhouse-password" "$out/clickhouse/password"
 install -m 0600 "$out/private/clickhouse-password" "$out/auditor/clickhouse-password"
 
 if [[ "$(id -u)" -eq 0 ]]; then
-	for d in "${roles[@]}" nats-server; do
+	for d in "${roles[@]}" enforcer nats-server; do
 		chown -R 65532:65532 "$out/$d"
 	done
 	chown -R 101:101 "$out/clickhouse"

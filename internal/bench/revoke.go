@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -61,7 +62,10 @@ func runRevocationSuite(ctx context.Context, progress io.Writer) ([]Figure, erro
 
 // benchEnforcers starts n enforcers, each on its own connection, all
 // watching the keys and denylist buckets.
-func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service string, anchors token.Anchors) ([]*enforce.Enforcer, func(), error) {
+//
+// connect opens the connection of enforcer id (on a secured server, with
+// that enforcer's own identity).
+func benchEnforcers(ctx context.Context, connect func(id string) (*nats.Conn, error), n int, service string, anchors token.Anchors) ([]*enforce.Enforcer, func(), error) {
 	var es []*enforce.Enforcer
 	var closers []func()
 	closeAll := func() {
@@ -70,7 +74,7 @@ func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service str
 		}
 	}
 	for i := 0; i < n; i++ {
-		nc, err := srv.Connect(fmt.Sprintf("bench-enforcer-%d", i))
+		nc, err := connect(benchEnforcerID(i))
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -81,7 +85,7 @@ func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service str
 			closeAll()
 			return nil, nil, err
 		}
-		e, err := enforce.New(enforce.Options{ID: fmt.Sprintf("bench-%d", i), Service: service, DisableUsage: true, TrustAnchors: anchors, Log: zerolog.Nop()})
+		e, err := enforce.New(enforce.Options{ID: benchEnforcerID(i), Service: service, DisableUsage: true, TrustAnchors: anchors, Log: zerolog.Nop()})
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -95,6 +99,9 @@ func benchEnforcers(ctx context.Context, srv *natsrun.Server, n int, service str
 	}
 	return es, closeAll, nil
 }
+
+// benchEnforcerID is the id of the i-th benchmark enforcer.
+func benchEnforcerID(i int) string { return fmt.Sprintf("bench-%d", i) }
 
 // untilAllDeny polls the enforcers until each denies req as revoked and
 // returns when the last one did.
@@ -171,7 +178,7 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 		return 0, 0, err
 	}
 	defer rv.Close()
-	es, closeAll, err := benchEnforcers(ctx, srv, n, "bench", anchors)
+	es, closeAll, err := benchEnforcers(ctx, func(id string) (*nats.Conn, error) { return srv.Connect("bench-enforcer-" + id) }, n, "bench", anchors)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -219,13 +226,19 @@ func detectionToDenial(ctx context.Context, enforcers, trials int) (p50, p99 tim
 		return 0, 0, 0, err
 	}
 	defer os.RemoveAll(dir)
+	extra := make([]string, max(enforcers-1, 0))
+	for i := range extra {
+		extra[i] = benchEnforcerID(i)
+	}
 	sys, err := up.Start(ctx, up.Options{DataDir: dir, NATSPort: -1, IssuerListen: "127.0.0.1:0", ProxyListen: "127.0.0.1:0",
-		ChDBPath: sharedChDBPath(), Database: "bench_loop", Log: zerolog.Nop()})
+		ChDBPath: sharedChDBPath(), Database: "bench_loop", Log: zerolog.Nop(), ExtraEnforcers: extra})
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	defer sys.Close()
-	others, closeAll, err := benchEnforcers(ctx, sys.NATS, enforcers-1, "invoices", token.Anchors{sys.Issuer.TrustAnchor()})
+	others, closeAll, err := benchEnforcers(ctx, func(id string) (*nats.Conn, error) {
+		return sys.Connect("bench-enforcer-"+id, sys.EnforcerCredsFile(id))
+	}, enforcers-1, "invoices", token.Anchors{sys.Issuer.TrustAnchor()})
 	if err != nil {
 		return 0, 0, 0, err
 	}

@@ -14,23 +14,22 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
 )
 
 // clientFlags are the connection flags of the analyst commands, which talk
-// to a running auditor over NATS.
+// to a running auditor over NATS, as the admin identity (by default the
+// one `cordon up` wrote into .cordon/creds).
 type clientFlags struct {
-	nats, creds, tokenFile string
-	timeout                time.Duration
+	nf        *natsFlags
+	tokenFile string
+	timeout   time.Duration
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
-	fs.StringVar(&c.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
+	c.nf = addNATSFlags(fs, adminIdentity)
 	fs.StringVar(&c.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", ".cordon/admin.token"),
 		"file holding a Cordon admin token with scope cordon:read ($CORDON_TOKEN_FILE)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "how long to wait for the auditor's reply")
@@ -46,13 +45,9 @@ func (c *clientFlags) client(name string) (*auditor.Client, func(), error) {
 	if tok == "" {
 		return nil, nil, fmt.Errorf("read admin token: %s is empty", c.tokenFile)
 	}
-	opts := []nats.Option{nats.Name(name)}
-	if c.creds != "" {
-		opts = append(opts, nats.UserCredentials(c.creds))
-	}
-	nc, err := nats.Connect(c.nats, opts...)
+	nc, err := c.nf.connect(name)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w (is `cordon up` running?)", c.nats, err)
+		return nil, nil, err
 	}
 	return &auditor.Client{NC: nc, Token: tok}, nc.Close, nil
 }

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
@@ -30,7 +29,8 @@ const (
 
 // auditorFlags are the options of `cordon auditor`.
 type auditorFlags struct {
-	nats, creds, storeKind, chdbPath                 string
+	nf                                               *natsFlags
+	storeKind, chdbPath                              string
 	chAddr, chDatabase, chUser, chPassFile, chCAFile string
 	chTLS                                            bool
 	state, policy, source, metrics                   string
@@ -43,10 +43,9 @@ type auditorFlags struct {
 // auditorFlagSet declares the flags of `cordon auditor` into f.
 func auditorFlagSet(env *Env, f *auditorFlags) *flag.FlagSet {
 	fs := newFlags(env, "auditor", "auditor --nats URL [--store chdb|clickhouse] [--chdb-path DIR | --clickhouse-addr HOST:PORT …] --state DIR [--policy FILE] [--check-config]")
-	fs.StringVar(&f.nats, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL ($CORDON_NATS)")
+	f.nf = addNATSFlags(fs, auditorIdentity)
 	fs.StringVar(&f.trustAnchor, "trust-anchor", getenvDefault("CORDON_TRUST_ANCHOR", defaultTrustAnchor),
 		"the issuer's trust anchor, which endorses the keys that authenticate analysts ($CORDON_TRUST_ANCHOR)")
-	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"), "NATS credentials file ($CORDON_NATS_CREDS)")
 	fs.StringVar(&f.storeKind, "store", defaultStoreKind, "analytical store: chdb (embedded ClickHouse engine) or clickhouse (a server)")
 	fs.StringVar(&f.chdbPath, "chdb-path", ".cordon/chdb", "chDB data directory (--store chdb)")
 	fs.StringVar(&f.chAddr, "clickhouse-addr", getenvDefault("CORDON_CLICKHOUSE_ADDR", "localhost:8123"), "ClickHouse HTTP interface host:port (--store clickhouse)")
@@ -154,13 +153,9 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 		f.source = "auditor/" + strings.SplitN(host, ".", 2)[0]
 	}
 
-	opts := []nats.Option{nats.Name("cordon-auditor"), nats.MaxReconnects(-1)}
-	if f.creds != "" {
-		opts = append(opts, nats.UserCredentials(f.creds))
-	}
-	nc, err := nats.Connect(f.nats, opts...)
+	nc, err := f.nf.connect("cordon-auditor")
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", f.nats, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

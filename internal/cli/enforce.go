@@ -61,7 +61,7 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&upstream, "upstream", os.Getenv("CORDON_UPSTREAM"), "URL of the protected service ($CORDON_UPSTREAM)")
 	fs.StringVar(&routes, "routes", os.Getenv("CORDON_ROUTES"), "routes file: service, environment and the scope of each route ($CORDON_ROUTES)")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8080", "proxy listen address")
-	nf := addNATSFlags(fs)
+	nf := addNATSFlags(fs, enforcerIdentity(&o.ID))
 	fs.StringVar(&o.ID, "id", defaultEnforcerID(), "enforcer id in usage events (a-z, A-Z, 0-9, -, _)")
 	fs.Var(&trusted, "trusted-proxy", "CIDR of a proxy whose X-Forwarded-For, X-Real-IP and device header are believed (repeatable)")
 	fs.StringVar(&o.Service, "service", "", "service name tokens must have in their audience (default: from the routes file)")

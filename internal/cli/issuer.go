@@ -30,7 +30,7 @@ type issuerFlags struct {
 func runIssuer(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "issuer", "issuer --nats URL --data DIR --policy FILE [--listen ADDR] [--check-config]")
 	var f issuerFlags
-	nf := addNATSFlags(fs)
+	nf := addNATSFlags(fs, issuerIdentity)
 	fs.StringVar(&f.tlsCert, "tls-cert", os.Getenv("CORDON_TLS_CERT"), "serve the API over HTTPS with this certificate ($CORDON_TLS_CERT)")
 	fs.StringVar(&f.tlsKey, "tls-key", os.Getenv("CORDON_TLS_KEY"), "private key of --tls-cert ($CORDON_TLS_KEY)")
 	fs.StringVar(&f.data, "data", ".cordon", "data directory: signing keys (keys/) and the bootstrap admin token (admin.token)")

@@ -34,7 +34,7 @@ type revokerFlags struct {
 func runRevoker(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "revoker", "revoker --nats URL --policy FILE [--alert-webhook URL] [--slack-webhook URL] [--pagerduty-key KEY] [--check-config]")
 	var f revokerFlags
-	nf := addNATSFlags(fs)
+	nf := addNATSFlags(fs, revokerIdentity)
 	anchor := addTrustAnchorFlag(fs)
 	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file; its response: section is the response policy ($CORDON_POLICY)")
 	fs.StringVar(&f.webhook, "alert-webhook", os.Getenv("CORDON_ALERT_WEBHOOK"), "Alertmanager-format webhook receiver URL ($CORDON_ALERT_WEBHOOK)")
@@ -179,7 +179,7 @@ func runRevoke(ctx context.Context, env *Env, args []string) error {
 		tokenID, holder, kid, tenant, beforeS, reason string
 		timeout                                       time.Duration
 	)
-	nf := addNATSFlags(fs)
+	nf := addNATSFlags(fs, adminIdentity)
 	fs.StringVar(&tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", ".cordon/admin.token"),
 		"file holding a Cordon token with scope cordon:revoke ($CORDON_TOKEN_FILE)")
 	fs.StringVar(&tokenID, "token", "", "revoke one token by id")

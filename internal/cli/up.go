@@ -6,27 +6,36 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/up"
+	"github.com/cordonhq/cordon/pkg/enforce"
+	"github.com/cordonhq/cordon/pkg/natsauth"
 )
 
 func runUp(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "up", "up [flags]")
 	var o up.Options
-	fs.StringVar(&o.DataDir, "data", ".cordon", "data directory (NATS, chDB, keys, admin token, detector state)")
+	fs.StringVar(&o.DataDir, "data", ".cordon", "data directory (NATS and its identities in creds/, chDB, keys, admin token, detector state); made 0700")
 	fs.StringVar(&o.PolicyFile, "policy", "", "policy file (default: the embedded demo policy)")
 	fs.StringVar(&o.RoutesFile, "routes", "", "routes file of the protected service (default: the embedded demo routes)")
 	fs.IntVar(&o.NATSPort, "nats-port", 4222, "client port of the embedded NATS server (-1: any free port)")
 	fs.StringVar(&o.IssuerListen, "api", "127.0.0.1:7400", "issuer HTTP API address")
 	fs.StringVar(&o.ProxyListen, "proxy", "127.0.0.1:8080", "enforcing proxy address")
 	fs.StringVar(&o.AlertWebhook, "alert-webhook", getenvDefault("CORDON_ALERT_WEBHOOK", ""), "Alertmanager-compatible webhook for on-call alerts ($CORDON_ALERT_WEBHOOK)")
+	fs.DurationVar(&o.MaxStaleness, "max-staleness", enforce.DefaultMaxStaleness, "how old the proxy's denylist view may get before it counts as stale")
+	failClosed := fs.Bool("fail-closed", true, "the proxy denies every request (denylist_stale) while its denylist view is stale")
 	demo := fs.Bool("demo", false, "run the leak drill once everything is up")
 	exit := fs.Bool("exit", false, "stop after the drill instead of serving until interrupted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if o.MaxStaleness <= 0 {
+		return fmt.Errorf("%w: --max-staleness must be positive", errUsage)
+	}
+	o.FailOpen = !*failClosed
 	o.Log = env.Log
 	if *demo && os.Getenv("CORDON_LOG_LEVEL") == "" {
 		o.Log = env.Log.Level(zerolog.WarnLevel) // let the drill's timeline speak
@@ -37,8 +46,10 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer sys.Close()
+	fmt.Fprintf(env.Stderr, "cordon up: the proxy is %s\n", sys.Enforcer.Options().StalenessPolicy())
 	env.Log.Info().Str("nats", sys.NATS.ClientURL()).Str("api", "http://"+sys.Issuer.Addr()).Str("proxy", sys.ProxyURL).
-		Str("admin_token_file", sys.Issuer.AdminTokenPath()).Msg("cordon is up")
+		Str("admin_token_file", sys.Issuer.AdminTokenPath()).Str("nats_creds", sys.CredsDir).
+		Str("admin_nats_creds", sys.CredsFile(natsauth.RoleAdmin)).Msg("cordon is up")
 	if *demo {
 		rep, err := up.Drill(ctx, sys, env.Stdout)
 		if err != nil {
@@ -50,13 +61,18 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 			return nil
 		}
 	}
+	where := "from this directory, the CLI finds the admin's NATS identity (" + sys.CredsFile(natsauth.RoleAdmin) + ") and token by itself"
+	if filepath.Clean(o.DataDir) != filepath.Dir(DefaultCredsDir) {
+		where = "NATS refuses anonymous clients: pass --nats-creds " + sys.CredsFile(natsauth.RoleAdmin) + " --token-file " + sys.Issuer.AdminTokenPath()
+	}
 	fmt.Fprintf(env.Stdout, `
-Cordon is running. Try, in another terminal:
+Cordon is running (%s). Try, in another terminal:
   bin/cordon token list
   bin/cordon token issue --tenant acme --holder reporting --scope invoices:read --audience invoices --env demo --ttl 1h
+  bin/cordon sql "SELECT decision, reason, count() FROM usage_events GROUP BY ALL"
   curl -H "Authorization: Bearer <token>" %s/invoices/1
 Press Ctrl-C to stop.
-`, sys.ProxyURL)
+`, where, sys.ProxyURL)
 	<-ctx.Done()
 	env.Log.Info().Msg("stopping")
 	return nil

@@ -318,7 +318,7 @@ func TestClusterWithCordonCredentials(t *testing.T) {
 		t.Skip("starts a three-process nats-server cluster; skipped with -short")
 	}
 	dir := t.TempDir()
-	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{}); err != nil {
+	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{Enforcers: []string{"edge-1"}}); err != nil {
 		t.Fatal(err)
 	}
 	c := natscluster.Start(t, natscluster.Options{
@@ -331,7 +331,7 @@ func TestClusterWithCordonCredentials(t *testing.T) {
 		t.Fatalf("anonymous client: %v, want authorization violation", err)
 	}
 	violations := make(chan string, 8)
-	_, enf := c.Connect(t, natsauth.ConnectOption(natsauth.SeedFile(dir, natsauth.RoleEnforcer)),
+	_, enf := c.Connect(t, natsauth.ConnectOption(natsauth.EnforcerSeedFile(dir, "edge-1")),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				violations <- err.Error()

@@ -100,10 +100,11 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 	}
-	fmt.Fprintf(out, "\n== Cordon leak drill\n   proxy %s → demo service %s; issuer API http://%s; NATS %s\n   admin token: %s\n\n",
-		s.ProxyURL, s.UpstreamURL, s.Issuer.Addr(), s.NATS.ClientURL(), s.Issuer.AdminTokenPath())
+	fmt.Fprintf(out, "\n== Cordon leak drill\n   proxy %s → demo service %s; issuer API http://%s; NATS %s\n   admin token: %s; NATS identities (one per service, no anonymous access): %s\n\n",
+		s.ProxyURL, s.UpstreamURL, s.Issuer.Addr(), s.NATS.ClientURL(), s.Issuer.AdminTokenPath(), s.CredsDir)
 
-	// Watch anomalies and revocations as they are published.
+	// Watch anomalies and revocations as they are published, with the
+	// admin's identity (which may watch, not publish, the ledger).
 	var mu sync.Mutex
 	anomalies := map[string]bool{}
 	sub1, err := s.NC.Subscribe(events.SubjectAnomalyPrefix+">", func(m *nats.Msg) {

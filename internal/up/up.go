@@ -2,6 +2,15 @@
 // default behind `cordon up` and `make run`: NATS JetStream in-process,
 // ClickHouse as chDB, the issuer, the auditor with its detectors, the
 // revoker, and an enforcing proxy in front of a small demo service.
+//
+// The embedded NATS is secured like a deployment: it knows only the
+// per-role identities of pkg/natsauth, generated (or reused) in
+// <data dir>/creds, and refuses every unauthenticated connection, over TCP
+// and in-process alike. Each service connects with its own identity — the
+// issuer, the auditor (and its analyst API), the revoker, the demo
+// enforcer (which may report usage only under its own id) and the admin
+// (the leak drill, and the CLI next to the data directory) — so that one
+// compromised part can do no more than its job.
 package up
 
 import (
@@ -13,7 +22,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -21,10 +29,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
@@ -65,8 +75,18 @@ type Options struct {
 	// must pass that path, and Database tells this system's tables apart.
 	ChDBPath string
 	Database string
-	// EnforcerID names the demo proxy's enforcer (default "edge-1").
+	// EnforcerID names the demo proxy's enforcer (default "edge-1"); its
+	// NATS identity may publish usage only under this id.
 	EnforcerID string
+	// MaxStaleness bounds how old the demo enforcer's denylist view may
+	// get (default enforce.DefaultMaxStaleness); past it the enforcer
+	// denies every request (fail closed) unless FailOpen is set.
+	MaxStaleness time.Duration
+	FailOpen     bool
+	// ExtraEnforcers are the ids of more enforcers to generate NATS
+	// identities for, to be run next to the system (EnforcerCredsFile,
+	// Connect), such as the benchmarks'.
+	ExtraEnforcers []string
 	// Log receives every service's logs.
 	Log zerolog.Logger
 }
@@ -90,6 +110,9 @@ func (o *Options) defaults() {
 	if o.EnforcerID == "" {
 		o.EnforcerID = "edge-1"
 	}
+	if o.MaxStaleness == 0 {
+		o.MaxStaleness = enforce.DefaultMaxStaleness
+	}
 	if o.ChDBPath == "" {
 		o.ChDBPath = filepath.Join(o.DataDir, "chdb")
 	}
@@ -97,8 +120,13 @@ func (o *Options) defaults() {
 
 // System is a running all-in-one Cordon.
 type System struct {
-	Opts     Options
-	NATS     *natsrun.Server
+	Opts Options
+	NATS *natsrun.Server
+	// CredsDir holds the NATS identities (seeds and auth.conf).
+	CredsDir string
+	// NC and JS are the admin's connection: it sends cordon.cmd.* requests
+	// and watches the ledger and the anomalies. The services have their
+	// own connections, each with its own identity.
 	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Policy   *policy.Policy
@@ -127,8 +155,20 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 			s.Close()
 		}
 	}()
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+	if err := natsauth.ValidateEnforcerID(o.EnforcerID); err != nil {
+		return nil, fmt.Errorf("enforcer id: %w", err)
+	}
+	// Private directories: the data directory holds signing keys, the
+	// admin token, NATS seeds and detector state.
+	s.CredsDir = filepath.Join(o.DataDir, natsauth.CredsSubdir)
+	dirs := []string{o.DataDir, s.CredsDir, filepath.Join(o.DataDir, "nats"), filepath.Join(o.DataDir, "keys"), filepath.Join(o.DataDir, "auditor")}
+	if o.ChDBPath == filepath.Join(o.DataDir, "chdb") {
+		dirs = append(dirs, o.ChDBPath)
+	}
+	for _, d := range dirs {
+		if err := privateDir(d, o.Log); err != nil {
+			return nil, err
+		}
 	}
 	if s.Policy, err = loadPolicy(o.PolicyFile); err != nil {
 		return nil, err
@@ -146,19 +186,44 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 
-	// NATS JetStream, in-process.
-	if s.NATS, err = natsrun.Start(natsrun.Options{DataDir: filepath.Join(o.DataDir, "nats"), Port: o.NATSPort}); err != nil {
+	// NATS JetStream, in-process, knowing only Cordon's identities: the
+	// same per-role credentials as a deployment, kept (or made) in
+	// CredsDir, where the CLI finds the admin's.
+	if _, err := natsauth.Generate(s.CredsDir, natsauth.GenerateOptions{Enforcers: append([]string{o.EnforcerID}, o.ExtraEnforcers...)}); err != nil {
+		return nil, err
+	}
+	users, err := natsauth.ServerAuth(s.CredsDir)
+	if err != nil {
+		return nil, err
+	}
+	if s.NATS, err = natsrun.Start(natsrun.Options{DataDir: filepath.Join(o.DataDir, "nats"), Port: o.NATSPort, NkeyUsers: users}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error { s.NATS.Stop(); return nil })
-	if s.NC, err = s.NATS.Connect("cordon-up"); err != nil {
+	// Streams and buckets are created or updated to this version's
+	// definitions by a one-time identity that exists only in memory for
+	// the time of it (natsrun.Server.Bootstrap): no role may update a
+	// stream, on purpose, and none is given the right here either.
+	if err := s.NATS.Bootstrap(ctx, events.StreamOptions{}); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error { s.NC.Close(); return nil })
-	if s.JS, err = jetstream.New(s.NC); err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
+		return nil, err
 	}
-	if err := natsrun.Ensure(ctx, s.JS, events.StreamOptions{}); err != nil {
+	issNC, issJS, err := s.connectAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer))
+	if err != nil {
+		return nil, err
+	}
+	revNC, revJS, err := s.connectAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker))
+	if err != nil {
+		return nil, err
+	}
+	audNC, audJS, err := s.connectAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor))
+	if err != nil {
+		return nil, err
+	}
+	_, enfJS, err := s.connectAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID))
+	if err != nil {
 		return nil, err
 	}
 
@@ -174,7 +239,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.closers = append(s.closers, s.Store.Close)
 
 	// Issuer.
-	s.Issuer, err = issuer.New(issuer.Options{NC: s.NC, JS: s.JS, DataDir: o.DataDir, Policy: s.Policy,
+	s.Issuer, err = issuer.New(issuer.Options{NC: issNC, JS: issJS, DataDir: o.DataDir, Policy: s.Policy,
 		Logger: o.Log.With().Str("svc", "issuer").Logger(), Source: "issuer/up", Listen: o.IssuerListen})
 	if err != nil {
 		return nil, err
@@ -196,7 +261,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		sinks = append(sinks, wh)
 	}
-	s.Revoker, err = revoker.New(revoker.Options{NC: s.NC, JS: s.JS, Policy: respPolicy, Sinks: sinks,
+	s.Revoker, err = revoker.New(revoker.Options{NC: revNC, JS: revJS, Policy: respPolicy, Sinks: sinks,
 		Alerts: alert.Options{Backoff: 100 * time.Millisecond},
 		Log:    o.Log.With().Str("svc", "revoker").Logger(), Source: "revoker/up", MaxTokenTTL: maxTTL(s.Policy),
 		TrustAnchors: anchors})
@@ -212,7 +277,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.Detector, err = detect.New(detCfg); err != nil {
 		return nil, err
 	}
-	s.Auditor, err = auditor.New(auditor.Options{JS: s.JS, Store: s.Store, Detector: s.Detector,
+	s.Auditor, err = auditor.New(auditor.Options{JS: audJS, Store: s.Store, Detector: s.Detector,
 		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond,
 		Source: "auditor/up", Log: o.Log.With().Str("svc", "auditor").Logger()})
 	if err != nil {
@@ -223,13 +288,15 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	go func() { s.done <- s.Auditor.Run(runCtx) }()
 
 	// The analysts' API (cordon sql, anomalies, report): callers need an
-	// admin token the ledger knows, with cordon:read (pkg/adminauth).
-	apiAuth, err := auditor.StartAdminAuth(ctx, s.JS, anchors, o.Log.With().Str("svc", "auditor-api").Logger())
+	// admin token the ledger knows, with cordon:read (pkg/adminauth). It
+	// is part of the auditor and uses the auditor's identity (which reads
+	// the keys, the denylist and the ledger and answers cordon.cmd.sql).
+	apiAuth, err := auditor.StartAdminAuth(ctx, audJS, anchors, o.Log.With().Str("svc", "auditor-api").Logger())
 	if err != nil {
 		return nil, fmt.Errorf("start auditor api: %w", err)
 	}
 	s.closers = append(s.closers, apiAuth.Close)
-	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: s.NC, Store: s.Store, Auth: apiAuth,
+	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: audNC, Store: s.Store, Auth: apiAuth,
 		Status: s.Auditor.Stats, Log: o.Log.With().Str("svc", "auditor-api").Logger()})
 	if err != nil {
 		return nil, err
@@ -246,11 +313,12 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.UpstreamURL = "http://" + upstream
 	s.Enforcer, err = enforce.New(enforce.Options{ID: o.EnforcerID, Routes: routes,
-		TrustedProxies: nil, TrustAnchors: anchors, Log: o.Log.With().Str("svc", "enforcer").Logger()})
+		TrustedProxies: nil, TrustAnchors: anchors, MaxStaleness: o.MaxStaleness, FailClosed: !o.FailOpen,
+		Log: o.Log.With().Str("svc", "enforcer").Logger()})
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Enforcer.Start(ctx, s.JS); err != nil {
+	if err := s.Enforcer.Start(ctx, enfJS); err != nil {
 		return nil, fmt.Errorf("start enforcer: %w", err)
 	}
 	s.closers = append(s.closers, s.Enforcer.Close)
@@ -265,6 +333,51 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	s.ProxyURL = "http://" + addr
 	return s, nil
+}
+
+// CredsFile is the seed file of a role's NATS identity in this system
+// (the enforcers': EnforcerCredsFile).
+func (s *System) CredsFile(r natsauth.Role) string { return natsauth.SeedFile(s.CredsDir, r) }
+
+// EnforcerCredsFile is the seed file of the NATS identity of the enforcer
+// with id (Options.EnforcerID or one of Options.ExtraEnforcers).
+func (s *System) EnforcerCredsFile(id string) string {
+	return natsauth.EnforcerSeedFile(s.CredsDir, id)
+}
+
+// Connect opens an in-process connection to the system's NATS with the
+// identity in seedFile (CredsFile, EnforcerCredsFile); the caller closes
+// it. Without an identity the server refuses the connection.
+func (s *System) Connect(name, seedFile string) (*nats.Conn, error) {
+	return s.NATS.Connect(name, natsauth.ConnectOption(seedFile))
+}
+
+// connectAs opens a connection of the system (closed by Close) with the
+// identity in seedFile.
+func (s *System) connectAs(name, seedFile string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := s.Connect(name, seedFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.closers = append(s.closers, func() error { nc.Close(); return nil })
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// privateDir creates dir 0700 or tightens it to 0700, saying so.
+func privateDir(dir string, log zerolog.Logger) error {
+	r, err := privdir.Ensure(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if r.Tightened {
+		log.Warn().Str("dir", dir).Str("was", fmt.Sprintf("%04o", r.Was)).Str("now", fmt.Sprintf("%04o", privdir.Mode)).
+			Msg("data directory was readable by others: tightened to 0700")
+	}
+	return nil
 }
 
 func (s *System) serve(addr string, h http.Handler) (string, error) {

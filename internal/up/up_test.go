@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/up"
+	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/services/auditor"
 )
 
@@ -59,6 +60,11 @@ func TestLeakDrill(t *testing.T) {
 		t.Fatalf("start: %v", err)
 	}
 	defer sys.Close()
+	// The demo proxy fails closed by default: an enforcer cut off from
+	// NATS must not keep serving tokens revoked meanwhile.
+	if o := sys.Enforcer.Options(); !o.FailClosed || o.MaxStaleness != enforce.DefaultMaxStaleness {
+		t.Errorf("cordon up's enforcer: fail closed %v, max staleness %v; want on, %v", o.FailClosed, o.MaxStaleness, enforce.DefaultMaxStaleness)
+	}
 
 	var out bytes.Buffer
 	rep, err := up.Drill(ctx, sys, &out)

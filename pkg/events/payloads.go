@@ -169,6 +169,13 @@ type AnomalyDetected struct {
 	EventTime time.Time `json:"event_time"`
 	SourceIP  string    `json:"source_ip,omitempty"`
 	Evidence  Evidence  `json:"evidence"`
+	// Enforcer and Decision are those of the triggering usage event: the
+	// enforcer it is attributed to (the auditor accepts a usage event only
+	// from the enforcer whose subject it arrived on) and its decision,
+	// allow or deny. Empty when unknown (an anomaly of an older version).
+	// The response policy's corroboration reads them.
+	Enforcer string `json:"enforcer,omitempty"`
+	Decision string `json:"decision,omitempty"`
 }
 
 // PolicyChanged records that a new policy was loaded.

@@ -9,15 +9,30 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+
+	"github.com/cordonhq/cordon/internal/privdir"
 )
 
 // AuthConfFile is the name of the nats-server configuration include that
 // Generate writes next to the seeds.
 const AuthConfFile = "auth.conf"
 
+// CredsSubdir is the directory, inside a Cordon data directory, where the
+// embedded system (`cordon up`) keeps the identities it generates for its
+// services and for the CLI, and where the CLI looks for them.
+const CredsSubdir = "creds"
+
 // SeedFile returns the path of role's seed file in dir: DIR/<role>.nk.
+// Enforcers have one seed each: EnforcerSeedFile.
 func SeedFile(dir string, r Role) string { return filepath.Join(dir, string(r)+".nk") }
+
+// EnforcerSeedFile returns the path of the seed file of the enforcer with
+// id in dir: DIR/enforcer-<id>.nk.
+func EnforcerSeedFile(dir, id string) string {
+	return filepath.Join(dir, string(RoleEnforcer)+"-"+id+".nk")
+}
 
 // AuthConfPath returns the path of the configuration include in dir.
 func AuthConfPath(dir string) string { return filepath.Join(dir, AuthConfFile) }
@@ -25,6 +40,9 @@ func AuthConfPath(dir string) string { return filepath.Join(dir, AuthConfFile) }
 // User is one generated NATS identity. It never holds the seed.
 type User struct {
 	Role Role
+	// Enforcer is the enforcer id of an enforcer identity (Role is
+	// RoleEnforcer), empty for the other roles.
+	Enforcer string
 	// PublicKey is the NKey user public key ("U…"), the server's view of
 	// the identity.
 	PublicKey string
@@ -34,42 +52,91 @@ type User struct {
 	Created bool
 }
 
+// Name is the identity's name in listings and logs: the role, or
+// "enforcer/<id>" for an enforcer.
+func (u User) Name() string {
+	if u.Role == RoleEnforcer {
+		return string(RoleEnforcer) + "/" + u.Enforcer
+	}
+	return string(u.Role)
+}
+
+// Permissions returns the user's NATS permissions.
+func (u User) Permissions() (*server.Permissions, error) {
+	if u.Role == RoleEnforcer {
+		return EnforcerPermissions(u.Enforcer, InboxPrefix(u.PublicKey))
+	}
+	return Permissions(u.Role, InboxPrefix(u.PublicKey))
+}
+
 // GenerateOptions tunes Generate.
 type GenerateOptions struct {
-	// Roles to generate; all roles when empty. auth.conf lists exactly
-	// these roles.
+	// Roles to generate; when empty, every role but the enforcer (issuer,
+	// auditor, revoker, admin). The enforcer role has no identity of its
+	// own: naming it requires Enforcers.
 	Roles []Role
+	// Enforcers are the ids of the enforcer identities to generate, one
+	// seed each (EnforcerSeedFile), each allowed to publish usage only
+	// under its own id. auth.conf lists exactly Roles and Enforcers.
+	Enforcers []string
 	// Force replaces existing seed files with new keys (key rotation);
 	// by default an existing, valid seed is kept so that re-running
 	// Generate only refreshes auth.conf.
 	Force bool
 }
 
-// Generate writes a seed file for each role to dir (created 0700 if
-// missing) and the server include auth.conf listing every role's public
-// key and permissions. Existing seeds are kept unless o.Force. The seeds
-// are written with mode 0600 and are never returned or logged.
+// Generate writes a seed file for each role and each enforcer id to dir
+// (created 0700 if missing, tightened to 0700 if wider) and the server
+// include auth.conf listing every identity's public key and permissions.
+// Existing seeds are kept unless o.Force. The seeds are written with mode
+// 0600 and are never returned or logged.
 func Generate(dir string, o GenerateOptions) ([]User, error) {
 	roles := o.Roles
 	if len(roles) == 0 {
-		roles = Roles()
+		for _, r := range Roles() {
+			if r != RoleEnforcer {
+				roles = append(roles, r)
+			}
+		}
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("generate nats credentials: %w", err)
-	}
-	users := make([]User, 0, len(roles))
-	seen := map[Role]bool{}
 	for _, r := range roles {
 		if _, err := ParseRole(string(r)); err != nil {
 			return nil, fmt.Errorf("generate nats credentials: %w", err)
 		}
-		if seen[r] {
+		if r == RoleEnforcer && len(o.Enforcers) == 0 {
+			return nil, fmt.Errorf("generate nats credentials: %w: name each enforcer (--enforcer ID)", ErrEnforcerID)
+		}
+	}
+	for _, id := range o.Enforcers {
+		if err := ValidateEnforcerID(id); err != nil {
+			return nil, fmt.Errorf("generate nats credentials: %w", err)
+		}
+	}
+	if _, err := privdir.Ensure(dir); err != nil {
+		return nil, fmt.Errorf("generate nats credentials: %w", err)
+	}
+	users := make([]User, 0, len(roles)+len(o.Enforcers))
+	seen := map[Role]bool{}
+	for _, r := range roles {
+		if seen[r] || r == RoleEnforcer {
 			continue
 		}
 		seen[r] = true
-		u, err := ensureSeed(dir, r, o.Force)
+		u, err := ensureSeed(SeedFile(dir, r), User{Role: r}, o.Force)
 		if err != nil {
 			return nil, fmt.Errorf("generate nats credentials for %s: %w", r, err)
+		}
+		users = append(users, u)
+	}
+	seenEnf := map[string]bool{}
+	for _, id := range o.Enforcers {
+		if seenEnf[id] {
+			continue
+		}
+		seenEnf[id] = true
+		u, err := ensureSeed(EnforcerSeedFile(dir, id), User{Role: RoleEnforcer, Enforcer: id}, o.Force)
+		if err != nil {
+			return nil, fmt.Errorf("generate nats credentials for enforcer %s: %w", id, err)
 		}
 		users = append(users, u)
 	}
@@ -83,14 +150,16 @@ func Generate(dir string, o GenerateOptions) ([]User, error) {
 	return users, nil
 }
 
-// ensureSeed keeps a valid existing seed for r or writes a new one.
-func ensureSeed(dir string, r Role, force bool) (User, error) {
-	path := SeedFile(dir, r)
+// ensureSeed keeps a valid existing seed for identity u at path or writes
+// a new one.
+func ensureSeed(path string, u User, force bool) (User, error) {
+	u.SeedFile = path
 	if !force {
 		pub, err := PublicKeyOf(path)
 		switch {
 		case err == nil:
-			return User{Role: r, PublicKey: pub, SeedFile: path}, nil
+			u.PublicKey = pub
+			return u, nil
 		case !errors.Is(err, fs.ErrNotExist):
 			return User{}, fmt.Errorf("existing seed (use --force to replace it): %w", err)
 		}
@@ -109,8 +178,8 @@ func ensureSeed(dir string, r Role, force bool) (User, error) {
 		return User{}, fmt.Errorf("nkey public key: %w", err)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Cordon NATS identity of the %s role (public key %s).\n", r, pub)
-	fmt.Fprintf(&b, "# Secret: give this file only to the %s; the server knows the public key (auth.conf).\n", r)
+	fmt.Fprintf(&b, "# Cordon NATS identity %s (public key %s).\n", u.Name(), pub)
+	fmt.Fprintf(&b, "# Secret: give this file only to %s; the server knows the public key (auth.conf).\n", u.Name())
 	b.Write(seed)
 	b.WriteByte('\n')
 	wipe(seed)
@@ -119,7 +188,8 @@ func ensureSeed(dir string, r Role, force bool) (User, error) {
 	if err != nil {
 		return User{}, err
 	}
-	return User{Role: r, PublicKey: pub, SeedFile: path, Created: true}, nil
+	u.PublicKey, u.Created = pub, true
+	return u, nil
 }
 
 // PublicKeyOf returns the user public key of the seed in file, without
@@ -152,13 +222,13 @@ func AuthConfig(users []User) ([]byte, error) {
 	b.WriteString("authorization {\n  users = [\n")
 	for _, u := range users {
 		if !nkeys.IsValidPublicUserKey(u.PublicKey) {
-			return nil, fmt.Errorf("auth config: %s: %q is not a user public key", u.Role, u.PublicKey)
+			return nil, fmt.Errorf("auth config: %s: %q is not a user public key", u.Name(), u.PublicKey)
 		}
-		p, err := Permissions(u.Role, InboxPrefix(u.PublicKey))
+		p, err := u.Permissions()
 		if err != nil {
 			return nil, fmt.Errorf("auth config: %w", err)
 		}
-		fmt.Fprintf(&b, "    # %s\n", u.Role)
+		fmt.Fprintf(&b, "    # %s\n", u.Name())
 		fmt.Fprintf(&b, "    {\n      nkey: %s\n      permissions: {\n", quote(u.PublicKey))
 		b.WriteString("        publish: {\n")
 		writeList(&b, "allow", p.Publish.Allow)

@@ -18,12 +18,13 @@ import (
 
 func TestGenerateWritesSeedsAndConfig(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "creds")
-	users, err := natsauth.Generate(dir, natsauth.GenerateOptions{})
+	users, err := natsauth.Generate(dir, natsauth.GenerateOptions{Enforcers: []string{"edge-1", "edge-2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(users) != len(natsauth.Roles()) {
-		t.Fatalf("%d users, want %d", len(users), len(natsauth.Roles()))
+	// Every role but the generic enforcer, and one identity per enforcer.
+	if len(users) != len(natsauth.Roles())-1+2 {
+		t.Fatalf("%d users, want %d", len(users), len(natsauth.Roles())+1)
 	}
 	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
 		t.Fatalf("directory: %v %v, want mode 0700", err, st.Mode().Perm())
@@ -32,8 +33,11 @@ func TestGenerateWritesSeedsAndConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(natsauth.SeedFile(dir, natsauth.RoleEnforcer)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a generic enforcer seed was written: %v", err)
+	}
 	for _, u := range users {
-		t.Run(string(u.Role), func(t *testing.T) {
+		t.Run(u.Name(), func(t *testing.T) {
 			if !u.Created {
 				t.Error("Created = false for a new seed")
 			}
@@ -44,8 +48,12 @@ func TestGenerateWritesSeedsAndConfig(t *testing.T) {
 			if st.Mode().Perm() != 0o600 {
 				t.Errorf("seed mode %v, want 0600", st.Mode().Perm())
 			}
-			if u.SeedFile != natsauth.SeedFile(dir, u.Role) {
-				t.Errorf("seed at %s, want %s", u.SeedFile, natsauth.SeedFile(dir, u.Role))
+			want := natsauth.SeedFile(dir, u.Role)
+			if u.Role == natsauth.RoleEnforcer {
+				want = natsauth.EnforcerSeedFile(dir, u.Enforcer)
+			}
+			if u.SeedFile != want {
+				t.Errorf("seed at %s, want %s", u.SeedFile, want)
 			}
 			b, _ := os.ReadFile(u.SeedFile)
 			kp, err := nkeys.ParseDecoratedUserNKey(b)
@@ -68,20 +76,21 @@ func TestGenerateWritesSeedsAndConfig(t *testing.T) {
 
 func TestGenerateKeepsSeedsUnlessForced(t *testing.T) {
 	dir := t.TempDir()
-	first, err := natsauth.Generate(dir, natsauth.GenerateOptions{})
+	all := natsauth.GenerateOptions{Enforcers: []string{"edge-1"}}
+	first, err := natsauth.Generate(dir, all)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := natsauth.Generate(dir, natsauth.GenerateOptions{})
+	again, err := natsauth.Generate(dir, all)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range first {
 		if again[i].PublicKey != first[i].PublicKey || again[i].Created {
-			t.Errorf("%s: re-run changed the key or reports it created", first[i].Role)
+			t.Errorf("%s: re-run changed the key or reports it created", first[i].Name())
 		}
 	}
-	forced, err := natsauth.Generate(dir, natsauth.GenerateOptions{Force: true, Roles: []natsauth.Role{natsauth.RoleEnforcer}})
+	forced, err := natsauth.Generate(dir, natsauth.GenerateOptions{Force: true, Roles: []natsauth.Role{natsauth.RoleEnforcer}, Enforcers: []string{"edge-1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +117,25 @@ func TestGenerateRefusesBadInput(t *testing.T) {
 	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{Roles: []natsauth.Role{"root"}}); !errors.Is(err, natsauth.ErrUnknownRole) {
 		t.Errorf("unknown role: %v, want ErrUnknownRole", err)
 	}
+	// The enforcer role exists only per enforcer: a generic one, or an
+	// id that is not a subject token (it would widen the usage subject
+	// or escape the directory), is refused and nothing is written.
+	for name, o := range map[string]natsauth.GenerateOptions{
+		"enforcer without an id": {Roles: []natsauth.Role{natsauth.RoleEnforcer}},
+		"wildcard id":            {Enforcers: []string{"*"}},
+		"multi-token wildcard":   {Enforcers: []string{">"}},
+		"dotted id":              {Enforcers: []string{"edge.1"}},
+		"path id":                {Enforcers: []string{"../../evil"}},
+		"empty id":               {Enforcers: []string{""}},
+	} {
+		empty := t.TempDir()
+		if _, err := natsauth.Generate(empty, o); !errors.Is(err, natsauth.ErrEnforcerID) {
+			t.Errorf("%s: %v, want ErrEnforcerID", name, err)
+		}
+		if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+			t.Errorf("%s: wrote %d files", name, len(entries))
+		}
+	}
 	if err := os.WriteFile(natsauth.SeedFile(dir, natsauth.RoleIssuer), []byte("not a seed\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -132,10 +160,11 @@ func TestParseRole(t *testing.T) {
 }
 
 // TestServerAuthMatchesPermissions: the rendered auth.conf, read back by
-// the server's own parser, grants exactly Permissions() for each role.
+// the server's own parser, grants exactly Permissions() for each role and
+// EnforcerPermissions for each enforcer.
 func TestServerAuthMatchesPermissions(t *testing.T) {
 	dir := t.TempDir()
-	gen, err := natsauth.Generate(dir, natsauth.GenerateOptions{})
+	gen, err := natsauth.Generate(dir, natsauth.GenerateOptions{Enforcers: []string{"edge-1", "edge-2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,12 +176,12 @@ func TestServerAuthMatchesPermissions(t *testing.T) {
 		t.Fatalf("%d users in auth.conf, generated %d", len(users), len(gen))
 	}
 	for i, u := range gen {
-		t.Run(string(u.Role), func(t *testing.T) {
+		t.Run(u.Name(), func(t *testing.T) {
 			got := users[i]
 			if got.Nkey != u.PublicKey {
 				t.Fatalf("user %d is %s, want %s", i, got.Nkey, u.PublicKey)
 			}
-			want, err := natsauth.Permissions(u.Role, natsauth.InboxPrefix(u.PublicKey))
+			want, err := u.Permissions()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,7 +208,10 @@ func TestPermissionsShape(t *testing.T) {
 		"cordon.token.revoked.t.x":          {natsauth.RoleIssuer, natsauth.RoleRevoker},
 		"$KV.denylist.tok.x":                {natsauth.RoleRevoker},
 		"$KV.keys.k1":                       {natsauth.RoleIssuer},
-		"cordon.usage.t.e":                  {natsauth.RoleEnforcer},
+		"cordon.usage.t.edge-1":             {natsauth.RoleEnforcer},
+		"cordon.usage.t.edge-2":             nil,
+		"cordon.usage.t.edge-1.x":           nil,
+		"cordon.usage.t":                    nil,
 		"cordon.cmd.revoke":                 {natsauth.RoleAdmin},
 		"cordon.anomaly.high.t.x":           {natsauth.RoleAuditor},
 		"$JS.API.STREAM.UPDATE.TOKENS":      nil,
@@ -188,6 +220,12 @@ func TestPermissionsShape(t *testing.T) {
 	}
 	for _, r := range natsauth.Roles() {
 		p, err := natsauth.Permissions(r, inbox)
+		if r == natsauth.RoleEnforcer {
+			if !errors.Is(err, natsauth.ErrEnforcerID) {
+				t.Fatalf("generic enforcer permissions: %v, want ErrEnforcerID", err)
+			}
+			p, err = natsauth.EnforcerPermissions("edge-1", inbox)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -240,11 +278,11 @@ func TestConnectOption(t *testing.T) {
 	}
 	f := secured(t, setup{})
 	t.Run("sets the private inbox prefix", func(t *testing.T) {
-		c := f.connect(t, natsauth.RoleEnforcer)
-		if got, want := c.nc.Opts.InboxPrefix, natsauth.InboxPrefix(pub(t, f, natsauth.RoleEnforcer)); got != want {
+		c := f.connect(t, natsauth.RoleRevoker)
+		if got, want := c.nc.Opts.InboxPrefix, natsauth.InboxPrefix(pub(t, f, natsauth.RoleRevoker)); got != want {
 			t.Fatalf("inbox prefix %q, want %q", got, want)
 		}
-		if !strings.HasPrefix(c.nc.NewInbox(), natsauth.InboxPrefix(pub(t, f, natsauth.RoleEnforcer))+".") {
+		if !strings.HasPrefix(c.nc.NewInbox(), natsauth.InboxPrefix(pub(t, f, natsauth.RoleRevoker))+".") {
 			t.Fatalf("new inbox %q", c.nc.NewInbox())
 		}
 	})

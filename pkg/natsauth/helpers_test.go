@@ -35,12 +35,19 @@ type setup struct {
 	ackV2 bool
 }
 
-// secured generates credentials for every role into a temporary directory
-// and starts a real JetStream server that knows only those users.
+// Enforcer identities of the fixture.
+const (
+	edge1 = "edge-1"
+	edge2 = "edge-2"
+)
+
+// secured generates credentials for every role and two enforcers (edge1,
+// edge2) into a temporary directory and starts a real JetStream server
+// that knows only those users.
 func secured(t *testing.T, o setup) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{}); err != nil {
+	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{Enforcers: []string{edge1, edge2}}); err != nil {
 		t.Fatalf("generate: %v", err)
 	}
 	users, err := natsauth.ServerAuth(dir)
@@ -99,7 +106,7 @@ func startWithFlags(t *testing.T, users []*server.NkeyUser, flags map[string]boo
 // client is a connection of one role that records every permission
 // violation the server reports to it.
 type client struct {
-	role natsauth.Role
+	role string // the identity's name, for messages
 	nc   *nats.Conn
 	js   jetstream.JetStream
 
@@ -109,10 +116,21 @@ type client struct {
 
 func (f *fixture) connect(t *testing.T, r natsauth.Role) *client {
 	t.Helper()
-	c := &client{role: r}
+	return f.connectSeed(t, string(r), natsauth.SeedFile(f.dir, r))
+}
+
+// connectEnforcer connects as the enforcer with id.
+func (f *fixture) connectEnforcer(t *testing.T, id string) *client {
+	t.Helper()
+	return f.connectSeed(t, "enforcer/"+id, natsauth.EnforcerSeedFile(f.dir, id))
+}
+
+func (f *fixture) connectSeed(t *testing.T, name, seed string) *client {
+	t.Helper()
+	c := &client{role: name}
 	nc, err := nats.Connect(f.srv.ClientURL(),
-		natsauth.ConnectOption(natsauth.SeedFile(f.dir, r)),
-		nats.Name("test-"+string(r)),
+		natsauth.ConnectOption(seed),
+		nats.Name("test-"+name),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				c.mu.Lock()
@@ -121,7 +139,7 @@ func (f *fixture) connect(t *testing.T, r natsauth.Role) *client {
 			}
 		}))
 	if err != nil {
-		t.Fatalf("connect as %s: %v", r, err)
+		t.Fatalf("connect as %s: %v", name, err)
 	}
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -160,19 +178,31 @@ func (c *client) noViolations(t *testing.T) {
 // "Subscription") on subject, and op to fail.
 func (c *client) refused(t *testing.T, kind, subject string, op func(ctx context.Context) error) {
 	t.Helper()
+	c.refusedWhere(t, kind, fmt.Sprintf("%q", subject), op)
+}
+
+// refusedWhere is refused for a subject known only in part (a random
+// consumer name in it): the refused subject must contain fragment.
+func (c *client) refusedWhere(t *testing.T, kind, fragment string, op func(ctx context.Context) error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- op(ctx) }()
+	prefix := fmt.Sprintf("Permissions Violation for %s to ", kind)
 	natstest.WaitFor(t, 5*time.Second, func() error {
-		if c.violated(kind, subject) {
-			return nil
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, v := range c.violations {
+			if i := strings.Index(v, prefix); i >= 0 && strings.Contains(v[i+len(prefix):], fragment) {
+				return nil
+			}
 		}
-		return fmt.Errorf("%s: no permission violation for %s to %q yet", c.role, kind, subject)
+		return fmt.Errorf("%s: no permission violation for %s to a subject with %s yet", c.role, kind, fragment)
 	})
 	cancel() // the refused request would otherwise wait for its timeout
 	if err := <-errc; err == nil {
-		t.Errorf("%s: %s to %q reported success", c.role, kind, subject)
+		t.Errorf("%s: %s to %s reported success", c.role, kind, fragment)
 	}
 }
 

@@ -150,7 +150,7 @@ func testEnforcer(t *testing.T, o setup) {
 	admin := f.connect(t, natsauth.RoleAdmin)
 	rev := f.connect(t, natsauth.RoleRevoker)
 	iss := f.connect(t, natsauth.RoleIssuer)
-	enf := f.connect(t, natsauth.RoleEnforcer)
+	enf := f.connectEnforcer(t, edge1)
 
 	// 700 entries of 4 KB: the watch replay exceeds the consumer's
 	// flow-control window, so the enforcer must answer $JS.FC.
@@ -230,6 +230,20 @@ func testEnforcer(t *testing.T, o setup) {
 	})
 
 	t.Run("refused", func(t *testing.T) {
+		// Each enforcer reports usage only as itself: edge-1's credential
+		// cannot publish in edge-2's name, in any tenant, nor on a subject
+		// that merely starts with its own id.
+		for _, subj := range []string{
+			events.UsageSubject("acme", edge2), events.UsageSubject("_", edge2), events.UsageSubject("acme", "edge-1x"),
+			events.UsageSubject("acme", edge1) + ".x", "cordon.usage." + edge1,
+		} {
+			t.Run("publish usage on "+subj, func(t *testing.T) {
+				enf.refused(t, "Publish", subj, func(ctx context.Context) error { return publishAck(ctx, enf, subj) })
+				if n := count(t, admin, events.StreamUsage, subj); n != 0 {
+					t.Fatalf("forged usage stored on %s: %d", subj, n)
+				}
+			})
+		}
 		revoked := "cordon.token.revoked.acme.0190f5a2-0000-7000-8000-000000000001"
 		issued := "cordon.token.issued.acme.0190f5a2-0000-7000-8000-000000000002"
 		t.Run("publish a revocation", func(t *testing.T) {
@@ -292,7 +306,23 @@ func testEnforcer(t *testing.T, o setup) {
 				return enf.js.DeleteKeyValue(ctx, events.BucketDenylist)
 			})
 		})
-		for _, subj := range []string{"_INBOX.>", "cordon.token.>", "cordon.cmd.revoke", natsauth.InboxPrefix(pub(t, f, natsauth.RoleAdmin)) + ".>"} {
+		t.Run("read the ledger", func(t *testing.T) {
+			enf.refused(t, "Publish", "$JS.API.CONSUMER.CREATE.TOKENS.spy.cordon.token.>", func(ctx context.Context) error {
+				_, err := enf.js.CreateOrUpdateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{Durable: "spy", FilterSubject: "cordon.token.>"})
+				return err
+			})
+		})
+		t.Run("purge usage", func(t *testing.T) {
+			enf.refused(t, "Publish", "$JS.API.STREAM.PURGE.USAGE", func(ctx context.Context) error {
+				_, err := enf.nc.RequestWithContext(ctx, "$JS.API.STREAM.PURGE.USAGE", nil)
+				return err
+			})
+			if n := count(t, admin, events.StreamUsage, events.UsageSubject("acme", edge1)); n != 1 {
+				t.Fatalf("usage after a refused purge: %d events, want 1", n)
+			}
+		})
+		for _, subj := range []string{"_INBOX.>", "cordon.token.>", "cordon.cmd.revoke", "cordon.cmd.sql", "cordon.cmd.>", "cordon.usage.>",
+			natsauth.InboxPrefix(pub(t, f, natsauth.RoleAdmin)) + ".>"} {
 			t.Run("subscribe "+subj, func(t *testing.T) {
 				enf.refused(t, "Subscription", subj, func(ctx context.Context) error {
 					sub, err := enf.nc.SubscribeSync(subj)
@@ -414,6 +444,15 @@ func TestIssuerPermissions(t *testing.T) {
 				return iss.js.DeleteStream(ctx, events.StreamTokens)
 			})
 		})
+		for _, d := range []string{natsauth.DurableRevokerTokens, natsauth.DurableAuditorLedger} {
+			t.Run("delete durable "+d, func(t *testing.T) {
+				subj := "$JS.API.CONSUMER.DELETE.TOKENS." + d
+				iss.refused(t, "Publish", subj, func(ctx context.Context) error {
+					_, err := iss.nc.RequestWithContext(ctx, subj, nil)
+					return err
+				})
+			})
+		}
 	})
 }
 
@@ -557,6 +596,14 @@ func TestRevokerPermissions(t *testing.T) {
 				return err
 			})
 		})
+		t.Run("squat the auditor's ledger durable", func(t *testing.T) {
+			subj := "$JS.API.CONSUMER.CREATE.TOKENS.auditor-ledger"
+			body := `{"stream_name":"TOKENS","config":{"durable_name":"auditor-ledger","filter_subject":"cordon.token.>","ack_policy":"none","deliver_policy":"new"}}`
+			rev.refused(t, "Publish", subj, func(ctx context.Context) error {
+				_, err := rev.nc.RequestWithContext(ctx, subj, []byte(body))
+				return err
+			})
+		})
 		t.Run("read usage", func(t *testing.T) {
 			subj := "$JS.API.CONSUMER.CREATE.USAGE.auditor-usage.cordon.usage.>"
 			rev.refused(t, "Publish", subj, func(ctx context.Context) error {
@@ -583,10 +630,10 @@ func testAuditor(t *testing.T, o setup) {
 	ctx := ctxT(t)
 	admin := f.connect(t, natsauth.RoleAdmin)
 	iss := f.connect(t, natsauth.RoleIssuer)
-	enf := f.connect(t, natsauth.RoleEnforcer)
+	enf := f.connectEnforcer(t, edge1)
 	aud := f.connect(t, natsauth.RoleAuditor)
 	for i := range 50 {
-		if _, err := enf.js.PublishAsync(events.UsageSubject("acme", "edge"), []byte(`{}`), jetstream.WithMsgID(fmt.Sprint("u", i))); err != nil {
+		if _, err := enf.js.PublishAsync(events.UsageSubject("acme", edge1), []byte(`{}`), jetstream.WithMsgID(fmt.Sprint("u", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -637,6 +684,37 @@ func testAuditor(t *testing.T, o setup) {
 				t.Fatalf("%s: ack floor %d (want %d), %d unacknowledged", d.name, info.AckFloor.Stream, d.want, info.NumAckPending)
 			}
 		}
+		// The detectors read both streams in order with ordered consumers
+		// filtered on one subject each, from a checkpoint's sequence, as
+		// services/auditor detection.go does.
+		for _, d := range []struct {
+			stream, filter string
+			from           uint64
+			want           int
+		}{
+			{events.StreamUsage, events.SubjectUsagePrefix + ">", 0, 50},
+			{events.StreamUsage, events.SubjectUsagePrefix + ">", 41, 10},
+			{events.StreamTokens, events.SubjectTokenPrefix + ">", 0, 1},
+		} {
+			cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{d.filter}, DeliverPolicy: jetstream.DeliverAllPolicy}
+			if d.from > 0 {
+				cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, d.from
+			}
+			c, err := aud.js.OrderedConsumer(ctx, d.stream, cfg)
+			if err != nil {
+				t.Fatalf("ordered consumer on %s: %v", d.stream, err)
+			}
+			it, err := c.Messages()
+			if err != nil {
+				t.Fatalf("ordered consumer on %s: %v", d.stream, err)
+			}
+			for i := range d.want {
+				if _, err := it.Next(); err != nil {
+					t.Fatalf("ordered consumer on %s: message %d: %v", d.stream, i, err)
+				}
+			}
+			it.Stop()
+		}
 		fut, err := aud.js.PublishAsync("cordon.anomaly.high.acme.t1", []byte(`{}`), jetstream.WithMsgID("a1"))
 		if err != nil {
 			t.Fatal(err)
@@ -665,6 +743,32 @@ func testAuditor(t *testing.T, o setup) {
 		t.Run("put a denylist entry", func(t *testing.T) {
 			aud.refused(t, "Publish", "$KV.denylist.tok.x", func(ctx context.Context) error { return publishAck(ctx, aud, "$KV.denylist.tok.x") })
 		})
+		t.Run("read signing-key events in order", func(t *testing.T) {
+			aud.refusedWhere(t, "Publish", "$JS.API.CONSUMER.CREATE.TOKENS.", func(ctx context.Context) error {
+				c, err := aud.js.OrderedConsumer(ctx, events.StreamTokens, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectKeyPrefix + ">"}})
+				if err != nil {
+					return err
+				}
+				_, err = c.Fetch(1, jetstream.FetchMaxWait(4*time.Second))
+				return err
+			})
+		})
+		// The body of a create carries the configuration: by name alone,
+		// a create, pull or delete could squat, drain or reset another
+		// service's durable. Each is refused by name.
+		squat := `{"stream_name":"TOKENS","config":{"durable_name":"revoker-tokens","filter_subject":"cordon.token.>","ack_policy":"none","deliver_policy":"new"}}`
+		for _, r := range []struct{ what, subject, body string }{
+			{"squat the revoker's durable", "$JS.API.CONSUMER.CREATE.TOKENS.revoker-tokens", squat},
+			{"pull from the revoker's durable", "$JS.API.CONSUMER.MSG.NEXT.TOKENS.revoker-tokens", `{"batch":1}`},
+			{"delete the revoker's durable", "$JS.API.CONSUMER.DELETE.TOKENS.revoker-tokens", ``},
+		} {
+			t.Run(r.what, func(t *testing.T) {
+				aud.refused(t, "Publish", r.subject, func(ctx context.Context) error {
+					_, err := aud.nc.RequestWithContext(ctx, r.subject, []byte(r.body))
+					return err
+				})
+			})
+		}
 		t.Run("use the revoker's consumer", func(t *testing.T) {
 			subj := "$JS.API.CONSUMER.CREATE.TOKENS.revoker-tokens.cordon.token.>"
 			aud.refused(t, "Publish", subj, func(ctx context.Context) error {
@@ -693,6 +797,31 @@ func TestAdminPermissions(t *testing.T) {
 	t.Run("allowed", func(t *testing.T) {
 		rev.serve(t, events.SubjectCmdRevoke)
 		admin.request(t, events.SubjectCmdRevoke)
+		// The admin watches the ledger and the anomalies as they are
+		// published (the leak drill does).
+		aud := f.connect(t, natsauth.RoleAuditor)
+		for _, s := range []struct {
+			watch, subject string
+			by             *client
+		}{
+			{events.SubjectTokenPrefix + ">", "cordon.token.revoked.acme.t1", rev},
+			{events.SubjectAnomalyPrefix + ">", "cordon.anomaly.high.acme.t1", aud},
+		} {
+			sub, err := admin.nc.SubscribeSync(s.watch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if err := publishAck(ctx, s.by, s.subject); err != nil {
+				t.Fatalf("%s publishes %s: %v", s.by.role, s.subject, err)
+			}
+			if m, err := sub.NextMsg(5 * time.Second); err != nil || m.Subject != s.subject {
+				t.Fatalf("watch %s: %v", s.watch, err)
+			}
+			_ = sub.Unsubscribe()
+		}
 		names := admin.js.StreamNames(ctx)
 		n := 0
 		for range names.Name() {
@@ -723,6 +852,23 @@ func TestAdminPermissions(t *testing.T) {
 				_, err := admin.js.UpdateStream(ctx, cfg)
 				return err
 			})
+		})
+		for _, subj := range []string{"cordon.cmd.>", "cordon.cmd.sql", "cordon.usage.>", "_INBOX.>"} {
+			t.Run("subscribe "+subj, func(t *testing.T) {
+				admin.refused(t, "Subscription", subj, func(ctx context.Context) error {
+					sub, err := admin.nc.SubscribeSync(subj)
+					if err != nil {
+						return err
+					}
+					defer sub.Unsubscribe()
+					_, err = sub.NextMsgWithContext(ctx)
+					return err
+				})
+			})
+		}
+		t.Run("publish usage", func(t *testing.T) {
+			s := events.UsageSubject("acme", edge1)
+			admin.refused(t, "Publish", s, func(ctx context.Context) error { return publishAck(ctx, admin, s) })
 		})
 		t.Run("purge usage", func(t *testing.T) {
 			st, err := admin.js.Stream(ctx, events.StreamUsage)
@@ -774,7 +920,7 @@ func TestBootstrap(t *testing.T) {
 	}
 	t.Run(string(natsauth.RoleEnforcer), func(t *testing.T) {
 		f := secured(t, setup{})
-		enf := f.connect(t, natsauth.RoleEnforcer)
+		enf := f.connectEnforcer(t, edge1)
 		enf.refused(t, "Publish", "$JS.API.STREAM.CREATE.USAGE", func(ctx context.Context) error {
 			_, err := enf.js.CreateStream(ctx, events.Streams(events.StreamOptions{})[1])
 			return err
@@ -797,7 +943,7 @@ func TestEnforcerCannotFeedTheLedgerThroughAConsumer(t *testing.T) {
 	ctx := ctxT(t)
 	admin := f.connect(t, natsauth.RoleAdmin)
 	iss := f.connect(t, natsauth.RoleIssuer)
-	enf := f.connect(t, natsauth.RoleEnforcer)
+	enf := f.connectEnforcer(t, edge1)
 	keys := openKV(ctx, t, iss, events.BucketKeys)
 	if _, err := keys.Put(ctx, "k1", []byte(`{"public_key":"x"}`)); err != nil {
 		t.Fatal(err)

@@ -31,18 +31,36 @@ const (
 	// the ledger, is the only writer of the denylist bucket, and answers
 	// cordon.cmd.revoke.
 	RoleRevoker Role = "revoker"
-	// RoleEnforcer publishes usage events and reads the denylist and keys
-	// buckets. Nothing else.
+	// RoleEnforcer publishes usage events only as itself — on
+	// cordon.usage.<tenant>.<its enforcer id> — and reads the denylist and
+	// keys buckets. Nothing else. Every enforcer has an identity of its
+	// own (EnforcerPermissions): no enforcer credential can report usage
+	// under another enforcer's name.
 	RoleEnforcer Role = "enforcer"
 	// RoleAdmin is the CLI and automation: it sends cordon.cmd.* requests
-	// (which carry their own admin token) and may create missing streams
-	// and buckets and inspect them — never update, delete or purge them:
-	// an update could shorten the ledger's or the denylist's retention.
+	// (which carry their own admin token), watches the ledger and the
+	// anomalies as they are published (ids and claims, never a token
+	// string), and may create missing streams and buckets and inspect
+	// them — never update, delete or purge them: an update could shorten
+	// the ledger's or the denylist's retention.
 	RoleAdmin Role = "admin"
 )
 
 // ErrUnknownRole is returned for a role name that is not one of Roles().
 var ErrUnknownRole = errors.New("unknown role")
+
+// ErrEnforcerID is returned when an enforcer identity lacks a valid
+// enforcer id: the enforcer role exists only per enforcer.
+var ErrEnforcerID = errors.New("enforcer identity needs a valid enforcer id")
+
+// ValidateEnforcerID checks an enforcer id: the subject token of its usage
+// events and part of its seed file's name (1–64 of a–z, A–Z, 0–9, '-', '_').
+func ValidateEnforcerID(id string) error {
+	if err := events.ValidateName(id); err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrEnforcerID, id, err)
+	}
+	return nil
+}
 
 // Roles returns every role, in a stable order.
 func Roles() []Role {
@@ -83,15 +101,65 @@ const (
 const ResponseTTL = 2 * time.Minute
 
 // Permissions returns the NATS permissions of role for a user whose
-// private inbox prefix is inbox (InboxPrefix of its public key).
+// private inbox prefix is inbox (InboxPrefix of its public key). The
+// enforcer role has no permissions of its own: each enforcer's are
+// EnforcerPermissions (Permissions(RoleEnforcer, …) fails with
+// ErrEnforcerID).
 func Permissions(r Role, inbox string) (*server.Permissions, error) {
+	if r == RoleEnforcer {
+		return nil, fmt.Errorf("permissions of %s: %w: use EnforcerPermissions", r, ErrEnforcerID)
+	}
+	return permissions(r, "", inbox)
+}
+
+// EnforcerPermissions returns the NATS permissions of the enforcer whose
+// id is id: it may publish usage on cordon.usage.*.<id> (any tenant, its
+// own name) and read the denylist and keys buckets.
+func EnforcerPermissions(id, inbox string) (*server.Permissions, error) {
+	if err := ValidateEnforcerID(id); err != nil {
+		return nil, fmt.Errorf("permissions of %s: %w", RoleEnforcer, err)
+	}
+	return permissions(RoleEnforcer, id, inbox)
+}
+
+// BootstrapPermissions are those of the one-time identity that creates and
+// updates Cordon's streams and buckets on the embedded server
+// (natsrun.Server.Bootstrap): the stream create, update and info API of
+// Cordon's streams and nothing else. No role has them — updating a stream
+// can shorten the ledger's retention — and no seed of this identity is
+// ever written: it exists in memory for the time of the bootstrap.
+func BootstrapPermissions(inbox string) (*server.Permissions, error) {
+	if err := validInbox(inbox); err != nil {
+		return nil, fmt.Errorf("bootstrap permissions: %w", err)
+	}
+	var p perms
+	p.pub("$JS.API.INFO")
+	for _, s := range streamNames() {
+		p.pub("$JS.API.STREAM.INFO."+s, "$JS.API.STREAM.CREATE."+s, "$JS.API.STREAM.UPDATE."+s)
+	}
+	p.subs = append(p.subs, inbox+".>")
+	return p.build(), nil
+}
+
+func validInbox(inbox string) error {
 	if inbox == "" || strings.ContainsAny(inbox, "*> ") || strings.HasSuffix(inbox, ".") {
-		return nil, fmt.Errorf("permissions of %s: invalid inbox prefix %q", r, inbox)
+		return fmt.Errorf("invalid inbox prefix %q", inbox)
+	}
+	return nil
+}
+
+// UsagePublishSubject is the subject pattern an enforcer with id may
+// publish its usage events on: every tenant, its own name.
+func UsagePublishSubject(id string) string { return events.SubjectUsagePrefix + "*." + id }
+
+func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
+	if err := validInbox(inbox); err != nil {
+		return nil, fmt.Errorf("permissions of %s: %w", r, err)
 	}
 	var p perms
 	switch r {
 	case RoleEnforcer:
-		p.pub(events.SubjectUsagePrefix + ">")
+		p.pub(UsagePublishSubject(enforcer))
 		p.kvRead(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
 	case RoleIssuer:
@@ -116,8 +184,8 @@ func Permissions(r Role, inbox string) (*server.Permissions, error) {
 		p.durable(events.StreamUsage, DurableAuditorUsage)
 		p.durable(events.StreamTokens, DurableAuditorLedger)
 		p.durable(events.StreamAnomalies, DurableAuditorAnomalies)
-		p.readInOrder(events.StreamUsage)
-		p.readInOrder(events.StreamTokens)
+		p.readInOrder(events.StreamUsage, events.SubjectUsagePrefix+">")
+		p.readInOrder(events.StreamTokens, events.SubjectTokenPrefix+">")
 		p.kvRead(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
 		p.bootstrap()
@@ -125,6 +193,10 @@ func Permissions(r Role, inbox string) (*server.Permissions, error) {
 	case RoleAdmin:
 		p.pub("cordon.cmd.>")
 		p.manage()
+		// Watching, read-only: ledger events and anomalies carry token ids
+		// and claims, never a token string (those travel only in replies,
+		// to the requester's private inbox).
+		p.subs = append(p.subs, events.SubjectTokenPrefix+">", events.SubjectAnomalyPrefix+">")
 	default:
 		return nil, fmt.Errorf("permissions: %w %q", ErrUnknownRole, string(r))
 	}
@@ -137,6 +209,7 @@ func Permissions(r Role, inbox string) (*server.Permissions, error) {
 // list of each role is every entry here that none of its allows covers,
 // so that a future, broader allow cannot open them by accident.
 var guarded = []string{
+	events.SubjectUsagePrefix + ">",
 	events.SubjectTokenPrefix + "issued.>",
 	events.SubjectTokenPrefix + "rotated.>",
 	events.SubjectTokenPrefix + "revoked.>",
@@ -157,6 +230,24 @@ var guarded = []string{
 type perms struct {
 	pubs, subs []string
 	responses  bool
+	// own are the durable consumers of the role ("<stream>.<name>").
+	own []string
+}
+
+// durables are the durable consumers of Cordon's services, as
+// "<stream>.<name>". A role that may create, read from or delete consumers
+// with random names on a stream (ordered consumers, KV watches) could name
+// one of these — the request body carries the configuration, so a create
+// by name can squat or reconfigure another service's durable (deliver only
+// new messages, no acknowledgements), a pull can steal its messages and a
+// delete drops its position. Every such subject of a durable the role does
+// not own is denied by name.
+var durables = []string{
+	events.StreamUsage + "." + DurableAuditorUsage,
+	events.StreamTokens + "." + DurableAuditorLedger,
+	events.StreamAnomalies + "." + DurableAuditorAnomalies,
+	events.StreamTokens + "." + DurableRevokerTokens,
+	events.StreamAnomalies + "." + DurableRevokerAnomalies,
 }
 
 func (p *perms) pub(subjects ...string) { p.pubs = append(p.pubs, subjects...) }
@@ -201,13 +292,17 @@ func (p *perms) ordered(stream string) {
 }
 
 // readInOrder allows the ordered consumers the auditor's detectors read
-// with. They name their subjects in FilterSubjects, so the create request
-// carries no filter token: unlike ordered, it cannot re-create another
-// service's durable consumer with that durable's filter.
-func (p *perms) readInOrder(stream string) {
+// stream with, filtered on filter (services/auditor detection.go). nats.go
+// puts a single filter into the create subject
+// ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), so exactly that
+// filter is allowed there, besides the unfiltered form. The consumer name
+// is random and cannot be allowed by name; the durables of the other
+// services are denied by name instead (see durables).
+func (p *perms) readInOrder(stream, filter string) {
 	p.pub(
 		"$JS.API.STREAM.INFO."+stream,
 		"$JS.API.CONSUMER.CREATE."+stream+".*",
+		"$JS.API.CONSUMER.CREATE."+stream+".*."+filter,
 		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
 		"$JS.API.CONSUMER.INFO."+stream+".*",
 		"$JS.API.CONSUMER.DELETE."+stream+".*",
@@ -219,6 +314,7 @@ func (p *perms) readInOrder(stream string) {
 // $JS.ACK.<stream>.<consumer>.… (or $JS.ACK.<domain>.<account hash>.… with
 // the server's js_ack_fc_v2 feature flag).
 func (p *perms) durable(stream, name string) {
+	p.own = append(p.own, stream+"."+name)
 	p.pub(
 		"$JS.API.STREAM.INFO."+stream,
 		"$JS.API.CONSUMER.CREATE."+stream+"."+name,
@@ -282,6 +378,18 @@ func (p *perms) build() *server.Permissions {
 	for _, g := range guarded {
 		if !coveredBy(g, pubs) {
 			deny = append(deny, g)
+		}
+	}
+	for _, d := range durables {
+		if slices.Contains(p.own, d) {
+			continue
+		}
+		for _, api := range []string{"CREATE", "DELETE", "MSG.NEXT"} {
+			for _, s := range []string{"$JS.API.CONSUMER." + api + "." + d, "$JS.API.CONSUMER." + api + "." + d + ".>"} {
+				if coveredBy(s, pubs) {
+					deny = append(deny, s)
+				}
+			}
 		}
 	}
 	out := &server.Permissions{

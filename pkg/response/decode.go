@@ -7,7 +7,9 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -20,7 +22,8 @@ const MaxFileSize = 4 << 20
 
 var (
 	sectionFields = []string{"dry_run", "rules"}
-	ruleFields    = []string{"name", "detectors", "min_severity", "tenants", "holders", "all_of", "within", "action", "dry_run"}
+	ruleFields    = []string{"name", "detectors", "min_severity", "tenants", "holders", "all_of", "within", "action", "corroborate", "dry_run"}
+	corrFields    = []string{"min_enforcers", "require_allowed", "within"}
 	severities    = []string{events.SeverityLow, events.SeverityMedium, events.SeverityHigh, events.SeverityCritical}
 )
 
@@ -218,12 +221,61 @@ func (d *decoder) rule(n *yaml.Node, path string, i int) (Rule, error) {
 	default:
 		return r, d.Errorf(yamlnode.Resolve(f.Val), path+".action", "%q is not one of revoke, alert", act)
 	}
+	if f, ok := fields["corroborate"]; ok {
+		if r.Action != ActionRevoke {
+			return r, d.Errorf(yamlnode.Resolve(f.Key), path+".corroborate", "applies to action: revoke only (an alert needs no corroboration)")
+		}
+		if r.Corroborate, err = d.corroboration(f.Val, path+".corroborate", r.Within); err != nil {
+			return r, err
+		}
+	}
 	if f, ok := fields["dry_run"]; ok {
 		if r.DryRun, err = d.Bool(f.Val, path+".dry_run"); err != nil {
 			return r, err
 		}
 	}
 	return r, nil
+}
+
+// corroboration decodes a rule's corroborate: section; ruleWithin is the
+// rule's all_of window, the default window.
+func (d *decoder) corroboration(n *yaml.Node, path string, ruleWithin time.Duration) (*Corroboration, error) {
+	fields, err := d.Mapping(n, path, corrFields)
+	if err != nil {
+		return nil, err
+	}
+	c := &Corroboration{Within: ruleWithin}
+	if c.Within == 0 {
+		c.Within = DefaultCorroborationWindow
+	}
+	if f, ok := fields["min_enforcers"]; ok {
+		v := yamlnode.Resolve(f.Val)
+		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!int" {
+			return nil, d.Errorf(v, path+".min_enforcers", "want a whole number of enforcers, got %s", yamlnode.Describe(v))
+		}
+		m, err := strconv.Atoi(v.Value)
+		if err != nil || m < 2 || m > MaxMinEnforcers {
+			return nil, d.Errorf(v, path+".min_enforcers", "%q: want 2 to %d (1 asks for nothing: leave it out)", v.Value, MaxMinEnforcers)
+		}
+		c.MinEnforcers = m
+	}
+	if f, ok := fields["require_allowed"]; ok {
+		if c.RequireAllowed, err = d.Bool(f.Val, path+".require_allowed"); err != nil {
+			return nil, err
+		}
+	}
+	if f, ok := fields["within"]; ok {
+		if c.Within, err = d.Duration(f.Val, path+".within"); err != nil {
+			return nil, err
+		}
+		if c.Within <= 0 || c.Within > MaxWithin {
+			return nil, d.Errorf(yamlnode.Resolve(f.Val), path+".within", "%q must be more than 0 and at most %s", yamlnode.Resolve(f.Val).Value, MaxWithin)
+		}
+	}
+	if c.MinEnforcers == 0 && !c.RequireAllowed {
+		return nil, d.Errorf(yamlnode.Resolve(n), path, "asks for nothing: set min_enforcers (2 or more) and/or require_allowed: true")
+	}
+	return c, nil
 }
 
 // knownDetector rejects a detector name that is not in KnownDetectors.

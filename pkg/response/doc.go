@@ -26,6 +26,33 @@
 //	    - name: everything-else
 //	      action: alert
 //
+// A revoke rule may also ask for corroboration before it revokes
+// automatically:
+//
+//	rules:
+//	  - name: leaked
+//	    detectors: [new_network, scope_probing]
+//	    action: revoke
+//	    corroborate:               # optional, action: revoke only
+//	      min_enforcers: 2         # distinct enforcers reported anomalous use of the token (2 to 16)
+//	      require_allowed: true    # and one of those anomalies came from an allowed request
+//	      within: 15m              # evidence window, either side (default: the rule's within, else 10m)
+//
+// The evidence is the token's anomalies of any detector whose event time is
+// within the window of the deciding one, each carrying the enforcer and
+// the decision (allow or deny) of the usage event that raised it
+// (events.AnomalyDetected.Enforcer, Decision). The auditor accepts a usage
+// event only from the enforcer whose subject it arrived on, and NATS lets
+// each enforcer's credential publish only on its own, so min_enforcers
+// means that many independent credentials saw the misuse: one stolen or
+// buggy enforcer cannot get tokens revoked alone. require_allowed asks for
+// more than denials, which anyone can provoke with a token they cannot use.
+// A match whose corroboration is missing alerts instead of revoking
+// (OutcomeUncorroborated) and says what is missing, such as
+// "uncorroborated: 1 of 2 enforcers (edge-1) reported it within 15m0s"; a
+// later anomaly that completes the evidence revokes. At least one of
+// min_enforcers and require_allowed must be set.
+//
 // Rules are tried in file order and the first rule that matches decides, so
 // put exceptions before general rules. An anomaly no rule matches is alerted
 // on: Cordon never drops an anomaly silently. A rule matches when every
@@ -61,5 +88,5 @@
 //
 // that is: revoke on any critical anomaly, revoke on a high one from
 // new_network, use_after_revoke or scope_probing, and alert on everything
-// else.
+// else. The defaults ask for no corroboration.
 package response

@@ -2,6 +2,9 @@ package response
 
 import (
 	"container/list"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +26,11 @@ const (
 	// OutcomeBreakGlass: a break-glass token; never auto-revoked, paged
 	// at critical severity.
 	OutcomeBreakGlass Outcome = "break_glass"
+	// OutcomeUncorroborated: a revoke rule matched but its corroborate
+	// requirement is not met (yet): alert only, saying what is missing
+	// (Decision.Corroboration). A later anomaly that brings the missing
+	// evidence revokes.
+	OutcomeUncorroborated Outcome = "uncorroborated"
 )
 
 // Decision is the policy's verdict on one anomaly.
@@ -40,6 +48,9 @@ type Decision struct {
 	// Related are the ids of the other anomalies that completed a
 	// combination rule.
 	Related []string
+	// Corroboration, for a rule with corroborate, is the evidence found
+	// (a revoke) or what is missing (OutcomeUncorroborated), in words.
+	Corroboration string
 }
 
 // EngineOptions bounds an Engine's memory.
@@ -70,6 +81,8 @@ type seen struct {
 	id       string
 	detector string
 	severity string
+	enforcer string
+	decision string
 	at       time.Time
 }
 
@@ -124,6 +137,14 @@ func (e *Engine) Decide(a *events.AnomalyDetected, breakGlass bool) Decision {
 			d.Severity = sev
 		}
 		if r.Action == ActionRevoke {
+			if r.Corroborate != nil {
+				ok, why := corroborated(r.Corroborate, a, hist)
+				d.Corroboration = why
+				if !ok {
+					d.Outcome = OutcomeUncorroborated
+					break
+				}
+			}
 			d.WouldRevoke = true
 			d.Outcome = OutcomeRevoke
 			if e.p.DryRun || r.DryRun {
@@ -175,9 +196,53 @@ func combination(r *Rule, a *events.AnomalyDetected, hist []seen) ([]string, str
 	return related, sev, true
 }
 
-// record remembers a for combination rules and returns a copy of the
-// token's recent anomalies (including a). Without combination rules it
-// remembers nothing.
+// corroborated checks c against the token's anomalies within c.Within of
+// a (hist includes a). It says, in words, what it found or what is missing.
+func corroborated(c *Corroboration, a *events.AnomalyDetected, hist []seen) (bool, string) {
+	var enforcers []string
+	allowed := false
+	for _, h := range hist {
+		if d := h.at.Sub(a.EventTime); d > c.Within || d < -c.Within {
+			continue
+		}
+		if h.enforcer != "" && !slices.Contains(enforcers, h.enforcer) {
+			enforcers = append(enforcers, h.enforcer)
+		}
+		allowed = allowed || h.decision == events.DecisionAllow
+	}
+	slices.Sort(enforcers)
+	var missing, found []string
+	if c.MinEnforcers > 0 {
+		s := fmt.Sprintf("%d of %d enforcers (%s) reported it within %s", len(enforcers), c.MinEnforcers, orNone(enforcers), c.Within)
+		if len(enforcers) < c.MinEnforcers {
+			missing = append(missing, s)
+		} else {
+			found = append(found, s)
+		}
+	}
+	if c.RequireAllowed {
+		if allowed {
+			found = append(found, "an allowed request was among them")
+		} else {
+			missing = append(missing, fmt.Sprintf("only denied requests within %s, no allowed one", c.Within))
+		}
+	}
+	if len(missing) > 0 {
+		return false, "uncorroborated: " + strings.Join(missing, "; ")
+	}
+	return true, "corroborated: " + strings.Join(found, "; ")
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// record remembers a for combination and corroboration rules and returns
+// a copy of the token's recent anomalies (including a). Without such rules
+// it remembers nothing.
 func (e *Engine) record(a *events.AnomalyDetected) []seen {
 	if e.window == 0 {
 		return nil
@@ -205,7 +270,8 @@ func (e *Engine) record(a *events.AnomalyDetected) []seen {
 		}
 	}
 	if !dup {
-		h.items = append(h.items, seen{id: a.AnomalyID, detector: a.Detector, severity: a.Severity, at: a.EventTime})
+		h.items = append(h.items, seen{id: a.AnomalyID, detector: a.Detector, severity: a.Severity,
+			enforcer: a.Enforcer, decision: a.Decision, at: a.EventTime})
 	}
 	// Forget what no window can reach any more (relative to the newest
 	// event time), then cap the count.

@@ -3,6 +3,7 @@ package response
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,9 +38,35 @@ var KnownDetectors = []string{
 	"new_network", "odd_hours", "scope_probing", "use_after_revoke", "volume_spike", "multi_network",
 }
 
-// MaxWithin bounds a combination window: the engine keeps per-token memory
-// for the longest window of the policy.
+// MaxWithin bounds a combination or corroboration window: the engine keeps
+// per-token memory for the longest window of the policy.
 const MaxWithin = 24 * time.Hour
+
+// DefaultCorroborationWindow is a corroboration's window when it sets none
+// and its rule has no all_of window either.
+const DefaultCorroborationWindow = 10 * time.Minute
+
+// MaxMinEnforcers bounds corroborate.min_enforcers: the engine remembers a
+// bounded number of anomalies per token (EngineOptions.PerToken).
+const MaxMinEnforcers = 16
+
+// Corroboration is the evidence a revoke rule needs beyond its match
+// before it revokes automatically. A usage event is attributed to the
+// enforcer that published it (NATS lets each enforcer report only as
+// itself), so one compromised enforcer credential can forge the anomalies
+// of one enforcer, not more; and only denied requests can be fabricated
+// without a working token. Evidence is the token's anomalies — any
+// detector — whose event time is within Within of the deciding one.
+type Corroboration struct {
+	// MinEnforcers, when set (2 or more), is how many distinct enforcers
+	// must have reported anomalous use of the token.
+	MinEnforcers int
+	// RequireAllowed requires one of those anomalies to have been
+	// triggered by an allowed request, not only by denials.
+	RequireAllowed bool
+	// Within is the evidence window, either side of the deciding anomaly.
+	Within time.Duration
+}
 
 // Policy is a decoded response policy.
 type Policy struct {
@@ -70,6 +97,10 @@ type Rule struct {
 	Within time.Duration
 	// Action is what a match does.
 	Action Action
+	// Corroborate, when set (action revoke only), is the evidence a
+	// revoke needs: without it the match alerts instead, saying why
+	// (OutcomeUncorroborated).
+	Corroborate *Corroboration
 	// DryRun makes a revoke of this rule a dry run.
 	DryRun bool
 	// Line is where the rule is declared (0 for the defaults).
@@ -90,12 +121,15 @@ func Default() *Policy {
 	}
 }
 
-// MaxWindow is the longest combination window of the policy (0 when it
-// has no combination rules).
+// MaxWindow is the longest combination or corroboration window of the
+// policy (0 when it has neither).
 func (p *Policy) MaxWindow() time.Duration {
 	var w time.Duration
 	for i := range p.Rules {
 		w = max(w, p.Rules[i].Within)
+		if c := p.Rules[i].Corroborate; c != nil {
+			w = max(w, c.Within)
+		}
 	}
 	return w
 }
@@ -105,6 +139,9 @@ func (p *Policy) String() string {
 	names := make([]string, len(p.Rules))
 	for i := range p.Rules {
 		names[i] = p.Rules[i].Name + "→" + string(p.Rules[i].Action)
+		if c := p.Rules[i].Corroborate; c != nil {
+			names[i] += "(corroborated: " + c.String() + ")"
+		}
 		if p.Rules[i].DryRun {
 			names[i] += "(dry-run)"
 		}
@@ -114,6 +151,18 @@ func (p *Policy) String() string {
 		s = "dry-run: " + s
 	}
 	return s
+}
+
+// String says what the corroboration requires.
+func (c *Corroboration) String() string {
+	var parts []string
+	if c.MinEnforcers > 0 {
+		parts = append(parts, strconv.Itoa(c.MinEnforcers)+" enforcers")
+	}
+	if c.RequireAllowed {
+		parts = append(parts, "an allowed request")
+	}
+	return strings.Join(parts, " and ") + " within " + c.Within.String()
 }
 
 // matches reports whether r matches a without looking at the combination.

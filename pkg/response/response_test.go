@@ -287,3 +287,108 @@ func TestEngineBounded(t *testing.T) {
 		t.Fatalf("recent token forgotten: %+v", d)
 	}
 }
+
+func anomalyBy(id, token, detector, severity string, at time.Duration, enforcer, decision string) *events.AnomalyDetected {
+	a := anomaly(id, token, detector, severity, at)
+	a.Enforcer, a.Decision = enforcer, decision
+	return a
+}
+
+// TestCorroboration: a revoke rule with corroborate revokes only on the
+// evidence it asks for — distinct enforcers, an allowed request — within
+// its window; otherwise it alerts and says what is missing. Anomalies from
+// one enforcer (one credential, possibly forged) never revoke.
+func TestCorroboration(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "corroborate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := p.Rules[0].Corroborate; c == nil || c.MinEnforcers != 2 || c.RequireAllowed || c.Within != 15*time.Minute {
+		t.Fatalf("leaked-token corroboration: %+v", c)
+	}
+	if c := p.Rules[1].Corroborate; c == nil || c.MinEnforcers != 0 || !c.RequireAllowed || c.Within != 10*time.Minute {
+		t.Fatalf("exfiltration corroboration (the rule's window): %+v", c)
+	}
+	if c := p.Rules[2].Corroborate; c == nil || c.Within != response.DefaultCorroborationWindow {
+		t.Fatalf("critical corroboration (default window): %+v", c)
+	}
+	if p.MaxWindow() != 15*time.Minute {
+		t.Fatalf("max window %v: the engine must remember anomalies for the corroboration window", p.MaxWindow())
+	}
+	dry := *p
+	dry.DryRun = true
+	const allow, deny = events.DecisionAllow, events.DecisionDeny
+	type step struct {
+		a          *events.AnomalyDetected
+		breakGlass bool
+		want       response.Outcome
+		rule       string
+		why        string // a part of Decision.Corroboration
+	}
+	cases := []struct {
+		name   string
+		policy *response.Policy
+		steps  []step
+	}{
+		{"one enforcer never revokes", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "uncorroborated: 1 of 2 enforcers (edge-1)"},
+			{a: anomalyBy("2", "t1", "scope_probing", "high", time.Minute, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2 enforcers (edge-1)"},
+			{a: anomalyBy("3", "t1", "use_after_revoke", "high", 2*time.Minute, "edge-1", allow), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2"},
+		}},
+		{"a second enforcer revokes", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2"},
+			{a: anomalyBy("2", "t1", "scope_probing", "medium", 14*time.Minute, "edge-2", deny), want: response.OutcomeRevoke, rule: "leaked-token", why: "corroborated: 2 of 2 enforcers (edge-1, edge-2)"},
+		}},
+		{"the second enforcer's anomaly arrived first", p, []step{
+			{a: anomalyBy("1", "t1", "odd_hours", "low", 5*time.Minute, "edge-2", deny), want: response.OutcomeAlert, rule: "everything-else"},
+			{a: anomalyBy("2", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeRevoke, rule: "leaked-token", why: "edge-1, edge-2"},
+		}},
+		{"the second enforcer too late", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token"},
+			{a: anomalyBy("2", "t1", "scope_probing", "high", 16*time.Minute, "edge-2", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2 enforcers (edge-2)"},
+		}},
+		{"another token's enforcer does not count", p, []step{
+			{a: anomalyBy("1", "t2", "new_network", "high", 0, "edge-2", deny), want: response.OutcomeUncorroborated, rule: "leaked-token"},
+			{a: anomalyBy("2", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2 enforcers (edge-1)"},
+		}},
+		{"an anomaly without an enforcer does not count", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "0 of 2 enforcers (none)"},
+			{a: anomalyBy("2", "t1", "new_network", "high", time.Minute, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2"},
+		}},
+		{"a redelivered anomaly is no second enforcer", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token"},
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token", why: "1 of 2"},
+		}},
+		{"denials only do not revoke a combination that needs an allowed request", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "medium", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token"},
+			{a: anomalyBy("2", "t1", "odd_hours", "low", 5*time.Minute, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "exfiltration", why: "only denied requests within 10m0s"},
+			{a: anomalyBy("3", "t1", "odd_hours", "low", 6*time.Minute, "edge-1", allow), want: response.OutcomeRevoke, rule: "exfiltration", why: "an allowed request"},
+		}},
+		{"both requirements", p, []step{
+			{a: anomalyBy("1", "t1", "volume_spike", "critical", 0, "edge-1", allow), want: response.OutcomeUncorroborated, rule: "critical", why: "1 of 3 enforcers"},
+			{a: anomalyBy("2", "t1", "volume_spike", "critical", time.Minute, "edge-2", deny), want: response.OutcomeUncorroborated, rule: "critical", why: "2 of 3"},
+			{a: anomalyBy("3", "t1", "volume_spike", "critical", 2*time.Minute, "edge-3", deny), want: response.OutcomeRevoke, rule: "critical", why: "3 of 3 enforcers (edge-1, edge-2, edge-3) reported it within 10m0s; an allowed request"},
+		}},
+		{"break glass pages without revoking", p, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), breakGlass: true, want: response.OutcomeBreakGlass, rule: "leaked-token", why: "uncorroborated"},
+		}},
+		{"dry run of a corroborated match", &dry, []step{
+			{a: anomalyBy("1", "t1", "new_network", "high", 0, "edge-1", deny), want: response.OutcomeUncorroborated, rule: "leaked-token"},
+			{a: anomalyBy("2", "t1", "new_network", "high", 0, "edge-2", deny), want: response.OutcomeDryRun, rule: "leaked-token", why: "corroborated"},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := response.NewEngine(c.policy, response.EngineOptions{})
+			for i, s := range c.steps {
+				d := e.Decide(s.a, s.breakGlass)
+				if d.Outcome != s.want || d.Rule != s.rule || !strings.Contains(d.Corroboration, s.why) {
+					t.Fatalf("step %d: got %+v, want %s by %q, corroboration with %q", i, d, s.want, s.rule, s.why)
+				}
+				if d.WouldRevoke != (s.want == response.OutcomeRevoke || s.want == response.OutcomeDryRun) {
+					t.Fatalf("step %d: would revoke %v for %s", i, d.WouldRevoke, d.Outcome)
+				}
+			}
+		})
+	}
+}

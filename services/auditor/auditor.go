@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
@@ -207,6 +208,17 @@ func New(o Options) (*Auditor, error) {
 		return nil, err
 	}
 	a := &Auditor{o: o, settled: true}
+	if o.StateDir != "" {
+		// The detector state says which tokens are used from where.
+		r, err := privdir.Ensure(o.StateDir)
+		if err != nil {
+			return nil, fmt.Errorf("auditor: state directory: %w", err)
+		}
+		if r.Tightened {
+			o.Log.Warn().Str("dir", o.StateDir).Str("was", fmt.Sprintf("%04o", r.Was)).
+				Msg("state directory was readable by others: tightened to 0700")
+		}
+	}
 	if o.Detector != nil && o.StateDir != "" {
 		cp, err := loadCheckpoint(o.StateDir, o.Detector)
 		if err != nil {
@@ -527,7 +539,8 @@ func storeMax(v *atomic.Uint64, x uint64) {
 }
 
 // observe decodes one message into the batch (rejecting what cannot be
-// decoded). Detection does not happen here: the detectors read the streams
+// decoded, and usage whose enforcer is not the one of its subject:
+// ErrMisattributed). Detection does not happen here: the detectors read the streams
 // themselves, in order (detect).
 func (a *Auditor) observe(b *batch, im inMsg) {
 	m := im.m
@@ -554,7 +567,7 @@ func (a *Auditor) observe(b *batch, im inMsg) {
 	}
 	b.usageMsgs = append(b.usageMsgs, m)
 	b.maxUsage = max(b.maxUsage, seq)
-	e, _, err := DecodeUsage(m.Data())
+	e, _, err := decodeAttributedUsage(m.Subject(), m.Data())
 	if err != nil {
 		a.deadLetter(m, err)
 		return

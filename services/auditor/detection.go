@@ -162,8 +162,11 @@ func (d *detection) observe(im inMsg) {
 		}
 	} else if seq > a.covered.UsageSeq {
 		a.covered.UsageSeq = seq
-		if e, u, err := DecodeUsage(im.m.Data()); err == nil {
+		// Undecodable and misattributed events are dead-lettered by the
+		// row consumer; the detectors never see them.
+		if e, u, err := decodeAttributedUsage(im.m.Subject(), im.m.Data()); err == nil {
 			found = a.o.Detector.ObserveUsage(e, u)
+			attribute(found, e, u)
 			a.observed.Add(1)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -342,16 +343,12 @@ func (i *Issuer) TrustAnchor() token.AnchorKey { return i.keys.anchor.Public() }
 // privateDir creates dir with mode 0700, or tightens an existing one to
 // 0700 (saying so), since it holds secrets.
 func privateDir(dir string, log zerolog.Logger) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	st, err := os.Stat(dir)
+	r, err := privdir.Ensure(dir)
 	if err != nil {
 		return err
 	}
-	if st.Mode().Perm() != 0o700 {
-		log.Warn().Str("path", dir).Str("mode", st.Mode().Perm().String()).Msg("data directory open to others; restricting it to 0700")
-		return os.Chmod(dir, 0o700)
+	if r.Tightened {
+		log.Warn().Str("path", dir).Str("mode", r.Was.String()).Msg("data directory open to others; restricted it to 0700")
 	}
 	return nil
 }

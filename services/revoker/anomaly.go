@@ -29,6 +29,11 @@ type ResponseRecord struct {
 	Outcome  alert.Outcome    `json:"outcome"`
 	// Related are the other anomalies of a combination rule.
 	Related []string `json:"related,omitempty"`
+	// Enforcer is the enforcer the anomaly's usage event is attributed to.
+	Enforcer string `json:"enforcer,omitempty"`
+	// Corroboration is what a rule with corroborate found, or what it
+	// missed (decision uncorroborated: alerted, not revoked).
+	Corroboration string `json:"corroboration,omitempty"`
 }
 
 // respond applies the response policy to one anomaly: revoke, record a dry
@@ -61,6 +66,9 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 	}
 	dec := r.engine.Decide(a, info.BreakGlass)
 	reason := fmt.Sprintf("%s anomaly %s (severity %s, response rule %s)", a.Detector, a.AnomalyID, a.Severity, ruleName(dec.Rule))
+	if dec.Corroboration != "" && dec.Outcome != response.OutcomeUncorroborated {
+		reason += "; " + dec.Corroboration
+	}
 	n := alert.Notice{
 		TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder, BreakGlass: info.BreakGlass,
 		Observation: alert.Observation{AnomalyID: a.AnomalyID, Detector: a.Detector, Severity: a.Severity,
@@ -69,7 +77,8 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 		ResolveAt: info.Expiry, ResolveReason: "token expired",
 	}
 	log := r.o.Log.With().Str("anomaly_id", a.AnomalyID).Str("token_id", a.TokenID).Str("tenant", a.Tenant).
-		Str("holder", a.Holder).Str("detector", a.Detector).Str("severity", a.Severity).Str("rule", dec.Rule).Logger()
+		Str("holder", a.Holder).Str("detector", a.Detector).Str("severity", a.Severity).Str("rule", dec.Rule).
+		Str("enforcer", a.Enforcer).Logger()
 	switch {
 	case dec.Outcome == response.OutcomeBreakGlass:
 		n.Outcome = alert.OutcomeBreakGlass
@@ -90,6 +99,13 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 			n.Outcome = alert.OutcomeAlreadyRevoked
 		}
 		n.Action = "Reason: " + reason + "."
+	case dec.Outcome == response.OutcomeUncorroborated:
+		// One enforcer's word (possibly a forged or stolen credential's),
+		// or denials only: on-call decides.
+		n.Outcome = alert.OutcomeAlertOnly
+		n.Action = fmt.Sprintf("Not revoked: response rule %s revokes only on corroborated evidence, %s.", dec.Rule, dec.Corroboration)
+		log.Info().Bool("audit", true).Str("would", "revoke").Str("corroboration", dec.Corroboration).
+			Msg("revoke rule matched without corroboration: alerted only")
 	case dec.Outcome == response.OutcomeDryRun:
 		n.Outcome = alert.OutcomeDryRun
 		n.Action = "The policy would have revoked it: " + reason + "."
@@ -107,7 +123,8 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 		r.alerts.Resolve(a.TokenID, "token revoked by "+r.o.Source+": "+reason)
 	}
 	r.record(ResponseRecord{At: now, AnomalyID: a.AnomalyID, TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder,
-		Detector: a.Detector, Severity: a.Severity, Rule: dec.Rule, Decision: dec.Outcome, Outcome: n.Outcome, Related: dec.Related})
+		Detector: a.Detector, Severity: a.Severity, Rule: dec.Rule, Decision: dec.Outcome, Outcome: n.Outcome, Related: dec.Related,
+		Enforcer: a.Enforcer, Corroboration: dec.Corroboration})
 	log.Info().Str("decision", string(dec.Outcome)).Str("outcome", string(n.Outcome)).Msg("anomaly handled")
 	return nil
 }

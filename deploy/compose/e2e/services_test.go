@@ -74,16 +74,27 @@ type conns struct {
 
 func (c *conns) connect(r natsauth.Role) (*nats.Conn, jetstream.JetStream) {
 	c.t.Helper()
-	nc, err := nats.Connect(c.url, natsauth.ConnectOption(natsauth.SeedFile(c.dir, r)), nats.Name(string(r)),
+	return c.connectSeed(string(r), natsauth.SeedFile(c.dir, r))
+}
+
+// connectEnforcer connects with the identity of the enforcer with id.
+func (c *conns) connectEnforcer(id string) (*nats.Conn, jetstream.JetStream) {
+	c.t.Helper()
+	return c.connectSeed("enforcer/"+id, natsauth.EnforcerSeedFile(c.dir, id))
+}
+
+func (c *conns) connectSeed(name, seed string) (*nats.Conn, jetstream.JetStream) {
+	c.t.Helper()
+	nc, err := nats.Connect(c.url, natsauth.ConnectOption(seed), nats.Name(name),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
 				c.mu.Lock()
-				c.viol = append(c.viol, string(r)+": "+err.Error())
+				c.viol = append(c.viol, name+": "+err.Error())
 				c.mu.Unlock()
 			}
 		}))
 	if err != nil {
-		c.t.Fatalf("connect as %s: %v", r, err)
+		c.t.Fatalf("connect as %s: %v", name, err)
 	}
 	c.t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
@@ -118,7 +129,7 @@ func TestServicesRunWithTheirOwnCredentials(t *testing.T) {
 		t.Skip("runs the services on a real NATS server; skipped with -short")
 	}
 	dir := t.TempDir()
-	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{}); err != nil {
+	if _, err := natsauth.Generate(dir, natsauth.GenerateOptions{Enforcers: []string{"edge-1"}}); err != nil {
 		t.Fatal(err)
 	}
 	users, err := natsauth.ServerAuth(dir)
@@ -185,7 +196,7 @@ func TestServicesRunWithTheirOwnCredentials(t *testing.T) {
 		<-adone
 	}()
 
-	_, ejs := c.connect(natsauth.RoleEnforcer)
+	_, ejs := c.connectEnforcer("edge-1")
 	routes, err := enforce.LoadRoutes("../../../testdata/routes/demo.yaml")
 	if err != nil {
 		t.Fatal(err)
