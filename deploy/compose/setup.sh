@@ -7,8 +7,12 @@
 #      id compose.yaml gives `cordon enforce --id`: it may publish usage only
 #      as edge-1) and the server's auth.conf (`cordon creds generate`), each
 #      seed copied into its service's directory;
-#   3. ClickHouse: a random password for the auditor's ClickHouse user;
-#   4. ownership: each directory is handed to the user of the container that
+#   3. the trust anchor (`cordon anchor generate`): its private key goes to
+#      the issuer only (it endorses every signing key the issuer publishes),
+#      its public half to the auditor, the revoker and the enforcer
+#      (--trust-anchor: they accept only endorsed keys);
+#   4. ClickHouse: a random password for the auditor's ClickHouse user;
+#   5. ownership: each directory is handed to the user of the container that
 #      mounts it (65532: Cordon and nats-server images; 101: ClickHouse).
 #
 # Every container mounts exactly one directory, its own. OUT/private (CA key,
@@ -34,6 +38,14 @@ for role in "${roles[@]}"; do
 done
 install -m 0600 "$out/private/nats/enforcer-$enforcer_id.nk" "$out/enforcer/nats.nk"
 install -m 0644 "$out/private/nats/auth.conf" "$out/nats-server/auth.conf"
+
+if [[ ! -s "$out/private/anchor/anchor.key" ]]; then
+	"${CORDON:-cordon}" anchor generate --out "$out/private/anchor" >/dev/null
+fi
+install -m 0600 "$out/private/anchor/anchor.key" "$out/issuer/anchor.key"
+for d in auditor revoker enforcer; do
+	install -m 0644 "$out/private/anchor/trust-anchor.pub" "$out/$d/trust-anchor.pub"
+done
 
 if [[ ! -s "$out/private/clickhouse-password" ]]; then
 	openssl rand -hex 24 >"$out/private/clickhouse-password"
