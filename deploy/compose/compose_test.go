@@ -37,6 +37,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // TestMain lets the test binary stand in for the cordon binary when
@@ -431,10 +432,10 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 	want := map[string][]string{
 		"nats-server": {"ca.pem", "server.pem", "server-key.pem", "auth.conf"},
 		"clickhouse":  {"ca.pem", "server.pem", "server-key.pem", "password"},
-		"issuer":      {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "https.pem", "https-key.pem"},
-		"auditor":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "clickhouse-password"},
-		"revoker":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk"},
-		"enforcer":    {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "https.pem", "https-key.pem"},
+		"issuer":      {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "https.pem", "https-key.pem", "anchor.key"},
+		"auditor":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "clickhouse-password", "trust-anchor.pub"},
+		"revoker":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "trust-anchor.pub"},
+		"enforcer":    {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "https.pem", "https-key.pem", "trust-anchor.pub"},
 		"admin":       {"ca.pem", "client.pem", "client-key.pem", "nats.nk"},
 	}
 	for dir, files := range want {
@@ -447,7 +448,7 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 			for _, e := range entries {
 				got = append(got, e.Name())
 				info, _ := e.Info()
-				secret := strings.HasSuffix(e.Name(), "key.pem") || strings.HasSuffix(e.Name(), ".nk") || strings.Contains(e.Name(), "password")
+				secret := strings.HasSuffix(e.Name(), "key.pem") || strings.HasSuffix(e.Name(), ".nk") || strings.Contains(e.Name(), "password") || strings.HasSuffix(e.Name(), ".key")
 				if secret && info.Mode().Perm() != 0o600 {
 					t.Errorf("%s: mode %v, want 0600", e.Name(), info.Mode().Perm())
 				}
@@ -474,6 +475,25 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 			}
 		})
 	}
+	t.Run("the verifiers trust the issuer's anchor", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(out, "issuer", "anchor.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		anchor, err := token.UnmarshalAnchor(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []string{"auditor", "revoker", "enforcer"} {
+			pub, err := token.LoadAnchorKey(filepath.Join(out, dir, "trust-anchor.pub"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pub.String() != anchor.Public().String() {
+				t.Errorf("%s trusts anchor %s, the issuer endorses with %s", dir, pub.ID(), anchor.Public().ID())
+			}
+		}
+	})
 	t.Run("the enforcer's identity is its --id", func(t *testing.T) {
 		id := flagValues(loadCompose(t).Services["enforcer"].Command[1:])["id"]
 		pub, err := natsauth.PublicKeyOf(filepath.Join(out, "enforcer", "nats.nk"))
