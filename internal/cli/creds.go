@@ -116,10 +116,8 @@ func runCredsGenerate(_ context.Context, env *Env, args []string) error {
 	if slices.Contains(roles, natsauth.RoleEnforcer) && len(enforcers) == 0 {
 		return fmt.Errorf("%w: --role enforcer: each enforcer has its own identity; name them with --enforcer ID[,ID…]", errUsage)
 	}
-	if r, err := privdir.Ensure(out); err != nil {
+	if err := privdir.EnsureLogged(out, env.Log); err != nil {
 		return fmt.Errorf("generate nats credentials: %w", err)
-	} else if r.Tightened {
-		env.Log.Warn().Str("dir", out).Str("was", fmt.Sprintf("%04o", r.Was)).Msg("credentials directory was readable by others: tightened to 0700")
 	}
 	users, err := natsauth.Generate(out, natsauth.GenerateOptions{Roles: roles, Enforcers: enforcers, Force: force})
 	if err != nil {

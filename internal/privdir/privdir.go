@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/rs/zerolog"
 )
 
 // Mode is the mode of a private directory: owner only.
@@ -64,4 +66,18 @@ func Ensure(dir string) (Result, error) {
 		}
 	}
 	return r, nil
+}
+
+// EnsureLogged is Ensure that says on log when it tightened an existing
+// directory, which is how every service calls it at start.
+func EnsureLogged(dir string, log zerolog.Logger) error {
+	r, err := Ensure(dir)
+	if err != nil {
+		return err
+	}
+	if r.Tightened {
+		log.Warn().Str("dir", dir).Str("was", fmt.Sprintf("%04o", r.Was)).
+			Msg("directory was open to other users: tightened to 0700")
+	}
+	return nil
 }

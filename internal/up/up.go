@@ -166,8 +166,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		dirs = append(dirs, o.ChDBPath)
 	}
 	for _, d := range dirs {
-		if err := privateDir(d, o.Log); err != nil {
-			return nil, err
+		if err := privdir.EnsureLogged(d, o.Log); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
 		}
 	}
 	if s.Policy, err = loadPolicy(o.PolicyFile); err != nil {
@@ -365,19 +365,6 @@ func (s *System) connectAs(name, seedFile string) (*nats.Conn, jetstream.JetStre
 		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	return nc, js, nil
-}
-
-// privateDir creates dir 0700 or tightens it to 0700, saying so.
-func privateDir(dir string, log zerolog.Logger) error {
-	r, err := privdir.Ensure(dir)
-	if err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	if r.Tightened {
-		log.Warn().Str("dir", dir).Str("was", fmt.Sprintf("%04o", r.Was)).Str("now", fmt.Sprintf("%04o", privdir.Mode)).
-			Msg("data directory was readable by others: tightened to 0700")
-	}
-	return nil
 }
 
 func (s *System) serve(addr string, h http.Handler) (string, error) {

@@ -210,13 +210,8 @@ func New(o Options) (*Auditor, error) {
 	a := &Auditor{o: o, settled: true}
 	if o.StateDir != "" {
 		// The detector state says which tokens are used from where.
-		r, err := privdir.Ensure(o.StateDir)
-		if err != nil {
+		if err := privdir.EnsureLogged(o.StateDir, o.Log); err != nil {
 			return nil, fmt.Errorf("auditor: state directory: %w", err)
-		}
-		if r.Tightened {
-			o.Log.Warn().Str("dir", o.StateDir).Str("was", fmt.Sprintf("%04o", r.Was)).
-				Msg("state directory was readable by others: tightened to 0700")
 		}
 	}
 	if o.Detector != nil && o.StateDir != "" {

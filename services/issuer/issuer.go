@@ -46,6 +46,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
@@ -185,7 +186,7 @@ func New(o Options) (*Issuer, error) {
 		o.IdempotencyEntries = 10000
 	}
 	log := o.Logger.With().Str("component", "issuer").Logger()
-	if err := privateDir(o.DataDir, log); err != nil {
+	if err := privdir.EnsureLogged(o.DataDir, log); err != nil {
 		return nil, fmt.Errorf("issuer: data directory: %w", err)
 	}
 	ks, err := openKeyStore(filepath.Join(o.DataDir, "keys"), o.AnchorFile, log)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -339,16 +338,3 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 // TrustAnchor returns the public half of the anchor that endorses the
 // issuer's signing keys: verifiers are configured with it.
 func (i *Issuer) TrustAnchor() token.AnchorKey { return i.keys.anchor.Public() }
-
-// privateDir creates dir with mode 0700, or tightens an existing one to
-// 0700 (saying so), since it holds secrets.
-func privateDir(dir string, log zerolog.Logger) error {
-	r, err := privdir.Ensure(dir)
-	if err != nil {
-		return err
-	}
-	if r.Tightened {
-		log.Warn().Str("path", dir).Str("mode", r.Was.String()).Msg("data directory open to others; restricted it to 0700")
-	}
-	return nil
-}
