@@ -192,12 +192,21 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 // Query implements store.Backend. Settings travel with the request; the
 // server buffers the whole result (wait_end_of_query) so that a failure is
 // an error, never a truncated result.
+//
+// clickhouse-go sets max_execution_time to the context's deadline plus 5 s,
+// over the caller's own: when the caller sets it, the deadline is hidden
+// from the library (the context still cancels the request).
 func (b *Backend) Query(ctx context.Context, query string, settings []store.Setting) ([]byte, error) {
-	ctx, cancel := b.withTimeout(ctx)
-	defer cancel()
 	s := clickhouse.Settings{"wait_end_of_query": 1}
+	own := false
 	for _, st := range settings {
 		s[st.Name] = st.Value
+		own = own || st.Name == "max_execution_time"
+	}
+	ctx, cancel := b.withTimeout(ctx)
+	defer cancel()
+	if own {
+		ctx = withoutDeadline(ctx)
 	}
 	rc, err := b.conn.QueryFormat(clickhouse.Context(ctx, clickhouse.WithSettings(s)), "JSONCompact", strings.TrimRight(query, " \t\r\n;"))
 	if err != nil {
@@ -209,6 +218,18 @@ func (b *Backend) Query(ctx context.Context, query string, settings []store.Sett
 		return nil, fmt.Errorf("clickhouse: read result: %w", redact(err, b.password))
 	}
 	return out, nil
+}
+
+// withoutDeadline returns a context cancelled with ctx but without its
+// deadline (the query's own time limit is then the server's to enforce; the
+// HTTP read timeout still bounds the wait).
+func withoutDeadline(ctx context.Context) context.Context {
+	if _, ok := ctx.Deadline(); !ok {
+		return ctx
+	}
+	nd, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, cancel)
+	return nd
 }
 
 // Close implements store.Backend.
