@@ -5,7 +5,9 @@
 #   1. TLS: a private CA and every certificate (gen-certs.sh);
 #   2. NATS: one NKey identity per Cordon role and the server's auth.conf
 #      (`cordon creds generate`), each seed copied into its role's directory;
-#   3. ClickHouse: a random password for the auditor's ClickHouse user;
+#   3. ClickHouse: a random password for the auditor's ClickHouse user, and
+#      one for the read-only user analysts' queries run as (the server gets
+#      only its SHA-256, in clickhouse/substitutions.xml);
 #   4. ownership: each directory is handed to the user of the container that
 #      mounts it (65532: Cordon and nats-server images; 101: ClickHouse).
 #
@@ -35,6 +37,14 @@ if [[ ! -s "$out/private/clickhouse-password" ]]; then
 fi
 install -m 0600 "$out/private/clickhouse-password" "$out/clickhouse/password"
 install -m 0600 "$out/private/clickhouse-password" "$out/auditor/clickhouse-password"
+if [[ ! -s "$out/private/clickhouse-analyst-password" ]]; then
+	openssl rand -hex 24 >"$out/private/clickhouse-analyst-password"
+fi
+install -m 0600 "$out/private/clickhouse-analyst-password" "$out/auditor/clickhouse-analyst-password"
+analyst_sha256="$(tr -d '\n' <"$out/private/clickhouse-analyst-password" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+printf '<clickhouse>\n    <cordon_analyst_password_sha256>%s</cordon_analyst_password_sha256>\n</clickhouse>\n' "$analyst_sha256" \
+	>"$out/clickhouse/substitutions.xml"
+chmod 0600 "$out/clickhouse/substitutions.xml"
 
 if [[ "$(id -u)" -eq 0 ]]; then
 	for d in "${roles[@]}" nats-server; do
