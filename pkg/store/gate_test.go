@@ -386,7 +386,7 @@ func TestQueryOptionsValidation(t *testing.T) {
 // engine under it.
 func TestQueryCancelReturnsAtOnce(t *testing.T) {
 	ctx := t.Context()
-	s, _ := openStore(t, engines()[0], fmt.Sprintf("t%d_cancel", dbSeq.Add(1)), store.Options{QueryTimeout: 4 * time.Second})
+	s, _ := openStore(t, engines()[0], fmt.Sprintf("t%d_cancel", dbSeq.Add(1)), store.Options{QueryTimeout: 6 * time.Second})
 	qctx, cancel := context.WithCancel(ctx)
 	endless := `SELECT sum(a * b) FROM (SELECT arrayJoin(range(10000000)) AS a) AS x CROSS JOIN (SELECT arrayJoin(range(10000000)) AS b) AS y`
 	var wg sync.WaitGroup
@@ -418,9 +418,18 @@ func TestQueryCancelReturnsAtOnce(t *testing.T) {
 	if _, err := s.Query(short, "SELECT 1"); !errors.Is(err, context.Canceled) {
 		t.Errorf("second query with a cancelled context: %v", err)
 	}
-	// Close waits for the statement still on the engine.
+	// A third waits with no deadline at all: Close sends it away, and
+	// waits for the statement still on the engine.
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := s.Query(ctx, "SELECT 1")
+		waiting <- err
+	}()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-waiting; !errors.Is(err, store.ErrClosed) {
+		t.Errorf("query waiting for a turn when the store closed: %v, want ErrClosed", err)
 	}
 	if n := s.AnalystQueriesInFlight(); n != 0 {
 		t.Errorf("Close returned with %d analyst queries on the engine", n)

@@ -120,9 +120,10 @@ func (o Options) gateSettings() []Setting {
 // of the cells.
 //
 // At most Options.MaxConcurrentQueries analyst queries run at once; others
-// wait, bounded by ctx. When ctx ends, Query returns at once; the statement
-// already on the engine runs on until it finishes or hits its time limit,
-// and keeps its turn until then.
+// wait, bounded by ctx. When ctx ends or Close starts, Query returns at
+// once (ErrClosed for the latter); the statement already on the engine runs
+// on until it finishes or hits its time limit, and keeps its turn until
+// then.
 func (s *Store) Query(ctx context.Context, q string) (*Result, error) {
 	if err := Precheck(q); err != nil {
 		return nil, err
@@ -134,12 +135,25 @@ func (s *Store) Query(ctx context.Context, q string) (*Result, error) {
 	}
 	s.inflight.Add(1)
 	s.closeMu.RUnlock()
-	release := s.inflight.Done
+	// qctx ends with the caller's context or when Close starts.
+	qctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.closing, cancel)
+	end := func() {
+		stop()
+		cancel()
+		s.inflight.Done()
+	}
+	gaveUp := func(what string) error {
+		if s.closing.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("query: %s: %w", what, ErrClosed)
+		}
+		return fmt.Errorf("query: %s: %w", what, ctx.Err())
+	}
 	select {
 	case s.analysts <- struct{}{}:
-	case <-ctx.Done():
-		release()
-		return nil, fmt.Errorf("query: waiting for a turn (%d analyst queries run at once): %w", s.opts.MaxConcurrentQueries, ctx.Err())
+	case <-qctx.Done():
+		end()
+		return nil, gaveUp(fmt.Sprintf("waiting for a turn (%d analyst queries run at once)", s.opts.MaxConcurrentQueries))
 	}
 	type outcome struct {
 		res *Result
@@ -147,16 +161,22 @@ func (s *Store) Query(ctx context.Context, q string) (*Result, error) {
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		defer release()
+		defer end()
 		defer func() { <-s.analysts }()
-		res, err := s.analystQuery(ctx, q)
+		res, err := s.analystQuery(qctx, q)
 		done <- outcome{res, err}
 	}()
 	select {
 	case o := <-done:
 		return o.res, o.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("query: %w (the engine stops the statement within its %s limit)", ctx.Err(), s.opts.QueryTimeout)
+	case <-qctx.Done():
+		// The goroutine cancels qctx after it answers: an answer wins.
+		select {
+		case o := <-done:
+			return o.res, o.err
+		default:
+		}
+		return nil, gaveUp(fmt.Sprintf("given up (the engine stops the statement within its %s limit)", s.opts.QueryTimeout))
 	}
 }
 

@@ -113,6 +113,8 @@ type Store struct {
 	inflight      sync.WaitGroup
 	closeMu       sync.RWMutex
 	closed        bool
+	closing       context.Context // done when Close starts
+	stopQueries   context.CancelFunc
 	tablesMu      sync.Mutex
 	tables        map[string]bool // Cordon's tables and views, by name
 }
@@ -138,6 +140,7 @@ func Open(ctx context.Context, b Backend, o Options) (*Store, error) {
 	}
 	s := &Store{b: b, db: db, opts: o, log: o.Logger.With().Str("component", "store").Logger(),
 		analysts: make(chan struct{}, o.MaxConcurrentQueries)}
+	s.closing, s.stopQueries = context.WithCancel(context.Background())
 	s.querySettings = o.querySettings()
 	s.gateSettings = o.gateSettings()
 	if err := s.migrate(ctx); err != nil {
@@ -152,9 +155,10 @@ func Open(ctx context.Context, b Backend, o Options) (*Store, error) {
 // Database returns the database the store's tables live in.
 func (s *Store) Database() string { return s.db }
 
-// Close closes the backend. An analyst query whose caller gave up may still
-// run on the engine (chDB cannot interrupt a statement): Close waits for it,
-// at most its QueryTimeout, so the engine is never closed under it.
+// Close closes the backend. Analyst queries waiting for a turn fail with
+// ErrClosed; one whose statement is on the engine ends its call at once, but
+// the statement may still run (chDB cannot interrupt one): Close waits for
+// it, at most its QueryTimeout, so the engine is never closed under it.
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	already := s.closed
@@ -163,6 +167,7 @@ func (s *Store) Close() error {
 	if already {
 		return nil
 	}
+	s.stopQueries()
 	s.inflight.Wait()
 	if err := s.b.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
