@@ -440,7 +440,11 @@ func (g *gateCheck) walkIn(ctx context.Context, n *astNode) error {
 	set := args.children[1]
 	switch {
 	case set.kind == "Identifier":
-		return g.checkTable(ctx, set.name)
+		err := g.checkTable(ctx, set.name)
+		if err != nil && !strings.Contains(set.name, ".") {
+			return fmt.Errorf("%w (the right side of %s names a table; for an array column, use has(%s, value))", err, n.name, set.name)
+		}
+		return err
 	case set.kind == "Subquery" || set.kind == "Literal" ||
 		set.kind == "Function" && (set.name == "tuple" || set.name == "array"):
 		return g.walk(ctx, set, args)

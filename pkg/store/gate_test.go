@@ -172,6 +172,7 @@ func TestQueryGateAttacks(t *testing.T) {
 			{"apply transformer", "SELECT * APPLY (toString) FROM usage_events", "APPLY"},
 			{"query parameter", "SELECT {p:String}", "query parameters"},
 			{"IN of an expression", "SELECT 1 FROM usage_events WHERE latency_ns IN (1 + 1)", "right side of in"},
+			{"IN of a column", "SELECT 1 FROM token_ledger WHERE 'x' IN scopes", "use has(scopes, value)"},
 			// Names that would forge lines of the engine's syntax tree.
 			{"newline in an alias", "SELECT 1 AS `a\n   TableIdentifier system.users`", "quoted identifier"},
 			{"newline in a column", "SELECT `x\n    Function file` FROM usage_events", "quoted identifier"},
