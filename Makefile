@@ -35,7 +35,7 @@ vet: ## go vet and gofmt check
 test: chdb vet ## run every test (real NATS JetStream and real chDB)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-fuzz: ## run each fuzz target for FUZZTIME (default 10s)
+fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/token/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pkg/events/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
@@ -43,6 +43,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalPath$$' -fuzztime=$(FUZZTIME) ./pkg/enforce/
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) ./pkg/adminauth/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/response/
+	$(GO) test -run='^$$' -fuzz='^FuzzSQLGate$$' -fuzztime=$(FUZZTIME) ./pkg/store/
 
 bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md

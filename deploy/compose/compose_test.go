@@ -10,7 +10,9 @@ package compose_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"encoding/xml"
 	"errors"
@@ -37,6 +39,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -370,6 +373,164 @@ func TestClickHouseConfig(t *testing.T) {
 	}
 }
 
+// xmlNode is any XML element, for config files read generically.
+type xmlNode struct {
+	XMLName  xml.Name
+	Attrs    []xml.Attr `xml:",any,attr"`
+	Text     string     `xml:",chardata"`
+	Children []xmlNode  `xml:",any"`
+}
+
+// child returns the first child named name.
+func (n xmlNode) child(name string) (xmlNode, bool) {
+	for _, c := range n.Children {
+		if c.XMLName.Local == name {
+			return c, true
+		}
+	}
+	return xmlNode{}, false
+}
+
+// path walks children by name.
+func (n xmlNode) path(t *testing.T, names ...string) xmlNode {
+	t.Helper()
+	for _, name := range names {
+		c, ok := n.child(name)
+		if !ok {
+			t.Fatalf("no <%s> under <%s>", name, n.XMLName.Local)
+		}
+		n = c
+	}
+	return n
+}
+
+func (n xmlNode) attr(name string) string {
+	for _, a := range n.Attrs {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+func loadXML(t *testing.T, path string) xmlNode {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n xmlNode
+	if err := xml.Unmarshal(b, &n); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return n
+}
+
+// TestClickHouseAnalystUser holds the analyst user's profile (analyst.xml)
+// to what the auditor sends for analysts' queries (store.QuerySettings):
+// readonly=1 and not changeable; every other setting the store sends may
+// be set by the read-only user, within bounds that admit the store's
+// defaults; the overflow modes cannot be relaxed to "break"; the user reads
+// the auditor's database only; and the server settings it relies on
+// (access.xml) are on, both files mounted where ClickHouse reads them.
+func TestClickHouseAnalystUser(t *testing.T) {
+	conf := loadXML(t, "clickhouse/analyst.xml")
+	profile := conf.path(t, "profiles", "cordon_analyst")
+	if v := strings.TrimSpace(profile.path(t, "readonly").Text); v != "1" {
+		t.Errorf("profile readonly = %q, want 1", v)
+	}
+	constraints := profile.path(t, "constraints")
+	if _, ok := constraints.child("readonly"); ok {
+		t.Error("readonly has a constraint: a read-only user must not change it")
+	}
+	settings, err := store.Options{}.QuerySettings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := []string{"http_write_exception_in_output_format"} // clickhouse-go's own
+	for _, st := range settings {
+		if st.Name == "readonly" {
+			continue
+		}
+		sent = append(sent, st.Name)
+		c, ok := constraints.child(st.Name)
+		if !ok {
+			t.Errorf("the store sends %s, which the read-only profile does not let it set", st.Name)
+			continue
+		}
+		if _, ok := c.child("changeable_in_readonly"); !ok {
+			t.Errorf("constraint %s lacks changeable_in_readonly", st.Name)
+		}
+		num := func(v any) (float64, bool) {
+			f, err := strconv.ParseFloat(fmt.Sprint(v), 64)
+			return f, err == nil
+		}
+		if v, isNum := num(st.Value); isNum {
+			for _, bound := range []string{"min", "max"} {
+				b, ok := c.child(bound)
+				if !ok {
+					t.Errorf("constraint %s has no %s", st.Name, bound)
+					continue
+				}
+				lim, _ := num(strings.TrimSpace(b.Text))
+				if bound == "min" && v < lim || bound == "max" && v > lim {
+					t.Errorf("the store's default %s = %v is outside the profile's %s %v", st.Name, st.Value, bound, lim)
+				}
+			}
+		}
+		if strings.HasSuffix(st.Name, "_overflow_mode") {
+			d, ok := c.child("disallowed")
+			if !ok || strings.TrimSpace(d.Text) != "break" {
+				t.Errorf("constraint %s does not forbid break (a truncated result instead of an error)", st.Name)
+			}
+		}
+	}
+	for _, c := range constraints.Children {
+		if !slices.Contains(sent, c.XMLName.Local) {
+			t.Errorf("the profile lets the read-only user set %s, which Cordon never sends", c.XMLName.Local)
+		}
+	}
+	user := conf.path(t, "users", "cordon_analyst")
+	if p := strings.TrimSpace(user.path(t, "profile").Text); p != "cordon_analyst" {
+		t.Errorf("user profile %q", p)
+	}
+	if incl := user.path(t, "password_sha256_hex").attr("incl"); incl != "cordon_analyst_password_sha256" {
+		t.Errorf("password hash incl=%q, want the substitution setup.sh writes", incl)
+	}
+	var grants []string
+	for _, g := range user.path(t, "grants").Children {
+		grants = append(grants, strings.TrimSpace(g.Text))
+	}
+	if !slices.Equal(grants, []string{"GRANT SELECT ON cordon.*"}) {
+		t.Errorf("grants %q, want SELECT on the cordon database only", grants)
+	}
+
+	access := loadXML(t, "clickhouse/access.xml")
+	if inc := strings.TrimSpace(access.path(t, "include_from").Text); inc != "/etc/clickhouse-server/secrets/substitutions.xml" {
+		t.Errorf("include_from %q: not the file setup.sh writes in the mounted secrets", inc)
+	}
+	for _, k := range []string{"settings_constraints_replace_previous", "select_from_system_db_requires_grant", "select_from_information_schema_requires_grant"} {
+		if v := strings.TrimSpace(access.path(t, "access_control_improvements", k).Text); v != "true" {
+			t.Errorf("%s = %q, want true", k, v)
+		}
+	}
+
+	c := loadCompose(t)
+	for _, m := range []string{
+		"./clickhouse/analyst.xml:/etc/clickhouse-server/users.d/analyst.xml:ro",
+		"./clickhouse/access.xml:/etc/clickhouse-server/config.d/access.xml:ro",
+	} {
+		if !slices.Contains(c.Services["clickhouse"].Volumes, m) {
+			t.Errorf("clickhouse does not mount %s", m)
+		}
+	}
+	flags := flagValues(c.Services["auditor"].Command[1:])
+	if flags["clickhouse-analyst-user"] != "cordon_analyst" || flags["clickhouse-database"] != "cordon" ||
+		flags["clickhouse-analyst-password-file"] != "/run/secrets/cordon/clickhouse-analyst-password" {
+		t.Errorf("auditor flags %v: want the analyst user, its password file and database cordon", flags)
+	}
+}
+
 // TestDemoPolicyAndRoutes: the demo policy loads, and every holder's
 // audience includes the service the enforcer's routes protect.
 func TestDemoPolicyAndRoutes(t *testing.T) {
@@ -431,9 +592,9 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 	pool.AddCert(ca)
 	want := map[string][]string{
 		"nats-server": {"ca.pem", "server.pem", "server-key.pem", "auth.conf"},
-		"clickhouse":  {"ca.pem", "server.pem", "server-key.pem", "password"},
+		"clickhouse":  {"ca.pem", "server.pem", "server-key.pem", "password", "substitutions.xml"},
 		"issuer":      {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "https.pem", "https-key.pem", "anchor.key"},
-		"auditor":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "clickhouse-password", "trust-anchor.pub"},
+		"auditor":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "clickhouse-password", "clickhouse-analyst-password", "trust-anchor.pub"},
 		"revoker":     {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "trust-anchor.pub"},
 		"enforcer":    {"ca.pem", "client.pem", "client-key.pem", "nats.nk", "https.pem", "https-key.pem", "trust-anchor.pub"},
 		"admin":       {"ca.pem", "client.pem", "client-key.pem", "nats.nk"},
@@ -535,6 +696,31 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(out, "clickhouse", "password")); len(strings.TrimSpace(string(b))) < 32 {
 		t.Errorf("clickhouse password %d characters", len(strings.TrimSpace(string(b))))
+	}
+	// The analyst user's password: the auditor has it, the server only its
+	// hash, where analyst.xml's incl= finds it.
+	writer, _ := os.ReadFile(filepath.Join(out, "auditor", "clickhouse-password"))
+	analyst, _ := os.ReadFile(filepath.Join(out, "auditor", "clickhouse-analyst-password"))
+	pass := strings.TrimSpace(string(analyst))
+	if len(pass) < 32 || pass == strings.TrimSpace(string(writer)) {
+		t.Errorf("analyst password: %d characters, same as the writer's: %v", len(pass), pass == strings.TrimSpace(string(writer)))
+	}
+	subst, err := os.ReadFile(filepath.Join(out, "clickhouse", "substitutions.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var incl struct {
+		XMLName xml.Name `xml:"clickhouse"`
+		Hash    string   `xml:"cordon_analyst_password_sha256"`
+	}
+	if err := xml.Unmarshal(subst, &incl); err != nil {
+		t.Fatalf("substitutions.xml: %v", err)
+	}
+	if sum := sha256.Sum256([]byte(pass)); incl.Hash != hex.EncodeToString(sum[:]) {
+		t.Errorf("substitutions.xml holds hash %q, not the SHA-256 of the auditor's analyst password", incl.Hash)
+	}
+	if strings.Contains(string(subst), pass) {
+		t.Error("substitutions.xml holds the analyst password itself")
 	}
 }
 

@@ -11,7 +11,9 @@
 #      the issuer only (it endorses every signing key the issuer publishes),
 #      its public half to the auditor, the revoker and the enforcer
 #      (--trust-anchor: they accept only endorsed keys);
-#   4. ClickHouse: a random password for the auditor's ClickHouse user;
+#   4. ClickHouse: a random password for the auditor's ClickHouse user, and
+#      one for the read-only user analysts' queries run as (the server gets
+#      only its SHA-256, in clickhouse/substitutions.xml);
 #   5. ownership: each directory is handed to the user of the container that
 #      mounts it (65532: Cordon and nats-server images; 101: ClickHouse).
 #
@@ -52,6 +54,14 @@ if [[ ! -s "$out/private/clickhouse-password" ]]; then
 fi
 install -m 0600 "$out/private/clickhouse-password" "$out/clickhouse/password"
 install -m 0600 "$out/private/clickhouse-password" "$out/auditor/clickhouse-password"
+if [[ ! -s "$out/private/clickhouse-analyst-password" ]]; then
+	openssl rand -hex 24 >"$out/private/clickhouse-analyst-password"
+fi
+install -m 0600 "$out/private/clickhouse-analyst-password" "$out/auditor/clickhouse-analyst-password"
+analyst_sha256="$(tr -d '\n' <"$out/private/clickhouse-analyst-password" | openssl dgst -sha256 -r | cut -d' ' -f1)"
+printf '<clickhouse>\n    <cordon_analyst_password_sha256>%s</cordon_analyst_password_sha256>\n</clickhouse>\n' "$analyst_sha256" \
+	>"$out/clickhouse/substitutions.xml"
+chmod 0600 "$out/clickhouse/substitutions.xml"
 
 if [[ "$(id -u)" -eq 0 ]]; then
 	for d in "${roles[@]}" enforcer nats-server; do

@@ -109,7 +109,9 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 	if q == "" {
 		return fmt.Errorf("%w: a query is required, e.g. cordon sql \"SELECT count() FROM usage_events\"", errUsage)
 	}
-	if err := store.CheckReadOnly(q); err != nil {
+	// The auditor judges the query on the engine's own parse; only what
+	// needs no engine (size, bytes) is checked here, to fail fast.
+	if err := store.Precheck(q); err != nil {
 		return err
 	}
 	cl, closeNC, err := c.client("cordon-sql")

@@ -32,7 +32,10 @@ type auditorFlags struct {
 	nf                                               *natsFlags
 	storeKind, chdbPath                              string
 	chAddr, chDatabase, chUser, chPassFile, chCAFile string
+	chAnalystUser, chAnalystPassFile                 string
 	chTLS                                            bool
+	sqlTimeout                                       time.Duration
+	sqlMaxRows, sqlMaxMemoryMiB                      int
 	state, policy, source, metrics                   string
 	trustAnchor                                      string
 	retention, replicas, batchSize, writers          int
@@ -52,6 +55,11 @@ func auditorFlagSet(env *Env, f *auditorFlags) *flag.FlagSet {
 	fs.StringVar(&f.chDatabase, "clickhouse-database", store.DefaultDatabase, "database of Cordon's tables (created if missing)")
 	fs.StringVar(&f.chUser, "clickhouse-user", getenvDefault("CORDON_CLICKHOUSE_USER", "default"), "ClickHouse user")
 	fs.StringVar(&f.chPassFile, "clickhouse-password-file", os.Getenv("CORDON_CLICKHOUSE_PASSWORD_FILE"), "file holding the ClickHouse password")
+	fs.StringVar(&f.chAnalystUser, "clickhouse-analyst-user", os.Getenv("CORDON_CLICKHOUSE_ANALYST_USER"), "read-only ClickHouse user that runs analysts' queries (cordon sql); its profile should carry the limits (deploy/compose/clickhouse/analyst.xml)")
+	fs.StringVar(&f.chAnalystPassFile, "clickhouse-analyst-password-file", os.Getenv("CORDON_CLICKHOUSE_ANALYST_PASSWORD_FILE"), "file holding the analyst user's ClickHouse password")
+	fs.DurationVar(&f.sqlTimeout, "sql-timeout", store.DefaultQueryTimeout, "longest an analyst query (cordon sql) runs before the engine cancels it (1s to 1h; with chDB it holds ingestion meanwhile)")
+	fs.IntVar(&f.sqlMaxRows, "sql-max-rows", store.DefaultMaxResultRows, "most rows an analyst query may return (the query fails beyond)")
+	fs.IntVar(&f.sqlMaxMemoryMiB, "sql-max-memory-mb", store.DefaultMaxQueryMemory>>20, "most memory an analyst query may use, in MiB")
 	fs.BoolVar(&f.chTLS, "clickhouse-tls", false, "connect to ClickHouse over HTTPS")
 	fs.StringVar(&f.chCAFile, "clickhouse-ca-file", "", "PEM bundle of the CAs to trust for ClickHouse TLS (default: the system pool)")
 	fs.StringVar(&f.state, "state", ".cordon/auditor", "directory of the detector checkpoint")
@@ -87,6 +95,21 @@ func (f *auditorFlags) validate() error {
 	if err := store.ValidateDatabase(f.chDatabase); err != nil {
 		return fmt.Errorf("%w: --clickhouse-database: %v", errUsage, err)
 	}
+	if f.chAnalystUser != "" && f.storeKind != storeClickHouse {
+		return fmt.Errorf("%w: --clickhouse-analyst-user is for --store clickhouse", errUsage)
+	}
+	if f.sqlTimeout <= 0 {
+		return fmt.Errorf("%w: --sql-timeout %s: analyst queries always have a time limit (1s to 1h)", errUsage, f.sqlTimeout)
+	}
+	if f.chAnalystUser != "" && f.chAnalystUser == f.chUser {
+		return fmt.Errorf("%w: --clickhouse-analyst-user %q is the writer's user: analysts need a separate, read-only user", errUsage, f.chAnalystUser)
+	}
+	if f.sqlMaxRows < 1 || f.sqlMaxMemoryMiB < 16 {
+		return fmt.Errorf("%w: --sql-max-rows %d, --sql-max-memory-mb %d: want at least 1 row and 16 MiB", errUsage, f.sqlMaxRows, f.sqlMaxMemoryMiB)
+	}
+	if _, err := f.storeOptions().QuerySettings(); err != nil {
+		return fmt.Errorf("%w: analyst query limits: %v", errUsage, err)
+	}
 	switch {
 	case f.retention < 0:
 		return fmt.Errorf("%w: --retention-days %d: want 0 (forever) or more", errUsage, f.retention)
@@ -109,6 +132,12 @@ func (f *auditorFlags) validate() error {
 	return nil
 }
 
+// storeOptions are the store options the flags give.
+func (f *auditorFlags) storeOptions() store.Options {
+	return store.Options{RetentionDays: f.retention, QueryTimeout: f.sqlTimeout, MaxResultRows: f.sqlMaxRows,
+		MaxQueryMemory: int64(f.sqlMaxMemoryMiB) << 20}
+}
+
 // runAuditor is `cordon auditor`: the usage consumer, detectors and the
 // analyst API on their own.
 func runAuditor(ctx context.Context, env *Env, args []string) error {
@@ -127,13 +156,20 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	password := ""
+	password, analystPassword := "", ""
 	if f.storeKind == storeClickHouse && f.chPassFile != "" {
 		b, err := os.ReadFile(f.chPassFile)
 		if err != nil {
 			return fmt.Errorf("read ClickHouse password: %w", err)
 		}
 		password = strings.TrimSpace(string(b))
+	}
+	if f.storeKind == storeClickHouse && f.chAnalystPassFile != "" {
+		b, err := os.ReadFile(f.chAnalystPassFile)
+		if err != nil {
+			return fmt.Errorf("read ClickHouse analyst password: %w", err)
+		}
+		analystPassword = strings.TrimSpace(string(b))
 	}
 	if f.check {
 		where := "chdb at " + f.chdbPath
@@ -144,8 +180,8 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 		if f.policy != "" {
 			src = "policy " + f.policy
 		}
-		fmt.Fprintf(env.Stdout, "auditor config: ok (detectors from %s: %s; store %s, database %s, retention %s)\n",
-			src, strings.Join(enabledDetectors(cfg), ", "), where, f.chDatabase, retentionText(f.retention))
+		fmt.Fprintf(env.Stdout, "auditor config: ok (detectors from %s: %s; store %s, database %s, retention %s; analyst queries: %s, %d MiB, %d rows)\n",
+			src, strings.Join(enabledDetectors(cfg), ", "), where, f.chDatabase, retentionText(f.retention), f.sqlTimeout, f.sqlMaxMemoryMiB, f.sqlMaxRows)
 		return nil
 	}
 	if f.source == "" {
@@ -172,12 +208,14 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 		b, err = openChDB(ctx, f.chdbPath, f.chDatabase)
 	default:
 		b, err = chserver.Open(ctx, chserver.Options{Addr: f.chAddr, Database: f.chDatabase, User: f.chUser, Password: password,
-			TLS: f.chTLS, CAFile: f.chCAFile})
+			AnalystUser: f.chAnalystUser, AnalystPassword: analystPassword, TLS: f.chTLS, CAFile: f.chCAFile})
 	}
 	if err != nil {
 		return fmt.Errorf("open %s store: %w", f.storeKind, err)
 	}
-	st, err := store.Open(ctx, b, store.Options{RetentionDays: f.retention, Logger: env.Log})
+	so := f.storeOptions()
+	so.Logger = env.Log
+	st, err := store.Open(ctx, b, so)
 	if err != nil {
 		b.Close()
 		return err

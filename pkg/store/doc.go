@@ -52,10 +52,19 @@
 //
 // # Reading
 //
-// Query runs an analyst's SQL: one SELECT, WITH, SHOW, DESCRIBE or EXPLAIN
-// statement (CheckReadOnly says why anything else is refused), executed with
-// readonly=1 and a row limit. Result holds typed cells (see Result) and
-// writes itself as a table, CSV or JSON. Anomalies, TokenReport and
+// Query runs an analyst's SQL. It is judged on the engine's own parse, not
+// on its text (gate.go): the engine normalises it as one statement
+// (formatQuerySingleLine, the caller's text travelling only inside a string
+// literal), then its EXPLAIN AST is walked against allow-lists of node
+// kinds, functions (gatefuncs.go) and tables: one SELECT or WITH over
+// Cordon's tables and views, no table functions, no file() or url(), no
+// SETTINGS, no INTO OUTFILE, no FORMAT. The engine's normalised text runs,
+// never the caller's, with readonly=1 and the limits of Options (time,
+// memory, result rows and bytes), which the engine enforces by cancelling
+// the query. Analyst queries take turns (Options.MaxConcurrentQueries), and
+// on chDB, which runs one statement at a time, wait for pending inserts so
+// that ingestion has the engine first. Result holds typed cells (see Result)
+// and writes itself as a table, CSV or JSON. Anomalies, TokenReport and
 // CountUsage are the store's own reports.
 //
 // # Writing

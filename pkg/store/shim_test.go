@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +32,16 @@ import (
 type httpShim struct {
 	mu       sync.Mutex
 	backends map[string]*chdbstore.Backend
+	// requests records each request's user and parameters, for tests of
+	// what the chserver backend sends.
+	requests []shimRequest
+}
+
+// shimRequest is what one request carried.
+type shimRequest struct {
+	user   string
+	query  string
+	params url.Values
 }
 
 // shimParams are URL parameters that are not settings.
@@ -46,6 +58,13 @@ func (s *httpShim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	params := r.URL.Query()
+	s.mu.Lock()
+	user, _, ok := r.BasicAuth()
+	if !ok {
+		user = r.Header.Get("X-ClickHouse-User")
+	}
+	s.requests = append(s.requests, shimRequest{user: user, query: string(body), params: params})
+	s.mu.Unlock()
 	db := params.Get("database")
 	if db == "" {
 		db = "default"
@@ -61,8 +80,20 @@ func (s *httpShim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var settings []store.Setting
 	for k, v := range params {
 		if !shimParams[k] && !strings.HasPrefix(k, "param_") && !withData {
-			settings = append(settings, store.Setting{Name: k, Value: v[0]})
+			// A server parses a parameter by its setting's type; as a
+			// SETTINGS clause, a number must not be a string literal.
+			var value any = v[0]
+			if n, err := strconv.Atoi(v[0]); err == nil {
+				value = n
+			}
+			settings = append(settings, store.Setting{Name: k, Value: value})
 		}
+	}
+	if strings.HasPrefix(query, "EXPLAIN ") {
+		// A server takes request settings apart from the statement; here
+		// they would become a SETTINGS clause inside the explained query's
+		// syntax tree, which the store's gate refuses.
+		settings = nil
 	}
 	b, err := s.backend(r.Context(), db)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,14 +15,37 @@ import (
 // DefaultDatabase is the database name backends use when none is given.
 const DefaultDatabase = "cordon"
 
-// DefaultMaxResultRows bounds the rows an analyst query may return.
-const DefaultMaxResultRows = 100_000
+// Defaults of the analyst query limits (Options).
+const (
+	// DefaultMaxResultRows bounds the rows an analyst query may return.
+	DefaultMaxResultRows = 100_000
+	// DefaultMaxResultBytes bounds the bytes of an analyst query's result.
+	DefaultMaxResultBytes = 64 << 20
+	// DefaultQueryTimeout bounds an analyst query's run time. chDB runs one
+	// statement at a time, so an analyst query holds the auditor's writes
+	// for as long as it runs: the default keeps that well under the
+	// auditor's 30 s acknowledgement wait.
+	DefaultQueryTimeout = 10 * time.Second
+	// DefaultMaxQueryMemory bounds the memory of an analyst query.
+	DefaultMaxQueryMemory = 1 << 30
+	// DefaultMaxConcurrentQueries is how many analyst queries run at once;
+	// more wait for a turn (bounded by their context).
+	DefaultMaxConcurrentQueries = 1
+	// MaxQueryTimeout is the longest QueryTimeout accepted.
+	MaxQueryTimeout = time.Hour
+)
 
 // Sentinel errors callers may branch on.
 var (
-	// ErrNotReadOnly: Query was given something other than one SELECT,
-	// WITH, SHOW, DESCRIBE or EXPLAIN statement.
+	// ErrNotReadOnly: Query refused the query: it is not one SELECT or
+	// WITH statement over Cordon's tables calling allowed functions (the
+	// error says what was refused).
 	ErrNotReadOnly = errors.New("only read-only queries are allowed")
+	// ErrQueryLimit: the engine stopped an analyst query at one of its
+	// limits (time, memory, result size).
+	ErrQueryLimit = errors.New("analyst query limit exceeded")
+	// ErrClosed: the store is closed.
+	ErrClosed = errors.New("store is closed")
 	// ErrUnsupportedEvent: an insert was given an event type the method
 	// does not store.
 	ErrUnsupportedEvent = errors.New("unsupported event for this table")
@@ -36,7 +60,7 @@ var (
 )
 
 // Options configure a Store. The zero value is usable: keep everything
-// forever, at most DefaultMaxResultRows rows per analyst query, no logging.
+// forever, analyst queries bounded by the Default* limits, no logging.
 type Options struct {
 	// RetentionDays is how long usage events and anomalies are kept, in
 	// days from their time; 0 keeps them forever.
@@ -50,6 +74,25 @@ type Options struct {
 	// MaxResultRows bounds the rows Query may return (the query fails
 	// beyond it); 0 means DefaultMaxResultRows, -1 no bound.
 	MaxResultRows int
+	// MaxResultBytes bounds the bytes of Query's result (uncompressed, as
+	// the engine counts them); 0 means DefaultMaxResultBytes, -1 no bound.
+	MaxResultBytes int64
+	// QueryTimeout is the engine's max_execution_time for Query: the
+	// engine cancels the query when it runs longer. 0 means
+	// DefaultQueryTimeout; otherwise 1 s to MaxQueryTimeout, rounded up to
+	// whole seconds. There is no unbounded setting.
+	QueryTimeout time.Duration
+	// MaxQueryMemory is the engine's max_memory_usage for Query, in bytes;
+	// 0 means DefaultMaxQueryMemory; at least 16 MiB.
+	MaxQueryMemory int64
+	// QueryThreads is the engine's max_threads for Query; 0 means half the
+	// CPUs (at least one), so that an analyst leaves the engine room for
+	// ingestion.
+	QueryThreads int
+	// MaxConcurrentQueries is how many Query calls run on the engine at
+	// once; others wait for a turn or for their context. 0 means
+	// DefaultMaxConcurrentQueries.
+	MaxConcurrentQueries int
 	// Logger receives lowercase, structured messages (migrations applied,
 	// retention changed). The zero value discards them.
 	Logger zerolog.Logger
@@ -62,6 +105,18 @@ type Store struct {
 	db   string
 	opts Options
 	log  zerolog.Logger
+
+	// Analyst queries (query.go).
+	querySettings []Setting     // the limits, readonly last
+	gateSettings  []Setting     // what the gate's own engine calls run with
+	analysts      chan struct{} // a slot per concurrent analyst query
+	inflight      sync.WaitGroup
+	closeMu       sync.RWMutex
+	closed        bool
+	closing       context.Context // done when Close starts
+	stopQueries   context.CancelFunc
+	tablesMu      sync.Mutex
+	tables        map[string]bool // Cordon's tables and views, by name
 }
 
 // Open validates the options, migrates the schema of b's database to the
@@ -75,14 +130,19 @@ func Open(ctx context.Context, b Backend, o Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: retention days must be 0 (forever) or positive, got %d/%d/%d",
 			o.RetentionDays, o.RollupRetentionDays, o.LedgerRetentionDays)
 	}
-	if o.MaxResultRows == 0 {
-		o.MaxResultRows = DefaultMaxResultRows
+	o, err := o.withQueryDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	db := b.Database()
 	if err := ValidateDatabase(db); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	s := &Store{b: b, db: db, opts: o, log: o.Logger.With().Str("component", "store").Logger()}
+	s := &Store{b: b, db: db, opts: o, log: o.Logger.With().Str("component", "store").Logger(),
+		analysts: make(chan struct{}, o.MaxConcurrentQueries)}
+	s.closing, s.stopQueries = context.WithCancel(context.Background())
+	s.querySettings = o.querySettings()
+	s.gateSettings = o.gateSettings()
 	if err := s.migrate(ctx); err != nil {
 		return nil, fmt.Errorf("open store %s: migrate: %w", db, err)
 	}
@@ -95,8 +155,20 @@ func Open(ctx context.Context, b Backend, o Options) (*Store, error) {
 // Database returns the database the store's tables live in.
 func (s *Store) Database() string { return s.db }
 
-// Close closes the backend.
+// Close closes the backend. Analyst queries waiting for a turn fail with
+// ErrClosed; one whose statement is on the engine ends its call at once, but
+// the statement may still run (chDB cannot interrupt one): Close waits for
+// it, at most its QueryTimeout, so the engine is never closed under it.
 func (s *Store) Close() error {
+	s.closeMu.Lock()
+	already := s.closed
+	s.closed = true
+	s.closeMu.Unlock()
+	if already {
+		return nil
+	}
+	s.stopQueries()
+	s.inflight.Wait()
 	if err := s.b.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

@@ -54,7 +54,7 @@ func TestMigrationsIdempotent(t *testing.T) {
 		}
 		// Opening again applies nothing and records nothing new.
 		logs.Reset()
-		s2, _ := openStore(t, e, db, store.Options{Logger: zerolog.New(&logs)})
+		s2, b2 := openStore(t, e, db, store.Options{Logger: zerolog.New(&logs)})
 		if strings.Contains(logs.String(), "applied schema migration") {
 			t.Errorf("second open applied migrations again:\n%s", logs.String())
 		}
@@ -71,7 +71,8 @@ func TestMigrationsIdempotent(t *testing.T) {
 			t.Errorf("schema_migrations has %d rows, want %d", n, len(want))
 		}
 		for _, table := range []string{"usage_events", "anomalies", "token_ledger", "token_usage_daily", "holder_usage_daily"} {
-			if n := count(t, s2, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"'"); n != 1 {
+			// The engine's catalogue is not for analysts: ask the backend.
+			if n := backendCount(t, b2, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"'"); n != 1 {
 				t.Errorf("table or view %s: found %d", table, n)
 			}
 		}
@@ -402,13 +403,11 @@ func TestQueryReadOnly(t *testing.T) {
 			"SELECT count() FROM usage_events",
 			"  select 1;  ",
 			"WITH x AS (SELECT 1 AS a) SELECT a FROM x",
-			"SHOW TABLES",
-			"DESCRIBE TABLE usage_events",
-			"DESC anomalies",
-			"EXPLAIN SELECT * FROM usage_events",
 			"SELECT 'INSERT INTO x; DROP TABLE y' AS s -- a comment",
-			"SELECT count() FROM usage_events SETTINGS max_threads = 1",
 			"/* leading */ SELECT format FROM (SELECT 1 AS format)",
+			// The engine reads one statement: the rest is a comment.
+			"SELECT 1; -- ; DROP TABLE usage_events_raw",
+			"(SELECT 1)",
 		}
 		for _, q := range accepted {
 			t.Run("accept "+q, func(t *testing.T) {
@@ -428,11 +427,18 @@ func TestQueryReadOnly(t *testing.T) {
 			"SET readonly = 0",
 			"OPTIMIZE TABLE usage_events_raw FINAL",
 			"SELECT 1; DROP TABLE usage_events_raw",
-			"SELECT 1; -- ; DROP TABLE usage_events_raw",
 			"SELECT 1 INTO OUTFILE '/tmp/cordon-should-not-exist'",
 			"SELECT 1 FORMAT CSV",
 			"SELECT 'unterminated",
-			"(SELECT 1)",
+			// Accepted before the gate judged the engine's parse (issue 8).
+			"SHOW TABLES",
+			"DESCRIBE TABLE usage_events",
+			"EXPLAIN SELECT * FROM usage_events",
+			"SELECT count() FROM usage_events SETTINGS max_threads = 1",
+			"SELECT * FROM file('/etc/hostname', 'LineAsString')",
+			"SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')",
+			"SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0",
+			"SELECT file('/etc/hostname')",
 		}
 		for _, q := range rejected {
 			t.Run("reject "+q, func(t *testing.T) {
@@ -442,26 +448,11 @@ func TestQueryReadOnly(t *testing.T) {
 				}
 			})
 		}
-		// Read-only statements that would still reach outside: refused by
-		// the engine's readonly setting, not by the statement check.
-		engineRefused := []string{
-			"SELECT * FROM file('/etc/hostname', 'LineAsString')",
-			"SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')",
-			"SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0",
-		}
-		for _, q := range engineRefused {
-			t.Run("engine refuses "+q, func(t *testing.T) {
-				_, err := s.Query(ctx, q)
-				if err == nil || errors.Is(err, store.ErrNotReadOnly) {
-					t.Errorf("Query(%q): err = %v, want an engine refusal", q, err)
-				}
-			})
-		}
 		t.Run("max result rows", func(t *testing.T) {
-			if _, err := s.Query(ctx, "SELECT number FROM system.numbers LIMIT 1000"); err == nil {
-				t.Error("a 1000-row result passed MaxResultRows = 50")
+			if _, err := s.Query(ctx, "SELECT n FROM (SELECT arrayJoin(range(1000)) AS n)"); !errors.Is(err, store.ErrQueryLimit) {
+				t.Errorf("a 1000-row result passed MaxResultRows = 50: %v", err)
 			}
-			res, err := s.Query(ctx, "SELECT number FROM system.numbers LIMIT 50")
+			res, err := s.Query(ctx, "SELECT n FROM (SELECT arrayJoin(range(50)) AS n)")
 			if err != nil || len(res.Rows) != 50 {
 				t.Errorf("50 rows: %v, %v", err, res)
 			}
@@ -577,8 +568,9 @@ func TestQueryResultTypesAndWriters(t *testing.T) {
 
 func TestRetention(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine, db string) {
-		ttl := func(s *store.Store, table string) string {
-			res := queryRows(t, s, "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"'")
+		// The engine's catalogue is not for analysts: ask the backend.
+		ttl := func(b store.Backend, table string) string {
+			res := backendRows(t, b, "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"'")
 			if len(res.Rows) != 1 {
 				t.Fatalf("table %s not found", table)
 			}
@@ -598,7 +590,7 @@ func TestRetention(t *testing.T) {
 			{store.Options{}, "", "", ""},
 		}
 		for i, st := range steps {
-			s, _ := openStore(t, e, db, st.opts)
+			_, s := openStore(t, e, db, st.opts)
 			if got := ttl(s, "usage_events_raw"); got != st.usage {
 				t.Errorf("step %d: usage_events_raw TTL %q, want %q", i, got, st.usage)
 			}

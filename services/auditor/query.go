@@ -53,7 +53,8 @@ const (
 	CodeBadRequest   = "bad_request"   // malformed request
 	CodeUnauthorized = "unauthorized"  // no, invalid, expired or revoked token, or one the ledger does not know as presented
 	CodeForbidden    = "forbidden"     // a genuine admin token without tenant and audience "cordon" or scope cordon:read, or outside its windows, or bound to networks or a device (which NATS cannot prove)
-	CodeNotReadOnly  = "not_read_only" // the SQL is not one read-only statement
+	CodeNotReadOnly  = "not_read_only" // the SQL is not one SELECT over Cordon's tables (the error says what was refused)
+	CodeQueryLimit   = "query_limit"   // the engine stopped the query at a limit (time, memory, result size)
 	CodeNotFound     = "not_found"     // nothing is known about the token
 	CodeQueryFailed  = "query_failed"  // ClickHouse refused or failed the query
 	CodeInternal     = "internal"      // anything else
@@ -88,7 +89,8 @@ type Querier interface {
 	TokenReport(ctx context.Context, tokenID string) (*store.Report, error)
 }
 
-// SQLRequest is the body of a cordon.cmd.sql request.
+// SQLRequest is the body of a cordon.cmd.sql request. The query must be one
+// SELECT or WITH statement over Cordon's tables (store.Store.Query).
 type SQLRequest struct {
 	// Auth is a Cordon token with audience "cordon" and scope
 	// cordon:read. It is never logged.
@@ -378,6 +380,9 @@ func (s *QueryServer) sql(ctx context.Context, q string, r *SQLReply) {
 	case errors.Is(err, store.ErrNotReadOnly):
 		fail(&r.Reply, CodeNotReadOnly, "%v", err)
 		return
+	case errors.Is(err, store.ErrQueryLimit):
+		fail(&r.Reply, CodeQueryLimit, "%v", err)
+		return
 	case err != nil:
 		fail(&r.Reply, CodeQueryFailed, "%v", err)
 		return
@@ -665,7 +670,7 @@ func (e *ReplyError) Error() string { return fmt.Sprintf("%s (%s): %s", e.Subjec
 
 // Is makes a ReplyError match the sentinel its code stands for
 // (ErrUnauthenticated, ErrForbidden, store.ErrNotReadOnly,
-// store.ErrNotFound).
+// store.ErrQueryLimit, store.ErrNotFound).
 func (e *ReplyError) Is(target error) bool {
 	switch e.Code {
 	case CodeUnauthorized:
@@ -674,6 +679,8 @@ func (e *ReplyError) Is(target error) bool {
 		return target == ErrForbidden
 	case CodeNotReadOnly:
 		return target == store.ErrNotReadOnly
+	case CodeQueryLimit:
+		return target == store.ErrQueryLimit
 	case CodeNotFound:
 		return target == store.ErrNotFound
 	}

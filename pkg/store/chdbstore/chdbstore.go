@@ -13,6 +13,13 @@
 // database name (which is how tests isolate themselves). Statements are
 // blocking library calls: a context is checked before each call but cannot
 // interrupt one. A call costs about 2 ms whatever its size, so batch inserts.
+//
+// The engine runs one statement at a time per session (measured with chDB
+// 26.5: an INSERT issued while a long SELECT runs waits for it to end; the
+// streaming API does not help, other statements fail while a stream is open,
+// and a KILL QUERY waits in the same line). So an analyst's query holds
+// ingestion for as long as it runs: AnalystQuery gives inserts the engine
+// first, and the store bounds each analyst query's time.
 package chdbstore
 
 import (
@@ -61,6 +68,50 @@ var session struct {
 // absorbed before the next query runs (see Query).
 var useMu sync.Mutex
 
+// writes counts the inserts under way or waiting for the engine, process-wide
+// (the engine is): an analyst query starts only when there are none.
+var writes struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; replaced when it rises
+}
+
+func beginWrite() {
+	writes.mu.Lock()
+	if writes.n == 0 {
+		writes.idle = make(chan struct{})
+	}
+	writes.n++
+	writes.mu.Unlock()
+}
+
+func endWrite() {
+	writes.mu.Lock()
+	writes.n--
+	if writes.n == 0 {
+		close(writes.idle)
+	}
+	writes.mu.Unlock()
+}
+
+// waitNoWrites returns when no insert is under way or waiting, or when ctx
+// ends.
+func waitNoWrites(ctx context.Context) error {
+	for {
+		writes.mu.Lock()
+		n, idle := writes.n, writes.idle
+		writes.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Backend is a store.Backend on chDB.
 type Backend struct {
 	db     string
@@ -69,7 +120,10 @@ type Backend struct {
 	mu     sync.Mutex
 }
 
-var _ store.Backend = (*Backend)(nil)
+var (
+	_ store.Backend        = (*Backend)(nil)
+	_ store.AnalystBackend = (*Backend)(nil)
+)
 
 // Open opens (or joins) the process's chDB session on o.Path and creates
 // o.Database in it.
@@ -136,14 +190,29 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 	}
 	q.WriteString(") FORMAT JSONCompactEachRow\n")
 	q.Write(rows)
+	beginWrite()
+	defer endWrite()
 	_, err := b.run(ctx, q.String(), "CSV")
 	return err
 }
 
 // Query implements store.Backend. The settings are added to the query's
-// SETTINGS clause; unqualified names resolve to the backend's database.
+// SETTINGS clause (sqltext finds where: the query must be the store's own or
+// one the store's gate accepted); unqualified names resolve to the backend's
+// database.
 func (b *Backend) Query(ctx context.Context, query string, settings []store.Setting) ([]byte, error) {
 	return b.QueryFormat(ctx, query, "JSONCompact", settings)
+}
+
+// AnalystQuery implements store.AnalystBackend: Query, started only when no
+// insert is under way or waiting, so that ingestion has the engine first; an
+// insert that arrives while it runs waits for it (at most its
+// max_execution_time).
+func (b *Backend) AnalystQuery(ctx context.Context, query string, settings []store.Setting) ([]byte, error) {
+	if err := waitNoWrites(ctx); err != nil {
+		return nil, fmt.Errorf("chdb analyst query: waiting for inserts: %w", err)
+	}
+	return b.Query(ctx, query, settings)
 }
 
 // QueryFormat is Query with the output in any ClickHouse format (e.g.

@@ -1,6 +1,7 @@
 package chdbstore_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -99,3 +100,45 @@ func TestFailedQueryDoesNotLeak(t *testing.T) {
 // sessionPath returns a path usable by this test process's session: any
 // path while no backend is open.
 func sessionPath(t *testing.T) string { return t.TempDir() }
+
+// TestAnalystQueryWaitsForInserts: an analyst's statement does not start
+// while an insert is under way or waiting for the engine (chDB runs one
+// statement at a time: ingestion goes first), and waits no longer than its
+// context.
+func TestAnalystQueryWaitsForInserts(t *testing.T) {
+	ctx := t.Context()
+	b, err := chdbstore.Open(ctx, chdbstore.Options{Path: t.TempDir(), Database: "writes_first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	chdbstore.BeginWrite()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := b.AnalystQuery(cancelled, "SELECT 1", nil); err == nil || !strings.Contains(err.Error(), "waiting for inserts") {
+		t.Errorf("analyst query with an insert pending and its context over: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.AnalystQuery(ctx, "SELECT 1", nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the analyst query ran while an insert was pending (%v)", err)
+	default:
+	}
+	chdbstore.EndWrite()
+	if err := <-done; err != nil {
+		t.Fatalf("analyst query after the insert: %v", err)
+	}
+	// With no insert pending, it runs at once; a store's own query never waits.
+	if _, err := b.AnalystQuery(ctx, "SELECT 1", nil); err != nil {
+		t.Fatal(err)
+	}
+	chdbstore.BeginWrite()
+	defer chdbstore.EndWrite()
+	if _, err := b.Query(ctx, "SELECT 1", nil); err != nil {
+		t.Errorf("the store's own query with an insert pending: %v", err)
+	}
+}

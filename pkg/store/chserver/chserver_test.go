@@ -91,3 +91,52 @@ func TestOpenRejectsBadDatabase(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestAnalystOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"password without user", Options{AnalystPassword: "x"}, "analyst password is set without an analyst user"},
+		{"same user as the writer", Options{User: "cordon", AnalystUser: "cordon"}, "separate, read-only user"},
+		{"white space", Options{AnalystUser: "ro user"}, "white space"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Database = "cordon"
+			if err := tc.o.validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("validate(%+v) = %v, want %q", tc.o, err, tc.want)
+			}
+			if _, err := Open(t.Context(), tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Open(%+v) = %v, want %q", tc.o, err, tc.want)
+			}
+		})
+	}
+	if err := (Options{Database: "cordon", User: "cordon", AnalystUser: "cordon_analyst", AnalystPassword: "p"}).validate(); err != nil {
+		t.Errorf("a separate analyst user: %v", err)
+	}
+}
+
+// TestOpenErrorHasNoAnalystPassword: neither password shows in an error.
+func TestOpenErrorHasNoAnalystPassword(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	_, err = Open(t.Context(), Options{Addr: addr, User: "cordon", Password: "writer-pass-1234", AnalystUser: "ro",
+		AnalystPassword: "analyst-pass-5678", DialTimeout: 2 * time.Second, QueryTimeout: 5 * time.Second})
+	if err == nil {
+		t.Fatal("open against a closed port succeeded")
+	}
+	for _, p := range []string{"writer-pass-1234", "analyst-pass-5678"} {
+		if strings.Contains(err.Error(), p) {
+			t.Errorf("error shows a password: %v", err)
+		}
+	}
+	red := redact(errors.New("a writer-pass-1234 b analyst-pass-5678"), "writer-pass-1234", "analyst-pass-5678", "")
+	if strings.Contains(red.Error(), "pass") {
+		t.Errorf("redact kept a password: %v", red)
+	}
+}

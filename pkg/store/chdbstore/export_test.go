@@ -1,0 +1,7 @@
+package chdbstore
+
+// BeginWrite and EndWrite mark an insert under way, for tests.
+var (
+	BeginWrite = beginWrite
+	EndWrite   = endWrite
+)
