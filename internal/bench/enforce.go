@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,6 +45,8 @@ const (
 	enforceProxyRate    = 2000            // requests per second
 	enforceProxyFor     = 3 * time.Second // each, direct and proxied
 	enforceProxySlices  = 6
+	// enforceForgedSamples forged tokens are checked per setting.
+	enforceForgedSamples = 20_000
 )
 
 type enforceBench struct {
@@ -66,6 +69,13 @@ func runEnforceSuite(ctx context.Context, progress io.Writer) ([]Figure, error) 
 
 	fmt.Fprintln(progress, "   decision latency (in-process, usage events on)")
 	f, err := b.decisions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	figs = append(figs, f...)
+
+	fmt.Fprintf(progress, "   forged-token flood from one source (%d distinct forgeries under a valid key id), throttled and not\n", enforceForgedSamples)
+	f, err = b.forgedFlood()
 	if err != nil {
 		return nil, err
 	}
@@ -284,6 +294,66 @@ func (b *enforceBench) decisions(ctx context.Context) ([]Figure, error) {
 		{Name: "ed25519.Verify alone (reference), p50", Value: Micros(vp[0]), Unit: "µs", OK: true},
 		{Name: "ed25519.Verify alone (reference), p99", Value: Micros(vp[1]), Unit: "µs", OK: true},
 		{Name: "verified-token cache entries / capacity", Value: float64(st.CacheEntries) / float64(st.CacheCapacity), Unit: "ratio", OK: true},
+	}, nil
+}
+
+// forgedFlood measures what a flood of distinct forged tokens (a valid key
+// id, a signature by another key) from one source costs the enforcer per
+// request: with the default throttle, which refuses a source's cache-miss
+// tokens once it failed too often, and with throttling off (every forgery
+// costs an Ed25519 verification). Each setting runs the same
+// enforceForgedSamples tokens on its own enforcer (no usage events, no
+// NATS), one after the other in this process; the timer spans the whole
+// loop of Check calls, so the figures are means.
+func (b *enforceBench) forgedFlood() ([]Figure, error) {
+	forger, err := token.GenerateSigner(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	forger.KeyID = b.signer.KeyID
+	toks := make([]string, enforceForgedSamples)
+	now := time.Now()
+	for i := range toks {
+		toks[i], err = forger.Mint(token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "acme", Holder: "billing-worker",
+			Scopes: []string{"invoices:read"}, Audience: []string{"invoices"}, IssuedAt: now.Unix(),
+			NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()})
+		if err != nil {
+			return nil, err
+		}
+	}
+	run := func(burst int) (time.Duration, uint64, error) {
+		e, err := enforce.New(enforce.Options{ID: "bench-forged", Routes: b.routes, Log: zerolog.Nop(), DisableUsage: true, ThrottleBurst: burst})
+		if err != nil {
+			return 0, 0, err
+		}
+		defer e.Close()
+		if err := e.AddKey(b.signer.KeyID, b.signer.Public()); err != nil {
+			return 0, 0, err
+		}
+		src := netip.MustParseAddr("198.51.100.7")
+		runtime.GC()
+		t0 := time.Now()
+		for _, t := range toks {
+			r := enforce.Request{Token: t, Method: "GET", Route: "/invoices/{id}", Scope: "invoices:read", RemoteAddr: src}
+			if e.Check(&r).Allow {
+				return 0, 0, errors.New("a forged token was allowed")
+			}
+		}
+		return time.Since(t0) / time.Duration(len(toks)), e.Stats().CacheMisses, nil
+	}
+	throttled, tMiss, err := run(0)
+	if err != nil {
+		return nil, err
+	}
+	open, oMiss, err := run(-1)
+	if err != nil {
+		return nil, err
+	}
+	return []Figure{
+		{Name: "forged token, valid key id, one source: mean cost, throttled (default)", Value: Micros(throttled), Unit: "µs", OK: true},
+		{Name: "forged token, valid key id, one source: mean cost, throttling off (baseline)", Value: Micros(open), Unit: "µs", OK: true},
+		{Name: "forged token flood: signature checks run, throttled / off", Value: float64(tMiss), Unit: fmt.Sprintf("of %d (off: %d)", len(toks), oMiss), OK: true},
+		{Name: "forged token flood: cost ratio off / throttled", Value: float64(open) / float64(max(throttled, 1)), Unit: "×", OK: true},
 	}, nil
 }
 
