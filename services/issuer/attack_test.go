@@ -15,10 +15,8 @@ import (
 	"math/big"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -26,7 +24,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -360,21 +357,4 @@ func selfSigned(t *testing.T, name string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
-
-// TestLedgerClaimsAreAdminauths: what the issuer records of a token is
-// exactly the form the admin authenticator compares presented tokens with;
-// two descriptions of one thing that must not drift.
-func TestLedgerClaimsAreAdminauths(t *testing.T) {
-	now := time.Now().Truncate(time.Second)
-	for _, c := range []token.Claims{
-		{Scopes: []string{"a:b"}, Audience: []string{"x"}, NotBefore: now.Unix(), Expiry: now.Add(time.Hour).Unix()},
-		{Scopes: []string{"a:*", "c:d"}, Audience: []string{"x", "y"}, Networks: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/8"), netip.MustParsePrefix("2001:db8::/32")},
-			Environment: "prod", Windows: []token.Window{{Days: []string{"mon"}, Start: "08:00", End: "18:00", Zone: "Europe/Paris"}, {Start: "00:00", End: "24:00"}},
-			Device: strings.Repeat("ab", 32), NotBefore: now.Unix(), Expiry: now.Add(time.Hour).Unix(), BreakGlass: true},
-	} {
-		if got, want := ledgerClaims(c), adminauth.LedgerClaims(c); !reflect.DeepEqual(got, want) {
-			t.Errorf("issuer records %+v, adminauth compares with %+v", got, want)
-		}
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 )
@@ -66,7 +67,7 @@ func FuzzIssueRequest(f *testing.F) {
 			t.Fatalf("a request within the ceiling gives invalid claims: %v\n%s", err, data)
 		}
 		issued := &events.TokenIssued{TokenID: claims.ID, Tenant: claims.Tenant, Holder: claims.Holder, KeyID: "k1",
-			Claims: ledgerClaims(claims), Actor: "fuzz"}
+			Claims: adminauth.LedgerClaims(claims), Actor: "fuzz"}
 		env, err := events.New("issuer/fuzz", now, issued)
 		if err != nil {
 			t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -88,7 +89,7 @@ func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf
 	}
 	evt := &events.TokenIssued{
 		TokenID: claims.ID, Tenant: claims.Tenant, Holder: claims.Holder, KeyID: signer.KeyID,
-		Claims: ledgerClaims(claims), Actor: actor, RotatedFrom: rotatedFrom, BreakGlass: claims.BreakGlass,
+		Claims: adminauth.LedgerClaims(claims), Actor: actor, RotatedFrom: rotatedFrom, BreakGlass: claims.BreakGlass,
 	}
 	if _, err := i.publish(ctx, evt); err != nil {
 		return nil, err
@@ -425,19 +426,4 @@ func requestFromClaims(t TokenInfo) (policy.Request, error) {
 		r.Windows = append(r.Windows, token.Window{Days: slices.Clone(w.Days), Start: w.Start, End: w.End, Zone: w.Zone})
 	}
 	return r, nil
-}
-
-// ledgerClaims is the ledger's copy of a token's claims (never the token).
-func ledgerClaims(c token.Claims) events.TokenClaims {
-	out := events.TokenClaims{
-		Scopes: slices.Clone(c.Scopes), Audience: slices.Clone(c.Audience), Environment: c.Environment,
-		Device: c.Device, NotBefore: time.Unix(c.NotBefore, 0).UTC(), Expiry: time.Unix(c.Expiry, 0).UTC(),
-	}
-	for _, n := range c.Networks {
-		out.Networks = append(out.Networks, n.String())
-	}
-	for _, w := range c.Windows {
-		out.Windows = append(out.Windows, events.Window{Days: slices.Clone(w.Days), Start: w.Start, End: w.End, Zone: w.Zone})
-	}
-	return out
 }
