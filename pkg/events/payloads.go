@@ -41,6 +41,20 @@ type TokenIssued struct {
 	Actor       string      `json:"actor"`
 	RotatedFrom string      `json:"rotated_from,omitempty"`
 	BreakGlass  bool        `json:"break_glass,omitempty"`
+	// Requested is where the token was asked for, as the issuer saw the
+	// request; absent when unknown (a NATS command, whose sender's address
+	// the issuer cannot see, or a token the issuer minted for itself).
+	Requested *IssuanceContext `json:"requested,omitempty"`
+}
+
+// IssuanceContext is where a token was requested from: the socket address
+// of the API call and the client that made it.
+type IssuanceContext struct {
+	// SourceIP is the address the request came from.
+	SourceIP string `json:"source_ip,omitempty"`
+	// Client is the requester's user agent normalised like
+	// UsageDecided.Client.
+	Client string `json:"client,omitempty"`
 }
 
 // TokenRotated records that a token was replaced by a successor; the
@@ -127,10 +141,31 @@ type UsageDecided struct {
 	// (0) means 1, and only a denial without a token id may count more, so
 	// per-token analysis never sees a folded event.
 	Count int64 `json:"count,omitempty"`
+	// Resource is the concrete resource the request named: the values of
+	// the matched route's path parameters in pattern order, joined by "/"
+	// ("42" for GET /invoices/{id} on /invoices/42), each cut to
+	// MaxResourcePart bytes and the whole to MaxResourceLen. Empty for a
+	// route without parameters, or when no route matched.
+	Resource string `json:"resource,omitempty"`
+	// Client is the caller's user agent normalised to family and major
+	// version ("curl/8", "python-requests/2", "Go-http-client/1"; see
+	// NormalizeClient); the raw user agent stays in UserAgent.
+	Client string `json:"client,omitempty"`
+	// Device is the lowercase hex SHA-256 thumbprint of the TLS client
+	// certificate the request presented (a public value), when it did.
+	Device string `json:"device,omitempty"`
 }
 
-// MaxUsageCount bounds UsageDecided.Count (the range of its column).
-const MaxUsageCount = 1<<32 - 1
+// Bounds of the request context a usage event carries.
+const (
+	// MaxUsageCount bounds UsageDecided.Count (the range of its column).
+	MaxUsageCount = 1<<32 - 1
+	// MaxResourcePart and MaxResourceLen bound UsageDecided.Resource.
+	MaxResourcePart = 64
+	MaxResourceLen  = 256
+	// MaxClientLen bounds UsageDecided.Client and IssuanceContext.Client.
+	MaxClientLen = 64
+)
 
 // Requests is how many decisions the event stands for: Count, or 1 when
 // Count is absent.
@@ -253,7 +288,30 @@ func (p *TokenIssued) Validate() error {
 			return fmt.Errorf("%w: claims.networks: %q is not a CIDR", ErrInvalidField, n)
 		}
 	}
+	if r := p.Requested; r != nil {
+		if r.SourceIP != "" {
+			if _, err := netip.ParseAddr(r.SourceIP); err != nil {
+				return fmt.Errorf("%w: requested.source_ip: %q is not an IP address", ErrInvalidField, r.SourceIP)
+			}
+		}
+		if len(r.Client) > MaxClientLen {
+			return fmt.Errorf("%w: requested.client is %d bytes, at most %d", ErrInvalidField, len(r.Client), MaxClientLen)
+		}
+	}
 	return nil
+}
+
+// isThumbprint reports whether s is 64 lowercase hex digits.
+func isThumbprint(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Validate implements Payload.
@@ -346,6 +404,15 @@ func (p *UsageDecided) Validate() error {
 	}
 	if p.Count > 1 && (p.Decision != DecisionDeny || p.TokenID != "") {
 		return fmt.Errorf("%w: count %d: only denials without a token id are counted together", ErrInvalidField, p.Count)
+	}
+	if len(p.Resource) > MaxResourceLen {
+		return fmt.Errorf("%w: resource is %d bytes, at most %d", ErrInvalidField, len(p.Resource), MaxResourceLen)
+	}
+	if len(p.Client) > MaxClientLen {
+		return fmt.Errorf("%w: client is %d bytes, at most %d", ErrInvalidField, len(p.Client), MaxClientLen)
+	}
+	if p.Device != "" && !isThumbprint(p.Device) {
+		return fmt.Errorf("%w: device: want a lowercase hex SHA-256 thumbprint", ErrInvalidField)
 	}
 	return validName("enforcer", p.Enforcer)
 }
