@@ -38,6 +38,7 @@ test: chdb vet ## run every test (real NATS JetStream and real chDB)
 fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/token/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pkg/events/
+	$(GO) test -run='^$$' -fuzz='^FuzzNormalizeClient$$' -fuzztime=$(FUZZTIME) ./pkg/events/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUsage$$' -fuzztime=$(FUZZTIME) ./services/auditor/
 	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalPath$$' -fuzztime=$(FUZZTIME) ./pkg/enforce/
