@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -209,4 +210,23 @@ func BenchmarkCheckForgedFlood(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkUsageClient is the publisher's cost of the client of one usage
+// event from a browser's user agent: read each time, or from the cache.
+func BenchmarkUsageClient(b *testing.B) {
+	const ua = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15"
+	b.Run("normalize", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			events.NormalizeClient(ua)
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		c := clientCache{m: map[string]string{}, max: clientCacheSize}
+		b.ReportAllocs()
+		for b.Loop() {
+			c.get(ua)
+		}
+	})
 }

@@ -32,7 +32,14 @@
 // slowing requests down. Denials that name no token (no token, a malformed
 // or forged one, a throttled source, a bad path, no route) are folded per
 // source, reason and key id into one event per interval whose Count says
-// how many there were, so a flood of them is a handful of events.
+// how many there were, so a flood of them is a handful of events. Besides
+// the route pattern, an event carries the request's context: the resource
+// (the values of the matched route's path parameters, "42" for
+// /invoices/{id} on /invoices/42, bounded), the client (the user agent
+// normalised by events.NormalizeClient, off the request path and cached per
+// user agent) and the TLS client certificate's thumbprint. Nothing that
+// holds a token's prefix is recorded: such a path value or user agent is
+// cut where the token would start.
 //
 // Use Check directly, wrap a handler with Middleware, or put NewProxy in
 // front of any HTTP service; Run is the whole `cordon enforce` reverse proxy.

@@ -24,6 +24,12 @@ type Request struct {
 	// ("/invoices/{id}"); they are reported in the usage event.
 	Method string
 	Route  string
+	// Resource is the concrete resource the request named, reported in the
+	// usage event (events.UsageDecided.Resource): the values of the
+	// route's path parameters in pattern order joined by "/" ("42" for
+	// /invoices/{id} on /invoices/42). The middleware sets it; a caller of
+	// Check may. It is cut to events.MaxResourceLen bytes.
+	Resource string
 	// Scope is the scope the route requires. An empty scope is never
 	// covered: every route must name one.
 	Scope string
@@ -31,8 +37,16 @@ type Request struct {
 	RemoteAddr netip.Addr
 	// UserAgent is reported in the usage event.
 	UserAgent string
+	// Client is the caller's client family and major version, reported in
+	// the usage event. Empty, the usage publisher derives it from
+	// UserAgent with events.NormalizeClient (off the request path); a
+	// caller of Check that knows better may set it. It is cut to
+	// events.MaxClientLen bytes.
+	Client string
 	// Device is the lowercase hex SHA-256 thumbprint of the client
-	// certificate (token.Thumbprint), empty when none was presented.
+	// certificate (token.Thumbprint), empty when none was presented. It is
+	// checked against the token's device binding and reported in the usage
+	// event (a value of another form is not reported).
 	Device string
 	// Time is when the request is used; zero means now.
 	Time time.Time

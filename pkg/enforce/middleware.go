@@ -27,7 +27,8 @@ const (
 // requires a canonical request path (else ReasonBadPath, 400) and rewrites
 // the request to it, so the path the route is matched on is exactly the
 // path next sees (and the proxy forwards). Then it matches the request to a
-// route (Options.Routes), takes the bearer token from the Authorization
+// route (Options.Routes), whose path parameters' values are the resource
+// the usage event reports, takes the bearer token from the Authorization
 // header, the client address from the socket (or, from a trusted proxy,
 // from X-Forwarded-For / X-Real-IP) and the device from the TLS client
 // certificate (or a trusted proxy's device header), and calls Check. A
@@ -65,7 +66,7 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Route = r.URL.EscapedPath()
 		d = e.checkUnrouted(&req, ReasonBadPath)
 	} else if rt := e.routes.match(r); rt != nil {
-		req.Route, req.Scope = rt.Path, rt.Scope
+		req.Route, req.Scope, req.Resource = rt.Path, rt.Scope, rt.resource(r.URL.Path)
 		d = e.Check(&req)
 	} else {
 		req.Route = r.URL.Path

@@ -203,8 +203,92 @@ type compiledRoutes struct {
 }
 
 // routeHandler is the value the mux returns for a route; it is never
-// served.
-type routeHandler struct{ Route }
+// served. segs describes the pattern's path for resource extraction.
+type routeHandler struct {
+	Route
+	segs []paramSeg
+	// params is how many segments name a parameter.
+	params int
+}
+
+// paramSeg is one '/'-separated segment of a route's path pattern.
+type paramSeg uint8
+
+const (
+	segLiteral paramSeg = iota // a literal segment, or "{$}"
+	segParam                   // "{name}": one segment's value
+	segRest                    // "{name...}": the rest of the path
+)
+
+// newRouteHandler splits the route's path pattern into segments. ServeMux
+// accepts a wildcard only as a whole segment and "{name...}" only last.
+func newRouteHandler(r Route) *routeHandler {
+	h := &routeHandler{Route: r}
+	for _, seg := range strings.Split(strings.TrimPrefix(r.Path, "/"), "/") {
+		k := segLiteral
+		if name, ok := strings.CutPrefix(seg, "{"); ok && strings.HasSuffix(name, "}") && name != "$}" {
+			k = segParam
+			if strings.HasSuffix(name, "...}") {
+				k = segRest
+			}
+			h.params++
+		}
+		h.segs = append(h.segs, k)
+	}
+	return h
+}
+
+// resource returns the values of the route's path parameters in path,
+// the canonical path the route matched (see canonicalizePath): in pattern
+// order, each cut to events.MaxResourcePart bytes, joined by "/" and cut
+// to events.MaxResourceLen bytes. A value holding a Cordon token prefix is
+// replaced by redactedValue. A route with one parameter (the common case)
+// costs no allocation: the value is a slice of path.
+func (h *routeHandler) resource(path string) string {
+	if h.params == 0 {
+		return ""
+	}
+	rest := strings.TrimPrefix(path, "/")
+	var b strings.Builder
+	n := 0
+	for _, k := range h.segs {
+		var v string
+		switch k {
+		case segRest:
+			v, rest = rest, ""
+		default:
+			v, rest, _ = strings.Cut(rest, "/")
+		}
+		if k == segLiteral {
+			continue
+		}
+		v = resourcePart(v)
+		if h.params == 1 {
+			return v
+		}
+		if n++; n == 1 {
+			b.Grow(min(len(path), events.MaxResourceLen+events.MaxResourcePart))
+		} else {
+			b.WriteByte('/')
+		}
+		b.WriteString(v)
+		if b.Len() >= events.MaxResourceLen {
+			break
+		}
+	}
+	return clip(b.String(), events.MaxResourceLen)
+}
+
+// redactedValue stands for a path parameter value that may hold a token.
+const redactedValue = "[token]"
+
+// resourcePart bounds one parameter value for the usage event.
+func resourcePart(v string) string {
+	if strings.Contains(v, token.Prefix) {
+		return redactedValue
+	}
+	return clip(v, events.MaxResourcePart)
+}
 
 // ServeHTTP is never called: the mux only finds the route.
 func (*routeHandler) ServeHTTP(http.ResponseWriter, *http.Request) {}
@@ -255,19 +339,19 @@ func (c *compiledRoutes) add(r Route) (err error) {
 			err = fmt.Errorf("%v", p)
 		}
 	}()
-	c.mux.Handle(r.Pattern(), &routeHandler{r})
+	c.mux.Handle(r.Pattern(), newRouteHandler(r))
 	return nil
 }
 
 // match returns the route of a request, nil when none matches (including a
 // path that would need cleaning or a method the route does not allow).
-func (c *compiledRoutes) match(r *http.Request) *Route {
+func (c *compiledRoutes) match(r *http.Request) *routeHandler {
 	if c == nil {
 		return nil
 	}
 	h, _ := c.mux.Handler(r)
 	if rh, ok := h.(*routeHandler); ok {
-		return &rh.Route
+		return rh
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // Bounds on free-form request fields copied into usage events.
@@ -31,6 +33,10 @@ type usageRecord struct {
 	method  string
 	route   string
 	scope   string
+	// resource, client and device are the request's context (Request).
+	resource string
+	client   string
+	device   string
 	// count is how many decisions a folded record stands for (0 or 1: one).
 	count int64
 }
@@ -54,6 +60,10 @@ type publisher struct {
 	quit      chan struct{}
 	done      chan struct{}
 
+	// clients caches the normalised client of recent user agents; only
+	// the run goroutine (encode) uses it.
+	clients clientCache
+
 	dropped   atomic.Uint64
 	published atomic.Uint64
 	failed    atomic.Uint64
@@ -69,6 +79,7 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 		flush:     make(chan chan struct{}),
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
+		clients:   clientCache{m: make(map[string]string), max: clientCacheSize},
 	}
 	if o := &e.opts; o.AggregateInterval > 0 {
 		p.agg, p.aggEvery = newAggregator(o.AggregateSources), o.AggregateInterval
@@ -80,7 +91,8 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 // the buffer is full the event is dropped and counted. A denial that names
 // no token is folded into its source's event for the interval instead.
 func (p *publisher) enqueue(req *Request, d *Decision, at time.Time, latency time.Duration) {
-	r := usageRecord{at: at, latency: latency, d: *d, remote: req.RemoteAddr, agent: req.UserAgent, method: req.Method, route: req.Route, scope: req.Scope}
+	r := usageRecord{at: at, latency: latency, d: *d, remote: req.RemoteAddr, agent: req.UserAgent, method: req.Method,
+		route: req.Route, scope: req.Scope, resource: req.Resource, client: req.Client, device: req.Device}
 	if p.agg != nil && folded(d) {
 		p.agg.add(r)
 		return
@@ -280,6 +292,11 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 	if r.d.Allow {
 		decision = events.DecisionAllow
 	}
+	agent := clip(redactToken(r.agent), maxUserAgent)
+	client := r.client
+	if client == "" {
+		client = p.clients.get(agent)
+	}
 	u := &events.UsageDecided{
 		TokenID:   r.d.TokenID,
 		Tenant:    r.d.Tenant,
@@ -288,13 +305,18 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 		Enforcer:  o.ID,
 		Service:   o.Service,
 		SourceIP:  ip.Unmap().String(),
-		UserAgent: clip(r.agent, maxUserAgent),
+		UserAgent: agent,
 		Method:    orDash(clip(r.method, 16)),
-		Route:     orDash(clip(r.route, maxRoute)),
+		Route:     orDash(clip(redactToken(r.route), maxRoute)),
 		Scope:     r.scope,
 		Decision:  decision,
 		Reason:    string(r.d.Reason),
 		LatencyNS: int64(r.latency),
+		Resource:  fit(redactToken(r.resource), events.MaxResourceLen),
+		Client:    fit(redactToken(client), events.MaxClientLen),
+	}
+	if isThumbprint(r.device) {
+		u.Device = r.device
 	}
 	if r.count > 1 {
 		u.Count = min(r.count, events.MaxUsageCount)
@@ -329,6 +351,63 @@ func (p *publisher) flushWait(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("flush usage: %w", ctx.Err())
 	}
+}
+
+// redactToken cuts s where a Cordon token would start: a client that puts
+// its token in the path or the user agent must not have it recorded.
+func redactToken(s string) string {
+	if i := strings.Index(s, token.Prefix); i >= 0 {
+		return s[:i] + redactedValue
+	}
+	return s
+}
+
+// isThumbprint reports whether s is a lowercase hex SHA-256 thumbprint,
+// the only form a usage event carries.
+func isThumbprint(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// clientCacheSize bounds the user agents whose normalised client is kept.
+const clientCacheSize = 1024
+
+// clientCache remembers events.NormalizeClient per user agent: a browser's
+// user agent costs a few hundred nanoseconds to read, and an enforcer sees
+// few distinct ones. Full, it starts over. Not safe for concurrent use.
+type clientCache struct {
+	m   map[string]string
+	max int
+}
+
+// get returns the normalised client of ua (at most maxUserAgent bytes).
+func (c *clientCache) get(ua string) string {
+	if v, ok := c.m[ua]; ok {
+		return v
+	}
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	ua = strings.Clone(ua) // do not keep the request's header alive
+	v := events.NormalizeClient(ua)
+	c.m[ua] = v
+	return v
+}
+
+// fit is clip for a field whose length is checked after decoding: invalid
+// UTF-8 is replaced first (as JSON encoding would, growing the text).
+func fit(s string, n int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return clip(s, n)
 }
 
 func clip(s string, n int) string {
