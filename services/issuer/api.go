@@ -223,7 +223,10 @@ type ErrorBody struct {
 // networks or a device is refused over NATS (use the HTTPS API). Issue and
 // rotate require an idempotency key: a request replayed with the same key
 // and the same admin token returns the original result instead of acting
-// twice; another token never gets it.
+// twice; another token never gets it. A token issued or rotated by command
+// has no issuance context on the ledger (TokenIssued.Requested): the issuer
+// cannot see the sender's address, and nothing in the request is taken for
+// it.
 type CmdRequest struct {
 	Auth           string         `json:"auth"`
 	IdempotencyKey string         `json:"idempotency_key,omitempty"`

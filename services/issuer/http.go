@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/cordonhq/cordon/pkg/adminauth"
+	"github.com/cordonhq/cordon/pkg/events"
 )
 
 // maxBody bounds a request body.
@@ -33,6 +34,8 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 //	POST /v1/keys/{kid}/retire     retire a key     (cordon:keys)
 //	GET  /healthz                  readiness        (no auth)
 //
+// Issue and rotate record where the request came from (the socket peer
+// and the normalised user agent) in the token.issued event's Requested.
 // Metrics are not served here: `cordon issuer --metrics-listen` serves
 // Collector on a listener of its own. Errors are JSON ErrorBody values with
 // 400, 401, 403, 404, 409, 422, 503 or 500.
@@ -89,7 +92,7 @@ func (i *Issuer) handleIssue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, _, err := i.idempotent(c, opIssue, r.Header.Get(HeaderIdempotencyKey), in, func() (any, error) {
-		return i.Issue(r.Context(), c.Actor(), in)
+		return i.issueFrom(r.Context(), c.Actor(), requestedFrom(r), in)
 	})
 	if err != nil {
 		i.writeError(w, err)
@@ -161,8 +164,24 @@ func (i *Issuer) rotateAs(r *http.Request, c *Caller, in RotateRequest) (any, bo
 		return nil, false, err
 	}
 	return i.idempotent(c, opRotate, r.Header.Get(HeaderIdempotencyKey), in, func() (any, error) {
-		return i.Rotate(r.Context(), c.Actor(), in.TokenID, in)
+		return i.rotateFrom(r.Context(), c.Actor(), requestedFrom(r), in.TokenID, in)
 	})
+}
+
+// requestedFrom is where an HTTP request for a token came from, as the
+// connection shows it: the socket peer's address (forwarding headers are
+// never believed, as for authentication: see adminauth.PeerOf) and the
+// user agent normalised by events.NormalizeClient. Nothing of it is taken
+// from the request body. Nil when neither is known.
+func requestedFrom(r *http.Request) *events.IssuanceContext {
+	from := &events.IssuanceContext{Client: events.NormalizeClient(r.UserAgent())}
+	if a := adminauth.PeerOf(r).Addr; a.IsValid() {
+		from.SourceIP = a.WithZone("").String()
+	}
+	if from.SourceIP == "" && from.Client == "" {
+		return nil
+	}
+	return from
 }
 
 // authorizeRotate applies authorizeGrant to the token being rotated.

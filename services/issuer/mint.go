@@ -29,7 +29,13 @@ const maxClockSkew = 5 * time.Minute
 // expiry. In-process callers are trusted: the HTTP and NATS APIs
 // authenticate before calling it.
 func (i *Issuer) Issue(ctx context.Context, actor string, in IssueRequest) (*IssueResponse, error) {
-	res, err := i.issue(ctx, actor, in)
+	return i.issueFrom(ctx, actor, nil, in)
+}
+
+// issueFrom is Issue recording where the request came from (nil: unknown)
+// in the token.issued event.
+func (i *Issuer) issueFrom(ctx context.Context, actor string, from *events.IssuanceContext, in IssueRequest) (*IssueResponse, error) {
+	res, err := i.issue(ctx, actor, from, in)
 	if err != nil {
 		i.stats.refuse(err)
 		return nil, err
@@ -38,7 +44,7 @@ func (i *Issuer) Issue(ctx context.Context, actor string, in IssueRequest) (*Iss
 	return res, nil
 }
 
-func (i *Issuer) issue(ctx context.Context, actor string, in IssueRequest) (*IssueResponse, error) {
+func (i *Issuer) issue(ctx context.Context, actor string, from *events.IssuanceContext, in IssueRequest) (*IssueResponse, error) {
 	if !i.ready.Load() {
 		return nil, ErrNotReady
 	}
@@ -68,12 +74,13 @@ func (i *Issuer) issue(ctx context.Context, actor string, in IssueRequest) (*Iss
 	}
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
-	return i.mint(ctx, actor, req, nbf, "")
+	return i.mint(ctx, actor, req, nbf, "", from)
 }
 
-// mint signs a token for a checked request and records it on the ledger.
-// Callers hold opMu (or run before serving).
-func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf time.Time, rotatedFrom string) (*IssueResponse, error) {
+// mint signs a token for a checked request and records it on the ledger,
+// with from, where it was requested from, when known. Callers hold opMu
+// (or run before serving).
+func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf time.Time, rotatedFrom string, from *events.IssuanceContext) (*IssueResponse, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("token id: %w", err)
@@ -90,14 +97,19 @@ func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf
 	evt := &events.TokenIssued{
 		TokenID: claims.ID, Tenant: claims.Tenant, Holder: claims.Holder, KeyID: signer.KeyID,
 		Claims: adminauth.LedgerClaims(claims), Actor: actor, RotatedFrom: rotatedFrom, BreakGlass: claims.BreakGlass,
+		Requested: from,
 	}
 	if _, err := i.publish(ctx, evt); err != nil {
 		return nil, err
 	}
 	info, _ := i.reg.get(claims.ID, i.now())
-	i.log.Info().Str("token_id", claims.ID).Str("tenant", claims.Tenant).Str("holder", claims.Holder).
+	l := i.log.Info().Str("token_id", claims.ID).Str("tenant", claims.Tenant).Str("holder", claims.Holder).
 		Str("kid", signer.KeyID).Strs("scopes", claims.Scopes).Time("expires", time.Unix(claims.Expiry, 0)).
-		Str("actor", actor).Str("rotated_from", rotatedFrom).Msg("token issued")
+		Str("actor", actor).Str("rotated_from", rotatedFrom)
+	if from != nil {
+		l = l.Str("requested_ip", from.SourceIP).Str("requested_client", from.Client)
+	}
+	l.Msg("token issued")
 	return &IssueResponse{Token: tok, TokenInfo: info}, nil
 }
 
@@ -117,7 +129,13 @@ func claimsFor(id string, req policy.Request, now, nbf time.Time) token.Claims {
 // period ends (at once for a zero grace). The successor must still fit the
 // holder's current ceiling.
 func (i *Issuer) Rotate(ctx context.Context, actor, id string, in RotateRequest) (*RotateResponse, error) {
-	res, err := i.rotate(ctx, actor, id, in)
+	return i.rotateFrom(ctx, actor, nil, id, in)
+}
+
+// rotateFrom is Rotate recording where the request came from (nil:
+// unknown) in the successor's token.issued event.
+func (i *Issuer) rotateFrom(ctx context.Context, actor string, from *events.IssuanceContext, id string, in RotateRequest) (*RotateResponse, error) {
+	res, err := i.rotate(ctx, actor, from, id, in)
 	if err != nil {
 		i.stats.refuse(err)
 		return nil, err
@@ -126,7 +144,7 @@ func (i *Issuer) Rotate(ctx context.Context, actor, id string, in RotateRequest)
 	return res, nil
 }
 
-func (i *Issuer) rotate(ctx context.Context, actor, id string, in RotateRequest) (*RotateResponse, error) {
+func (i *Issuer) rotate(ctx context.Context, actor string, from *events.IssuanceContext, id string, in RotateRequest) (*RotateResponse, error) {
 	if !i.ready.Load() {
 		return nil, ErrNotReady
 	}
@@ -174,7 +192,7 @@ func (i *Issuer) rotate(ctx context.Context, actor, id string, in RotateRequest)
 	if err := policy.Check(c, req); err != nil {
 		return nil, fmt.Errorf("rotate %s: %w", id, err)
 	}
-	succ, err := i.mint(ctx, actor, req, now, id)
+	succ, err := i.mint(ctx, actor, req, now, id, from)
 	if err != nil {
 		return nil, err
 	}
