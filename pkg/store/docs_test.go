@@ -27,10 +27,18 @@ func TestSchemaDocQueries(t *testing.T) {
 		now := time.Now().UTC()
 		tokens := []string{newID(), newID(), newID()}
 		set := genUsage(t, 2000, tokens, []string{"billing", "search"}, now.Add(-47*time.Hour))
+		grant := issued(t, now.Add(-48*time.Hour), tokens[0], "billing", []string{"orders:read", "never:used"})
+		grant.Data.(*events.TokenIssued).Requested = &events.IssuanceContext{SourceIP: "10.20.1.7", Client: "Boto3/1"}
 		evs := append(set.events,
+			// the revoked token read invoices before its revocation; the
+			// other swept invoices in the last hour
+			ctxUsage(t, now.Add(-31*time.Hour), tokens[1], "GET", "/invoices/{id}", "42", "curl/8", "", "allow"),
+			ctxUsage(t, now.Add(-31*time.Hour+time.Second), tokens[1], "GET", "/invoices/{id}", "43", "curl/8", "", "allow"),
+			ctxUsage(t, now.Add(-time.Hour), tokens[0], "GET", "/invoices/{id}", "7", "python-requests/2", "", "allow"),
+			ctxUsage(t, now.Add(-time.Hour+time.Second), tokens[0], "GET", "/invoices/{id}", "8", "python-requests/2", "", "deny"),
 			usage(t, now.Add(-time.Hour), tokens[0], "billing", "orders:read", "198.51.100.7", "allow", "ok"),
 			tokenless(t, now.Add(-time.Hour), "203.0.113.9", 300),
-			issued(t, now.Add(-48*time.Hour), tokens[0], "billing", []string{"orders:read", "never:used"}),
+			grant,
 			mustEnvelope(t, now.Add(-30*time.Hour), &events.TokenRevoked{TokenID: tokens[1], Tenant: "acme", Holder: "search",
 				Kind: events.RevokeToken, Actor: "revoker", Reason: "test", Expiry: now.Add(time.Hour)}),
 			mustEnvelope(t, now.Add(-time.Hour), &events.AnomalyDetected{AnomalyID: newID(), Detector: "new_ip",

@@ -26,12 +26,13 @@ const maxInsertBytes = 16 << 20
 // JSONEachRow, whose every row repeats the column names.
 var (
 	usageColumns = []string{"event_id", "time", "token_id", "tenant", "holder", "kid", "enforcer", "service",
-		"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns", "count"}
+		"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns", "count",
+		"resource", "client", "device"}
 	anomalyColumns = []string{"anomaly_id", "time", "detector", "severity", "token_id", "tenant", "holder", "event_id",
 		"event_time", "source_ip", "evidence_seen", "evidence_baseline", "evidence_details"}
 	ledgerColumns = []string{"event_id", "time", "type", "token_id", "tenant", "holder", "kid", "scopes", "audience",
 		"networks", "environment", "windows", "device", "nbf", "exp", "grace_until", "actor", "reason", "kind",
-		"successor_id", "rotated_from", "break_glass", "anomaly_id"}
+		"successor_id", "rotated_from", "break_glass", "anomaly_id", "requested_ip", "requested_client"}
 )
 
 // Table names rows of each kind are written to.
@@ -192,6 +193,10 @@ func appendUsageRow(b []byte, e events.Envelope, p *events.UsageDecided) []byte 
 	b = strconv.AppendInt(b, p.LatencyNS, 10)
 	b = append(b, ',')
 	b = strconv.AppendInt(b, p.Requests(), 10)
+	for _, v := range [...]string{p.Resource, p.Client, p.Device} {
+		b = append(b, ',')
+		b = appendJSONString(b, v)
+	}
 	return append(b, ']', '\n')
 }
 
@@ -272,7 +277,8 @@ func toRow(table string, e events.Envelope) ([]any, error) {
 	switch p := e.Data.(type) {
 	case *events.UsageDecided:
 		return []any{e.ID.String(), formatTime(e.Time), p.TokenID, p.Tenant, p.Holder, p.KeyID, p.Enforcer, p.Service,
-			p.SourceIP, p.UserAgent, p.Method, p.Route, p.Scope, p.Decision, p.Reason, p.LatencyNS, p.Requests()}, nil
+			p.SourceIP, p.UserAgent, p.Method, p.Route, p.Scope, p.Decision, p.Reason, p.LatencyNS, p.Requests(),
+			p.Resource, p.Client, p.Device}, nil
 	case *events.AnomalyDetected:
 		details := p.Evidence.Details
 		if details == nil {
@@ -291,6 +297,9 @@ func toRow(table string, e events.Envelope) ([]any, error) {
 		r := ledgerRow{kid: p.KeyID, scopes: p.Claims.Scopes, audience: p.Claims.Audience, networks: p.Claims.Networks,
 			environment: p.Claims.Environment, windows: string(windows), device: p.Claims.Device,
 			nbf: p.Claims.NotBefore, exp: p.Claims.Expiry, actor: p.Actor, rotatedFrom: p.RotatedFrom, breakGlass: p.BreakGlass}
+		if q := p.Requested; q != nil {
+			r.requestedIP, r.requestedClient = q.SourceIP, q.Client
+		}
 		return r.values(e, "issued", p.TokenID, p.Tenant, p.Holder), nil
 	case *events.TokenRotated:
 		r := ledgerRow{successorID: p.SuccessorID, graceUntil: p.GraceUntil, actor: p.Actor}
@@ -309,6 +318,7 @@ func toRow(table string, e events.Envelope) ([]any, error) {
 type ledgerRow struct {
 	kid, environment, windows, device, actor, reason, kind string
 	successorID, rotatedFrom, anomalyID                    string
+	requestedIP, requestedClient                           string
 	scopes, audience, networks                             []string
 	nbf, exp, graceUntil                                   time.Time
 	breakGlass                                             bool
@@ -320,7 +330,8 @@ func (r ledgerRow) values(e events.Envelope, typ, tokenID, tenant, holder string
 	}
 	return []any{e.ID.String(), formatTime(e.Time), typ, tokenID, tenant, holder, r.kid, nonNil(r.scopes),
 		nonNil(r.audience), nonNil(r.networks), r.environment, r.windows, r.device, optTime(r.nbf), optTime(r.exp),
-		optTime(r.graceUntil), r.actor, r.reason, r.kind, r.successorID, r.rotatedFrom, r.breakGlass, r.anomalyID}
+		optTime(r.graceUntil), r.actor, r.reason, r.kind, r.successorID, r.rotatedFrom, r.breakGlass, r.anomalyID,
+		r.requestedIP, r.requestedClient}
 }
 
 // optTime is a Nullable time: nil for the zero time.

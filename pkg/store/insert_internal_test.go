@@ -24,7 +24,7 @@ func TestAppendUsageRowMatchesJSON(t *testing.T) {
 			Source: "t", Version: events.SchemaVersion,
 			Data: &events.UsageDecided{TokenID: s, Tenant: "acme", Holder: s, KeyID: s, Enforcer: "e", Service: s, SourceIP: "10.0.0.1",
 				UserAgent: s, Method: s, Route: s, Scope: s, Decision: "deny", Reason: s, LatencyNS: int64(i) * 1_000_000_007,
-				Count: []int64{0, 1, 300, events.MaxUsageCount}[i%4]},
+				Count: []int64{0, 1, 300, events.MaxUsageCount}[i%4], Resource: s, Client: s, Device: s},
 		}
 		row, err := toRow(tableUsage, e)
 		if err != nil {
