@@ -300,6 +300,9 @@ func writeReport(w io.Writer, r *store.Report, now time.Time) error {
 	} else {
 		g := r.Grant
 		fmt.Fprintf(&b, "  issued      %s by %s (key %s)\n", ts(g.Time), orDash(g.Actor), orDash(g.KeyID))
+		if g.RequestedIP != "" || g.RequestedClient != "" {
+			fmt.Fprintf(&b, "  requested   from %s with %s\n", orDash(g.RequestedIP), orDash(g.RequestedClient))
+		}
 		fmt.Fprintf(&b, "  scopes      %s\n", list(g.Scopes))
 		fmt.Fprintf(&b, "  audience    %s\n", list(g.Audience))
 		fmt.Fprintf(&b, "  networks    %s\n", list(g.Networks))
@@ -362,6 +365,27 @@ func writeReport(w io.Writer, r *store.Report, now time.Time) error {
 	counts("scopes", r.Scopes)
 	counts("services", r.Services)
 	counts("source IPs", r.SourceIPs)
+	if named(r.Clients) {
+		counts("clients", r.Clients)
+	}
+	if named(r.Devices) {
+		counts("devices (client certificate)", r.Devices)
+	}
+	if len(r.Resources) > 0 {
+		b.WriteString("  resources by route\n")
+		for _, rr := range r.Resources {
+			fmt.Fprintf(&b, "    %s %s: %d distinct in %d requests\n", rr.Method, rr.Route, rr.Distinct, rr.Requests)
+			shown := rr.Resources[:min(len(rr.Resources), reportResourcesShown)]
+			tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+			for _, c := range shown {
+				fmt.Fprintf(tw, "      %s\t%d requests\t%d allowed\t%d denied\t\n", c.Value, c.Requests, c.Allowed, c.Denied)
+			}
+			_ = tw.Flush()
+			if more := rr.Distinct - uint64(len(shown)); more > 0 {
+				fmt.Fprintf(&b, "      … and %d more (-o json lists the %d busiest)\n", more, len(rr.Resources))
+			}
+		}
+	}
 	if r.Requests > 0 {
 		b.WriteString("  hours (UTC)\n")
 		var peak uint64
@@ -405,6 +429,21 @@ func writeReport(w io.Writer, r *store.Report, now time.Time) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// reportResourcesShown is how many resources per route the text report
+// shows; the JSON report has them all.
+const reportResourcesShown = 10
+
+// named reports whether a count list has a value other than "" (requests
+// that reported none).
+func named(cs []store.UsageCount) bool {
+	for _, c := range cs {
+		if c.Value != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func orDash(s string) string {

@@ -215,14 +215,16 @@ func (a *analystEnv) seed(t *testing.T, tok string, at time.Time) {
 	ctx := context.Background()
 	issued, _ := events.New("issuer", at, &events.TokenIssued{TokenID: tok, Tenant: "acme", Holder: "billing", KeyID: "k1", Actor: "cordon/admin:x",
 		Claims: events.TokenClaims{Scopes: []string{"invoices:read", "invoices:write"}, Audience: []string{"invoices"}, Networks: []string{"10.0.0.0/8"},
-			Windows: []events.Window{{Days: []string{"mon", "tue"}, Start: "08:00", End: "18:00", Zone: "Europe/Paris"}}, Expiry: at.Add(90 * 24 * time.Hour)}})
+			Windows: []events.Window{{Days: []string{"mon", "tue"}, Start: "08:00", End: "18:00", Zone: "Europe/Paris"}}, Expiry: at.Add(90 * 24 * time.Hour)},
+		Requested: &events.IssuanceContext{SourceIP: "10.20.1.7", Client: "Boto3/1"}})
 	if err := a.store.InsertLedger(ctx, []events.Envelope{issued}); err != nil {
 		t.Fatal(err)
 	}
 	var uses []events.Envelope
 	for i := 0; i < 12; i++ {
 		u := &events.UsageDecided{TokenID: tok, Tenant: "acme", Holder: "billing", KeyID: "k1", Enforcer: "edge-1", Service: "invoices",
-			SourceIP: "10.0.0.1", Method: "GET", Route: "/invoices/{id}", Scope: "invoices:read", Decision: events.DecisionAllow, Reason: "ok"}
+			SourceIP: "10.0.0.1", Method: "GET", Route: "/invoices/{id}", Scope: "invoices:read", Decision: events.DecisionAllow, Reason: "ok",
+			Resource: fmt.Sprint(40 + i%3), Client: "curl/8"}
 		if i >= 9 {
 			u.SourceIP, u.Scope, u.Decision, u.Reason = "203.0.113.9", "admin:write", events.DecisionDeny, "scope_missing"
 		}
@@ -319,7 +321,8 @@ func TestAnalystCommands(t *testing.T) {
 		for _, want := range []string{"token " + tok, "acme/billing", "status: active", "scopes      invoices:read, invoices:write",
 			"networks    10.0.0.0/8", "window      mon,tue 08:00-18:00 Europe/Paris", "12 requests: 9 allowed, 3 denied",
 			"203.0.113.9", "granted, never used: invoices:write", "asked for, not granted: admin:write", "scope_missing",
-			"ANOMALIES (1)", "new_network", "baseline: 10.0.0.0/24"} {
+			"ANOMALIES (1)", "new_network", "baseline: 10.0.0.0/24", "requested   from 10.20.1.7 with Boto3/1",
+			"clients", "curl/8", "GET /invoices/{id}: 3 distinct in 12 requests"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("report lacks %q:\n%s", want, out)
 			}

@@ -15,8 +15,13 @@ import (
 const DefaultAnomalyLimit = 1000
 
 // reportListLimit bounds each per-value list of a Report (scopes, services,
-// source IPs, denial reasons), busiest first.
+// source IPs, clients, devices, denial reasons, routes with resources),
+// busiest first.
 const reportListLimit = 100
+
+// reportResourceLimit bounds the resources a Report lists for one route,
+// busiest first; RouteResources.Distinct counts them all.
+const reportResourceLimit = 50
 
 // Anomaly is a row of the anomalies view.
 type Anomaly struct {
@@ -60,6 +65,10 @@ type LedgerEntry struct {
 	RotatedFrom string          `json:"rotated_from,omitempty"`
 	BreakGlass  bool            `json:"break_glass,omitempty"`
 	AnomalyID   string          `json:"anomaly_id,omitempty"`
+	// RequestedIP and RequestedClient are where an issued token was
+	// requested from (events.TokenIssued.Requested), when known.
+	RequestedIP     string `json:"requested_ip,omitempty"`
+	RequestedClient string `json:"requested_client,omitempty"`
 }
 
 // UsageCount is how often one value (a scope, a service, a source IP) was
@@ -69,6 +78,21 @@ type UsageCount struct {
 	Requests uint64 `json:"requests"`
 	Allowed  uint64 `json:"allowed"`
 	Denied   uint64 `json:"denied"`
+}
+
+// RouteResources is what a token's requests named on one route: the
+// distinct resources (the values of the route's path parameters, see
+// events.UsageDecided.Resource), with how often each was requested.
+type RouteResources struct {
+	Method string `json:"method"`
+	Route  string `json:"route"`
+	// Requests counts the token's requests to the route that named a
+	// resource; Distinct how many different resources they named.
+	Requests uint64 `json:"requests"`
+	Distinct uint64 `json:"distinct"`
+	// Resources are the busiest resources, at most 50 (Distinct says how
+	// many there are in all).
+	Resources []UsageCount `json:"resources"`
 }
 
 // ReasonCount is how many requests were denied for one reason.
@@ -104,6 +128,17 @@ type Report struct {
 	Scopes    []UsageCount `json:"scopes"`
 	Services  []UsageCount `json:"services"`
 	SourceIPs []UsageCount `json:"source_ips"`
+	// Clients are the normalised clients (events.NormalizeClient) and
+	// Devices the TLS client certificate thumbprints it was used with,
+	// busiest first (at most 100 each); requests that reported none are
+	// under "".
+	Clients []UsageCount `json:"clients"`
+	Devices []UsageCount `json:"devices"`
+	// Resources are, per method and route, the distinct resources its
+	// requests named, busiest routes first (at most 100 routes, 50
+	// resources each). Routes without parameters name none and are left
+	// out.
+	Resources []RouteResources `json:"resources"`
 	// Hours counts requests by hour of day (UTC).
 	Hours [24]uint64 `json:"hours"`
 	// Denials counts its denied requests by deny reason, most first.
@@ -175,7 +210,8 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 
 	ledger, err := s.query(ctx, "SELECT event_id, time, toString(type), toString(tenant), toString(holder), toString(kid), "+
 		"arrayMap(x -> toString(x), scopes), arrayMap(x -> toString(x), audience), networks, toString(environment), windows, device, "+
-		"nbf, exp, grace_until, toString(actor), reason, toString(kind), successor_id, rotated_from, break_glass, anomaly_id "+
+		"nbf, exp, grace_until, toString(actor), reason, toString(kind), successor_id, rotated_from, break_glass, anomaly_id, "+
+		"requested_ip, toString(requested_client) "+
 		"FROM "+s.table("token_ledger")+" WHERE token_id = "+tok+" ORDER BY time, event_id")
 	if err != nil {
 		return nil, fmt.Errorf("token report %s: ledger: %w", tokenID, err)
@@ -187,7 +223,7 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 			Networks: asStrings(r[8]), Environment: asString(r[9]), Device: asString(r[11]), NotBefore: asTime(r[12]),
 			Expiry: asTime(r[13]), GraceUntil: asTime(r[14]), Actor: asString(r[15]), Reason: asString(r[16]),
 			Kind: asString(r[17]), SuccessorID: asString(r[18]), RotatedFrom: asString(r[19]), BreakGlass: r[20] == true,
-			AnomalyID: asString(r[21]),
+			AnomalyID: asString(r[21]), RequestedIP: asString(r[22]), RequestedClient: asString(r[23]),
 		}
 		if w := asString(r[10]); w != "" && w != "[]" {
 			if err := json.Unmarshal([]byte(w), &e.Windows); err != nil {
@@ -221,7 +257,7 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 	for _, l := range []struct {
 		column string
 		dst    *[]UsageCount
-	}{{"scope", &rep.Scopes}, {"service", &rep.Services}, {"source_ip", &rep.SourceIPs}} {
+	}{{"scope", &rep.Scopes}, {"service", &rep.Services}, {"source_ip", &rep.SourceIPs}, {"client", &rep.Clients}, {"device", &rep.Devices}} {
 		res, err := s.query(ctx, fmt.Sprintf("SELECT toString(%s) AS value, count() AS n, countIf(decision = 'allow'), countIf(decision = 'deny') "+
 			"FROM %s WHERE token_id = %s GROUP BY value ORDER BY n DESC, value LIMIT %d", l.column, usage, tok, reportListLimit))
 		if err != nil {
@@ -231,6 +267,10 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 		for _, r := range res.Rows {
 			*l.dst = append(*l.dst, UsageCount{Value: asString(r[0]), Requests: asUint(r[1]), Allowed: asUint(r[2]), Denied: asUint(r[3])})
 		}
+	}
+
+	if rep.Resources, err = s.routeResources(ctx, usage, tok); err != nil {
+		return nil, fmt.Errorf("token report %s: %w", tokenID, err)
 	}
 
 	hours, err := s.query(ctx, "SELECT toHour(time) AS h, count() FROM "+usage+" WHERE token_id = "+tok+" GROUP BY h")
@@ -264,6 +304,40 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 	}
 	rep.UnusedScopes, rep.UngrantedScopes = compareScopes(rep.Grant, rep.Scopes)
 	return rep, nil
+}
+
+// routeResources lists, per method and route, the distinct resources the
+// requests of token tok (a quoted literal) named, bounded as Report says.
+func (s *Store) routeResources(ctx context.Context, usage, tok string) ([]RouteResources, error) {
+	routes, err := s.query(ctx, fmt.Sprintf("SELECT toString(method) AS m, toString(route) AS r, count() AS n, uniqExact(resource) "+
+		"FROM %s WHERE token_id = %s AND resource != '' GROUP BY m, r ORDER BY n DESC, m, r LIMIT %d", usage, tok, reportListLimit))
+	if err != nil {
+		return nil, fmt.Errorf("resources: %w", err)
+	}
+	out := make([]RouteResources, 0, len(routes.Rows))
+	at := make(map[[2]string]int, len(routes.Rows))
+	for _, r := range routes.Rows {
+		rr := RouteResources{Method: asString(r[0]), Route: asString(r[1]), Requests: asUint(r[2]), Distinct: asUint(r[3]), Resources: []UsageCount{}}
+		at[[2]string{rr.Method, rr.Route}] = len(out)
+		out = append(out, rr)
+	}
+	if len(out) == 0 {
+		return out, nil
+	}
+	res, err := s.query(ctx, fmt.Sprintf("SELECT toString(method) AS m, toString(route) AS r, resource, count() AS n, "+
+		"countIf(decision = 'allow'), countIf(decision = 'deny') FROM %s WHERE token_id = %s AND resource != '' "+
+		"GROUP BY m, r, resource ORDER BY n DESC, resource LIMIT %d BY m, r", usage, tok, reportResourceLimit))
+	if err != nil {
+		return nil, fmt.Errorf("resources: %w", err)
+	}
+	for _, r := range res.Rows {
+		i, ok := at[[2]string{asString(r[0]), asString(r[1])}]
+		if !ok {
+			continue // a route past the limit
+		}
+		out[i].Resources = append(out[i].Resources, UsageCount{Value: asString(r[2]), Requests: asUint(r[3]), Allowed: asUint(r[4]), Denied: asUint(r[5])})
+	}
+	return out, nil
 }
 
 // ledgerStatus derives a token's status from its ledger history at now.
