@@ -273,6 +273,12 @@ func (s *scanner) usage(u *events.UsageDecided) bool {
 		case "count":
 			bit = 1 << 14
 			u.Count = s.int()
+		case "resource":
+			bit, dst = 1<<15, &u.Resource
+		case "client":
+			bit, dst = 1<<16, &u.Client
+		case "device":
+			bit, dst = 1<<17, &u.Device
 		default:
 			return false
 		}

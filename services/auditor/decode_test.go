@@ -1,6 +1,8 @@
 package auditor
 
 import (
+	"bytes"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -32,6 +34,26 @@ func countedUsage(t testing.TB, count int64) []byte {
 	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &events.UsageDecided{
 		Enforcer: "edge-1", Service: "orders", SourceIP: "203.0.113.9", UserAgent: "curl/8", Method: "GET",
 		Route: "/orders/{id}", Scope: "orders:read", Decision: events.DecisionDeny, Reason: "missing", LatencyNS: 800, Count: count,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := events.Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// contextUsage is a usage event with the request context: resource,
+// client and device.
+func contextUsage(t testing.TB) []byte {
+	t.Helper()
+	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &events.UsageDecided{
+		TokenID: "019cabd9-0000-7000-8000-000000000001", Tenant: "acme", Holder: "billing", KeyID: "k1", Enforcer: "edge-1",
+		Service: "orders", SourceIP: "10.1.2.3", UserAgent: "curl/8.5.0", Method: "GET", Route: "/orgs/{org}/repos/{repo}",
+		Scope: "orders:read", Decision: events.DecisionAllow, Reason: "ok", LatencyNS: 1234,
+		Resource: "acme/widgets", Client: "curl/8", Device: strings.Repeat("0f", 32),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -111,12 +133,37 @@ func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
 		{"counted token-less denial", string(countedUsage(t, 300)), true},
 		{"counted denial at the bound", string(countedUsage(t, events.MaxUsageCount)), true},
 		{"counted denial beyond the bound", strings.Replace(string(countedUsage(t, 300)), `"count":300`, `"count":4294967296`, 1), true},
+		{"request context", string(contextUsage(t)), true},
+		{"resource alone", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"42"`, 1), true},
+		{"empty resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":""`, 1), true},
+		{"resource with an escape", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"a\"b"`, 1), false},
+		{"non-ascii resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"ünï"`, 1), false},
+		{"resource too long", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"`+strings.Repeat("r", events.MaxResourceLen+1)+`"`, 1), true},
+		{"resource at the bound", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"`+strings.Repeat("r", events.MaxResourceLen)+`"`, 1), true},
+		{"resource number", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":42`, 1), false},
+		{"null resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":null`, 1), false},
+		{"duplicate resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"1","resource":"2"`, 1), false},
+		{"client too long", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"client":"`+strings.Repeat("c", events.MaxClientLen+1)+`"`, 1), true},
+		{"duplicate client", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"client":"a","client":"a"`, 1), false},
+		{"device", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"device":"`+strings.Repeat("ab", 32)+`"`, 1), true},
+		{"upper-case device", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"device":"`+strings.Repeat("AB", 32)+`"`, 1), true},
+		{"short device", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"device":"abcd"`, 1), true},
+		{"duplicate device", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"device":"","device":""`, 1), false},
 		{"null data", canon[:strings.Index(canon, `"data":`)] + `"data":null}`, false},
 		{"data before type", `{"data":{},"type":"usage.decided"}`, false},
 		{"not an object", `[1,2]`, false},
 		{"empty", ``, false},
 		{"truncated", canon[:len(canon)/2], false},
 	}
+	fixture, err := os.ReadFile("../../testdata/events/usage-allow-context.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct {
+		name     string
+		in       string
+		wantFast bool
+	}{"committed fixture with context", string(bytes.TrimSpace(fixture)), true})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			if fast := sameAsDecode(t, []byte(c.in)); fast != c.wantFast {
@@ -130,6 +177,7 @@ func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
 func FuzzDecodeUsage(f *testing.F) {
 	f.Add(canonicalUsage(f))
 	f.Add(countedUsage(f, 300))
+	f.Add(contextUsage(f))
 	f.Add([]byte(`{"id":"01a21da2-389f-7a21-89d0-61b7381e2e20","type":"usage.decided","time":"2026-11-27T15:31:40Z","source":"s","v":1,"data":{"enforcer":"e","service":"s","source_ip":"::1","method":"GET","route":"/","decision":"deny","reason":"x","latency_ns":0}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sameAsDecode(t, b)
@@ -142,6 +190,15 @@ func BenchmarkDecodeUsage(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, _, err := DecodeUsage(data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	withContext := contextUsage(b)
+	b.Run("fast with request context", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := DecodeUsage(withContext); err != nil {
 				b.Fatal(err)
 			}
 		}
