@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 func openStore(t *testing.T, db string) *store.Store {
 	t.Helper()
 	ctx := context.Background()
+	// A fresh database per call, so that -count=N runs do not pile rows
+	// onto the previous run's.
+	db = fmt.Sprintf("%s_%d", db, dbSeq.Add(1))
 	b, err := chdbstore.Open(ctx, chdbstore.Options{Path: chdbPath, Database: db})
 	if err != nil {
 		t.Fatalf("open chdb: %v", err)
@@ -53,6 +56,9 @@ func openStore(t *testing.T, db string) *store.Store {
 }
 
 var base = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC) // a Monday
+
+// dbSeq numbers the databases openStore creates in the shared session.
+var dbSeq atomic.Int64
 
 func usageEvent(t *testing.T, i int, tokenID, ip string, at time.Time) []byte {
 	t.Helper()
@@ -74,17 +80,21 @@ func usageEvent(t *testing.T, i int, tokenID, ip string, at time.Time) []byte {
 
 func publish(t *testing.T, js jetstream.JetStream, subject string, payloads [][]byte) {
 	t.Helper()
-	ctx := context.Background()
-	for _, p := range payloads {
-		if _, err := js.PublishAsync(subject, p); err != nil {
-			t.Fatal(err)
+	// In chunks well under the client's limit of outstanding async
+	// publishes (4,000 by default): past it PublishAsync gives up after a
+	// short stall, which a loaded machine reaches.
+	const chunk = 1000
+	for start := 0; start < len(payloads); start += chunk {
+		for _, p := range payloads[start:min(start+chunk, len(payloads))] {
+			if _, err := js.PublishAsync(subject, p); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("publish timed out")
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(60 * time.Second):
+			t.Fatal("publish timed out")
+		}
 	}
 }
 
