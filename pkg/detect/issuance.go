@@ -32,7 +32,13 @@ func (e *Engine) checkIssuance(s *tokenState, o *obs) {
 	if h.nets.known != 0 {
 		level = LevelHolder
 	}
-	e.signal(s, o, detIssuanceMismatch, level)
+	if clientUnknown {
+		// Only the network speaks, and new_network says as much: half a
+		// signal, so the two do not count one fact twice.
+		e.signalWeighted(s, o, detIssuanceMismatch, level, e.weights[detIssuanceMismatch]*weakFactor)
+	} else {
+		e.signal(s, o, detIssuanceMismatch, level)
+	}
 	if !cfg.Enabled || !e.admit(s, o, detIssuanceMismatch) {
 		return
 	}

@@ -98,10 +98,13 @@ func allDigits(s string) bool {
 }
 
 // checkScopeProbing flags a token that collects MinDistinct distinct denials
-// (method, route shape, scope) with one of the probing reasons within a
-// sliding Window, or that walks a route's ids sequentially, EnumRun steps
-// within Window, allowed or not. Up to enumTrackers runs are followed at
-// once, so the workload's own requests in between do not hide a run.
+// (method, route shape, scope, resource) with one of the probing reasons
+// within a sliding Window, or that walks a route's ids sequentially (the
+// route's last numeric segment, or the numeric resource the enforcer
+// reports), EnumRun steps within Window, allowed or not, once its holder
+// (or itself) is learnt and beyond Factor times the holder's breadth
+// (resource_sweep). Up to enumTrackers runs are followed at once, so the
+// workload's own requests in between do not hide a run.
 func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 	cfg := &e.cfg.ScopeProbing
 	if !cfg.Enabled {
@@ -203,10 +206,16 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 		r.run++
 	}
 	r.last = id
-	if int(r.run) >= cfg.EnumRun {
+	// A run is judged against a baseline: the holder's (or the token's)
+	// must be learnt, and the run longer than Factor times the holder's
+	// breadth, so a batch job that walks its records in order does not
+	// look like an enumeration.
+	enum := int(r.run) >= cfg.EnumRun && (o.holderLearned || o.tokLearned) &&
+		float64(r.run) > e.cfg.ResourceSweep.Factor*o.h.breadthNow(o.t)
+	if enum {
 		e.signal(s, o, detScopeProbing, "")
 	}
-	if int(r.run) >= cfg.EnumRun && e.admit(s, o, detScopeProbing) {
+	if enum && e.admit(s, o, detScopeProbing) {
 		e.emit(s, o, detScopeProbing, "", cfg.Severity,
 			itoa(int(r.run))+" sequential ids on "+u.Method+" "+u.Route+" in "+fmtDur(o.t-r.start),
 			"enumeration means "+itoa(cfg.EnumRun)+" requests in a row to one route whose id moves by at most "+
