@@ -150,6 +150,12 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 	if u.TokenID == "" {
 		return e.observeSourceless(env, u)
 	}
+	if len(u.TokenID) > maxNameLen || len(u.Holder) > maxNameLen || len(u.Tenant) > maxNameLen {
+		// Not a Cordon token's claims (ids are UUIDs, names short): keep
+		// such strings out of the state and its snapshots.
+		e.stats.ignored++
+		return nil
+	}
 	e.stats.usage++
 	ti, fresh := e.tab.touch(u.TokenID)
 	s := e.tab.at(ti)
@@ -231,6 +237,21 @@ func (e *Engine) sensitive(scope string) bool {
 
 // observeLedger records what the ledger says about a token's life.
 func (e *Engine) observeLedger(env *events.Envelope) {
+	var id, tenant, holder string
+	switch p := env.Data.(type) {
+	case *events.TokenIssued:
+		id, tenant, holder = p.TokenID, p.Tenant, p.Holder
+	case *events.TokenRotated:
+		id, tenant, holder = p.TokenID+p.SuccessorID, p.Tenant, p.Holder
+	case *events.TokenRevoked:
+		id, tenant, holder = p.TokenID, p.Tenant, p.Holder
+	case *events.TokenExpired:
+		id, tenant, holder = p.TokenID, p.Tenant, p.Holder
+	}
+	if len(id) > maxNameLen || len(tenant) > maxNameLen || len(holder) > maxNameLen {
+		e.stats.ignored++
+		return
+	}
 	e.stats.ledger++
 	switch p := env.Data.(type) {
 	case *events.TokenIssued:
@@ -274,6 +295,10 @@ func (e *Engine) observeLedger(env *events.Envelope) {
 		s.core.setEnd(p.Expiry.Unix(), endExpired)
 	}
 }
+
+// maxNameLen bounds the token ids, tenants and holders the engine keeps
+// (well below the snapshot's string bound).
+const maxNameLen = 256
 
 func (e *Engine) ledgerToken(id, tenant, holder string) *tokenState {
 	i, _ := e.tab.touch(id)

@@ -419,3 +419,26 @@ func TestStateBounded(t *testing.T) {
 		t.Errorf("snapshot of %d bytes, bound %d", buf.Len(), max)
 	}
 }
+
+// TestOversizedNamesIgnored: a usage or ledger event with a token id,
+// tenant or holder far longer than any Cordon name is ignored, so it can
+// neither grow the state nor make a snapshot unreadable at restart.
+func TestOversizedNamesIgnored(t *testing.T) {
+	e, _ := detect.New(detect.DefaultConfig())
+	long := strings.Repeat("h", 10_000)
+	e.Observe(use(at(0, 10, 0), "10.1.2.3", holderOf(long)))
+	e.Observe(use(at(0, 10, 0), "10.1.2.3", token(long)))
+	e.Observe(issuedFrom(freshTok, long, at(0, 9, 0), "", ""))
+	e.Observe(use(at(0, 10, 1), "10.1.2.3"))
+	st := e.Stats()
+	if st.Tokens != 1 || st.Holders != 1 || st.Ignored != 3 {
+		t.Fatalf("stats %+v, want the three oversized events ignored", st)
+	}
+	var buf bytes.Buffer
+	if err := e.Snapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Restore(&buf); err != nil {
+		t.Fatalf("snapshot unreadable: %v", err)
+	}
+}
