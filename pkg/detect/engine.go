@@ -74,6 +74,7 @@ type Engine struct {
 	zones   zoneTable
 	names   interner
 	clients clientNames
+	scopes  map[string]bool
 	keyBuf  []byte
 	stats   counters
 }
@@ -93,7 +94,8 @@ func New(cfg Config) (*Engine, error) {
 	cfg.UseAfterRevoke.Reasons = append([]string(nil), cfg.UseAfterRevoke.Reasons...)
 	cfg.ForgingBurst.Reasons = append([]string(nil), cfg.ForgingBurst.Reasons...)
 	cfg.Sensitive = append([]string(nil), cfg.Sensitive...)
-	e := &Engine{cfg: cfg, weights: cfg.Risk.Weights.byDetector(), zones: newZoneTable(), names: interner{}, clients: clientNames{}}
+	e := &Engine{cfg: cfg, weights: cfg.Risk.Weights.byDetector(), zones: newZoneTable(), names: interner{}, clients: clientNames{},
+		scopes: map[string]bool{}}
 	for _, n := range cfg.Enabled() {
 		for d, name := range detectorNames {
 			if name == n {
@@ -222,17 +224,29 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 	return o.out
 }
 
-// sensitive reports whether a scope matches one of Config.Sensitive.
+// maxScopeCache bounds the memo of scope sensitivity.
+const maxScopeCache = 4096
+
+// sensitive reports whether a scope matches one of Config.Sensitive; the
+// answer is memoised (scopes are few).
 func (e *Engine) sensitive(scope string) bool {
-	if scope == "" {
+	if scope == "" || len(e.cfg.Sensitive) == 0 {
 		return false
 	}
+	if v, ok := e.scopes[scope]; ok {
+		return v
+	}
+	v := false
 	for _, p := range e.cfg.Sensitive {
 		if matchScope(p, scope) {
-			return true
+			v = true
+			break
 		}
 	}
-	return false
+	if len(e.scopes) < maxScopeCache {
+		e.scopes[strings.Clone(scope)] = v
+	}
+	return v
 }
 
 // observeLedger records what the ledger says about a token's life.
