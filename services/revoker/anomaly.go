@@ -136,11 +136,18 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 // respondSource handles a source-level anomaly (a burst of forged or
 // unreadable tokens from one network): there is no token to look up,
 // deny or revoke, so it is alerted on — with what the matching rule would
-// have done — and recorded. The alert resolves after ResolveQuiet.
+// have done — and recorded. Its alert is grouped under "source:<network>"
+// and resolves after ResolveQuiet.
 func (r *Revoker) respondSource(now time.Time, a *events.AnomalyDetected) {
 	dec := r.engine.Decide(a, false)
+	// Alerts group by token id: a source groups by its network instead,
+	// so two forging sources are two alerts.
+	src := a.Evidence.Details["network"]
+	if src == "" {
+		src = a.SourceIP
+	}
 	n := alert.Notice{
-		TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder,
+		TokenID: "source:" + src, Tenant: a.Tenant, Holder: a.Holder,
 		Observation: alert.Observation{AnomalyID: a.AnomalyID, Detector: a.Detector, Severity: a.Severity,
 			Seen: a.Evidence.Seen, Baseline: a.Evidence.Baseline, SourceIP: a.SourceIP, At: a.EventTime, Details: a.Evidence.Details},
 		Severity: dec.Severity, Rule: dec.Rule, Outcome: alert.OutcomeAlertOnly,

@@ -327,7 +327,8 @@ func TestSourceAnomalyIsAlertedNotRevoked(t *testing.T) {
 		f.publish(now.Add(time.Duration(i)*time.Second), &events.AnomalyDetected{AnomalyID: fmt.Sprint("src-", i), Detector: "forging_burst",
 			Severity: sev, TokenID: events.SourceTokenID, Subject: events.AnomalySource, Tenant: "_", EventID: fmt.Sprint("usage-src-", i),
 			EventTime: now, SourceIP: "203.0.113.66",
-			Evidence: events.Evidence{Seen: "5000 requests naming no readable token", Baseline: "a burst is 100 in 1m"}})
+			Evidence: events.Evidence{Seen: "5000 requests naming no readable token", Baseline: "a burst is 100 in 1m",
+				Details: map[string]string{"network": "203.0.113.0/24"}}})
 	}
 	recs := f.waitResponses(2)
 	for _, r := range recs {
@@ -339,7 +340,7 @@ func TestSourceAnomalyIsAlertedNotRevoked(t *testing.T) {
 	if len(f.revocations()) != 0 || len(f.denyKeys()) != 0 {
 		t.Fatalf("a source anomaly revoked something: %v %v", f.revocations(), f.denyKeys())
 	}
-	if _, ok := f.r.Alerts().Open(events.SourceTokenID); !ok {
+	if _, ok := f.r.Alerts().Open("source:203.0.113.0/24"); !ok {
 		t.Fatal("no alert open for the source")
 	}
 }
