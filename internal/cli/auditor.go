@@ -277,16 +277,7 @@ func retentionText(days int) string {
 
 // enabledDetectors names the detectors cfg turns on, in detect's order.
 func enabledDetectors(cfg detect.Config) []string {
-	enabled := map[string]bool{
-		detect.NewNetwork: cfg.NewNetwork.Enabled, detect.OddHours: cfg.OddHours.Enabled, detect.ScopeProbing: cfg.ScopeProbing.Enabled,
-		detect.UseAfterRevoke: cfg.UseAfterRevoke.Enabled, detect.VolumeSpike: cfg.VolumeSpike.Enabled, detect.MultiNetwork: cfg.MultiNetwork.Enabled,
-	}
-	var on []string
-	for _, name := range detect.Detectors() {
-		if enabled[name] {
-			on = append(on, name)
-		}
-	}
+	on := cfg.Enabled()
 	if len(on) == 0 {
 		return []string{"none"}
 	}

@@ -75,9 +75,9 @@ func TestAuditorFlags(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", args: []string{"--check-config"},
-			wantOut: "detectors from default thresholds: new_network, odd_hours, scope_probing, use_after_revoke, volume_spike, multi_network; store chdb at .cordon/chdb, database cordon, retention forever"},
+			wantOut: "detectors from default thresholds: new_network, odd_hours, scope_probing, use_after_revoke, volume_spike, multi_network, new_client, issuance_mismatch, new_action, resource_sweep, forging_burst, risk_score; store chdb at .cordon/chdb, database cordon, retention forever"},
 		{name: "policy detectors", args: []string{"--check-config", "--policy", good, "--retention-days", "30"},
-			wantOut: "new_network, scope_probing, use_after_revoke, volume_spike, multi_network; store chdb"},
+			wantOut: "new_network, scope_probing, use_after_revoke, volume_spike, multi_network, new_client, issuance_mismatch, new_action, resource_sweep, forging_burst, risk_score; store chdb"},
 		{name: "clickhouse", args: []string{"--check-config", "--store", "clickhouse", "--clickhouse-addr", "ch.internal:8443", "--clickhouse-tls",
 			"--clickhouse-database", "audit"}, wantOut: "store clickhouse at ch.internal:8443, database audit"},
 		{name: "unknown field", args: []string{"--check-config", "--policy", unknown},

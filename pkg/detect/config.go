@@ -3,6 +3,7 @@ package detect
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/events"
@@ -43,6 +44,153 @@ type Config struct {
 	VolumeSpike VolumeSpikeConfig `yaml:"volume_spike"`
 	// MultiNetwork: several networks at once.
 	MultiNetwork MultiNetworkConfig `yaml:"multi_network"`
+
+	// MaxHolders bounds the holders (tenant/holder workloads) with a
+	// baseline in memory, the least recently seen forgotten first. Each
+	// costs a few KiB (Stats.HolderStateBytes).
+	MaxHolders int `yaml:"max_holders"`
+	// MaxTenants bounds the tenants with a baseline (1 KiB each).
+	MaxTenants int `yaml:"max_tenants"`
+	// MaxSources bounds the source networks followed for forging bursts.
+	MaxSources int `yaml:"max_sources"`
+	// HolderLearning says when a holder's baseline — every token it was
+	// ever issued, across rotations and re-issues — is trusted. Once it
+	// is, a new token of the holder is judged against it from its first
+	// request, whatever its own learning says.
+	HolderLearning LearningConfig `yaml:"holder_learning"`
+	// RolloutTokens: a network or client outside a learnt holder's
+	// baseline joins it once this many distinct tokens of the holder used
+	// it, allowed — a rollout (a new egress, a client upgrade), not one
+	// stolen credential. At least 2.
+	RolloutTokens int `yaml:"rollout_tokens"`
+	// Sensitive lists scope patterns ("secrets:*", "*:delete"; '*' matches
+	// any run of characters) whose routes get their own volume baseline and
+	// whose never-seen use is more severe.
+	Sensitive []string `yaml:"sensitive"`
+
+	// NewClient: a client (user agent family) the holder never used.
+	NewClient NewClientConfig `yaml:"new_client"`
+	// IssuanceMismatch: use unlike the context the token was requested from.
+	IssuanceMismatch IssuanceMismatchConfig `yaml:"issuance_mismatch"`
+	// NewAction: an action (method, route, scope) the holder never did.
+	NewAction NewActionConfig `yaml:"new_action"`
+	// ResourceSweep: many distinct resources of one route in a short time.
+	ResourceSweep ResourceSweepConfig `yaml:"resource_sweep"`
+	// ForgingBurst: many unreadable or forged tokens from one source.
+	ForgingBurst ForgingBurstConfig `yaml:"forging_burst"`
+	// Risk combines the signals of a token into one score.
+	Risk RiskConfig `yaml:"risk"`
+}
+
+// NewClientConfig tunes the new_client detector: a request whose client
+// (events.UsageDecided.Client, compared by family: "curl/8" and "curl/7"
+// are one client) is outside the holder's baseline.
+type NewClientConfig struct {
+	// Enabled turns the detector on.
+	Enabled bool `yaml:"enabled"`
+	// Severity of an alert; one step higher when the request was denied.
+	Severity string `yaml:"severity"`
+	// PromoteAfter makes a new client part of the holder's baseline when
+	// it is used again, allowed, this long after its first sighting.
+	PromoteAfter time.Duration `yaml:"promote_after"`
+}
+
+// IssuanceMismatchConfig tunes the issuance_mismatch detector: a token
+// requested from network N with client C (events.TokenIssued.Requested)
+// used from another network and another client, neither of which is in
+// its holder's baseline. It needs no learning: it is the pattern of a
+// credential minted for a workload and used from somewhere else.
+type IssuanceMismatchConfig struct {
+	// Enabled turns the detector on.
+	Enabled bool `yaml:"enabled"`
+	// Severity of an alert when both the network and the client are
+	// unlike; one step lower when the client is unknown on either side.
+	Severity string `yaml:"severity"`
+}
+
+// NewActionConfig tunes the new_action detector ("new terms"): an action
+// — method, route (ids folded) and scope — that the holder did not do
+// within History, once the holder is learnt.
+type NewActionConfig struct {
+	// Enabled turns the detector on.
+	Enabled bool `yaml:"enabled"`
+	// Severity of an alert; one step higher for a sensitive scope.
+	Severity string `yaml:"severity"`
+	// History is the look-back of the holder's actions: an action not
+	// done within it (at least, and at most twice it) is new again.
+	History time.Duration `yaml:"history"`
+}
+
+// ResourceSweepConfig tunes the resource_sweep detector: one token
+// touching many distinct resources (events.UsageDecided.Resource, which
+// the enforcer reports next to the route pattern) of one route within
+// Window, allowed or denied.
+type ResourceSweepConfig struct {
+	// Enabled turns the detector on.
+	Enabled bool `yaml:"enabled"`
+	// Severity of an alert.
+	Severity string `yaml:"severity"`
+	// Window is how long distinct resources are collected.
+	Window time.Duration `yaml:"window"`
+	// MinDistinct is the least number of distinct resources that is a
+	// sweep: denied ones alone need no baseline; with allowed ones the
+	// count must also exceed Factor times the holder's normal breadth (the
+	// most distinct resources one of its tokens touched in one window,
+	// decaying), and the holder must be learnt.
+	MinDistinct int `yaml:"min_distinct"`
+	// Factor: how far above the holder's breadth a sweep is.
+	Factor float64 `yaml:"factor"`
+}
+
+// ForgingBurstConfig tunes the forging_burst detector: many decisions
+// naming no token (unreadable, unknown key, bad signature, throttled)
+// from one source network within Window. The enforcer folds those into
+// one event per source with a count, which this detector weighs. The
+// anomaly is about the source (events.AnomalySource), never a token.
+type ForgingBurstConfig struct {
+	// Enabled turns the detector on.
+	Enabled bool `yaml:"enabled"`
+	// Severity of an alert; one step higher at 10×MinCount.
+	Severity string `yaml:"severity"`
+	// Reasons are the deny reasons that count.
+	Reasons []string `yaml:"reasons"`
+	// Window is the counting window.
+	Window time.Duration `yaml:"window"`
+	// MinCount is how many such decisions within Window make a burst.
+	MinCount int `yaml:"min_count"`
+}
+
+// RiskConfig tunes the risk score: each signal a token showed within
+// Window weighs Weight (halved when only the token's own baseline was
+// broken, not its holder's), and the score is 1 - Π(1 - weight), a
+// noisy-OR: independent weak signals add up, none alone reaches 1.
+// Every anomaly carries the score and its factors; when the score reaches
+// Threshold with at least two signals, a risk_score anomaly is raised.
+type RiskConfig struct {
+	// Enabled turns the risk_score anomaly on (scores are always computed).
+	Enabled bool `yaml:"enabled"`
+	// Severity of a risk_score anomaly.
+	Severity string `yaml:"severity"`
+	// Window is how long a signal counts towards the score.
+	Window time.Duration `yaml:"window"`
+	// Threshold is the score that raises a risk_score anomaly.
+	Threshold float64 `yaml:"threshold"`
+	// Weights per signal, each in [0, 1].
+	Weights RiskWeights `yaml:"weights"`
+}
+
+// RiskWeights is the weight of each signal in the risk score.
+type RiskWeights struct {
+	NewNetwork       float64 `yaml:"new_network"`
+	OddHours         float64 `yaml:"odd_hours"`
+	ScopeProbing     float64 `yaml:"scope_probing"`
+	UseAfterRevoke   float64 `yaml:"use_after_revoke"`
+	VolumeSpike      float64 `yaml:"volume_spike"`
+	MultiNetwork     float64 `yaml:"multi_network"`
+	NewClient        float64 `yaml:"new_client"`
+	IssuanceMismatch float64 `yaml:"issuance_mismatch"`
+	NewAction        float64 `yaml:"new_action"`
+	ResourceSweep    float64 `yaml:"resource_sweep"`
 }
 
 // LearningConfig says when a token's baseline is trusted. Both conditions
@@ -141,9 +289,15 @@ type VolumeSpikeConfig struct {
 	// HalfLife is how fast the baseline peak per minute decays; a long one
 	// keeps weekday peaks over a quiet weekend.
 	HalfLife time.Duration `yaml:"half_life"`
-	// MinHistory is how much event time of the token's traffic must have
-	// been seen before it can alert.
+	// MinHistory is how much event time of traffic must have been seen
+	// before a baseline can judge: the token's own (which then judges
+	// it), else its holder's (the busiest minute of any of its tokens).
 	MinHistory time.Duration `yaml:"min_history"`
+	// SensitiveMinCount is MinCount for the requests of one token to
+	// sensitive scopes (Config.Sensitive) in one minute, judged against
+	// the holder's busiest such minute: a burst of secret reads stands out
+	// even inside a busy token's ordinary traffic.
+	SensitiveMinCount int `yaml:"sensitive_min_count"`
 }
 
 // MultiNetworkConfig tunes the multi_network detector: use from several
@@ -167,9 +321,40 @@ const (
 	ReasonScopeMissing = "scope_missing"
 	ReasonRevoked      = "revoked"
 	ReasonExpired      = "expired"
+	ReasonMalformed    = "malformed"
+	ReasonBadSignature = "bad_signature"
+	ReasonUnknownKey   = "unknown_key"
+	ReasonThrottled    = "throttled"
 )
 
-// DefaultConfig returns the thresholds Cordon ships with.
+// DefaultConfig returns the thresholds Cordon ships with. They come from
+// what each signal means, not from any evaluation data set:
+//
+//   - holder_learning 200 allowed uses over 72h: three days cover a
+//     workload's daily cycle twice and a weekday/weekend edge in most
+//     weeks; 200 uses keep a quiet holder (a nightly job) from being
+//     judged on a handful of requests. A token still learns its own
+//     baseline (learning: 50 over 48h) for the holders that are not learnt.
+//   - rollout_tokens 3: one stolen credential is one token; a new egress
+//     or client version reaches every token of the workload. Two alerts at
+//     most per rollout, then the value is baseline.
+//   - issuance_mismatch high: a token used from a network and a client
+//     that are unlike where it was requested, and unknown to its holder,
+//     is the exfiltration pattern itself; it needs no learning.
+//   - new_action low (medium for a sensitive scope), history 7d: a deploy adding a route is normal drift, seen once per
+//     holder; a week covers weekly jobs.
+//   - resource_sweep 20 distinct resources of one route in 10m, 4× the
+//     holder's breadth: a workload that reads one record at a time stays
+//     far below; 20 denials of distinct resources are never normal; a
+//     holder that normally reads hundreds is judged against its own
+//     breadth.
+//   - forging_burst 100 in 1m from one /24 (/64): a client retrying a
+//     stale token backs off; a hundred failed verifications a minute is
+//     guessing or forging.
+//   - risk: weights are how much each signal alone moves the score (a new
+//     network 0.5, a new client 0.4, an odd hour 0.35); threshold 0.8 is
+//     reached by a new network with a new client at an odd hour (0.805),
+//     or by any strong signal with a weak one, and by no single signal.
 func DefaultConfig() Config {
 	return Config{
 		MaxTokens:  1_000_000,
@@ -210,6 +395,10 @@ func DefaultConfig() Config {
 			Factor:     5,
 			HalfLife:   72 * time.Hour,
 			MinHistory: 24 * time.Hour,
+			// A workload reads a secret a few times a minute at most (at
+			// start-up, on rotation); ten in a minute, and Factor times its
+			// usual, is a dump.
+			SensitiveMinCount: 10,
 		},
 		MultiNetwork: MultiNetworkConfig{
 			Enabled:     true,
@@ -217,7 +406,78 @@ func DefaultConfig() Config {
 			Window:      10 * time.Minute,
 			MinNetworks: 3,
 		},
+		MaxHolders:     100_000,
+		MaxTenants:     10_000,
+		MaxSources:     100_000,
+		HolderLearning: LearningConfig{MinEvents: 200, MinAge: 72 * time.Hour},
+		RolloutTokens:  3,
+		Sensitive:      []string{"secrets:*", "*:admin", "*:delete", "*:export", "keys:*", "iam:*"},
+		NewClient: NewClientConfig{
+			Enabled:      true,
+			Severity:     events.SeverityLow,
+			PromoteAfter: 24 * time.Hour,
+		},
+		IssuanceMismatch: IssuanceMismatchConfig{
+			Enabled:  true,
+			Severity: events.SeverityHigh,
+		},
+		NewAction: NewActionConfig{
+			Enabled:  true,
+			Severity: events.SeverityLow,
+			History:  7 * 24 * time.Hour,
+		},
+		ResourceSweep: ResourceSweepConfig{
+			Enabled:     true,
+			Severity:    events.SeverityHigh,
+			Window:      10 * time.Minute,
+			MinDistinct: 20,
+			Factor:      4,
+		},
+		ForgingBurst: ForgingBurstConfig{
+			Enabled:  true,
+			Severity: events.SeverityMedium,
+			Reasons:  []string{ReasonMalformed, ReasonBadSignature, ReasonUnknownKey, ReasonThrottled},
+			Window:   time.Minute,
+			MinCount: 100,
+		},
+		Risk: RiskConfig{
+			Enabled:   true,
+			Severity:  events.SeverityHigh,
+			Window:    time.Hour,
+			Threshold: 0.8,
+			Weights: RiskWeights{
+				NewNetwork: 0.5, OddHours: 0.35, ScopeProbing: 0.7, UseAfterRevoke: 0.9, VolumeSpike: 0.35,
+				MultiNetwork: 0.6, NewClient: 0.4, IssuanceMismatch: 0.7, NewAction: 0.35, ResourceSweep: 0.7,
+			},
+		},
 	}
+}
+
+// weights returns the risk weights indexed by detector.
+func (w *RiskWeights) byDetector() [numDetectors]float64 {
+	var out [numDetectors]float64
+	out[detNewNetwork], out[detOddHours], out[detScopeProbing] = w.NewNetwork, w.OddHours, w.ScopeProbing
+	out[detUseAfterRevoke], out[detVolumeSpike], out[detMultiNetwork] = w.UseAfterRevoke, w.VolumeSpike, w.MultiNetwork
+	out[detNewClient], out[detIssuanceMismatch], out[detNewAction] = w.NewClient, w.IssuanceMismatch, w.NewAction
+	out[detResourceSweep] = w.ResourceSweep
+	return out
+}
+
+// Enabled names the detectors cfg turns on, in the order of Detectors.
+func (c Config) Enabled() []string {
+	on := [numDetectors]bool{
+		detNewNetwork: c.NewNetwork.Enabled, detOddHours: c.OddHours.Enabled, detScopeProbing: c.ScopeProbing.Enabled,
+		detUseAfterRevoke: c.UseAfterRevoke.Enabled, detVolumeSpike: c.VolumeSpike.Enabled, detMultiNetwork: c.MultiNetwork.Enabled,
+		detNewClient: c.NewClient.Enabled, detIssuanceMismatch: c.IssuanceMismatch.Enabled, detNewAction: c.NewAction.Enabled,
+		detResourceSweep: c.ResourceSweep.Enabled, detForgingBurst: c.ForgingBurst.Enabled, detRiskScore: c.Risk.Enabled,
+	}
+	var names []string
+	for d, ok := range on {
+		if ok {
+			names = append(names, detectorNames[d])
+		}
+	}
+	return names
 }
 
 // Validate reports the first out-of-range field, named as in the policy
@@ -247,8 +507,24 @@ func (c Config) Validate() error {
 		{c.VolumeSpike.Factor > 1, "volume_spike.factor", "greater than 1", c.VolumeSpike.Factor},
 		{c.VolumeSpike.HalfLife >= time.Minute, "volume_spike.half_life", "at least 1m", c.VolumeSpike.HalfLife},
 		{c.VolumeSpike.MinHistory >= 0, "volume_spike.min_history", "not negative", c.VolumeSpike.MinHistory},
+		{c.VolumeSpike.SensitiveMinCount >= 1, "volume_spike.sensitive_min_count", "at least 1", c.VolumeSpike.SensitiveMinCount},
 		{c.MultiNetwork.Window > 0, "multi_network.window", "positive", c.MultiNetwork.Window},
 		{c.MultiNetwork.MinNetworks >= 2 && c.MultiNetwork.MinNetworks <= maxNetworks, "multi_network.min_networks", fmt.Sprintf("between 2 and %d", maxNetworks), c.MultiNetwork.MinNetworks},
+		{c.MaxHolders >= 1, "max_holders", "at least 1", c.MaxHolders},
+		{c.MaxTenants >= 1, "max_tenants", "at least 1", c.MaxTenants},
+		{c.MaxSources >= 1, "max_sources", "at least 1", c.MaxSources},
+		{c.HolderLearning.MinEvents >= 0, "holder_learning.min_events", "not negative", c.HolderLearning.MinEvents},
+		{c.HolderLearning.MinAge >= 0, "holder_learning.min_age", "not negative", c.HolderLearning.MinAge},
+		{c.RolloutTokens >= 2 && c.RolloutTokens <= rolloutBits, "rollout_tokens", fmt.Sprintf("between 2 and %d", rolloutBits), c.RolloutTokens},
+		{c.NewClient.PromoteAfter >= 0, "new_client.promote_after", "not negative", c.NewClient.PromoteAfter},
+		{c.NewAction.History >= time.Hour, "new_action.history", "at least 1h", c.NewAction.History},
+		{c.ResourceSweep.Window > 0, "resource_sweep.window", "positive", c.ResourceSweep.Window},
+		{c.ResourceSweep.MinDistinct >= 3 && c.ResourceSweep.MinDistinct <= maxSweepDistinct, "resource_sweep.min_distinct", fmt.Sprintf("between 3 and %d", maxSweepDistinct), c.ResourceSweep.MinDistinct},
+		{c.ResourceSweep.Factor >= 1, "resource_sweep.factor", "at least 1", c.ResourceSweep.Factor},
+		{c.ForgingBurst.Window > 0, "forging_burst.window", "positive", c.ForgingBurst.Window},
+		{c.ForgingBurst.MinCount >= 1, "forging_burst.min_count", "at least 1", c.ForgingBurst.MinCount},
+		{c.Risk.Window > 0, "risk.window", "positive", c.Risk.Window},
+		{c.Risk.Threshold > 0 && c.Risk.Threshold <= 1, "risk.threshold", "in (0, 1]", c.Risk.Threshold},
 	}
 	for _, ck := range checks {
 		if !ck.ok {
@@ -262,11 +538,59 @@ func (c Config) Validate() error {
 		{"use_after_revoke.severity", c.UseAfterRevoke.Severity},
 		{"volume_spike.severity", c.VolumeSpike.Severity},
 		{"multi_network.severity", c.MultiNetwork.Severity},
+		{"new_client.severity", c.NewClient.Severity},
+		{"issuance_mismatch.severity", c.IssuanceMismatch.Severity},
+		{"new_action.severity", c.NewAction.Severity},
+		{"resource_sweep.severity", c.ResourceSweep.Severity},
+		{"forging_burst.severity", c.ForgingBurst.Severity},
+		{"risk.severity", c.Risk.Severity},
 	}
 	for _, s := range sevs {
 		if events.SeverityRank(s.v) < 0 {
 			return fmt.Errorf("%w: %s: %q is not one of low, medium, high, critical", ErrConfig, s.field, s.v)
 		}
 	}
+	w := c.Risk.Weights.byDetector()
+	for d, v := range w {
+		if !(v >= 0 && v <= 1) {
+			return fmt.Errorf("%w: risk.weights.%s: want in [0, 1], got %v", ErrConfig, detectorNames[d], v)
+		}
+	}
+	if len(c.Sensitive) > maxSensitive {
+		return fmt.Errorf("%w: sensitive: %d patterns, at most %d", ErrConfig, len(c.Sensitive), maxSensitive)
+	}
+	for i, p := range c.Sensitive {
+		if p == "" || len(p) > 128 || strings.Count(p, "*") > 2 {
+			return fmt.Errorf("%w: sensitive[%d]: %q: want a scope pattern of 1 to 128 characters with at most two '*'", ErrConfig, i, p)
+		}
+	}
+	for i, r := range c.ForgingBurst.Reasons {
+		if r == "" {
+			return fmt.Errorf("%w: forging_burst.reasons[%d]: empty", ErrConfig, i)
+		}
+	}
 	return nil
+}
+
+// maxSensitive bounds Config.Sensitive.
+const maxSensitive = 64
+
+// matchScope reports whether scope matches pattern, where '*' matches any
+// run of characters (including none).
+func matchScope(pattern, scope string) bool {
+	star := strings.IndexByte(pattern, '*')
+	if star < 0 {
+		return pattern == scope
+	}
+	prefix, rest := pattern[:star], pattern[star+1:]
+	if !strings.HasPrefix(scope, prefix) {
+		return false
+	}
+	scope = scope[len(prefix):]
+	for i := 0; i <= len(scope); i++ {
+		if matchScope(rest, scope[i:]) {
+			return true
+		}
+	}
+	return false
 }

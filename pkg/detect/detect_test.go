@@ -270,6 +270,15 @@ func TestDetectors(t *testing.T) {
 			tail: func() []events.Envelope {
 				return []events.Envelope{use(at(9, 11, 0), "198.51.100.7", token("0190aaaa-0000-7000-8000-000000000001"), deny(detect.ReasonRevoked))}
 			},
+			// The token is new but its holder is learnt: the network is
+			// new for the holder (and the tenant), from the first request.
+			want: []string{detect.NewNetwork, detect.UseAfterRevoke},
+		},
+		{
+			name: "a revoked token the ledger never showed, from the holder's network",
+			tail: func() []events.Envelope {
+				return []events.Envelope{use(at(9, 11, 0), "10.1.2.77", token("0190aaaa-0000-7000-8000-000000000001"), deny(detect.ReasonRevoked))}
+			},
 			want: []string{detect.UseAfterRevoke},
 		},
 		{
@@ -388,28 +397,54 @@ func TestDisabledDetector(t *testing.T) {
 
 func TestEvictionBoundsTokens(t *testing.T) {
 	cfg := detect.DefaultConfig()
-	cfg.MaxTokens = 3
+	cfg.MaxTokens, cfg.MaxHolders = 3, 3
 	e, err := detect.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The first token learns a baseline, then three others push it out.
+	// The first token learns a baseline (its own and its holder's), then
+	// three tokens of three other holders push both out.
 	for _, env := range history() {
 		e.Observe(env)
 	}
 	for i := 0; i < 3; i++ {
-		e.Observe(use(at(9, 10, i), "10.9.9.9", token(fmt.Sprintf("019cabd9-0000-7000-8000-00000000010%d", i))))
+		e.Observe(use(at(9, 10, i), "10.9.9.9", token(fmt.Sprintf("019cabd9-0000-7000-8000-00000000010%d", i)),
+			func(u *events.UsageDecided) { u.Holder = fmt.Sprintf("other-%d", i) }))
 	}
 	st := e.Stats()
-	if st.Tokens != 3 || st.MaxTokens != 3 || st.Evictions != 1 {
-		t.Fatalf("stats %+v, want 3/3 tokens and 1 eviction", st)
+	if st.Tokens != 3 || st.MaxTokens != 3 || st.Evictions != 1 || st.Holders != 3 || st.MaxHolders != 3 || st.HolderEvictions != 1 {
+		t.Fatalf("stats %+v, want 3/3 tokens and holders and 1 eviction of each", st)
 	}
 	// Forgotten: a new network for it is "learning" again, not an alert.
 	if got := e.Observe(use(at(9, 11, 0), "203.0.113.9")); len(got) != 0 {
 		t.Fatalf("evicted token still had its baseline: %v", detectorsOf(got))
 	}
-	if st.StateBytes <= 0 || st.StateBytes > 2048 || st.MaxNetworks <= 0 {
-		t.Fatalf("state bounds %d bytes, %d networks", st.StateBytes, st.MaxNetworks)
+	if st.StateBytes <= 0 || st.StateBytes > 2048 || st.MaxNetworks <= 0 || st.HolderStateBytes <= 0 || st.HolderStateBytes > 4096 {
+		t.Fatalf("state bounds %d bytes per token, %d per holder, %d networks", st.StateBytes, st.HolderStateBytes, st.MaxNetworks)
+	}
+}
+
+// TestEvictedTokenOfLearntHolder: forgetting a token does not forget its
+// holder: the holder's baseline judges the token again from its next use.
+func TestEvictedTokenOfLearntHolder(t *testing.T) {
+	cfg := detect.DefaultConfig()
+	cfg.MaxTokens = 3
+	e, err := detect.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, env := range history() {
+		e.Observe(env)
+	}
+	for i := 0; i < 3; i++ {
+		e.Observe(use(at(9, 10, i), "10.1.2.9", token(fmt.Sprintf("019cabd9-0000-7000-8000-00000000010%d", i))))
+	}
+	if st := e.Stats(); st.Evictions != 1 || st.Holders != 1 {
+		t.Fatalf("stats %+v, want 1 eviction and 1 holder", st)
+	}
+	got := e.Observe(use(at(9, 11, 0), "203.0.113.9"))
+	if !slices.Equal(detectorsOf(got), []string{detect.NewNetwork}) || got[0].Evidence.Details["level"] != detect.LevelTenant {
+		t.Fatalf("got %v, want new_network at the tenant level", detectorsOf(got))
 	}
 }
 
@@ -435,7 +470,7 @@ func TestIgnoresOtherEvents(t *testing.T) {
 	e, _ := detect.New(detect.DefaultConfig())
 	got := e.Observe(envelope(at(0, 1, 0), &events.PolicyChanged{Digest: "d", Path: "p", Actor: "a"}))
 	got = append(got, e.Observe(use(at(0, 1, 0), "10.0.0.1", token("")))...)
-	if len(got) != 0 || e.Stats().Tokens != 0 || e.Stats().Ignored != 2 {
+	if st := e.Stats(); len(got) != 0 || st.Tokens != 0 || st.Holders != 0 || st.Ignored != 1 || st.Sourceless != 1 || st.Sources != 0 {
 		t.Fatalf("unrelated events changed state: %+v", e.Stats())
 	}
 }

@@ -1,30 +1,74 @@
 // Package detect holds Cordon's streaming detectors: the auditor feeds every
-// usage decision and every ledger event through an Engine, which keeps a small
-// fixed-size baseline per token and reports out-of-context use as
+// usage decision and every ledger event through an Engine, which keeps
+// small fixed-size baselines and reports out-of-context use as
 // events.AnomalyDetected payloads.
+//
+// # Levels
+//
+// Tokens are short-lived by design, so a baseline that lives only on one
+// token never matures. The engine keeps state at three levels:
+//
+//   - the token: its own networks, clients, rate, lifecycle (revoked,
+//     rotated, expired), where it was requested from (TokenIssued.Requested),
+//     its probing and sweep windows, its risk signals and cooldowns;
+//   - the holder (tenant/holder: the workload, across every token it is
+//     issued, rotated or re-issued): networks and clients with their first
+//     and last use, the hour-of-week profile, the actions it does (a
+//     two-generation Bloom filter), its busiest minute per token, its
+//     breadth (distinct resources per route and window);
+//   - the tenant: a Bloom filter of the networks and clients its holders'
+//     baselines hold, which tells "new for this workload" from "new for the
+//     whole tenant".
+//
+// A holder is learnt after holder_learning (allowed uses over event time);
+// from then on a new token of the holder is judged against the holder's
+// baseline from its first request, whatever its own learning says. A
+// token's own baseline refines it: a value the holder knows but a learnt
+// token never used is a weak, token-level signal (half weight, no alert).
+// Each anomaly names the level whose baseline it broke in
+// Evidence.Details["level"].
+//
+// # Detectors
+//
+// Each named by a stable string constant:
+//
+//   - NewNetwork, NewClient: a network (or client family) outside the
+//     holder's baseline (else the learnt token's own);
+//   - IssuanceMismatch: use from a network and a client unlike where the
+//     token was requested and unknown to the holder, from the first request;
+//   - NewAction: an allowed action (method, route, scope) the holder did not
+//     do within new_action.history ("new terms");
+//   - ScopeProbing: many distinct denied (route, scope, resource) in a short
+//     window, or enumeration of sequential ids;
+//   - ResourceSweep: many distinct resources of one route in a short window
+//     (UsageDecided.Resource), denied, or allowed beyond the holder's
+//     breadth;
+//   - ForgingBurst: many malformed / bad-signature / unknown-key / throttled
+//     decisions from one source network (usage without a token id, folded
+//     with a count); the anomaly's subject is the source
+//     (events.AnomalySource), never a token;
+//   - OddHours: use at an hour of the week outside the holder's profile;
+//   - VolumeSpike: a per-minute rate far above the token's own baseline, or
+//     its holder's for a fresh token, and per sensitive scope;
+//   - UseAfterRevoke: use after the token was revoked, retired by rotation
+//     or expired;
+//   - MultiNetwork: use of one token from several distinct networks at once;
+//   - RiskScore: the token's weak and strong signals of the recent past
+//     combined (1 - Π(1 - weight)) reached the threshold.
+//
+// Every anomaly carries its evidence (what was seen, the baseline it broke,
+// the level), a severity, and the token's risk score with its factors; the
+// same (token, detector) pair does not alert again within a cooldown: a
+// leaked token replayed 500 times is one anomaly per detector, not 500.
+//
+// # Time, bounds, checkpoints
 //
 // The engine works in event time only (the envelope's Time, never the wall
 // clock), so replaying history as fast as possible yields the same anomalies
-// as the live run. Its state is bounded — a fixed number of bytes per token
-// and a maximum number of tokens, the least recently seen evicted first — and
-// it can be checkpointed (Snapshot) and restored (Restore) so that a restart
-// neither forgets baselines nor re-alerts.
-//
-// The detectors, each named by a stable string constant:
-//
-//   - NewNetwork: first use from a network the token has not been used from;
-//   - OddHours: use at an hour of the week outside the token's learned
-//     profile, in the time zone of its time-of-use window claim;
-//   - ScopeProbing: many distinct denied scopes or routes in a short window,
-//     or enumeration of sequential ids;
-//   - UseAfterRevoke: use after the token was revoked, retired by rotation
-//     or expired;
-//   - VolumeSpike: a per-minute request rate far above the token's own
-//     baseline;
-//   - MultiNetwork: use from several distinct networks at once.
-//
-// Every anomaly carries its evidence (what was seen, the baseline it broke)
-// and a severity, and the same (token, detector) pair does not alert again
-// within a cooldown: a leaked token replayed 500 times is one anomaly per
-// detector, not 500.
+// as the live run. Every table — tokens, holders, tenants, source networks —
+// holds fixed-size states up to its bound, the least recently seen evicted
+// first (Stats exports the bounds and evictions). The state is checkpointed
+// (Snapshot) and restored (Restore) so that a restart neither forgets
+// baselines nor re-alerts; a snapshot of an older build is refused with
+// ErrSnapshotVersion, and the caller starts fresh.
 package detect

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -19,12 +20,18 @@ import (
 
 // Detector names: stable strings carried in AnomalyDetected.Detector.
 const (
-	NewNetwork     = "new_network"
-	OddHours       = "odd_hours"
-	ScopeProbing   = "scope_probing"
-	UseAfterRevoke = "use_after_revoke"
-	VolumeSpike    = "volume_spike"
-	MultiNetwork   = "multi_network"
+	NewNetwork       = "new_network"
+	OddHours         = "odd_hours"
+	ScopeProbing     = "scope_probing"
+	UseAfterRevoke   = "use_after_revoke"
+	VolumeSpike      = "volume_spike"
+	MultiNetwork     = "multi_network"
+	NewClient        = "new_client"
+	IssuanceMismatch = "issuance_mismatch"
+	NewAction        = "new_action"
+	ResourceSweep    = "resource_sweep"
+	ForgingBurst     = "forging_burst"
+	RiskScore        = "risk_score"
 )
 
 type detectorID uint8
@@ -36,10 +43,17 @@ const (
 	detUseAfterRevoke
 	detVolumeSpike
 	detMultiNetwork
+	detNewClient
+	detIssuanceMismatch
+	detNewAction
+	detResourceSweep
+	detForgingBurst
+	detRiskScore
 	numDetectors
 )
 
-var detectorNames = [numDetectors]string{NewNetwork, OddHours, ScopeProbing, UseAfterRevoke, VolumeSpike, MultiNetwork}
+var detectorNames = [numDetectors]string{NewNetwork, OddHours, ScopeProbing, UseAfterRevoke, VolumeSpike, MultiNetwork,
+	NewClient, IssuanceMismatch, NewAction, ResourceSweep, ForgingBurst, RiskScore}
 
 // Detectors returns the names of all detectors.
 func Detectors() []string { return append([]string(nil), detectorNames[:]...) }
@@ -49,18 +63,26 @@ func Detectors() []string { return append([]string(nil), detectorNames[:]...) }
 // An Engine is safe for concurrent use: every method holds one mutex, so
 // calls are serialised (the auditor feeds it from one goroutine anyway).
 type Engine struct {
-	mu    sync.Mutex
-	cfg   Config
-	tab   table
-	zones zoneTable
-	names interner
-	stats counters
+	mu      sync.Mutex
+	cfg     Config
+	weights [numDetectors]float64
+	enabled [numDetectors]bool
+	tab     table[tokenState]
+	holders table[holderState]
+	tenants table[tenantState]
+	sources table[sourceState]
+	zones   zoneTable
+	names   interner
+	clients clientNames
+	scopes  map[string]bool
+	keyBuf  []byte
+	stats   counters
 }
 
 type counters struct {
-	usage, ledger, ignored uint64
-	anomalies              [numDetectors]uint64
-	suppressed             [numDetectors]uint64
+	usage, ledger, ignored, sourceless uint64
+	anomalies                          [numDetectors]uint64
+	suppressed                         [numDetectors]uint64
 }
 
 // New returns an engine with the given thresholds.
@@ -70,7 +92,28 @@ func New(cfg Config) (*Engine, error) {
 	}
 	cfg.ScopeProbing.Reasons = append([]string(nil), cfg.ScopeProbing.Reasons...)
 	cfg.UseAfterRevoke.Reasons = append([]string(nil), cfg.UseAfterRevoke.Reasons...)
-	return &Engine{cfg: cfg, tab: newTable(cfg.MaxTokens), zones: newZoneTable(), names: interner{}}, nil
+	cfg.ForgingBurst.Reasons = append([]string(nil), cfg.ForgingBurst.Reasons...)
+	cfg.Sensitive = append([]string(nil), cfg.Sensitive...)
+	e := &Engine{cfg: cfg, weights: cfg.Risk.Weights.byDetector(), zones: newZoneTable(), names: interner{}, clients: clientNames{},
+		scopes: map[string]bool{}}
+	for _, n := range cfg.Enabled() {
+		for d, name := range detectorNames {
+			if name == n {
+				e.enabled[d] = true
+			}
+		}
+	}
+	e.reset()
+	return e, nil
+}
+
+// reset empties the state.
+func (e *Engine) reset() {
+	e.tab = newTable[tokenState](e.cfg.MaxTokens)
+	e.holders = newTable[holderState](e.cfg.MaxHolders)
+	e.tenants = newTable[tenantState](e.cfg.MaxTenants)
+	e.sources = newTable[sourceState](e.cfg.MaxSources)
+	e.zones, e.names, e.clients = newZoneTable(), interner{}, clientNames{}
 }
 
 // Config returns the engine's thresholds.
@@ -97,38 +140,70 @@ func (e *Engine) Observe(env events.Envelope) []events.AnomalyDetected {
 }
 
 // ObserveUsage analyses one usage decision; env is its envelope (its Time
-// and ID are the event time and triggering event of any anomaly). Usage
-// without a token id is ignored: that is every denial an enforcer folds
-// into one event with a count (events.UsageDecided.Count), the only usage
-// that may stand for more than one request, so the detectors never need to
-// weigh a count.
+// and ID are the event time and triggering event of any anomaly).
+//
+// Usage with a token id runs the token, holder and tenant detectors.
+// Usage without one — every denial an enforcer could not tie to a token,
+// folded into one event per source with a count (UsageDecided.Requests) —
+// feeds only forging_burst, keyed on the source network.
 func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []events.AnomalyDetected {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if u.TokenID == "" {
+		return e.observeSourceless(env, u)
+	}
+	if len(u.TokenID) > maxNameLen || len(u.Holder) > maxNameLen || len(u.Tenant) > maxNameLen {
+		// Not a Cordon token's claims (ids are UUIDs, names short): keep
+		// such strings out of the state and its snapshots.
 		e.stats.ignored++
 		return nil
 	}
 	e.stats.usage++
-	s, fresh := e.tab.touch(u.TokenID)
+	ti, fresh := e.tab.touch(u.TokenID)
+	s := e.tab.at(ti)
 	if s.tenant == "" {
 		s.tenant = e.names.get(u.Tenant)
 	}
 	if s.holder == "" {
 		s.holder = e.names.get(u.Holder)
 	}
-	o := obs{id: env.ID, tm: env.Time, u: u, t: env.Time.Unix(), allowed: u.Decision == events.DecisionAllow, fresh: fresh, slot: -1}
+	o := obs{id: env.ID, tm: env.Time, u: u, tokenID: e.tab.key(ti), t: env.Time.Unix(), allowed: u.Decision == events.DecisionAllow,
+		fresh: fresh, slot: -1, hslot: -1, hcslot: -1, tcslot: -1, tokBit: tokenBit(u.TokenID)}
+	e.keyBuf = holderKey(e.keyBuf, s.tenant, s.holder)
+	hi, _ := e.holders.touchBytes(e.keyBuf)
+	h := e.holders.at(hi)
+	e.keyBuf = append(e.keyBuf[:0], s.tenant...)
+	tni, _ := e.tenants.touchBytes(e.keyBuf)
+	tn := e.tenants.at(tni)
+	o.h, o.tn = h, tn
 	if a, err := netip.ParseAddr(u.SourceIP); err == nil {
 		o.hasAddr = true
 		o.key, o.v6 = netKey(a, e.cfg.IPv4Prefix, e.cfg.IPv6Prefix)
 		o.slot = s.core.net.find(o.key, o.v6)
+		o.hslot = h.nets.find(o.key, o.v6)
 	}
-	learned := s.core.learned(o.t, e.cfg.Learning)
+	if u.Client != "" {
+		fam := clientFamily(u.Client)
+		o.cli = fnv64(fam) | 1 // never 0: 0 means unknown
+		o.hcslot = h.clients.find(o.cli, false)
+		o.tcslot = s.core.cli.find(o.cli)
+		e.clients.put(o.cli, fam)
+	}
+	o.tokLearned = s.core.learned(o.t, e.cfg.Learning)
+	o.holderLearned = h.learned(o.t, e.cfg.HolderLearning)
+	o.sensitive = e.sensitive(u.Scope)
+	if h.zone == 0 && s.zone != 0 && h.learnEvents == 0 {
+		h.zone = s.zone
+	}
 
-	e.checkUseAfterRevoke(s, &o, learned)
-	e.observeNetwork(s, &o, learned)
-	e.checkOddHours(s, &o, learned)
+	e.checkUseAfterRevoke(s, &o, o.tokLearned)
+	e.checkIssuance(s, &o)
+	e.observeNetwork(s, &o)
+	e.observeClient(s, &o)
+	e.checkOddHours(s, &o)
+	e.checkNewAction(s, &o)
 	e.checkScopeProbing(s, &o)
+	e.checkSweep(s, &o)
 	e.checkVolumeSpike(s, &o)
 
 	if o.allowed && !o.postEnd {
@@ -138,12 +213,59 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 		if s.core.learnEvents < ^uint32(0) {
 			s.core.learnEvents++
 		}
+		if h.firstSeen == 0 {
+			h.firstSeen = o.t
+		}
+		if h.learnEvents < ^uint32(0) {
+			h.learnEvents++
+		}
 	}
+	e.scoreRisk(s, &o)
 	return o.out
+}
+
+// maxScopeCache bounds the memo of scope sensitivity.
+const maxScopeCache = 4096
+
+// sensitive reports whether a scope matches one of Config.Sensitive; the
+// answer is memoised (scopes are few).
+func (e *Engine) sensitive(scope string) bool {
+	if scope == "" || len(e.cfg.Sensitive) == 0 {
+		return false
+	}
+	if v, ok := e.scopes[scope]; ok {
+		return v
+	}
+	v := false
+	for _, p := range e.cfg.Sensitive {
+		if matchScope(p, scope) {
+			v = true
+			break
+		}
+	}
+	if len(e.scopes) < maxScopeCache {
+		e.scopes[strings.Clone(scope)] = v
+	}
+	return v
 }
 
 // observeLedger records what the ledger says about a token's life.
 func (e *Engine) observeLedger(env *events.Envelope) {
+	var id, tenant, holder string
+	switch p := env.Data.(type) {
+	case *events.TokenIssued:
+		id, tenant, holder = p.TokenID, p.Tenant, p.Holder
+	case *events.TokenRotated:
+		id, tenant, holder = p.TokenID+p.SuccessorID, p.Tenant, p.Holder
+	case *events.TokenRevoked:
+		id, tenant, holder = p.TokenID, p.Tenant, p.Holder
+	case *events.TokenExpired:
+		id, tenant, holder = p.TokenID, p.Tenant, p.Holder
+	}
+	if len(id) > maxNameLen || len(tenant) > maxNameLen || len(holder) > maxNameLen {
+		e.stats.ignored++
+		return
+	}
 	e.stats.ledger++
 	switch p := env.Data.(type) {
 	case *events.TokenIssued:
@@ -155,6 +277,21 @@ func (e *Engine) observeLedger(env *events.Envelope) {
 			}
 		}
 		s.core.setEnd(p.Claims.Expiry.Unix(), endExpired)
+		if r := p.Requested; r != nil {
+			s.core.iss = issuance{}
+			if a, err := netip.ParseAddr(r.SourceIP); err == nil {
+				key, v6 := netKey(a, e.cfg.IPv4Prefix, e.cfg.IPv6Prefix)
+				s.core.iss.net, s.core.iss.flags = key, issNet
+				if v6 {
+					s.core.iss.flags |= issV6
+				}
+			}
+			if r.Client != "" {
+				fam := clientFamily(r.Client)
+				s.core.iss.client = fnv64(fam) | 1
+				e.clients.put(s.core.iss.client, fam)
+			}
+		}
 		if p.RotatedFrom != "" {
 			e.inherit(s, p.RotatedFrom)
 		}
@@ -173,8 +310,13 @@ func (e *Engine) observeLedger(env *events.Envelope) {
 	}
 }
 
+// maxNameLen bounds the token ids, tenants and holders the engine keeps
+// (well below the snapshot's string bound).
+const maxNameLen = 256
+
 func (e *Engine) ledgerToken(id, tenant, holder string) *tokenState {
-	s, _ := e.tab.touch(id)
+	i, _ := e.tab.touch(id)
+	s := e.tab.at(i)
 	s.core.flags |= flagLedger
 	if tenant != "" {
 		s.tenant = e.names.get(tenant)
@@ -203,20 +345,43 @@ type obs struct {
 	id      uuid.UUID // triggering event
 	tm      time.Time // its event time
 	u       *events.UsageDecided
+	tokenID string
 	t       int64 // event time, Unix seconds
 	allowed bool
 	fresh   bool // the token was first seen with this event
 	hasAddr bool
 	key     uint64
 	v6      bool
-	slot    int  // slot of the source network before this event, -1 if new
-	postEnd bool // the token had ended (revoked, retired, expired)
-	out     []events.AnomalyDetected
+	slot    int // slot of the source network in the token's set before this event, -1 if new
+	hslot   int // same in the holder's set
+	cli     uint64
+	hcslot  int // slot of the client in the holder's set, -1 if new
+	tcslot  int // same in the token's clients
+	// tokLearned and holderLearned: whose baseline is trusted.
+	tokLearned    bool
+	holderLearned bool
+	sensitive     bool
+	tokBit        uint8
+	postEnd       bool // the token had ended (revoked, retired, expired)
+	signaled      bool // a risk signal was recorded for the event
+	h             *holderState
+	tn            *tenantState
+	out           []events.AnomalyDetected
 }
 
-// knownNetwork reports whether the event's network is in the baseline.
+// knownNetwork reports whether the event's network is in the token's
+// baseline.
 func (o *obs) knownNetwork(s *tokenState) bool {
 	return o.slot >= 0 && s.core.net.known&bit(o.slot) != 0
+}
+
+// knownNetworkJudged reports whether the event's network is in the
+// baseline that judges the token: its holder's once learnt, else its own.
+func (o *obs) knownNetworkJudged(s *tokenState) bool {
+	if o.holderLearned {
+		return o.h.nets.isKnown(o.hslot)
+	}
+	return o.knownNetwork(s)
 }
 
 // admit applies the cooldown: it reports whether detector d may alert for
@@ -232,11 +397,12 @@ func (e *Engine) admit(s *tokenState, o *obs, d detectorID) bool {
 }
 
 // emit appends an anomaly for the event to o.out. The caller has admitted
-// it; details may be nil.
-func (e *Engine) emit(s *tokenState, o *obs, d detectorID, severity, seen, baseline string, details map[string]string) {
+// it; details may be nil. level is the baseline broken (LevelToken,
+// LevelHolder, LevelTenant); "" for detectors that judge no baseline.
+func (e *Engine) emit(s *tokenState, o *obs, d detectorID, level, severity, seen, baseline string, details map[string]string) {
 	e.stats.anomalies[d]++
 	if details == nil {
-		details = make(map[string]string, 8)
+		details = make(map[string]string, 12)
 	}
 	u := o.u
 	details["decision"] = u.Decision
@@ -247,6 +413,18 @@ func (e *Engine) emit(s *tokenState, o *obs, d detectorID, severity, seen, basel
 	if u.Scope != "" {
 		details["scope"] = u.Scope
 	}
+	if u.Resource != "" {
+		details["resource"] = u.Resource
+	}
+	if u.Client != "" {
+		details["client"] = u.Client
+	}
+	if u.Device != "" {
+		details["device"] = u.Device
+	}
+	if level != "" {
+		details["level"] = level
+	}
 	details["zone"] = e.zones.name(s.zone)
 	tenant := s.tenant
 	if tenant == "" {
@@ -256,7 +434,7 @@ func (e *Engine) emit(s *tokenState, o *obs, d detectorID, severity, seen, basel
 		AnomalyID: anomalyID(o.id, detectorNames[d], o.tm),
 		Detector:  detectorNames[d],
 		Severity:  severity,
-		TokenID:   s.id,
+		TokenID:   o.tokenID,
 		Tenant:    tenant,
 		Holder:    s.holder,
 		EventID:   o.id.String(),
@@ -320,15 +498,22 @@ type Stats struct {
 	MaxTokens int
 	// Evictions counts tokens forgotten to make room (least recently seen).
 	Evictions uint64
+	// Holders, Tenants and Sources are the holders, tenants and source
+	// networks with state, against their bounds, and their evictions.
+	Holders, MaxHolders, Tenants, MaxTenants, Sources, MaxSources int
+	HolderEvictions, TenantEvictions, SourceEvictions             uint64
 	// StateBytes is the fixed in-memory size of one token's state
-	// (excluding its index entry and id string).
-	StateBytes int
-	// MaxNetworks is how many networks each token remembers.
-	MaxNetworks int
+	// (excluding its index entry and id string); HolderStateBytes,
+	// TenantStateBytes and SourceStateBytes the same for the others.
+	StateBytes, HolderStateBytes, TenantStateBytes, SourceStateBytes int
+	// MaxNetworks is how many networks each token remembers;
+	// MaxHolderNetworks how many networks (and clients) each holder does.
+	MaxNetworks, MaxHolderNetworks int
 	// Zones is the number of time zones in use.
 	Zones int
-	// UsageEvents, LedgerEvents and Ignored count observed events.
-	UsageEvents, LedgerEvents, Ignored uint64
+	// UsageEvents, LedgerEvents and Ignored count observed events;
+	// Sourceless the usage events without a token id (forging_burst).
+	UsageEvents, LedgerEvents, Ignored, Sourceless uint64
 	// Anomalies counts emitted anomalies per detector; Suppressed the
 	// detections silenced by the cooldown.
 	Anomalies  map[string]uint64
@@ -340,21 +525,56 @@ func (e *Engine) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Stats{
-		Tokens:       e.tab.len(),
-		MaxTokens:    e.tab.max,
-		Evictions:    e.tab.evicted,
-		StateBytes:   int(unsafe.Sizeof(tokenState{})),
-		MaxNetworks:  maxNetworks,
-		Zones:        len(e.zones.names),
-		UsageEvents:  e.stats.usage,
-		LedgerEvents: e.stats.ledger,
-		Ignored:      e.stats.ignored,
-		Anomalies:    make(map[string]uint64, numDetectors),
-		Suppressed:   make(map[string]uint64, numDetectors),
+		Tokens:            e.tab.len(),
+		MaxTokens:         e.tab.max,
+		Evictions:         e.tab.evicted,
+		Holders:           e.holders.len(),
+		MaxHolders:        e.holders.max,
+		HolderEvictions:   e.holders.evicted,
+		Tenants:           e.tenants.len(),
+		MaxTenants:        e.tenants.max,
+		TenantEvictions:   e.tenants.evicted,
+		Sources:           e.sources.len(),
+		MaxSources:        e.sources.max,
+		SourceEvictions:   e.sources.evicted,
+		StateBytes:        int(unsafe.Sizeof(tokenState{})),
+		HolderStateBytes:  int(unsafe.Sizeof(holderState{})),
+		TenantStateBytes:  int(unsafe.Sizeof(tenantState{})),
+		SourceStateBytes:  int(unsafe.Sizeof(sourceState{})),
+		MaxNetworks:       maxNetworks,
+		MaxHolderNetworks: setSlots,
+		Zones:             len(e.zones.names),
+		UsageEvents:       e.stats.usage,
+		LedgerEvents:      e.stats.ledger,
+		Ignored:           e.stats.ignored,
+		Sourceless:        e.stats.sourceless,
+		Anomalies:         make(map[string]uint64, numDetectors),
+		Suppressed:        make(map[string]uint64, numDetectors),
 	}
 	for d, n := range detectorNames {
 		st.Anomalies[n] = e.stats.anomalies[d]
 		st.Suppressed[n] = e.stats.suppressed[d]
 	}
 	return st
+}
+
+// maxClientNames bounds the table of client family names kept for
+// evidence; past it, families are shown by hash.
+const maxClientNames = 1 << 14
+
+// clientNames maps client family hashes back to names, for evidence.
+type clientNames map[uint64]string
+
+func (c clientNames) put(h uint64, name string) {
+	if _, ok := c[h]; ok || len(c) >= maxClientNames {
+		return
+	}
+	c[h] = strings.Clone(name)
+}
+
+func (c clientNames) name(h uint64) string {
+	if n, ok := c[h]; ok {
+		return n
+	}
+	return "#" + strconv.FormatUint(h, 16)
 }

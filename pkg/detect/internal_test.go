@@ -136,7 +136,7 @@ func TestHourProfileHalvesKeepingUsedHours(t *testing.T) {
 }
 
 func TestTableEvictsLeastRecentlySeen(t *testing.T) {
-	tab := newTable(3)
+	tab := newTable[tokenState](3)
 	for _, id := range []string{"a", "b", "c"} {
 		tab.touch(id)
 	}
@@ -151,7 +151,7 @@ func TestTableEvictsLeastRecentlySeen(t *testing.T) {
 	}
 	var order []string
 	for i := tab.head; i >= 0; i = tab.link(i).next {
-		order = append(order, tab.at(i).id)
+		order = append(order, tab.key(i))
 	}
 	if got := fmt.Sprint(order); got != "[e c d]" || tab.evicted != 2 || tab.len() != 3 {
 		t.Fatalf("order %s, %d evicted, %d held", got, tab.evicted, tab.len())

@@ -2,6 +2,7 @@ package detect
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"time"
@@ -129,9 +130,70 @@ func secs32(t int64) uint32 {
 	return uint32(t)
 }
 
-// observeNetwork runs the two network detectors around the update of the
-// token's network set.
-func (e *Engine) observeNetwork(s *tokenState, o *obs, learned bool) {
+// list formats the values of the slots selected by mask, comma separated,
+// with f; "none" when empty.
+func (v *valueSet) list(mask uint32, f func(key uint64, v6 bool) string) string {
+	var b strings.Builder
+	n := 0
+	for i := 0; i < setSlots; i++ {
+		if mask&bit32(i) == 0 {
+			continue
+		}
+		if n == 8 {
+			b.WriteString(", …")
+			break
+		}
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(f(v.keys[i], v.v6&bit32(i) != 0))
+		n++
+	}
+	if b.Len() == 0 {
+		return "none"
+	}
+	return b.String()
+}
+
+func popcount8(b uint8) int { return bits.OnesCount8(b) }
+
+// promote makes a value of a holder's set part of its baseline when the
+// event (allowed, from a token not ended) shows it is the holder's own:
+// RolloutTokens distinct tokens used it, or it is used again
+// promoteAfter after its first sighting (the alert went out and nobody
+// revoked the token).
+func (e *Engine) promote(v *valueSet, slot int, o *obs, promoteAfter time.Duration) {
+	if slot < 0 || !o.allowed || o.postEnd || v.isKnown(slot) {
+		return
+	}
+	if popcount8(v.toks[slot]|o.tokBit) >= e.cfg.RolloutTokens ||
+		promoteAfter > 0 && o.holderLearned && o.t-int64(v.first[slot]) >= int64(promoteAfter/time.Second) {
+		v.known |= bit32(slot)
+	}
+}
+
+// record puts the event's value in a holder's set: allowed uses mark the
+// token's bit, and join the baseline while the holder learns. It returns
+// the value's slot.
+func record(v *valueSet, slot int, key uint64, v6 bool, o *obs) int {
+	t := secs32(o.t)
+	if slot < 0 {
+		slot = v.insert(key, v6, t)
+	} else if t > v.last[slot] {
+		v.last[slot] = t
+	}
+	if o.allowed && !o.postEnd {
+		v.toks[slot] |= o.tokBit
+		if !o.holderLearned {
+			v.known |= bit32(slot)
+		}
+	}
+	return slot
+}
+
+// observeNetwork runs the network detectors around the update of the
+// token's and the holder's network sets.
+func (e *Engine) observeNetwork(s *tokenState, o *obs) {
 	if !o.hasAddr {
 		return
 	}
@@ -139,20 +201,26 @@ func (e *Engine) observeNetwork(s *tokenState, o *obs, learned bool) {
 	t := secs32(o.t)
 	slot := o.slot
 	// A new network used again, allowed, PromoteAfter after its first
-	// sighting joins the baseline: the alert went out and nobody acted.
-	if slot >= 0 && learned && o.allowed && !o.postEnd && n.known&bit(slot) == 0 &&
+	// sighting joins the token's baseline: the alert went out and nobody
+	// acted.
+	if slot >= 0 && o.tokLearned && o.allowed && !o.postEnd && n.known&bit(slot) == 0 &&
 		e.cfg.NewNetwork.PromoteAfter > 0 && int64(t)-int64(n.first[slot]) >= int64(e.cfg.NewNetwork.PromoteAfter/time.Second) {
 		n.known |= bit(slot)
 	}
-	e.checkNewNetwork(s, o, learned)
+	e.promote(&o.h.nets, o.hslot, o, e.cfg.NewNetwork.PromoteAfter)
+	e.checkNewNetwork(s, o)
 	if slot < 0 {
 		slot = n.insert(o.key, o.v6, t)
 	} else if t > n.last[slot] {
 		n.last[slot] = t
 	}
 	// While learning, every network of an allowed use is baseline.
-	if !learned && o.allowed && !o.postEnd {
+	if !o.tokLearned && o.allowed && !o.postEnd {
 		n.known |= bit(slot)
 	}
-	e.checkMultiNetwork(s, o, learned)
+	hs := record(&o.h.nets, o.hslot, o.key, o.v6, o)
+	if o.allowed && !o.postEnd && o.h.nets.isKnown(hs) {
+		o.tn.seen.add(netHash(o.key, o.v6))
+	}
+	e.checkMultiNetwork(s, o)
 }

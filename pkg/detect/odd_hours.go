@@ -95,27 +95,35 @@ var dayNames = [7]string{"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}
 
 func hourName(i int) string { return dayNames[i/24] + " " + strconv.Itoa(i%24) + "h" }
 
-// checkOddHours flags, once the token's baseline is learnt, a use in an
-// hour of the week when the token was never used, nor in the hours next to
-// it, and which is odd either by the hour of the day (those hours hold,
-// with 95% confidence, less than MinShare of all use) or, once the profile
-// covers a week, by the day (this kind of day — weekday or weekend — holds,
-// with 95% confidence, less than MinShare of all use). Only allowed uses that are not
-// flagged teach the profile.
-func (e *Engine) checkOddHours(s *tokenState, o *obs, learned bool) {
+// checkOddHours flags, once the holder's baseline (or the token's own) is
+// learnt, a use in an hour of the week when no token of the holder was
+// ever used, nor in the hours next to it, and which is odd either by the
+// hour of the day (those hours hold, with 95% confidence, less than
+// MinShare of all use) or, once the profile covers a week, by the day
+// (this kind of day — weekday or weekend — holds, with 95% confidence,
+// less than MinShare of all use). The profile is the holder's, in the zone
+// of the first time-of-use window its tokens claimed. Only allowed uses
+// that are not flagged teach it.
+func (e *Engine) checkOddHours(s *tokenState, o *obs) {
 	cfg := &e.cfg.OddHours
-	c := &s.core
-	i := hourOfWeek(o.tm, e.zones.loc(s.zone))
+	h := o.h
+	loc := e.zones.loc(h.zone)
+	i := hourOfWeek(o.tm, loc)
 	odd := false
-	if cfg.Enabled && learned && c.hours.near(i) == 0 {
-		hourShare := c.hours.hourShare(i)
+	if (o.holderLearned || o.tokLearned) && h.hours.near(i) == 0 {
+		hourShare := h.hours.hourShare(i)
 		dayShare := 1.0
-		if o.t-c.firstSeen >= 7*86400 {
-			dayShare = c.hours.dayShare(i)
+		if o.t-h.firstSeen >= 7*86400 {
+			dayShare = h.hours.dayShare(i)
 		}
 		if hourShare < cfg.MinShare || dayShare < cfg.MinShare {
 			odd = true
-			if e.admit(s, o, detOddHours) {
+			level := LevelHolder
+			if !o.holderLearned {
+				level = LevelToken
+			}
+			e.signal(s, o, detOddHours, level)
+			if cfg.Enabled && e.admit(s, o, detOddHours) {
 				sev := cfg.Severity
 				if !o.allowed {
 					sev = escalate(sev)
@@ -125,13 +133,13 @@ func (e *Engine) checkOddHours(s *tokenState, o *obs, learned bool) {
 					kind = "weekends"
 				}
 				pct := func(x float64) string { return strconv.FormatFloat(x*100, 'f', 2, 64) + "%" }
-				zone := e.zones.name(s.zone)
-				local := o.tm.In(e.zones.loc(s.zone)).Format("Mon 15:04 MST")
-				e.emit(s, o, detOddHours, sev,
+				zone := e.zones.name(h.zone)
+				local := o.tm.In(loc).Format("Mon 15:04 MST")
+				e.emit(s, o, detOddHours, level, sev,
 					"use at "+local+" ("+hourName(i)+" "+zone+")",
-					"never used in "+hourName(i)+"±1h; "+itoa(i%24)+"h±1h holds at most "+pct(hourShare)+" of use, "+kind+
+					"holder "+s.holder+" never used in "+hourName(i)+"±1h; "+itoa(i%24)+"h±1h holds at most "+pct(hourShare)+" of use, "+kind+
 						" at most "+pct(dayShare)+" (95% bounds; odd below "+pct(cfg.MinShare)+"); profile of "+
-						itoa(int(c.learnEvents))+" allowed uses since "+fmtTime(c.firstSeen),
+						itoa(int(h.learnEvents))+" allowed uses of its tokens since "+fmtTime(h.firstSeen),
 					map[string]string{
 						"hour_of_week": itoa(i),
 						"hour_share":   strconv.FormatFloat(hourShare, 'f', 4, 64),
@@ -141,6 +149,6 @@ func (e *Engine) checkOddHours(s *tokenState, o *obs, learned bool) {
 		}
 	}
 	if o.allowed && !o.postEnd && !odd {
-		c.hours.add(i)
+		h.hours.add(i)
 	}
 }

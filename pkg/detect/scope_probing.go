@@ -98,10 +98,13 @@ func allDigits(s string) bool {
 }
 
 // checkScopeProbing flags a token that collects MinDistinct distinct denials
-// (method, route shape, scope) with one of the probing reasons within a
-// sliding Window, or that walks a route's ids sequentially, EnumRun steps
-// within Window, allowed or not. Up to enumTrackers runs are followed at
-// once, so the workload's own requests in between do not hide a run.
+// (method, route shape, scope, resource) with one of the probing reasons
+// within a sliding Window, or that walks a route's ids sequentially (the
+// route's last numeric segment, or the numeric resource the enforcer
+// reports), EnumRun steps within Window, allowed or not, once its holder
+// (or itself) is learnt and beyond Factor times the holder's breadth
+// (resource_sweep). Up to enumTrackers runs are followed at once, so the
+// workload's own requests in between do not hide a run.
 func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 	cfg := &e.cfg.ScopeProbing
 	if !cfg.Enabled {
@@ -113,13 +116,22 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 	probe := !o.allowed && hasString(cfg.Reasons, u.Reason)
 	route, start, end := idSegment(u.Route)
 	hasID := start >= 0
+	shape, id := shapeOf(u.Method, route, start, end), idOf(route, start, end)
+	if !hasID {
+		// The real enforcer reports the route pattern and the resource
+		// apart: "GET /invoices/{id}" and "42".
+		if rid, ok := resourceID(u.Resource); ok {
+			hasID, id = true, rid
+		}
+	}
 	if !probe && (cfg.EnumRun == 0 || !hasID) {
 		return
 	}
-	shape, id := shapeOf(u.Method, route, start, end), idOf(route, start, end)
 
 	if probe {
-		h := fnvString(fnvByte(shape, ' '), u.Scope)
+		// Distinct (method, route, scope, resource): one action denied on
+		// many resources is probing too.
+		h := fnvString(fnvByte(fnvString(fnvByte(shape, ' '), u.Scope), ' '), u.Resource)
 		now, since := secs32(o.t), secs32(o.t-win)
 		slot, oldest := -1, 0
 		for i := range p.seen {
@@ -149,10 +161,13 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 			}
 		}
 		// Alert when a new distinct denial makes the count.
+		if isNew && n >= cfg.MinDistinct {
+			e.signal(s, o, detScopeProbing, "")
+		}
 		if isNew && n >= cfg.MinDistinct && e.admit(s, o, detScopeProbing) {
-			e.emit(s, o, detScopeProbing, cfg.Severity,
+			e.emit(s, o, detScopeProbing, "", cfg.Severity,
 				itoa(n)+" distinct "+u.Reason+" denials within "+fmtDur(int64(now-first))+", latest "+u.Method+" "+u.Route,
-				"probing means "+itoa(cfg.MinDistinct)+" distinct denials (method, route, scope) with reasons "+
+				"probing means "+itoa(cfg.MinDistinct)+" distinct denials (method, route, scope, resource) with reasons "+
 					strings.Join(cfg.Reasons, ", ")+" within "+cfg.Window.String(),
 				map[string]string{"pattern": "distinct_denials", "distinct": itoa(n), "first_denial": fmtTime(int64(first))})
 		}
@@ -191,13 +206,34 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 		r.run++
 	}
 	r.last = id
-	if int(r.run) >= cfg.EnumRun && e.admit(s, o, detScopeProbing) {
-		e.emit(s, o, detScopeProbing, cfg.Severity,
+	// A run is judged against a baseline: the holder's (or the token's)
+	// must be learnt, and the run longer than Factor times the holder's
+	// breadth, so a batch job that walks its records in order does not
+	// look like an enumeration.
+	enum := int(r.run) >= cfg.EnumRun && (o.holderLearned || o.tokLearned) &&
+		float64(r.run) > e.cfg.ResourceSweep.Factor*o.h.breadthNow(o.t)
+	if enum {
+		e.signal(s, o, detScopeProbing, "")
+	}
+	if enum && e.admit(s, o, detScopeProbing) {
+		e.emit(s, o, detScopeProbing, "", cfg.Severity,
 			itoa(int(r.run))+" sequential ids on "+u.Method+" "+u.Route+" in "+fmtDur(o.t-r.start),
 			"enumeration means "+itoa(cfg.EnumRun)+" requests in a row to one route whose id moves by at most "+
 				itoa(cfg.EnumMaxStep)+" within "+cfg.Window.String(),
 			map[string]string{"pattern": "enumeration", "run": itoa(int(r.run)), "last_id": strconv.FormatUint(id, 10)})
 	}
+}
+
+// resourceID reads the last part of a resource ("42", "acme/42") as a
+// numeric id.
+func resourceID(res string) (uint64, bool) {
+	if i := strings.LastIndexByte(res, '/'); i >= 0 {
+		res = res[i+1:]
+	}
+	if n := len(res); n == 0 || n > 18 || !allDigits(res) {
+		return 0, false
+	}
+	return idOf(res, 0, len(res)), true
 }
 
 func absDiff(a, b uint64) uint64 {

@@ -21,17 +21,19 @@ var (
 )
 
 // snapshotMagic opens every snapshot; snapshotVersion changes whenever the
-// layout of tokenCore does.
+// layout of the state does. Version 1 (per-token baselines only) is not
+// read: Restore reports ErrSnapshotVersion and callers start fresh.
 const (
 	snapshotMagic   = "CORDONDT"
-	snapshotVersion = 1
+	snapshotVersion = 2
 	maxSnapString   = 1 << 12
 )
 
 // Snapshot writes the engine's state — every tracked token's baselines,
-// windows, lifecycle and cooldowns, least recently seen first — in a
-// versioned binary format ending with a CRC-32. It holds the engine's lock
-// while writing.
+// windows, lifecycle, risk signals and cooldowns, every holder's and
+// tenant's baselines and every followed source, each table least recently
+// seen first — in a versioned binary format ending with a CRC-32. It holds
+// the engine's lock while writing.
 func (e *Engine) Snapshot(w io.Writer) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -40,21 +42,46 @@ func (e *Engine) Snapshot(w io.Writer) error {
 	enc.uvarint(snapshotVersion)
 	enc.uvarint(maxNetworks)
 	enc.uvarint(uint64(numDetectors))
+	enc.uvarint(setSlots)
 	enc.uvarint(uint64(len(e.zones.names)))
 	for _, n := range e.zones.names {
+		enc.str(n)
+	}
+	enc.uvarint(uint64(len(e.clients)))
+	for h, n := range e.clients {
+		enc.u64(&h)
 		enc.str(n)
 	}
 	enc.uvarint(uint64(e.tab.len()))
 	enc.flush()
 	for i := e.tab.tail; i >= 0 && enc.err == nil; i = e.tab.link(i).prev {
 		s := e.tab.at(i)
-		enc.str(s.id)
+		enc.str(e.tab.key(i))
 		enc.str(s.tenant)
 		enc.str(s.holder)
 		enc.uvarint(uint64(s.zone))
 		s.core.visit(enc)
 		enc.flush()
 	}
+	enc.uvarint(uint64(e.holders.len()))
+	for i := e.holders.tail; i >= 0 && enc.err == nil; i = e.holders.link(i).prev {
+		enc.str(e.holders.key(i))
+		e.holders.at(i).visit(enc)
+		enc.flush()
+	}
+	enc.uvarint(uint64(e.tenants.len()))
+	for i := e.tenants.tail; i >= 0 && enc.err == nil; i = e.tenants.link(i).prev {
+		enc.str(e.tenants.key(i))
+		e.tenants.at(i).visit(enc)
+		enc.flush()
+	}
+	enc.uvarint(uint64(e.sources.len()))
+	for i := e.sources.tail; i >= 0 && enc.err == nil; i = e.sources.link(i).prev {
+		enc.str(e.sources.key(i))
+		e.sources.at(i).visit(enc)
+		enc.flush()
+	}
+	enc.flush()
 	if enc.err == nil {
 		var sum [4]byte
 		binary.LittleEndian.PutUint32(sum[:], enc.crc.Sum32())
@@ -69,9 +96,41 @@ func (e *Engine) Snapshot(w io.Writer) error {
 	return nil
 }
 
+// restoreTable reads count entries of one table: key, then what read
+// decodes into the entry's state. When count exceeds the table's bound,
+// the most recently seen entries are kept.
+func restoreTable[S any](dec *decoder, t *table[S], what string, read func(key string, s *S) bool) {
+	count := dec.uvarint()
+	skip := uint64(0)
+	if count > uint64(t.max) {
+		skip = count - uint64(t.max)
+	}
+	var scratch S
+	for i := uint64(0); i < count && dec.err == nil; i++ {
+		key := dec.str()
+		if dec.err != nil {
+			return
+		}
+		if i < skip {
+			if !read(key, &scratch) {
+				return
+			}
+			continue
+		}
+		if _, dup := t.find(key); dup || key == "" {
+			dec.fail("%s key %q repeated or empty", what, key)
+			return
+		}
+		if !read(key, t.at(t.create(key))) {
+			return
+		}
+	}
+}
+
 // Restore replaces the engine's state with a snapshot. When the snapshot
-// holds more tokens than MaxTokens, the most recently seen are kept. On
-// error the engine's state is left as it was.
+// holds more tokens (holders, tenants, sources) than the bounds, the most
+// recently seen are kept. On error the engine's state is left as it was; a
+// snapshot of an older build gives ErrSnapshotVersion.
 func (e *Engine) Restore(r io.Reader) error {
 	dec := &decoder{r: bufio.NewReaderSize(r, 1<<16), crc: crc32.NewIEEE()}
 	magic := make([]byte, len(snapshotMagic))
@@ -80,13 +139,16 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: not a detector snapshot", ErrSnapshot)
 	}
 	if v := dec.uvarint(); v != snapshotVersion {
+		if v < snapshotVersion {
+			return fmt.Errorf("%w: checkpoint from an older build (version %d, this build reads %d)", ErrSnapshotVersion, v, snapshotVersion)
+		}
 		return fmt.Errorf("%w: version %d, this build reads %d", ErrSnapshotVersion, v, snapshotVersion)
 	}
-	if n, d := dec.uvarint(), dec.uvarint(); n != maxNetworks || d != uint64(numDetectors) {
-		return fmt.Errorf("%w: layout with %d networks and %d detectors, this build has %d and %d", ErrSnapshotVersion, n, d, maxNetworks, numDetectors)
+	if n, d, h := dec.uvarint(), dec.uvarint(), dec.uvarint(); n != maxNetworks || d != uint64(numDetectors) || h != setSlots {
+		return fmt.Errorf("%w: layout with %d networks, %d detectors and %d holder slots, this build has %d, %d and %d",
+			ErrSnapshotVersion, n, d, h, maxNetworks, numDetectors, setSlots)
 	}
 
-	maxTok := e.cfg.MaxTokens
 	zones := newZoneTable()
 	nz := dec.uvarint()
 	if nz == 0 || nz > maxZones {
@@ -101,41 +163,59 @@ func (e *Engine) Restore(r io.Reader) error {
 		}
 		remap = append(remap, zones.lookup(name))
 	}
-	names := interner{}
-	tab := newTable(maxTok)
-	count := dec.uvarint()
-	skip := uint64(0)
-	if count > uint64(maxTok) {
-		skip = count - uint64(maxTok)
+	clients := clientNames{}
+	nc := dec.uvarint()
+	if nc > maxClientNames {
+		dec.fail("client name count %d", nc)
 	}
-	var core tokenCore
-	for i := uint64(0); i < count && dec.err == nil; i++ {
-		id, tenant, holder := dec.str(), dec.str(), dec.str()
+	for i := uint64(0); i < nc && dec.err == nil; i++ {
+		var hb [8]byte
+		dec.read(hb[:])
+		clients.put(binary.LittleEndian.Uint64(hb[:]), dec.str())
+	}
+	names := interner{}
+	tab := newTable[tokenState](e.cfg.MaxTokens)
+	restoreTable(dec, &tab, "token", func(_ string, s *tokenState) bool {
+		tenant, holder := dec.str(), dec.str()
 		zone := dec.uvarint()
-		dec.core(&core)
+		dec.fixed(&s.core, tokenCoreSize)
 		if dec.err != nil {
-			break
+			return false
 		}
 		if zone >= uint64(len(remap)) {
 			dec.fail("zone index %d of %d", zone, len(remap))
-			break
+			return false
 		}
-		if i < skip {
-			continue
-		}
-		if _, dup := tab.find(id); dup || id == "" {
-			dec.fail("token id %q repeated or empty", id)
-			break
-		}
-		s := tab.create(id)
 		s.tenant, s.holder, s.zone = names.get(tenant), names.get(holder), remap[zone]
-		s.core = core
-	}
+		return true
+	})
+	holders := newTable[holderState](e.cfg.MaxHolders)
+	restoreTable(dec, &holders, "holder", func(_ string, h *holderState) bool {
+		dec.fixed(h, holderStateSize)
+		if dec.err == nil && int(h.zone) >= len(remap) {
+			dec.fail("holder zone index %d of %d", h.zone, len(remap))
+		}
+		if dec.err != nil {
+			return false
+		}
+		h.zone = remap[h.zone]
+		return true
+	})
+	tenants := newTable[tenantState](e.cfg.MaxTenants)
+	restoreTable(dec, &tenants, "tenant", func(_ string, t *tenantState) bool {
+		dec.fixed(t, tenantStateSize)
+		return dec.err == nil
+	})
+	sources := newTable[sourceState](e.cfg.MaxSources)
+	restoreTable(dec, &sources, "source", func(_ string, s *sourceState) bool {
+		dec.fixed(s, sourceStateSize)
+		return dec.err == nil
+	})
 	if dec.err == nil {
 		want := dec.crc.Sum32()
 		var sum [4]byte
 		if _, err := io.ReadFull(dec.r, sum[:]); err != nil {
-			dec.err = err
+			dec.err = fmt.Errorf("%w: truncated: %v", ErrSnapshot, err)
 		} else if binary.LittleEndian.Uint32(sum[:]) != want {
 			dec.fail("checksum mismatch")
 		}
@@ -147,13 +227,14 @@ func (e *Engine) Restore(r io.Reader) error {
 		return fmt.Errorf("%w: %v", ErrSnapshot, dec.err)
 	}
 	e.mu.Lock()
-	e.tab, e.zones, e.names = tab, zones, names
+	e.tab, e.holders, e.tenants, e.sources = tab, holders, tenants, sources
+	e.zones, e.names, e.clients = zones, names, clients
 	e.mu.Unlock()
 	return nil
 }
 
-// visitor walks the numeric fields of a token's state; the same walk
-// encodes and decodes, so the two cannot drift apart.
+// visitor walks the numeric fields of a state; the same walk encodes and
+// decodes, so the two cannot drift apart.
 type visitor interface {
 	i64(*int64)
 	u64(*uint64)
@@ -163,6 +244,9 @@ type visitor interface {
 	f64(*float64)
 	raw([]byte)
 }
+
+// visitable is a fixed-size state the snapshot walks.
+type visitable interface{ visit(visitor) }
 
 func (c *tokenCore) visit(v visitor) {
 	v.i64(&c.firstSeen)
@@ -183,16 +267,17 @@ func (c *tokenCore) visit(v visitor) {
 	v.u16(&n.known)
 	v.u16(&n.v6)
 	v.u8(&n.maxConcurrent)
-	v.raw(c.hours[:])
-	vol := &c.vol
-	v.i64(&vol.since)
-	v.i64(&vol.minute)
-	v.u32(&vol.count)
-	v.u8(&vol.flagged)
-	v.u32(&vol.pending)
-	v.u8(&vol.hasPending)
-	v.f64(&vol.peak)
-	v.f64(&vol.mean)
+	c.vol.visit(v)
+	cl := &c.cli
+	for i := range cl.keys {
+		v.u64(&cl.keys[i])
+	}
+	v.u8(&cl.used)
+	v.u8(&cl.known)
+	v.u8(&cl.next)
+	v.u64(&c.iss.net)
+	v.u64(&c.iss.client)
+	v.u8(&c.iss.flags)
 	p := &c.probe
 	for i := range p.seen {
 		v.u32(&p.seen[i])
@@ -205,6 +290,83 @@ func (c *tokenCore) visit(v visitor) {
 		v.u64(&r.last)
 		v.i64(&r.start)
 	}
+	for i := range c.sweep {
+		w := &c.sweep[i]
+		v.u32(&w.key)
+		v.u32(&w.start)
+		v.u16(&w.denied)
+		v.u8(&w.flagged)
+		for j := range w.bits {
+			v.u64(&w.bits[j])
+		}
+	}
+	rk := &c.risk
+	for i := range rk.at {
+		v.u32(&rk.at[i])
+	}
+	v.raw(rk.w[:])
+	v.raw(rk.lvl[:])
+	v.u32(&rk.alertAt)
+}
+
+func (vol *volumeState) visit(v visitor) {
+	v.i64(&vol.since)
+	v.i64(&vol.minute)
+	v.u32(&vol.count)
+	v.u8(&vol.flagged)
+	v.u32(&vol.pending)
+	v.u8(&vol.hasPending)
+	v.f64(&vol.peak)
+	v.f64(&vol.mean)
+	v.i64(&vol.sMinute)
+	v.u32(&vol.sCount)
+	v.u8(&vol.sFlagged)
+}
+
+func (s *valueSet) visit(v visitor) {
+	v.u32(&s.used)
+	v.u32(&s.known)
+	v.u32(&s.v6)
+	for i := 0; i < setSlots; i++ {
+		v.u64(&s.keys[i])
+		v.u32(&s.first[i])
+		v.u32(&s.last[i])
+	}
+	v.raw(s.toks[:])
+}
+
+func (h *holderState) visit(v visitor) {
+	v.u32(&h.learnEvents)
+	v.u16(&h.zone)
+	v.u8(&h.maxConcurrent)
+	v.i64(&h.firstSeen)
+	h.nets.visit(v)
+	h.clients.visit(v)
+	v.raw(h.hours[:])
+	for g := range h.actions {
+		for i := range h.actions[g] {
+			v.u64(&h.actions[g][i])
+		}
+	}
+	v.i64(&h.actGen)
+	v.i64(&h.vol.since)
+	v.i64(&h.vol.minute)
+	v.f64(&h.vol.peak)
+	v.f64(&h.vol.sPeak)
+	v.f64(&h.breadth)
+	v.i64(&h.breadthAt)
+}
+
+func (t *tenantState) visit(v visitor) {
+	for i := range t.seen {
+		v.u64(&t.seen[i])
+	}
+}
+
+func (s *sourceState) visit(v visitor) {
+	v.i64(&s.start)
+	v.u64(&s.count)
+	v.i64(&s.cool)
 }
 
 // encoder appends to buf; flush hands buf to the checksum and the writer
@@ -236,13 +398,20 @@ func (e *encoder) f64(p *float64) {
 	e.buf = binary.LittleEndian.AppendUint64(e.buf, math.Float64bits(*p))
 }
 
-// coreSize is the encoded size of a tokenCore.
-var coreSize = func() int {
+// sizeOf is the encoded size of a state.
+func sizeOf(x visitable) int {
 	var e encoder
-	var c tokenCore
-	c.visit(&e)
+	x.visit(&e)
 	return len(e.buf)
-}()
+}
+
+// Encoded sizes of the states.
+var (
+	tokenCoreSize   = sizeOf(&tokenCore{})
+	holderStateSize = sizeOf(&holderState{})
+	tenantStateSize = sizeOf(&tenantState{})
+	sourceStateSize = sizeOf(&sourceState{})
+)
 
 // decoder reads the header and strings from r; a token's core is read
 // whole into block and decoded from there.
@@ -305,15 +474,16 @@ func (d *decoder) str() string {
 	return string(b)
 }
 
-// core decodes one tokenCore from the stream.
-func (d *decoder) core(c *tokenCore) {
-	if cap(d.block) < coreSize {
-		d.block = make([]byte, coreSize)
+// fixed decodes one fixed-size state from the stream: its encoded bytes
+// are read whole, then walked.
+func (d *decoder) fixed(x visitable, n int) {
+	if cap(d.block) < n {
+		d.block = make([]byte, n)
 	}
-	d.block, d.off = d.block[:coreSize], 0
+	d.block, d.off = d.block[:n], 0
 	d.read(d.block)
 	if d.err == nil {
-		c.visit(d)
+		x.visit(d)
 	}
 }
 

@@ -3,6 +3,7 @@ package detect_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -167,20 +168,20 @@ func TestRestoreKeepsMostRecentWithinBound(t *testing.T) {
 	observeAll(t, e, history())
 	ids := []string{"019cabd9-0000-7000-8000-000000000201", "019cabd9-0000-7000-8000-000000000202"}
 	for i, id := range ids {
-		e.Observe(use(at(9, 10, i), "10.9.9.9", token(id)))
+		e.Observe(use(at(9, 10, i), "10.9.9.9", token(id), func(u *events.UsageDecided) { u.Holder = fmt.Sprint("other-", i) }))
 	}
 	var buf bytes.Buffer
 	if err := e.Snapshot(&buf); err != nil {
 		t.Fatal(err)
 	}
 	cfg := detect.DefaultConfig()
-	cfg.MaxTokens = 2
+	cfg.MaxTokens, cfg.MaxHolders = 2, 2
 	small, _ := detect.New(cfg)
 	if err := small.Restore(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if n := small.Stats().Tokens; n != 2 {
-		t.Fatalf("restored %d tokens into a table of 2", n)
+	if st := small.Stats(); st.Tokens != 2 || st.Holders != 2 {
+		t.Fatalf("restored %d tokens and %d holders into tables of 2", st.Tokens, st.Holders)
 	}
 	// The oldest token (tok) was dropped: it is learning from scratch.
 	if got := small.Observe(use(at(9, 11, 0), "203.0.113.9")); len(got) != 0 {

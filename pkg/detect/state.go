@@ -15,14 +15,14 @@ type tokenState struct {
 	// zone indexes the engine's zone table (0 = UTC).
 	zone uint16
 	core tokenCore
-	id   string
 	// tenant and holder are interned names.
 	tenant string
 	holder string
 }
 
 // tokenCore is the numeric part of a token's state: baselines, detector
-// windows and cooldowns. Times are Unix seconds in event time.
+// windows, risk signals and cooldowns. Times are Unix seconds in event
+// time. The hour profile lives with the holder.
 type tokenCore struct {
 	// learnEvents counts allowed uses (saturating).
 	learnEvents uint32
@@ -37,11 +37,75 @@ type tokenCore struct {
 	endAt int64
 	vol   volumeState
 	net   netState
+	cli   clientState
+	iss   issuance
 	probe probeState
-	hours hourProfile
+	sweep [sweepTrackers]sweepTracker
+	risk  riskState
 	// cool is the event time of the last alert per detector.
 	cool [numDetectors]int64
 }
+
+// tokenClients is how many clients a token remembers.
+const tokenClients = 4
+
+// clientState is a token's own few clients (family hashes), those of its
+// baseline marked known.
+type clientState struct {
+	keys  [tokenClients]uint64
+	used  uint8
+	known uint8
+	next  uint8 // round-robin slot to replace
+}
+
+func (c *clientState) find(key uint64) int {
+	for i := 0; i < tokenClients; i++ {
+		if c.used&(1<<i) != 0 && c.keys[i] == key {
+			return i
+		}
+	}
+	return -1
+}
+
+func (c *clientState) insert(key uint64) int {
+	i := -1
+	for j := 0; j < tokenClients; j++ {
+		if c.used&(1<<j) == 0 {
+			i = j
+			break
+		}
+	}
+	if i < 0 {
+		// Replace round-robin, sparing the baseline while it can.
+		for k := 0; k < tokenClients; k++ {
+			j := int(c.next+uint8(k)) % tokenClients
+			if c.known&(1<<j) == 0 {
+				i = j
+				break
+			}
+		}
+		if i < 0 {
+			i = int(c.next) % tokenClients
+		}
+		c.next = uint8((i + 1) % tokenClients)
+	}
+	c.keys[i] = key
+	c.used |= 1 << i
+	c.known &^= 1 << i
+	return i
+}
+
+// issuance is where the token was requested from (TokenIssued.Requested).
+type issuance struct {
+	net    uint64
+	client uint64 // family hash, 0 = unknown
+	flags  uint8  // issNet, issV6
+}
+
+const (
+	issNet = 1 << 0
+	issV6  = 1 << 1
+)
 
 const flagLedger = 1 << 0
 
@@ -57,135 +121,17 @@ func (c *tokenCore) learned(t int64, l LearningConfig) bool {
 func (c *tokenCore) used() bool { return c.firstSeen != 0 || c.vol.since != 0 }
 
 // inherit copies the baselines of a rotated predecessor: the successor is
-// the same workload with a fresh secret. Lifecycle, cooldowns and probing
-// windows are not inherited.
+// the same workload with a fresh secret. Lifecycle, cooldowns, probing
+// windows and risk signals are not inherited; the issuance context is the
+// successor's own.
 func (c *tokenCore) inherit(p *tokenCore) {
 	c.firstSeen = p.firstSeen
 	c.learnEvents = p.learnEvents
 	c.net = p.net
-	c.hours = p.hours
+	c.cli = p.cli
 	c.vol = p.vol
 	c.vol.count, c.vol.flagged, c.vol.hasPending = 0, 0, 0
-}
-
-// chunkBits sizes the slabs the table grows by; slabs never move, so a
-// growing table never copies state.
-const (
-	chunkBits = 10
-	chunkSize = 1 << chunkBits
-)
-
-// link places a token in the least-recently-seen list (indices into the
-// table, -1 none): prev is more recently seen, next less recently seen.
-// Links live apart from the states, densely, so that moving a token to the
-// front does not pull its neighbours' whole states into the cache.
-type link struct{ prev, next int32 }
-
-type chunk struct {
-	states [chunkSize]tokenState
-	links  [chunkSize]link
-}
-
-// table holds token states in fixed slabs, indexed by token id, linked in
-// least-recently-seen order, with at most max entries.
-type table struct {
-	index   map[string]int32
-	chunks  []*chunk
-	n       int32
-	head    int32 // most recently seen
-	tail    int32 // least recently seen
-	max     int
-	evicted uint64
-}
-
-func newTable(max int) table {
-	return table{index: make(map[string]int32), head: -1, tail: -1, max: max}
-}
-
-func (t *table) find(id string) (int32, bool) {
-	i, ok := t.index[id]
-	return i, ok
-}
-
-func (t *table) at(i int32) *tokenState { return &t.chunks[i>>chunkBits].states[i&(chunkSize-1)] }
-
-func (t *table) link(i int32) *link { return &t.chunks[i>>chunkBits].links[i&(chunkSize-1)] }
-
-func (t *table) len() int { return len(t.index) }
-
-// touch returns the token's state, marked most recently seen, creating it
-// (and evicting the least recently seen token when full) if needed.
-func (t *table) touch(id string) (s *tokenState, created bool) {
-	if i, ok := t.find(id); ok {
-		t.moveFront(i)
-		return t.at(i), false
-	}
-	return t.create(id), true
-}
-
-// lookup returns the token's state without touching it, or nil.
-func (t *table) lookup(id string) *tokenState {
-	if i, ok := t.find(id); ok {
-		return t.at(i)
-	}
-	return nil
-}
-
-func (t *table) create(id string) *tokenState {
-	var i int32
-	if t.len() >= t.max && t.tail >= 0 {
-		i = t.tail
-		t.unlink(i)
-		delete(t.index, t.at(i).id)
-		t.evicted++
-	} else {
-		i = t.n
-		t.n++
-		if int(i>>chunkBits) == len(t.chunks) {
-			t.chunks = append(t.chunks, new(chunk))
-		}
-	}
-	s := t.at(i)
-	// Own the id: the caller's string may pin a whole decoded message.
-	*s = tokenState{id: strings.Clone(id)}
-	t.index[s.id] = i
-	t.pushFront(i)
-	return s
-}
-
-func (t *table) unlink(i int32) {
-	l := t.link(i)
-	if l.prev >= 0 {
-		t.link(l.prev).next = l.next
-	} else {
-		t.head = l.next
-	}
-	if l.next >= 0 {
-		t.link(l.next).prev = l.prev
-	} else {
-		t.tail = l.prev
-	}
-	l.prev, l.next = -1, -1
-}
-
-func (t *table) pushFront(i int32) {
-	l := t.link(i)
-	l.prev, l.next = -1, t.head
-	if t.head >= 0 {
-		t.link(t.head).prev = i
-	}
-	t.head = i
-	if t.tail < 0 {
-		t.tail = i
-	}
-}
-
-func (t *table) moveFront(i int32) {
-	if t.head == i {
-		return
-	}
-	t.unlink(i)
-	t.pushFront(i)
+	c.vol.sCount, c.vol.sFlagged = 0, 0
 }
 
 // maxInterned bounds the tenant/holder name table; past it names are

@@ -47,8 +47,9 @@ func (e *Engine) checkUseAfterRevoke(s *tokenState, o *obs, learned bool) {
 		c.setEnd(o.t, endReported)
 		if o.fresh {
 			o.postEnd = true
+			e.signal(s, o, detUseAfterRevoke, LevelToken)
 			if cfg.Enabled && e.admit(s, o, detUseAfterRevoke) {
-				e.emit(s, o, detUseAfterRevoke, cfg.Severity,
+				e.emit(s, o, detUseAfterRevoke, LevelToken, cfg.Severity,
 					"use of a token denied as "+u.Reason+" from "+u.SourceIP,
 					"token unknown to the ledger and never used before: it ended before anything this auditor knows",
 					map[string]string{"end": endNames[endReported], "enforcer": u.Enforcer})
@@ -60,9 +61,6 @@ func (e *Engine) checkUseAfterRevoke(s *tokenState, o *obs, learned bool) {
 		return
 	}
 	o.postEnd = true
-	if !cfg.Enabled {
-		return
-	}
 	after := o.t - c.endAt
 	// A token with a network baseline must be used from it; without one
 	// (never used while valid) there is nothing to tolerate stragglers by.
@@ -70,7 +68,8 @@ func (e *Engine) checkUseAfterRevoke(s *tokenState, o *obs, learned bool) {
 	if !o.allowed && after <= int64(cfg.Grace/time.Second) && !elsewhere {
 		return
 	}
-	if !e.admit(s, o, detUseAfterRevoke) {
+	e.signal(s, o, detUseAfterRevoke, LevelToken)
+	if !cfg.Enabled || !e.admit(s, o, detUseAfterRevoke) {
 		return
 	}
 	sev := cfg.Severity
@@ -85,7 +84,7 @@ func (e *Engine) checkUseAfterRevoke(s *tokenState, o *obs, learned bool) {
 	seen := "token " + why + " (" + u.Decision + "/" + u.Reason + " from " + u.SourceIP + ")"
 	baseline := "token " + endNames[c.endKind] + " at " + fmtTime(c.endAt) + "; stragglers tolerated for " +
 		cfg.Grace.String() + " from known networks (" + c.net.list(c.net.known, e.cfg.IPv4Prefix, e.cfg.IPv6Prefix) + ")"
-	e.emit(s, o, detUseAfterRevoke, sev, seen, baseline, map[string]string{
+	e.emit(s, o, detUseAfterRevoke, LevelToken, sev, seen, baseline, map[string]string{
 		"end":         endNames[c.endKind],
 		"end_at":      fmtTime(c.endAt),
 		"after_s":     itoa(int(after)),

@@ -211,7 +211,45 @@ type AnomalyDetected struct {
 	// The response policy's corroboration reads them.
 	Enforcer string `json:"enforcer,omitempty"`
 	Decision string `json:"decision,omitempty"`
+	// Subject says what the anomaly is about: AnomalyToken (empty means
+	// the same) for a token, whose TokenID it carries; AnomalySource for
+	// a source network that sent usage naming no token (a burst of
+	// malformed or forged tokens), whose TokenID is SourceTokenID and
+	// whose SourceIP is the source. A source-level anomaly has no token
+	// to revoke: the response side alerts on it and never revokes.
+	Subject string `json:"subject,omitempty"`
+	// Risk is the token's combined risk score in [0, 1] when the anomaly
+	// was raised (its weak and strong signals of the recent past combined,
+	// pkg/detect); 0 when not computed (an older auditor, a source-level
+	// anomaly). RiskFactors explain it.
+	Risk        float64      `json:"risk,omitempty"`
+	RiskFactors []RiskFactor `json:"risk_factors,omitempty"`
 }
+
+// Subjects of an anomaly (AnomalyDetected.Subject).
+const (
+	AnomalyToken  = "token"
+	AnomalySource = "source"
+	// SourceTokenID is the TokenID of a source-level anomaly: it names no
+	// token (subjects and table columns need a value).
+	SourceTokenID = "-"
+	// MaxRiskFactors bounds AnomalyDetected.RiskFactors.
+	MaxRiskFactors = 32
+)
+
+// RiskFactor is one signal that contributed to a risk score.
+type RiskFactor struct {
+	// Signal is the detector that saw it.
+	Signal string `json:"signal"`
+	// Level is the baseline it broke: token, holder or tenant.
+	Level string `json:"level"`
+	// Weight is its contribution in [0, 1]; the score combines the factors
+	// as 1 - Π(1 - weight).
+	Weight float64 `json:"weight"`
+}
+
+// IsSource reports whether the anomaly is about a source, not a token.
+func (p *AnomalyDetected) IsSource() bool { return p.Subject == AnomalySource }
 
 // PolicyChanged records that a new policy was loaded.
 type PolicyChanged struct {
@@ -427,6 +465,32 @@ func (p *AnomalyDetected) Validate() error {
 	}
 	if p.EventTime.IsZero() {
 		return fmt.Errorf("%w: event_time", ErrMissingField)
+	}
+	switch p.Subject {
+	case "", AnomalyToken:
+		if p.TokenID == SourceTokenID {
+			return fmt.Errorf("%w: token_id: %q names no token; a source-level anomaly needs subject %q", ErrInvalidField, p.TokenID, AnomalySource)
+		}
+	case AnomalySource:
+		if p.TokenID != SourceTokenID {
+			return fmt.Errorf("%w: token_id: a source-level anomaly carries %q, not a token id", ErrInvalidField, SourceTokenID)
+		}
+		if _, err := netip.ParseAddr(p.SourceIP); err != nil {
+			return fmt.Errorf("%w: source_ip: a source-level anomaly needs the source address, got %q", ErrInvalidField, p.SourceIP)
+		}
+	default:
+		return fmt.Errorf("%w: subject: %q is not one of token, source", ErrInvalidField, p.Subject)
+	}
+	if !(p.Risk >= 0 && p.Risk <= 1) {
+		return fmt.Errorf("%w: risk %v is not in [0, 1]", ErrInvalidField, p.Risk)
+	}
+	if len(p.RiskFactors) > MaxRiskFactors {
+		return fmt.Errorf("%w: risk_factors: %d factors, at most %d", ErrInvalidField, len(p.RiskFactors), MaxRiskFactors)
+	}
+	for i, f := range p.RiskFactors {
+		if f.Signal == "" || !(f.Weight >= 0 && f.Weight <= 1) {
+			return fmt.Errorf("%w: risk_factors[%d]: want a signal and a weight in [0, 1], got %q and %v", ErrInvalidField, i, f.Signal, f.Weight)
+		}
 	}
 	return validName("tenant", p.Tenant)
 }

@@ -22,7 +22,7 @@ const MaxFileSize = 4 << 20
 
 var (
 	sectionFields = []string{"dry_run", "rules"}
-	ruleFields    = []string{"name", "detectors", "min_severity", "tenants", "holders", "all_of", "within", "action", "corroborate", "dry_run"}
+	ruleFields    = []string{"name", "detectors", "min_severity", "min_risk", "tenants", "holders", "all_of", "within", "action", "corroborate", "dry_run"}
 	corrFields    = []string{"min_enforcers", "require_allowed", "within"}
 	severities    = []string{events.SeverityLow, events.SeverityMedium, events.SeverityHigh, events.SeverityCritical}
 )
@@ -184,6 +184,17 @@ func (d *decoder) rule(n *yaml.Node, path string, i int) (Rule, error) {
 		if events.SeverityRank(r.MinSeverity) < 0 {
 			return r, d.Errorf(yamlnode.Resolve(f.Val), path+".min_severity", "%q is not one of %s", r.MinSeverity, strings.Join(severities, ", "))
 		}
+	}
+	if f, ok := fields["min_risk"]; ok {
+		v := yamlnode.Resolve(f.Val)
+		if v.Kind != yaml.ScalarNode || (v.ShortTag() != "!!float" && v.ShortTag() != "!!int") {
+			return r, d.Errorf(v, path+".min_risk", "want a risk score between 0 and 1 (such as 0.8), got %s", yamlnode.Describe(v))
+		}
+		m, err := strconv.ParseFloat(v.Value, 64)
+		if err != nil || !(m > 0 && m <= 1) {
+			return r, d.Errorf(v, path+".min_risk", "%q: want a risk score above 0 and at most 1 (such as 0.8)", v.Value)
+		}
+		r.MinRisk = m
 	}
 	if r.Tenants, err = list("tenants", events.ValidateName); err != nil {
 		return r, err

@@ -19,12 +19,40 @@
 //	    - name: probing
 //	      detectors: [scope_probing] # optional: any of these detectors (default: any)
 //	      min_severity: high         # optional: low | medium | high | critical (default: low)
+//	      min_risk: 0.8              # optional: the anomaly's risk score is at least this (above 0, at most 1)
 //	      tenants: [acme]            # optional: only these tenants
 //	      holders: [billing-api]     # optional: only these holders
 //	      action: revoke
 //	      dry_run: true              # optional: this rule only records what it would revoke
 //	    - name: everything-else
 //	      action: alert
+//
+// # Risk
+//
+// Every anomaly carries its token's risk score (events.AnomalyDetected.Risk,
+// in [0, 1]) with its factors: the detector signals of the token's recent
+// past, each with the level of the baseline it broke (token, holder,
+// tenant) and its weight, combined as 1 - Π(1 - weight) (pkg/detect). Weak
+// signals add up: a new network, a new client and an odd hour together
+// reach 0.8 where each alone is noise. min_risk acts on the score,
+// whatever the detector:
+//
+//	rules:
+//	  - name: risky
+//	    min_risk: 0.8
+//	    action: revoke
+//
+// An anomaly from an older auditor has no score (0) and matches no
+// min_risk rule. min_risk must be a number above 0 and at most 1; anything
+// else is an error naming the file and line.
+//
+// # Source-level anomalies
+//
+// forging_burst is about a source network, not a token
+// (events.AnomalySource; token_id "-"): many unreadable, forged or
+// unknown-key tokens from one place. Rules match it like any anomaly, but
+// it is only ever alerted on: there is no token to revoke, and a revoke
+// rule that matches it says so in the alert.
 //
 // A revoke rule may also ask for corroboration before it revokes
 // automatically:
@@ -82,11 +110,12 @@
 //	    min_severity: critical
 //	    action: revoke
 //	  - name: high-risk
-//	    detectors: [new_network, use_after_revoke, scope_probing]
+//	    detectors: [new_network, use_after_revoke, scope_probing, risk_score]
 //	    min_severity: high
 //	    action: revoke
 //
 // that is: revoke on any critical anomaly, revoke on a high one from
-// new_network, use_after_revoke or scope_probing, and alert on everything
-// else. The defaults ask for no corroboration.
+// new_network, use_after_revoke, scope_probing or risk_score (weak signals
+// of one token that together crossed the risk threshold), and alert on
+// everything else. The defaults ask for no corroboration.
 package response

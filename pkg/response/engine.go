@@ -120,9 +120,28 @@ func (e *Engine) Tracked() int {
 // Decide records the anomaly and returns what to do about it. breakGlass
 // says whether the token is a break-glass token. Deciding the same anomaly
 // id twice (a redelivery) does not count it twice.
+//
+// A source-level anomaly (a.IsSource: a burst of forged tokens from one
+// network) names no token: the first matching rule names it, but the
+// outcome is always OutcomeAlert — there is nothing to revoke — and it is
+// not remembered for combination rules.
 func (e *Engine) Decide(a *events.AnomalyDetected, breakGlass bool) Decision {
-	hist := e.record(a)
 	d := Decision{Outcome: OutcomeAlert, Severity: a.Severity}
+	if a.IsSource() {
+		for i := range e.p.Rules {
+			r := &e.p.Rules[i]
+			if !r.matches(a) || len(r.AllOf) > 0 {
+				continue
+			}
+			d.Rule = r.Name
+			if r.Action == ActionRevoke {
+				d.Corroboration = "source-level anomaly: no token to revoke"
+			}
+			break
+		}
+		return d
+	}
+	hist := e.record(a)
 	for i := range e.p.Rules {
 		r := &e.p.Rules[i]
 		if !r.matches(a) {

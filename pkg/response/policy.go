@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/internal/yamlnode"
+	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
@@ -31,12 +32,10 @@ const (
 	ActionAlert Action = "alert"
 )
 
-// KnownDetectors are the detector names the response policy accepts. They
-// mirror pkg/detect's detector constants; a typo in a revoke rule would silently disable it, so
-// unknown names are errors.
-var KnownDetectors = []string{
-	"new_network", "odd_hours", "scope_probing", "use_after_revoke", "volume_spike", "multi_network",
-}
+// KnownDetectors are the detector names the response policy accepts:
+// pkg/detect's own list, so that the two cannot drift. A typo in a revoke
+// rule would silently disable it, so unknown names are errors.
+var KnownDetectors = detect.Detectors()
 
 // MaxWithin bounds a combination or corroboration window: the engine keeps
 // per-token memory for the longest window of the policy.
@@ -88,6 +87,9 @@ type Rule struct {
 	Detectors []string
 	// MinSeverity, when set, is the least severity that matches.
 	MinSeverity string
+	// MinRisk, when set (above 0), is the least risk score
+	// (events.AnomalyDetected.Risk) that matches.
+	MinRisk float64
 	// Tenants and Holders, when set, restrict the rule to them.
 	Tenants []string
 	Holders []string
@@ -108,14 +110,16 @@ type Rule struct {
 }
 
 // Default returns the built-in response policy: revoke on critical, or on
-// high from new_network, use_after_revoke or scope_probing; alert otherwise.
+// high from new_network, use_after_revoke, scope_probing or risk_score
+// (weak signals that together crossed the risk threshold); alert
+// otherwise.
 func Default() *Policy {
 	return &Policy{
 		Default: true,
 		File:    "(default response policy)",
 		Rules: []Rule{
 			{Name: "critical", MinSeverity: events.SeverityCritical, Action: ActionRevoke},
-			{Name: "high-risk", Detectors: []string{"new_network", "use_after_revoke", "scope_probing"},
+			{Name: "high-risk", Detectors: []string{detect.NewNetwork, detect.UseAfterRevoke, detect.ScopeProbing, detect.RiskScore},
 				MinSeverity: events.SeverityHigh, Action: ActionRevoke},
 		},
 	}
@@ -171,6 +175,9 @@ func (r *Rule) matches(a *events.AnomalyDetected) bool {
 		return false
 	}
 	if r.MinSeverity != "" && events.SeverityRank(a.Severity) < events.SeverityRank(r.MinSeverity) {
+		return false
+	}
+	if r.MinRisk > 0 && !(a.Risk >= r.MinRisk) {
 		return false
 	}
 	if len(r.Tenants) > 0 && !slices.Contains(r.Tenants, a.Tenant) {

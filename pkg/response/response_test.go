@@ -392,3 +392,63 @@ func TestCorroboration(t *testing.T) {
 		})
 	}
 }
+
+// TestMinRisk: a min_risk rule matches on the anomaly's risk score,
+// whatever its detector and severity; an anomaly without a score (an older
+// auditor) never matches it.
+func TestMinRisk(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "min-risk.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Rules[0].MinRisk != 0.8 {
+		t.Fatalf("min_risk decoded as %v", p.Rules[0].MinRisk)
+	}
+	tests := []struct {
+		name string
+		risk float64
+		det  string
+		want response.Outcome
+		rule string
+	}{
+		{"above", 0.81, "new_client", response.OutcomeRevoke, "risky"},
+		{"at", 0.8, "odd_hours", response.OutcomeRevoke, "risky"},
+		{"below", 0.79, "new_client", response.OutcomeAlert, "new-client"},
+		{"no score", 0, "new_client", response.OutcomeAlert, "new-client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := response.NewEngine(p, response.EngineOptions{})
+			a := anomaly("a-"+tt.name, "t1", tt.det, "low", 0)
+			a.Risk = tt.risk
+			d := e.Decide(a, false)
+			if d.Outcome != tt.want || d.Rule != tt.rule {
+				t.Fatalf("decision %+v, want %s by %q", d, tt.want, tt.rule)
+			}
+		})
+	}
+}
+
+// TestSourceAnomalyNeverRevokes: a source-level anomaly (forging_burst)
+// names no token: even a revoke rule that matches it, or the critical
+// default, only alerts, and it leaves no per-token history.
+func TestSourceAnomalyNeverRevokes(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "min-risk.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pol := range map[string]*response.Policy{"revoke rule": p, "default": response.Default()} {
+		t.Run(name, func(t *testing.T) {
+			e := response.NewEngine(pol, response.EngineOptions{})
+			a := anomaly("src-1", events.SourceTokenID, "forging_burst", "critical", 0)
+			a.Subject, a.SourceIP, a.Risk = events.AnomalySource, "203.0.113.7", 1
+			d := e.Decide(a, false)
+			if d.Outcome != response.OutcomeAlert || d.WouldRevoke {
+				t.Fatalf("source anomaly decided %+v, want alert", d)
+			}
+			if e.Tracked() != 0 {
+				t.Fatalf("source anomaly remembered as a token (%d tracked)", e.Tracked())
+			}
+		})
+	}
+}

@@ -216,7 +216,10 @@ func New(o Options) (*Auditor, error) {
 	}
 	if o.Detector != nil && o.StateDir != "" {
 		cp, err := loadCheckpoint(o.StateDir, o.Detector)
-		if err != nil {
+		if errors.Is(err, errOlderCheckpoint) {
+			o.Log.Warn().Err(err).Uint64("usage_seq", cp.UsageSeq).Uint64("ledger_seq", cp.LedgerSeq).
+				Msg("checkpoint from an older build, starting fresh: detector baselines are learnt again from here")
+		} else if err != nil {
 			return nil, fmt.Errorf("auditor: restore detector state: %w", err)
 		}
 		a.covered = cp

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/cordonhq/cordon/pkg/detect"
 )
 
 // checkpoint records which stream sequences the detector state reflects.
@@ -23,6 +25,16 @@ const (
 	stateMagic = "CORDONDS1"
 )
 
+// errOlderCheckpoint is what loadCheckpoint reports (with the covered
+// sequences) when the detector state was written by an older build whose
+// layout this one does not read: the auditor starts from empty detector
+// state at those sequences.
+var errOlderCheckpoint = errors.New("checkpoint from an older build, starting fresh")
+
+// loadCheckpoint reads the checkpoint in dir into d. A checkpoint whose
+// detector state an older build wrote gives its sequences and
+// errOlderCheckpoint, d left empty: the baselines are learnt again, and
+// the streams are not replayed (that would alert again on old events).
 func loadCheckpoint(dir string, d Detector) (checkpoint, error) {
 	var cp checkpoint
 	f, err := os.Open(filepath.Join(dir, stateFile))
@@ -41,6 +53,9 @@ func loadCheckpoint(dir string, d Detector) (checkpoint, error) {
 	cp.UsageSeq = binary.BigEndian.Uint64(hdr[len(stateMagic):])
 	cp.LedgerSeq = binary.BigEndian.Uint64(hdr[len(stateMagic)+8:])
 	if err := d.Restore(r); err != nil {
+		if errors.Is(err, detect.ErrSnapshotVersion) {
+			return cp, fmt.Errorf("%s: %w (%v)", stateFile, errOlderCheckpoint, err)
+		}
 		return checkpoint{}, fmt.Errorf("%s: %w", stateFile, err)
 	}
 	return cp, nil

@@ -7,8 +7,9 @@ import (
 )
 
 // Collector returns a Prometheus collector of the auditor's counters and,
-// when the detector is a detect.Engine, of its bounded state (tokens held
-// against their bound, evictions, anomalies by detector).
+// when the detector is a detect.Engine, of its bounded state (tokens,
+// holders, tenants and sources held against their bounds, evictions, bytes
+// per entry, anomalies by detector).
 func (a *Auditor) Collector() prometheus.Collector { return &collector{a: a} }
 
 type collector struct{ a *Auditor }
@@ -27,6 +28,10 @@ var (
 	mMaxTokens = prometheus.NewDesc("cordon_detect_tokens_max", "Bound on the tokens with detector state (max_tokens).", nil, nil)
 	mEvicted   = prometheus.NewDesc("cordon_detect_evictions_total", "Tokens forgotten to stay within the bound.", nil, nil)
 	mStateB    = prometheus.NewDesc("cordon_detect_state_bytes_per_token", "Fixed detector state per token.", nil, nil)
+	mLevel     = prometheus.NewDesc("cordon_detect_entries", "Entries with detector state in memory, by level (token, holder, tenant, source).", []string{"level"}, nil)
+	mLevelMax  = prometheus.NewDesc("cordon_detect_entries_max", "Bound on the entries with detector state, by level (max_tokens, max_holders, max_tenants, max_sources).", []string{"level"}, nil)
+	mLevelEv   = prometheus.NewDesc("cordon_detect_entry_evictions_total", "Entries forgotten to stay within the bound, by level.", []string{"level"}, nil)
+	mLevelB    = prometheus.NewDesc("cordon_detect_state_bytes", "Fixed detector state per entry, by level.", []string{"level"}, nil)
 	mAnomalies = prometheus.NewDesc("cordon_detect_anomalies_total", "Anomalies raised, by detector.", []string{"detector"}, nil)
 	mSuppr     = prometheus.NewDesc("cordon_detect_suppressed_total", "Detections silenced by the cooldown, by detector.", []string{"detector"}, nil)
 )
@@ -34,7 +39,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mEvents, mDead, mBatches, mWriteErrors, mObserved, mInFlight, mSeq,
-		mTokens, mMaxTokens, mEvicted, mStateB, mAnomalies, mSuppr} {
+		mTokens, mMaxTokens, mEvicted, mStateB, mLevel, mLevelMax, mLevelEv, mLevelB, mAnomalies, mSuppr} {
 		ch <- d
 	}
 }
@@ -69,6 +74,21 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mMaxTokens, float64(ds.MaxTokens))
 	counter(mEvicted, ds.Evictions)
 	gauge(mStateB, float64(ds.StateBytes))
+	for _, l := range []struct {
+		name       string
+		n, max, sz int
+		ev         uint64
+	}{
+		{"token", ds.Tokens, ds.MaxTokens, ds.StateBytes, ds.Evictions},
+		{"holder", ds.Holders, ds.MaxHolders, ds.HolderStateBytes, ds.HolderEvictions},
+		{"tenant", ds.Tenants, ds.MaxTenants, ds.TenantStateBytes, ds.TenantEvictions},
+		{"source", ds.Sources, ds.MaxSources, ds.SourceStateBytes, ds.SourceEvictions},
+	} {
+		gauge(mLevel, float64(l.n), l.name)
+		gauge(mLevelMax, float64(l.max), l.name)
+		counter(mLevelEv, l.ev, l.name)
+		gauge(mLevelB, float64(l.sz), l.name)
+	}
 	for name, n := range ds.Anomalies {
 		counter(mAnomalies, n, name)
 	}

@@ -14,7 +14,7 @@ import (
 func TestCollectorExportsBounds(t *testing.T) {
 	env := natstest.Run(t)
 	cfg := detect.DefaultConfig()
-	cfg.MaxTokens = 1234
+	cfg.MaxTokens, cfg.MaxHolders = 1234, 567
 	d, err := detect.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +34,13 @@ func TestCollectorExportsBounds(t *testing.T) {
 	got := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
-			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "level" {
+					name += "{" + l.GetValue() + "}"
+				}
+			}
+			got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
 	}
 	if len(got) < 10 {
@@ -42,5 +48,9 @@ func TestCollectorExportsBounds(t *testing.T) {
 	}
 	if got["cordon_detect_tokens_max"] != 1234 || got["cordon_detect_state_bytes_per_token"] <= 0 {
 		t.Errorf("detector bounds not exported: %v", got)
+	}
+	if got["cordon_detect_entries_max{holder}"] != 567 || got["cordon_detect_entries_max{source}"] != float64(cfg.MaxSources) ||
+		got["cordon_detect_state_bytes{holder}"] <= 0 || got["cordon_detect_state_bytes{tenant}"] <= 0 {
+		t.Errorf("holder, tenant and source bounds not exported: %v", got)
 	}
 }

@@ -42,6 +42,10 @@ type ResponseRecord struct {
 func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.AnomalyDetected) error {
 	now := r.now()
 	r.stats.anomalies.Add(1)
+	if a.IsSource() {
+		r.respondSource(now, a)
+		return nil
+	}
 	info, known := r.index.get(a.TokenID, now)
 	if !known {
 		r.syncIndex(ctx)
@@ -127,6 +131,40 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 		Enforcer: a.Enforcer, Corroboration: dec.Corroboration})
 	log.Info().Str("decision", string(dec.Outcome)).Str("outcome", string(n.Outcome)).Msg("anomaly handled")
 	return nil
+}
+
+// respondSource handles a source-level anomaly (a burst of forged or
+// unreadable tokens from one network): there is no token to look up,
+// deny or revoke, so it is alerted on — with what the matching rule would
+// have done — and recorded. Its alert is grouped under "source:<network>"
+// and resolves after ResolveQuiet.
+func (r *Revoker) respondSource(now time.Time, a *events.AnomalyDetected) {
+	dec := r.engine.Decide(a, false)
+	// Alerts group by token id: a source groups by its network instead,
+	// so two forging sources are two alerts.
+	src := a.Evidence.Details["network"]
+	if src == "" {
+		src = a.SourceIP
+	}
+	n := alert.Notice{
+		TokenID: "source:" + src, Tenant: a.Tenant, Holder: a.Holder,
+		Observation: alert.Observation{AnomalyID: a.AnomalyID, Detector: a.Detector, Severity: a.Severity,
+			Seen: a.Evidence.Seen, Baseline: a.Evidence.Baseline, SourceIP: a.SourceIP, At: a.EventTime, Details: a.Evidence.Details},
+		Severity: dec.Severity, Rule: dec.Rule, Outcome: alert.OutcomeAlertOnly,
+		Action:        "Source " + a.SourceIP + ": no token to revoke; block or investigate the source.",
+		ResolveAt:     now.Add(r.o.ResolveQuiet),
+		ResolveReason: fmt.Sprintf("no new anomaly from the source for %s", r.o.ResolveQuiet),
+	}
+	if dec.Corroboration != "" {
+		n.Action += " (" + dec.Corroboration + ")"
+	}
+	r.alerts.Notify(n)
+	r.record(ResponseRecord{At: now, AnomalyID: a.AnomalyID, TokenID: a.TokenID, Tenant: a.Tenant, Holder: a.Holder,
+		Detector: a.Detector, Severity: a.Severity, Rule: dec.Rule, Decision: dec.Outcome, Outcome: n.Outcome, Enforcer: a.Enforcer,
+		Corroboration: dec.Corroboration})
+	r.o.Log.Info().Str("anomaly_id", a.AnomalyID).Str("subject", events.AnomalySource).Str("source_ip", a.SourceIP).
+		Str("tenant", a.Tenant).Str("detector", a.Detector).Str("severity", a.Severity).Str("rule", dec.Rule).
+		Str("decision", string(dec.Outcome)).Str("outcome", string(n.Outcome)).Msg("source anomaly alerted")
 }
 
 func ruleName(r string) string {

@@ -310,3 +310,37 @@ func TestGlobalDryRun(t *testing.T) {
 		t.Fatal("no cordon_revoker_anomaly_responses_total{outcome=\"dry_run\"} 1")
 	}
 }
+
+// TestSourceAnomalyIsAlertedNotRevoked: a forging_burst anomaly is about a
+// source network (token_id "-"). Even under a policy whose revoke rules
+// match it (critical, and a rule naming forging_burst), the revoker alerts
+// and records it, and revokes nothing: no ledger revocation, no denylist
+// entry, no attempt to look "-" up as a token.
+func TestSourceAnomalyIsAlertedNotRevoked(t *testing.T) {
+	f := setup(t, func(o *revoker.Options) {
+		o.Policy = policy(t, "rules:\n  - name: forged\n    detectors: [forging_burst]\n    action: revoke\n  - name: critical\n    min_severity: critical\n    action: revoke\n")
+	})
+	live := f.issue("acme", "billing", "kid1", time.Minute, time.Hour, false)
+	f.waitKnown(live)
+	now := time.Now()
+	for i, sev := range []string{"critical", "high"} {
+		f.publish(now.Add(time.Duration(i)*time.Second), &events.AnomalyDetected{AnomalyID: fmt.Sprint("src-", i), Detector: "forging_burst",
+			Severity: sev, TokenID: events.SourceTokenID, Subject: events.AnomalySource, Tenant: "_", EventID: fmt.Sprint("usage-src-", i),
+			EventTime: now, SourceIP: "203.0.113.66",
+			Evidence: events.Evidence{Seen: "5000 requests naming no readable token", Baseline: "a burst is 100 in 1m",
+				Details: map[string]string{"network": "203.0.113.0/24"}}})
+	}
+	recs := f.waitResponses(2)
+	for _, r := range recs {
+		if r.TokenID != events.SourceTokenID || r.Outcome != alert.OutcomeAlertOnly || r.Decision != response.OutcomeAlert ||
+			!strings.Contains(r.Corroboration, "no token to revoke") {
+			t.Fatalf("source anomaly handled as %+v", r)
+		}
+	}
+	if len(f.revocations()) != 0 || len(f.denyKeys()) != 0 {
+		t.Fatalf("a source anomaly revoked something: %v %v", f.revocations(), f.denyKeys())
+	}
+	if _, ok := f.r.Alerts().Open("source:203.0.113.0/24"); !ok {
+		t.Fatal("no alert open for the source")
+	}
+}
