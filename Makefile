@@ -39,6 +39,7 @@ fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/token/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pkg/events/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseDetectionOnly$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUsage$$' -fuzztime=$(FUZZTIME) ./services/auditor/
 	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalPath$$' -fuzztime=$(FUZZTIME) ./pkg/enforce/
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) ./pkg/adminauth/
