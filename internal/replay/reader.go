@@ -60,7 +60,7 @@ type lineReader struct {
 }
 
 func newLineReader(r io.Reader) *lineReader {
-	return &lineReader{r: bufio.NewReaderSize(r, 1<<20)}
+	return &lineReader{r: bufio.NewReaderSize(r, 64<<10)} // longer lines are gathered in long
 }
 
 // next returns the next non-empty line decoded. A line that is not a valid
