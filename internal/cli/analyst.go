@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/cordonhq/cordon/internal/replay"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
@@ -85,15 +86,28 @@ func checkFormat(format string, allowed ...string) error {
 }
 
 // runSQL is `cordon sql "SELECT …"`: a read-only query against the running
-// system's store, through the auditor.
+// system's store, through the auditor, or against the store a replay kept
+// (--replay-dir), in this process.
 func runSQL(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "sql", `sql "SELECT …" [-o table|csv|json] [--nats URL] [--token-file FILE]   ("-" reads the query from stdin)`)
+	fs := newFlags(env, "sql", `sql "SELECT …" [-o table|csv|json] [--nats URL] [--token-file FILE] [--replay-dir DIR]   ("-" reads the query from stdin)`)
 	var c clientFlags
 	c.register(fs)
 	format := outputFlag(fs, store.FormatTable, "table, csv or json")
+	replayDir := fs.String("replay-dir", "", "query the store that `cordon replay --dir DIR` kept, instead of the running system (same read-only gate and limits)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
+	}
+	if *replayDir != "" {
+		var conflict string
+		fs.Visit(func(fl *flag.Flag) {
+			if fl.Name == "nats" || fl.Name == "token-file" || fl.Name == "nats-creds" {
+				conflict = fl.Name
+			}
+		})
+		if conflict != "" {
+			return fmt.Errorf("%w: --replay-dir queries a replay's store in this process; --%s is for a running system: choose one", errUsage, conflict)
+		}
 	}
 	if err := checkFormat(*format, store.FormatTable, store.FormatCSV, store.FormatJSON); err != nil {
 		return err
@@ -114,6 +128,9 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 	if err := store.Precheck(q); err != nil {
 		return err
 	}
+	if *replayDir != "" {
+		return sqlReplayDir(ctx, env, *replayDir, q, *format, c.timeout)
+	}
 	cl, closeNC, err := c.client("cordon-sql")
 	if err != nil {
 		return err
@@ -132,6 +149,49 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(env.Stderr, "cordon sql: showing %d of %d rows (a reply is one NATS message); add a LIMIT or aggregate\n", len(res.Rows), res.TotalRows)
 	}
 	return nil
+}
+
+// sqlReplayDir runs an analyst's query on the chDB store of a replay
+// directory, opened in this process (chDB holds one data path per process;
+// the replay that wrote it has ended: the directory's lock says so), through
+// the store's read-only gate and limits, as the auditor would run it.
+func sqlReplayDir(ctx context.Context, env *Env, dir, q, format string, timeout time.Duration) error {
+	d, err := replay.OpenDir(dir)
+	if err != nil {
+		return fmt.Errorf("--replay-dir: %w", err)
+	}
+	defer d.Close()
+	path, db, ok := d.Store()
+	if !ok {
+		return fmt.Errorf("--replay-dir: %s: the replay kept its store outside the directory", dir)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("--replay-dir: %s holds no store yet (%s)", dir, d.Describe())
+	}
+	if last := d.Record.Last(); last != nil && (last.Finished.IsZero() || last.Error != "") {
+		fmt.Fprintf(env.Stderr, "cordon sql: note: the store may be incomplete: %s\n", d.Describe())
+	}
+	if _, err := keepStdinFromChDB(); err != nil {
+		return err
+	}
+	b, err := openChDB(ctx, path, db)
+	if err != nil {
+		return fmt.Errorf("--replay-dir: %w", err)
+	}
+	qt := min(max(timeout, time.Second), store.MaxQueryTimeout)
+	s, err := store.Open(ctx, b, store.Options{QueryTimeout: qt})
+	if err != nil {
+		_ = b.Close()
+		return fmt.Errorf("--replay-dir: %w", err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := s.Query(ctx, q)
+	if err != nil {
+		return err
+	}
+	return res.Write(env.Stdout, format)
 }
 
 // parseSince reads --since: a duration back from now (90m, 24h, 7d) or an

@@ -112,8 +112,9 @@ func usage(w io.Writer, cmds map[string]command) {
 	}
 }
 
-// newLogger returns a console logger on w; CORDON_LOG_FORMAT=json gives JSON
-// and CORDON_LOG_LEVEL sets the level (default info).
+// newLogger returns a console logger on w, coloured only when w is a
+// terminal; CORDON_LOG_FORMAT=json gives JSON and CORDON_LOG_LEVEL sets the
+// level (default info).
 func newLogger(w io.Writer) zerolog.Logger {
 	level, err := zerolog.ParseLevel(strings.ToLower(os.Getenv("CORDON_LOG_LEVEL")))
 	if err != nil || os.Getenv("CORDON_LOG_LEVEL") == "" {
@@ -121,7 +122,7 @@ func newLogger(w io.Writer) zerolog.Logger {
 	}
 	var out io.Writer = w
 	if os.Getenv("CORDON_LOG_FORMAT") != "json" {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !isTerminal(w)}
 	}
 	return zerolog.New(out).Level(level).With().Timestamp().Logger()
 }

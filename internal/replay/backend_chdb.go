@@ -10,6 +10,6 @@ import (
 )
 
 // defaultBackend opens the private pipeline's chDB store in path.
-func defaultBackend(ctx context.Context, path string) (store.Backend, error) {
-	return chdbstore.Open(ctx, chdbstore.Options{Path: path, Database: "replay"})
+func defaultBackend(ctx context.Context, path, database string) (store.Backend, error) {
+	return chdbstore.Open(ctx, chdbstore.Options{Path: path, Database: database})
 }

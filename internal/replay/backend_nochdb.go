@@ -14,4 +14,4 @@ import (
 var ErrNoChDB = errors.New("a private pipeline needs the embedded ClickHouse (chDB), which this build leaves out (-tags nochdb): " +
 	"replay into a running system with --nats, or use a full build (make build)")
 
-func defaultBackend(context.Context, string) (store.Backend, error) { return nil, ErrNoChDB }
+func defaultBackend(context.Context, string, string) (store.Backend, error) { return nil, ErrNoChDB }

@@ -21,9 +21,18 @@ import (
 
 // PipelineOptions configure a private embedded pipeline.
 type PipelineOptions struct {
-	// Dir holds the pipeline's data (JetStream, chDB, detector state).
-	// Empty means a temporary directory that Close removes.
+	// Dir holds the pipeline's data (JetStream, chDB, detector state) and
+	// the record of the replays into it (RecordFile); it is created when
+	// missing, and a directory that is neither empty nor a replay
+	// directory is refused (ErrNotReplayDir). The pipeline holds its lock
+	// until Close (ErrDirBusy for another). Empty means a temporary
+	// directory that Close removes.
 	Dir string
+	// Reuse says what to do when Dir holds a previous replay: refuse it
+	// (the zero value, ErrDirInUse), replace it or continue it.
+	Reuse DirMode
+	// Input names the input in the directory's record.
+	Input string
 	// Detectors are the thresholds (nil: detect.DefaultConfig()).
 	Detectors *detect.Config
 	// Backend opens the store's engine. Nil opens chDB in Dir/chdb with
@@ -53,17 +62,24 @@ type Pipeline struct {
 	Detector *detect.Engine
 	Auditor  *auditor.Auditor
 
-	dir     string
-	tempDir bool
-	cancel  context.CancelFunc
-	done    chan error
+	dir       string
+	tempDir   bool
+	rdir      *Dir      // the replay directory (Dir set)
+	notBefore time.Time // the end of the replay continued
+	cancel    context.CancelFunc
+	done      chan error
 }
 
-// Start starts an embedded pipeline. Close stops it.
+// Start starts an embedded pipeline. Close stops it. With a Dir, the
+// caller records the outcome of its replay with Finish before Close;
+// otherwise the directory counts the replay as unfinished.
 func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 	p = &Pipeline{dir: o.Dir, done: make(chan error, 1)}
 	defer func() {
 		if err != nil {
+			if p.rdir != nil {
+				_ = p.rdir.abandon() // nothing was replayed
+			}
 			p.Close()
 		}
 	}()
@@ -72,10 +88,27 @@ func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 			return p, fmt.Errorf("replay pipeline: %w", err)
 		}
 		p.tempDir = true
-	} else if err = os.MkdirAll(p.dir, 0o700); err != nil {
-		return p, fmt.Errorf("replay pipeline: %w", err)
+	} else {
+		if err = os.MkdirAll(p.dir, 0o700); err != nil {
+			return p, fmt.Errorf("replay pipeline: %w", err)
+		}
+		if p.rdir, err = openDir(p.dir); err != nil {
+			return p, err
+		}
+		var st *DirStore
+		if o.Backend == nil {
+			st = &DirStore{CHDB: chdbSubdir, Database: chdbDatabase}
+		}
+		if err = p.rdir.prepare(o.Reuse, o.Input, st); err != nil {
+			p.rdir.Close()
+			p.rdir = nil
+			return p, err
+		}
+		if o.Reuse == DirContinue && len(p.rdir.Record.Runs) > 1 {
+			p.notBefore = p.rdir.Record.LastEvent()
+		}
 	}
-	if p.Server, err = natsrun.Start(natsrun.Options{DataDir: filepath.Join(p.dir, "nats"), Port: -1, ServerName: "cordon-replay"}); err != nil {
+	if p.Server, err = natsrun.Start(natsrun.Options{DataDir: filepath.Join(p.dir, natsSubdir), Port: -1, ServerName: "cordon-replay"}); err != nil {
 		return p, err
 	}
 	if p.NC, err = p.Server.Connect("cordon-replay"); err != nil {
@@ -90,7 +123,7 @@ func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 	open := o.Backend
 	if open == nil {
 		open = func(ctx context.Context) (store.Backend, error) {
-			return defaultBackend(ctx, filepath.Join(p.dir, "chdb"))
+			return defaultBackend(ctx, filepath.Join(p.dir, chdbSubdir), chdbDatabase)
 		}
 	}
 	b, err := open(ctx)
@@ -110,7 +143,7 @@ func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 	}
 	ao := o.Auditor
 	ao.JS, ao.Store, ao.Detector, ao.Log = p.JS, p.Store, p.Detector, o.Log
-	ao.StateDir = filepath.Join(p.dir, "state")
+	ao.StateDir = filepath.Join(p.dir, stateSubdir)
 	if ao.Source == "" {
 		ao.Source = "auditor/replay"
 	}
@@ -139,6 +172,20 @@ func (p *Pipeline) Watcher() Watcher { return AuditorWatcher{A: p.Auditor} }
 
 // Dir is the pipeline's data directory.
 func (p *Pipeline) Dir() string { return p.dir }
+
+// NotBefore is the earliest event time a replay may publish into the
+// pipeline: the last event time of the replay it continues (DirContinue),
+// zero otherwise. Pass it as Options.NotBefore.
+func (p *Pipeline) NotBefore() time.Time { return p.notBefore }
+
+// Finish records the outcome of the replay in the replay directory (Dir
+// set): what Run returned. It does nothing for a temporary directory.
+func (p *Pipeline) Finish(res *Result, runErr error) error {
+	if p.rdir == nil {
+		return nil
+	}
+	return p.rdir.finish(res, runErr)
+}
 
 // Close stops the auditor and the server, closes the store and removes a
 // temporary directory.
@@ -175,6 +222,10 @@ func (p *Pipeline) Close() error {
 			errs = append(errs, err)
 		}
 		p.tempDir = false
+	}
+	if p.rdir != nil {
+		p.rdir.Close()
+		p.rdir = nil
 	}
 	return errors.Join(errs...)
 }

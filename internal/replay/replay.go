@@ -8,24 +8,36 @@
 // The input is JSONL: one pkg/events envelope per line, as simulate writes
 // it and as the streams carry it. Usage events go to the USAGE stream,
 // token ledger events to TOKENS; other valid events are counted and
-// skipped; a line that is not a valid event is reported with its number and
-// skipped, never fatal. The detectors work in event time, so a replay
-// yields the anomalies the live run would have — provided they see ledger
-// and usage events in the file's order. The two streams are consumed
-// separately, so Run keeps that order with a barrier: at each switch
-// between usage and ledger events it waits until the auditor has handled
-// everything published before (auditor.Stats Seen*Seq). Runs of one kind
-// are published without waiting.
+// skipped; a line that is not a valid event is counted, the first few kept
+// with their numbers (Result.BadLines), and skipped. An input with nothing
+// to replay (empty, every line bad) is an error (ErrNoEvents), not an empty
+// result.
+//
+// The detectors work in event time and in input order, so a replay yields
+// the anomalies the live run would have only when the input is in time
+// order. Run checks it: an event more than Options.Tolerance before the
+// latest one above it stops the replay with an *OrderError naming both
+// lines (Check finds it before anything is published; Options.Sort sorts
+// an input that fits in memory instead). Ledger and usage events go
+// through two streams consumed separately, so Run keeps their order with a
+// barrier: at each switch between usage and ledger events it waits until
+// the auditor has handled everything published before (auditor.Stats
+// Seen*Seq). Runs of one kind are published without waiting.
 //
 // Run works against any running auditor (given a Watcher for its
-// progress); Start runs a private embedded pipeline in a directory.
+// progress); Start runs a private embedded pipeline, in a temporary
+// directory or in a replay directory that records its runs (dir.go) so
+// that a second replay into it is refused, started afresh or continued as
+// the caller chose, never mixed up with the first.
 package replay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -33,7 +45,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
-	"github.com/schollz/progressbar/v3"
 
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/services/auditor"
@@ -61,11 +72,27 @@ type Options struct {
 	JS jetstream.JetStream
 	// Auditor reports the consuming auditor's progress.
 	Auditor Watcher
-	// Progress, when set, shows a progress bar (normally os.Stderr).
+	// Progress, when set, receives the progress: a bar on a terminal,
+	// otherwise (a file, a pipe, a buffer) a plain line every
+	// ProgressEvery and one at the end.
 	Progress io.Writer
-	// Size is the input's size in bytes for the progress bar; 0 or
-	// negative shows a spinner.
+	// ProgressEvery is how often a plain progress line is written (default
+	// 10 s).
+	ProgressEvery time.Duration
+	// Size is the input's size in bytes for the progress; 0 or negative
+	// means unknown.
 	Size int64
+	// Sort reads the whole input into memory (about its size) and replays
+	// its events sorted by event time, stably, instead of refusing an
+	// input out of order.
+	Sort bool
+	// Tolerance is how far an event's time may lie before the latest event
+	// time above it (DefaultTolerance when 0; negative turns the check
+	// off). Beyond it Run stops with an *OrderError.
+	Tolerance time.Duration
+	// NotBefore, when set, is the earliest event time accepted (the end of
+	// the previous replay into a directory that this one continues).
+	NotBefore time.Time
 	// SkipLedger publishes usage events only (a running system's ledger is
 	// its own history; replaying someone else's into it is rarely wanted).
 	SkipLedger bool
@@ -79,9 +106,10 @@ type Options struct {
 	// RecordTimes keeps the wall time each event was published
 	// (Result.PublishedAt), for latency measurements.
 	RecordTimes bool
-	// MaxBadLines bounds Result.BadLines (default 20); all are counted.
+	// MaxBadLines bounds Result.BadLines (default 10); all are counted.
 	MaxBadLines int
-	// Log receives warnings (the bad lines among them).
+	// Log receives warnings (failed publications); bad lines are not
+	// logged one by one but summarised in the Result.
 	Log zerolog.Logger
 }
 
@@ -95,10 +123,19 @@ type Anomaly struct {
 // Result is what a replay did.
 type Result struct {
 	// Lines read (blank ones included); Usage and Ledger events published;
-	// Skipped valid events of other types; Bad lines (the first
-	// Options.MaxBadLines in BadLines); Failed publications.
-	Lines, Usage, Ledger, Skipped, Bad, Failed int
-	BadLines                                   []BadLine
+	// Skipped valid events of other types (and ledger events with
+	// SkipLedger); Bad lines (the first Options.MaxBadLines in BadLines);
+	// Failed publications; Duplicates, events the stream already held
+	// (same id), which the auditor does not see again.
+	Lines, Usage, Ledger, Skipped, Bad, Failed, Duplicates int
+	BadLines                                               []BadLine
+	// FirstEvent and LastEvent are the earliest and latest event times
+	// published.
+	FirstEvent, LastEvent time.Time
+	// Sorted says the events were sorted in memory (Options.Sort); Moved
+	// is how many were not in time order in the input.
+	Sorted bool
+	Moved  int
 	// Barriers is how often the replay waited for the auditor to keep
 	// ledger and usage events in order.
 	Barriers int
@@ -136,21 +173,73 @@ type run struct {
 	// replayed holds the ids of the usage events published (Shared).
 	replayed map[uuid.UUID]struct{}
 	prev     kind
-	bar      *progressbar.ProgressBar
+	prog     progress
 }
 
-// Run reads JSONL events from r, publishes them, waits until the auditor
-// has written them all and returns the anomalies they produced.
-func Run(ctx context.Context, r io.Reader, o Options) (*Result, error) {
-	if o.JS == nil || o.Auditor == nil {
-		return nil, errors.New("replay: JetStream and an auditor watcher are required")
-	}
+// defaults fills in the zero options.
+func (o Options) defaults() Options {
 	if o.Wait <= 0 {
 		o.Wait = 2 * time.Minute
 	}
 	if o.MaxBadLines <= 0 {
-		o.MaxBadLines = 20
+		o.MaxBadLines = 10
 	}
+	if o.Tolerance == 0 {
+		o.Tolerance = DefaultTolerance
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 10 * time.Second
+	}
+	return o
+}
+
+// Check reads the input as Run would and publishes nothing: the counts of
+// the Result are what Run would publish, skip and refuse. It returns
+// ErrNoEvents when nothing would be replayed and an *OrderError (with
+// Options.Sort unset) at the first step back in event time beyond the
+// tolerance, so that a caller can refuse an input before starting anything.
+func Check(r io.Reader, o Options) (*Result, error) {
+	o = o.defaults()
+	start := time.Now()
+	res := &Result{}
+	src := newSource(r, res, o)
+	if o.Sort {
+		src.tolerance = -1
+	}
+	for {
+		rec, err := src.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return res, err
+		}
+		if rec.kind == kindUsage {
+			res.Usage++
+		} else {
+			res.Ledger++
+		}
+	}
+	res.Elapsed = time.Since(start)
+	if res.Events() == 0 {
+		return res, nothingError(res)
+	}
+	return res, nil
+}
+
+// Run reads JSONL events from r, publishes them, waits until the auditor
+// has written them all and returns the anomalies they produced.
+//
+// An input out of time order stops the replay at the offending line with
+// an *OrderError (what was published before it stays published: Check an
+// input first to refuse it whole), unless Options.Sort is set. An input
+// with nothing to replay returns ErrNoEvents. Either way the Result so far
+// comes back with the error.
+func Run(ctx context.Context, r io.Reader, o Options) (*Result, error) {
+	if o.JS == nil || o.Auditor == nil {
+		return nil, errors.New("replay: JetStream and an auditor watcher are required")
+	}
+	o = o.defaults()
 	start := time.Now()
 	ru := &run{o: o, res: &Result{}}
 	if o.RecordTimes {
@@ -159,21 +248,32 @@ func Run(ctx context.Context, r io.Reader, o Options) (*Result, error) {
 	if o.Shared {
 		ru.replayed = map[uuid.UUID]struct{}{}
 	}
-	col, err := collect(ctx, o.JS, o.Shared)
+	col, err := collect(ctx, o.JS)
 	if err != nil {
 		return nil, err
 	}
 	defer col.stop()
+	src := newSource(r, ru.res, o)
 	if o.Progress != nil {
-		ru.bar = newBar(o.Progress, o.Size)
+		desc := "replaying"
+		if o.Sort {
+			desc = "reading"
+		}
+		ru.prog = newProgress(o, desc, o.Size, true, ru.res)
+		src.consumed = ru.prog.add
 	}
-	if err := ru.publishAll(ctx, newLineReader(r)); err != nil {
+	if o.Sort {
+		err = ru.publishSorted(ctx, src)
+	} else {
+		err = ru.publishAll(ctx, src)
+	}
+	if err != nil {
 		return ru.res, err
 	}
-	if ru.bar != nil {
-		_ = ru.bar.Finish()
-	}
 	ru.res.Publish = time.Since(start)
+	if ru.res.Events() == 0 {
+		return ru.res, nothingError(ru.res)
+	}
 
 	// Everything durable: every anomaly is then on the stream too (the
 	// auditor acknowledges a batch only after its anomalies are).
@@ -190,80 +290,117 @@ func Run(ctx context.Context, r io.Reader, o Options) (*Result, error) {
 	return ru.res, nil
 }
 
-func newBar(w io.Writer, size int64) *progressbar.ProgressBar {
-	if size <= 0 {
-		size = -1
-	}
-	return progressbar.NewOptions64(size,
-		progressbar.OptionSetDescription("replaying"),
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionShowTotalBytes(true),
-		progressbar.OptionSetWidth(30),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSpinnerType(14),
-		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
-		progressbar.OptionSetRenderBlankState(true),
-	)
-}
-
-// publishAll reads and publishes every line, keeping ledger and usage in
-// order through the auditor.
-func (ru *run) publishAll(ctx context.Context, lr *lineReader) error {
-	res := ru.res
+// publishAll reads and publishes every record in input order, keeping
+// ledger and usage in order through the auditor.
+func (ru *run) publishAll(ctx context.Context, src *source) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rec, bad, err := lr.next()
+		rec, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read events: %w", err)
+			// Out of order: what was published stays consistent.
+			return errors.Join(err, ru.drain(ctx))
 		}
-		res.Lines = lr.line
-		if ru.bar != nil {
-			_ = ru.bar.Add(rec.size)
-		}
-		if bad != nil {
-			res.Bad++
-			if len(res.BadLines) < ru.o.MaxBadLines {
-				res.BadLines = append(res.BadLines, *bad)
-			}
-			ru.o.Log.Warn().Int("line", bad.Line).Str("error", bad.Err).Msg("bad line skipped")
-			continue
-		}
-		if rec.kind == kindOther || (rec.kind == kindLedger && ru.o.SkipLedger) {
-			res.Skipped++
-			continue
-		}
-		if ru.prev != kindNone && rec.kind != ru.prev {
-			if err := ru.barrier(ctx, ru.prev); err != nil {
-				return err
-			}
-		}
-		ru.prev = rec.kind
-		if err := ru.publish(ctx, rec); err != nil {
+		if err := ru.send(ctx, rec); err != nil {
 			return err
 		}
 	}
-	res.Lines = lr.line
-	return ru.drain(ctx)
+	if err := ru.drain(ctx); err != nil {
+		return err
+	}
+	if ru.prog != nil {
+		ru.prog.finish()
+	}
+	return nil
+}
+
+// publishSorted reads the whole input, sorts its records by event time
+// (stably: equal times keep their input order) and publishes them.
+func (ru *run) publishSorted(ctx context.Context, src *source) error {
+	src.tolerance = -1
+	var recs []record
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rec, err := src.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		rec.raw = bytes.Clone(rec.raw)
+		recs = append(recs, rec)
+	}
+	if ru.prog != nil {
+		ru.prog.finish()
+	}
+	ru.res.Sorted = true
+	if !slices.IsSortedFunc(recs, byTime) {
+		var latest time.Time
+		for _, r := range recs {
+			if r.time.Before(latest) {
+				ru.res.Moved++
+			} else {
+				latest = r.time
+			}
+		}
+		slices.SortStableFunc(recs, byTime)
+	}
+	if ru.o.Progress != nil {
+		ru.prog = newProgress(ru.o, "replaying", int64(len(recs)), false, ru.res)
+	}
+	for i := range recs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := ru.send(ctx, recs[i]); err != nil {
+			return err
+		}
+		recs[i] = record{} // let the bytes go
+		if ru.prog != nil {
+			ru.prog.add(1)
+		}
+	}
+	if err := ru.drain(ctx); err != nil {
+		return err
+	}
+	if ru.prog != nil {
+		ru.prog.finish()
+	}
+	return nil
+}
+
+func byTime(a, b record) int { return a.time.Compare(b.time) }
+
+// send publishes a record, after a barrier when its kind differs from the
+// previous one's.
+func (ru *run) send(ctx context.Context, rec record) error {
+	if ru.prev != kindNone && rec.kind != ru.prev {
+		if err := ru.barrier(ctx, ru.prev); err != nil {
+			return err
+		}
+	}
+	ru.prev = rec.kind
+	return ru.publish(ctx, rec)
 }
 
 // publish sends one event, de-duplicated by its id.
 func (ru *run) publish(ctx context.Context, rec record) error {
-	f, err := ru.o.JS.PublishAsync(events.Subject(rec.env), rec.raw, jetstream.WithMsgID(rec.env.MsgID()))
+	f, err := ru.o.JS.PublishAsync(rec.subject, rec.raw, jetstream.WithMsgID(rec.id.String()))
 	if err != nil {
 		return fmt.Errorf("publish line %d: %w", rec.line, err)
 	}
 	if ru.res.PublishedAt != nil {
-		ru.res.PublishedAt[rec.env.ID] = time.Now()
+		ru.res.PublishedAt[rec.id] = time.Now()
 	}
 	if ru.replayed != nil && rec.kind == kindUsage {
-		ru.replayed[rec.env.ID] = struct{}{}
+		ru.replayed[rec.id] = struct{}{}
 	}
 	if rec.kind == kindUsage {
 		ru.res.Usage++
@@ -279,11 +416,16 @@ func (ru *run) publish(ctx context.Context, rec record) error {
 }
 
 // drain waits for the outstanding publications and notes the last stream
-// sequence of each kind.
+// sequence of each kind. A duplicate (an id the stream already holds) is
+// not delivered again, so its sequence is not waited for.
 func (ru *run) drain(ctx context.Context) error {
 	for i, f := range ru.pending {
 		select {
 		case ack := <-f.Ok():
+			if ack.Duplicate {
+				ru.res.Duplicates++
+				continue
+			}
 			k := ru.kinds[i]
 			ru.lastSeq[k] = max(ru.lastSeq[k], ack.Sequence)
 		case err := <-f.Err():
@@ -352,16 +494,28 @@ type collector struct {
 	bad    int
 }
 
-func collect(ctx context.Context, js jetstream.JetStream, shared bool) (*collector, error) {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectAnomalyPrefix + ">"}, DeliverPolicy: jetstream.DeliverAllPolicy}
-	if shared {
-		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+// collect reads the anomalies published from now on: a private pipeline
+// that holds a previous replay's anomalies (a continued replay directory)
+// reports only this run's, and a shared system's are filtered further by
+// the events replayed (collector.result).
+func collect(ctx context.Context, js jetstream.JetStream) (*collector, error) {
+	s, err := js.Stream(ctx, events.StreamAnomalies)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %s: %w", events.StreamAnomalies, err)
 	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("replay: %s: %w", events.StreamAnomalies, err)
+	}
+	from := info.State.LastSeq
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectAnomalyPrefix + ">"},
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1}
 	c, err := js.OrderedConsumer(ctx, events.StreamAnomalies, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("replay: read %s: %w", events.StreamAnomalies, err)
 	}
-	col := &collector{js: js, byID: map[string]Anomaly{}}
+	// What was on the stream before counts as read.
+	col := &collector{js: js, byID: map[string]Anomaly{}, maxSeq: from}
 	col.cc, err = c.Consume(func(m jetstream.Msg) {
 		now := time.Now()
 		var seq uint64

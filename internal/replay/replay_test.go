@@ -5,6 +5,7 @@ package replay_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -193,14 +194,16 @@ func TestReplayThroughPipeline(t *testing.T) {
 	}
 }
 
-// TestReplayOnlyBadLines: a file of nothing but bad lines is not fatal.
+// TestReplayOnlyBadLines: a file of nothing but bad lines replays nothing
+// and says so (ErrNoEvents), with the bad lines counted and the first ones
+// kept with their numbers; nothing reaches the streams.
 func TestReplayOnlyBadLines(t *testing.T) {
 	p := startPipeline(t)
 	long := strings.Repeat("x", replay.MaxLineBytes+10)
 	in := "garbage\n\n{\"v\":1}\n" + long + "\n[1,2,3]"
 	res, err := replay.Run(context.Background(), strings.NewReader(in), replay.Options{JS: p.JS, Auditor: p.Watcher(), Wait: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+	if !errors.Is(err, replay.ErrNoEvents) || !strings.Contains(err.Error(), "none of the 4 non-empty lines") {
+		t.Fatalf("err = %v, want ErrNoEvents", err)
 	}
 	if res.Bad != 4 || res.Events() != 0 || res.Lines != 5 {
 		t.Fatalf("result %+v, want 4 bad lines of 5, no events", res)
@@ -208,4 +211,21 @@ func TestReplayOnlyBadLines(t *testing.T) {
 	if res.BadLines[2].Line != 4 || !strings.Contains(res.BadLines[2].Err, "longer than") {
 		t.Errorf("long line reported as %+v", res.BadLines[2])
 	}
+	if n := streamMsgs(t, p, events.StreamUsage) + streamMsgs(t, p, events.StreamTokens); n != 0 {
+		t.Errorf("%d messages on the streams after a replay of nothing", n)
+	}
+}
+
+// streamMsgs is the number of messages a stream of the pipeline holds.
+func streamMsgs(t *testing.T, p *replay.Pipeline, name string) uint64 {
+	t.Helper()
+	s, err := p.JS.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }

@@ -21,11 +21,15 @@ import (
 // carries the line of the node it is about.
 type decoder struct {
 	yamlnode.Decoder
+	// detectionOnly reads the file for the commands that need only its
+	// detectors: and response: sections (ParseDetectionOnly): version and
+	// holders become optional; whatever is present is still validated.
+	detectionOnly bool
 }
 
 // newDecoder returns the decoder of the policy file named file.
 func newDecoder(file string) *decoder {
-	return &decoder{yamlnode.Decoder{File: file, Err: ErrInvalid, Suggest: true, Extensions: true, TerseMergeItems: true}}
+	return &decoder{Decoder: yamlnode.Decoder{File: file, Err: ErrInvalid, Suggest: true, Extensions: true, TerseMergeItems: true}}
 }
 
 var (
@@ -40,7 +44,7 @@ func (d *decoder) policy(data []byte) (*Policy, error) {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, d.Errorf(nil, "", "empty policy: want at least version and holders")
+			return nil, d.Errorf(nil, "", "%s", d.emptyMessage())
 		}
 		return nil, d.YAMLError(err)
 	}
@@ -53,7 +57,7 @@ func (d *decoder) policy(data []byte) (*Policy, error) {
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
-			return nil, d.Errorf(root, "", "empty policy: want at least version and holders")
+			return nil, d.Errorf(root, "", "%s", d.emptyMessage())
 		}
 		root = root.Content[0]
 	}
@@ -63,24 +67,40 @@ func (d *decoder) policy(data []byte) (*Policy, error) {
 	}
 	p := &Policy{index: map[string]int{}}
 
+	if d.detectionOnly {
+		_, hasH := fields["holders"]
+		_, hasD := fields["detectors"]
+		_, hasR := fields["response"]
+		if !hasH && !hasD && !hasR {
+			return nil, d.Errorf(root, "", "no detectors: or response: section: nothing to read (without a policy the default thresholds apply)")
+		}
+	}
 	v, ok := fields["version"]
-	if !ok {
+	switch {
+	case ok:
+		vn := yamlnode.Resolve(v.Val)
+		if vn.Kind != yaml.ScalarNode || vn.ShortTag() != "!!int" {
+			return nil, d.Errorf(vn, "version", "want the number %d, got %s", Version, yamlnode.Describe(vn))
+		}
+		if err := vn.Decode(&p.Version); err != nil || p.Version != Version {
+			return nil, d.Errorf(vn, "version", "%s is not supported; this build reads version %d", vn.Value, Version)
+		}
+	case d.detectionOnly:
+		p.Version = Version
+	default:
 		return nil, d.Errorf(root, "", "missing required field %q (write version: %d)", "version", Version)
-	}
-	vn := yamlnode.Resolve(v.Val)
-	if vn.Kind != yaml.ScalarNode || vn.ShortTag() != "!!int" {
-		return nil, d.Errorf(vn, "version", "want the number %d, got %s", Version, yamlnode.Describe(vn))
-	}
-	if err := vn.Decode(&p.Version); err != nil || p.Version != Version {
-		return nil, d.Errorf(vn, "version", "%s is not supported; this build reads version %d", vn.Value, Version)
 	}
 
 	h, ok := fields["holders"]
-	if !ok {
+	if !ok && !d.detectionOnly {
 		return nil, d.Errorf(root, "", "missing required field %q", "holders")
 	}
-	hn := yamlnode.Resolve(h.Val)
+	var hn *yaml.Node
+	if ok {
+		hn = yamlnode.Resolve(h.Val)
+	}
 	switch {
+	case hn == nil:
 	case yamlnode.IsNull(hn):
 	case hn.Kind != yaml.SequenceNode:
 		return nil, d.Errorf(hn, "holders", "want a list of holders, got %s", yamlnode.Describe(hn))
@@ -106,6 +126,14 @@ func (d *decoder) policy(data []byte) (*Policy, error) {
 		p.Response = yamlnode.Resolve(f.Val)
 	}
 	return p, nil
+}
+
+// emptyMessage says what an empty file lacks.
+func (d *decoder) emptyMessage() string {
+	if d.detectionOnly {
+		return "empty policy: want at least a detectors: or response: section"
+	}
+	return "empty policy: want at least version and holders"
 }
 
 func (d *decoder) ceiling(n *yaml.Node, path string) (Ceiling, error) {

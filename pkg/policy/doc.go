@@ -30,6 +30,11 @@
 //	detectors: {...}                 # optional, kept as a yaml.Node for the auditor
 //	response: {...}                  # optional, kept as a yaml.Node for the revoker
 //
+// The commands that only detect (cordon replay, cordon eval) read the file
+// with ParseDetectionOnly, which accepts a file holding just the detectors:
+// and response: sections (version and holders optional, validated when
+// present); the issuer reads it with Parse, which requires both.
+//
 // Unknown keys, duplicate keys and duplicate (tenant, holder) pairs are
 // errors. Anchors, aliases and merge keys (<<: *defaults) may be used to
 // share settings between holders; top-level keys starting with "x-" are

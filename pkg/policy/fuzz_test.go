@@ -61,3 +61,48 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseDetectionOnly feeds arbitrary bytes to the detection-only
+// parser: it must never panic, an error must be a located *Error, and it
+// must accept every policy Parse accepts, with the same holders and
+// sections (it only relaxes what is required).
+func FuzzParseDetectionOnly(f *testing.F) {
+	for _, dir := range []string{fixtures, filepath.Join(fixtures, "good"), filepath.Join(fixtures, "bad"), filepath.Join(fixtures, "detection")} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("detectors: {cooldown: 1h}\nresponse: {rules: []}"))
+	f.Add([]byte("version: 1\n"))
+	f.Add([]byte("x-a: &a {cooldown: 1h}\ndetectors: {<<: *a}\nholders: ~"))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		det, err := ParseDetectionOnly("fuzz.yaml", data)
+		if err != nil {
+			var pe *Error
+			if !errors.As(err, &pe) || !errors.Is(err, ErrInvalid) || pe.File != "fuzz.yaml" {
+				t.Fatalf("error is not a located policy error: %#v", err)
+			}
+		} else if det.Version != Version || len(det.Digest) != 64 {
+			t.Fatalf("accepted policy with version %d, digest %q", det.Version, det.Digest)
+		}
+		full, ferr := Parse("fuzz.yaml", data)
+		if ferr != nil {
+			return
+		}
+		if err != nil {
+			t.Fatalf("Parse accepts what ParseDetectionOnly refuses: %v", err)
+		}
+		if len(det.Holders) != len(full.Holders) || (det.Detectors == nil) != (full.Detectors == nil) || (det.Response == nil) != (full.Response == nil) {
+			t.Fatalf("the two parses differ: %d/%d holders", len(det.Holders), len(full.Holders))
+		}
+	})
+}

@@ -92,6 +92,16 @@ func (c *Ceiling) Name() string { return c.Tenant + "/" + c.Holder }
 
 // Load reads and parses the policy file at path.
 func Load(path string) (*Policy, error) {
+	b, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, b)
+}
+
+// readFile reads a policy file, at most MaxFileSize+1 bytes (Parse refuses
+// more).
+func readFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load policy: %w", err)
@@ -101,12 +111,40 @@ func Load(path string) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load policy %s: %w", path, err)
 	}
-	return Parse(path, b)
+	return b, nil
 }
 
 // Parse parses and validates a policy. name is used in error messages.
 func Parse(name string, data []byte) (*Policy, error) {
+	return parse(newDecoder(name), data)
+}
+
+// LoadDetectionOnly reads the policy file at path for the commands that use
+// only its detectors: and response: sections (cordon replay, cordon eval):
+// see ParseDetectionOnly.
+func LoadDetectionOnly(path string) (*Policy, error) {
+	b, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseDetectionOnly(path, b)
+}
+
+// ParseDetectionOnly parses a policy for the commands that use only its
+// detectors: and response: sections: a file holding just those (with or
+// without version) is accepted, where Parse, which the issuer uses, wants
+// version and holders. Whatever the file holds is validated as Parse
+// validates it (a holders: section with a mistake is still an error), and a
+// file with neither section nor holders is refused. The Policy returned may
+// have no holders: it must not be given to the issuer.
+func ParseDetectionOnly(name string, data []byte) (*Policy, error) {
 	d := newDecoder(name)
+	d.detectionOnly = true
+	return parse(d, data)
+}
+
+func parse(d *decoder, data []byte) (*Policy, error) {
+	name := d.File
 	if len(data) > MaxFileSize {
 		return nil, d.Errorf(nil, "", "file is %d bytes, at most %d", len(data), MaxFileSize)
 	}
