@@ -1,8 +1,8 @@
-//go:build !linux || nochdb
+//go:build nochdb
 
 package cli
 
 import "os"
 
-// keepStdinFromChDB returns stdin: chDB (linux only) is not in this build.
+// keepStdinFromChDB returns stdin: chDB is not in this build.
 func keepStdinFromChDB() (*os.File, error) { return os.Stdin, nil }

@@ -140,6 +140,11 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 	session.mu.Lock()
 	defer session.mu.Unlock()
 	if session.s == nil {
+		// chDB reads a piped stdin as data for every INSERT and refuses
+		// the INSERT: keep it away before the session opens.
+		if _, err := KeepStdin(); err != nil {
+			return nil, fmt.Errorf("open chdb: %w", err)
+		}
 		s, err := chdb.NewSession(o.Path)
 		if err != nil {
 			return nil, fmt.Errorf("open chdb session at %q: %w", o.Path, err)
