@@ -44,6 +44,7 @@ fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) ./pkg/adminauth/
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/response/
 	$(GO) test -run='^$$' -fuzz='^FuzzSQLGate$$' -fuzztime=$(FUZZTIME) ./pkg/store/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseScenario$$' -fuzztime=$(FUZZTIME) ./pkg/simulate/
 
 bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md
