@@ -103,7 +103,12 @@ func (g *gen) planDrift() error {
 				at := g.at(b.At)
 				p := g.newPhase(h, at)
 				h.phases = append(h.phases, p)
-				h.reissues = append(h.reissues, reissue{at: at, reason: "moved to a new network"})
+				if h.class.NetworkClaim == claimExact {
+					// Its tokens are bound to the old networks: the move
+					// needs new ones. A token bound to the tenant's /16, or
+					// to nothing, simply goes on from the new network.
+					h.reissues = append(h.reissues, reissue{at: at, reason: "moved to a new network"})
+				}
 				h.drifted = true
 				g.expose(b, h, at, g.end, fmt.Sprintf("%s moved to %s on %s", h.name, p.nets[0], at.Format(time.DateOnly)))
 			}

@@ -169,7 +169,7 @@ func (g *gen) stragglers(tv *tokenVer, revoked time.Time) {
 		at := g.uniform(revoked.Add(5*time.Second), 5*time.Minute)
 		if h.rhythm(at) > 0 && at.Before(g.end) {
 			r := g.pickCall(h, at)
-			g.send(request{at: at, tv: tv, ip: g.pickIP(h, tv.issued), r: r, resource: g.resource(h, r), agent: h.agent})
+			g.send(request{at: at, tv: tv, ip: g.clientIP(h, tv, at), r: r, resource: g.resource(h, r), agent: h.agent})
 		}
 	}
 }

@@ -60,9 +60,7 @@ func (g *gen) traffic(h *holder) {
 					break
 				}
 				if !ip.IsValid() {
-					// Its clients run where the token they hold was issued
-					// for: after a move, the new network has the new token.
-					ip = g.pickIP(h, tv.issued)
+					ip = g.clientIP(h, tv, at)
 				}
 				r := g.pickCall(h, at)
 				if g.rng.Float64() < w.Misconfigured {
@@ -81,6 +79,18 @@ func (g *gen) traffic(h *holder) {
 		g.backfill(h, b)
 	}
 	slices.SortFunc(h.allowed, func(a, b time.Time) int { return a.Compare(b) })
+}
+
+// clientIP is where a client of h holding tv calls from at t: the
+// holder's addresses at t — unless tv is bound to networks that exclude
+// them (a move under way: the clients still on the old network hold the
+// old token, those on the new one the new token).
+func (g *gen) clientIP(h *holder, tv *tokenVer, t time.Time) netip.Addr {
+	ip := g.pickIP(h, t)
+	if len(tv.claims.Networks) > 0 && !inNetworks(tv.claims.Networks, ip) {
+		ip = g.pickIP(h, tv.issued)
+	}
+	return ip
 }
 
 // misroute is a route of the holder's audience its token has no scope
@@ -129,7 +139,7 @@ func (g *gen) backfill(h *holder, b backfill) {
 				res = g.paramValues(r, next)
 				next++
 			}
-			if g.send(request{at: at, tv: tv, ip: g.pickIP(h, tv.issued), r: r, resource: res, agent: h.agent}) == ReasonOK {
+			if g.send(request{at: at, tv: tv, ip: g.clientIP(h, tv, at), r: r, resource: res, agent: h.agent}) == ReasonOK {
 				h.allowed = append(h.allowed, at)
 			}
 		}
