@@ -86,6 +86,7 @@ func quantiles(ds []time.Duration) Quantiles {
 	return Quantiles{N: len(s), Median: at(0.5), P95: at(0.95), Max: s[len(s)-1]}
 }
 
+// String writes the median and the maximum, "median / max".
 func (q Quantiles) String() string {
 	if q.N == 0 {
 		return "-"
