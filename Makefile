@@ -48,6 +48,7 @@ fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s)
 	$(GO) test -run='^$$' -fuzz='^FuzzSQLGate$$' -fuzztime=$(FUZZTIME) ./pkg/store/
 	$(GO) test -run='^$$' -fuzz='^FuzzRestore$$' -fuzztime=$(FUZZTIME) ./pkg/detect/
 	$(GO) test -tags nochdb -run='^$$' -fuzz='^FuzzCheck$$' -fuzztime=$(FUZZTIME) ./internal/replay/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseScenario$$' -fuzztime=$(FUZZTIME) ./pkg/simulate/
 
 bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md

@@ -38,6 +38,7 @@ func Suites() []Suite {
 		EnforceSuite(),
 		RevocationSuite(),
 		AuditorSuite(),
+		EvalSuite(),
 		FaultsSuite(),
 	}
 }

@@ -290,7 +290,9 @@ func loadDetectors(path string) (detect.Config, error) {
 	if path == "" {
 		return detect.DefaultConfig(), nil
 	}
-	pol, err := policy.Load(path)
+	// The detectors need only the detectors: section: a file with just
+	// that (and response:) will do, a full policy too.
+	pol, err := policy.LoadDetectionOnly(path)
 	if err != nil {
 		return detect.Config{}, err
 	}

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -18,8 +16,6 @@ import (
 
 	"github.com/cordonhq/cordon/internal/replay"
 	"github.com/cordonhq/cordon/pkg/detect"
-	"github.com/cordonhq/cordon/pkg/policy"
-	"github.com/cordonhq/cordon/pkg/simulate"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
 )
@@ -27,124 +23,6 @@ import (
 // pipelineBackend, when set, opens the store of private pipelines (tests
 // swap it in: chDB holds one data path per process).
 var pipelineBackend func(ctx context.Context) (store.Backend, error)
-
-// Files `cordon simulate` writes.
-const (
-	simulateEvents = "usage.jsonl"
-	simulateLabels = "labels.json"
-)
-
-// scenarioFlags size a simulation; zero keeps the default scenario's value.
-type scenarioFlags struct {
-	seed                           uint64
-	days, holders, events, perKind int
-}
-
-func (s *scenarioFlags) register(fs interface {
-	Uint64Var(*uint64, string, uint64, string)
-	IntVar(*int, string, int, string)
-}) {
-	def := simulate.DefaultScenario()
-	fs.Uint64Var(&s.seed, "seed", def.Seed, "random seed: the same seed gives the same events, ids and labels")
-	fs.IntVar(&s.days, "days", def.Days, "days of simulated traffic")
-	fs.IntVar(&s.holders, "holders", def.Holders, "calling workloads (spread over up to 5 tenants)")
-	fs.IntVar(&s.events, "events", 0, "normal usage events (default: the default scenario's density, scaled by days and holders)")
-	fs.IntVar(&s.perKind, "attacks-per-kind", def.AttacksPerKind, "attacks injected of each kind")
-}
-
-// scenario builds the scenario from the default one and the flags.
-func (s *scenarioFlags) scenario() (simulate.Scenario, error) {
-	sc := simulate.DefaultScenario()
-	def := sc
-	sc.Seed, sc.Days, sc.Holders, sc.AttacksPerKind = s.seed, s.days, s.holders, s.perKind
-	if s.holders < 1 {
-		return sc, fmt.Errorf("%w: --holders %d: want at least 1", errUsage, s.holders)
-	}
-	sc.Tenants = min(def.Tenants, s.holders)
-	sc.UsageEvents = s.events
-	if sc.UsageEvents == 0 {
-		sc.UsageEvents = int(float64(def.UsageEvents) * float64(sc.Days) / float64(def.Days) * float64(sc.Holders) / float64(def.Holders))
-		sc.UsageEvents = max(sc.UsageEvents, 1000)
-	}
-	// Attacks start after AttackAfter; keep it inside short scenarios.
-	if sc.Days >= 2 {
-		sc.AttackAfter = min(def.AttackAfter, time.Duration(sc.Days-2)*24*time.Hour)
-	}
-	if err := sc.Validate(); err != nil {
-		return sc, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return sc, nil
-}
-
-// runSimulate is `cordon simulate --out DIR`.
-func runSimulate(_ context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "simulate", "simulate --out DIR [--seed N] [--days N] [--holders N] [--events N] [--attacks-per-kind N]")
-	out := fs.String("out", "", "directory to write "+simulateEvents+" and "+simulateLabels+" to (created; required)")
-	var sf scenarioFlags
-	sf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	if *out == "" {
-		return fmt.Errorf("%w: --out DIR is required", errUsage)
-	}
-	sc, err := sf.scenario()
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	ds, err := simulate.Generate(sc)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		return fmt.Errorf("simulate: %w", err)
-	}
-	write := func(name string, fn func(io.Writer) error) error {
-		path := filepath.Join(*out, name)
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("simulate: %w", err)
-		}
-		if err := fn(f); err != nil {
-			f.Close()
-			return fmt.Errorf("simulate: write %s: %w", path, err)
-		}
-		return f.Close()
-	}
-	if err := write(simulateEvents, ds.WriteJSONL); err != nil {
-		return err
-	}
-	if err := write(simulateLabels, ds.WriteLabels); err != nil {
-		return err
-	}
-	kinds := map[string]int{}
-	for _, a := range ds.Attacks {
-		kinds[a.Kind]++
-	}
-	fmt.Fprintf(env.Stdout, "wrote %d events (%d usage, %d ledger) over %d days, %d holders, seed %d, to %s\n",
-		len(ds.Events), ds.UsageEvents, ds.LedgerEvents, sc.Days, sc.Holders, sc.Seed, filepath.Join(*out, simulateEvents))
-	fmt.Fprintf(env.Stdout, "wrote %d labelled attacks (%s; %d attack events) to %s\n", len(ds.Attacks), countText(kinds), ds.AttackEvents,
-		filepath.Join(*out, simulateLabels))
-	fmt.Fprintf(env.Stdout, "(%v)  replay it with: cordon replay %s\n", time.Since(start).Round(time.Millisecond), filepath.Join(*out, simulateEvents))
-	return nil
-}
-
-func countText(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, len(keys))
-	for i, k := range keys {
-		parts[i] = fmt.Sprintf("%d %s", m[k], k)
-	}
-	return strings.Join(parts, ", ")
-}
 
 // replayFlags are the options of `cordon replay`.
 type replayFlags struct {
@@ -234,7 +112,7 @@ func runReplay(ctx context.Context, env *Env, args []string) error {
 	}
 	var cfg detect.Config
 	if !f.remote {
-		if cfg, err = loadDetectionPolicy(f.policy); err != nil {
+		if cfg, err = loadDetectors(f.policy); err != nil {
 			return err
 		}
 	}
@@ -414,21 +292,6 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// loadDetectionPolicy reads the detectors: section of a policy file for
-// replay and eval, which need nothing else: a file with only that section
-// (and response:) is accepted (policy.LoadDetectionOnly). No file gives
-// the default thresholds.
-func loadDetectionPolicy(path string) (detect.Config, error) {
-	if path == "" {
-		return detect.DefaultConfig(), nil
-	}
-	pol, err := policy.LoadDetectionOnly(path)
-	if err != nil {
-		return detect.Config{}, err
-	}
-	return decodeDetectors(pol.File, pol.Detectors)
-}
-
 // replayPrivate runs the replay through a private embedded pipeline, and
 // records its outcome in the replay directory (--dir).
 func (f *replayFlags) replayPrivate(ctx context.Context, env *Env, in io.Reader, name string, cfg detect.Config, o replay.Options) (*replay.Result, error) {
@@ -518,95 +381,4 @@ func replayJSON(r *replay.Result) any {
 			a.SourceIP, a.Evidence.Seen, a.Evidence.Baseline, a.AnomalyID})
 	}
 	return out
-}
-
-// runEval is `cordon eval`: simulate, replay through the real pipeline,
-// score.
-func runEval(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "eval", "eval [--seed N] [--days N] [--holders N] [--policy FILE] [--min-precision 0.95] [--min-recall 0.95]")
-	var sf scenarioFlags
-	sf.register(fs)
-	pol := fs.String("policy", os.Getenv("CORDON_POLICY"), "policy file whose detectors: section is evaluated; a file with only detectors: (and response:) will do ($CORDON_POLICY; default thresholds without)")
-	minP := fs.Float64("min-precision", 0.95, "fail (exit status 1) below this overall precision")
-	minR := fs.Float64("min-recall", 0.95, "fail (exit status 1) below this overall recall")
-	noProgress := fs.Bool("no-progress", false, "no progress bar")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	sc, err := sf.scenario()
-	if err != nil {
-		return err
-	}
-	cfg, err := loadDetectionPolicy(*pol)
-	if err != nil {
-		return err
-	}
-	if _, err := keepStdinFromChDB(); err != nil {
-		return err
-	}
-	o := replay.EvalOptions{Scenario: sc, Pipeline: replay.PipelineOptions{Detectors: &cfg, Backend: pipelineBackend,
-		Log: env.Log.Level(max(env.Log.GetLevel(), zerolog.WarnLevel))}, Log: env.Log}
-	if !*noProgress {
-		o.Progress = env.Stderr
-	}
-	fmt.Fprintf(env.Stdout, "scenario: seed %d, %d days, %d holders, ~%d usage events, %d attacks of each of %d kinds; detectors: %s\n",
-		sc.Seed, sc.Days, sc.Holders, sc.UsageEvents, sc.AttacksPerKind, len(simulate.AttackKinds()), detectorsSource(*pol))
-	fmt.Fprintln(env.Stdout, "pipeline: JetStream → auditor → detectors → ANOMALIES stream and ClickHouse (chDB), private and temporary")
-	res, err := replay.Eval(ctx, o)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(env.Stdout)
-	if err := res.Score.Print(env.Stdout); err != nil {
-		return err
-	}
-	fmt.Fprintln(env.Stdout)
-	printTimeToDetect(env.Stdout, res.Score)
-	fmt.Fprintln(env.Stdout)
-	if err := res.Replay.PrintSummary(env.Stdout); err != nil {
-		return err
-	}
-	if res.Score.Precision < *minP || res.Score.Recall < *minR {
-		return fmt.Errorf("precision %.3f, recall %.3f: below the minimum %.2f / %.2f", res.Score.Precision, res.Score.Recall, *minP, *minR)
-	}
-	return nil
-}
-
-func detectorsSource(policyPath string) string {
-	if policyPath == "" {
-		return "default thresholds"
-	}
-	return "thresholds of " + policyPath
-}
-
-// printTimeToDetect summarises how fast attacks were noticed: in event time
-// (from the attack's first event to the anomaly's triggering event) and in
-// wall time through the pipeline (first attack event published → anomaly
-// received from the ANOMALIES stream).
-func printTimeToDetect(w io.Writer, r simulate.Result) {
-	var delays, walls []time.Duration
-	for _, p := range r.PerAttack {
-		if !p.Detected {
-			continue
-		}
-		delays = append(delays, p.Delay)
-		if p.HasWallLatency {
-			walls = append(walls, p.WallLatency)
-		}
-	}
-	if len(delays) == 0 {
-		fmt.Fprintln(w, "time to detect: no attack detected")
-		return
-	}
-	q := func(ds []time.Duration) string {
-		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-		return fmt.Sprintf("median %v, max %v", ds[len(ds)/2].Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
-	}
-	fmt.Fprintf(w, "time to detect, event time (attack start → triggering event): %s over %d attacks\n", q(delays), len(delays))
-	if len(walls) > 0 {
-		fmt.Fprintf(w, "time to detect, wall clock (first attack event published → anomaly received): %s\n", q(walls))
-	}
 }

@@ -134,12 +134,12 @@ func TestReplayDetectorsOnlyPolicy(t *testing.T) {
 	if !strings.Contains(out.String(), "anomalies:") {
 		t.Errorf("output:\n%s", out.String())
 	}
-	cfg, err := loadDetectionPolicy(pol)
+	cfg, err := loadDetectors(pol)
 	if err != nil || cfg.Cooldown.String() != "30m0s" {
 		t.Errorf("detectors of %s: %+v, %v", pol, cfg.Cooldown, err)
 	}
 	bad := writeFile(t, "bad.yaml", "detectors:\n  cooldown: soon\n")
-	if _, err := loadDetectionPolicy(bad); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
+	if _, err := loadDetectors(bad); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
 		t.Errorf("bad detectors: %v", err)
 	}
 	env, _, _ = testEnv()

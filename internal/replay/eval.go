@@ -17,7 +17,7 @@ import (
 // EvalOptions configure Eval.
 type EvalOptions struct {
 	// Scenario is simulated and replayed (simulate.DefaultScenario() when
-	// zero).
+	// it has no start).
 	Scenario simulate.Scenario
 	// Pipeline configures the embedded pipeline the scenario goes through.
 	Pipeline PipelineOptions
@@ -26,27 +26,32 @@ type EvalOptions struct {
 	Log      zerolog.Logger
 }
 
-// EvalResult is an evaluation: the data, the replay and the score.
+// EvalResult is an evaluation: the data, the replay and the report.
 type EvalResult struct {
 	Dataset *simulate.Dataset
 	Replay  *Result
-	Score   simulate.Result
+	Report  simulate.Report
+	// Generate is the time the simulation took.
+	Generate time.Duration
 }
 
 // Eval generates a labelled scenario, replays it through a private embedded
 // pipeline (JetStream → auditor → detectors → ANOMALIES and ClickHouse)
-// and scores the anomalies that came out of the ANOMALIES stream. The wall
-// latency of an attack is the time from publishing its first event to
-// receiving its first matching anomaly.
+// and scores the anomalies that came out of the ANOMALIES stream against
+// the labels: recall per attack variant, false alarms per benign variant.
+// The wall latency of an attack is the time from publishing its first
+// event to receiving its first detecting anomaly.
 func Eval(ctx context.Context, o EvalOptions) (*EvalResult, error) {
 	sc := o.Scenario
 	if sc.Start.IsZero() {
 		sc = simulate.DefaultScenario()
 	}
+	start := time.Now()
 	ds, err := simulate.Generate(sc)
 	if err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
 	}
+	gen := time.Since(start)
 	var buf bytes.Buffer
 	if err := ds.WriteJSONL(&buf); err != nil {
 		return nil, fmt.Errorf("eval: %w", err)
@@ -62,54 +67,43 @@ func Eval(ctx context.Context, o EvalOptions) (*EvalResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eval: replay: %w", err)
 	}
+	return &EvalResult{Dataset: ds, Replay: res, Report: Score(ds, res), Generate: gen}, nil
+}
+
+// Score scores a replay of a dataset: the anomalies it produced against
+// the dataset's labels, with the wall latency of each detection when the
+// replay recorded publication times.
+func Score(ds *simulate.Dataset, res *Result) simulate.Report {
 	received := make(map[string]time.Time, len(res.Anomalies))
 	for _, a := range res.Anomalies {
 		received[a.AnomalyID] = a.Received
 	}
-	score := simulate.ScoreWith(ds.Attacks, res.AnomalyPayloads(), simulate.ScoreOptions{
-		WallLatency: func(an events.AnomalyDetected) (time.Duration, bool) {
+	return simulate.ScoreLabels(ds.Labels(), res.AnomalyPayloads(), simulate.ScoreOptions{
+		WallLatency: func(an events.AnomalyDetected, a simulate.Attack) (time.Duration, bool) {
 			got, ok := received[an.AnomalyID]
 			if !ok {
 				return 0, false
 			}
-			first, ok := attackStart(ds.Attacks, an, res.PublishedAt)
+			first, ok := firstPublished(a, res.PublishedAt)
 			if !ok {
 				return 0, false
 			}
 			return got.Sub(first), true
 		},
 	})
-	return &EvalResult{Dataset: ds, Replay: res, Score: score}, nil
 }
 
-// attackStart returns when the first event of the attack an belongs to was
-// published, matching anomalies to attacks as simulate.Score does.
-func attackStart(attacks []simulate.Attack, an events.AnomalyDetected, published map[uuid.UUID]time.Time) (time.Time, bool) {
-	for _, a := range attacks {
-		if a.TokenID != an.TokenID {
+// firstPublished returns when the first event of attack a was published.
+func firstPublished(a simulate.Attack, published map[uuid.UUID]time.Time) (time.Time, bool) {
+	var first time.Time
+	for _, id := range a.EventIDs {
+		u, err := uuid.Parse(id)
+		if err != nil {
 			continue
 		}
-		in := false
-		for _, id := range a.EventIDs {
-			if id == an.EventID {
-				in = true
-				break
-			}
+		if t, ok := published[u]; ok && (first.IsZero() || t.Before(first)) {
+			first = t
 		}
-		if !in && (an.EventTime.Before(a.Start) || an.EventTime.After(a.End)) {
-			continue
-		}
-		var first time.Time
-		for _, id := range a.EventIDs {
-			u, err := uuid.Parse(id)
-			if err != nil {
-				continue
-			}
-			if t, ok := published[u]; ok && (first.IsZero() || t.Before(first)) {
-				first = t
-			}
-		}
-		return first, !first.IsZero()
 	}
-	return time.Time{}, false
+	return first, !first.IsZero()
 }

@@ -3,38 +3,38 @@ package simulate
 import (
 	"encoding/binary"
 	"fmt"
-	"math"
 	"math/rand/v2"
-	"slices"
+	"sort"
 	"time"
 
 	"github.com/google/uuid"
 
-	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
-// The deny reasons the detectors know, as the simulated enforcer writes them.
-const (
-	reasonScopeMissing = detect.ReasonScopeMissing
-	reasonRevoked      = detect.ReasonRevoked
-	reasonExpired      = detect.ReasonExpired
-)
+// sourceIssuer is the envelope source of ledger events.
+const sourceIssuer = "issuer/sim-1"
 
-const (
-	sourceIssuer = "issuer/sim-1"
-	keyID        = "sig-2026-03"
-)
-
-// Dataset is a generated simulation: the events in time order and the
-// labelled attacks among them.
+// Dataset is a generated simulation: the events in time order, the
+// labelled attacks among them and where the benign drift applies.
 type Dataset struct {
 	Scenario Scenario
 	Events   []events.Envelope
 	Attacks  []Attack
+	// Exposures say where and when each benign variant applies;
+	// TokenDays how many (token, day) pairs of benign use each variant
+	// covers (Steady: those no drift covers).
+	Exposures []Exposure
+	TokenDays map[string]int
+	// BenignTokenDays is the number of distinct (token, day) pairs of
+	// benign use, whatever covers them.
+	BenignTokenDays int
+	// AttackVariants and BenignVariants name the variants in scenario
+	// order (BenignVariants starts with Steady).
+	AttackVariants, BenignVariants []string
 	// UsageEvents and LedgerEvents count the events by kind; AttackEvents
-	// the usage events that belong to attacks.
-	UsageEvents, LedgerEvents, AttackEvents int
+	// the events that belong to attacks; Holders and Tokens the world.
+	UsageEvents, LedgerEvents, AttackEvents, Holders, Tokens int
 }
 
 // rec is an event before it gets its id.
@@ -42,52 +42,76 @@ type rec struct {
 	at     time.Time
 	source string
 	data   events.Payload
-	attack int // 1 + index into gen.attacks, 0 for normal traffic
+	label  label
 }
 
 type gen struct {
-	sc       Scenario
-	rng      *rand.Rand
-	ids      *rand.Rand
-	start    time.Time
-	end      time.Time
-	services []*service
-	holders  []*holder
-	recs     []rec
-	attacks  []*Attack
-	usedNets map[[3]byte]bool
-	zones    map[string]*time.Location
+	sc        Scenario
+	rng       *rand.Rand
+	ids       *rand.Rand
+	start     time.Time
+	end       time.Time
+	services  []*service
+	byName    map[string]*service
+	routes    map[string]*route
+	holders   []*holder
+	classN    map[string]int
+	netSeq    map[int]int
+	rateScale float64
+	recs      []rec
+	attacks   []*Attack
+	learning  map[*AttackSpec][]*holder
+	exposures []Exposure
+	broken    []*brokenClient
+	enforcers map[*service]*enforcerState
+	usedNets  map[[3]byte]bool
+	zones     map[string]*time.Location
 }
 
-// Generate builds the dataset of a scenario.
+// Generate builds the dataset of a scenario: the world, its tokens and
+// normal traffic, the benign drift, the attacks, and the events exactly as
+// the issuer and the enforcers would publish them.
 func Generate(sc Scenario) (*Dataset, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
 	g := &gen{
-		sc:       sc,
-		rng:      rand.New(rand.NewPCG(sc.Seed, 0x636f72646f6e)),
-		ids:      rand.New(rand.NewPCG(sc.Seed, 0x7575696437)),
-		start:    sc.Start.UTC(),
-		end:      sc.End().UTC(),
-		usedNets: map[[3]byte]bool{},
-		zones:    map[string]*time.Location{},
+		sc:        sc,
+		rng:       rand.New(rand.NewPCG(sc.Seed, 0x636f72646f6e)),
+		ids:       rand.New(rand.NewPCG(sc.Seed, 0x7575696437)),
+		start:     sc.Start.UTC(),
+		end:       sc.End().UTC(),
+		byName:    map[string]*service{},
+		routes:    map[string]*route{},
+		classN:    map[string]int{},
+		netSeq:    map[int]int{},
+		enforcers: map[*service]*enforcerState{},
+		usedNets:  map[[3]byte]bool{},
+		zones:     map[string]*time.Location{},
 	}
-	if err := g.buildWorld(); err != nil {
+	g.buildServices()
+	if err := g.buildHolders(); err != nil {
 		return nil, fmt.Errorf("build world: %w", err)
+	}
+	if err := g.planDrift(); err != nil {
+		return nil, fmt.Errorf("plan drift: %w", err)
+	}
+	if err := g.prepareLearning(); err != nil {
+		return nil, fmt.Errorf("plan attacks: %w", err)
 	}
 	g.calibrate()
 	for _, h := range g.holders {
-		for _, l := range h.lineages {
-			g.lifecycle(l)
-		}
+		g.lifecycle(h)
 	}
 	for _, h := range g.holders {
 		g.traffic(h)
 	}
+	g.monitors()
+	g.brokenClients()
 	if err := g.injectAttacks(); err != nil {
 		return nil, fmt.Errorf("inject attacks: %w", err)
 	}
+	g.lateExposures()
 	return g.finish(), nil
 }
 
@@ -95,7 +119,7 @@ func Generate(sc Scenario) (*Dataset, error) {
 func (g *gen) newID(t time.Time) uuid.UUID {
 	var u uuid.UUID
 	ms := uint64(t.UnixMilli())
-	for i := 0; i < 6; i++ {
+	for i := range 6 {
 		u[i] = byte(ms >> (40 - 8*i))
 	}
 	binary.BigEndian.PutUint16(u[6:], uint16(g.ids.Uint32()))
@@ -105,8 +129,8 @@ func (g *gen) newID(t time.Time) uuid.UUID {
 	return u
 }
 
-func (g *gen) add(at time.Time, source string, p events.Payload, attack int) {
-	g.recs = append(g.recs, rec{at: at.Truncate(time.Millisecond), source: source, data: p, attack: attack})
+func (g *gen) add(at time.Time, source string, p events.Payload, l label) {
+	g.recs = append(g.recs, rec{at: at.Truncate(time.Millisecond), source: source, data: p, label: l})
 }
 
 // uniform returns a time uniformly in [a, a+d), to the millisecond.
@@ -117,99 +141,114 @@ func (g *gen) uniform(a time.Time, d time.Duration) time.Time {
 	return a.Truncate(time.Millisecond)
 }
 
-func (g *gen) between(lo, hi float64) float64 { return lo + (hi-lo)*g.rng.Float64() }
-
-// calibrate sets each holder's peak rate so that the expected number of
-// normal usage events is sc.UsageEvents, holders weighted log-normally.
-func (g *gen) calibrate() {
-	weights := make([]float64, len(g.holders))
-	sum := 0.0
-	for i := range g.holders {
-		w := math.Exp(0.8 * g.rng.NormFloat64())
-		weights[i] = min(max(w, 0.3), 4)
-		sum += weights[i]
+// finish folds the token-less denials, orders the events in time, gives
+// them their ids, and fills in the labels and the benign token-days.
+func (g *gen) finish() *Dataset {
+	g.flushFolded()
+	sort.SliceStable(g.recs, func(i, j int) bool { return g.recs[i].at.Before(g.recs[j].at) })
+	d := &Dataset{Scenario: g.sc, Events: make([]events.Envelope, 0, len(g.recs)), Exposures: g.exposures, TokenDays: map[string]int{}}
+	d.BenignVariants = []string{Steady}
+	for _, b := range g.sc.Benign {
+		d.BenignVariants = append(d.BenignVariants, b.Variant)
 	}
-	const step = 10 * time.Minute
-	for i, h := range g.holders {
-		mass := 0.0 // hours at full rhythm over the scenario
-		for t := g.start.Add(step / 2); t.Before(g.end); t = t.Add(step) {
-			mass += h.rhythm(t) * step.Hours()
-		}
-		want := float64(g.sc.UsageEvents) * weights[i] / sum
-		h.perHour = want / mass
+	for _, a := range g.sc.Attacks {
+		d.AttackVariants = append(d.AttackVariants, a.Variant)
 	}
-}
-
-// lifecycle issues a lineage's tokens and rotates them until the end:
-// successor issued, clients switching within the grace, the predecessor
-// revoked when the grace is over (a few clients late), and now and then a
-// rotation that comes only after the token expired.
-func (g *gen) lifecycle(l *lineage) {
-	h := l.h
-	t := g.uniform(g.start, 30*time.Minute)
-	from := t
-	var prev *tokenVer
-	nextID := ""
-	for t.Before(g.end) {
-		if nextID == "" {
-			nextID = g.newID(t).String()
+	attackedFrom := map[string]time.Time{} // token → when its attack began
+	for _, r := range g.recs {
+		env := events.Envelope{ID: g.newID(r.at), Type: r.data.EventType(), Time: r.at.UTC(), Source: r.source, Version: events.SchemaVersion, Data: r.data}
+		d.Events = append(d.Events, env)
+		if env.Type == events.TypeUsageDecided {
+			d.UsageEvents++
+		} else {
+			d.LedgerEvents++
 		}
-		tv := &tokenVer{id: nextID, lin: l, issued: t, from: from, to: g.end}
-		nextID = ""
-		tv.claims = events.TokenClaims{
-			Scopes:      slices.Clone(l.scopes),
-			Audience:    slices.Clone(l.audience),
-			Networks:    slices.Clone(h.claimNets),
-			Environment: "prod",
-			NotBefore:   t,
-			Expiry:      t.Add(g.sc.RotateEvery * 3 / 2).Truncate(time.Second),
-		}
-		if h.window != nil {
-			tv.claims.Windows = []events.Window{*h.window}
-		}
-		issued := &events.TokenIssued{TokenID: tv.id, Tenant: h.tenant, Holder: h.name, KeyID: keyID, Claims: tv.claims, Actor: "ops@" + h.tenant}
-		if prev != nil {
-			issued.RotatedFrom = prev.id
-			issued.Actor = "issuer/rotation"
-		}
-		g.add(t, sourceIssuer, issued, 0)
-		l.tokens = append(l.tokens, tv)
-		prev = tv
-
-		rotateAt := t.Add(time.Duration(float64(g.sc.RotateEvery) * g.between(0.8, 1.2))).Truncate(time.Millisecond)
-		if g.rng.Float64() < g.sc.LateRotation {
-			// Nobody rotated in time: the token expires, clients get
-			// "expired" until a new token is issued a few minutes later.
-			exp := tv.claims.Expiry
-			if !exp.Before(g.end) {
-				break
-			}
-			g.add(exp, sourceIssuer, &events.TokenExpired{TokenID: tv.id, Tenant: h.tenant, Holder: h.name, Expiry: exp}, 0)
-			next := g.uniform(exp.Add(2*time.Minute), 8*time.Minute)
-			tv.to = next
-			t, from = next, next
-			continue
-		}
-		if !rotateAt.Before(g.end) {
-			break
-		}
-		graceUntil := rotateAt.Add(g.sc.RotationGrace)
-		switchAt := g.uniform(rotateAt, g.sc.RotationGrace/2)
-		nextID = g.newID(rotateAt).String()
-		tv.to, tv.revokedAt = switchAt, graceUntil
-		// The rotation is recorded; the next turn issues the successor.
-		t, from = rotateAt, switchAt
-		g.add(rotateAt, sourceIssuer, &events.TokenRotated{TokenID: tv.id, SuccessorID: nextID, Tenant: h.tenant, Holder: h.name, GraceUntil: graceUntil, Actor: "issuer/rotation"}, 0)
-		g.add(graceUntil, sourceIssuer, &events.TokenRevoked{TokenID: tv.id, Tenant: h.tenant, Holder: h.name, KeyID: keyID, Kind: events.RevokeToken, Actor: "issuer/rotation", Reason: "rotated", Expiry: tv.claims.Expiry}, 0)
-		if graceUntil.Before(g.end) && g.rng.Float64() < g.sc.Stragglers {
-			// Late clients retry as part of their normal work: only
-			// while the holder is active.
-			for n := 1 + g.rng.IntN(3); n > 0; n-- {
-				at := g.uniform(graceUntil.Add(5*time.Second), 5*time.Minute)
-				if h.rhythm(at) > 0 {
-					g.usage(tv, at, g.pickIP(h), g.pickRoute(l), -1, h.agent, 0)
+		if r.label.attack > 0 {
+			a := g.attacks[r.label.attack-1]
+			if len(a.EventIDs) == 0 {
+				a.Start = env.Time
+				for _, id := range a.TokenIDs {
+					if _, ok := attackedFrom[id]; !ok {
+						attackedFrom[id] = env.Time
+					}
 				}
 			}
+			a.End = env.Time
+			a.EventIDs = append(a.EventIDs, env.ID.String())
+			d.AttackEvents++
 		}
 	}
+	for _, a := range g.attacks {
+		within := a.within
+		if within <= 0 {
+			within = a.End.Sub(a.Start) + 15*time.Minute
+		}
+		a.DetectBy = a.Start.Add(within)
+		d.Attacks = append(d.Attacks, *a)
+	}
+	d.TokenDays, d.BenignTokenDays = benignTokenDays(d.Events, g.exposures, attackedFrom)
+	tokens := map[string]bool{}
+	for _, h := range g.holders {
+		for _, tv := range h.tokens {
+			tokens[tv.id] = true
+		}
+	}
+	d.Holders, d.Tokens = len(g.holders), len(tokens)
+	return d
+}
+
+// benignTokenDays counts, per benign variant, the (token, UTC day) pairs
+// of benign use it covers: a token in use on a day is one "benign token
+// per day". A pair no exposure covers is Steady's.
+func benignTokenDays(envs []events.Envelope, exps []Exposure, attackedFrom map[string]time.Time) (map[string]int, int) {
+	byHolder := map[[2]string][]int{}
+	for i, e := range exps {
+		k := [2]string{e.Tenant, e.Holder}
+		byHolder[k] = append(byHolder[k], i)
+	}
+	type pair struct {
+		token string
+		day   int64
+	}
+	seen := map[string]map[pair]bool{}
+	all := map[pair]bool{}
+	mark := func(v string, p pair) {
+		if seen[v] == nil {
+			seen[v] = map[pair]bool{}
+		}
+		seen[v][p] = true
+	}
+	for _, env := range envs {
+		u, ok := env.Data.(*events.UsageDecided)
+		if !ok || u.TokenID == "" {
+			continue
+		}
+		if t, ok := attackedFrom[u.TokenID]; ok && !env.Time.Before(t) {
+			continue
+		}
+		p := pair{u.TokenID, env.Time.Unix() / 86400}
+		all[p] = true
+		covered := false
+		for _, i := range byHolder[[2]string{u.Tenant, u.Holder}] {
+			if e := exps[i]; !env.Time.Before(e.From) && !env.Time.After(e.To) {
+				mark(e.Variant, p)
+				covered = true
+			}
+		}
+		if !covered {
+			mark(Steady, p)
+		}
+	}
+	out := map[string]int{}
+	for v, s := range seen {
+		out[v] = len(s)
+	}
+	return out, len(all)
+}
+
+// Labels returns the dataset's labels: what Score needs besides the
+// anomalies.
+func (d *Dataset) Labels() Labels {
+	return Labels{Scenario: d.Scenario, Attacks: d.Attacks, Exposures: d.Exposures, TokenDays: d.TokenDays,
+		BenignTokenDays: d.BenignTokenDays, AttackVariants: d.AttackVariants, BenignVariants: d.BenignVariants}
 }

@@ -56,17 +56,23 @@ func ReadJSONL(r io.Reader) ([]events.Envelope, error) {
 	return out, nil
 }
 
-// Labels is the labels file: the scenario and the attacks in it.
+// Labels is the labels file: the scenario, its attacks and where its
+// benign variants apply — what Score needs besides the anomalies.
 type Labels struct {
-	Scenario Scenario `json:"scenario"`
-	Attacks  []Attack `json:"attacks"`
+	Scenario        Scenario       `json:"scenario"`
+	Attacks         []Attack       `json:"attacks"`
+	Exposures       []Exposure     `json:"exposures"`
+	TokenDays       map[string]int `json:"token_days"`
+	BenignTokenDays int            `json:"benign_token_days"`
+	AttackVariants  []string       `json:"attack_variants"`
+	BenignVariants  []string       `json:"benign_variants"`
 }
 
-// WriteLabels writes the scenario and the attack labels as indented JSON.
+// WriteLabels writes the labels as indented JSON.
 func (d *Dataset) WriteLabels(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(Labels{Scenario: d.Scenario, Attacks: d.Attacks}); err != nil {
+	if err := enc.Encode(d.Labels()); err != nil {
 		return fmt.Errorf("write labels: %w", err)
 	}
 	return nil

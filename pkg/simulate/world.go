@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,147 +12,456 @@ import (
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
-var (
-	tenantNames  = []string{"acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell"}
-	serviceNames = []string{"orders", "billing", "users", "inventory", "payments", "search", "reports", "shipping", "catalog", "notify", "ledger", "pricing", "reviews", "media", "audit", "profiles"}
-	holderRoles  = []string{"checkout", "invoicer", "sync", "reporter", "indexer", "mailer", "exporter", "gateway", "scheduler", "reconciler", "crawler", "importer", "webhook", "analytics", "fulfilment", "settlement"}
-	zoneNames    = []string{"Europe/Paris", "America/New_York", "Asia/Tokyo", "Europe/London", "America/Los_Angeles", "Australia/Sydney", "UTC", "Asia/Kolkata"}
-)
-
-// Deny reasons of the simulated enforcer beyond those detect knows.
+// Workload settings.
 const (
-	ReasonNetwork  = "network_not_allowed"
-	ReasonWindow   = "outside_window"
-	ReasonAudience = "audience_mismatch"
+	rhythmOffice  = "office"
+	rhythmAlways  = "always"
+	rhythmNightly = "nightly"
+
+	claimExact  = "exact"
+	claimTenant = "tenant"
+	claimNone   = "none"
+
+	issuedSelf       = "self"
+	issuedCI         = "ci"
+	issuedAutomation = "automation"
+
+	renewRotate = "rotate"
+	renewPerRun = "per_run"
 )
 
-// profile is a holder's rhythm.
-type profile int
+// ciAgent is the client of the tenants' CI runners when they request
+// tokens for the workloads they deploy.
+const ciAgent = "cordon-cli/1.4.2 (linux; amd64)"
 
-const (
-	// office: weekdays, business hours in its zone, with a window claim.
-	office profile = iota
-	// always: around the clock, busier in the day, quieter on weekends.
-	always
-	// batch: a nightly job, 01:00–05:00 in its zone, with a window claim.
-	batch
-)
-
-var profileNames = [...]string{"office", "always-on", "nightly-batch"}
-
+// service is an API behind its enforcer.
 type service struct {
-	name     string // "orders-api"
-	resource string // "orders"
+	name     string
 	enforcer string
-	routes   []route
+	ids      Count
+	routes   []*route
 }
 
+// route is one route of a service, as its enforcer's routes file has it.
 type route struct {
-	method string
-	path   string // "{id}" marks the id segment
-	scope  string
-	svc    int
+	key       string // "GET /v1/invoices/{id}"
+	method    string
+	path      string // the pattern the enforcer reports: "/v1/invoices/{id}"
+	scope     string
+	sensitive bool
+	svc       *service
+	params    []string // parameter names in pattern order ("path..." for a wildcard)
+	since     time.Time
 }
 
-func (r route) concrete(id int) string {
-	return strings.Replace(r.path, "{id}", strconv.Itoa(id), 1)
+func newRoute(svc *service, spec RouteSpec, since time.Time) *route {
+	m, p, _ := strings.Cut(spec.Route, " ")
+	r := &route{key: spec.Route, method: m, path: p, scope: spec.Scope, sensitive: spec.Sensitive, svc: svc, since: since}
+	for _, seg := range strings.Split(p, "/") {
+		if strings.HasPrefix(seg, "{") {
+			r.params = append(r.params, strings.Trim(seg, "{}"))
+		}
+	}
+	return r
 }
 
-func (r route) read() bool { return r.method == "GET" && strings.HasSuffix(r.scope, ":read") }
+func (r *route) read() bool { return r.method == "GET" }
 
+// hasID reports whether the route names a resource.
+func (r *route) hasID() bool { return len(r.params) > 0 }
+
+// Concrete returns the request path of route pattern for resource (the
+// parameter values joined by "/", as the enforcer reports them): the path
+// a client sent.
+func Concrete(pattern, resource string) string {
+	if resource == "" {
+		return pattern
+	}
+	var out []string
+	vals := resource
+	for _, seg := range strings.Split(pattern, "/") {
+		if !strings.HasPrefix(seg, "{") {
+			out = append(out, seg)
+			continue
+		}
+		if strings.HasSuffix(seg, "...}") {
+			out = append(out, vals)
+			vals = ""
+			continue
+		}
+		v, rest, _ := strings.Cut(vals, "/")
+		out = append(out, v)
+		vals = rest
+	}
+	return strings.Join(out, "/")
+}
+
+// phase is where a holder runs from, from a time on.
+type phase struct {
+	from      time.Time
+	nets      []netip.Prefix
+	pools     [][]netip.Addr
+	weight    []float64
+	claimNets []string
+}
+
+// holder is one workload: a service identity that holds tokens.
 type holder struct {
 	idx       int
 	tenant    string
+	tenantIdx int
 	name      string
-	profile   profile
-	zoneName  string
+	class     *WorkloadSpec
+	zone      string
 	loc       *time.Location
 	window    *events.Window
-	nets      []netip.Prefix
-	netWeight []float64
-	pools     [][]netip.Addr
-	claimNets []string
-	agent     string
-	perHour   float64 // requests per hour at the peak of its rhythm
-	lineages  []*lineage
+	rate      float64 // requests per hour at the rhythm's peak
+	born      time.Time
+	agent     string // raw user agent
+	phases    []*phase
+	scopes    []string
+	calls     []call
+	audience  []string
+	audSvc    []*service
+	working   map[*service][]int
+	tokens    []*tokenVer
+	reissues  []reissue // forced re-issues (drift), in time order
+	backfills []backfill
+	allowed   []time.Time // normal allowed uses, sorted after traffic
+	// attacked marks a holder deployed for an attack during its learning;
+	// attackTimes are the starts of the attacks on it.
+	attacked    bool
+	attackTimes []time.Time
+	drifted     bool
 }
 
-// lineage is one token of a holder and its successors.
-type lineage struct {
-	h        *holder
-	share    float64
-	scopes   []string
-	audience []string
-	audSvc   []int
-	routes   []route // callable: audience and scope held
-	bad      route   // a route of its audience it has no scope for
-	tokens   []*tokenVer
-	allowed  []time.Time // times of normal allowed uses, sorted
+// call is a usual action and its weight, from a time on (since), with
+// its scope granted to the holder's tokens from granted on.
+type call struct {
+	r       *route
+	weight  float64
+	since   time.Time
+	granted time.Time
 }
 
-// tokenVer is one token: its claims, when clients use it and how it ends.
-type tokenVer struct {
-	id        string
-	lin       *lineage
-	issued    time.Time
-	from, to  time.Time // clients present it in [from, to)
-	revokedAt time.Time
-	claims    events.TokenClaims
+// reissue is a fresh token the holder gets at a time: a redeploy, a move,
+// a deployment that needs a new scope.
+type reissue struct {
+	at     time.Time
+	reason string
 }
 
-// active returns the lineage's token clients use at t, or nil.
-func (l *lineage) active(t time.Time) *tokenVer {
-	for _, tv := range l.tokens {
-		if !t.Before(tv.from) && t.Before(tv.to) {
-			return tv
+// backfill is a burst of work over many resources.
+type backfill struct {
+	from, to        time.Time
+	volume, breadth float64
+	firstID         int
+}
+
+// phaseAt returns the holder's phase at t.
+func (h *holder) phaseAt(t time.Time) *phase {
+	p := h.phases[0]
+	for _, q := range h.phases[1:] {
+		if !t.Before(q.from) {
+			p = q
 		}
 	}
-	return nil
+	return p
+}
+
+// scopesAt returns the scopes its tokens carry at t.
+func (h *holder) scopesAt(t time.Time) []string {
+	out := slices.Clone(h.scopes)
+	for _, c := range h.calls {
+		if !c.granted.IsZero() && !t.Before(c.granted) && !slices.Contains(out, c.r.scope) {
+			out = append(out, c.r.scope)
+		}
+	}
+	return out
 }
 
 // rhythm is the holder's activity at t, between 0 and 1.
 func (h *holder) rhythm(t time.Time) float64 {
+	if t.Before(h.born) {
+		return 0
+	}
+	w := h.class
 	lt := t.In(h.loc)
 	x := float64(lt.Hour()) + float64(lt.Minute())/60 + float64(lt.Second())/3600
 	wd := lt.Weekday()
-	weekendDay := wd == time.Saturday || wd == time.Sunday
-	switch h.profile {
-	case office:
-		start, end := windowHours(h.window)
-		if weekendDay || x < start || x >= end {
+	weekend := wd == time.Saturday || wd == time.Sunday
+	switch w.Rhythm {
+	case rhythmOffice:
+		s, e := w.Hours.Start, w.Hours.End
+		if x < s || x >= e {
 			return 0
 		}
-		v := 0.35 + 0.65*math.Sin(math.Pi*(x-start)/(end-start))
+		v := 0.35 + 0.65*math.Sin(math.Pi*(x-s)/(e-s))
 		if x >= 12 && x < 13 {
 			v *= 0.7
 		}
+		if weekend {
+			v *= w.Weekend
+		}
 		return v
-	case always:
+	case rhythmAlways:
 		v := 0.18 + 0.82*math.Exp(-((x-14)/4.5)*((x-14)/4.5))
-		if weekendDay {
-			v *= 0.45
+		if weekend {
+			v *= max(w.Weekend, 0.05)
 		}
 		return v
 	default:
-		if x >= 1 && x < 5 {
+		if x >= w.Hours.Start && x < w.Hours.End {
 			return 1
 		}
 		return 0
 	}
 }
 
-func windowHours(w *events.Window) (float64, float64) {
-	return hhmm(w.Start), hhmm(w.End)
+// quiet reports whether t is in the holder's quietest hours: outside its
+// hours (office, nightly) or 01:00–05:00 local (always).
+func (h *holder) quiet(t time.Time) bool {
+	if h.class.Rhythm == rhythmAlways {
+		x := t.In(h.loc).Hour()
+		return x >= 1 && x < 5
+	}
+	return h.rhythm(t) == 0
 }
 
-func hhmm(s string) float64 {
-	h, _ := strconv.Atoi(s[:2])
-	m, _ := strconv.Atoi(s[3:])
-	return float64(h) + float64(m)/60
+// buildServices makes the services and their routes.
+func (g *gen) buildServices() {
+	for _, sp := range g.sc.Services {
+		s := &service{name: sp.Name, enforcer: "edge-" + strings.TrimSuffix(sp.Name, "-api"), ids: sp.IDs}
+		for _, rs := range sp.Routes {
+			r := newRoute(s, rs, time.Time{})
+			s.routes = append(s.routes, r)
+			g.routes[r.key] = r
+		}
+		g.services = append(g.services, s)
+		g.byName[s.name] = s
+	}
 }
 
-// zone loads a time zone once.
-func (g *gen) zone(name string) (*time.Location, error) {
+// holderCount is a class's count scaled to Scenario.Holders.
+func (g *gen) holderCount(w *WorkloadSpec) int {
+	if g.sc.Holders <= 0 {
+		return w.Count
+	}
+	total := 0
+	for _, x := range g.sc.Workloads {
+		total += x.Count
+	}
+	return max(1, int(math.Round(float64(w.Count)*float64(g.sc.Holders)/float64(total))))
+}
+
+// buildHolders makes the holders working from the start.
+func (g *gen) buildHolders() error {
+	for i := range g.sc.Workloads {
+		w := &g.sc.Workloads[i]
+		for range g.holderCount(w) {
+			if _, err := g.newHolder(w, g.start); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// newHolder makes a holder of class w that gets its first token at born.
+func (g *gen) newHolder(w *WorkloadSpec, born time.Time) (*holder, error) {
+	idx := len(g.holders)
+	ti := idx % len(g.sc.Tenants)
+	h := &holder{idx: idx, tenant: g.sc.Tenants[ti], tenantIdx: ti, class: w, born: born, working: map[*service][]int{}}
+	g.classN[w.Class]++
+	h.name = fmt.Sprintf("%s-%d", w.Class, g.classN[w.Class])
+	h.zone = w.Zones[g.rng.IntN(len(w.Zones))]
+	loc, err := g.zoneLoc(h.zone)
+	if err != nil {
+		return nil, err
+	}
+	h.loc = loc
+	if w.WindowClaim && w.Rhythm != rhythmAlways {
+		days := []string{"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
+		if w.Rhythm == rhythmOffice && w.Weekend == 0 {
+			days = days[:5]
+		}
+		h.window = &events.Window{Days: days, Start: clock(w.Hours.Start), End: clock(w.Hours.End), Zone: h.zone}
+	}
+	h.agent = w.Clients[g.rng.IntN(len(w.Clients))]
+	// Peak rates are log-uniform in the class's range.
+	lo, hi := math.Log(float64(w.Rate.Min)), math.Log(float64(w.Rate.Max))
+	h.rate = math.Exp(lo + (hi-lo)*g.rng.Float64())
+	h.phases = []*phase{g.newPhase(h, born)}
+	h.scopes = slices.Clone(w.Scopes)
+	for _, c := range w.Calls {
+		h.calls = append(h.calls, call{r: g.routes[c.Route], weight: c.Weight})
+	}
+	h.audSvc = g.servicesOf(w.Scopes)
+	for _, s := range h.audSvc {
+		h.audience = append(h.audience, s.name)
+	}
+	for _, s := range g.servicesOf(append(slices.Clone(w.Scopes), w.Ceiling...)) {
+		n := g.count(w.Resources)
+		ids := make([]int, n)
+		for i := range ids {
+			ids[i] = g.randomID(s)
+		}
+		h.working[s] = ids
+	}
+	g.holders = append(g.holders, h)
+	return h, nil
+}
+
+// servicesOf returns the services with a route needing one of scopes.
+func (g *gen) servicesOf(scopes []string) []*service {
+	var out []*service
+	for _, s := range g.services {
+		if slices.ContainsFunc(s.routes, func(r *route) bool { return slices.Contains(scopes, r.scope) }) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// newPhase gives the holder networks it has not had: IPv4 /24s in its
+// tenant's /16 (or IPv6 /64s), addresses in each, and the claims.
+func (g *gen) newPhase(h *holder, from time.Time) *phase {
+	w := h.class
+	p := &phase{from: from}
+	n := g.count(w.Networks)
+	for k := range n {
+		var pfx netip.Prefix
+		g.netSeq[h.tenantIdx]++
+		seq := g.netSeq[h.tenantIdx]
+		if k > 0 && g.rng.Float64() < w.IPv6 {
+			a := netip.AddrFrom16([16]byte{0xfd, 0x00, byte(10 + h.tenantIdx), 0, 0, byte(seq >> 8), byte(seq), 0})
+			pfx = netip.PrefixFrom(a, 64)
+		} else {
+			pfx = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(10 + h.tenantIdx), byte(seq % 250), 0}), 24)
+		}
+		p.nets = append(p.nets, pfx)
+		pool := make([]netip.Addr, g.count(w.Addresses))
+		for j := range pool {
+			pool[j] = hostIn(pfx, 10+j*5+g.rng.IntN(4))
+		}
+		p.pools = append(p.pools, pool)
+		p.weight = append(p.weight, 1/float64(k+1))
+	}
+	switch w.NetworkClaim {
+	case claimExact:
+		for _, n := range p.nets {
+			p.claimNets = append(p.claimNets, n.String())
+		}
+	case claimTenant:
+		p.claimNets = append(p.claimNets, fmt.Sprintf("10.%d.0.0/16", 10+h.tenantIdx))
+		for _, n := range p.nets {
+			if n.Addr().Is6() {
+				p.claimNets = append(p.claimNets, n.String())
+			}
+		}
+	}
+	return p
+}
+
+// hostIn returns host number i of prefix p.
+func hostIn(p netip.Prefix, i int) netip.Addr {
+	b := p.Addr().As16()
+	if p.Addr().Is4() {
+		b4 := p.Addr().As4()
+		b4[3] = byte(i)
+		return netip.AddrFrom4(b4)
+	}
+	b[14], b[15] = byte(i>>8), byte(i)
+	return netip.AddrFrom16(b)
+}
+
+// pickIP draws one of the holder's addresses at t.
+func (g *gen) pickIP(h *holder, t time.Time) netip.Addr {
+	p := h.phaseAt(t)
+	k := g.weighted(p.weight)
+	return p.pools[k][g.rng.IntN(len(p.pools[k]))]
+}
+
+// weighted draws an index with the given weights.
+func (g *gen) weighted(w []float64) int {
+	sum := 0.0
+	for _, x := range w {
+		sum += x
+	}
+	u := g.rng.Float64() * sum
+	for i, x := range w {
+		if u < x {
+			return i
+		}
+		u -= x
+	}
+	return len(w) - 1
+}
+
+// pickCall draws one of the holder's usual actions at t.
+func (g *gen) pickCall(h *holder, t time.Time) *route {
+	ws := make([]float64, len(h.calls))
+	for i, c := range h.calls {
+		if c.since.IsZero() || !t.Before(c.since) {
+			ws[i] = c.weight
+		}
+	}
+	return h.calls[g.weighted(ws)].r
+}
+
+// resource returns the parameter values of a request to r by h: mostly
+// from its working set (the popular ones far more often), sometimes new.
+func (g *gen) resource(h *holder, r *route) string {
+	if !r.hasID() {
+		return ""
+	}
+	ws := h.working[r.svc]
+	parts := make([]string, len(r.params))
+	for i, p := range r.params {
+		id := 0
+		if len(ws) == 0 || g.rng.Float64() < h.class.NewResources {
+			id = g.randomID(r.svc)
+		} else {
+			u := g.rng.Float64()
+			id = ws[int(float64(len(ws))*u*u)]
+		}
+		parts[i] = g.paramValue(p, id)
+	}
+	return strings.Join(parts, "/")
+}
+
+// paramValue spells resource id for a parameter: a number, or an object
+// path for a {path...} wildcard.
+func (g *gen) paramValue(param string, id int) string {
+	if strings.HasSuffix(param, "...") {
+		return fmt.Sprintf("assets/%d/%02d/obj-%d.jpg", 2020+id%7, 1+id%12, id)
+	}
+	return strconv.Itoa(id)
+}
+
+// randomID draws an id of the service's space.
+func (g *gen) randomID(s *service) int {
+	return s.ids.Min + g.rng.IntN(s.ids.Max-s.ids.Min+1)
+}
+
+// count draws from a Count.
+func (g *gen) count(c Count) int {
+	if c.Max <= c.Min {
+		return c.Min
+	}
+	return c.Min + g.rng.IntN(c.Max-c.Min+1)
+}
+
+// span draws from a Span.
+func (g *gen) span(s Span) time.Duration {
+	if s.Max <= s.Min {
+		return s.Min
+	}
+	return s.Min + time.Duration(g.rng.Int64N(int64(s.Max-s.Min)+1))
+}
+
+// zoneLoc loads a time zone once.
+func (g *gen) zoneLoc(name string) (*time.Location, error) {
 	if loc, ok := g.zones[name]; ok {
 		return loc, nil
 	}
@@ -163,242 +473,18 @@ func (g *gen) zone(name string) (*time.Location, error) {
 	return loc, nil
 }
 
-// inWindow reports whether t is inside one of the windows.
-func (g *gen) inWindow(ws []events.Window, t time.Time) bool {
-	if len(ws) == 0 {
-		return true
-	}
-	for _, w := range ws {
-		loc, err := g.zone(w.Zone)
-		if err != nil {
-			continue
-		}
-		lt := t.In(loc)
-		day := strings.ToLower(lt.Weekday().String()[:3])
-		x := float64(lt.Hour()) + float64(lt.Minute())/60
-		s, e := windowHours(&w)
-		for _, d := range w.Days {
-			if d == day && x >= s && x < e {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// decide is the simulated enforcer: the same checks, in the same order, as
-// a real one would make.
-func (g *gen) decide(tv *tokenVer, at time.Time, ip netip.Addr, r route, svc *service) (decision, reason string) {
-	c := &tv.claims
-	switch {
-	case !tv.revokedAt.IsZero() && !at.Before(tv.revokedAt):
-		return events.DecisionDeny, reasonRevoked
-	case !at.Before(c.Expiry):
-		return events.DecisionDeny, reasonExpired
-	case len(c.Networks) > 0 && !inNetworks(c.Networks, ip):
-		return events.DecisionDeny, ReasonNetwork
-	case !g.inWindow(c.Windows, at):
-		return events.DecisionDeny, ReasonWindow
-	case !contains(c.Audience, svc.name):
-		return events.DecisionDeny, ReasonAudience
-	case !contains(c.Scopes, r.scope):
-		return events.DecisionDeny, reasonScopeMissing
-	}
-	return events.DecisionAllow, "ok"
-}
-
-func inNetworks(nets []string, ip netip.Addr) bool {
-	for _, n := range nets {
-		if p, err := netip.ParsePrefix(n); err == nil && p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-// buildWorld makes the services and holders.
-func (g *gen) buildWorld() error {
-	sc := g.sc
-	for i := 0; i < sc.Services; i++ {
-		res := serviceNames[i]
-		s := &service{name: res + "-api", resource: res, enforcer: "enf-" + res + "-api"}
-		base := "/v1/" + res
-		for _, r := range []route{
-			{method: "GET", path: base + "/{id}", scope: res + ":read"},
-			{method: "GET", path: base, scope: res + ":read"},
-			{method: "GET", path: base + "/{id}/history", scope: res + ":read"},
-			{method: "POST", path: base, scope: res + ":write"},
-			{method: "PUT", path: base + "/{id}", scope: res + ":write"},
-			{method: "DELETE", path: base + "/{id}", scope: res + ":admin"},
-			{method: "GET", path: base + "/export", scope: res + ":export"},
-			{method: "GET", path: "/v1/admin/" + res + "/settings", scope: res + ":admin"},
-		} {
-			r.svc = i
-			s.routes = append(s.routes, r)
-		}
-		g.services = append(g.services, s)
-	}
-	for i := 0; i < sc.Holders; i++ {
-		ti := i % sc.Tenants
-		h := &holder{idx: i, tenant: tenantNames[ti]}
-		h.name = fmt.Sprintf("%s-%d", holderRoles[g.rng.IntN(len(holderRoles))], i)
-		switch p := g.rng.Float64(); {
-		case p < 0.5:
-			h.profile = office
-		case p < 0.85:
-			h.profile = always
-		default:
-			h.profile = batch
-		}
-		h.zoneName = zoneNames[g.rng.IntN(len(zoneNames))]
-		loc, err := g.zone(h.zoneName)
-		if err != nil {
-			return err
-		}
-		h.loc = loc
-		switch h.profile {
-		case office:
-			start := []string{"07:00", "08:00"}[g.rng.IntN(2)]
-			end := []string{"19:00", "20:00"}[g.rng.IntN(2)]
-			h.window = &events.Window{Days: []string{"mon", "tue", "wed", "thu", "fri"}, Start: start, End: end, Zone: h.zoneName}
-		case batch:
-			h.window = &events.Window{Days: []string{"mon", "tue", "wed", "thu", "fri", "sat", "sun"}, Start: "01:00", End: "05:00", Zone: h.zoneName}
-		}
-		g.holderNetworks(h, ti)
-		h.agent = fmt.Sprintf("%s/1.%d go-http-client", strings.SplitN(h.name, "-", 2)[0], g.rng.IntN(9))
-		nLin := 1
-		if g.rng.Float64() < 0.2 {
-			nLin = 2
-		}
-		for k := 0; k < nLin; k++ {
-			l := g.newLineage(h)
-			l.share = 1
-			if nLin == 2 {
-				l.share = []float64{0.7, 0.3}[k]
-			}
-			h.lineages = append(h.lineages, l)
-		}
-		g.holders = append(g.holders, h)
-	}
-	return nil
-}
-
-// holderNetworks gives a holder one or two networks (IPv4 /24s, some IPv6
-// /64s), a small pool of addresses in each, and its network claims.
-func (g *gen) holderNetworks(h *holder, tenant int) {
-	nNets := 1
-	if g.rng.Float64() < 0.3 {
-		nNets = 2
-	}
-	for k := 0; k < nNets; k++ {
-		var p netip.Prefix
-		if k == 1 && g.rng.Float64() < 0.5 {
-			a := netip.AddrFrom16([16]byte{0xfd, 0x00, byte(10 + tenant), 0, 0, byte(h.idx), 0, byte(k)})
-			p = netip.PrefixFrom(a, 64)
-		} else {
-			p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(10 + tenant), byte(2*h.idx + k), 0}), 24)
-		}
-		h.nets = append(h.nets, p)
-		pool := make([]netip.Addr, 2+g.rng.IntN(4))
-		for j := range pool {
-			b := p.Addr().As16()
-			if p.Addr().Is4() {
-				b4 := p.Addr().As4()
-				b4[3] = byte(10 + j*7 + g.rng.IntN(5))
-				pool[j] = netip.AddrFrom4(b4)
-				continue
-			}
-			b[15] = byte(10 + j)
-			b[14] = byte(g.rng.IntN(256))
-			pool[j] = netip.AddrFrom16(b)
-		}
-		h.pools = append(h.pools, pool)
-	}
-	h.netWeight = []float64{1}
-	if nNets == 2 {
-		h.netWeight = []float64{0.65, 0.35}
-	}
-	switch p := g.rng.Float64(); {
-	case p < 0.6:
-		for _, n := range h.nets {
-			h.claimNets = append(h.claimNets, n.String())
-		}
-	case p < 0.8:
-		h.claimNets = append(h.claimNets, fmt.Sprintf("10.%d.0.0/16", 10+tenant))
-		for _, n := range h.nets[1:] {
-			if n.Addr().Is6() {
-				h.claimNets = append(h.claimNets, n.String())
-			}
-		}
-	}
-}
-
-// newLineage picks a token's audience and scopes.
-func (g *gen) newLineage(h *holder) *lineage {
-	l := &lineage{h: h}
-	nAud := 1 + g.rng.IntN(3)
-	for _, si := range g.rng.Perm(len(g.services))[:nAud] {
-		s := g.services[si]
-		l.audSvc = append(l.audSvc, si)
-		l.audience = append(l.audience, s.name)
-		l.scopes = append(l.scopes, s.resource+":read")
-		if g.rng.Float64() < 0.5 {
-			l.scopes = append(l.scopes, s.resource+":write")
-		}
-	}
-	for _, si := range l.audSvc {
-		for _, r := range g.services[si].routes {
-			if contains(l.scopes, r.scope) {
-				l.routes = append(l.routes, r)
-			}
-		}
-	}
-	first := g.services[l.audSvc[0]]
-	l.bad = first.routes[5] // DELETE needs :admin, which no holder has
-	if g.rng.Float64() < 0.5 {
-		l.bad = first.routes[6] // export
-	}
-	return l
-}
-
-// pickRoute draws a callable route, reads being far more common.
-func (g *gen) pickRoute(l *lineage) route {
-	for {
-		r := l.routes[g.rng.IntN(len(l.routes))]
-		if r.read() || g.rng.Float64() < 0.25 {
-			return r
-		}
-	}
-}
-
-// pickIP draws one of the holder's own addresses.
-func (g *gen) pickIP(h *holder) netip.Addr {
-	k := 0
-	if len(h.nets) > 1 && g.rng.Float64() >= h.netWeight[0] {
-		k = 1
-	}
-	pool := h.pools[k]
-	return pool[g.rng.IntN(len(pool))]
-}
-
-// attackerIP returns an address in a fresh public /24 no holder uses.
+// attackerIP returns an address in a public /24 no one else uses.
 func (g *gen) attackerIP() netip.Addr {
 	for {
-		b := [4]byte{byte(45 + g.rng.IntN(50)), byte(g.rng.IntN(256)), byte(g.rng.IntN(256)), byte(2 + g.rng.IntN(250))}
+		b := [4]byte{byte(45 + g.rng.IntN(150)), byte(g.rng.IntN(256)), byte(g.rng.IntN(256)), byte(2 + g.rng.IntN(250))}
 		key := [3]byte{b[0], b[1], b[2]}
-		if g.usedNets[key] {
+		if g.usedNets[key] || b[0] == 100 || b[0] == 127 || b[0] == 169 || b[0] == 172 || b[0] == 192 {
 			continue
 		}
 		g.usedNets[key] = true
 		return netip.AddrFrom4(b)
 	}
 }
+
+// ciAddr is the address of tenant ti's CI runners.
+func ciAddr(ti int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(10 + ti), 254, 21}) }
