@@ -79,7 +79,8 @@ func TestLeakDrill(t *testing.T) {
 		t.Errorf("the other holder's token was denied %d times", rep.OtherDenied)
 	case !rep.FreshAllowed:
 		t.Error("a fresh token for the victim holder was not allowed")
-	case rep.FirstRevokedDenial.Before(rep.FirstAttack) || rep.Revoked.IsZero() || rep.FirstAnomaly.IsZero():
+	case rep.FirstRevokedDenial.Before(rep.FirstAttack) || rep.Revoked.IsZero() || rep.FirstAnomaly.IsZero() ||
+		rep.Revoked.Before(rep.FirstAttack) || rep.FirstAnomaly.Before(rep.FirstAttack):
 		t.Errorf("timeline out of order: %+v", rep)
 	case rep.UsageRows < uint64(31+rep.AttackerAllowed+rep.AttackerDenied):
 		t.Errorf("clickhouse has %d usage rows for the token, want ≥ %d", rep.UsageRows, 31+rep.AttackerAllowed+rep.AttackerDenied)
