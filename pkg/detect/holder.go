@@ -27,9 +27,9 @@ const rolloutBits = 8
 
 // valueSet is a holder's fixed-size set of networks or clients: the
 // baseline ("known") and the values seen recently, each with its first
-// and last use and a bitmap of the tokens (by hash) that used it allowed.
-// When every slot is taken the least recently used value outside the
-// baseline goes first.
+// and last use and bitmaps of the tokens and of the instances (source
+// addresses), by hash, that used it allowed. When every slot is taken the
+// least recently used value outside the baseline goes first.
 type valueSet struct {
 	used  uint32
 	known uint32
@@ -38,6 +38,7 @@ type valueSet struct {
 	first [setSlots]uint32
 	last  [setSlots]uint32
 	toks  [setSlots]uint8
+	addrs [setSlots]uint8
 }
 
 func bit32(i int) uint32 { return 1 << uint(i) }
@@ -69,7 +70,7 @@ func (v *valueSet) insert(key uint64, v6 bool, t uint32) int {
 		}
 	}
 	i := victim
-	v.keys[i], v.first[i], v.last[i], v.toks[i] = key, t, t, 0
+	v.keys[i], v.first[i], v.last[i], v.toks[i], v.addrs[i] = key, t, t, 0, 0
 	v.used |= bit32(i)
 	v.known &^= bit32(i)
 	if v6 {
@@ -88,6 +89,29 @@ type bloom1k [16]uint64
 
 // bloom8k is an 8,192-bit Bloom filter (3 hashes).
 type bloom8k [128]uint64
+
+// bloom64k is a 65,536-bit Bloom filter (3 hashes): about 2% false
+// positives at 10,000 values.
+type bloom64k [1024]uint64
+
+func (b *bloom64k) add(h uint64) {
+	h1, h2 := uint32(h), uint32(h>>32)|1
+	for i := uint32(0); i < 3; i++ {
+		p := (h1 + i*h2) & 65535
+		b[p>>6] |= 1 << (p & 63)
+	}
+}
+
+func (b *bloom64k) has(h uint64) bool {
+	h1, h2 := uint32(h), uint32(h>>32)|1
+	for i := uint32(0); i < 3; i++ {
+		p := (h1 + i*h2) & 65535
+		if b[p>>6]&(1<<(p&63)) == 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // mix64 is splitmix64's finaliser: a cheap, well-spread 64-bit hash.
 func mix64(x uint64) uint64 {
@@ -137,10 +161,13 @@ func (b *bloom8k) has(h uint64) bool {
 	return true
 }
 
-// Salts that keep networks and clients apart in one tenant filter.
+// Salts that keep networks, address spaces and clients apart in one
+// tenant filter.
 const (
 	saltNet4   = 0x6e657434
 	saltNet6   = 0x6e657436
+	saltSpace4 = 0x73706334
+	saltSpace6 = 0x73706336
 	saltClient = 0x636c6965
 )
 
@@ -170,6 +197,11 @@ type holderState struct {
 	// it was last updated (Unix seconds).
 	breadth   float64
 	breadthAt int64
+	// denied is the most distinct actions one token was denied with a
+	// probing reason within scope_probing.horizon, outside probing,
+	// decaying like breadth, and when it was last updated.
+	denied   float64
+	deniedAt int64
 }
 
 // holderVolume is the holder's per-token rate baseline: the busiest
@@ -199,8 +231,28 @@ func (h *holderState) learned(t int64, l LearningConfig) bool {
 	return int(h.learnEvents) >= l.MinEvents && time.Duration(t-h.firstSeen)*time.Second >= l.MinAge
 }
 
-// breadthHalfLife is how fast a holder's sweep breadth decays.
+// breadthHalfLife is how fast a holder's sweep breadth, and its usual
+// count of denied actions, decay.
 const breadthHalfLife = 7 * 24 * 3600
+
+// deniedNow returns the holder's usual count of distinct denied actions
+// of one token within the probing horizon, decayed to t.
+func (h *holderState) deniedNow(t int64) float64 {
+	if h.denied == 0 || t <= h.deniedAt {
+		return h.denied
+	}
+	return h.denied * math.Exp2(-float64(t-h.deniedAt)/breadthHalfLife)
+}
+
+// teachDenied records that one token was denied n distinct actions
+// within the horizon, at t, without probing.
+func (h *holderState) teachDenied(n float64, t int64) {
+	d := h.deniedNow(t)
+	if t > h.deniedAt {
+		h.deniedAt = t
+	}
+	h.denied = max(d, n)
+}
 
 // breadthAt returns the holder's breadth decayed to t.
 func (h *holderState) breadthNow(t int64) float64 {
@@ -220,10 +272,23 @@ func (h *holderState) teachBreadth(n float64, t int64) {
 }
 
 // tenantState is a tenant's baseline: the networks and clients its
-// holders' baselines hold, in one Bloom filter (false positives make a
-// level "holder" instead of "tenant", never an alert).
+// holders' baselines hold, and the address spaces its learnt holders'
+// baselines hold, in one Bloom filter (false positives make a level
+// "holder" instead of "tenant", or a network not foreign: never an
+// alert); and how much allowed use it has seen, to know when it is learnt.
 type tenantState struct {
-	seen bloom8k
+	learnEvents uint32
+	firstSeen   int64
+	seen        bloom8k
+}
+
+// learned reports whether the tenant's baseline is trusted at t (the
+// holder thresholds over all its holders' uses).
+func (tn *tenantState) learned(t int64, l LearningConfig) bool {
+	if tn.firstSeen == 0 {
+		return false
+	}
+	return int(tn.learnEvents) >= l.MinEvents && time.Duration(t-tn.firstSeen)*time.Second >= l.MinAge
 }
 
 // holderKey builds "tenant\x00holder" into buf.
@@ -247,6 +312,14 @@ func netHash(key uint64, v6 bool) uint64 {
 	return mix64(key ^ saltNet4)
 }
 
+// spaceHash is the filter hash of an address space key.
+func spaceHash(key uint64, v6 bool) uint64 {
+	if v6 {
+		return mix64(key ^ saltSpace6)
+	}
+	return mix64(key ^ saltSpace4)
+}
+
 // clientFamily is the family of a normalised client: "curl/8" → "curl".
 func clientFamily(c string) string {
 	if i := strings.IndexByte(c, '/'); i >= 0 {
@@ -268,11 +341,17 @@ func fnv64(s string) uint64 {
 // tokenBit picks a token's bit in a value's rollout bitmap.
 func tokenBit(id string) uint8 { return 1 << (fnv64(id) % rolloutBits) }
 
-// sourceState is a source network's count of decisions naming no token.
+// addrBit picks a source address's bit in a value's instance bitmap.
+func addrBit(addr string) uint8 { return 1 << (mix64(fnv64(addr)) % rolloutBits) }
+
+// sourceState is a source network's count of decisions naming no token,
+// in forging_burst's window and in its slow window.
 type sourceState struct {
-	start int64 // window start, Unix seconds
-	count uint64
-	cool  int64 // last alert
+	start  int64 // window start, Unix seconds
+	count  uint64
+	cool   int64 // last alert
+	sStart int64 // slow window start
+	sCount uint64
 }
 
 // sourceKey is the table key of a source network.
