@@ -191,10 +191,11 @@ func (e *Engine) spaceKey(key uint64, v6 bool) uint64 {
 
 // foreign reports whether the event's network lies outside every address
 // space known to be the tenant's: those its learnt holders use (the
-// tenant filter), its holder's and the token's own baselines, or — when
-// there is none of these yet — the space the token was requested from;
-// a network that some holder of the tenant has in its baseline is never
-// foreign. With no reference at all nothing is foreign.
+// tenant filter), its holder's and the token's own baselines once learnt
+// (a baseline still learning may be learning the attacker's network), or
+// — when there is none of these yet — the space the token was requested
+// from; a network that some holder of the tenant has in its baseline is
+// never foreign. With no reference at all nothing is foreign.
 func (e *Engine) foreign(s *tokenState, o *obs) bool {
 	if !o.hasAddr {
 		return false
@@ -211,7 +212,7 @@ func (e *Engine) foreign(s *tokenState, o *obs) bool {
 	}
 	ref := o.tenantLearned
 	hn := &o.h.nets
-	for i := 0; i < setSlots; i++ {
+	for i := 0; i < setSlots && o.holderLearned; i++ {
 		if hn.known&bit32(i) == 0 {
 			continue
 		}
@@ -221,7 +222,7 @@ func (e *Engine) foreign(s *tokenState, o *obs) bool {
 		}
 	}
 	n := &s.core.net
-	for i := 0; i < maxNetworks; i++ {
+	for i := 0; i < maxNetworks && o.tokLearned; i++ {
 		if n.known&bit(i) == 0 {
 			continue
 		}

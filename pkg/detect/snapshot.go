@@ -308,6 +308,7 @@ func (c *tokenCore) visit(v visitor) {
 		v.u32(&w.start)
 		v.u16(&w.denied)
 		v.u8(&w.flagged)
+		v.u16(&w.pending)
 		for j := range w.bits {
 			v.u64(&w.bits[j])
 			v.u64(&w.prev[j])
@@ -372,8 +373,8 @@ func (h *holderState) visit(v visitor) {
 	v.f64(&h.vol.sPeak)
 	v.f64(&h.breadth)
 	v.i64(&h.breadthAt)
-	v.f64(&h.denied)
-	v.i64(&h.deniedAt)
+	v.raw(h.denied[:])
+	v.i64(&h.deniedGen)
 }
 
 func (t *tenantState) visit(v visitor) {

@@ -27,16 +27,27 @@ type sweepTracker struct {
 	start   uint32 // window start, Unix seconds (0 = free)
 	denied  uint16
 	flagged uint8
+	// pending is the count (+1; 0 = none) of the window before, which
+	// teaches the holder's breadth once this one ends without a sweep: a
+	// sweep's first window must not become its baseline.
+	pending uint16
 	bits    [sweepBits / 64]uint64
 	prev    [sweepBits / 64]uint64
 }
 
 // distinct estimates the distinct resources of the window and the one
 // before it.
-func (w *sweepTracker) distinct() float64 {
+func (w *sweepTracker) distinct() float64 { return linearCount(&w.bits, &w.prev) }
+
+// own estimates the distinct resources of the window alone.
+func (w *sweepTracker) own() float64 { return linearCount(&w.bits, &[sweepBits / 64]uint64{}) }
+
+// linearCount estimates the distinct values hashed into the union of two
+// bitmaps.
+func linearCount(a, b *[sweepBits / 64]uint64) float64 {
 	zero := 0
-	for i, b := range w.bits {
-		zero += 64 - popcount64(b|w.prev[i])
+	for i := range a {
+		zero += 64 - popcount64(a[i]|b[i])
 	}
 	if zero == 0 {
 		return sweepBits * math.Log(sweepBits)
@@ -52,18 +63,40 @@ func popcount64(x uint64) int {
 	return c
 }
 
-// close ends a window at t, teaching the holder its breadth unless the
-// window was a sweep, and keeps its resources as the previous window's
-// when the next one follows it at once (next: the same route goes on).
-func (w *sweepTracker) close(h *holderState, t int64, win uint32, next bool) {
-	if w.start != 0 && w.flagged == 0 {
-		h.teachBreadth(w.distinct(), t)
+// close ends a window at t and keeps its resources as the previous
+// window's when the next one follows it at once (next: the same route
+// goes on). A window teaches the holder its breadth only once the window
+// after it ended without a sweep too (or none follows), so a sweep across
+// a window's end does not raise its own baseline; while a flagged window
+// alone still holds a sweep's count (sweepSize), the next one continues
+// that sweep.
+func (w *sweepTracker) close(h *holderState, t int64, win uint32, next bool, sweepSize func(float64) bool) {
+	if w.start == 0 {
+		*w = sweepTracker{}
+		return
 	}
-	keep := next && w.start != 0 && secs32(t)-w.start <= 2*win
-	bits := w.bits
+	keep := next && secs32(t)-w.start <= 2*win
+	var pending uint16
+	if w.flagged == 0 {
+		if w.pending > 0 {
+			h.teachBreadth(float64(w.pending-1), t)
+		}
+		n := w.distinct()
+		if keep {
+			pending = uint16(min(n, maxSweepDistinct*4)) + 1
+		} else {
+			h.teachBreadth(n, t)
+		}
+	}
+	bits, cont := w.bits, w.flagged != 0 && sweepSize(w.own())
 	*w = sweepTracker{}
 	if keep {
-		w.prev = bits
+		w.prev, w.pending = bits, pending
+		if cont {
+			// A sweep still going at the window's end goes on in the
+			// next: one episode, no new alert, nothing taught.
+			w.flagged = 1
+		}
 	}
 }
 
@@ -93,8 +126,11 @@ func (e *Engine) checkSweep(s *tokenState, o *obs) {
 			break
 		}
 	}
+	sweepSize := func(n float64) bool {
+		return n >= float64(cfg.MinDistinct) && n > cfg.Factor*h.breadthNow(o.t)
+	}
 	if w != nil && now-w.start > win && now > w.start {
-		w.close(h, o.t, win, true)
+		w.close(h, o.t, win, true, sweepSize)
 		w.key = shape
 	}
 	if w == nil {
@@ -106,7 +142,7 @@ func (e *Engine) checkSweep(s *tokenState, o *obs) {
 				w = c
 			}
 		}
-		w.close(h, o.t, win, false)
+		w.close(h, o.t, win, false, sweepSize)
 	}
 	if w.start == 0 {
 		w.key, w.start = shape, max(now, 1)
