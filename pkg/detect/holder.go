@@ -198,10 +198,10 @@ type holderState struct {
 	breadth   float64
 	breadthAt int64
 	// denied is the most distinct actions one token was denied with a
-	// probing reason within scope_probing.horizon, outside probing,
-	// decaying like breadth, and when it was last updated.
-	denied   float64
-	deniedAt int64
+	// probing reason within scope_probing.horizon, outside probing, in
+	// the current week (started at deniedGen) and the one before.
+	denied    [2]uint8
+	deniedGen int64
 }
 
 // holderVolume is the holder's per-token rate baseline: the busiest
@@ -231,27 +231,37 @@ func (h *holderState) learned(t int64, l LearningConfig) bool {
 	return int(h.learnEvents) >= l.MinEvents && time.Duration(t-h.firstSeen)*time.Second >= l.MinAge
 }
 
-// breadthHalfLife is how fast a holder's sweep breadth, and its usual
-// count of denied actions, decay.
+// breadthHalfLife is how fast a holder's sweep breadth decays.
 const breadthHalfLife = 7 * 24 * 3600
 
-// deniedNow returns the holder's usual count of distinct denied actions
-// of one token within the probing horizon, decayed to t.
-func (h *holderState) deniedNow(t int64) float64 {
-	if h.denied == 0 || t <= h.deniedAt {
-		return h.denied
+// deniedWeek is the length of a generation of the holder's usual count
+// of denied actions: the usual is the most of the last one to two weeks.
+const deniedWeek = 7 * 24 * 3600
+
+// rollDenied starts a new generation of the usual count when a week has
+// passed.
+func (h *holderState) rollDenied(t int64) {
+	switch {
+	case h.deniedGen == 0 || t-h.deniedGen >= 2*deniedWeek:
+		h.denied, h.deniedGen = [2]uint8{}, t
+	case t-h.deniedGen >= deniedWeek:
+		h.denied[1], h.denied[0], h.deniedGen = h.denied[0], 0, t
 	}
-	return h.denied * math.Exp2(-float64(t-h.deniedAt)/breadthHalfLife)
+}
+
+// deniedNow returns the holder's usual count of distinct denied actions
+// of one token within the probing horizon: the most of this week and the
+// one before.
+func (h *holderState) deniedNow(t int64) int {
+	h.rollDenied(t)
+	return int(max(h.denied[0], h.denied[1]))
 }
 
 // teachDenied records that one token was denied n distinct actions
 // within the horizon, at t, without probing.
-func (h *holderState) teachDenied(n float64, t int64) {
-	d := h.deniedNow(t)
-	if t > h.deniedAt {
-		h.deniedAt = t
-	}
-	h.denied = max(d, n)
+func (h *holderState) teachDenied(n int, t int64) {
+	h.rollDenied(t)
+	h.denied[0] = max(h.denied[0], uint8(min(n, 255)))
 }
 
 // breadthAt returns the holder's breadth decayed to t.

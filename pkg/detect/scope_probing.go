@@ -253,9 +253,9 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 // route shape, scope) over Horizon — one probe every few minutes or every
 // hour adds up — and alerts when a new one makes MinDistinct and more
 // than the holder's tokens are usually denied within Horizon (a workload
-// with a misconfigured call repeats one mistake). Counts that do not
-// alert teach the holder's usual; after an alert the next one waits for
-// twice the count.
+// with a misconfigured call repeats one mistake). Every count teaches the
+// holder's usual while the holder learns, and counts that do not alert
+// after; after an alert the next one waits for twice the count.
 func (e *Engine) checkSlowProbing(s *tokenState, o *obs, shape, now uint32) {
 	cfg := &e.cfg.ScopeProbing
 	p := &s.core.probe
@@ -269,10 +269,12 @@ func (e *Engine) checkSlowProbing(s *tokenState, o *obs, shape, now uint32) {
 		return
 	}
 	usual := o.h.deniedNow(o.t)
-	if n < cfg.MinDistinct || float64(n) <= usual || p.slowAlarm != 0 && n < 2*int(p.slowAlarm) {
-		if p.slowAlarm == 0 {
-			o.h.teachDenied(float64(n), o.t)
-		}
+	if !o.holderLearned || p.slowAlarm == 0 && (n < cfg.MinDistinct || n <= usual) {
+		// While the holder learns, what its tokens are denied is its
+		// usual, alert or not; after, only counts that do not alert.
+		o.h.teachDenied(n, o.t)
+	}
+	if n < cfg.MinDistinct || n <= usual || p.slowAlarm != 0 && n < 2*int(p.slowAlarm) {
 		return
 	}
 	p.slowAlarm = uint8(min(n, 255))
@@ -284,13 +286,12 @@ func (e *Engine) checkSlowProbing(s *tokenState, o *obs, shape, now uint32) {
 	if !e.admit(s, o, detScopeProbing) {
 		return
 	}
-	f := func(x float64) string { return strconv.FormatFloat(x, 'f', 1, 64) }
 	e.emit(s, o, detScopeProbing, level, cfg.Severity,
 		itoa(n)+" distinct actions denied ("+strings.Join(cfg.Reasons, ", ")+") within "+fmtDur(int64(now-first))+", latest "+u.Method+" "+u.Route+
 			" ("+u.Reason+")",
 		"slow probing means "+itoa(cfg.MinDistinct)+" distinct denied actions (method, route, scope) within "+cfg.Horizon.String()+
-			", more than holder "+s.holder+"'s tokens are usually denied within it (at most "+f(usual)+", decaying)",
-		map[string]string{"pattern": "slow_distinct_denials", "distinct": itoa(n), "usual": f(usual), "first_denial": fmtTime(int64(first))})
+			", more than holder "+s.holder+"'s tokens are usually denied within it (at most "+itoa(usual)+" in the last one to two weeks)",
+		map[string]string{"pattern": "slow_distinct_denials", "distinct": itoa(n), "usual": itoa(usual), "first_denial": fmtTime(int64(first))})
 }
 
 // resourceID reads the last part of a resource ("42", "acme/42") as a
