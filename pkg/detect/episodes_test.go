@@ -386,3 +386,32 @@ func TestStragglerFromRecentNetwork(t *testing.T) {
 		})
 	}
 }
+
+// TestForeignNotHiddenByLargeTenant: a tenant whose holders use
+// thousands of /24s (which fill its Bloom filter of networks) still
+// knows exactly which address spaces are its own: every learnt token
+// used from outside them alerts.
+func TestForeignNotHiddenByLargeTenant(t *testing.T) {
+	e, _ := detect.New(detect.DefaultConfig())
+	const tokens = 2400
+	id := func(i int) string { return fmt.Sprintf("019cabd9-0000-7000-8000-%012d", i) }
+	for d := 0; d < 4; d++ {
+		for k := 0; k < 16; k++ {
+			when := at(d, 9, 0).Add(time.Duration(k) * 30 * time.Minute)
+			for i := 0; i < tokens; i++ {
+				observe(e, use(when, fmt.Sprintf("10.%d.%d.5", i/250, i%250), token(id(i)), holderOf(fmt.Sprint("h-", i%40)), client(ourClient),
+					pattern("GET", "/v1/orders/{id}", "orders:read", "1")))
+			}
+		}
+	}
+	missed := 0
+	for i := 0; i < 200; i++ {
+		if got := observe(e, use(at(4, 12, 0).Add(time.Duration(i)*time.Second), fmt.Sprintf("198.51.%d.77", i), token(id(i)), holderOf(fmt.Sprint("h-", i%40)),
+			client(ourClient), pattern("GET", "/v1/orders/{id}", "orders:read", "1"))); !slices.Contains(detectorsOf(got), detect.NewNetwork) {
+			missed++
+		}
+	}
+	if missed > 0 {
+		t.Fatalf("%d of 200 tokens used from outside the tenant's spaces raised no new_network", missed)
+	}
+}

@@ -161,13 +161,10 @@ func (b *bloom8k) has(h uint64) bool {
 	return true
 }
 
-// Salts that keep networks, address spaces and clients apart in one
-// tenant filter.
+// Salts that keep networks and clients apart in one tenant filter.
 const (
 	saltNet4   = 0x6e657434
 	saltNet6   = 0x6e657436
-	saltSpace4 = 0x73706334
-	saltSpace6 = 0x73706336
 	saltClient = 0x636c6965
 )
 
@@ -282,14 +279,52 @@ func (h *holderState) teachBreadth(n float64, t int64) {
 }
 
 // tenantState is a tenant's baseline: the networks and clients its
-// holders' baselines hold, and the address spaces its learnt holders'
-// baselines hold, in one Bloom filter (false positives make a level
-// "holder" instead of "tenant", or a network not foreign: never an
-// alert); and how much allowed use it has seen, to know when it is learnt.
+// holders' baselines hold, in one Bloom filter (false positives make a
+// level "holder" instead of "tenant", never an alert); the address
+// spaces its learnt holders' baselines hold, exactly (a false positive
+// there would hide a foreign network); and how much allowed use it has
+// seen, to know when it is learnt.
 type tenantState struct {
 	learnEvents uint32
 	firstSeen   int64
+	spaces      spaceSet
 	seen        bloom8k
+}
+
+// tenantSpaces is how many address spaces a tenant remembers; past it
+// the oldest added is forgotten (and re-learnt at its next use).
+const tenantSpaces = 32
+
+// spaceSet is a tenant's address spaces (Config.AddressSpace keys).
+type spaceSet struct {
+	keys [tenantSpaces]uint64
+	used uint32
+	v6   uint32
+	next uint8
+}
+
+func (s *spaceSet) has(key uint64, v6 bool) bool {
+	for i := 0; i < tenantSpaces; i++ {
+		if s.used&bit32(i) != 0 && s.keys[i] == key && (s.v6&bit32(i) != 0) == v6 {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *spaceSet) add(key uint64, v6 bool) {
+	if s.has(key, v6) {
+		return
+	}
+	i := int(s.next) % tenantSpaces
+	s.next = uint8((i + 1) % tenantSpaces)
+	s.keys[i] = key
+	s.used |= bit32(i)
+	if v6 {
+		s.v6 |= bit32(i)
+	} else {
+		s.v6 &^= bit32(i)
+	}
 }
 
 // learned reports whether the tenant's baseline is trusted at t (the
@@ -320,14 +355,6 @@ func netHash(key uint64, v6 bool) uint64 {
 		return mix64(key ^ saltNet6)
 	}
 	return mix64(key ^ saltNet4)
-}
-
-// spaceHash is the filter hash of an address space key.
-func spaceHash(key uint64, v6 bool) uint64 {
-	if v6 {
-		return mix64(key ^ saltSpace6)
-	}
-	return mix64(key ^ saltSpace4)
 }
 
 // clientFamily is the family of a normalised client: "curl/8" → "curl".

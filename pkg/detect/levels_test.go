@@ -95,9 +95,11 @@ func TestHolderLevelDetectors(t *testing.T) {
 		{name: "fresh token, client upgrade", tail: []events.Envelope{fresh("10.1.2.5", ourClient), req(at(9, 11, 0), holderNet, client("orders-client/5"))}},
 		{name: "fresh token, new network", tail: []events.Envelope{fresh("10.1.2.5", ourClient), req(at(9, 11, 0), newNet)},
 			want: []string{detect.NewNetwork}, levels: map[string]string{detect.NewNetwork: detect.LevelTenant}},
-		// A network another holder of the tenant uses, with the holder's
-		// client and action: a risk factor, no alert on its own.
-		{name: "fresh token, network of another holder of the tenant", tail: []events.Envelope{fresh("10.1.2.5", ourClient), req(at(9, 11, 0), otherNet)}},
+		// The network of another holder of the tenant that is itself
+		// still learning (seven uses in nine days): not yet one of the
+		// tenant's address spaces, so foreign.
+		{name: "fresh token, network of a learning holder of the tenant", tail: []events.Envelope{fresh("10.1.2.5", ourClient), req(at(9, 11, 0), otherNet)},
+			want: []string{detect.NewNetwork}, levels: map[string]string{detect.NewNetwork: detect.LevelTenant}},
 		// A new /24 inside the holder's address space (a new subnet, a
 		// move): a risk factor, no alert on its own.
 		{name: "fresh token, new subnet of the holder's space", tail: []events.Envelope{fresh("10.1.2.5", ourClient), req(at(9, 11, 0), "10.1.9.20")}},

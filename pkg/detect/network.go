@@ -191,11 +191,10 @@ func (e *Engine) spaceKey(key uint64, v6 bool) uint64 {
 
 // foreign reports whether the event's network lies outside every address
 // space known to be the tenant's: those its learnt holders use (the
-// tenant filter), its holder's and the token's own baselines once learnt
-// (a baseline still learning may be learning the attacker's network), or
-// — when there is none of these yet — the space the token was requested
-// from; a network that some holder of the tenant has in its baseline is
-// never foreign. With no reference at all nothing is foreign.
+// tenant's spaces), its holder's and the token's own baselines once
+// learnt (a baseline still learning may be learning the attacker's
+// network), or — when there is none of these yet — the space the token
+// was requested from. With no reference at all nothing is foreign.
 func (e *Engine) foreign(s *tokenState, o *obs) bool {
 	if !o.hasAddr {
 		return false
@@ -205,9 +204,7 @@ func (e *Engine) foreign(s *tokenState, o *obs) bool {
 	}
 	o.foreignDone = true
 	sp := e.spaceKey(o.key, o.v6)
-	if o.tn.seen.has(spaceHash(sp, o.v6)) || o.tn.seen.has(netHash(o.key, o.v6)) {
-		// A space of the tenant's learnt holders, or a network some
-		// holder of the tenant has in its baseline.
+	if o.tn.spaces.has(sp, o.v6) {
 		return false
 	}
 	ref := o.tenantLearned
@@ -308,7 +305,7 @@ func (e *Engine) observeNetwork(s *tokenState, o *obs) {
 			// The tenant's address spaces are those of its learnt
 			// holders' baselines: a holder still learning may be
 			// learning an attacker's network.
-			o.tn.seen.add(spaceHash(e.spaceKey(o.key, o.v6), o.v6))
+			o.tn.spaces.add(e.spaceKey(o.key, o.v6), o.v6)
 		}
 	}
 	e.checkMultiNetwork(s, o)

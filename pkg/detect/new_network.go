@@ -69,7 +69,7 @@ func (e *Engine) checkNewNetwork(s *tokenState, o *obs) {
 	if o.hslot >= 0 {
 		seen += ", first seen for the holder " + fmtTime(int64(h.nets.first[o.hslot])) + " and not yet part of its baseline"
 	}
-	seen += "; outside every address space of tenant " + s.tenant + "'s workloads (no network of " + space + " in their baselines)"
+	seen += "; outside every address space of tenant " + s.tenant + "'s workloads (no network of " + space + " in the baselines of its learnt holders)"
 	var baseline string
 	known := 0
 	judged := LevelTenant

@@ -380,6 +380,12 @@ func (h *holderState) visit(v visitor) {
 func (t *tenantState) visit(v visitor) {
 	v.u32(&t.learnEvents)
 	v.i64(&t.firstSeen)
+	for i := range t.spaces.keys {
+		v.u64(&t.spaces.keys[i])
+	}
+	v.u32(&t.spaces.used)
+	v.u32(&t.spaces.v6)
+	v.u8(&t.spaces.next)
 	for i := range t.seen {
 		v.u64(&t.seen[i])
 	}
