@@ -390,16 +390,17 @@ const (
 //     with no history yet (its first token) cannot tell a CI-requested
 //     token used by the workload from a stolen one: there the mismatch is
 //     half a risk factor, unless the network is foreign.
-//   - new_action low (medium for a sensitive scope), history 7d: a deploy adding a route is normal drift, seen once per
-//     holder; a week covers weekly jobs. One new action is a risk factor;
-//     3 by one token within the risk window (a deploy adds one or two
-//     routes, a token trying what it can do tries several) or a sensitive
-//     one alert.
-//   - scope_probing: 5 distinct denials (scope_missing, wrong_audience)
-//     within 10m, or 5 distinct denied actions within 24h beyond what the
-//     holder's tokens are usually denied in a day: a misconfigured
-//     workload repeats one mistake; a prober tries one thing after
-//     another, however slowly.
+//   - new_action low (medium for a sensitive scope), history 7d: a
+//     deploy adding a route is normal drift, seen once per holder; a week
+//     covers weekly jobs. One new action is a risk factor; 3 by one token
+//     within the risk window (a deploy adds one or two routes, a token
+//     trying what it can do tries several) or a sensitive one alert.
+//   - scope_probing: 5 distinct denials (scope_missing, wrong_audience:
+//     a token presented to a service it was not minted for) within 10m,
+//     or 5 distinct denied actions within 24h and more than the holder's
+//     tokens were denied in a day over the last one to two weeks: a
+//     misconfigured workload repeats one mistake; a prober tries one
+//     thing after another, however slowly.
 //   - resource_sweep 20 distinct resources of one route in 10m, 4× the
 //     holder's breadth: a workload that reads one record at a time stays
 //     far below; 20 denials of distinct resources are never normal; a
