@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -227,6 +228,14 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 		}
 		if rep.FirstAttack.IsZero() {
 			rep.FirstAttack = r.at
+			if r.reason == "revoked" {
+				// Only the holder's own use came before: a detector took
+				// it for an attack. The drill would prove nothing.
+				mu.Lock()
+				dets := slices.Clone(rep.AnomalyDetectors)
+				mu.Unlock()
+				return rep, fmt.Errorf("drill: the leaked token was revoked before the attacker's first request (anomalies on the holder's own use: %v)", dets)
+			}
 		}
 		if r.status == http.StatusOK {
 			rep.AttackerAllowed++

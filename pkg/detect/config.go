@@ -28,6 +28,11 @@ type Config struct {
 	// IPv6Prefix is the prefix length that makes an IPv6 "network" (64 or
 	// 48 are usual). Between 16 and 64.
 	IPv6Prefix int `yaml:"ipv6_prefix"`
+	// AddressSpace is the wider prefix that makes a tenant's address
+	// space: a network outside every space the tenant's workloads use is
+	// foreign — a strong signal on its own — while a new network inside
+	// one is a weak one (a new subnet, a move, a new cluster).
+	AddressSpace AddressSpaceConfig `yaml:"address_space"`
 	// Learning is the period during which a token's baselines (networks,
 	// hours, concurrency) are learnt and the baseline detectors stay silent.
 	Learning LearningConfig `yaml:"learning"`
@@ -82,6 +87,16 @@ type Config struct {
 	Risk RiskConfig `yaml:"risk"`
 }
 
+// AddressSpaceConfig sizes a tenant's address spaces.
+type AddressSpaceConfig struct {
+	// IPv4Prefix is the prefix length of an IPv4 address space, between 8
+	// and ipv4_prefix.
+	IPv4Prefix int `yaml:"ipv4_prefix"`
+	// IPv6Prefix is the prefix length of an IPv6 address space, between 16
+	// and ipv6_prefix.
+	IPv6Prefix int `yaml:"ipv6_prefix"`
+}
+
 // NewClientConfig tunes the new_client detector: a request whose client
 // (events.UsageDecided.Client, compared by family: "curl/8" and "curl/7"
 // are one client) is outside the holder's baseline.
@@ -110,7 +125,10 @@ type IssuanceMismatchConfig struct {
 
 // NewActionConfig tunes the new_action detector ("new terms"): an action
 // — method, route (ids folded) and scope — that the holder did not do
-// within History, once the holder is learnt.
+// within History, once the holder is learnt. One such action is a risk
+// factor (a deployment adds routes every week); it alerts on its own when
+// its scope is sensitive, or when one token does MinDistinct of them
+// within risk.window.
 type NewActionConfig struct {
 	// Enabled turns the detector on.
 	Enabled bool `yaml:"enabled"`
@@ -119,6 +137,10 @@ type NewActionConfig struct {
 	// History is the look-back of the holder's actions: an action not
 	// done within it (at least, and at most twice it) is new again.
 	History time.Duration `yaml:"history"`
+	// MinDistinct is how many distinct never-seen actions one token must
+	// do within risk.window to alert without a sensitive scope. 1 alerts
+	// on every new action. Between 1 and 255.
+	MinDistinct int `yaml:"min_distinct"`
 }
 
 // ResourceSweepConfig tunes the resource_sweep detector: one token
@@ -158,6 +180,14 @@ type ForgingBurstConfig struct {
 	Window time.Duration `yaml:"window"`
 	// MinCount is how many such decisions within Window make a burst.
 	MinCount int `yaml:"min_count"`
+	// SlowWindow: from a source network that no workload's baseline
+	// holds (one that never presented a valid token of a known network),
+	// MinCount such decisions within SlowWindow are a burst too — a
+	// scanner pacing its guesses. A workload's own network is judged by
+	// Window alone: a broken replica retrying a truncated token is a
+	// misconfiguration its owner sees, not an attack. Zero turns it off;
+	// else at least Window.
+	SlowWindow time.Duration `yaml:"slow_window"`
 }
 
 // RiskConfig tunes the risk score: each signal a token showed within
@@ -242,9 +272,17 @@ type ScopeProbingConfig struct {
 	Window time.Duration `yaml:"window"`
 	// Reasons are the deny reasons that count as probing.
 	Reasons []string `yaml:"reasons"`
-	// MinDistinct is how many distinct (method, route, scope) denials with
-	// one of Reasons within Window make probing. Between 2 and 16.
+	// MinDistinct is how many distinct (method, route, scope, resource)
+	// denials with one of Reasons within Window make probing. Between 2
+	// and 16.
 	MinDistinct int `yaml:"min_distinct"`
+	// Horizon is the slow count: MinDistinct distinct denied actions
+	// (method, route, scope; resources aside) within Horizon make probing
+	// too, when they are more than the most one token of the holder is
+	// usually denied within it (decaying, half-life a week) — so one
+	// probe every few minutes, or every hour, adds up. Zero turns it off;
+	// else at least Window.
+	Horizon time.Duration `yaml:"horizon"`
 	// EnumRun is how many consecutive requests to the same route, whose
 	// last numeric segment moves by at most EnumMaxStep each time, make an
 	// enumeration (allowed or denied). Zero disables enumeration.
@@ -318,13 +356,14 @@ type MultiNetworkConfig struct {
 // Deny reasons the default configuration knows. They must match the
 // enforcer's closed set of reasons.
 const (
-	ReasonScopeMissing = "scope_missing"
-	ReasonRevoked      = "revoked"
-	ReasonExpired      = "expired"
-	ReasonMalformed    = "malformed"
-	ReasonBadSignature = "bad_signature"
-	ReasonUnknownKey   = "unknown_key"
-	ReasonThrottled    = "throttled"
+	ReasonScopeMissing  = "scope_missing"
+	ReasonWrongAudience = "wrong_audience"
+	ReasonRevoked       = "revoked"
+	ReasonExpired       = "expired"
+	ReasonMalformed     = "malformed"
+	ReasonBadSignature  = "bad_signature"
+	ReasonUnknownKey    = "unknown_key"
+	ReasonThrottled     = "throttled"
 )
 
 // DefaultConfig returns the thresholds Cordon ships with. They come from
@@ -334,15 +373,34 @@ const (
 //     workload's daily cycle twice and a weekday/weekend edge in most
 //     weeks; 200 uses keep a quiet holder (a nightly job) from being
 //     judged on a handful of requests. A token still learns its own
-//     baseline (learning: 50 over 48h) for the holders that are not learnt.
-//   - rollout_tokens 3: one stolen credential is one token; a new egress
-//     or client version reaches every token of the workload. Two alerts at
-//     most per rollout, then the value is baseline.
+//     baseline (learning: 50 over 48h) for the holders that are not learnt,
+//     and a tenant is learnt like a holder (all its holders' uses).
+//   - address_space /16 (IPv4) and /48 (IPv6): a /16 is the largest
+//     network one cloud VPC or site plan hands out, a /48 the usual IPv6
+//     site. A new /24 inside a space the tenant's workloads use is a new
+//     subnet, cluster or egress (a risk factor); a network outside all of
+//     them is somewhere the tenant does not run (an alert on its own).
+//   - rollout_tokens 3: one stolen credential is one token on one host; a
+//     new egress or client version reaches every token and instance of
+//     the workload. A value three tokens — or three instances with the
+//     holder's own client, inside its address space — used is baseline.
 //   - issuance_mismatch high: a token used from a network and a client
 //     that are unlike where it was requested, and unknown to its holder,
-//     is the exfiltration pattern itself; it needs no learning.
-//   - new_action low (medium for a sensitive scope), history 7d: a deploy adding a route is normal drift, seen once per
-//     holder; a week covers weekly jobs.
+//     is the exfiltration pattern itself; it needs no learning. A holder
+//     with no history yet (its first token) cannot tell a CI-requested
+//     token used by the workload from a stolen one: there the mismatch is
+//     half a risk factor, unless the network is foreign.
+//   - new_action low (medium for a sensitive scope), history 7d: a
+//     deploy adding a route is normal drift, seen once per holder; a week
+//     covers weekly jobs. One new action is a risk factor; 3 by one token
+//     within the risk window (a deploy adds one or two routes, a token
+//     trying what it can do tries several) or a sensitive one alert.
+//   - scope_probing: 5 distinct denials (scope_missing, wrong_audience:
+//     a token presented to a service it was not minted for) within 10m,
+//     or 5 distinct denied actions within 24h and more than the holder's
+//     tokens were denied in a day over the last one to two weeks: a
+//     misconfigured workload repeats one mistake; a prober tries one
+//     thing after another, however slowly.
 //   - resource_sweep 20 distinct resources of one route in 10m, 4× the
 //     holder's breadth: a workload that reads one record at a time stays
 //     far below; 20 denials of distinct resources are never normal; a
@@ -350,18 +408,22 @@ const (
 //     breadth.
 //   - forging_burst 100 in 1m from one /24 (/64): a client retrying a
 //     stale token backs off; a hundred failed verifications a minute is
-//     guessing or forging.
+//     guessing or forging. From a network that never carried a known
+//     workload's token, the same hundred within an hour.
 //   - risk: weights are how much each signal alone moves the score (a new
 //     network 0.5, a new client 0.4, an odd hour 0.35); threshold 0.8 is
 //     reached by a new network with a new client at an odd hour (0.805),
-//     or by any strong signal with a weak one, and by no single signal.
+//     or by any strong signal with a weak one, and by no single signal. A
+//     token raises it again only when a signal joins the ones it was
+//     raised for.
 func DefaultConfig() Config {
 	return Config{
-		MaxTokens:  1_000_000,
-		Cooldown:   time.Hour,
-		IPv4Prefix: 24,
-		IPv6Prefix: 64,
-		Learning:   LearningConfig{MinEvents: 50, MinAge: 48 * time.Hour},
+		MaxTokens:    1_000_000,
+		Cooldown:     time.Hour,
+		IPv4Prefix:   24,
+		IPv6Prefix:   64,
+		AddressSpace: AddressSpaceConfig{IPv4Prefix: 16, IPv6Prefix: 48},
+		Learning:     LearningConfig{MinEvents: 50, MinAge: 48 * time.Hour},
 		NewNetwork: NewNetworkConfig{
 			Enabled:      true,
 			Severity:     events.SeverityMedium,
@@ -376,8 +438,9 @@ func DefaultConfig() Config {
 			Enabled:     true,
 			Severity:    events.SeverityHigh,
 			Window:      10 * time.Minute,
-			Reasons:     []string{ReasonScopeMissing},
+			Reasons:     []string{ReasonScopeMissing, ReasonWrongAudience},
 			MinDistinct: 5,
+			Horizon:     24 * time.Hour,
 			EnumRun:     8,
 			EnumMaxStep: 2,
 		},
@@ -422,9 +485,10 @@ func DefaultConfig() Config {
 			Severity: events.SeverityHigh,
 		},
 		NewAction: NewActionConfig{
-			Enabled:  true,
-			Severity: events.SeverityLow,
-			History:  7 * 24 * time.Hour,
+			Enabled:     true,
+			Severity:    events.SeverityLow,
+			History:     7 * 24 * time.Hour,
+			MinDistinct: 3,
 		},
 		ResourceSweep: ResourceSweepConfig{
 			Enabled:     true,
@@ -434,11 +498,12 @@ func DefaultConfig() Config {
 			Factor:      4,
 		},
 		ForgingBurst: ForgingBurstConfig{
-			Enabled:  true,
-			Severity: events.SeverityMedium,
-			Reasons:  []string{ReasonMalformed, ReasonBadSignature, ReasonUnknownKey, ReasonThrottled},
-			Window:   time.Minute,
-			MinCount: 100,
+			Enabled:    true,
+			Severity:   events.SeverityMedium,
+			Reasons:    []string{ReasonMalformed, ReasonBadSignature, ReasonUnknownKey, ReasonThrottled},
+			Window:     time.Minute,
+			MinCount:   100,
+			SlowWindow: time.Hour,
 		},
 		Risk: RiskConfig{
 			Enabled:   true,
@@ -493,6 +558,8 @@ func (c Config) Validate() error {
 		{c.Cooldown >= 0, "cooldown", "not negative", c.Cooldown},
 		{c.IPv4Prefix >= 8 && c.IPv4Prefix <= 32, "ipv4_prefix", "between 8 and 32", c.IPv4Prefix},
 		{c.IPv6Prefix >= 16 && c.IPv6Prefix <= 64, "ipv6_prefix", "between 16 and 64", c.IPv6Prefix},
+		{c.AddressSpace.IPv4Prefix >= 8 && c.AddressSpace.IPv4Prefix <= c.IPv4Prefix, "address_space.ipv4_prefix", fmt.Sprintf("between 8 and ipv4_prefix (%d)", c.IPv4Prefix), c.AddressSpace.IPv4Prefix},
+		{c.AddressSpace.IPv6Prefix >= 16 && c.AddressSpace.IPv6Prefix <= c.IPv6Prefix, "address_space.ipv6_prefix", fmt.Sprintf("between 16 and ipv6_prefix (%d)", c.IPv6Prefix), c.AddressSpace.IPv6Prefix},
 		{c.Learning.MinEvents >= 0, "learning.min_events", "not negative", c.Learning.MinEvents},
 		{c.Learning.MinAge >= 0, "learning.min_age", "not negative", c.Learning.MinAge},
 		{c.NewNetwork.PromoteAfter >= 0, "new_network.promote_after", "not negative", c.NewNetwork.PromoteAfter},
@@ -500,6 +567,7 @@ func (c Config) Validate() error {
 		{c.ScopeProbing.Window > 0, "scope_probing.window", "positive", c.ScopeProbing.Window},
 		{c.ScopeProbing.MinDistinct >= 2 && c.ScopeProbing.MinDistinct <= maxProbeDistinct, "scope_probing.min_distinct", fmt.Sprintf("between 2 and %d", maxProbeDistinct), c.ScopeProbing.MinDistinct},
 		{c.ScopeProbing.EnumRun == 0 || c.ScopeProbing.EnumRun >= 3, "scope_probing.enum_run", "0 (off) or at least 3", c.ScopeProbing.EnumRun},
+		{c.ScopeProbing.Horizon == 0 || c.ScopeProbing.Horizon >= c.ScopeProbing.Window, "scope_probing.horizon", "0 (off) or at least scope_probing.window", c.ScopeProbing.Horizon},
 		{c.ScopeProbing.EnumMaxStep >= 1, "scope_probing.enum_max_step", "at least 1", c.ScopeProbing.EnumMaxStep},
 		{c.UseAfterRevoke.Grace >= 0, "use_after_revoke.grace", "not negative", c.UseAfterRevoke.Grace},
 		{c.UseAfterRevoke.ClockSkew >= 0, "use_after_revoke.clock_skew", "not negative", c.UseAfterRevoke.ClockSkew},
@@ -518,11 +586,13 @@ func (c Config) Validate() error {
 		{c.RolloutTokens >= 2 && c.RolloutTokens <= rolloutBits, "rollout_tokens", fmt.Sprintf("between 2 and %d", rolloutBits), c.RolloutTokens},
 		{c.NewClient.PromoteAfter >= 0, "new_client.promote_after", "not negative", c.NewClient.PromoteAfter},
 		{c.NewAction.History >= time.Hour, "new_action.history", "at least 1h", c.NewAction.History},
+		{c.NewAction.MinDistinct >= 1 && c.NewAction.MinDistinct <= 255, "new_action.min_distinct", "between 1 and 255", c.NewAction.MinDistinct},
 		{c.ResourceSweep.Window > 0, "resource_sweep.window", "positive", c.ResourceSweep.Window},
 		{c.ResourceSweep.MinDistinct >= 3 && c.ResourceSweep.MinDistinct <= maxSweepDistinct, "resource_sweep.min_distinct", fmt.Sprintf("between 3 and %d", maxSweepDistinct), c.ResourceSweep.MinDistinct},
 		{c.ResourceSweep.Factor >= 1, "resource_sweep.factor", "at least 1", c.ResourceSweep.Factor},
 		{c.ForgingBurst.Window > 0, "forging_burst.window", "positive", c.ForgingBurst.Window},
 		{c.ForgingBurst.MinCount >= 1, "forging_burst.min_count", "at least 1", c.ForgingBurst.MinCount},
+		{c.ForgingBurst.SlowWindow == 0 || c.ForgingBurst.SlowWindow >= c.ForgingBurst.Window, "forging_burst.slow_window", "0 (off) or at least forging_burst.window", c.ForgingBurst.SlowWindow},
 		{c.Risk.Window > 0, "risk.window", "positive", c.Risk.Window},
 		{c.Risk.Threshold > 0 && c.Risk.Threshold <= 1, "risk.threshold", "in (0, 1]", c.Risk.Threshold},
 	}

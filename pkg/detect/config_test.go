@@ -89,6 +89,11 @@ func TestConfigValidate(t *testing.T) {
 		{"volume_spike.half_life", func(c *detect.Config) { c.VolumeSpike.HalfLife = time.Second }},
 		{"multi_network.min_networks", func(c *detect.Config) { c.MultiNetwork.MinNetworks = 1 }},
 		{"new_network.severity", func(c *detect.Config) { c.NewNetwork.Severity = "urgent" }},
+		{"address_space.ipv4_prefix", func(c *detect.Config) { c.AddressSpace.IPv4Prefix = 25 }},
+		{"address_space.ipv6_prefix", func(c *detect.Config) { c.AddressSpace.IPv6Prefix = 8 }},
+		{"scope_probing.horizon", func(c *detect.Config) { c.ScopeProbing.Horizon = time.Minute }},
+		{"new_action.min_distinct", func(c *detect.Config) { c.NewAction.MinDistinct = 0 }},
+		{"forging_burst.slow_window", func(c *detect.Config) { c.ForgingBurst.SlowWindow = time.Second }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {

@@ -368,21 +368,33 @@ func TestCooldownDeduplicates(t *testing.T) {
 	for i := 0; i < 500; i++ {
 		replay = append(replay, use(at(9, 2, 0).Add(time.Duration(i)*300*time.Millisecond), "203.0.113.9", route("GET", "/v1/orders/42", "orders:read")))
 	}
-	// Another replay after the cooldown alerts again.
+	// Another replay after the cooldown: a new odd hour alerts again; the
+	// same network for the same token is the same episode and does not.
 	later := use(at(9, 4, 0), "203.0.113.9")
 	got := run(t, detect.DefaultConfig(), concat(history(), replay, []events.Envelope{later}))
 	count := map[string]int{}
 	for _, a := range got {
 		count[a.Detector]++
 	}
-	want := map[string]int{detect.NewNetwork: 2, detect.OddHours: 2, detect.VolumeSpike: 1}
+	want := map[string]int{detect.NewNetwork: 1, detect.OddHours: 2, detect.VolumeSpike: 1}
 	for d, n := range want {
 		if count[d] != n {
 			t.Errorf("%s: %d anomalies, want %d (all: %v)", d, count[d], n, count)
 		}
 	}
-	if len(got) != 5 {
-		t.Errorf("%d anomalies for 501 replayed requests, want 5: %v", len(got), count)
+	if len(got) != 4 {
+		t.Errorf("%d anomalies for 501 replayed requests, want 4: %v", len(got), count)
+	}
+	// Another foreign network for the token is news.
+	got = run(t, detect.DefaultConfig(), concat(history(), replay, []events.Envelope{later, use(at(9, 4, 1), "198.51.100.9")}))
+	n := 0
+	for _, a := range got {
+		if a.Detector == detect.NewNetwork {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d new_network anomalies for two foreign networks two hours apart, want 2", n)
 	}
 }
 
@@ -415,9 +427,11 @@ func TestEvictionBoundsTokens(t *testing.T) {
 	if st.Tokens != 3 || st.MaxTokens != 3 || st.Evictions != 1 || st.Holders != 3 || st.MaxHolders != 3 || st.HolderEvictions != 1 {
 		t.Fatalf("stats %+v, want 3/3 tokens and holders and 1 eviction of each", st)
 	}
-	// Forgotten: a new network for it is "learning" again, not an alert.
-	if got := e.Observe(use(at(9, 11, 0), "203.0.113.9")); len(got) != 0 {
-		t.Fatalf("evicted token still had its baseline: %v", detectorsOf(got))
+	// Forgotten: neither the token nor its holder judges the token any
+	// more; only its tenant's address spaces do (the tenant was not
+	// evicted).
+	if got := e.Observe(use(at(9, 11, 0), "203.0.113.9")); len(got) != 1 || got[0].Evidence.Details["judged_by"] != detect.LevelTenant {
+		t.Fatalf("evicted token still had its baseline: %v", got)
 	}
 	if st.StateBytes <= 0 || st.StateBytes > 2048 || st.MaxNetworks <= 0 || st.HolderStateBytes <= 0 || st.HolderStateBytes > 4096 {
 		t.Fatalf("state bounds %d bytes per token, %d per holder, %d networks", st.StateBytes, st.HolderStateBytes, st.MaxNetworks)

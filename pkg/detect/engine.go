@@ -71,12 +71,16 @@ type Engine struct {
 	holders table[holderState]
 	tenants table[tenantState]
 	sources table[sourceState]
-	zones   zoneTable
-	names   interner
-	clients clientNames
-	scopes  map[string]bool
-	keyBuf  []byte
-	stats   counters
+	// workNets holds the networks some holder's baseline holds (allowed
+	// use of its tokens): forging_burst judges a source in one of them
+	// by its fast window only.
+	workNets bloom64k
+	zones    zoneTable
+	names    interner
+	clients  clientNames
+	scopes   map[string]bool
+	keyBuf   []byte
+	stats    counters
 }
 
 type counters struct {
@@ -113,6 +117,7 @@ func (e *Engine) reset() {
 	e.holders = newTable[holderState](e.cfg.MaxHolders)
 	e.tenants = newTable[tenantState](e.cfg.MaxTenants)
 	e.sources = newTable[sourceState](e.cfg.MaxSources)
+	e.workNets = bloom64k{}
 	e.zones, e.names, e.clients = newZoneTable(), interner{}, clientNames{}
 }
 
@@ -177,6 +182,9 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 	tn := e.tenants.at(tni)
 	o.h, o.tn = h, tn
 	if a, err := netip.ParseAddr(u.SourceIP); err == nil {
+		if o.allowed {
+			o.addrBit = addrBit(u.SourceIP)
+		}
 		o.hasAddr = true
 		o.key, o.v6 = netKey(a, e.cfg.IPv4Prefix, e.cfg.IPv6Prefix)
 		o.slot = s.core.net.find(o.key, o.v6)
@@ -191,6 +199,7 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 	}
 	o.tokLearned = s.core.learned(o.t, e.cfg.Learning)
 	o.holderLearned = h.learned(o.t, e.cfg.HolderLearning)
+	o.tenantLearned = tn.learned(o.t, e.cfg.HolderLearning)
 	o.sensitive = e.sensitive(u.Scope)
 	if h.zone == 0 && s.zone != 0 && h.learnEvents == 0 {
 		h.zone = s.zone
@@ -218,6 +227,12 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 		}
 		if h.learnEvents < ^uint32(0) {
 			h.learnEvents++
+		}
+		if tn.firstSeen == 0 {
+			tn.firstSeen = o.t
+		}
+		if tn.learnEvents < ^uint32(0) {
+			tn.learnEvents++
 		}
 	}
 	e.scoreRisk(s, &o)
@@ -291,6 +306,7 @@ func (e *Engine) observeLedger(env *events.Envelope) {
 				s.core.iss.client = fnv64(fam) | 1
 				e.clients.put(s.core.iss.client, fam)
 			}
+			e.settleFromIssuance(s)
 		}
 		if p.RotatedFrom != "" {
 			e.inherit(s, p.RotatedFrom)
@@ -307,6 +323,32 @@ func (e *Engine) observeLedger(env *events.Envelope) {
 	case *events.TokenExpired:
 		s := e.ledgerToken(p.TokenID, p.Tenant, p.Holder)
 		s.core.setEnd(p.Expiry.Unix(), endExpired)
+	}
+}
+
+// settleFromIssuance: a token requested from a network (with a client)
+// that its holder was lately seen using but has not made baseline yet
+// settles that episode — the workload asks for its tokens from where it
+// now runs (a move, a new cluster), which the issuer authenticated — and
+// the value joins the holder's baseline. A value never seen for the
+// holder is not added: where a token is requested is no use of it.
+func (e *Engine) settleFromIssuance(s *tokenState) {
+	e.keyBuf = holderKey(e.keyBuf, s.tenant, s.holder)
+	i, ok := e.holders.findBytes(e.keyBuf)
+	if !ok {
+		return
+	}
+	h := e.holders.at(i)
+	iss := &s.core.iss
+	if iss.flags&issNet != 0 {
+		if slot := h.nets.find(iss.net, iss.flags&issV6 != 0); slot >= 0 {
+			h.nets.known |= bit32(slot)
+		}
+	}
+	if iss.client != 0 {
+		if slot := h.clients.find(iss.client, false); slot >= 0 {
+			h.clients.known |= bit32(slot)
+		}
 	}
 }
 
@@ -357,16 +399,24 @@ type obs struct {
 	cli     uint64
 	hcslot  int // slot of the client in the holder's set, -1 if new
 	tcslot  int // same in the token's clients
-	// tokLearned and holderLearned: whose baseline is trusted.
+	// tokLearned, holderLearned and tenantLearned: whose baseline is
+	// trusted.
 	tokLearned    bool
 	holderLearned bool
+	tenantLearned bool
 	sensitive     bool
 	tokBit        uint8
-	postEnd       bool // the token had ended (revoked, retired, expired)
-	signaled      bool // a risk signal was recorded for the event
-	h             *holderState
-	tn            *tenantState
-	out           []events.AnomalyDetected
+	addrBit       uint8 // the source address's instance bit (allowed uses only)
+	// foreignDone and isForeign cache Engine.foreign for the event.
+	foreignDone, isForeign bool
+	// netAlerted and cliAlerted: the event's network (client) was
+	// reported for the token; marked once the token's sets hold it.
+	netAlerted, cliAlerted bool
+	postEnd                bool // the token had ended (revoked, retired, expired)
+	signaled               bool // a risk signal was recorded for the event
+	h                      *holderState
+	tn                     *tenantState
+	out                    []events.AnomalyDetected
 }
 
 // knownNetwork reports whether the event's network is in the token's

@@ -37,6 +37,7 @@ func FuzzRestore(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add([]byte("CORDONDT\x01\x10\x06\x01\x00\x00\x00\x00\x00\x00"))
 	f.Add([]byte("CORDONDT\x02\x10\x0c\x20\x01\x00\x00\xff\xff\xff\xff\x0f"))
+	f.Add([]byte("CORDONDT\x03\x10\x0c\x20\x01\x00\x00\xff\xff\xff\xff\x0f"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := detect.New(detect.DefaultConfig())
 		if err != nil {

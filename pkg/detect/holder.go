@@ -27,9 +27,9 @@ const rolloutBits = 8
 
 // valueSet is a holder's fixed-size set of networks or clients: the
 // baseline ("known") and the values seen recently, each with its first
-// and last use and a bitmap of the tokens (by hash) that used it allowed.
-// When every slot is taken the least recently used value outside the
-// baseline goes first.
+// and last use and bitmaps of the tokens and of the instances (source
+// addresses), by hash, that used it allowed. When every slot is taken the
+// least recently used value outside the baseline goes first.
 type valueSet struct {
 	used  uint32
 	known uint32
@@ -38,6 +38,7 @@ type valueSet struct {
 	first [setSlots]uint32
 	last  [setSlots]uint32
 	toks  [setSlots]uint8
+	addrs [setSlots]uint8
 }
 
 func bit32(i int) uint32 { return 1 << uint(i) }
@@ -69,7 +70,7 @@ func (v *valueSet) insert(key uint64, v6 bool, t uint32) int {
 		}
 	}
 	i := victim
-	v.keys[i], v.first[i], v.last[i], v.toks[i] = key, t, t, 0
+	v.keys[i], v.first[i], v.last[i], v.toks[i], v.addrs[i] = key, t, t, 0, 0
 	v.used |= bit32(i)
 	v.known &^= bit32(i)
 	if v6 {
@@ -88,6 +89,29 @@ type bloom1k [16]uint64
 
 // bloom8k is an 8,192-bit Bloom filter (3 hashes).
 type bloom8k [128]uint64
+
+// bloom64k is a 65,536-bit Bloom filter (3 hashes): about 2% false
+// positives at 10,000 values.
+type bloom64k [1024]uint64
+
+func (b *bloom64k) add(h uint64) {
+	h1, h2 := uint32(h), uint32(h>>32)|1
+	for i := uint32(0); i < 3; i++ {
+		p := (h1 + i*h2) & 65535
+		b[p>>6] |= 1 << (p & 63)
+	}
+}
+
+func (b *bloom64k) has(h uint64) bool {
+	h1, h2 := uint32(h), uint32(h>>32)|1
+	for i := uint32(0); i < 3; i++ {
+		p := (h1 + i*h2) & 65535
+		if b[p>>6]&(1<<(p&63)) == 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // mix64 is splitmix64's finaliser: a cheap, well-spread 64-bit hash.
 func mix64(x uint64) uint64 {
@@ -170,6 +194,11 @@ type holderState struct {
 	// it was last updated (Unix seconds).
 	breadth   float64
 	breadthAt int64
+	// denied is the most distinct actions one token was denied with a
+	// probing reason within scope_probing.horizon, outside probing, in
+	// the current week (started at deniedGen) and the one before.
+	denied    [2]uint8
+	deniedGen int64
 }
 
 // holderVolume is the holder's per-token rate baseline: the busiest
@@ -202,6 +231,36 @@ func (h *holderState) learned(t int64, l LearningConfig) bool {
 // breadthHalfLife is how fast a holder's sweep breadth decays.
 const breadthHalfLife = 7 * 24 * 3600
 
+// deniedWeek is the length of a generation of the holder's usual count
+// of denied actions: the usual is the most of the last one to two weeks.
+const deniedWeek = 7 * 24 * 3600
+
+// rollDenied starts a new generation of the usual count when a week has
+// passed.
+func (h *holderState) rollDenied(t int64) {
+	switch {
+	case h.deniedGen == 0 || t-h.deniedGen >= 2*deniedWeek:
+		h.denied, h.deniedGen = [2]uint8{}, t
+	case t-h.deniedGen >= deniedWeek:
+		h.denied[1], h.denied[0], h.deniedGen = h.denied[0], 0, t
+	}
+}
+
+// deniedNow returns the holder's usual count of distinct denied actions
+// of one token within the probing horizon: the most of this week and the
+// one before.
+func (h *holderState) deniedNow(t int64) int {
+	h.rollDenied(t)
+	return int(max(h.denied[0], h.denied[1]))
+}
+
+// teachDenied records that one token was denied n distinct actions
+// within the horizon, at t, without probing.
+func (h *holderState) teachDenied(n int, t int64) {
+	h.rollDenied(t)
+	h.denied[0] = max(h.denied[0], uint8(min(n, 255)))
+}
+
 // breadthAt returns the holder's breadth decayed to t.
 func (h *holderState) breadthNow(t int64) float64 {
 	if h.breadth == 0 || t <= h.breadthAt {
@@ -221,9 +280,60 @@ func (h *holderState) teachBreadth(n float64, t int64) {
 
 // tenantState is a tenant's baseline: the networks and clients its
 // holders' baselines hold, in one Bloom filter (false positives make a
-// level "holder" instead of "tenant", never an alert).
+// level "holder" instead of "tenant", never an alert); the address
+// spaces its learnt holders' baselines hold, exactly (a false positive
+// there would hide a foreign network); and how much allowed use it has
+// seen, to know when it is learnt.
 type tenantState struct {
-	seen bloom8k
+	learnEvents uint32
+	firstSeen   int64
+	spaces      spaceSet
+	seen        bloom8k
+}
+
+// tenantSpaces is how many address spaces a tenant remembers; past it
+// the oldest added is forgotten (and re-learnt at its next use).
+const tenantSpaces = 32
+
+// spaceSet is a tenant's address spaces (Config.AddressSpace keys).
+type spaceSet struct {
+	keys [tenantSpaces]uint64
+	used uint32
+	v6   uint32
+	next uint8
+}
+
+func (s *spaceSet) has(key uint64, v6 bool) bool {
+	for i := 0; i < tenantSpaces; i++ {
+		if s.used&bit32(i) != 0 && s.keys[i] == key && (s.v6&bit32(i) != 0) == v6 {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *spaceSet) add(key uint64, v6 bool) {
+	if s.has(key, v6) {
+		return
+	}
+	i := int(s.next) % tenantSpaces
+	s.next = uint8((i + 1) % tenantSpaces)
+	s.keys[i] = key
+	s.used |= bit32(i)
+	if v6 {
+		s.v6 |= bit32(i)
+	} else {
+		s.v6 &^= bit32(i)
+	}
+}
+
+// learned reports whether the tenant's baseline is trusted at t (the
+// holder thresholds over all its holders' uses).
+func (tn *tenantState) learned(t int64, l LearningConfig) bool {
+	if tn.firstSeen == 0 {
+		return false
+	}
+	return int(tn.learnEvents) >= l.MinEvents && time.Duration(t-tn.firstSeen)*time.Second >= l.MinAge
 }
 
 // holderKey builds "tenant\x00holder" into buf.
@@ -268,11 +378,17 @@ func fnv64(s string) uint64 {
 // tokenBit picks a token's bit in a value's rollout bitmap.
 func tokenBit(id string) uint8 { return 1 << (fnv64(id) % rolloutBits) }
 
-// sourceState is a source network's count of decisions naming no token.
+// addrBit picks a source address's bit in a value's instance bitmap.
+func addrBit(addr string) uint8 { return 1 << (mix64(fnv64(addr)) % rolloutBits) }
+
+// sourceState is a source network's count of decisions naming no token,
+// in forging_burst's window and in its slow window.
 type sourceState struct {
-	start int64 // window start, Unix seconds
-	count uint64
-	cool  int64 // last alert
+	start  int64 // window start, Unix seconds
+	count  uint64
+	cool   int64 // last alert
+	sStart int64 // slow window start
+	sCount uint64
 }
 
 // sourceKey is the table key of a source network.

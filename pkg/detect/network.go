@@ -18,6 +18,9 @@ type netState struct {
 	used  uint16 // slot in use
 	known uint16 // slot is part of the baseline
 	v6    uint16 // slot holds an IPv6 network
+	// alerted: the token's use from the slot's network was reported
+	// (new_network, issuance_mismatch); one alert per (token, network).
+	alerted uint16
 	// maxConcurrent is the most networks used at once while learning.
 	maxConcurrent uint8
 	keys          [maxNetworks]uint64
@@ -82,6 +85,7 @@ func (n *netState) insert(key uint64, v6 bool, t uint32) int {
 	n.keys[i], n.first[i], n.last[i] = key, t, t
 	n.used |= bit(i)
 	n.known &^= bit(i)
+	n.alerted &^= bit(i)
 	if v6 {
 		n.v6 |= bit(i)
 	} else {
@@ -159,17 +163,84 @@ func popcount8(b uint8) int { return bits.OnesCount8(b) }
 
 // promote makes a value of a holder's set part of its baseline when the
 // event (allowed, from a token not ended) shows it is the holder's own:
-// RolloutTokens distinct tokens used it, or it is used again
-// promoteAfter after its first sighting (the alert went out and nobody
-// revoked the token).
-func (e *Engine) promote(v *valueSet, slot int, o *obs, promoteAfter time.Duration) {
+// RolloutTokens distinct tokens used it; or RolloutTokens distinct
+// instances (source addresses) used it and corroborated says the rest of
+// the request is the holder's (a rollout to a new cluster, a client
+// upgrade on every replica); or it is used again promoteAfter after its
+// first sighting (the alert went out and nobody revoked the token).
+// corroborated is only asked when the instances would decide.
+func (e *Engine) promote(v *valueSet, slot int, o *obs, promoteAfter time.Duration, corroborated func() bool) {
 	if slot < 0 || !o.allowed || o.postEnd || v.isKnown(slot) {
 		return
 	}
 	if popcount8(v.toks[slot]|o.tokBit) >= e.cfg.RolloutTokens ||
+		popcount8(v.addrs[slot]|o.addrBit) >= e.cfg.RolloutTokens && corroborated() ||
 		promoteAfter > 0 && o.holderLearned && o.t-int64(v.first[slot]) >= int64(promoteAfter/time.Second) {
 		v.known |= bit32(slot)
 	}
+}
+
+// spaceKey reduces a network key to its address space
+// (Config.AddressSpace).
+func (e *Engine) spaceKey(key uint64, v6 bool) uint64 {
+	if v6 {
+		return key & (^uint64(0) << (64 - e.cfg.AddressSpace.IPv6Prefix))
+	}
+	return key & uint64(^uint32(0)<<(32-e.cfg.AddressSpace.IPv4Prefix))
+}
+
+// foreign reports whether the event's network lies outside every address
+// space known to be the tenant's: those its learnt holders use (the
+// tenant's spaces), its holder's and the token's own baselines once
+// learnt (a baseline still learning may be learning the attacker's
+// network), or — when there is none of these yet — the space the token
+// was requested from. With no reference at all nothing is foreign.
+func (e *Engine) foreign(s *tokenState, o *obs) bool {
+	if !o.hasAddr {
+		return false
+	}
+	if o.foreignDone {
+		return o.isForeign
+	}
+	o.foreignDone = true
+	sp := e.spaceKey(o.key, o.v6)
+	if o.tn.spaces.has(sp, o.v6) {
+		return false
+	}
+	ref := o.tenantLearned
+	hn := &o.h.nets
+	for i := 0; i < setSlots && o.holderLearned; i++ {
+		if hn.known&bit32(i) == 0 {
+			continue
+		}
+		ref = true
+		if (hn.v6&bit32(i) != 0) == o.v6 && e.spaceKey(hn.keys[i], o.v6) == sp {
+			return false
+		}
+	}
+	n := &s.core.net
+	for i := 0; i < maxNetworks && o.tokLearned; i++ {
+		if n.known&bit(i) == 0 {
+			continue
+		}
+		ref = true
+		if (n.v6&bit(i) != 0) == o.v6 && e.spaceKey(n.keys[i], o.v6) == sp {
+			return false
+		}
+	}
+	if iss := &s.core.iss; !ref && iss.flags&issNet != 0 {
+		ref = true
+		if (iss.flags&issV6 != 0) == o.v6 && e.spaceKey(iss.net, o.v6) == sp {
+			return false
+		}
+	}
+	o.isForeign = ref
+	return ref
+}
+
+// spaceString formats the address space of a network key.
+func (e *Engine) spaceString(key uint64, v6 bool) string {
+	return netString(e.spaceKey(key, v6), v6, e.cfg.AddressSpace.IPv4Prefix, e.cfg.AddressSpace.IPv6Prefix)
 }
 
 // record puts the event's value in a holder's set: allowed uses mark the
@@ -184,6 +255,7 @@ func record(v *valueSet, slot int, key uint64, v6 bool, o *obs) int {
 	}
 	if o.allowed && !o.postEnd {
 		v.toks[slot] |= o.tokBit
+		v.addrs[slot] |= o.addrBit
 		if !o.holderLearned {
 			v.known |= bit32(slot)
 		}
@@ -207,12 +279,18 @@ func (e *Engine) observeNetwork(s *tokenState, o *obs) {
 		e.cfg.NewNetwork.PromoteAfter > 0 && int64(t)-int64(n.first[slot]) >= int64(e.cfg.NewNetwork.PromoteAfter/time.Second) {
 		n.known |= bit(slot)
 	}
-	e.promote(&o.h.nets, o.hslot, o, e.cfg.NewNetwork.PromoteAfter)
+	// Instances: the holder's own client, inside the tenant's spaces.
+	e.promote(&o.h.nets, o.hslot, o, e.cfg.NewNetwork.PromoteAfter, func() bool {
+		return o.h.clients.isKnown(o.hcslot) && !e.foreign(s, o)
+	})
 	e.checkNewNetwork(s, o)
 	if slot < 0 {
 		slot = n.insert(o.key, o.v6, t)
 	} else if t > n.last[slot] {
 		n.last[slot] = t
+	}
+	if o.netAlerted {
+		n.alerted |= bit(slot)
 	}
 	// While learning, every network of an allowed use is baseline.
 	if !o.tokLearned && o.allowed && !o.postEnd {
@@ -220,7 +298,15 @@ func (e *Engine) observeNetwork(s *tokenState, o *obs) {
 	}
 	hs := record(&o.h.nets, o.hslot, o.key, o.v6, o)
 	if o.allowed && !o.postEnd && o.h.nets.isKnown(hs) {
-		o.tn.seen.add(netHash(o.key, o.v6))
+		h := netHash(o.key, o.v6)
+		o.tn.seen.add(h)
+		e.workNets.add(h)
+		if o.holderLearned {
+			// The tenant's address spaces are those of its learnt
+			// holders' baselines: a holder still learning may be
+			// learning an attacker's network.
+			o.tn.spaces.add(e.spaceKey(o.key, o.v6), o.v6)
+		}
 	}
 	e.checkMultiNetwork(s, o)
 }

@@ -1,5 +1,10 @@
 package detect
 
+import (
+	"math"
+	"time"
+)
+
 // actionKey hashes an action: the method, the route with every segment
 // holding a digit folded (ids, UUIDs, dates; the real enforcer reports
 // patterns anyway) and the scope.
@@ -35,14 +40,17 @@ func actionKey(method, route, scope string) uint64 {
 	return mix64(h ^ fnv64(scope))
 }
 
-// checkNewAction flags ("new terms") an action — method, route, scope —
+// checkNewAction judges ("new terms") an action — method, route, scope —
 // that the holder did not do within its history (the current and the
 // previous History-long generation of its action filter), once the holder
-// is learnt. Every action joins the filter, so each new one alerts once
-// per holder: a deploy adding a route is one low alert, not one per
-// token. Only allowed requests count (what the holder does; denials are
-// probing's). A filter false positive hides a new action; it never
-// invents one.
+// is learnt. Every action joins the filter, so each new one counts once
+// per holder: a deploy adding a route is one risk factor, not one per
+// token. A lone new action is a risk factor (deployments add routes); it
+// alerts on its own when its scope is sensitive, or when the token did
+// MinDistinct distinct new actions within risk.window (trying what it can
+// do), and each new action raises the factor's weight (noisy-OR). Only
+// allowed requests count (what the holder does; denials are probing's). A
+// filter false positive hides a new action; it never invents one.
 func (e *Engine) checkNewAction(s *tokenState, o *obs) {
 	cfg := &e.cfg.NewAction
 	h := o.h
@@ -69,7 +77,20 @@ func (e *Engine) checkNewAction(s *tokenState, o *obs) {
 	if known || !o.holderLearned {
 		return
 	}
-	e.signal(s, o, detNewAction, LevelHolder)
+	r := &s.core.risk
+	now := max(secs32(o.t), 1)
+	if r.actsAt == 0 || now < r.actsAt || now-r.actsAt > uint32(e.cfg.Risk.Window/time.Second) {
+		r.acts = 0
+	}
+	if r.acts < ^uint8(0) {
+		r.acts++
+	}
+	r.actsAt = now
+	n := int(r.acts)
+	e.signalWeighted(s, o, detNewAction, LevelHolder, 1-math.Pow(1-e.weights[detNewAction], float64(n)))
+	if !o.sensitive && n < cfg.MinDistinct {
+		return
+	}
 	if !cfg.Enabled || !e.admit(s, o, detNewAction) {
 		return
 	}
@@ -82,10 +103,14 @@ func (e *Engine) checkNewAction(s *tokenState, o *obs) {
 		seen += " (scope " + u.Scope + ")"
 	}
 	seen += ", allowed, never done by holder " + s.holder + " within " + cfg.History.String()
+	if n > 1 {
+		seen += "; the token's " + itoa(n) + "th such action within " + e.cfg.Risk.Window.String()
+	}
 	e.emit(s, o, detNewAction, LevelHolder, sev, seen,
 		"holder "+s.holder+"'s actions since "+fmtTime(min(h.actGen, o.t))+" and the "+cfg.History.String()+" before; learnt from "+
-			itoa(int(h.learnEvents))+" allowed uses of its tokens since "+fmtTime(h.firstSeen),
-		map[string]string{"sensitive": strconvBool(o.sensitive)})
+			itoa(int(h.learnEvents))+" allowed uses of its tokens since "+fmtTime(h.firstSeen)+"; one new action is a risk factor, "+
+			itoa(cfg.MinDistinct)+" by one token or a sensitive one alert",
+		map[string]string{"sensitive": strconvBool(o.sensitive), "new_actions": itoa(n)})
 }
 
 func strconvBool(b bool) string {

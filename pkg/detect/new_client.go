@@ -9,12 +9,16 @@ func (e *Engine) observeClient(s *tokenState, o *obs) {
 		return
 	}
 	h := o.h
-	e.promote(&h.clients, o.hcslot, o, e.cfg.NewClient.PromoteAfter)
+	// Instances: from the holder's own networks.
+	e.promote(&h.clients, o.hcslot, o, e.cfg.NewClient.PromoteAfter, func() bool { return h.nets.isKnown(o.hslot) })
 	e.checkNewClient(s, o)
 	c := &s.core.cli
 	ts := o.tcslot
 	if ts < 0 {
 		ts = c.insert(o.cli)
+	}
+	if o.cliAlerted {
+		c.alerted |= 1 << ts
 	}
 	if !o.tokLearned && o.allowed && !o.postEnd {
 		c.known |= 1 << ts
@@ -28,7 +32,9 @@ func (e *Engine) observeClient(s *tokenState, o *obs) {
 // checkNewClient flags a request whose client is outside the judging
 // baseline (the holder's once learnt, else the token's own), like
 // checkNewNetwork; a client the holder knows but the learnt token never
-// used is a weak token-level risk signal.
+// used is a weak token-level risk signal. A client family is one of the
+// most stable traits of a workload (its code), so a new one alerts on its
+// own — once per (token, client).
 func (e *Engine) checkNewClient(s *tokenState, o *obs) {
 	cfg := &e.cfg.NewClient
 	h := o.h
@@ -59,9 +65,14 @@ func (e *Engine) checkNewClient(s *tokenState, o *obs) {
 		return
 	}
 	e.signal(s, o, detNewClient, level)
+	if o.tcslot >= 0 && c.alerted&(1<<o.tcslot) != 0 {
+		e.stats.suppressed[detNewClient]++
+		return
+	}
 	if !cfg.Enabled || !e.admit(s, o, detNewClient) {
 		return
 	}
+	o.cliAlerted = true
 	sev := cfg.Severity
 	if !o.allowed {
 		sev = escalate(sev)

@@ -21,6 +21,14 @@ type riskState struct {
 	// as Risk.Severity (0 = never): a risk_score would tell nothing new
 	// within Risk.Window of it.
 	alertAt uint32
+	// raised is the set of signals (bits by detector) of the token's last
+	// risk_score still within the window: a risk_score is raised again
+	// only when a signal outside it joins.
+	raised uint16
+	// acts counts the distinct new actions (new_action) of the token
+	// within Risk.Window, the last at actsAt.
+	acts   uint8
+	actsAt uint32
 }
 
 var levelNames = [...]string{"", LevelToken, LevelHolder, LevelTenant}
@@ -68,23 +76,26 @@ func (e *Engine) signalWeighted(s *tokenState, o *obs, d detectorID, level strin
 }
 
 // score combines the token's signals within the window at t: 1 - Π(1 -
-// w). It returns the score and its factors, strongest first.
-func (e *Engine) score(s *tokenState, t int64) (float64, []events.RiskFactor) {
+// w). It returns the score, its factors, strongest first, and their
+// detectors as a set.
+func (e *Engine) score(s *tokenState, t int64) (float64, []events.RiskFactor, uint16) {
 	r := &s.core.risk
 	now := secs32(t)
 	win := uint32(e.cfg.Risk.Window / time.Second)
 	rest := 1.0
 	var factors []events.RiskFactor
+	var set uint16
 	for d := detectorID(0); d < numDetectors; d++ {
 		if r.at[d] == 0 || now < r.at[d] || now-r.at[d] > win || r.w[d] == 0 {
 			continue
 		}
+		set |= 1 << d
 		w := float64(r.w[d]) / 255
 		rest *= 1 - w
 		factors = append(factors, events.RiskFactor{Signal: detectorNames[d], Level: levelNames[r.lvl[d]], Weight: math.Round(w*100) / 100})
 	}
 	sort.SliceStable(factors, func(i, j int) bool { return factors[i].Weight > factors[j].Weight })
-	return math.Round((1-rest)*1000) / 1000, factors
+	return math.Round((1-rest)*1000) / 1000, factors, set
 }
 
 func formatFactors(fs []events.RiskFactor) string {
@@ -98,15 +109,17 @@ func formatFactors(fs []events.RiskFactor) string {
 // scoreRisk computes the token's risk after the event: it raises a
 // risk_score anomaly when the event brought a signal, the score reaches
 // Risk.Threshold, at least two signals make it (one signal alone has its
-// own detector's anomaly) and no anomaly of the token as severe as
+// own detector's anomaly), no anomaly of the token as severe as
 // Risk.Severity went out within Risk.Window (the risk_score escalates weak
-// signals; it does not repeat a strong one); and it puts the score and its
-// explanation on every anomaly of the event.
+// signals; it does not repeat a strong one) and a signal joined those of
+// the token's last risk_score (one alert per episode: the same weak
+// signals recurring every hour are not news); and it puts the score and
+// its explanation on every anomaly of the event.
 func (e *Engine) scoreRisk(s *tokenState, o *obs) {
 	if !o.signaled && len(o.out) == 0 {
 		return
 	}
-	risk, factors := e.score(s, o.t)
+	risk, factors, set := e.score(s, o.t)
 	cfg := &e.cfg.Risk
 	r := &s.core.risk
 	now := max(secs32(o.t), 1)
@@ -116,7 +129,9 @@ func (e *Engine) scoreRisk(s *tokenState, o *obs) {
 		}
 	}
 	escalated := r.alertAt != 0 && now >= r.alertAt && now-r.alertAt <= uint32(cfg.Window/time.Second)
-	if o.signaled && !escalated && risk >= cfg.Threshold && len(factors) >= 2 && cfg.Enabled && e.admit(s, o, detRiskScore) {
+	r.raised &= set // signals that left the window may be news again
+	if o.signaled && !escalated && risk >= cfg.Threshold && len(factors) >= 2 && set&^r.raised != 0 && cfg.Enabled && e.admit(s, o, detRiskScore) {
+		r.raised = set
 		e.emit(s, o, detRiskScore, "", cfg.Severity,
 			"risk "+strconv.FormatFloat(risk, 'f', 2, 64)+" from "+itoa(len(factors))+" signals within "+cfg.Window.String()+": "+formatFactors(factors),
 			"a risk_score anomaly is raised at "+strconv.FormatFloat(cfg.Threshold, 'f', 2, 64)+

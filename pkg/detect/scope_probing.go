@@ -18,6 +18,47 @@ type probeState struct {
 	// seconds, 0 = empty): the window slides over them.
 	seen [maxProbeDistinct]uint32
 	at   [maxProbeDistinct]uint32
+	// slow and slowAt are the same for distinct denied actions (method,
+	// route shape, scope; resources aside) over Horizon; slowAlarm is the
+	// count of the last slow alert (0: none in the horizon), so the next
+	// one waits for twice as many.
+	slow      [maxProbeDistinct]uint32
+	slowAt    [maxProbeDistinct]uint32
+	slowAlarm uint8
+}
+
+// distinctIn records hash h at now in the sliding set (keys, at) and
+// counts the distinct values since since. isNew says h was not in the set
+// since then; first is the oldest time counted.
+func distinctIn(keys, at *[maxProbeDistinct]uint32, h, now, since uint32) (n int, isNew bool, first uint32) {
+	slot, oldest := -1, 0
+	for i := range keys {
+		if at[i] != 0 && keys[i] == h {
+			slot = i
+			break
+		}
+		if at[i] < at[oldest] {
+			oldest = i
+		}
+	}
+	isNew = true
+	if slot >= 0 {
+		isNew = at[slot] < since
+	} else {
+		slot = oldest
+		keys[slot], at[slot] = h, 0
+	}
+	if now > at[slot] {
+		at[slot] = now
+	}
+	first = now
+	for i := range at {
+		if at[i] != 0 && at[i] >= since {
+			n++
+			first = min(first, at[i])
+		}
+	}
+	return n, isNew, first
 }
 
 // enumTrackers is how many candidate enumeration runs a token follows at
@@ -26,12 +67,15 @@ type probeState struct {
 const enumTrackers = 4
 
 // enumRun is one candidate run: a route shape, the last id requested, how
-// many sequential steps in a row and since when.
+// many sequential steps in a row and since when, and whether it began
+// once a baseline (the token's or its holder's) was learnt — a run that
+// began while learning is the workload's own behaviour.
 type enumRun struct {
-	key   uint32
-	run   uint16
-	last  uint64
-	start int64
+	key    uint32
+	run    uint16
+	last   uint64
+	start  int64
+	learnt uint8
 }
 
 const (
@@ -132,34 +176,8 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 		// Distinct (method, route, scope, resource): one action denied on
 		// many resources is probing too.
 		h := fnvString(fnvByte(fnvString(fnvByte(shape, ' '), u.Scope), ' '), u.Resource)
-		now, since := secs32(o.t), secs32(o.t-win)
-		slot, oldest := -1, 0
-		for i := range p.seen {
-			if p.at[i] != 0 && p.seen[i] == h {
-				slot = i
-				break
-			}
-			if p.at[i] < p.at[oldest] {
-				oldest = i
-			}
-		}
-		isNew := true
-		if slot >= 0 {
-			isNew = p.at[slot] < since
-		} else {
-			slot = oldest
-			p.seen[slot], p.at[slot] = h, 0
-		}
-		if now > p.at[slot] {
-			p.at[slot] = now
-		}
-		n, first := 0, now
-		for i := range p.at {
-			if p.at[i] != 0 && p.at[i] >= since {
-				n++
-				first = min(first, p.at[i])
-			}
-		}
+		now, since := max(secs32(o.t), 1), secs32(o.t-win)
+		n, isNew, first := distinctIn(&p.seen, &p.at, h, now, since)
 		// Alert when a new distinct denial makes the count.
 		if isNew && n >= cfg.MinDistinct {
 			e.signal(s, o, detScopeProbing, "")
@@ -170,6 +188,9 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 				"probing means "+itoa(cfg.MinDistinct)+" distinct denials (method, route, scope, resource) with reasons "+
 					strings.Join(cfg.Reasons, ", ")+" within "+cfg.Window.String(),
 				map[string]string{"pattern": "distinct_denials", "distinct": itoa(n), "first_denial": fmtTime(int64(first))})
+		}
+		if cfg.Horizon > 0 {
+			e.checkSlowProbing(s, o, shape, now)
 		}
 	}
 
@@ -200,6 +221,9 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 			}
 		}
 		*r = enumRun{key: shape, run: 1, last: id, start: o.t}
+		if o.holderLearned || o.tokLearned {
+			r.learnt = 1
+		}
 		return
 	}
 	if r.run < ^uint16(0) {
@@ -207,10 +231,11 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 	}
 	r.last = id
 	// A run is judged against a baseline: the holder's (or the token's)
-	// must be learnt, and the run longer than Factor times the holder's
+	// must have been learnt when it began, and the run longer than Factor
+	// times the holder's
 	// breadth, so a batch job that walks its records in order does not
 	// look like an enumeration.
-	enum := int(r.run) >= cfg.EnumRun && (o.holderLearned || o.tokLearned) &&
+	enum := int(r.run) >= cfg.EnumRun && r.learnt != 0 &&
 		float64(r.run) > e.cfg.ResourceSweep.Factor*o.h.breadthNow(o.t)
 	if enum {
 		e.signal(s, o, detScopeProbing, "")
@@ -222,6 +247,51 @@ func (e *Engine) checkScopeProbing(s *tokenState, o *obs) {
 				itoa(cfg.EnumMaxStep)+" within "+cfg.Window.String(),
 			map[string]string{"pattern": "enumeration", "run": itoa(int(r.run)), "last_id": strconv.FormatUint(id, 10)})
 	}
+}
+
+// checkSlowProbing counts the token's distinct denied actions (method,
+// route shape, scope) over Horizon — one probe every few minutes or every
+// hour adds up — and alerts when a new one makes MinDistinct and more
+// than the holder's tokens are usually denied within Horizon (a workload
+// with a misconfigured call repeats one mistake). Every count teaches the
+// holder's usual while the holder learns, and counts that do not alert
+// after; after an alert the next one waits for twice the count.
+func (e *Engine) checkSlowProbing(s *tokenState, o *obs, shape, now uint32) {
+	cfg := &e.cfg.ScopeProbing
+	p := &s.core.probe
+	u := o.u
+	h := fnvString(fnvByte(shape, ' '), u.Scope)
+	n, isNew, first := distinctIn(&p.slow, &p.slowAt, h, now, secs32(o.t-int64(cfg.Horizon/time.Second)))
+	if n < cfg.MinDistinct {
+		p.slowAlarm = 0
+	}
+	if !isNew {
+		return
+	}
+	usual := o.h.deniedNow(o.t)
+	if !o.holderLearned || p.slowAlarm == 0 && (n < cfg.MinDistinct || n <= usual) {
+		// While the holder learns, what its tokens are denied is its
+		// usual, alert or not; after, only counts that do not alert.
+		o.h.teachDenied(n, o.t)
+	}
+	if n < cfg.MinDistinct || n <= usual || p.slowAlarm != 0 && n < 2*int(p.slowAlarm) {
+		return
+	}
+	p.slowAlarm = uint8(min(n, 255))
+	level := LevelToken
+	if o.holderLearned {
+		level = LevelHolder
+	}
+	e.signal(s, o, detScopeProbing, level)
+	if !e.admit(s, o, detScopeProbing) {
+		return
+	}
+	e.emit(s, o, detScopeProbing, level, cfg.Severity,
+		itoa(n)+" distinct actions denied ("+strings.Join(cfg.Reasons, ", ")+") within "+fmtDur(int64(now-first))+", latest "+u.Method+" "+u.Route+
+			" ("+u.Reason+")",
+		"slow probing means "+itoa(cfg.MinDistinct)+" distinct denied actions (method, route, scope) within "+cfg.Horizon.String()+
+			", more than holder "+s.holder+"'s tokens are usually denied within it (at most "+itoa(usual)+" in the last one to two weeks)",
+		map[string]string{"pattern": "slow_distinct_denials", "distinct": itoa(n), "usual": itoa(usual), "first_denial": fmtTime(int64(first))})
 }
 
 // resourceID reads the last part of a resource ("42", "acme/42") as a

@@ -21,19 +21,21 @@ var (
 )
 
 // snapshotMagic opens every snapshot; snapshotVersion changes whenever the
-// layout of the state does. Version 1 (per-token baselines only) is not
-// read: Restore reports ErrSnapshotVersion and callers start fresh.
+// layout of the state does. Older versions (1: per-token baselines only;
+// 2: without the episode, slow-probing, sliding-sweep, tenant-learning and
+// workload-network state) are not read: Restore reports
+// ErrSnapshotVersion and callers start fresh.
 const (
 	snapshotMagic   = "CORDONDT"
-	snapshotVersion = 2
+	snapshotVersion = 3
 	maxSnapString   = 1 << 12
 )
 
 // Snapshot writes the engine's state — every tracked token's baselines,
 // windows, lifecycle, risk signals and cooldowns, every holder's and
 // tenant's baselines and every followed source, each table least recently
-// seen first — in a versioned binary format ending with a CRC-32. It holds
-// the engine's lock while writing.
+// seen first, and the filter of workload networks — in a versioned binary
+// format ending with a CRC-32. It holds the engine's lock while writing.
 func (e *Engine) Snapshot(w io.Writer) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -81,6 +83,7 @@ func (e *Engine) Snapshot(w io.Writer) error {
 		e.sources.at(i).visit(enc)
 		enc.flush()
 	}
+	e.workNets.visit(enc)
 	enc.flush()
 	if enc.err == nil {
 		var sum [4]byte
@@ -211,6 +214,8 @@ func (e *Engine) Restore(r io.Reader) error {
 		dec.fixed(s, sourceStateSize)
 		return dec.err == nil
 	})
+	var work bloom64k
+	dec.fixed(&work, workNetsSize)
 	if dec.err == nil {
 		want := dec.crc.Sum32()
 		var sum [4]byte
@@ -228,6 +233,7 @@ func (e *Engine) Restore(r io.Reader) error {
 	}
 	e.mu.Lock()
 	e.tab, e.holders, e.tenants, e.sources = tab, holders, tenants, sources
+	e.workNets = work
 	e.zones, e.names, e.clients = zones, names, clients
 	e.mu.Unlock()
 	return nil
@@ -266,6 +272,7 @@ func (c *tokenCore) visit(v visitor) {
 	v.u16(&n.used)
 	v.u16(&n.known)
 	v.u16(&n.v6)
+	v.u16(&n.alerted)
 	v.u8(&n.maxConcurrent)
 	c.vol.visit(v)
 	cl := &c.cli
@@ -275,6 +282,7 @@ func (c *tokenCore) visit(v visitor) {
 	v.u8(&cl.used)
 	v.u8(&cl.known)
 	v.u8(&cl.next)
+	v.u8(&cl.alerted)
 	v.u64(&c.iss.net)
 	v.u64(&c.iss.client)
 	v.u8(&c.iss.flags)
@@ -282,13 +290,17 @@ func (c *tokenCore) visit(v visitor) {
 	for i := range p.seen {
 		v.u32(&p.seen[i])
 		v.u32(&p.at[i])
+		v.u32(&p.slow[i])
+		v.u32(&p.slowAt[i])
 	}
+	v.u8(&p.slowAlarm)
 	for i := range p.enum {
 		r := &p.enum[i]
 		v.u32(&r.key)
 		v.u16(&r.run)
 		v.u64(&r.last)
 		v.i64(&r.start)
+		v.u8(&r.learnt)
 	}
 	for i := range c.sweep {
 		w := &c.sweep[i]
@@ -296,8 +308,10 @@ func (c *tokenCore) visit(v visitor) {
 		v.u32(&w.start)
 		v.u16(&w.denied)
 		v.u8(&w.flagged)
+		v.u16(&w.pending)
 		for j := range w.bits {
 			v.u64(&w.bits[j])
+			v.u64(&w.prev[j])
 		}
 	}
 	rk := &c.risk
@@ -307,6 +321,9 @@ func (c *tokenCore) visit(v visitor) {
 	v.raw(rk.w[:])
 	v.raw(rk.lvl[:])
 	v.u32(&rk.alertAt)
+	v.u16(&rk.raised)
+	v.u8(&rk.acts)
+	v.u32(&rk.actsAt)
 }
 
 func (vol *volumeState) visit(v visitor) {
@@ -333,6 +350,7 @@ func (s *valueSet) visit(v visitor) {
 		v.u32(&s.last[i])
 	}
 	v.raw(s.toks[:])
+	v.raw(s.addrs[:])
 }
 
 func (h *holderState) visit(v visitor) {
@@ -355,9 +373,19 @@ func (h *holderState) visit(v visitor) {
 	v.f64(&h.vol.sPeak)
 	v.f64(&h.breadth)
 	v.i64(&h.breadthAt)
+	v.raw(h.denied[:])
+	v.i64(&h.deniedGen)
 }
 
 func (t *tenantState) visit(v visitor) {
+	v.u32(&t.learnEvents)
+	v.i64(&t.firstSeen)
+	for i := range t.spaces.keys {
+		v.u64(&t.spaces.keys[i])
+	}
+	v.u32(&t.spaces.used)
+	v.u32(&t.spaces.v6)
+	v.u8(&t.spaces.next)
 	for i := range t.seen {
 		v.u64(&t.seen[i])
 	}
@@ -367,6 +395,14 @@ func (s *sourceState) visit(v visitor) {
 	v.i64(&s.start)
 	v.u64(&s.count)
 	v.i64(&s.cool)
+	v.i64(&s.sStart)
+	v.u64(&s.sCount)
+}
+
+func (b *bloom64k) visit(v visitor) {
+	for i := range b {
+		v.u64(&b[i])
+	}
 }
 
 // encoder appends to buf; flush hands buf to the checksum and the writer
@@ -411,6 +447,7 @@ var (
 	holderStateSize = sizeOf(&holderState{})
 	tenantStateSize = sizeOf(&tenantState{})
 	sourceStateSize = sizeOf(&sourceState{})
+	workNetsSize    = sizeOf(&bloom64k{})
 )
 
 // decoder reads the header and strings from r; a token's core is read

@@ -52,10 +52,11 @@ const tokenClients = 4
 // clientState is a token's own few clients (family hashes), those of its
 // baseline marked known.
 type clientState struct {
-	keys  [tokenClients]uint64
-	used  uint8
-	known uint8
-	next  uint8 // round-robin slot to replace
+	keys    [tokenClients]uint64
+	used    uint8
+	known   uint8
+	next    uint8 // round-robin slot to replace
+	alerted uint8 // new_client reported the slot's client for the token
 }
 
 func (c *clientState) find(key uint64) int {
@@ -92,6 +93,7 @@ func (c *clientState) insert(key uint64) int {
 	c.keys[i] = key
 	c.used |= 1 << i
 	c.known &^= 1 << i
+	c.alerted &^= 1 << i
 	return i
 }
 

@@ -62,9 +62,12 @@ func (e *Engine) checkUseAfterRevoke(s *tokenState, o *obs, learned bool) {
 	}
 	o.postEnd = true
 	after := o.t - c.endAt
-	// A token with a network baseline must be used from it; without one
-	// (never used while valid) there is nothing to tolerate stragglers by.
-	elsewhere := o.hasAddr && (c.learnEvents == 0 || !o.knownNetwork(s))
+	// A straggler comes from where the token was in use: its baseline, its
+	// holder's, or a network it was used from before its end (a workload
+	// that moved lately). Without any use while valid there is nothing to
+	// tolerate stragglers by.
+	usedBefore := o.slot >= 0 && int64(c.net.first[o.slot]) < c.endAt
+	elsewhere := o.hasAddr && (c.learnEvents == 0 || !o.knownNetwork(s) && !o.h.nets.isKnown(o.hslot) && !usedBefore)
 	if !o.allowed && after <= int64(cfg.Grace/time.Second) && !elsewhere {
 		return
 	}

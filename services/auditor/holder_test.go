@@ -405,7 +405,8 @@ func TestOlderCheckpointStartsFresh(t *testing.T) {
 	if st := a.Stats(); st.SeenUsageSeq != 4242 || st.SeenLedgerSeq != 77 {
 		t.Fatalf("stream positions not kept: %+v", st)
 	}
-	_, err = auditor.New(auditor.Options{JS: env.JS, Store: openStore(t, "older_ckpt"), Detector: newDet(), StateDir: write(t, []byte("CORDONDT\x02\x10\x0c\x20\x00garbage")), Log: zerolog.Nop()})
+	// A corrupt checkpoint of the current layout (version 3) is refused.
+	_, err = auditor.New(auditor.Options{JS: env.JS, Store: openStore(t, "older_ckpt"), Detector: newDet(), StateDir: write(t, []byte("CORDONDT\x03\x10\x0c\x20\x00garbage")), Log: zerolog.Nop()})
 	if !errors.Is(err, detect.ErrSnapshot) {
 		t.Fatalf("a corrupt checkpoint: %v, want ErrSnapshot", err)
 	}
