@@ -35,20 +35,8 @@ vet: ## go vet and gofmt check
 test: chdb vet ## run every test (real NATS JetStream and real chDB)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s)
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/token/
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./pkg/events/
-	$(GO) test -run='^$$' -fuzz='^FuzzNormalizeClient$$' -fuzztime=$(FUZZTIME) ./pkg/events/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseDetectionOnly$$' -fuzztime=$(FUZZTIME) ./pkg/policy/
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeUsage$$' -fuzztime=$(FUZZTIME) ./services/auditor/
-	$(GO) test -run='^$$' -fuzz='^FuzzCanonicalPath$$' -fuzztime=$(FUZZTIME) ./pkg/enforce/
-	$(GO) test -run='^$$' -fuzz='^FuzzDiff$$' -fuzztime=$(FUZZTIME) ./pkg/adminauth/
-	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./pkg/response/
-	$(GO) test -run='^$$' -fuzz='^FuzzSQLGate$$' -fuzztime=$(FUZZTIME) ./pkg/store/
-	$(GO) test -run='^$$' -fuzz='^FuzzRestore$$' -fuzztime=$(FUZZTIME) ./pkg/detect/
-	$(GO) test -tags nochdb -run='^$$' -fuzz='^FuzzCheck$$' -fuzztime=$(FUZZTIME) ./internal/replay/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseScenario$$' -fuzztime=$(FUZZTIME) ./pkg/simulate/
+fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s); failing inputs land in testdata/fuzz
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md
