@@ -156,6 +156,7 @@ func (e *Engine) Restore(r io.Reader) error {
 	nz := dec.uvarint()
 	if nz == 0 || nz > maxZones {
 		dec.fail("zone count %d", nz)
+		nz = 0 // never size anything by a count that failed its check
 	}
 	remap := make([]uint16, 0, nz)
 	for i := uint64(0); i < nz && dec.err == nil; i++ {
