@@ -12,6 +12,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GO="${GO:-go}"
 FUZZTIME="${FUZZTIME:-10s}"
+# Minimizing each new interesting input may take up to a minute by default,
+# during which nothing is explored (a 10 KB scenario file as a seed stalls a
+# short run entirely): keep it short.
+FUZZMINIMIZETIME="${FUZZMINIMIZETIME:-2s}"
 
 # package target [build tags]
 targets=(
@@ -38,7 +42,7 @@ for t in "${targets[@]}"; do
 	corpus="$pkg/testdata/fuzz/$target"
 	before=$(ls "$corpus" 2>/dev/null | sort)
 	echo "== $target ($pkg, $FUZZTIME)"
-	out=$("$GO" test "${tagflag[@]}" -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" 2>&1)
+	out=$("$GO" test "${tagflag[@]}" -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime="$FUZZMINIMIZETIME" "$pkg" 2>&1)
 	status=$?
 	echo "$out" | tail -n 4
 	if [[ $status -eq 0 ]]; then
