@@ -120,17 +120,7 @@ func TestEnforceRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func(path string) (int, string, error) {
-		req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), nil
-	}
+	get := func(path string) (int, string, error) { return bearerGet("http://"+addr+path, tok) }
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		select {
 		case err := <-done:
@@ -209,17 +199,7 @@ func TestEnforceFailsClosedByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	get := func() (int, string, error) {
-		req, _ := http.NewRequest("GET", "http://"+addr+"/invoices/7", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), nil
-	}
+	get := func() (int, string, error) { return bearerGet("http://"+addr+"/invoices/7", tok) }
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		select {
 		case err := <-done:
@@ -248,4 +228,21 @@ func TestEnforceFailsClosedByDefault(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("enforce did not stop")
 	}
+}
+
+// bearerGet sends GET url with the bearer token and returns the status and
+// body.
+func bearerGet(url, tok string) (int, string, error) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
 }
