@@ -11,19 +11,7 @@ import (
 // error must be a located *Error; and a policy it accepts must be usable: a
 // request for everything a ceiling allows passes Check against it.
 func FuzzParse(f *testing.F) {
-	for _, dir := range []string{fixtures, filepath.Join(fixtures, "good"), filepath.Join(fixtures, "bad")} {
-		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, file := range files {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b)
-		}
-	}
+	addFixtureSeeds(f, fixtures, filepath.Join(fixtures, "good"), filepath.Join(fixtures, "bad"))
 	f.Add([]byte("version: 1\nholders: [{tenant: a, holder: b, scopes: [x:*], audiences: ['*'], max_ttl: 1s, windows: ['fri-mon 23:00-24:00 Asia/Kolkata']}]"))
 	f.Add([]byte("version: 1\nx: &a {<<: *a}\nholders: []"))
 	f.Add([]byte("version: 1\nholders: [&h {tenant: a, holder: b, scopes: [x:y], audiences: [s], max_ttl: 1d}, *h]"))
@@ -67,19 +55,7 @@ func FuzzParse(f *testing.F) {
 // must accept every policy Parse accepts, with the same holders and
 // sections (it only relaxes what is required).
 func FuzzParseDetectionOnly(f *testing.F) {
-	for _, dir := range []string{fixtures, filepath.Join(fixtures, "good"), filepath.Join(fixtures, "bad"), filepath.Join(fixtures, "detection")} {
-		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, file := range files {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b)
-		}
-	}
+	addFixtureSeeds(f, fixtures, filepath.Join(fixtures, "good"), filepath.Join(fixtures, "bad"), filepath.Join(fixtures, "detection"))
 	f.Add([]byte("detectors: {cooldown: 1h}\nresponse: {rules: []}"))
 	f.Add([]byte("version: 1\n"))
 	f.Add([]byte("x-a: &a {cooldown: 1h}\ndetectors: {<<: *a}\nholders: ~"))
@@ -105,4 +81,22 @@ func FuzzParseDetectionOnly(f *testing.F) {
 			t.Fatalf("the two parses differ: %d/%d holders", len(det.Holders), len(full.Holders))
 		}
 	})
+}
+
+// addFixtureSeeds adds every policy fixture (*.yaml) in dirs to the corpus.
+func addFixtureSeeds(f *testing.F, dirs ...string) {
+	f.Helper()
+	for _, dir := range dirs {
+		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, file := range files {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
 }

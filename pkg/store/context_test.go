@@ -65,20 +65,7 @@ func TestRequestContextMigration(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine, db string) {
 		ctx := context.Background()
 		b := e.open(t, db)
-		ms, err := store.Migrations(db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if m.Version >= 6 {
-				break
-			}
-			for _, stmt := range m.Statements {
-				if err := b.Exec(ctx, stmt); err != nil {
-					t.Fatalf("%s: %v", m.Name, err)
-				}
-			}
-		}
+		migrateBefore(t, b, db, 6)
 		oldTok := newID()
 		now := time.Now().UTC().Format("2006-01-02 15:04:05.000000")
 		usageCols := []string{"event_id", "time", "token_id", "tenant", "holder", "kid", "enforcer", "service",

@@ -56,20 +56,7 @@ func TestUsageCountMigration(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine, db string) {
 		ctx := context.Background()
 		b := e.open(t, db)
-		ms, err := store.Migrations(db)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if m.Version >= 5 {
-				break
-			}
-			for _, stmt := range m.Statements {
-				if err := b.Exec(ctx, stmt); err != nil {
-					t.Fatalf("%s: %v", m.Name, err)
-				}
-			}
-		}
+		migrateBefore(t, b, db, 5)
 		old := []string{"event_id", "time", "token_id", "tenant", "holder", "kid", "enforcer", "service",
 			"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns"}
 		row := fmt.Sprintf(`["%s","%s","","","","","edge-1","orders","203.0.113.9","curl/8","GET","/orders/{id}","","deny","missing",500]`+"\n",
@@ -92,4 +79,24 @@ func TestUsageCountMigration(t *testing.T) {
 			t.Fatalf("requests from the source: %d, want 42", n)
 		}
 	})
+}
+
+// migrateBefore applies the store's migrations older than version to b,
+// as a build from before that migration left the database.
+func migrateBefore(t *testing.T, b store.Backend, db string, version int) {
+	t.Helper()
+	ms, err := store.Migrations(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Version >= version {
+			break
+		}
+		for _, stmt := range m.Statements {
+			if err := b.Exec(context.Background(), stmt); err != nil {
+				t.Fatalf("%s: %v", m.Name, err)
+			}
+		}
+	}
 }
