@@ -3,8 +3,10 @@
 package natstest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -113,4 +115,25 @@ func WaitFor(t testing.TB, timeout time.Duration, fn func() error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// LogBuffer collects the log output of services running on several
+// goroutines (a zerolog writer), for tests that read it back.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -1,7 +1,6 @@
 package up_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,24 +25,6 @@ import (
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
 )
-
-// syncBuffer is a log sink safe for the services' goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // intruder is a connection to the running system, with every permission
 // violation the server reported to it.
@@ -179,7 +160,7 @@ func TestAttacksOnTheEmbeddedNATS(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var logs syncBuffer
+	var logs natstest.LogBuffer
 	sys, err := up.Start(ctx, up.Options{DataDir: dir, NATSPort: -1, IssuerListen: "127.0.0.1:0", ProxyListen: "127.0.0.1:0",
 		ChDBPath: chdbPath, Database: "attacks", Log: zerolog.New(&logs).Level(zerolog.WarnLevel)})
 	if err != nil {

@@ -44,24 +44,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// syncBuffer collects logs written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness runs an issuer on a real in-process JetStream.
 type harness struct {
 	t      *testing.T
@@ -69,7 +51,7 @@ type harness struct {
 	clk    *clock
 	pol    *policy.Policy
 	dir    string
-	logs   *syncBuffer
+	logs   *natstest.LogBuffer
 	iss    *Issuer
 	url    string
 	admin  string
@@ -100,7 +82,7 @@ func (h *harness) init() {
 	h.clk = &clock{t: time.Now().UTC().Truncate(time.Second)}
 	h.pol = pol
 	h.dir = h.t.TempDir()
-	h.logs = &syncBuffer{}
+	h.logs = &natstest.LogBuffer{}
 }
 
 // start starts an issuer on the harness's NATS and data directory.

@@ -1,7 +1,6 @@
 package revoker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,24 +25,6 @@ import (
 	"github.com/cordonhq/cordon/services/revoker"
 )
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	t      *testing.T
 	env    *natstest.Env
@@ -51,7 +32,7 @@ type fixture struct {
 	o      revoker.Options
 	signer token.Signer
 	admin  string
-	logs   *syncBuffer
+	logs   *natstest.LogBuffer
 	now    time.Time
 }
 
@@ -61,7 +42,7 @@ const maxTTL = 2 * time.Hour
 // and starts a revoker; tune adjusts its options.
 func setup(t *testing.T, tune func(*revoker.Options)) *fixture {
 	t.Helper()
-	f := &fixture{t: t, env: natstest.Run(t), logs: &syncBuffer{}, now: time.Now()}
+	f := &fixture{t: t, env: natstest.Run(t), logs: &natstest.LogBuffer{}, now: time.Now()}
 	s, err := token.GenerateSigner(f.now)
 	if err != nil {
 		t.Fatal(err)
