@@ -122,3 +122,16 @@ func TestTemporaryPath(t *testing.T) {
 		t.Errorf("after close, %s: %v; want it removed", dir, err)
 	}
 }
+
+// TestVersionMatchesInstaller: scripts/install-chdb.sh installs the
+// library into a directory named by its version, where LibPath looks with
+// Version: the two must agree.
+func TestVersionMatchesInstaller(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "scripts", "install-chdb.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `CHDB_VERSION="` + Version + `"`; !strings.Contains(string(b), "\n"+want+"\n") {
+		t.Errorf("scripts/install-chdb.sh does not set %s: chdbstore.Version and the installer disagree", want)
+	}
+}
