@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # install-chdb.sh — install the chDB library (libchdb.so) that Cordon's embedded
-# ClickHouse store loads through github.com/chdb-io/chdb-go.
+# ClickHouse store (pkg/store/chdbstore) loads on its first use.
 #
 # The library ships inside the npm package @chdb/lib-linux-x64-gnu. This script
 # fetches the pinned version with `npm pack` (npm verifies the registry's
@@ -9,7 +9,7 @@
 #
 #   ${CORDON_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cordon}/chdb/<version>/libchdb.so
 #
-# internal/chdbenv resolves the same path at program start, so nothing else
+# pkg/store/chdbstore looks for the library at the same path, so nothing else
 # needs to be configured. The script is idempotent: when the library is already
 # installed and verified it exits 0 at once.
 #

@@ -33,6 +33,12 @@ type command struct {
 // errUsage marks an error that is a usage mistake (exit status 2).
 var errUsage = errors.New("usage")
 
+// exitNoChDBLibrary is the exit status of a command that needed the chDB
+// library (ClickHouse in-process) and could not load it; the message names
+// the install command (make chdb). Commands that do not open a chDB store
+// never load it.
+const exitNoChDBLibrary = 3
+
 func commands() map[string]command {
 	return map[string]command{
 		"version":   {"print the version", runVersion},
@@ -92,6 +98,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(stderr, "cordon %s: %v\n", args[0], err)
 		return 2
+	case chdbLibraryMissing(err):
+		fmt.Fprintf(stderr, "cordon %s: %v\n", args[0], err)
+		return exitNoChDBLibrary
 	default:
 		fmt.Fprintf(stderr, "cordon %s: %v\n", args[0], err)
 		return 1

@@ -1,14 +1,16 @@
 // Package chdbstore is the embedded store.Backend: ClickHouse as an
-// in-process library (chDB, libchdb.so) through
-// github.com/chdb-io/chdb-go, without cgo.
+// in-process library (chDB, libchdb.so), called through purego, without
+// cgo (binding.go says why Cordon binds the library itself rather than
+// through github.com/chdb-io/chdb-go).
 //
-// Importing this package loads libchdb.so when the program starts. The
-// blank import of internal/chdbenv finds the library in Cordon's cache (see
-// `make chdb`) and, when it is missing, makes the program exit with status 3
-// and a message naming the install command instead of letting chdb-go
-// panic. Only code that needs chDB should import this package.
+// The library is loaded on the first Open, never at program start: a
+// program that links this package runs without it (cordon --help, cordon
+// issuer, …) until it opens a chDB store. It is looked for where
+// `make chdb` (scripts/install-chdb.sh) installs it, in Cordon's cache (see
+// LibPath); when it is missing, Open returns an error wrapping
+// ErrLibraryMissing that names where it looked and the install command.
 //
-// chdb-go keeps one session per process: every Backend opened here shares
+// The engine keeps one session per process: every Backend opened here shares
 // it, so all of them must use the same data path, and they are told apart by
 // database name (which is how tests isolate themselves). Statements are
 // blocking library calls: a context is checked before each call but cannot
@@ -30,10 +32,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/chdb-io/chdb-go/chdb"
-
-	// Sets CHDB_LIB_PATH before chdb-go's init loads the library.
-	_ "github.com/cordonhq/cordon/internal/chdbenv"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/internal/sqltext"
 )
@@ -56,7 +54,7 @@ type Options struct {
 // session is the process-wide chDB session, shared by every Backend.
 var session struct {
 	mu      sync.Mutex
-	s       *chdb.Session
+	c       *conn
 	path    string
 	refs    int
 	current string // the database of the last USE; guarded by useMu
@@ -115,7 +113,7 @@ func waitNoWrites(ctx context.Context) error {
 // Backend is a store.Backend on chDB.
 type Backend struct {
 	db     string
-	sess   *chdb.Session
+	conn   *conn
 	closed bool
 	mu     sync.Mutex
 }
@@ -126,7 +124,8 @@ var (
 )
 
 // Open opens (or joins) the process's chDB session on o.Path and creates
-// o.Database in it.
+// o.Database in it. The first Open loads the library (see Load); its error
+// then wraps ErrLibraryMissing.
 func Open(ctx context.Context, o Options) (*Backend, error) {
 	if o.Database == "" {
 		o.Database = store.DefaultDatabase
@@ -139,28 +138,32 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 	}
 	session.mu.Lock()
 	defer session.mu.Unlock()
-	if session.s == nil {
+	if session.c == nil {
+		lib, err := loadOnce()
+		if err != nil {
+			return nil, err // says what is missing and how to install it
+		}
 		// chDB reads a piped stdin as data for every INSERT and refuses
 		// the INSERT: keep it away before the session opens.
 		if _, err := KeepStdin(); err != nil {
 			return nil, fmt.Errorf("open chdb: %w", err)
 		}
-		s, err := chdb.NewSession(o.Path)
+		c, err := lib.open(o.Path)
 		if err != nil {
 			return nil, fmt.Errorf("open chdb session at %q: %w", o.Path, err)
 		}
-		session.s, session.path = s, o.Path
+		session.c, session.path = c, o.Path
 		useMu.Lock()
 		session.current = ""
 		useMu.Unlock()
 	} else if o.Path != session.path {
 		return nil, fmt.Errorf("open chdb at %q: %w %q", o.Path, ErrSessionPath, session.path)
 	}
-	b := &Backend{db: o.Database, sess: session.s}
+	b := &Backend{db: o.Database, conn: session.c}
 	if err := b.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+o.Database+"`"); err != nil {
 		if session.refs == 0 {
-			session.s.Close()
-			session.s = nil
+			session.c.close()
+			session.c, session.path = nil, ""
 		}
 		return nil, fmt.Errorf("open chdb: %w", err)
 	}
@@ -181,7 +184,7 @@ func (b *Backend) Exec(ctx context.Context, query string) error {
 // call with the rows inline.
 func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte) error {
 	var q strings.Builder
-	q.Grow(len(rows) + 64 + 16*len(columns))
+	q.Grow(len(rows) + 65 + 16*len(columns))
 	q.WriteString("INSERT INTO `")
 	q.WriteString(b.db)
 	q.WriteString("`.`")
@@ -195,6 +198,7 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 	}
 	q.WriteString(") FORMAT JSONCompactEachRow\n")
 	q.Write(rows)
+	q.WriteByte(0) // C's terminator: spares a copy of the batch on the call
 	beginWrite()
 	defer endWrite()
 	_, err := b.run(ctx, q.String(), "CSV")
@@ -267,20 +271,10 @@ func (b *Backend) run(ctx context.Context, query, format string) ([]byte, error)
 	if closed {
 		return nil, errors.New("chdb backend is closed")
 	}
-	res, err := b.sess.Query(query, format)
+	out, err := b.conn.query(query, format)
 	if err != nil {
 		return nil, fmt.Errorf("chdb: %w", err)
 	}
-	if res == nil {
-		return nil, nil
-	}
-	defer res.Free()
-	if err := res.Error(); err != nil {
-		return nil, fmt.Errorf("chdb: %w", err)
-	}
-	buf := res.Buf()
-	out := make([]byte, len(buf))
-	copy(out, buf)
 	return out, nil
 }
 
@@ -296,9 +290,9 @@ func (b *Backend) Close() error {
 	session.mu.Lock()
 	defer session.mu.Unlock()
 	session.refs--
-	if session.refs == 0 && session.s != nil {
-		session.s.Close()
-		session.s, session.path = nil, ""
+	if session.refs == 0 && session.c != nil {
+		session.c.close()
+		session.c, session.path = nil, ""
 	}
 	return nil
 }

@@ -3,6 +3,10 @@ package chdbstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -140,5 +144,113 @@ func TestAnalystQueryWaitsForInserts(t *testing.T) {
 	defer chdbstore.EndWrite()
 	if _, err := b.Query(ctx, "SELECT 1", nil); err != nil {
 		t.Errorf("the store's own query with an insert pending: %v", err)
+	}
+}
+
+// TestOpenWithoutLibrary runs this test binary again with the library made
+// unfindable. The child must start (nothing loads the library at program
+// start: with chdb-go the process died in an init before any test ran),
+// and Open must return an error wrapping ErrLibraryMissing that names where
+// it looked and the install command, every time it is called.
+func TestOpenWithoutLibrary(t *testing.T) {
+	if missing := os.Getenv("CHDBSTORE_NOLIB_CHILD"); missing != "" {
+		if p, ok := chdbstore.LibPath(); ok || p != missing {
+			t.Fatalf("LibPath = %q, %v; want %q, false", p, ok, missing)
+		}
+		for i := range 2 {
+			b, err := chdbstore.Open(t.Context(), chdbstore.Options{Path: t.TempDir(), Database: "nolib"})
+			if !errors.Is(err, chdbstore.ErrLibraryMissing) || b != nil {
+				t.Fatalf("open %d: %v, %v; want ErrLibraryMissing", i, b, err)
+			}
+			for _, w := range []string{missing, "make chdb", "scripts/install-chdb.sh", chdbstore.Version} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("open %d: the error lacks %q: %v", i, w, err)
+				}
+			}
+			if !errors.Is(chdbstore.Load(), chdbstore.ErrLibraryMissing) {
+				t.Error("Load after a failed Open succeeded")
+			}
+		}
+		fmt.Println("CHILD DONE")
+		return
+	}
+	missing := filepath.Join(t.TempDir(), "no", "libchdb.so")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOpenWithoutLibrary$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "CHDBSTORE_NOLIB_CHILD="+missing, "CHDB_LIB_PATH="+missing)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "CHILD DONE") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+// TestDataStaysInPath: the session is started on the data directory given
+// (the engine's --path): a table written, the session closed and opened
+// again on the same directory still holds its rows, and the files are
+// there.
+func TestDataStaysInPath(t *testing.T) {
+	ctx := t.Context()
+	dir := filepath.Join(t.TempDir(), "relative-made-absolute")
+	b, err := chdbstore.Open(ctx, chdbstore.Options{Path: dir, Database: "persist"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Exec(ctx, "CREATE TABLE persist.t (x UInt8) ENGINE = MergeTree ORDER BY x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Insert(ctx, "t", []string{"x"}, []byte("[4]\n[5]\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "metadata", "persist")); err != nil {
+		t.Errorf("the database is not in the data directory: %v", err)
+	}
+	b, err = chdbstore.Open(ctx, chdbstore.Options{Path: dir, Database: "persist"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	out, err := b.QueryFormat(ctx, "SELECT sum(x) FROM persist.t", "CSV", nil)
+	if err != nil || strings.TrimSpace(string(out)) != "9" {
+		t.Errorf("after reopening: %q, %v; want 9", out, err)
+	}
+}
+
+// TestNULRefused: C reads a statement only up to its first NUL byte, so a
+// statement holding one would run as a shorter one (without the SETTINGS
+// the store appends, say): it is refused, by every entry point.
+func TestNULRefused(t *testing.T) {
+	ctx := t.Context()
+	b, err := chdbstore.Open(ctx, chdbstore.Options{Path: t.TempDir(), Database: "nul"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Exec(ctx, "CREATE TABLE nul.t (s String) ENGINE = MergeTree ORDER BY s"); err != nil {
+		t.Fatal(err)
+	}
+	limit := []store.Setting{{Name: "max_result_rows", Value: 1}, {Name: "result_overflow_mode", Value: "throw"}}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"exec", func() error { return b.Exec(ctx, "DROP TABLE nul.t\x00 garbage") }},
+		{"query", func() error {
+			_, err := b.Query(ctx, "SELECT number FROM system.numbers LIMIT 5\x00", limit)
+			return err
+		}},
+		{"insert", func() error { return b.Insert(ctx, "t", []string{"s"}, []byte("[\"a\x00b\"]\n")) }},
+	}
+	for _, c := range calls {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.call(); err == nil || !strings.Contains(err.Error(), "NUL") {
+				t.Errorf("err = %v, want the NUL byte refused", err)
+			}
+		})
+	}
+	out, err := b.QueryFormat(ctx, "SELECT count() FROM nul.t", "CSV", nil)
+	if err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Errorf("the table after the refused statements: %q, %v; want it present and empty", out, err)
 	}
 }
