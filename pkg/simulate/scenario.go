@@ -360,7 +360,7 @@ var (
 	attackWhens   = []string{WhenOffHours, WhenActive, WhenAny}
 	attackActions = []string{ActUsual, ActUsualReads, ActUnseenAllowed, ActProbe, ActSensitive, ActSweepHeld, ActSweepUnheld}
 	attackIDs     = []string{IDsUsual, IDsRandom, IDsSequential}
-	forgedReasons = []string{ReasonMalformed, ReasonBadSignature, ReasonUnknownKey}
+	forgedReasons = []string{events.ReasonMalformed, events.ReasonBadSignature, events.ReasonUnknownKey}
 )
 
 // AttackSpec is one kind of attack, written from a description of a real
