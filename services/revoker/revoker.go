@@ -87,12 +87,9 @@ type Options struct {
 	ResolveQuiet time.Duration
 	// MaxResponses bounds the anomaly-response records kept (default 1000).
 	MaxResponses int
-	// Audience is the audience of a cordon.cmd.revoke caller's token; it
-	// can only be "cordon" (the default), the control plane's audience
-	// (pkg/adminauth).
-	Audience string
 	// Scope is what a caller's admin token must hold, as the ledger
-	// recorded it (default "cordon:revoke"; "cordon:*" also covers it).
+	// recorded it (default events.ScopeRevoke, "cordon:revoke"; "cordon:*"
+	// also covers it).
 	Scope string
 	// TrustAnchors endorse the signing keys taken from the keys bucket to
 	// authenticate cordon.cmd.revoke callers; a key without a valid
@@ -137,14 +134,8 @@ func (o *Options) defaults() error {
 	if o.MaxResponses <= 0 {
 		o.MaxResponses = 1000
 	}
-	if o.Audience == "" {
-		o.Audience = adminauth.Audience
-	}
-	if o.Audience != adminauth.Audience {
-		return fmt.Errorf("revoker: audience %q: admin tokens are for audience %q", o.Audience, adminauth.Audience)
-	}
 	if o.Scope == "" {
-		o.Scope = "cordon:revoke"
+		o.Scope = events.ScopeRevoke
 	}
 	return nil
 }
