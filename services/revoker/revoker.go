@@ -41,6 +41,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -70,10 +71,15 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// MaxTokenTTL is the longest life of any token: how far back the token
-	// index replays the ledger, and the life assumed for tokens the
-	// revoker does not know (default 24h). Set it to the policy's largest
-	// max_ttl.
+	// index replays the ledger, how long a holder-, key- or tenant-wide
+	// rule lives, and the life assumed for tokens the revoker does not
+	// know. Default: TokenPolicy.MaxTokenLife() — every holder's max_ttl
+	// and the built-in admin ceiling's (policy.AdminMaxTTL, which is also
+	// the default when no token policy is known).
 	MaxTokenTTL time.Duration
+	// TokenPolicy is the policy the issuer mints under (the holders of the
+	// policy file), when known; it sets the default of MaxTokenTTL.
+	TokenPolicy *policy.Policy
 	// Durable prefixes the durable consumer names (default "revoker").
 	Durable string
 	// MaxTokens bounds the token index (default 1,000,000).
@@ -114,7 +120,7 @@ func (o *Options) defaults() error {
 		o.Now = time.Now
 	}
 	if o.MaxTokenTTL <= 0 {
-		o.MaxTokenTTL = 24 * time.Hour
+		o.MaxTokenTTL = o.TokenPolicy.MaxTokenLife()
 	}
 	if o.Durable == "" {
 		o.Durable = "revoker"
