@@ -71,7 +71,8 @@ type Options struct {
 	Detector Detector
 	// StateDir holds the detector checkpoint; empty disables checkpoints.
 	StateDir string
-	// Durable is the consumer name prefix (default "auditor").
+	// Durable is the consumer name prefix (default events.DurableAuditor,
+	// "auditor"; see events.AuditorDurables).
 	Durable string
 	// BatchSize is the most events written in one insert (default
 	// DefaultBatchSize). BatchWait is how long an event waits at most for
@@ -116,7 +117,7 @@ func (o *Options) defaults() error {
 		return errors.New("auditor: JetStream and Store are required")
 	}
 	if o.Durable == "" {
-		o.Durable = "auditor"
+		o.Durable = events.DurableAuditor
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
@@ -248,11 +249,11 @@ func (a *Auditor) Stats() Stats {
 // writing what it analysed (within ShutdownGrace) and writes a final
 // checkpoint.
 func (a *Auditor) Run(ctx context.Context) error {
-	usage, err := a.consumer(ctx, events.StreamUsage, a.o.Durable+"-usage", events.SubjectUsagePrefix+">")
+	usage, err := a.consumer(ctx, events.AuditorUsageDurable(a.o.Durable), events.SubjectUsagePrefix+">")
 	if err != nil {
 		return err
 	}
-	ledger, err := a.consumer(ctx, events.StreamTokens, a.o.Durable+"-ledger", events.SubjectTokenPrefix+">")
+	ledger, err := a.consumer(ctx, events.AuditorLedgerDurable(a.o.Durable), events.SubjectTokenPrefix+">")
 	if err != nil {
 		return err
 	}
@@ -299,9 +300,9 @@ func (a *Auditor) Run(ctx context.Context) error {
 	return err
 }
 
-func (a *Auditor) consumer(ctx context.Context, stream, durable, filter string) (jetstream.Consumer, error) {
-	c, err := a.o.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		Durable:       durable,
+func (a *Auditor) consumer(ctx context.Context, d events.Durable, filter string) (jetstream.Consumer, error) {
+	c, err := a.o.JS.CreateOrUpdateConsumer(ctx, d.Stream, jetstream.ConsumerConfig{
+		Durable:       d.Name,
 		Description:   "cordon auditor",
 		FilterSubject: filter,
 		// Explicit, per message: with AckAll, acknowledging the newest
@@ -316,7 +317,7 @@ func (a *Auditor) consumer(ctx context.Context, stream, durable, filter string) 
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("auditor: consumer %s on %s: %w", durable, stream, err)
+		return nil, fmt.Errorf("auditor: consumer %s on %s: %w", d.Name, d.Stream, err)
 	}
 	return c, nil
 }

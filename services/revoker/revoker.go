@@ -80,7 +80,8 @@ type Options struct {
 	// TokenPolicy is the policy the issuer mints under (the holders of the
 	// policy file), when known; it sets the default of MaxTokenTTL.
 	TokenPolicy *policy.Policy
-	// Durable prefixes the durable consumer names (default "revoker").
+	// Durable prefixes the durable consumer names (default
+	// events.DurableRevoker, "revoker"; see events.RevokerDurables).
 	Durable string
 	// MaxTokens bounds the token index (default 1,000,000).
 	MaxTokens int
@@ -123,7 +124,7 @@ func (o *Options) defaults() error {
 		o.MaxTokenTTL = o.TokenPolicy.MaxTokenLife()
 	}
 	if o.Durable == "" {
-		o.Durable = "revoker"
+		o.Durable = events.DurableRevoker
 	}
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = 1_000_000
@@ -243,8 +244,9 @@ func (r *Revoker) start(ctx context.Context) error {
 	if err := r.startAdmin(ctx); err != nil {
 		return err
 	}
-	tokens, err := js.CreateOrUpdateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{
-		Durable:       r.o.Durable + "-tokens",
+	tokensDurable, anomaliesDurable := events.RevokerTokensDurable(r.o.Durable), events.RevokerAnomaliesDurable(r.o.Durable)
+	tokens, err := js.CreateOrUpdateConsumer(ctx, tokensDurable.Stream, jetstream.ConsumerConfig{
+		Durable:       tokensDurable.Name,
 		Description:   "cordon revoker: compiles revocations into the denylist",
 		FilterSubject: events.SubjectTokenPrefix + ">",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -253,10 +255,10 @@ func (r *Revoker) start(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("revoker: consumer on %s: %w", events.StreamTokens, err)
+		return fmt.Errorf("revoker: consumer %s: %w", tokensDurable, err)
 	}
-	anomalies, err := js.CreateOrUpdateConsumer(ctx, events.StreamAnomalies, jetstream.ConsumerConfig{
-		Durable:       r.o.Durable + "-anomalies",
+	anomalies, err := js.CreateOrUpdateConsumer(ctx, anomaliesDurable.Stream, jetstream.ConsumerConfig{
+		Durable:       anomaliesDurable.Name,
 		Description:   "cordon revoker: applies the response policy",
 		FilterSubject: events.SubjectAnomalyPrefix + ">",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -265,7 +267,7 @@ func (r *Revoker) start(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("revoker: consumer on %s: %w", events.StreamAnomalies, err)
+		return fmt.Errorf("revoker: consumer %s: %w", anomaliesDurable, err)
 	}
 	for _, c := range []struct {
 		cons jetstream.Consumer
