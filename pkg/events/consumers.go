@@ -58,3 +58,11 @@ func AuditorDurables(prefix string) []Durable {
 func RevokerDurables(prefix string) []Durable {
 	return []Durable{RevokerTokensDurable(prefix), RevokerAnomaliesDurable(prefix)}
 }
+
+// Dead-letter names: the consumer token of the subject each service moves
+// the messages it cannot use to (DeadLetterSubject), whatever its durable
+// prefix.
+const (
+	DeadLetterAuditor = "auditor"
+	DeadLetterRevoker = "revoker"
+)

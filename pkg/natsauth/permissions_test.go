@@ -566,7 +566,7 @@ func TestRevokerPermissions(t *testing.T) {
 		if err != nil || string(e.Value()) != `{"v":2}` {
 			t.Fatalf("deny entry: %v %q", err, e.Value())
 		}
-		dl := nats.NewMsg(events.DeadLetterSubject("revoker"))
+		dl := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterRevoker))
 		dl.Data = []byte("poison")
 		dl.Header.Set(events.HeaderDeadReason, "test")
 		if _, err := rev.js.PublishMsg(ctx, dl, jetstream.WithMsgID("dl1")); err != nil {
@@ -724,7 +724,7 @@ func testAuditor(t *testing.T, o setup) {
 		case err := <-fut.Err():
 			t.Fatalf("anomaly: %v", err)
 		}
-		dl := nats.NewMsg(events.DeadLetterSubject(events.AuditorUsageDurable(events.DurableAuditor).Name))
+		dl := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterAuditor))
 		dl.Data = []byte("poison")
 		if _, err := aud.js.PublishMsg(ctx, dl); err != nil {
 			t.Fatalf("dead letter: %v", err)

@@ -683,7 +683,7 @@ func deterministicV7(at time.Time, key string) uuid.UUID {
 func (a *Auditor) deadLetter(m jetstream.Msg, reason error) {
 	a.dead.Add(1)
 	a.o.Log.Warn().Str("subject", m.Subject()).Str("reason", reason.Error()).Msg("dead letter")
-	dm := nats.NewMsg(events.DeadLetterSubject("auditor"))
+	dm := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterAuditor))
 	dm.Data = m.Data()
 	dm.Header.Set(events.HeaderDeadReason, reason.Error())
 	dm.Header.Set(events.HeaderDeadSubject, m.Subject())

@@ -48,7 +48,7 @@ import (
 
 // DeadLetterName is the consumer name in the revoker's dead-letter subject
 // (events.DeadLetterSubject(DeadLetterName)).
-const DeadLetterName = "revoker"
+const DeadLetterName = events.DeadLetterRevoker
 
 // Options configures a Revoker.
 type Options struct {
