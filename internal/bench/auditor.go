@@ -129,7 +129,7 @@ func newUsageWorkload(n, tokens int, start time.Time, step time.Duration, seed u
 		r := routes[rng.IntN(len(routes))]
 		decision, reason := events.DecisionAllow, "ok"
 		if rng.IntN(50) == 0 {
-			decision, reason = events.DecisionDeny, "scope_missing"
+			decision, reason = events.DecisionDeny, events.ReasonScopeMissing
 		}
 		u := &events.UsageDecided{
 			TokenID: ids[t], Tenant: fmt.Sprintf("tenant-%d", h%5), Holder: fmt.Sprintf("holder-%d", h), KeyID: "sig-1",
@@ -419,7 +419,7 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer) ([]Figure, e
 	use := func(tok string, i int, at time.Time, ip string) (string, []byte, events.Envelope, error) {
 		u := &events.UsageDecided{TokenID: tok, Tenant: "acme", Holder: fmt.Sprintf("holder-%d", i%40), KeyID: "sig-1", Enforcer: "edge-1",
 			Service: "billing", SourceIP: ip, UserAgent: "billing-client/2.3", Method: "GET", Route: "/invoices/{id}",
-			Scope: "invoices:read", Decision: events.DecisionAllow, Reason: "ok", LatencyNS: 30_000}
+			Scope: "invoices:read", Decision: events.DecisionAllow, Reason: events.ReasonOK, LatencyNS: 30_000}
 		e, err := events.New("enforcer/edge-1", at, u)
 		if err != nil {
 			return "", nil, e, err
@@ -561,7 +561,7 @@ func benchAuditorMemory() ([]Figure, error) {
 		return nil, err
 	}
 	base := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
-	u := &events.UsageDecided{Enforcer: "edge-1", Service: "orders", Method: "GET", Scope: "orders:read", Decision: events.DecisionAllow, Reason: "ok"}
+	u := &events.UsageDecided{Enforcer: "edge-1", Service: "orders", Method: "GET", Scope: "orders:read", Decision: events.DecisionAllow, Reason: events.ReasonOK}
 	env := events.Envelope{Type: events.TypeUsageDecided, Source: "bench", Version: events.SchemaVersion, Data: u}
 	var sb strings.Builder
 	for i, id := range ids {
@@ -619,7 +619,7 @@ func benchHolderMemory() (float64, error) {
 		}
 		base := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 		u := &events.UsageDecided{Tenant: "acme", Enforcer: "edge-1", Service: "orders", Method: "GET", Route: "/v1/orders/{id}", Resource: "1",
-			Scope: "orders:read", Client: "orders-client/4", Decision: events.DecisionAllow, Reason: "ok"}
+			Scope: "orders:read", Client: "orders-client/4", Decision: events.DecisionAllow, Reason: events.ReasonOK}
 		env := events.Envelope{Type: events.TypeUsageDecided, Source: "bench", Version: events.SchemaVersion, Data: u}
 		for i := 0; i < memoryHolders; i++ {
 			u.TokenID = fmt.Sprintf("019cabd9-%04x-7%03x-8%03x-%012x", i>>24&0xffff, i>>12&0xfff, i&0xfff, i)

@@ -10,8 +10,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 const credsUsage = `Usage: cordon creds <subcommand> [flags]

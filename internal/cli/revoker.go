@@ -124,22 +124,18 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 // loadResponsePolicy reads the response policy and the longest token life
 // from the policy file; no file means the default response policy.
 func loadResponsePolicy(path string) (*response.Policy, time.Duration, error) {
-	maxTTL := 24 * time.Hour
 	if path == "" {
-		return response.Default(), maxTTL, nil
+		return response.Default(), (*policy.Policy)(nil).MaxTokenLife(), nil
 	}
 	pol, err := policy.Load(path)
 	if err != nil {
 		return nil, 0, err
 	}
-	for _, c := range pol.Holders {
-		maxTTL = max(maxTTL, c.MaxTTL)
-	}
 	resp, err := response.Decode(pol.File, pol.Response)
 	if err != nil {
 		return nil, 0, err
 	}
-	return resp, maxTTL, nil
+	return resp, pol.MaxTokenLife(), nil
 }
 
 // alertSinks builds the configured sinks. Errors never quote URLs or keys.

@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/cordonhq/cordon/pkg/events"
-	"github.com/cordonhq/cordon/services/auditor"
 )
 
 // MaxLineBytes is the longest line the reader accepts; a longer one is a bad
@@ -80,7 +79,7 @@ func (lr *lineReader) next() (rec record, bad *BadLine, err error) {
 			continue
 		}
 		rec = record{line: lr.line, raw: trimmed, size: size}
-		if e, _, err := auditor.DecodeUsage(trimmed); err == nil {
+		if e, _, err := events.DecodeUsage(trimmed); err == nil {
 			rec.id, rec.time, rec.subject, rec.kind = e.ID, e.Time, events.Subject(e), kindUsage
 			return rec, nil, nil
 		}

@@ -228,7 +228,7 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 		}
 		if rep.FirstAttack.IsZero() {
 			rep.FirstAttack = r.at
-			if r.reason == "revoked" {
+			if r.reason == events.ReasonRevoked {
 				// Only the holder's own use came before: a detector took
 				// it for an attack. The drill would prove nothing.
 				mu.Lock()
@@ -242,10 +242,10 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 		} else {
 			rep.AttackerDenied++
 		}
-		if i < len(probes) || r.reason == "revoked" {
+		if i < len(probes) || r.reason == events.ReasonRevoked {
 			say("ATTACKER  %s %-6s %-32s → %d %s", AttackerAddr, p.method, p.path, r.status, r.reason)
 		}
-		if r.reason == "revoked" {
+		if r.reason == events.ReasonRevoked {
 			rep.FirstRevokedDenial = r.at
 			break
 		}

@@ -462,7 +462,7 @@ func TestForgedUsageFromAnotherEnforcer(t *testing.T) {
 		if d := sys.Auditor.Stats().Dead; d != deadBefore+1 {
 			t.Errorf("dead letters: %d, want %d (the forged event)", d, deadBefore+1)
 		}
-		if n := streamMsgs(t, sys, events.StreamDead, events.DeadLetterSubject("auditor")); n != 1 {
+		if n := streamMsgs(t, sys, events.StreamDead, events.DeadLetterSubject(events.DeadLetterAuditor)); n != 1 {
 			t.Errorf("%d dead letters from the auditor, want 1", n)
 		}
 	})

@@ -29,7 +29,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/enforce"
@@ -37,6 +36,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/privdir"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
@@ -415,15 +415,9 @@ func loadRoutes(path string) (*enforce.Routes, error) {
 	return enforce.LoadRoutes(path)
 }
 
-// maxTTL is the longest token life the policy allows, and at least the
-// admin token's, so that bulk revocations cover every live token.
-func maxTTL(p *policy.Policy) time.Duration {
-	longest := issuer.DefaultAdminTTL
-	for _, h := range p.Holders {
-		longest = max(longest, h.MaxTTL)
-	}
-	return longest
-}
+// maxTTL is the longest token life the policy allows, the built-in admin
+// ceiling's included, so that bulk revocations cover every live token.
+func maxTTL(p *policy.Policy) time.Duration { return p.MaxTokenLife() }
 
 // demoService is the small upstream the proxy protects: it answers with
 // what it was asked and who the enforcer says the caller is.

@@ -9,15 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
-)
-
-// The identity every admin token carries.
-const (
-	// Tenant is the tenant of Cordon's own admin tokens.
-	Tenant = "cordon"
-	// Audience is the audience an admin token must name.
-	Audience = "cordon"
 )
 
 // DefaultLeeway is how early, by the service's clock, a token is accepted
@@ -157,9 +150,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, req Request) (*Caller,
 	if !now.Before(t.ExpiryTime()) {
 		return nil, fmt.Errorf("%w: admin token %s expired at %s", ErrUnauthenticated, t.ID, t.ExpiryTime().UTC().Format(time.RFC3339))
 	}
-	if t.Tenant != Tenant || !slices.Contains(t.Audience, Audience) {
+	if t.Tenant != events.AdminTenant || !slices.Contains(t.Audience, events.AdminAudience) {
 		return nil, fmt.Errorf("%w: token %s (%s/%s, audience %s) is not for the Cordon API: want tenant %q and audience %q",
-			ErrForbidden, t.ID, t.Tenant, t.Holder, strings.Join(t.Audience, ","), Tenant, Audience)
+			ErrForbidden, t.ID, t.Tenant, t.Holder, strings.Join(t.Audience, ","), events.AdminTenant, events.AdminAudience)
 	}
 
 	rec, ok, err := a.o.Ledger.Lookup(ctx, t.ID)

@@ -8,7 +8,7 @@
 //   - it verifies against the service's key source (the issuer's own keys,
 //     or the keys bucket the revoker and the auditor follow);
 //   - it is within its validity period, for tenant "cordon" and audience
-//     "cordon";
+//     "cordon" (events.AdminTenant, events.AdminAudience);
 //   - the ledger knows it: the token's claims are exactly what the ledger
 //     recorded when it was issued (holder, key id, scopes, audience,
 //     networks, environment, windows, device, not-before, expiry,

@@ -42,7 +42,7 @@ func Subjects(tenant string) []string {
 type FollowOptions struct {
 	// JS reads the TOKENS stream (required).
 	JS jetstream.JetStream
-	// Tenant whose tokens are followed (default Tenant, "cordon").
+	// Tenant whose tokens are followed (default events.AdminTenant).
 	Tenant string
 	// MaxTokens bounds the records held (default DefaultMaxTokens). Over
 	// the bound, expired records go first, then those expiring soonest:
@@ -89,7 +89,7 @@ func Follow(ctx context.Context, o FollowOptions) (*Follower, error) {
 		return nil, errors.New("adminauth: follow the ledger: JetStream is required")
 	}
 	if o.Tenant == "" {
-		o.Tenant = Tenant
+		o.Tenant = events.AdminTenant
 	}
 	if err := events.ValidateName(o.Tenant); err != nil {
 		return nil, fmt.Errorf("adminauth: follow the ledger: tenant: %w", err)

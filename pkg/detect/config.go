@@ -174,7 +174,7 @@ type ForgingBurstConfig struct {
 	Enabled bool `yaml:"enabled"`
 	// Severity of an alert; one step higher at 10×MinCount.
 	Severity string `yaml:"severity"`
-	// Reasons are the deny reasons that count.
+	// Reasons are the deny reasons that count (events.DenyReasons values).
 	Reasons []string `yaml:"reasons"`
 	// Window is the counting window.
 	Window time.Duration `yaml:"window"`
@@ -270,7 +270,8 @@ type ScopeProbingConfig struct {
 	// Window is the length of the sliding window in which distinct denials
 	// are counted, and the longest an enumeration run may take.
 	Window time.Duration `yaml:"window"`
-	// Reasons are the deny reasons that count as probing.
+	// Reasons are the deny reasons that count as probing
+	// (events.DenyReasons values).
 	Reasons []string `yaml:"reasons"`
 	// MinDistinct is how many distinct (method, route, scope, resource)
 	// denials with one of Reasons within Window make probing. Between 2
@@ -300,8 +301,8 @@ type UseAfterRevokeConfig struct {
 	// Severity of an alert for a denied use; an allowed use after the end
 	// is always critical (the denylist did not reach that enforcer).
 	Severity string `yaml:"severity"`
-	// Reasons are the deny reasons meaning "this token is revoked/expired";
-	// they make a token the ledger never showed us analysable too.
+	// Reasons are the deny reasons meaning "this token is revoked/expired"
+	// (events.DenyReasons values); they make a token the ledger never showed us analysable too.
 	Reasons []string `yaml:"reasons"`
 	// Grace tolerates stragglers: denied retries from the token's known
 	// networks within Grace of the end are normal after a rotation.
@@ -352,19 +353,6 @@ type MultiNetworkConfig struct {
 	// than that. Between 2 and 16.
 	MinNetworks int `yaml:"min_networks"`
 }
-
-// Deny reasons the default configuration knows. They must match the
-// enforcer's closed set of reasons.
-const (
-	ReasonScopeMissing  = "scope_missing"
-	ReasonWrongAudience = "wrong_audience"
-	ReasonRevoked       = "revoked"
-	ReasonExpired       = "expired"
-	ReasonMalformed     = "malformed"
-	ReasonBadSignature  = "bad_signature"
-	ReasonUnknownKey    = "unknown_key"
-	ReasonThrottled     = "throttled"
-)
 
 // DefaultConfig returns the thresholds Cordon ships with. They come from
 // what each signal means, not from any evaluation data set:
@@ -438,7 +426,7 @@ func DefaultConfig() Config {
 			Enabled:     true,
 			Severity:    events.SeverityHigh,
 			Window:      10 * time.Minute,
-			Reasons:     []string{ReasonScopeMissing, ReasonWrongAudience},
+			Reasons:     []string{events.ReasonScopeMissing, events.ReasonWrongAudience},
 			MinDistinct: 5,
 			Horizon:     24 * time.Hour,
 			EnumRun:     8,
@@ -447,7 +435,7 @@ func DefaultConfig() Config {
 		UseAfterRevoke: UseAfterRevokeConfig{
 			Enabled:   true,
 			Severity:  events.SeverityHigh,
-			Reasons:   []string{ReasonRevoked, ReasonExpired},
+			Reasons:   []string{events.ReasonRevoked, events.ReasonExpired},
 			Grace:     15 * time.Minute,
 			ClockSkew: 5 * time.Second,
 		},
@@ -500,7 +488,7 @@ func DefaultConfig() Config {
 		ForgingBurst: ForgingBurstConfig{
 			Enabled:    true,
 			Severity:   events.SeverityMedium,
-			Reasons:    []string{ReasonMalformed, ReasonBadSignature, ReasonUnknownKey, ReasonThrottled},
+			Reasons:    []string{events.ReasonMalformed, events.ReasonBadSignature, events.ReasonUnknownKey, events.ReasonThrottled},
 			Window:     time.Minute,
 			MinCount:   100,
 			SlowWindow: time.Hour,
@@ -634,9 +622,19 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: sensitive[%d]: %q: want a scope pattern of 1 to 128 characters with at most two '*'", ErrConfig, i, p)
 		}
 	}
-	for i, r := range c.ForgingBurst.Reasons {
-		if r == "" {
-			return fmt.Errorf("%w: forging_burst.reasons[%d]: empty", ErrConfig, i)
+	for _, rs := range []struct {
+		field   string
+		reasons []string
+	}{
+		{"scope_probing.reasons", c.ScopeProbing.Reasons},
+		{"use_after_revoke.reasons", c.UseAfterRevoke.Reasons},
+		{"forging_burst.reasons", c.ForgingBurst.Reasons},
+	} {
+		for i, r := range rs.reasons {
+			if !events.IsDenyReason(r) {
+				return fmt.Errorf("%w: %s[%d]: %q is not a deny reason an enforcer reports (one of %s)",
+					ErrConfig, rs.field, i, r, strings.Join(events.DenyReasons(), ", "))
+			}
 		}
 	}
 	return nil

@@ -29,7 +29,7 @@ detectors:
   odd_hours:
     enabled: false
   scope_probing:
-    reasons: [scope_missing, audience_mismatch]
+    reasons: [scope_missing, wrong_audience]
   volume_spike:
     factor: 8
     half_life: 168h
@@ -59,7 +59,7 @@ detectors:
 		{"learning.min_age kept", c.Learning.MinAge, def.Learning.MinAge},
 		{"odd_hours.enabled", c.OddHours.Enabled, false},
 		{"odd_hours.min_share kept", c.OddHours.MinShare, def.OddHours.MinShare},
-		{"scope_probing.reasons", strings.Join(c.ScopeProbing.Reasons, ","), "scope_missing,audience_mismatch"},
+		{"scope_probing.reasons", strings.Join(c.ScopeProbing.Reasons, ","), "scope_missing,wrong_audience"},
 		{"volume_spike.factor", c.VolumeSpike.Factor, 8.0},
 		{"volume_spike.half_life", c.VolumeSpike.HalfLife, 168 * time.Hour},
 		{"volume_spike.min_count kept", c.VolumeSpike.MinCount, def.VolumeSpike.MinCount},
@@ -94,6 +94,9 @@ func TestConfigValidate(t *testing.T) {
 		{"scope_probing.horizon", func(c *detect.Config) { c.ScopeProbing.Horizon = time.Minute }},
 		{"new_action.min_distinct", func(c *detect.Config) { c.NewAction.MinDistinct = 0 }},
 		{"forging_burst.slow_window", func(c *detect.Config) { c.ForgingBurst.SlowWindow = time.Second }},
+		{"scope_probing.reasons[1]", func(c *detect.Config) { c.ScopeProbing.Reasons = []string{"scope_missing", "audience_mismatch"} }},
+		{"use_after_revoke.reasons[0]", func(c *detect.Config) { c.UseAfterRevoke.Reasons = []string{"Revoked"} }},
+		{"forging_burst.reasons[0]", func(c *detect.Config) { c.ForgingBurst.Reasons = []string{""} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.field, func(t *testing.T) {

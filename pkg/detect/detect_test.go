@@ -150,8 +150,8 @@ func TestDetectors(t *testing.T) {
 			name: "an occasional scope_missing is not probing",
 			tail: func() []events.Envelope {
 				return []events.Envelope{
-					use(at(9, 11, 0), "10.1.2.10", deny(detect.ReasonScopeMissing), route("DELETE", "/v1/orders/5", "orders:admin")),
-					use(at(9, 11, 4), "10.1.2.10", deny(detect.ReasonScopeMissing), route("DELETE", "/v1/orders/9", "orders:admin")),
+					use(at(9, 11, 0), "10.1.2.10", deny(events.ReasonScopeMissing), route("DELETE", "/v1/orders/5", "orders:admin")),
+					use(at(9, 11, 4), "10.1.2.10", deny(events.ReasonScopeMissing), route("DELETE", "/v1/orders/9", "orders:admin")),
 				}
 			},
 		},
@@ -160,9 +160,9 @@ func TestDetectors(t *testing.T) {
 			tail: func() []events.Envelope {
 				return []events.Envelope{
 					revoked(tok, at(9, 10, 0)),
-					use(at(9, 10, 2), "10.1.2.10", deny(detect.ReasonRevoked)),
-					use(at(9, 10, 3), "10.1.2.11", deny(detect.ReasonRevoked)),
-					use(at(9, 10, 9), "10.1.2.11", deny(detect.ReasonRevoked)),
+					use(at(9, 10, 2), "10.1.2.10", deny(events.ReasonRevoked)),
+					use(at(9, 10, 3), "10.1.2.11", deny(events.ReasonRevoked)),
+					use(at(9, 10, 9), "10.1.2.11", deny(events.ReasonRevoked)),
 				}
 			},
 		},
@@ -199,7 +199,7 @@ func TestDetectors(t *testing.T) {
 				var out []events.Envelope
 				for i, r := range []string{"/v1/orders/export", "/v1/admin/orders", "/v1/users", "/v1/payments", "/v1/refunds", "/v1/keys"} {
 					out = append(out, use(at(9, 11, 0).Add(time.Duration(i)*40*time.Second), "10.1.2.10",
-						deny(detect.ReasonScopeMissing), route("GET", r, "x:"+fmt.Sprint(i))))
+						deny(events.ReasonScopeMissing), route("GET", r, "x:"+fmt.Sprint(i))))
 				}
 				return out
 			},
@@ -222,7 +222,7 @@ func TestDetectors(t *testing.T) {
 		{
 			name: "use hours after revocation",
 			tail: func() []events.Envelope {
-				return []events.Envelope{revoked(tok, at(9, 10, 0)), use(at(9, 12, 0), "10.1.2.10", deny(detect.ReasonRevoked))}
+				return []events.Envelope{revoked(tok, at(9, 10, 0)), use(at(9, 12, 0), "10.1.2.10", deny(events.ReasonRevoked))}
 			},
 			want:     []string{detect.UseAfterRevoke},
 			severity: map[string]string{detect.UseAfterRevoke: events.SeverityHigh},
@@ -238,7 +238,7 @@ func TestDetectors(t *testing.T) {
 		{
 			name: "use after revocation from elsewhere, within the grace",
 			tail: func() []events.Envelope {
-				return []events.Envelope{revoked(tok, at(9, 10, 0)), use(at(9, 10, 2), "203.0.113.9", deny(detect.ReasonRevoked))}
+				return []events.Envelope{revoked(tok, at(9, 10, 0)), use(at(9, 10, 2), "203.0.113.9", deny(events.ReasonRevoked))}
 			},
 			want: []string{detect.NewNetwork, detect.UseAfterRevoke},
 		},
@@ -248,7 +248,7 @@ func TestDetectors(t *testing.T) {
 				return []events.Envelope{
 					issued("019cabd9-0000-7000-8000-0000000000e1", tok, at(9, 8, 0), at(9, 10, 0)),
 					use(at(9, 9, 0), "10.1.2.10", token("019cabd9-0000-7000-8000-0000000000e1")),
-					use(at(9, 13, 0), "10.1.2.10", token("019cabd9-0000-7000-8000-0000000000e1"), deny(detect.ReasonExpired)),
+					use(at(9, 13, 0), "10.1.2.10", token("019cabd9-0000-7000-8000-0000000000e1"), deny(events.ReasonExpired)),
 				}
 			},
 			want: []string{detect.UseAfterRevoke},
@@ -257,9 +257,9 @@ func TestDetectors(t *testing.T) {
 			name: "revoked per the enforcer although the ledger said nothing",
 			tail: func() []events.Envelope {
 				return []events.Envelope{
-					use(at(9, 11, 0), "10.1.2.10", deny(detect.ReasonRevoked)),
-					use(at(9, 11, 5), "10.1.2.10", deny(detect.ReasonRevoked)),
-					use(at(9, 11, 40), "10.1.2.10", deny(detect.ReasonRevoked)),
+					use(at(9, 11, 0), "10.1.2.10", deny(events.ReasonRevoked)),
+					use(at(9, 11, 5), "10.1.2.10", deny(events.ReasonRevoked)),
+					use(at(9, 11, 40), "10.1.2.10", deny(events.ReasonRevoked)),
 				}
 			},
 			want:  []string{detect.UseAfterRevoke},
@@ -268,7 +268,7 @@ func TestDetectors(t *testing.T) {
 		{
 			name: "a revoked token the ledger never showed",
 			tail: func() []events.Envelope {
-				return []events.Envelope{use(at(9, 11, 0), "198.51.100.7", token("0190aaaa-0000-7000-8000-000000000001"), deny(detect.ReasonRevoked))}
+				return []events.Envelope{use(at(9, 11, 0), "198.51.100.7", token("0190aaaa-0000-7000-8000-000000000001"), deny(events.ReasonRevoked))}
 			},
 			// The token is new but its holder is learnt: the network is
 			// new for the holder (and the tenant), from the first request.
@@ -277,7 +277,7 @@ func TestDetectors(t *testing.T) {
 		{
 			name: "a revoked token the ledger never showed, from the holder's network",
 			tail: func() []events.Envelope {
-				return []events.Envelope{use(at(9, 11, 0), "10.1.2.77", token("0190aaaa-0000-7000-8000-000000000001"), deny(detect.ReasonRevoked))}
+				return []events.Envelope{use(at(9, 11, 0), "10.1.2.77", token("0190aaaa-0000-7000-8000-000000000001"), deny(events.ReasonRevoked))}
 			},
 			want: []string{detect.UseAfterRevoke},
 		},

@@ -57,9 +57,9 @@ var probes = []usageOpt{
 
 func probeReason(i int) string {
 	if i == 1 || i == 3 {
-		return detect.ReasonWrongAudience
+		return events.ReasonWrongAudience
 	}
-	return detect.ReasonScopeMissing
+	return events.ReasonScopeMissing
 }
 
 // TestSlowProbing: distinct denied actions add up over the horizon, one
@@ -94,7 +94,7 @@ func TestSlowProbing(t *testing.T) {
 		observe(e, issuedFrom(freshTok, holder, at(9, 8, 55), "10.1.2.5", ourClient))
 		for i := 0; i < 30; i++ {
 			if as := observe(e, use(at(9, 9, 0).Add(time.Duration(i)*17*time.Minute), holderNet, token(freshTok), client(ourClient),
-				pattern("DELETE", "/v1/orders/{id}", "orders:delete", fmt.Sprint(100+i)), deny(detect.ReasonScopeMissing))); len(as) > 0 {
+				pattern("DELETE", "/v1/orders/{id}", "orders:delete", fmt.Sprint(100+i)), deny(events.ReasonScopeMissing))); len(as) > 0 {
 				t.Fatalf("denial %d raised %v", i, detectorsOf(as))
 			}
 		}
@@ -120,7 +120,7 @@ func TestSlowProbing(t *testing.T) {
 		if len(got) != 0 {
 			t.Fatalf("the holder's usual six denials raised %v", detectorsOf(got))
 		}
-		got = observe(e, use(at(9, 16, 0), holderNet, token(freshTok), client(ourClient), probes[6], deny(detect.ReasonScopeMissing)))
+		got = observe(e, use(at(9, 16, 0), holderNet, token(freshTok), client(ourClient), probes[6], deny(events.ReasonScopeMissing)))
 		if !slices.Equal(detectorsOf(got), []string{detect.ScopeProbing}) {
 			t.Fatalf("a seventh distinct denial raised %v, want scope_probing", detectorsOf(got))
 		}
@@ -141,7 +141,7 @@ func TestTokenGuessing(t *testing.T) {
 	paced := func(ip string) []events.Envelope {
 		var out []events.Envelope
 		for i := 0; i < 150; i++ { // 300 decisions over 25 minutes
-			out = append(out, folded(at(9, 11, 0).Add(time.Duration(i)*10*time.Second), ip, detect.ReasonMalformed, 2))
+			out = append(out, folded(at(9, 11, 0).Add(time.Duration(i)*10*time.Second), ip, events.ReasonMalformed, 2))
 		}
 		return out
 	}
@@ -161,7 +161,7 @@ func TestTokenGuessing(t *testing.T) {
 		}
 	})
 	t.Run("fast burst from a workload network", func(t *testing.T) {
-		got := observe(learnt(t), folded(at(9, 11, 0), "10.1.2.11", detect.ReasonBadSignature, 60), folded(at(9, 11, 0).Add(30*time.Second), "10.1.2.11", detect.ReasonBadSignature, 60))
+		got := observe(learnt(t), folded(at(9, 11, 0), "10.1.2.11", events.ReasonBadSignature, 60), folded(at(9, 11, 0).Add(30*time.Second), "10.1.2.11", events.ReasonBadSignature, 60))
 		if len(got) != 1 || got[0].Evidence.Details["pattern"] != "burst" {
 			t.Fatalf("got %v, want one forging_burst", detectorsOf(got))
 		}
@@ -379,7 +379,7 @@ func TestStragglerFromRecentNetwork(t *testing.T) {
 			}
 			observe(e, revoked(freshTok, at(9, 14, 0)))
 			got := observe(e, use(at(9, 14, 2), tt.ip, token(freshTok), client(ourClient), pattern("GET", "/v1/orders/{id}", "orders:read", "1"),
-				deny(detect.ReasonRevoked)))
+				deny(events.ReasonRevoked)))
 			if !slices.Equal(detectorsOf(got), tt.want) {
 				t.Fatalf("a denied retry from %s raised %v, want %v", tt.ip, detectorsOf(got), tt.want)
 			}

@@ -160,7 +160,7 @@ func TestHolderLevelDetectors(t *testing.T) {
 				}
 			}},
 		{name: "new action denied is not an action", tail: []events.Envelope{fresh("10.1.2.5", ourClient),
-			req(at(9, 11, 0), holderNet, pattern("DELETE", "/v1/orders/{id}", "orders:delete", "5"), deny(detect.ReasonScopeMissing))}},
+			req(at(9, 11, 0), holderNet, pattern("DELETE", "/v1/orders/{id}", "orders:delete", "5"), deny(events.ReasonScopeMissing))}},
 		{name: "odd hour for a fresh token", tail: []events.Envelope{fresh("10.1.2.5", ourClient), req(at(9, 3, 0), holderNet)},
 			want: []string{detect.OddHours}, levels: map[string]string{detect.OddHours: detect.LevelHolder}},
 		{name: "weak signals together", tail: []events.Envelope{fresh("", ""), req(at(9, 3, 0), newNet, client("curl/8"))},

@@ -11,9 +11,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // Routes is a service's routes file: who the service is and which scope

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
-	"github.com/cordonhq/cordon/internal/privdir"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 // AuthConfFile is the name of the nats-server configuration include that

@@ -444,7 +444,7 @@ func TestIssuerPermissions(t *testing.T) {
 				return iss.js.DeleteStream(ctx, events.StreamTokens)
 			})
 		})
-		for _, d := range []string{natsauth.DurableRevokerTokens, natsauth.DurableAuditorLedger} {
+		for _, d := range []string{events.RevokerTokensDurable(events.DurableRevoker).Name, events.AuditorLedgerDurable(events.DurableAuditor).Name} {
 			t.Run("delete durable "+d, func(t *testing.T) {
 				subj := "$JS.API.CONSUMER.DELETE.TOKENS." + d
 				iss.refused(t, "Publish", subj, func(ctx context.Context) error {
@@ -513,8 +513,8 @@ func TestRevokerPermissions(t *testing.T) {
 		}
 		// Durable consumers, explicitly acknowledged.
 		for _, d := range []struct{ stream, name, filter string }{
-			{events.StreamTokens, natsauth.DurableRevokerTokens, events.SubjectTokenPrefix + ">"},
-			{events.StreamAnomalies, natsauth.DurableRevokerAnomalies, events.SubjectAnomalyPrefix + ">"},
+			{events.StreamTokens, events.RevokerTokensDurable(events.DurableRevoker).Name, events.SubjectTokenPrefix + ">"},
+			{events.StreamAnomalies, events.RevokerAnomaliesDurable(events.DurableRevoker).Name, events.SubjectAnomalyPrefix + ">"},
 		} {
 			c, err := rev.js.CreateOrUpdateConsumer(ctx, d.stream, jetstream.ConsumerConfig{
 				Durable: d.name, FilterSubject: d.filter, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -566,7 +566,7 @@ func TestRevokerPermissions(t *testing.T) {
 		if err != nil || string(e.Value()) != `{"v":2}` {
 			t.Fatalf("deny entry: %v %q", err, e.Value())
 		}
-		dl := nats.NewMsg(events.DeadLetterSubject("revoker"))
+		dl := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterRevoker))
 		dl.Data = []byte("poison")
 		dl.Header.Set(events.HeaderDeadReason, "test")
 		if _, err := rev.js.PublishMsg(ctx, dl, jetstream.WithMsgID("dl1")); err != nil {
@@ -653,8 +653,8 @@ func testAuditor(t *testing.T, o setup) {
 			stream, name, filter string
 			want                 uint64
 		}{
-			{events.StreamUsage, natsauth.DurableAuditorUsage, events.SubjectUsagePrefix + ">", 50},
-			{events.StreamTokens, natsauth.DurableAuditorLedger, events.SubjectTokenPrefix + ">", 1},
+			{events.StreamUsage, events.AuditorUsageDurable(events.DurableAuditor).Name, events.SubjectUsagePrefix + ">", 50},
+			{events.StreamTokens, events.AuditorLedgerDurable(events.DurableAuditor).Name, events.SubjectTokenPrefix + ">", 1},
 		} {
 			c, err := aud.js.CreateOrUpdateConsumer(ctx, d.stream, jetstream.ConsumerConfig{
 				Durable: d.name, FilterSubject: d.filter, AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -724,7 +724,7 @@ func testAuditor(t *testing.T, o setup) {
 		case err := <-fut.Err():
 			t.Fatalf("anomaly: %v", err)
 		}
-		dl := nats.NewMsg(events.DeadLetterSubject(natsauth.DurableAuditorUsage))
+		dl := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterAuditor))
 		dl.Data = []byte("poison")
 		if _, err := aud.js.PublishMsg(ctx, dl); err != nil {
 			t.Fatalf("dead letter: %v", err)

@@ -23,9 +23,10 @@ const (
 	RoleIssuer Role = "issuer"
 	// RoleAuditor consumes USAGE and TOKENS with durable consumers (rows)
 	// and ordered ones (detectors, in stream order from their checkpoint),
-	// ANOMALIES with a durable consumer (rows), publishes anomalies and dead letters, reads the keys and
-	// denylist buckets (to authenticate analysts) and answers the
-	// analysts' requests: cordon.cmd.sql, anomalies, report, auditor.status.
+	// publishes anomalies (and writes their rows itself) and dead letters,
+	// reads the keys and denylist buckets (to authenticate analysts) and
+	// answers the analysts' requests: cordon.cmd.sql, anomalies, report,
+	// auditor.status.
 	RoleAuditor Role = "auditor"
 	// RoleRevoker consumes TOKENS and ANOMALIES, publishes revocations on
 	// the ledger, is the only writer of the denylist bucket, and answers
@@ -84,17 +85,19 @@ func roleList() string {
 	return strings.Join(s, ", ")
 }
 
-// Durable consumer names the permissions allow, as the services name them
-// by default (services/auditor Options.Durable "auditor", services/revoker
-// Options.Durable "revoker"). A deployment that renames the durables must
-// regenerate the permissions to match.
-const (
-	DurableAuditorUsage     = "auditor-usage"
-	DurableAuditorLedger    = "auditor-ledger"
-	DurableAuditorAnomalies = "auditor-anomalies"
-	DurableRevokerTokens    = "revoker-tokens"
-	DurableRevokerAnomalies = "revoker-anomalies"
-)
+// Durables returns the durable consumers role r is granted: the ones its
+// service creates with the default prefixes (events.AuditorDurables,
+// events.RevokerDurables). Every other role is denied those names. A
+// deployment that renames the durables must regenerate the permissions.
+func Durables(r Role) []events.Durable {
+	switch r {
+	case RoleAuditor:
+		return events.AuditorDurables(events.DurableAuditor)
+	case RoleRevoker:
+		return events.RevokerDurables(events.DurableRevoker)
+	}
+	return nil
+}
 
 // ResponseTTL is how long a responder (issuer, auditor, revoker) may answer
 // a request it received; each request allows one reply.
@@ -175,15 +178,12 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.kvWrite(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
 		p.ordered(events.StreamTokens)
-		p.durable(events.StreamTokens, DurableRevokerTokens)
-		p.durable(events.StreamAnomalies, DurableRevokerAnomalies)
+		p.durables(Durables(r))
 		p.bootstrap()
 		p.serve(events.SubjectCmdRevoke)
 	case RoleAuditor:
 		p.pub(events.SubjectAnomalyPrefix+">", events.SubjectDeadPrefix+">")
-		p.durable(events.StreamUsage, DurableAuditorUsage)
-		p.durable(events.StreamTokens, DurableAuditorLedger)
-		p.durable(events.StreamAnomalies, DurableAuditorAnomalies)
+		p.durables(Durables(r))
 		p.readInOrder(events.StreamUsage, events.SubjectUsagePrefix+">")
 		p.readInOrder(events.StreamTokens, events.SubjectTokenPrefix+">")
 		p.kvRead(events.BucketDenylist)
@@ -242,13 +242,15 @@ type perms struct {
 // new messages, no acknowledgements), a pull can steal its messages and a
 // delete drops its position. Every such subject of a durable the role does
 // not own is denied by name.
-var durables = []string{
-	events.StreamUsage + "." + DurableAuditorUsage,
-	events.StreamTokens + "." + DurableAuditorLedger,
-	events.StreamAnomalies + "." + DurableAuditorAnomalies,
-	events.StreamTokens + "." + DurableRevokerTokens,
-	events.StreamAnomalies + "." + DurableRevokerAnomalies,
-}
+var durables = func() []string {
+	var out []string
+	for _, r := range Roles() {
+		for _, d := range Durables(r) {
+			out = append(out, d.String())
+		}
+	}
+	return out
+}()
 
 func (p *perms) pub(subjects ...string) { p.pubs = append(p.pubs, subjects...) }
 
@@ -307,6 +309,13 @@ func (p *perms) readInOrder(stream, filter string) {
 		"$JS.API.CONSUMER.INFO."+stream+".*",
 		"$JS.API.CONSUMER.DELETE."+stream+".*",
 	)
+}
+
+// durables allows each of ds (see durable).
+func (p *perms) durables(ds []events.Durable) {
+	for _, d := range ds {
+		p.durable(d.Stream, d.Name)
+	}
 }
 
 // durable allows creating, reading from and acknowledging one named

@@ -12,9 +12,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // decoder walks the yaml.Node tree of a policy file, so that every error

@@ -12,8 +12,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // Version is the policy file format version this build reads.

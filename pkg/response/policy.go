@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // ErrInvalid is wrapped by every error about the response section.

@@ -517,9 +517,9 @@ func (g *gen) forgery(a *AttackSpec) bool {
 	idx := len(g.attacks)
 	kid := ""
 	switch a.Forged {
-	case ReasonBadSignature:
+	case events.ReasonBadSignature:
 		kid = g.sc.Enforcer.KeyID
-	case ReasonUnknownKey:
+	case events.ReasonUnknownKey:
 		kid = unknownKid
 	}
 	var targets []*route

@@ -10,7 +10,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // scalarParser is a type read from one YAML scalar ("2m-6m", "07:00-21:00").

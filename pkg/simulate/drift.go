@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
 )
 
 // Exposure is where and when a benign variant applies: a false alarm on
@@ -226,7 +228,7 @@ func (g *gen) brokenClients() {
 		key := "truncated:" + h.name
 		for at := bc.from; at.Before(bc.to) && at.Before(g.end); at = at.Add(g.span(bc.every)) {
 			r := g.pickCall(h, at)
-			g.send(request{at: at, ip: ip, r: r, resource: g.resource(h, r), agent: h.agent, forged: ReasonMalformed, forgedKey: key})
+			g.send(request{at: at, ip: ip, r: r, resource: g.resource(h, r), agent: h.agent, forged: events.ReasonMalformed, forgedKey: key})
 		}
 	}
 }

@@ -10,30 +10,15 @@ import (
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
-// Reasons as the real enforcer reports them (pkg/enforce Reason values; a
-// test keeps them equal).
-const (
-	ReasonOK            = "ok"
-	ReasonMissing       = "missing"
-	ReasonThrottled     = "throttled"
-	ReasonMalformed     = "malformed"
-	ReasonUnknownKey    = "unknown_key"
-	ReasonBadSignature  = "bad_signature"
-	ReasonNotYetValid   = "not_yet_valid"
-	ReasonExpired       = "expired"
-	ReasonRevoked       = "revoked"
-	ReasonWrongAudience = "wrong_audience"
-	ReasonScopeMissing  = "scope_missing"
-	ReasonSourceNetwork = "source_network"
-	ReasonEnvironment   = "environment"
-	ReasonTimeWindow    = "time_window"
-)
-
-// Reasons lists the reasons the simulated enforcer can report.
+// Reasons lists the reasons the simulated enforcer can report: events.ReasonOK
+// and the deny reasons of the event contract (events.DenyReasons) that a
+// scenario's traffic can cause. It models no stale denylist, device binding,
+// unsafe path or unknown route.
 func Reasons() []string {
-	return []string{ReasonOK, ReasonMissing, ReasonThrottled, ReasonMalformed, ReasonUnknownKey, ReasonBadSignature,
-		ReasonNotYetValid, ReasonExpired, ReasonRevoked, ReasonWrongAudience, ReasonScopeMissing, ReasonSourceNetwork,
-		ReasonEnvironment, ReasonTimeWindow}
+	return []string{events.ReasonOK, events.ReasonMissing, events.ReasonThrottled, events.ReasonMalformed,
+		events.ReasonUnknownKey, events.ReasonBadSignature, events.ReasonNotYetValid, events.ReasonExpired,
+		events.ReasonRevoked, events.ReasonWrongAudience, events.ReasonScopeMissing, events.ReasonSourceNetwork,
+		events.ReasonEnvironment, events.ReasonTimeWindow}
 }
 
 // request is one HTTP request reaching an enforcer.
@@ -119,7 +104,7 @@ func (g *gen) decideForged(e *enforcerState, q *request) (reason, kid string) {
 	k := throttleKey(q.ip)
 	rec := e.thr[k]
 	if rec != nil && q.at.Before(rec.until) {
-		return ReasonThrottled, ""
+		return events.ReasonThrottled, ""
 	}
 	if r, ok := e.neg[q.forgedKey]; ok {
 		return r, q.forgedKid
@@ -148,23 +133,23 @@ func (g *gen) decide(tv *tokenVer, q *request) string {
 	sec := q.at.Unix()
 	switch {
 	case sec < c.NotBefore.Unix():
-		return ReasonNotYetValid
+		return events.ReasonNotYetValid
 	case sec >= c.Expiry.Unix():
-		return ReasonExpired
+		return events.ReasonExpired
 	case !tv.revokedAt.IsZero() && !q.at.Before(tv.revokedAt):
-		return ReasonRevoked
+		return events.ReasonRevoked
 	case !slices.Contains(c.Audience, q.r.svc.name):
-		return ReasonWrongAudience
+		return events.ReasonWrongAudience
 	case !slices.ContainsFunc(c.Scopes, func(s string) bool { return token.ScopeCovers(s, q.r.scope) }):
-		return ReasonScopeMissing
+		return events.ReasonScopeMissing
 	case len(c.Networks) > 0 && !inNetworks(c.Networks, q.ip):
-		return ReasonSourceNetwork
+		return events.ReasonSourceNetwork
 	case c.Environment != "" && c.Environment != g.sc.Enforcer.Environment:
-		return ReasonEnvironment
+		return events.ReasonEnvironment
 	case !inWindows(c.Windows, q.at):
-		return ReasonTimeWindow
+		return events.ReasonTimeWindow
 	}
-	return ReasonOK
+	return events.ReasonOK
 }
 
 func inNetworks(nets []string, ip netip.Addr) bool {
@@ -189,11 +174,11 @@ func inWindows(ws []events.Window, at time.Time) bool {
 }
 
 // send makes one request and records the usage event(s) the enforcer
-// publishes for it; it returns the reason (ReasonOK for an allow).
+// publishes for it; it returns the reason (events.ReasonOK for an allow).
 func (g *gen) send(q request) string {
 	e := g.enforcerOf(q.r.svc)
 	if q.tv == nil {
-		reason, kid := ReasonMissing, ""
+		reason, kid := events.ReasonMissing, ""
 		if q.forged != "" {
 			reason, kid = g.decideForged(e, &q)
 		}
@@ -203,7 +188,7 @@ func (g *gen) send(q request) string {
 	reason := g.decide(q.tv, &q)
 	h := q.tv.h
 	decision := events.DecisionDeny
-	if reason == ReasonOK {
+	if reason == events.ReasonOK {
 		decision = events.DecisionAllow
 	}
 	g.add(q.at, "enforcer/"+q.r.svc.enforcer, &events.UsageDecided{

@@ -193,7 +193,7 @@ func TestDecisionsMatchRealEnforcer(t *testing.T) {
 	if mismatches > 0 {
 		t.Fatalf("%d decisions differ from the real enforcer's", mismatches)
 	}
-	for _, r := range []string{simulate.ReasonOK, simulate.ReasonRevoked, simulate.ReasonScopeMissing} {
+	for _, r := range []string{events.ReasonOK, events.ReasonRevoked, events.ReasonScopeMissing} {
 		if compared[r] == 0 {
 			t.Errorf("no %s decision compared: the test proves little", r)
 		}
@@ -371,7 +371,7 @@ monitors:
 			wantEvents = append(wantEvents, *u)
 		}
 	}
-	if want[simulate.ReasonBadSignature] != int64(sc.Enforcer.ThrottleBurst) || want[simulate.ReasonThrottled] != 100-int64(sc.Enforcer.ThrottleBurst) {
+	if want[events.ReasonBadSignature] != int64(sc.Enforcer.ThrottleBurst) || want[events.ReasonThrottled] != 100-int64(sc.Enforcer.ThrottleBurst) {
 		t.Fatalf("simulated %v, want %d bad signatures then throttled", want, sc.Enforcer.ThrottleBurst)
 	}
 	w := startRealWorld(t, sc, routesOf(ds), true)
@@ -415,7 +415,7 @@ monitors:
 			}
 			got[u.Reason] += u.Requests()
 		}
-		if got[simulate.ReasonBadSignature]+got[simulate.ReasonThrottled] < 100 {
+		if got[events.ReasonBadSignature]+got[events.ReasonThrottled] < 100 {
 			return fmt.Errorf("folded %v so far", got)
 		}
 		return nil
@@ -426,7 +426,7 @@ monitors:
 		}
 	}
 	for _, u := range wantEvents {
-		if u.TokenID != "" || (u.Reason == simulate.ReasonBadSignature) != (u.KeyID == sc.Enforcer.KeyID) || u.Scope == "" {
+		if u.TokenID != "" || (u.Reason == events.ReasonBadSignature) != (u.KeyID == sc.Enforcer.KeyID) || u.Scope == "" {
 			t.Errorf("simulated folded event %+v: want no token, the key id on bad signatures only, the route's scope", u)
 		}
 	}

@@ -15,8 +15,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // ErrScenario is wrapped by every invalid-scenario error.
@@ -360,7 +360,7 @@ var (
 	attackWhens   = []string{WhenOffHours, WhenActive, WhenAny}
 	attackActions = []string{ActUsual, ActUsualReads, ActUnseenAllowed, ActProbe, ActSensitive, ActSweepHeld, ActSweepUnheld}
 	attackIDs     = []string{IDsUsual, IDsRandom, IDsSequential}
-	forgedReasons = []string{ReasonMalformed, ReasonBadSignature, ReasonUnknownKey}
+	forgedReasons = []string{events.ReasonMalformed, events.ReasonBadSignature, events.ReasonUnknownKey}
 )
 
 // AttackSpec is one kind of attack, written from a description of a real

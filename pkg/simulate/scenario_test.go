@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cordonhq/cordon/internal/yamlnode"
 	"github.com/cordonhq/cordon/pkg/simulate"
+	"github.com/cordonhq/cordon/pkg/yamlnode"
 )
 
 // TestDefaultScenarioIsCanonical: the embedded default is the file under

@@ -211,8 +211,8 @@ func TestDatasetShape(t *testing.T) {
 			t.Errorf("reason %q is not one the enforcer reports", r)
 		}
 	}
-	for _, r := range []string{simulate.ReasonOK, simulate.ReasonScopeMissing, simulate.ReasonRevoked, simulate.ReasonExpired,
-		simulate.ReasonMissing, simulate.ReasonMalformed, simulate.ReasonBadSignature, simulate.ReasonThrottled, simulate.ReasonSourceNetwork} {
+	for _, r := range []string{events.ReasonOK, events.ReasonScopeMissing, events.ReasonRevoked, events.ReasonExpired,
+		events.ReasonMissing, events.ReasonMalformed, events.ReasonBadSignature, events.ReasonThrottled, events.ReasonSourceNetwork} {
 		if reasons[r] == 0 {
 			t.Errorf("no %s decision at all", r)
 		}
@@ -409,7 +409,7 @@ func TestAttackVariants(t *testing.T) {
 		"token_forging": func(a simulate.Attack, us []*events.UsageDecided) string {
 			var n int64
 			for _, u := range us {
-				if u.TokenID != "" || (u.Reason != simulate.ReasonBadSignature && u.Reason != simulate.ReasonThrottled) {
+				if u.TokenID != "" || (u.Reason != events.ReasonBadSignature && u.Reason != events.ReasonThrottled) {
 					return "want token-less bad_signature (then throttled) denials"
 				}
 				n += u.Requests()
@@ -421,7 +421,7 @@ func TestAttackVariants(t *testing.T) {
 		},
 		"use_after_revoke": func(a simulate.Attack, us []*events.UsageDecided) string {
 			for _, u := range us {
-				if u.Reason != simulate.ReasonRevoked && u.Reason != simulate.ReasonExpired {
+				if u.Reason != events.ReasonRevoked && u.Reason != events.ReasonExpired {
 					return "want every request denied revoked or expired, got " + u.Reason
 				}
 			}
@@ -543,7 +543,7 @@ func TestBenignVariants(t *testing.T) {
 	for _, e := range exps["broken_client"] {
 		n := 0
 		for _, u := range x.usage[""] {
-			if u.SourceIP == e.Sources[0] && u.Reason == simulate.ReasonMalformed {
+			if u.SourceIP == e.Sources[0] && u.Reason == events.ReasonMalformed {
 				n++
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
 )
 
 // poisson draws from a Poisson distribution of mean l.
@@ -68,7 +70,7 @@ func (g *gen) traffic(h *holder) {
 						r = m
 					}
 				}
-				if g.send(request{at: at, tv: tv, ip: ip, r: r, resource: g.resource(h, r), agent: h.agent}) == ReasonOK {
+				if g.send(request{at: at, tv: tv, ip: ip, r: r, resource: g.resource(h, r), agent: h.agent}) == events.ReasonOK {
 					h.allowed = append(h.allowed, at)
 				}
 				at = at.Add(time.Duration(50+g.rng.IntN(1500)) * time.Millisecond)
@@ -139,7 +141,7 @@ func (g *gen) backfill(h *holder, b backfill) {
 				res = g.paramValues(r, next)
 				next++
 			}
-			if g.send(request{at: at, tv: tv, ip: g.clientIP(h, tv, at), r: r, resource: res, agent: h.agent}) == ReasonOK {
+			if g.send(request{at: at, tv: tv, ip: g.clientIP(h, tv, at), r: r, resource: res, agent: h.agent}) == events.ReasonOK {
 				h.allowed = append(h.allowed, at)
 			}
 		}

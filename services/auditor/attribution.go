@@ -20,7 +20,7 @@ var ErrMisattributed = errors.New("usage event not attributable to its publisher
 // decodeAttributedUsage decodes a usage message that arrived on subject
 // and checks that it is attributable (checkAttribution).
 func decodeAttributedUsage(subject string, data []byte) (events.Envelope, *events.UsageDecided, error) {
-	e, u, err := DecodeUsage(data)
+	e, u, err := events.DecodeUsage(data)
 	if err != nil {
 		return e, u, err
 	}

@@ -29,8 +29,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 // Store is where the auditor writes. Writes must be idempotent by event id
@@ -71,7 +71,8 @@ type Options struct {
 	Detector Detector
 	// StateDir holds the detector checkpoint; empty disables checkpoints.
 	StateDir string
-	// Durable is the consumer name prefix (default "auditor").
+	// Durable is the consumer name prefix (default events.DurableAuditor,
+	// "auditor"; see events.AuditorDurables).
 	Durable string
 	// BatchSize is the most events written in one insert (default
 	// DefaultBatchSize). BatchWait is how long an event waits at most for
@@ -116,7 +117,7 @@ func (o *Options) defaults() error {
 		return errors.New("auditor: JetStream and Store are required")
 	}
 	if o.Durable == "" {
-		o.Durable = "auditor"
+		o.Durable = events.DurableAuditor
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
@@ -248,11 +249,11 @@ func (a *Auditor) Stats() Stats {
 // writing what it analysed (within ShutdownGrace) and writes a final
 // checkpoint.
 func (a *Auditor) Run(ctx context.Context) error {
-	usage, err := a.consumer(ctx, events.StreamUsage, a.o.Durable+"-usage", events.SubjectUsagePrefix+">")
+	usage, err := a.consumer(ctx, events.AuditorUsageDurable(a.o.Durable), events.SubjectUsagePrefix+">")
 	if err != nil {
 		return err
 	}
-	ledger, err := a.consumer(ctx, events.StreamTokens, a.o.Durable+"-ledger", events.SubjectTokenPrefix+">")
+	ledger, err := a.consumer(ctx, events.AuditorLedgerDurable(a.o.Durable), events.SubjectTokenPrefix+">")
 	if err != nil {
 		return err
 	}
@@ -299,9 +300,9 @@ func (a *Auditor) Run(ctx context.Context) error {
 	return err
 }
 
-func (a *Auditor) consumer(ctx context.Context, stream, durable, filter string) (jetstream.Consumer, error) {
-	c, err := a.o.JS.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
-		Durable:       durable,
+func (a *Auditor) consumer(ctx context.Context, d events.Durable, filter string) (jetstream.Consumer, error) {
+	c, err := a.o.JS.CreateOrUpdateConsumer(ctx, d.Stream, jetstream.ConsumerConfig{
+		Durable:       d.Name,
 		Description:   "cordon auditor",
 		FilterSubject: filter,
 		// Explicit, per message: with AckAll, acknowledging the newest
@@ -316,7 +317,7 @@ func (a *Auditor) consumer(ctx context.Context, stream, durable, filter string) 
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("auditor: consumer %s on %s: %w", durable, stream, err)
+		return nil, fmt.Errorf("auditor: consumer %s on %s: %w", d.Name, d.Stream, err)
 	}
 	return c, nil
 }
@@ -682,7 +683,7 @@ func deterministicV7(at time.Time, key string) uuid.UUID {
 func (a *Auditor) deadLetter(m jetstream.Msg, reason error) {
 	a.dead.Add(1)
 	a.o.Log.Warn().Str("subject", m.Subject()).Str("reason", reason.Error()).Msg("dead letter")
-	dm := nats.NewMsg(events.DeadLetterSubject("auditor"))
+	dm := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterAuditor))
 	dm.Data = m.Data()
 	dm.Header.Set(events.HeaderDeadReason, reason.Error())
 	dm.Header.Set(events.HeaderDeadSubject, m.Subject())

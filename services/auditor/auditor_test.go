@@ -206,7 +206,7 @@ func TestPoisonMessageGoesToDeadLetters(t *testing.T) {
 	if err != nil || cs.State.Msgs != 2 {
 		t.Fatalf("dead letters = %v (%v), want 2", cs.State.Msgs, err)
 	}
-	m, err := info.GetLastMsgForSubject(context.Background(), events.DeadLetterSubject("auditor"))
+	m, err := info.GetLastMsgForSubject(context.Background(), events.DeadLetterSubject(events.DeadLetterAuditor))
 	if err != nil {
 		t.Fatal(err)
 	}

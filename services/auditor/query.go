@@ -42,8 +42,9 @@ func QuerySubjects() []string {
 }
 
 // ScopeRead is the scope a caller's Cordon admin token must hold, as the
-// ledger recorded it: the issuer's bootstrap admin token has it.
-const ScopeRead = "cordon:read"
+// ledger recorded it (events.ScopeRead): the issuer's bootstrap admin token
+// has it.
+const ScopeRead = events.ScopeRead
 
 // QueueGroup is the queue group of the query service's subscriptions.
 const QueueGroup = "cordon-auditor-query"
@@ -429,9 +430,6 @@ func (s *QueryServer) report(ctx context.Context, tokenID string, r *ReportReply
 	r.OK, r.Report = true, rep
 }
 
-// AdminTenant is the tenant of Cordon's own admin tokens.
-const AdminTenant = adminauth.Tenant
-
 // AdminAuth is the analyst API's Authorizer: the control plane's one admin
 // authenticator (pkg/adminauth) over what an enforcer for service
 // "cordon" follows — the issuer's keys and the denylist — and a view of
@@ -450,7 +448,7 @@ type AdminAuth struct {
 // following the keys and denylist buckets, and a follower of the admin
 // ledger — and returns once both are current. Close it when done.
 func StartAdminAuth(ctx context.Context, js jetstream.JetStream, anchors token.Anchors, log zerolog.Logger) (*AdminAuth, error) {
-	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: adminauth.Audience, DisableUsage: true, TrustAnchors: anchors, Log: log})
+	enf, err := enforce.New(enforce.Options{ID: "auditor-api", Service: events.AdminAudience, DisableUsage: true, TrustAnchors: anchors, Log: log})
 	if err != nil {
 		return nil, fmt.Errorf("analyst API: %w", err)
 	}

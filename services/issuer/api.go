@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -26,22 +25,22 @@ const (
 	StatusExpired = "expired"
 )
 
-// The admin API's identity and scopes. The bootstrap admin token carries
-// all of AdminScopes; a caller needs the one scope its operation names.
+// The admin API's identity and scopes: the event contract's (pkg/events
+// AdminTenant, AdminHolder, AdminAudience and the admin scopes), under the
+// names this API has always used. The bootstrap admin token carries every
+// admin scope (events.AdminScopes); a caller needs the one scope its
+// operation names.
 const (
-	AdminTenant   = adminauth.Tenant
-	AdminHolder   = "admin"
-	AdminAudience = adminauth.Audience
+	AdminTenant   = events.AdminTenant
+	AdminHolder   = events.AdminHolder
+	AdminAudience = events.AdminAudience
 
-	ScopeIssue  = "cordon:issue"  // mint tokens
-	ScopeRotate = "cordon:rotate" // rotate tokens
-	ScopeRevoke = "cordon:revoke" // revoke tokens (served by the revoker)
-	ScopeRead   = "cordon:read"   // list and inspect tokens and keys
-	ScopeKeys   = "cordon:keys"   // rotate and retire signing keys
+	ScopeIssue  = events.ScopeIssue  // mint tokens
+	ScopeRotate = events.ScopeRotate // rotate tokens
+	ScopeRevoke = events.ScopeRevoke // revoke tokens (served by the revoker)
+	ScopeRead   = events.ScopeRead   // list and inspect tokens and keys
+	ScopeKeys   = events.ScopeKeys   // rotate and retire signing keys
 )
-
-// AdminScopes are the scopes of the bootstrap admin token.
-var AdminScopes = []string{ScopeIssue, ScopeRotate, ScopeRevoke, ScopeRead, ScopeKeys}
 
 // IssueRequest asks for a token. Omitted dimensions are narrowed to the
 // holder's ceiling (see policy.Narrow); scopes are required.

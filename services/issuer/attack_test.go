@@ -90,7 +90,7 @@ func TestForgedAdminTokens(t *testing.T) {
 	now := h.clk.Now()
 	boot := claimsOf(t, h.admin)
 
-	fresh := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: AdminTenant, Holder: AdminHolder, Scopes: AdminScopes,
+	fresh := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: AdminTenant, Holder: AdminHolder, Scopes: events.AdminScopes(),
 		Audience: []string{AdminAudience}, IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(time.Hour).Unix()}
 	bootWide := boot
 	bootWide.Scopes = []string{"cordon:*"}

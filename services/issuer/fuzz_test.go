@@ -21,7 +21,7 @@ func FuzzIssueRequest(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	pol = pol.WithCeiling(adminCeiling(DefaultAdminTTL))
+	pol = pol.WithAdminCeiling()
 	for _, s := range []string{
 		`{"tenant":"acme","holder":"billing-api","scopes":["invoices:read"]}`,
 		`{"tenant":"acme","holder":"billing-api","scopes":["invoices:read"],"networks":["10.20.1.0/24","2001:db8:20::1"],"ttl":"90m","environment":"prod"}`,

@@ -46,16 +46,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cordonhq/cordon/internal/privdir"
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 // Defaults of Options.
 const (
 	DefaultGrace        = time.Hour
-	DefaultAdminTTL     = 90 * 24 * time.Hour
+	DefaultAdminTTL     = policy.AdminMaxTTL
 	DefaultTickInterval = time.Second
 	// AdminTokenFile is the bootstrap admin token's name in DataDir.
 	AdminTokenFile = "admin.token"
@@ -82,7 +82,9 @@ type Options struct {
 	Now func() time.Time
 	// Grace is how long a rotated token stays valid by default.
 	Grace time.Duration
-	// AdminTTL is the lifetime of the bootstrap admin token.
+	// AdminTTL is the lifetime of the bootstrap admin token (default
+	// DefaultAdminTTL), at most the max_ttl of the admin ceiling: the
+	// built-in policy.AdminCeiling, or the policy's own cordon/admin.
 	AdminTTL time.Duration
 	// Listen is the HTTP API address, such as 127.0.0.1:7400; empty serves
 	// no HTTP (Handler still works).
@@ -202,7 +204,7 @@ func New(o Options) (*Issuer, error) {
 		refused: log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
 		nc:      o.NC,
 		js:      o.JS,
-		policy:  o.Policy.WithCeiling(adminCeiling(o.AdminTTL)),
+		policy:  o.Policy.WithAdminCeiling(),
 		keys:    ks,
 		reg:     newRegistry(),
 		idem:    newIdemTable(o.IdempotencyEntries),
@@ -214,15 +216,6 @@ func New(o Options) (*Issuer, error) {
 	i.bg, i.cancel = context.WithCancel(context.Background())
 	i.handler = i.routes()
 	return i, nil
-}
-
-// adminCeiling is the built-in ceiling of cordon/admin, used unless the
-// policy declares that holder itself.
-func adminCeiling(ttl time.Duration) policy.Ceiling {
-	return policy.Ceiling{
-		Tenant: AdminTenant, Holder: AdminHolder, Description: "built-in: Cordon administrators",
-		Scopes: AdminScopes, Audiences: []string{AdminAudience}, MaxTTL: ttl,
-	}
 }
 
 // Start replays the ledger into the registry, publishes the signing keys,
@@ -540,6 +533,10 @@ func (i *Issuer) ensureAdminToken(ctx context.Context) (bool, error) {
 	c, err := i.policy.Lookup(AdminTenant, AdminHolder)
 	if err != nil {
 		return false, err
+	}
+	if i.opts.AdminTTL > c.MaxTTL {
+		i.log.Warn().Str("admin_ttl", policy.FormatDuration(i.opts.AdminTTL)).Str("max_ttl", policy.FormatDuration(c.MaxTTL)).
+			Msg("bootstrap admin token lifetime capped by the admin ceiling's max_ttl (declare cordon/admin in the policy to change it)")
 	}
 	req := policy.Narrow(c, policy.Request{Tenant: AdminTenant, Holder: AdminHolder, Scopes: c.Scopes, TTL: min(i.opts.AdminTTL, c.MaxTTL)})
 	if err := policy.Check(c, req); err != nil {

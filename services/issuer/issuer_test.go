@@ -183,7 +183,7 @@ func TestAdminAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, err := other.Mint(token.Claims{ID: reader.ID, Tenant: AdminTenant, Holder: AdminHolder, Scopes: AdminScopes,
+	forged, err := other.Mint(token.Claims{ID: reader.ID, Tenant: AdminTenant, Holder: AdminHolder, Scopes: events.AdminScopes(),
 		Audience: []string{AdminAudience}, NotBefore: h.clk.Now().Unix(), Expiry: h.clk.Now().Add(time.Hour).Unix()})
 	if err != nil {
 		t.Fatal(err)

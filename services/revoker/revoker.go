@@ -41,13 +41,14 @@ import (
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // DeadLetterName is the consumer name in the revoker's dead-letter subject
 // (events.DeadLetterSubject(DeadLetterName)).
-const DeadLetterName = "revoker"
+const DeadLetterName = events.DeadLetterRevoker
 
 // Options configures a Revoker.
 type Options struct {
@@ -70,11 +71,17 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// MaxTokenTTL is the longest life of any token: how far back the token
-	// index replays the ledger, and the life assumed for tokens the
-	// revoker does not know (default 24h). Set it to the policy's largest
-	// max_ttl.
+	// index replays the ledger, how long a holder-, key- or tenant-wide
+	// rule lives, and the life assumed for tokens the revoker does not
+	// know. Default: TokenPolicy.MaxTokenLife() — every holder's max_ttl
+	// and the built-in admin ceiling's (policy.AdminMaxTTL, which is also
+	// the default when no token policy is known).
 	MaxTokenTTL time.Duration
-	// Durable prefixes the durable consumer names (default "revoker").
+	// TokenPolicy is the policy the issuer mints under (the holders of the
+	// policy file), when known; it sets the default of MaxTokenTTL.
+	TokenPolicy *policy.Policy
+	// Durable prefixes the durable consumer names (default
+	// events.DurableRevoker, "revoker"; see events.RevokerDurables).
 	Durable string
 	// MaxTokens bounds the token index (default 1,000,000).
 	MaxTokens int
@@ -87,12 +94,9 @@ type Options struct {
 	ResolveQuiet time.Duration
 	// MaxResponses bounds the anomaly-response records kept (default 1000).
 	MaxResponses int
-	// Audience is the audience of a cordon.cmd.revoke caller's token; it
-	// can only be "cordon" (the default), the control plane's audience
-	// (pkg/adminauth).
-	Audience string
 	// Scope is what a caller's admin token must hold, as the ledger
-	// recorded it (default "cordon:revoke"; "cordon:*" also covers it).
+	// recorded it (default events.ScopeRevoke, "cordon:revoke"; "cordon:*"
+	// also covers it).
 	Scope string
 	// TrustAnchors endorse the signing keys taken from the keys bucket to
 	// authenticate cordon.cmd.revoke callers; a key without a valid
@@ -117,10 +121,10 @@ func (o *Options) defaults() error {
 		o.Now = time.Now
 	}
 	if o.MaxTokenTTL <= 0 {
-		o.MaxTokenTTL = 24 * time.Hour
+		o.MaxTokenTTL = o.TokenPolicy.MaxTokenLife()
 	}
 	if o.Durable == "" {
-		o.Durable = "revoker"
+		o.Durable = events.DurableRevoker
 	}
 	if o.MaxTokens <= 0 {
 		o.MaxTokens = 1_000_000
@@ -137,14 +141,8 @@ func (o *Options) defaults() error {
 	if o.MaxResponses <= 0 {
 		o.MaxResponses = 1000
 	}
-	if o.Audience == "" {
-		o.Audience = adminauth.Audience
-	}
-	if o.Audience != adminauth.Audience {
-		return fmt.Errorf("revoker: audience %q: admin tokens are for audience %q", o.Audience, adminauth.Audience)
-	}
 	if o.Scope == "" {
-		o.Scope = "cordon:revoke"
+		o.Scope = events.ScopeRevoke
 	}
 	return nil
 }
@@ -246,8 +244,9 @@ func (r *Revoker) start(ctx context.Context) error {
 	if err := r.startAdmin(ctx); err != nil {
 		return err
 	}
-	tokens, err := js.CreateOrUpdateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{
-		Durable:       r.o.Durable + "-tokens",
+	tokensDurable, anomaliesDurable := events.RevokerTokensDurable(r.o.Durable), events.RevokerAnomaliesDurable(r.o.Durable)
+	tokens, err := js.CreateOrUpdateConsumer(ctx, tokensDurable.Stream, jetstream.ConsumerConfig{
+		Durable:       tokensDurable.Name,
 		Description:   "cordon revoker: compiles revocations into the denylist",
 		FilterSubject: events.SubjectTokenPrefix + ">",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -256,10 +255,10 @@ func (r *Revoker) start(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("revoker: consumer on %s: %w", events.StreamTokens, err)
+		return fmt.Errorf("revoker: consumer %s: %w", tokensDurable, err)
 	}
-	anomalies, err := js.CreateOrUpdateConsumer(ctx, events.StreamAnomalies, jetstream.ConsumerConfig{
-		Durable:       r.o.Durable + "-anomalies",
+	anomalies, err := js.CreateOrUpdateConsumer(ctx, anomaliesDurable.Stream, jetstream.ConsumerConfig{
+		Durable:       anomaliesDurable.Name,
 		Description:   "cordon revoker: applies the response policy",
 		FilterSubject: events.SubjectAnomalyPrefix + ">",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -268,7 +267,7 @@ func (r *Revoker) start(ctx context.Context) error {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("revoker: consumer on %s: %w", events.StreamAnomalies, err)
+		return fmt.Errorf("revoker: consumer %s: %w", anomaliesDurable, err)
 	}
 	for _, c := range []struct {
 		cons jetstream.Consumer

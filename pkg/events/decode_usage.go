@@ -1,35 +1,33 @@
-package auditor
+package events
 
 import (
 	"strconv"
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/cordonhq/cordon/pkg/events"
 )
 
 // DecodeUsage decodes a usage.decided event exactly as
-// events.DecodeAs[*events.UsageDecided] does, several times faster.
+// DecodeAs[*UsageDecided] does, several times faster.
 //
 // Why: the strict encoding/json decode costs 10–20 µs an event, which alone
 // would cap the auditor near 60,000 events/s per core. Enforcers write
-// events with events.Encode, so nearly every message has one simple shape:
+// events with Encode, so nearly every message has one simple shape:
 // one flat object of known keys with plain ASCII strings and integers. The
 // fast path parses that shape only; whenever it meets anything else —
 // an escape, a non-ASCII byte, an unknown or repeated key, null, a float,
-// trailing data — it hands the message to events.DecodeAs, so what is
+// trailing data — it hands the message to DecodeAs, so what is
 // accepted, what is rejected and every error message stay those of
-// events.DecodeAs (a differential fuzz test holds them equal). A message the
+// DecodeAs (a differential fuzz test holds them equal). A message the
 // fast path accepts is validated with the same Envelope.Validate.
-func DecodeUsage(b []byte) (events.Envelope, *events.UsageDecided, error) {
+func DecodeUsage(b []byte) (Envelope, *UsageDecided, error) {
 	if e, u, ok := fastUsage(b); ok {
 		if err := e.Validate(); err != nil {
-			return events.Envelope{}, nil, err
+			return Envelope{}, nil, err
 		}
 		return e, u, nil
 	}
-	return events.DecodeAs[*events.UsageDecided](b)
+	return DecodeAs[*UsageDecided](b)
 }
 
 // scanner walks a JSON text for the fast path. Any surprise sets bad.
@@ -151,12 +149,12 @@ const (
 )
 
 // fastUsage parses the common shape of a usage event; ok is false when the
-// input must go through events.DecodeAs instead.
-func fastUsage(b []byte) (e events.Envelope, u *events.UsageDecided, ok bool) {
+// input must go through DecodeAs instead.
+func fastUsage(b []byte) (e Envelope, u *UsageDecided, ok bool) {
 	s := &scanner{b: b, text: string(b)}
 	s.expect('{')
 	seen := 0
-	u = &events.UsageDecided{}
+	u = &UsageDecided{}
 	for !s.bad {
 		_, key := s.str()
 		s.expect(':')
@@ -174,10 +172,10 @@ func fastUsage(b []byte) (e events.Envelope, u *events.UsageDecided, ok bool) {
 		case "type":
 			bit = keyType
 			_, raw := s.str()
-			if string(raw) != string(events.TypeUsageDecided) {
+			if string(raw) != string(TypeUsageDecided) {
 				return e, nil, false
 			}
-			e.Type = events.TypeUsageDecided
+			e.Type = TypeUsageDecided
 		case "time":
 			bit = keyTime
 			quoted, _ := s.str()
@@ -188,10 +186,10 @@ func fastUsage(b []byte) (e events.Envelope, u *events.UsageDecided, ok bool) {
 			bit = keySource
 			e.Source = s.strText()
 		case "v":
-			// Another version goes the slow way: events.Decode reports it
+			// Another version goes the slow way: Decode reports it
 			// before anything else.
 			bit = keyVersion
-			if e.Version = int(s.int()); e.Version != events.SchemaVersion {
+			if e.Version = int(s.int()); e.Version != SchemaVersion {
 				return e, nil, false
 			}
 		case "data":
@@ -225,7 +223,7 @@ func fastUsage(b []byte) (e events.Envelope, u *events.UsageDecided, ok bool) {
 }
 
 // usage parses the data object of a usage event into u.
-func (s *scanner) usage(u *events.UsageDecided) bool {
+func (s *scanner) usage(u *UsageDecided) bool {
 	s.expect('{')
 	if s.peek() == '}' {
 		s.i++

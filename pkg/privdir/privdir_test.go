@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cordonhq/cordon/internal/privdir"
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 func TestEnsure(t *testing.T) {

@@ -1,4 +1,4 @@
-package auditor
+package events
 
 import (
 	"bytes"
@@ -7,21 +7,19 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cordonhq/cordon/pkg/events"
 )
 
 func canonicalUsage(t testing.TB) []byte {
 	t.Helper()
-	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 123456789, time.UTC), &events.UsageDecided{
+	e, err := New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 123456789, time.UTC), &UsageDecided{
 		TokenID: "019cabd9-0000-7000-8000-000000000001", Tenant: "acme", Holder: "billing",
 		KeyID: "k1", Enforcer: "edge-1", Service: "orders", SourceIP: "10.1.2.3", UserAgent: "go/1.0",
-		Method: "GET", Route: "/orders/{id}", Scope: "orders:read", Decision: events.DecisionAllow, Reason: "ok", LatencyNS: 1234,
+		Method: "GET", Route: "/orders/{id}", Scope: "orders:read", Decision: DecisionAllow, Reason: "ok", LatencyNS: 1234,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := events.Encode(e)
+	b, err := Encode(e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,14 +29,14 @@ func canonicalUsage(t testing.TB) []byte {
 // countedUsage is an enforcer's folded event: count token-less denials.
 func countedUsage(t testing.TB, count int64) []byte {
 	t.Helper()
-	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &events.UsageDecided{
+	e, err := New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &UsageDecided{
 		Enforcer: "edge-1", Service: "orders", SourceIP: "203.0.113.9", UserAgent: "curl/8", Method: "GET",
-		Route: "/orders/{id}", Scope: "orders:read", Decision: events.DecisionDeny, Reason: "missing", LatencyNS: 800, Count: count,
+		Route: "/orders/{id}", Scope: "orders:read", Decision: DecisionDeny, Reason: "missing", LatencyNS: 800, Count: count,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := events.Encode(e)
+	b, err := Encode(e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,33 +47,33 @@ func countedUsage(t testing.TB, count int64) []byte {
 // client and device.
 func contextUsage(t testing.TB) []byte {
 	t.Helper()
-	e, err := events.New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &events.UsageDecided{
+	e, err := New("enforcer/edge-1", time.Date(2026, 11, 2, 9, 30, 0, 0, time.UTC), &UsageDecided{
 		TokenID: "019cabd9-0000-7000-8000-000000000001", Tenant: "acme", Holder: "billing", KeyID: "k1", Enforcer: "edge-1",
 		Service: "orders", SourceIP: "10.1.2.3", UserAgent: "curl/8.5.0", Method: "GET", Route: "/orgs/{org}/repos/{repo}",
-		Scope: "orders:read", Decision: events.DecisionAllow, Reason: "ok", LatencyNS: 1234,
+		Scope: "orders:read", Decision: DecisionAllow, Reason: "ok", LatencyNS: 1234,
 		Resource: "acme/widgets", Client: "curl/8", Device: strings.Repeat("0f", 32),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := events.Encode(e)
+	b, err := Encode(e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
 
-// sameAsDecode checks decodeUsage against events.DecodeAs on b: both fail
+// sameAsDecode checks DecodeUsage against DecodeAs on b: both fail
 // with the same message, or both succeed with equal results.
 func sameAsDecode(t *testing.T, b []byte) (fast bool) {
 	t.Helper()
-	we, wu, werr := events.DecodeAs[*events.UsageDecided](b)
+	we, wu, werr := DecodeAs[*UsageDecided](b)
 	ge, gu, gerr := DecodeUsage(b)
 	if (werr == nil) != (gerr == nil) || (werr != nil && werr.Error() != gerr.Error()) {
-		t.Fatalf("input %q:\n decodeUsage error %v\n events.DecodeAs error %v", b, gerr, werr)
+		t.Fatalf("input %q:\n DecodeUsage error %v\n DecodeAs error %v", b, gerr, werr)
 	}
 	if werr == nil && (!reflect.DeepEqual(we, ge) || !reflect.DeepEqual(wu, gu)) {
-		t.Fatalf("input %q:\n decodeUsage %+v %+v\n events.DecodeAs %+v %+v", b, ge, gu, we, wu)
+		t.Fatalf("input %q:\n DecodeUsage %+v %+v\n DecodeAs %+v %+v", b, ge, gu, we, wu)
 	}
 	_, _, fast = fastUsage(b)
 	return fast
@@ -131,19 +129,19 @@ func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
 		{"count overflow", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":99999999999999999999`, 1), false},
 		{"duplicate count", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"count":1,"count":1`, 1), false},
 		{"counted token-less denial", string(countedUsage(t, 300)), true},
-		{"counted denial at the bound", string(countedUsage(t, events.MaxUsageCount)), true},
+		{"counted denial at the bound", string(countedUsage(t, MaxUsageCount)), true},
 		{"counted denial beyond the bound", strings.Replace(string(countedUsage(t, 300)), `"count":300`, `"count":4294967296`, 1), true},
 		{"request context", string(contextUsage(t)), true},
 		{"resource alone", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"42"`, 1), true},
 		{"empty resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":""`, 1), true},
 		{"resource with an escape", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"a\"b"`, 1), false},
 		{"non-ascii resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"ünï"`, 1), false},
-		{"resource too long", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"`+strings.Repeat("r", events.MaxResourceLen+1)+`"`, 1), true},
-		{"resource at the bound", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"`+strings.Repeat("r", events.MaxResourceLen)+`"`, 1), true},
+		{"resource too long", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"`+strings.Repeat("r", MaxResourceLen+1)+`"`, 1), true},
+		{"resource at the bound", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"`+strings.Repeat("r", MaxResourceLen)+`"`, 1), true},
 		{"resource number", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":42`, 1), false},
 		{"null resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":null`, 1), false},
 		{"duplicate resource", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"resource":"1","resource":"2"`, 1), false},
-		{"client too long", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"client":"`+strings.Repeat("c", events.MaxClientLen+1)+`"`, 1), true},
+		{"client too long", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"client":"`+strings.Repeat("c", MaxClientLen+1)+`"`, 1), true},
 		{"duplicate client", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"client":"a","client":"a"`, 1), false},
 		{"device", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"device":"`+strings.Repeat("ab", 32)+`"`, 1), true},
 		{"upper-case device", strings.Replace(canon, `"latency_ns":1234`, `"latency_ns":1234,"device":"`+strings.Repeat("AB", 32)+`"`, 1), true},
@@ -173,7 +171,7 @@ func TestDecodeUsageMatchesEventsDecode(t *testing.T) {
 	}
 }
 
-// FuzzDecodeUsage holds decodeUsage equal to events.DecodeAs on any input.
+// FuzzDecodeUsage holds DecodeUsage equal to DecodeAs on any input.
 func FuzzDecodeUsage(f *testing.F) {
 	f.Add(canonicalUsage(f))
 	f.Add(countedUsage(f, 300))
@@ -203,10 +201,10 @@ func BenchmarkDecodeUsage(b *testing.B) {
 			}
 		}
 	})
-	b.Run("events.DecodeAs", func(b *testing.B) {
+	b.Run("DecodeAs", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := events.DecodeAs[*events.UsageDecided](data); err != nil {
+			if _, _, err := DecodeAs[*UsageDecided](data); err != nil {
 				b.Fatal(err)
 			}
 		}
