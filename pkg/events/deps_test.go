@@ -37,13 +37,6 @@ func TestEventsImportsNothingOfOurs(t *testing.T) {
 	}
 }
 
-// pendingInternal are imports of internal/ by pkg/ that another change
-// removes, with why; the test fails when one is no longer needed, so that
-// the exception goes with the import.
-var pendingInternal = map[[2]string]string{
-	{module + "/pkg/store/chdbstore", module + "/internal/chdbenv"}: "chdbenv folds into pkg/store/chdbstore (the lazy chDB loader)",
-}
-
 // TestPkgImportsNoInternalOrServices: the packages under pkg/ are the
 // libraries others build on; none depends, directly or through another
 // package, on the module's internal/ packages (outside pkg/) or on a
@@ -53,7 +46,6 @@ func TestPkgImportsNoInternalOrServices(t *testing.T) {
 	if len(lines) < 10 {
 		t.Fatalf("go list pkg/... returned %d packages", len(lines))
 	}
-	used := map[[2]string]bool{}
 	for _, l := range lines {
 		f := strings.Fields(l)
 		pkg, deps := f[0], f[1:]
@@ -61,16 +53,7 @@ func TestPkgImportsNoInternalOrServices(t *testing.T) {
 			if !strings.HasPrefix(d, module+"/internal/") && !strings.HasPrefix(d, module+"/services/") {
 				continue
 			}
-			if k := [2]string{pkg, d}; pendingInternal[k] != "" {
-				used[k] = true
-				continue
-			}
 			t.Errorf("%s depends on %s", strings.TrimPrefix(pkg, module+"/"), strings.TrimPrefix(d, module+"/"))
-		}
-	}
-	for k, why := range pendingInternal {
-		if !used[k] {
-			t.Errorf("%s no longer depends on %s (%s): delete the exception", k[0], k[1], why)
 		}
 	}
 }
