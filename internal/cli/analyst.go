@@ -68,23 +68,6 @@ func explain(err error) error {
 	return err
 }
 
-// outputFlag registers -o / --output.
-func outputFlag(fs *flag.FlagSet, def, choices string) *string {
-	o := new(string)
-	fs.StringVar(o, "o", def, "output format: "+choices)
-	fs.StringVar(o, "output", def, "output format: "+choices+" (same as -o)")
-	return o
-}
-
-func checkFormat(format string, allowed ...string) error {
-	for _, a := range allowed {
-		if format == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: -o %q: want %s", errUsage, format, strings.Join(allowed, ", "))
-}
-
 // runSQL is `cordon sql "SELECT …"`: a read-only query against the running
 // system's store, through the auditor, or against the store a replay kept
 // (--replay-dir), in this process.
