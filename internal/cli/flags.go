@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/services/issuer"
 )
 
 // The flag types and parsing helpers the commands share.
@@ -27,15 +29,22 @@ func (l *listFlag) Set(s string) error {
 }
 
 // windowFlag is a repeatable --window (not split on commas: "mon,wed …").
-type windowFlag []string
+type windowFlag []issuer.Window
 
-func (w *windowFlag) String() string { return strings.Join(*w, "; ") }
+func (w *windowFlag) String() string {
+	s := make([]string, len(*w))
+	for i, win := range *w {
+		s[i] = policy.FormatWindow(token.Window(win))
+	}
+	return strings.Join(s, "; ")
+}
 
 func (w *windowFlag) Set(s string) error {
-	if _, err := policy.ParseWindow(s); err != nil {
+	win, err := policy.ParseWindow(s)
+	if err != nil {
 		return err
 	}
-	*w = append(*w, s)
+	*w = append(*w, issuer.Window(win))
 	return nil
 }
 

@@ -145,16 +145,14 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 		"[--window 'mon-fri 08:00-18:00 Europe/Paris'] [--device THUMB] [--ttl 1h] [-o json]")
 	af := addAPIFlags(fs)
 	var req issuer.IssueRequest
-	var scopes, audience, networks listFlag
-	var windows windowFlag
 	var notBefore, idem string
 	fs.StringVar(&req.Tenant, "tenant", "", "tenant (required)")
 	fs.StringVar(&req.Holder, "holder", "", "holder: the service or workload (required)")
-	fs.Var(&scopes, "scope", "scopes, resource:action (repeatable or comma-separated; required)")
-	fs.Var(&audience, "audience", "services the token may reach (default: the ceiling's)")
-	fs.Var(&networks, "network", "source CIDRs or IPs (default: the ceiling's)")
+	fs.Var((*listFlag)(&req.Scopes), "scope", "scopes, resource:action (repeatable or comma-separated; required)")
+	fs.Var((*listFlag)(&req.Audience), "audience", "services the token may reach (default: the ceiling's)")
+	fs.Var((*listFlag)(&req.Networks), "network", "source CIDRs or IPs (default: the ceiling's)")
 	fs.StringVar(&req.Environment, "env", "", "environment (default: the ceiling's, if it has one)")
-	fs.Var(&windows, "window", "time-of-use window '[days] HH:MM-HH:MM [zone]' (repeatable; default: the ceiling's)")
+	fs.Var((*windowFlag)(&req.Windows), "window", "time-of-use window '[days] HH:MM-HH:MM [zone]' (repeatable; default: the ceiling's)")
 	fs.StringVar(&req.Device, "device", "", "client certificate SHA-256 thumbprint (hex) to bind the token to")
 	fs.StringVar(&req.TTL, "ttl", "", "lifetime such as 1h or 7d (default: the ceiling's max_ttl)")
 	fs.StringVar(&notBefore, "not-before", "", "RFC 3339 time the token becomes valid (default: now)")
@@ -169,7 +167,7 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("%w: --tenant is required", errUsage)
 	case req.Holder == "":
 		return fmt.Errorf("%w: --holder is required", errUsage)
-	case len(scopes) == 0:
+	case len(req.Scopes) == 0:
 		return fmt.Errorf("%w: at least one --scope is required (least privilege: name what the holder needs)", errUsage)
 	}
 	if req.TTL != "" {
@@ -184,11 +182,6 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 		}
 		req.NotBefore = &t
 	}
-	req.Scopes, req.Audience, req.Networks = scopes, audience, networks
-	for _, w := range windows {
-		pw, _ := policy.ParseWindow(w) // validated by the flag
-		req.Windows = append(req.Windows, issuer.Window(pw))
-	}
 	c, err := af.client(env)
 	if err != nil {
 		return err
@@ -198,8 +191,7 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 		if _, err := fmt.Fprintln(env.Stdout, res.Token); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stderr, "issued token %s for %s/%s\n", res.ID, res.Tenant, res.Holder)
-		res.WriteClaims(env.Stderr)
+		res.WriteSummary(env.Stderr)
 		return nil
 	})
 }
@@ -264,13 +256,7 @@ func runTokenRotate(ctx context.Context, env *Env, args []string) error {
 		if _, err := fmt.Fprintln(env.Stdout, res.Token); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stderr, "rotated %s → %s for %s/%s\n", res.Predecessor.ID, res.Successor.ID, res.Successor.Tenant, res.Successor.Holder)
-		if res.Predecessor.Status == issuer.StatusRevoked {
-			fmt.Fprintf(env.Stderr, "  the old token is revoked\n")
-		} else if res.Predecessor.GraceUntil != nil {
-			fmt.Fprintf(env.Stderr, "  the old token stays valid until %s, then is revoked\n", res.Predecessor.GraceUntil.UTC().Format(time.RFC3339))
-		}
-		res.Successor.WriteClaims(env.Stderr)
+		res.WriteSummary(env.Stderr)
 		return nil
 	})
 }

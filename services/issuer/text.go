@@ -39,6 +39,25 @@ func (t TokenInfo) WriteClaims(w io.Writer) {
 	line("valid", fmt.Sprintf("%s → %s (%s)", utc(c.NotBefore), utc(c.Expiry), policy.FormatDuration(c.Expiry.Sub(c.NotBefore))))
 }
 
+// WriteSummary writes what was issued, for whoever asked: the token's id,
+// holder and claims, never the token itself.
+func (r *IssueResponse) WriteSummary(w io.Writer) {
+	fmt.Fprintf(w, "issued token %s for %s/%s\n", r.ID, r.Tenant, r.Holder)
+	r.WriteClaims(w)
+}
+
+// WriteSummary writes what a rotation did: both ids, until when the old
+// token stays valid, and the successor's claims, never the token itself.
+func (r *RotateResponse) WriteSummary(w io.Writer) {
+	fmt.Fprintf(w, "rotated %s → %s for %s/%s\n", r.Predecessor.ID, r.Successor.ID, r.Successor.Tenant, r.Successor.Holder)
+	if r.Predecessor.Status == StatusRevoked {
+		fmt.Fprintf(w, "  the old token is revoked\n")
+	} else if r.Predecessor.GraceUntil != nil {
+		fmt.Fprintf(w, "  the old token stays valid until %s, then is revoked\n", utc(*r.Predecessor.GraceUntil))
+	}
+	r.Successor.WriteClaims(w)
+}
+
 // WriteText writes a token's registry entry: who holds it and its status,
 // its claims, issue, rotation and revocation, then its ledger history.
 func (d *TokenDetail) WriteText(out io.Writer) error {
