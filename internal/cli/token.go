@@ -91,15 +91,15 @@ func (f *apiFlags) client(env *Env) (*issuer.Client, error) {
 	if f.output != "text" && f.output != "json" {
 		return nil, fmt.Errorf("%w: -o %q: want text or json", errUsage, f.output)
 	}
+	if err := issuer.CheckURL(f.api); err != nil {
+		return nil, fmt.Errorf("%w: --api %q is not an http(s) URL", errUsage, f.api)
+	}
 	tok, err := readAdminToken(env, f.tokenFile)
 	if err != nil {
 		return nil, err
 	}
 	c, err := issuer.NewClient(issuer.ClientConfig{URL: f.api, Token: tok, CAFile: f.ca})
-	switch {
-	case errors.Is(err, issuer.ErrClientURL):
-		return nil, fmt.Errorf("%w: --api %q is not an http(s) URL", errUsage, f.api)
-	case err != nil:
+	if err != nil {
 		return nil, fmt.Errorf("--api-ca: %w", err)
 	}
 	return c, nil

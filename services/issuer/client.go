@@ -56,12 +56,21 @@ type Client struct {
 	hc    *http.Client
 }
 
+// CheckURL checks that u can be the base URL of the API: http or https,
+// with a host. The error wraps ErrClientURL.
+func CheckURL(u string) error {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("issuer API %q: %w", u, ErrClientURL)
+	}
+	return nil
+}
+
 // NewClient checks the configuration and returns a client; it sends
 // nothing.
 func NewClient(c ClientConfig) (*Client, error) {
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("issuer API %q: %w", c.URL, ErrClientURL)
+	if err := CheckURL(c.URL); err != nil {
+		return nil, err
 	}
 	if c.Token == "" {
 		return nil, errors.New("issuer API client: an admin token is required")
