@@ -351,3 +351,19 @@ func natstestServer(t *testing.T) (*natstest.Env, error) {
 	}
 	return env, nil
 }
+
+// TestTokenFlagsCheckedFirst: a bad --api is a usage error (exit status 2)
+// even when the admin token file is missing too: flags are checked before
+// anything is read.
+func TestTokenFlagsCheckedFirst(t *testing.T) {
+	for _, args := range [][]string{
+		{"list", "--api", "ftp://127.0.0.1:7400", "--token-file", "/nonexistent/admin.token"},
+		{"list", "-o", "yaml", "--token-file", "/nonexistent/admin.token"},
+	} {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), append([]string{"token"}, args...), &out, &errb)
+		if code != 2 || strings.Contains(errb.String(), "admin token file") {
+			t.Errorf("cordon token %v: exit status %d, want 2 for the flag\n%s", args, code, errb.String())
+		}
+	}
+}

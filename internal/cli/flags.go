@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/services/issuer"
+)
+
+// The flag types and parsing helpers the commands share.
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+// windowFlag is a repeatable --window (not split on commas: "mon,wed …").
+type windowFlag []issuer.Window
+
+func (w *windowFlag) String() string {
+	s := make([]string, len(*w))
+	for i, win := range *w {
+		s[i] = policy.FormatWindow(token.Window(win))
+	}
+	return strings.Join(s, "; ")
+}
+
+func (w *windowFlag) Set(s string) error {
+	win, err := policy.ParseWindow(s)
+	if err != nil {
+		return err
+	}
+	*w = append(*w, issuer.Window(win))
+	return nil
+}
+
+// parseInterspersed parses flags that may come before or after positional
+// arguments (cordon token inspect ID -o json) and returns the positionals.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// parseArgs parses a subcommand's flags (interspersed with its arguments)
+// and checks that exactly n positional arguments remain.
+func parseArgs(fs *flag.FlagSet, args []string, n int, what string) ([]string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := wantArgs(pos, n, what); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+func wantArgs(pos []string, n int, what string) error {
+	if len(pos) != n {
+		return fmt.Errorf("%w: want %s, got %d argument(s)", errUsage, what, len(pos))
+	}
+	return nil
+}
+
+// outputFlag registers -o / --output.
+func outputFlag(fs *flag.FlagSet, def, choices string) *string {
+	o := new(string)
+	fs.StringVar(o, "o", def, "output format: "+choices)
+	fs.StringVar(o, "output", def, "output format: "+choices+" (same as -o)")
+	return o
+}
+
+// checkFormat checks an output format against the allowed ones.
+func checkFormat(format string, allowed ...string) error {
+	for _, a := range allowed {
+		if format == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: -o %q: want %s", errUsage, format, strings.Join(allowed, ", "))
+}
+
+// writeIndented writes v as indented JSON.
+func writeIndented(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

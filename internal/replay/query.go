@@ -1,0 +1,48 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/cordonhq/cordon/pkg/store"
+)
+
+// OpenStore opens the chDB store that a replay kept in the replay
+// directory dir, for analysts' queries (`cordon sql --replay-dir`): in this
+// process, with o's limits, queried through the store's read-only gate as
+// the auditor would query it. It holds the directory's lock, so that no
+// replay writes meanwhile, until closeStore; chDB holds one data path per
+// process, so a process that already uses chDB elsewhere cannot open one.
+// notice, when set, is told when the store may be incomplete (the last
+// replay into the directory did not finish, or failed).
+func OpenStore(ctx context.Context, dir string, o store.Options, notice func(string)) (s *store.Store, closeStore func(), err error) {
+	d, err := OpenDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	path, db, ok := d.Store()
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: the replay kept its store outside the directory", dir)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("%s holds no store yet (%s)", dir, d.Describe())
+	}
+	if last := d.Record.Last(); notice != nil && last != nil && (last.Finished.IsZero() || last.Error != "") {
+		notice("the store may be incomplete: " + d.Describe())
+	}
+	b, err := defaultBackend(ctx, path, db)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s, err = store.Open(ctx, b, o); err != nil {
+		_ = b.Close()
+		return nil, nil, err
+	}
+	return s, func() { s.Close(); d.Close() }, nil
+}
