@@ -20,6 +20,7 @@ import (
 	"github.com/cordonhq/cordon/internal/replay"
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
@@ -262,7 +263,7 @@ func benchIngestion(ctx context.Context, progress io.Writer) ([]Figure, error) {
 		if err != nil {
 			return phase{}, err
 		}
-		if err := natsrun.Ensure(ctx, js, events.StreamOptions{}); err != nil {
+		if err := natsconn.Ensure(ctx, js, events.StreamOptions{}); err != nil {
 			return phase{}, err
 		}
 		return measure(func() error { _, err := w.publish(ctx, js, 0, len(w.data)); return err })

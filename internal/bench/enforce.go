@@ -26,6 +26,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -107,7 +108,7 @@ func newEnforceBench(ctx context.Context) (*enforceBench, error) {
 		b.close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := natsrun.Ensure(ctx, b.js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, b.js, events.StreamOptions{}); err != nil {
 		b.close()
 		return nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/cordonhq/cordon/internal/up"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -150,7 +151,7 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := natsrun.Ensure(ctx, js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, js, events.StreamOptions{}); err != nil {
 		return 0, 0, err
 	}
 	signer, err := token.GenerateSigner(time.Now())

@@ -7,31 +7,23 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/issuer"
 )
 
-// defaultTrustAnchor is where `cordon issuer` and `cordon up` write the
-// trust anchor's public half with the default data directory.
-var defaultTrustAnchor = filepath.Join(".cordon", issuer.TrustAnchorFile)
-
 // addTrustAnchorFlag registers --trust-anchor: the issuer's trust anchor,
 // which endorses every signing key a verifier takes from the keys bucket.
 func addTrustAnchorFlag(fs *flag.FlagSet) *string {
-	return fs.String("trust-anchor", getenvDefault("CORDON_TRUST_ANCHOR", defaultTrustAnchor),
-		"the issuer's trust anchor: a file written by `cordon issuer` (DATA/"+issuer.TrustAnchorFile+") or `cordon anchor generate`, or the "+token.AnchorPrefix+"… text itself ($CORDON_TRUST_ANCHOR)")
+	var v string
+	svcconfig.TrustAnchorFlag(fs, &v, svcconfig.TrustAnchorHelp)
+	return &v
 }
 
 // trustAnchors loads the --trust-anchor value.
 func trustAnchors(v string) (token.Anchors, error) {
-	if v == "" {
-		return nil, fmt.Errorf("%w: --trust-anchor is required: signing keys are accepted only when the issuer's trust anchor endorses them", errUsage)
-	}
-	k, err := token.LoadAnchorKey(v)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --trust-anchor: %v", errUsage, err)
-	}
-	return token.Anchors{k}, nil
+	a, err := svcconfig.TrustAnchors(v, nil)
+	return a, usageOf(err)
 }
 
 func runAnchor(_ context.Context, env *Env, args []string) error {

@@ -15,9 +15,11 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chserver"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 	"github.com/cordonhq/cordon/services/auditor"
 )
 
@@ -47,7 +49,7 @@ type auditorFlags struct {
 func auditorFlagSet(env *Env, f *auditorFlags) *flag.FlagSet {
 	fs := newFlags(env, "auditor", "auditor --nats URL [--store chdb|clickhouse] [--chdb-path DIR | --clickhouse-addr HOST:PORT …] --state DIR [--policy FILE] [--check-config]")
 	f.nf = addNATSFlags(fs, auditorIdentity)
-	fs.StringVar(&f.trustAnchor, "trust-anchor", getenvDefault("CORDON_TRUST_ANCHOR", defaultTrustAnchor),
+	fs.StringVar(&f.trustAnchor, "trust-anchor", getenvDefault("CORDON_TRUST_ANCHOR", svcconfig.DefaultTrustAnchor),
 		"the issuer's trust anchor, which endorses the keys that authenticate analysts ($CORDON_TRUST_ANCHOR)")
 	fs.StringVar(&f.storeKind, "store", defaultStoreKind, "analytical store: chdb (embedded ClickHouse engine) or clickhouse (a server)")
 	fs.StringVar(&f.chdbPath, "chdb-path", ".cordon/chdb", "chDB data directory (--store chdb)")
@@ -198,7 +200,7 @@ func runAuditor(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := ensureMissingStreams(ctx, env, js, events.StreamOptions{Replicas: f.replicas}); err != nil {
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{Replicas: f.replicas}, env.Log); err != nil {
 		return err
 	}
 

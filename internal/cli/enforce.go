@@ -13,6 +13,8 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 // enforceCIDRs is a repeatable flag of CIDRs (or bare addresses), also
@@ -61,7 +63,7 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&upstream, "upstream", os.Getenv("CORDON_UPSTREAM"), "URL of the protected service ($CORDON_UPSTREAM)")
 	fs.StringVar(&routes, "routes", os.Getenv("CORDON_ROUTES"), "routes file: service, environment and the scope of each route ($CORDON_ROUTES)")
 	fs.StringVar(&listen, "listen", "127.0.0.1:8080", "proxy listen address")
-	nf := addNATSFlags(fs, enforcerIdentity(&o.ID))
+	nf := addNATSFlags(fs, natsconn.EnforcerIdentity(&o.ID))
 	fs.StringVar(&o.ID, "id", defaultEnforcerID(), "enforcer id in usage events (a-z, A-Z, 0-9, -, _)")
 	fs.Var(&trusted, "trusted-proxy", "CIDR of a proxy whose X-Forwarded-For, X-Real-IP and device header are believed (repeatable)")
 	fs.StringVar(&o.Service, "service", "", "service name tokens must have in their audience (default: from the routes file)")
@@ -145,9 +147,9 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "cordon enforce: %s\n", o.StalenessPolicy())
-	natsOpts, err := nf.options("cordon-enforce-" + o.ID)
+	natsOpts, err := natsauth.ClientOptions(nf.CredsFile(), nf.CA, nf.Cert, nf.Key)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: nats credentials: %v", errUsage, err)
 	}
 	return enforce.Run(ctx, enforce.Config{
 		Options:       o,
@@ -155,7 +157,7 @@ func runEnforce(ctx context.Context, env *Env, args []string) error {
 		Listen:        listen,
 		MetricsListen: metrics,
 		TLS:           tlsConf,
-		NATSURL:       nf.url,
+		NATSURL:       nf.URL,
 		NATSOptions:   natsOpts,
 	})
 }

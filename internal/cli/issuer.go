@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/services/issuer"
 )
@@ -101,7 +101,7 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := ensureMissingStreams(ctx, env, js, events.StreamOptions{Replicas: f.replicas}); err != nil {
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{Replicas: f.replicas}, env.Log); err != nil {
 		return err
 	}
 	iss, err := issuer.New(issuer.Options{
@@ -119,42 +119,4 @@ func runIssuer(ctx context.Context, env *Env, args []string) error {
 		defer stop()
 	}
 	return iss.Run(ctx)
-}
-
-// ensureMissingStreams creates Cordon's streams and buckets that do not exist yet,
-// leaving existing ones (possibly tuned for a cluster) untouched.
-func ensureMissingStreams(ctx context.Context, env *Env, js jetstream.JetStream, o events.StreamOptions) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for _, cfg := range events.Streams(o) {
-		_, err := js.Stream(ctx, cfg.Name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			if _, err = js.CreateStream(ctx, cfg); err == nil {
-				env.Log.Info().Str("stream", cfg.Name).Int("replicas", cfg.Replicas).Msg("created stream")
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
-		}
-	}
-	for _, cfg := range events.Buckets(o) {
-		_, err := js.KeyValue(ctx, cfg.Bucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			if _, err = js.CreateKeyValue(ctx, cfg); err == nil {
-				env.Log.Info().Str("bucket", cfg.Bucket).Int("replicas", cfg.Replicas).Msg("created bucket")
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
-		}
-	}
-	return nil
-}
-
-// getenvDefault returns $name, or def when it is unset or empty.
-func getenvDefault(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/services/revoker"
@@ -101,7 +102,7 @@ func runRevoker(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if err := ensureMissingStreams(ctx, env, js, events.StreamOptions{Replicas: f.replicas}); err != nil {
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{Replicas: f.replicas}, env.Log); err != nil {
 		return err
 	}
 	r, err := revoker.New(revoker.Options{
@@ -254,7 +255,7 @@ func runRevoke(ctx context.Context, env *Env, args []string) error {
 	rep, err := revoker.Call(ctx, nc, req)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("no revoker is listening on %s at %s", events.SubjectCmdRevoke, nf.url)
+			return fmt.Errorf("no revoker is listening on %s at %s", events.SubjectCmdRevoke, nf.URL)
 		}
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/simulate"
 )
@@ -216,7 +217,7 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 	if h.js, err = jetstream.New(nc); err != nil {
 		return nil, err
 	}
-	if err := natsrun.Ensure(ctx, h.js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, h.js, events.StreamOptions{}); err != nil {
 		return nil, err
 	}
 	chdbPath := filepath.Join(h.dir, "chdb")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
@@ -117,7 +118,7 @@ func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 	if p.JS, err = jetstream.New(p.NC, jetstream.WithPublishAsyncMaxPending(publishWindow)); err != nil {
 		return p, fmt.Errorf("replay pipeline: jetstream: %w", err)
 	}
-	if err = natsrun.Ensure(ctx, p.JS, events.StreamOptions{Memory: o.MemoryStreams}); err != nil {
+	if err = natsconn.Ensure(ctx, p.JS, events.StreamOptions{Memory: o.MemoryStreams}); err != nil {
 		return p, err
 	}
 	open := o.Backend
