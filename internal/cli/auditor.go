@@ -6,17 +6,14 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"reflect"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsconn"
-	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chserver"
 	"github.com/cordonhq/cordon/pkg/svcconfig"
@@ -286,112 +283,6 @@ func enabledDetectors(cfg detect.Config) []string {
 	return on
 }
 
-// loadDetectors reads the detectors: section of a policy file over
-// detect.DefaultConfig(); no file gives the defaults.
-func loadDetectors(path string) (detect.Config, error) {
-	if path == "" {
-		return detect.DefaultConfig(), nil
-	}
-	// The detectors need only the detectors: section: a file with just
-	// that (and response:) will do, a full policy too.
-	pol, err := policy.LoadDetectionOnly(path)
-	if err != nil {
-		return detect.Config{}, err
-	}
-	return decodeDetectors(pol.File, pol.Detectors)
-}
-
-// decodeDetectors decodes a detectors: section strictly over the default
-// thresholds: an unknown field, a wrong type or an out-of-range value is
-// an error naming the file, line and field.
-func decodeDetectors(file string, n *yaml.Node) (detect.Config, error) {
-	cfg := detect.DefaultConfig()
-	if n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
-		return cfg, nil
-	}
-	if err := checkKnownFields(file, "detectors", n, reflect.TypeOf(cfg)); err != nil {
-		return detect.Config{}, err
-	}
-	if err := n.Decode(&cfg); err != nil {
-		return detect.Config{}, fmt.Errorf("%s: detectors: %w", file, err)
-	}
-	if err := cfg.Validate(); err != nil {
-		line := n.Line
-		if field := fieldOf(err); field != "" {
-			if fn := findPath(n, strings.Split(field, ".")); fn != nil {
-				line = fn.Line
-			}
-		}
-		return detect.Config{}, fmt.Errorf("%s:%d: detectors: %w", file, line, err)
-	}
-	return cfg, nil
-}
-
-// fieldOf extracts the field a detect.ErrConfig error names
-// ("invalid detector config: scope_probing.window: want …").
-func fieldOf(err error) string {
-	rest, ok := strings.CutPrefix(err.Error(), detect.ErrConfig.Error()+": ")
-	if !ok {
-		return ""
-	}
-	field, _, _ := strings.Cut(rest, ":")
-	return field
-}
-
-// findPath returns the value node at a dotted path of mapping keys.
-func findPath(n *yaml.Node, path []string) *yaml.Node {
-	for _, key := range path {
-		if n == nil || n.Kind != yaml.MappingNode {
-			return nil
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				next = n.Content[i+1]
-			}
-		}
-		n = next
-	}
-	return n
-}
-
-// checkKnownFields rejects mapping keys that no yaml tag of t names, and
-// keys given twice, recursing into nested structs.
-func checkKnownFields(file, path string, n *yaml.Node, t reflect.Type) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct || t == reflect.TypeOf(time.Duration(0)) {
-		return nil
-	}
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s:%d: %s: want a mapping, got %s", file, n.Line, path, n.ShortTag())
-	}
-	fields := map[string]reflect.Type{}
-	var names []string
-	for i := 0; i < t.NumField(); i++ {
-		sf := t.Field(i)
-		name, _, _ := strings.Cut(sf.Tag.Get("yaml"), ",")
-		if name == "" || name == "-" {
-			continue
-		}
-		fields[name] = sf.Type
-		names = append(names, name)
-	}
-	seen := map[string]bool{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		ft, ok := fields[k.Value]
-		if !ok {
-			return fmt.Errorf("%s:%d: %s: unknown field %q (known: %s)", file, k.Line, path, k.Value, strings.Join(names, ", "))
-		}
-		if seen[k.Value] {
-			return fmt.Errorf("%s:%d: %s: field %q is set twice", file, k.Line, path, k.Value)
-		}
-		seen[k.Value] = true
-		if err := checkKnownFields(file, path+"."+k.Value, v, ft); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+// loadDetectors reads the detectors: section of a policy file over the
+// default thresholds (detect.LoadConfig).
+func loadDetectors(path string) (detect.Config, error) { return detect.LoadConfig(path) }
