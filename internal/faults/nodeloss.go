@@ -22,6 +22,7 @@ import (
 	"github.com/cordonhq/cordon/internal/natscluster"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -212,12 +213,13 @@ type nlToken struct {
 }
 
 type nodeLoss struct {
-	tb  testing.TB
-	o   NodeLossOptions
-	c   *natscluster.Cluster
-	iss *issuer.Issuer
-	rv  *revoker.Revoker
-	enf [2]*enforce.Enforcer
+	tb     testing.TB
+	o      NodeLossOptions
+	c      *natscluster.Cluster
+	iss    *issuer.Issuer
+	issSvc *issuer.Service
+	rv     *revoker.Revoker
+	enf    [2]*enforce.Enforcer
 
 	mu       sync.Mutex
 	tokens   []*nlToken
@@ -373,17 +375,15 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 		return err
 	}
 	n.tb.Cleanup(func() { os.RemoveAll(dir) })
-	nc, js := n.c.Connect(n.tb, nats.Name("faults-issuer"))
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	n.iss, err = issuer.New(issuer.Options{NC: nc, JS: js, DataDir: dir, Policy: pol, Logger: n.o.Log, Source: "issuer/faults"})
+	n.issSvc, err = issuer.Start(sctx, issuer.Config{NATS: n.natsAs("faults-issuer"), Replicas: 3, DataDir: dir, Policy: pol,
+		Source: "issuer/faults", Log: n.o.Log})
 	if err != nil {
 		return err
 	}
-	if err := n.iss.Start(sctx); err != nil {
-		return err
-	}
-	nc, js = n.c.Connect(n.tb, nats.Name("faults-revoker"))
+	n.iss = n.issSvc.Issuer()
+	nc, js := n.c.Connect(n.tb, nats.Name("faults-revoker"))
 	anchors := token.Anchors{n.iss.TrustAnchor()}
 	n.rv, err = revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: n.o.Log, Source: "revoker/faults", TrustAnchors: anchors})
 	if err != nil {
@@ -407,6 +407,13 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 	return nil
 }
 
+// natsAs is how a service named name reaches the cluster: every node's
+// URL, reconnecting quickly.
+func (n *nodeLoss) natsAs(name string) natsconn.Config {
+	return natsconn.Config{URL: strings.Join(n.c.URLs(), ","), Name: name,
+		Options: []nats.Option{nats.ReconnectWait(50 * time.Millisecond)}}
+}
+
 func (n *nodeLoss) stopServices() {
 	for _, e := range n.enf {
 		if e != nil {
@@ -416,8 +423,8 @@ func (n *nodeLoss) stopServices() {
 	if n.rv != nil {
 		n.rv.Close()
 	}
-	if n.iss != nil {
-		n.iss.Close()
+	if n.issSvc != nil {
+		n.issSvc.Close()
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
@@ -210,10 +211,6 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
 		return nil, err
 	}
-	issNC, issJS, err := s.connectAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer))
-	if err != nil {
-		return nil, err
-	}
 	revNC, revJS, err := s.connectAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker))
 	if err != nil {
 		return nil, err
@@ -239,15 +236,14 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.closers = append(s.closers, s.Store.Close)
 
 	// Issuer.
-	s.Issuer, err = issuer.New(issuer.Options{NC: issNC, JS: issJS, DataDir: o.DataDir, Policy: s.Policy,
-		Logger: o.Log.With().Str("svc", "issuer").Logger(), Source: "issuer/up", Listen: o.IssuerListen})
+	iss, err := issuer.Start(ctx, issuer.Config{NATS: s.natsAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer)),
+		DataDir: o.DataDir, Policy: s.Policy, Listen: o.IssuerListen, Source: "issuer/up",
+		Log: o.Log.With().Str("svc", "issuer").Logger()})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Issuer.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start issuer: %w", err)
 	}
-	s.closers = append(s.closers, s.Issuer.Close)
+	s.closers = append(s.closers, iss.Close)
+	s.Issuer = iss.Issuer()
 	// Every verifier trusts the keys the issuer's anchor endorses, and
 	// nothing else written to the keys bucket.
 	anchors := token.Anchors{s.Issuer.TrustAnchor()}
@@ -350,6 +346,13 @@ func (s *System) EnforcerCredsFile(id string) string {
 // it. Without an identity the server refuses the connection.
 func (s *System) Connect(name, seedFile string) (*nats.Conn, error) {
 	return s.NATS.Connect(name, natsauth.ConnectOption(seedFile))
+}
+
+// natsAs is how a service of the system reaches the embedded NATS: in
+// process, with the identity in seedFile.
+func (s *System) natsAs(name, seedFile string) natsconn.Config {
+	return natsconn.Config{URL: s.NATS.ClientURL(), Creds: seedFile, Name: name,
+		Options: []nats.Option{nats.InProcessServer(s.NATS.Server)}}
 }
 
 // connectAs opens a connection of the system (closed by Close) with the
