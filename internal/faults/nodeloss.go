@@ -219,6 +219,7 @@ type nodeLoss struct {
 	iss    *issuer.Issuer
 	issSvc *issuer.Service
 	rv     *revoker.Revoker
+	rvSvc  *revoker.Service
 	enf    [2]*enforce.Enforcer
 
 	mu       sync.Mutex
@@ -383,15 +384,13 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 		return err
 	}
 	n.iss = n.issSvc.Issuer()
-	nc, js := n.c.Connect(n.tb, nats.Name("faults-revoker"))
 	anchors := token.Anchors{n.iss.TrustAnchor()}
-	n.rv, err = revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: n.o.Log, Source: "revoker/faults", TrustAnchors: anchors})
+	n.rvSvc, err = revoker.Start(sctx, revoker.Config{NATS: n.natsAs("faults-revoker"), Replicas: 3, TrustAnchors: anchors,
+		Response: response.Default(), Source: "revoker/faults", Log: n.o.Log})
 	if err != nil {
 		return err
 	}
-	if err := n.rv.Start(sctx); err != nil {
-		return err
-	}
+	n.rv = n.rvSvc.Revoker()
 	for i := range n.enf {
 		id := fmt.Sprintf("edge-%d", i+1)
 		_, js := n.c.Connect(n.tb, nats.Name("faults-"+id))
@@ -420,8 +419,8 @@ func (n *nodeLoss) stopServices() {
 			e.Close()
 		}
 	}
-	if n.rv != nil {
-		n.rv.Close()
+	if n.rvSvc != nil {
+		n.rvSvc.Close()
 	}
 	if n.issSvc != nil {
 		n.issSvc.Close()

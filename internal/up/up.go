@@ -211,10 +211,6 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
 		return nil, err
 	}
-	revNC, revJS, err := s.connectAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker))
-	if err != nil {
-		return nil, err
-	}
 	audNC, audJS, err := s.connectAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor))
 	if err != nil {
 		return nil, err
@@ -257,17 +253,15 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		sinks = append(sinks, wh)
 	}
-	s.Revoker, err = revoker.New(revoker.Options{NC: revNC, JS: revJS, Policy: respPolicy, Sinks: sinks,
-		Alerts: alert.Options{Backoff: 100 * time.Millisecond},
-		Log:    o.Log.With().Str("svc", "revoker").Logger(), Source: "revoker/up", MaxTokenTTL: maxTTL(s.Policy),
-		TrustAnchors: anchors})
+	rev, err := revoker.Start(ctx, revoker.Config{NATS: s.natsAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker)),
+		TrustAnchors: anchors, Response: respPolicy, MaxTokenTTL: maxTTL(s.Policy), Sinks: sinks,
+		Alerts: alert.Options{Backoff: 100 * time.Millisecond}, Source: "revoker/up",
+		Log: o.Log.With().Str("svc", "revoker").Logger()})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Revoker.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start revoker: %w", err)
 	}
-	s.closers = append(s.closers, s.Revoker.Close)
+	s.closers = append(s.closers, rev.Close)
+	s.Revoker = rev.Revoker()
 
 	// Auditor with its detectors.
 	if s.Detector, err = detect.New(detCfg); err != nil {
