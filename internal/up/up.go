@@ -40,7 +40,6 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/store"
-	"github.com/cordonhq/cordon/pkg/store/chdbstore"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/auditor"
 	"github.com/cordonhq/cordon/services/issuer"
@@ -140,8 +139,6 @@ type System struct {
 	// ProxyURL is the enforcing proxy; UpstreamURL the demo service behind it.
 	ProxyURL, UpstreamURL string
 
-	cancel  context.CancelFunc
-	done    chan error
 	servers []*http.Server
 	closers []func() error
 }
@@ -150,7 +147,7 @@ type System struct {
 // On error, whatever was started is stopped again.
 func Start(ctx context.Context, o Options) (_ *System, err error) {
 	o.defaults()
-	s := &System{Opts: o, done: make(chan error, 1)}
+	s := &System{Opts: o}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -211,25 +208,10 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
 		return nil, err
 	}
-	audNC, audJS, err := s.connectAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor))
-	if err != nil {
-		return nil, err
-	}
 	_, enfJS, err := s.connectAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID))
 	if err != nil {
 		return nil, err
 	}
-
-	// ClickHouse, in-process (chDB).
-	backend, err := chdbstore.Open(ctx, chdbstore.Options{Path: o.ChDBPath, Database: o.Database})
-	if err != nil {
-		return nil, fmt.Errorf("open chdb: %w", err)
-	}
-	if s.Store, err = store.Open(ctx, backend, store.Options{Logger: o.Log.With().Str("svc", "store").Logger()}); err != nil {
-		backend.Close()
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	s.closers = append(s.closers, s.Store.Close)
 
 	// Issuer.
 	iss, err := issuer.Start(ctx, issuer.Config{NATS: s.natsAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer)),
@@ -263,38 +245,20 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.closers = append(s.closers, rev.Close)
 	s.Revoker = rev.Revoker()
 
-	// Auditor with its detectors.
-	if s.Detector, err = detect.New(detCfg); err != nil {
-		return nil, err
-	}
-	s.Auditor, err = auditor.New(auditor.Options{JS: audJS, Store: s.Store, Detector: s.Detector,
-		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond,
-		Source: "auditor/up", Log: o.Log.With().Str("svc", "auditor").Logger()})
-	if err != nil {
-		return nil, err
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	go func() { s.done <- s.Auditor.Run(runCtx) }()
-
-	// The analysts' API (cordon sql, anomalies, report): callers need an
-	// admin token the ledger knows, with cordon:read (pkg/adminauth). It
-	// is part of the auditor and uses the auditor's identity (which reads
+	// The auditor with its detectors, writing to ClickHouse in-process
+	// (chDB), and the analysts' API (cordon sql, anomalies, report):
+	// callers need an admin token the ledger knows, with cordon:read
+	// (pkg/adminauth). The API uses the auditor's identity (which reads
 	// the keys, the denylist and the ledger and answers cordon.cmd.sql).
-	apiAuth, err := auditor.StartAdminAuth(ctx, audJS, anchors, o.Log.With().Str("svc", "auditor-api").Logger())
+	aud, err := auditor.Start(ctx, auditor.Config{NATS: s.natsAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor)),
+		TrustAnchors: anchors, Store: auditor.StoreCHDB, ChDBPath: o.ChDBPath, Database: o.Database, Detectors: &detCfg,
+		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond, Source: "auditor/up",
+		Log: o.Log.With().Str("svc", "auditor").Logger()})
 	if err != nil {
-		return nil, fmt.Errorf("start auditor api: %w", err)
+		return nil, fmt.Errorf("start auditor: %w", err)
 	}
-	s.closers = append(s.closers, apiAuth.Close)
-	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: audNC, Store: s.Store, Auth: apiAuth,
-		Status: s.Auditor.Stats, Log: o.Log.With().Str("svc", "auditor-api").Logger()})
-	if err != nil {
-		return nil, err
-	}
-	if err := qs.Start(); err != nil {
-		return nil, fmt.Errorf("start auditor api: %w", err)
-	}
-	s.closers = append(s.closers, qs.Close)
+	s.closers = append(s.closers, aud.Close)
+	s.Auditor, s.Store, s.Detector = aud.Auditor(), aud.Store(), aud.Detector()
 
 	// The demo service and the enforcing proxy in front of it.
 	upstream, err := s.serve(o.UpstreamListen, demoService())
@@ -383,13 +347,6 @@ func (s *System) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		errs = append(errs, srv.Shutdown(ctx))
 		cancel()
-	}
-	if s.cancel != nil {
-		s.cancel()
-		if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
-		s.cancel = nil
 	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		errs = append(errs, s.closers[i]())
