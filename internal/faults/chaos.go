@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
@@ -209,9 +208,9 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 	}
 	defer srv.Stop()
 	h.url = srv.ClientURL()
-	nc, err := nats.Connect(h.url, nats.MaxReconnects(-1))
+	nc, err := natsconn.Dial(natsconn.Config{URL: h.url, Name: "faults-chaos"})
 	if err != nil {
-		return nil, fmt.Errorf("connect nats: %w", err)
+		return nil, err
 	}
 	defer nc.Close()
 	if h.js, err = jetstream.New(nc); err != nil {

@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"time"
 
@@ -42,6 +41,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/auditor"
+	"github.com/cordonhq/cordon/services/enforcer"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
 )
@@ -208,10 +208,6 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
 		return nil, err
 	}
-	_, enfJS, err := s.connectAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID))
-	if err != nil {
-		return nil, err
-	}
 
 	// Issuer.
 	iss, err := issuer.Start(ctx, issuer.Config{NATS: s.natsAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer)),
@@ -266,26 +262,17 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.UpstreamURL = "http://" + upstream
-	s.Enforcer, err = enforce.New(enforce.Options{ID: o.EnforcerID, Routes: routes,
-		TrustedProxies: nil, TrustAnchors: anchors, MaxStaleness: o.MaxStaleness, FailClosed: !o.FailOpen,
-		Log: o.Log.With().Str("svc", "enforcer").Logger()})
+	enf, err := enforcer.Start(ctx, enforcer.Config{
+		Options: enforce.Options{ID: o.EnforcerID, Routes: routes, TrustAnchors: anchors, MaxStaleness: o.MaxStaleness, FailClosed: !o.FailOpen,
+			Log: o.Log.With().Str("svc", "enforcer").Logger()},
+		NATS:     s.natsAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID)),
+		Upstream: s.UpstreamURL, Listen: o.ProxyListen})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Enforcer.Start(ctx, enfJS); err != nil {
 		return nil, fmt.Errorf("start enforcer: %w", err)
 	}
-	s.closers = append(s.closers, s.Enforcer.Close)
-	up, _ := url.Parse(s.UpstreamURL)
-	proxy, err := enforce.NewProxy(s.Enforcer, up)
-	if err != nil {
-		return nil, err
-	}
-	addr, err := s.serve(o.ProxyListen, proxy)
-	if err != nil {
-		return nil, err
-	}
-	s.ProxyURL = "http://" + addr
+	s.closers = append(s.closers, enf.Close)
+	s.Enforcer = enf.Enforcer()
+	s.ProxyURL = "http://" + enf.Addr().String()
 	return s, nil
 }
 

@@ -87,14 +87,12 @@ func Start(o Options) (*Server, error) {
 	return &Server{Server: ns, opts: opts}, nil
 }
 
-// Connect returns an in-process client connection (no socket).
+// Connect returns an in-process client connection (no socket), dialled
+// as every Cordon client is (natsconn.Dial): reconnecting forever, opts
+// after Cordon's own.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.Name(name), nats.InProcessServer(s.Server), nats.MaxReconnects(-1)}, opts...)
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to embedded nats: %w", err)
-	}
-	return nc, nil
+	return natsconn.Dial(natsconn.Config{URL: s.ClientURL(), Name: name,
+		Options: append([]nats.Option{nats.InProcessServer(s.Server)}, opts...)})
 }
 
 // Stop shuts the server down and waits for it.
