@@ -2,29 +2,13 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"github.com/cordonhq/cordon/pkg/svcconfig"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/issuer"
 )
-
-// addTrustAnchorFlag registers --trust-anchor: the issuer's trust anchor,
-// which endorses every signing key a verifier takes from the keys bucket.
-func addTrustAnchorFlag(fs *flag.FlagSet) *string {
-	var v string
-	svcconfig.TrustAnchorFlag(fs, &v, svcconfig.TrustAnchorHelp)
-	return &v
-}
-
-// trustAnchors loads the --trust-anchor value.
-func trustAnchors(v string) (token.Anchors, error) {
-	a, err := svcconfig.TrustAnchors(v, nil)
-	return a, usageOf(err)
-}
 
 func runAnchor(_ context.Context, env *Env, args []string) error {
 	if len(args) == 0 || args[0] != "generate" {

@@ -16,14 +16,9 @@ import (
 // server URL, the command's credentials and TLS).
 type natsFlags struct{ natsconn.Config }
 
-// The default identities of the commands: the CLI's requests are the
-// admin's; each service is its role.
-var (
-	adminIdentity   = natsconn.RoleIdentity(natsauth.RoleAdmin)
-	issuerIdentity  = natsconn.RoleIdentity(natsauth.RoleIssuer)
-	revokerIdentity = natsconn.RoleIdentity(natsauth.RoleRevoker)
-	auditorIdentity = natsconn.RoleIdentity(natsauth.RoleAuditor)
-)
+// adminIdentity is the client commands' default NATS identity: their
+// requests are the admin's (each service's is its role, in its Config).
+var adminIdentity = natsconn.RoleIdentity(natsauth.RoleAdmin)
 
 // addNATSFlags registers --nats, --nats-creds, --nats-ca, --nats-cert and
 // --nats-key (natsconn.Config.RegisterFlags).

@@ -237,6 +237,7 @@ func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
 // comma-separated.
 type prefixList []netip.Prefix
 
+// String implements flag.Value.
 func (l *prefixList) String() string {
 	if l == nil {
 		return ""
@@ -248,6 +249,7 @@ func (l *prefixList) String() string {
 	return strings.Join(s, ",")
 }
 
+// Set implements flag.Value: it appends the CIDRs (or addresses) in v.
 func (l *prefixList) Set(v string) error {
 	for _, part := range strings.Split(v, ",") {
 		part = strings.TrimSpace(part)
