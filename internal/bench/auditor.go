@@ -20,6 +20,7 @@ import (
 	"github.com/cordonhq/cordon/internal/replay"
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
@@ -204,13 +205,30 @@ func measure(fn func() error) (phase, error) {
 	return phase{wall: time.Since(t0), cpu: cpuTime() - c0}, err
 }
 
-// benchPipeline starts an embedded pipeline on the shared chDB session.
+// benchPipeline starts an embedded pipeline on a fresh database of the
+// shared chDB session. The database's tables are made first, so that a
+// deferred auditor's start (StartAuditor) is its consumption, not the
+// store's migrations.
 func benchPipeline(ctx context.Context, db string, cfg *detect.Config, deferAuditor bool) (*replay.Pipeline, error) {
+	b, err := openBenchBackend(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	s, err := store.Open(ctx, b, store.Options{})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
 	return replay.Start(ctx, replay.PipelineOptions{
 		Detectors:    cfg,
 		DeferAuditor: deferAuditor,
-		Backend:      func(ctx context.Context) (store.Backend, error) { return openBenchBackend(ctx, db) },
-		Log:          zerolog.Nop(),
+		Backend: func(ctx context.Context) (store.Backend, error) {
+			return chdbstore.Open(ctx, chdbstore.Options{Path: sharedChDBPath(), Database: db})
+		},
+		Log: zerolog.Nop(),
 	})
 }
 
@@ -262,7 +280,7 @@ func benchIngestion(ctx context.Context, progress io.Writer) ([]Figure, error) {
 		if err != nil {
 			return phase{}, err
 		}
-		if err := natsrun.Ensure(ctx, js, events.StreamOptions{}); err != nil {
+		if err := natsconn.Ensure(ctx, js, events.StreamOptions{}); err != nil {
 			return phase{}, err
 		}
 		return measure(func() error { _, err := w.publish(ctx, js, 0, len(w.data)); return err })
@@ -332,7 +350,9 @@ func benchIngestion(ctx context.Context, progress io.Writer) ([]Figure, error) {
 			return phase{}, err
 		}
 		return measure(func() error {
-			p.StartAuditor()
+			if err := p.StartAuditor(ctx); err != nil {
+				return err
+			}
 			return waitAuditor(ctx, p.Auditor, last, 3*time.Minute)
 		})
 	}()

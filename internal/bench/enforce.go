@@ -26,8 +26,10 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/services/enforcer"
 )
 
 // EnforceSuite measures the enforcer: in-process decision latency for seen
@@ -99,15 +101,15 @@ func newEnforceBench(ctx context.Context) (*enforceBench, error) {
 		b.close()
 		return nil, err
 	}
-	if b.nc, err = nats.Connect(b.srv.ClientURL()); err != nil {
+	if b.nc, err = natsconn.Dial(natsconn.Config{URL: b.srv.ClientURL(), Name: "bench-enforce"}); err != nil {
 		b.close()
-		return nil, fmt.Errorf("connect nats: %w", err)
+		return nil, err
 	}
 	if b.js, err = jetstream.New(b.nc); err != nil {
 		b.close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if err := natsrun.Ensure(ctx, b.js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, b.js, events.StreamOptions{}); err != nil {
 		b.close()
 		return nil, err
 	}
@@ -370,20 +372,17 @@ func (b *enforceBench) proxy(ctx context.Context) ([]Figure, error) {
 	defer up.Close()
 	upURL, _ := url.Parse("http://" + up.Addr().String())
 
-	e, err := b.enforcer(ctx, "bench-proxy")
-	if err != nil {
-		return nil, err
-	}
-	defer e.Close()
-	h, err := enforce.NewProxy(e, upURL)
-	if err != nil {
-		return nil, err
-	}
-	px, err := enforceServe(h)
+	// The enforcing proxy as `cordon enforce` runs it, with its own NATS
+	// connection.
+	px, err := enforcer.Start(ctx, enforcer.Config{
+		Options:  enforce.Options{ID: "bench-proxy", Routes: b.routes, TrustAnchors: token.Anchors{b.anchor.Public()}, Log: zerolog.Nop()},
+		NATS:     natsconn.Config{URL: b.srv.ClientURL()},
+		Upstream: upURL.String(), Listen: "127.0.0.1:0", SyncTimeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}
 	defer px.Close()
+	e := px.Enforcer()
 
 	toks, err := b.mint(200)
 	if err != nil {

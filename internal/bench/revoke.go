@@ -17,6 +17,7 @@ import (
 	"github.com/cordonhq/cordon/internal/up"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -141,7 +142,7 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 		return 0, 0, err
 	}
 	defer srv.Stop()
-	nc, err := srv.Connect("bench-revoker")
+	nc, err := srv.Connect("bench-keys")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -150,7 +151,7 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := natsrun.Ensure(ctx, js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, js, events.StreamOptions{}); err != nil {
 		return 0, 0, err
 	}
 	signer, err := token.GenerateSigner(time.Now())
@@ -170,14 +171,14 @@ func propagation(ctx context.Context, n, trials int) (p50, p99 time.Duration, er
 	if _, err := keys.Put(ctx, signer.KeyID, rec); err != nil {
 		return 0, 0, err
 	}
-	rv, err := revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: zerolog.Nop(), Source: "bench", TrustAnchors: anchors})
+	svc, err := revoker.Start(ctx, revoker.Config{NATS: natsconn.Config{URL: srv.ClientURL(), Name: "bench-revoker",
+		Options: []nats.Option{nats.InProcessServer(srv.Server)}}, TrustAnchors: anchors, Response: response.Default(),
+		Source: "bench", Log: zerolog.Nop()})
 	if err != nil {
 		return 0, 0, err
 	}
-	if err := rv.Start(ctx); err != nil {
-		return 0, 0, err
-	}
-	defer rv.Close()
+	defer svc.Close()
+	rv := svc.Revoker()
 	es, closeAll, err := benchEnforcers(ctx, func(id string) (*nats.Conn, error) { return srv.Connect("bench-enforcer-" + id) }, n, "bench", anchors)
 	if err != nil {
 		return 0, 0, err

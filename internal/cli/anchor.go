@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,29 +9,6 @@ import (
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/issuer"
 )
-
-// defaultTrustAnchor is where `cordon issuer` and `cordon up` write the
-// trust anchor's public half with the default data directory.
-var defaultTrustAnchor = filepath.Join(".cordon", issuer.TrustAnchorFile)
-
-// addTrustAnchorFlag registers --trust-anchor: the issuer's trust anchor,
-// which endorses every signing key a verifier takes from the keys bucket.
-func addTrustAnchorFlag(fs *flag.FlagSet) *string {
-	return fs.String("trust-anchor", getenvDefault("CORDON_TRUST_ANCHOR", defaultTrustAnchor),
-		"the issuer's trust anchor: a file written by `cordon issuer` (DATA/"+issuer.TrustAnchorFile+") or `cordon anchor generate`, or the "+token.AnchorPrefix+"… text itself ($CORDON_TRUST_ANCHOR)")
-}
-
-// trustAnchors loads the --trust-anchor value.
-func trustAnchors(v string) (token.Anchors, error) {
-	if v == "" {
-		return nil, fmt.Errorf("%w: --trust-anchor is required: signing keys are accepted only when the issuer's trust anchor endorses them", errUsage)
-	}
-	k, err := token.LoadAnchorKey(v)
-	if err != nil {
-		return nil, fmt.Errorf("%w: --trust-anchor: %v", errUsage, err)
-	}
-	return token.Anchors{k}, nil
-}
 
 func runAnchor(_ context.Context, env *Env, args []string) error {
 	if len(args) == 0 || args[0] != "generate" {

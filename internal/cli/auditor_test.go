@@ -19,7 +19,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natstest"
-	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/simulate"
 	"github.com/cordonhq/cordon/pkg/store"
@@ -128,25 +127,6 @@ func TestAuditorFlags(t *testing.T) {
 				t.Fatalf("usage error = %v, want %v (%v)", errors.Is(err, errUsage), tc.usage, err)
 			}
 		})
-	}
-}
-
-func TestLoadDetectorsOverDefaults(t *testing.T) {
-	p := writeFile(t, "p.yaml", policyHead+"detectors:\n  cooldown: 30m\n  learning:\n    min_events: 10\n  volume_spike:\n    factor: 8\n")
-	cfg, err := loadDetectors(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	def := detect.DefaultConfig()
-	if cfg.Cooldown != 30*time.Minute || cfg.Learning.MinEvents != 10 || cfg.VolumeSpike.Factor != 8 {
-		t.Errorf("overrides not applied: %+v", cfg)
-	}
-	if cfg.Learning.MinAge != def.Learning.MinAge || cfg.VolumeSpike.MinCount != def.VolumeSpike.MinCount || !cfg.MultiNetwork.Enabled {
-		t.Errorf("defaults not kept: %+v", cfg)
-	}
-	noSection, err := loadDetectors(writeFile(t, "n.yaml", policyHead))
-	if err != nil || noSection.Cooldown != def.Cooldown {
-		t.Errorf("policy without detectors: %+v, %v", noSection, err)
 	}
 }
 

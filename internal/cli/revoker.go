@@ -5,164 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
-	"github.com/cordonhq/cordon/pkg/policy"
-	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/services/revoker"
 )
-
-// revokerFlags are the options of `cordon revoker`.
-type revokerFlags struct {
-	policy, source, metrics                   string
-	webhook, slack, pdKey, pdURL, externalURL string
-	maxTTL                                    time.Duration
-	replicas                                  int
-	dryRun, check                             bool
-}
 
 // runRevoker is `cordon revoker`: the revocation service on its own.
 func runRevoker(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "revoker", "revoker --nats URL --policy FILE [--alert-webhook URL] [--slack-webhook URL] [--pagerduty-key KEY] [--check-config]")
-	var f revokerFlags
-	nf := addNATSFlags(fs, revokerIdentity)
-	anchor := addTrustAnchorFlag(fs)
-	fs.StringVar(&f.policy, "policy", os.Getenv("CORDON_POLICY"), "policy file; its response: section is the response policy ($CORDON_POLICY)")
-	fs.StringVar(&f.webhook, "alert-webhook", os.Getenv("CORDON_ALERT_WEBHOOK"), "Alertmanager-format webhook receiver URL ($CORDON_ALERT_WEBHOOK)")
-	fs.StringVar(&f.slack, "slack-webhook", os.Getenv("CORDON_SLACK_WEBHOOK"), "Slack incoming webhook URL ($CORDON_SLACK_WEBHOOK)")
-	fs.StringVar(&f.pdKey, "pagerduty-key", os.Getenv("CORDON_PAGERDUTY_KEY"), "PagerDuty Events API v2 routing key ($CORDON_PAGERDUTY_KEY)")
-	fs.StringVar(&f.pdURL, "pagerduty-url", getenvDefault("CORDON_PAGERDUTY_URL", alert.PagerDutyURL), "PagerDuty events endpoint")
-	fs.StringVar(&f.externalURL, "external-url", "", "link back to Cordon shown in alerts")
-	fs.DurationVar(&f.maxTTL, "max-token-ttl", 0, "longest token life (default: the policy's largest max_ttl, at least 24h)")
-	fs.StringVar(&f.source, "source", "", "instance name recorded in events (default revoker/<hostname>)")
-	fs.StringVar(&f.metrics, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
-	fs.IntVar(&f.replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
-	fs.BoolVar(&f.dryRun, "dry-run", false, "record what would be revoked, revoke nothing (overrides the policy)")
-	fs.BoolVar(&f.check, "check-config", false, "validate the policy and flags, then exit")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
-	}
-	resp, maxTTL, err := loadResponsePolicy(f.policy)
-	if err != nil {
-		return err
-	}
-	if f.maxTTL < 0 {
-		return fmt.Errorf("%w: --max-token-ttl %s is negative", errUsage, f.maxTTL)
-	}
-	if f.maxTTL > 0 {
-		maxTTL = f.maxTTL
-	}
-	if f.dryRun {
-		resp.DryRun = true
-	}
-	if f.replicas < 1 || f.replicas > 5 {
-		return fmt.Errorf("%w: --replicas %d: want 1 to 5", errUsage, f.replicas)
-	}
-	if f.metrics != "" {
-		if _, _, err := net.SplitHostPort(f.metrics); err != nil {
-			return fmt.Errorf("%w: --metrics-listen %q: %v", errUsage, f.metrics, err)
-		}
-	}
-	sinks, err := alertSinks(f)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if f.check {
-		fmt.Fprintf(env.Stdout, "response policy %s: ok (%s; max token ttl %s; %d alert sinks)\n", resp.File, resp, maxTTL, len(sinks))
-		return nil
-	}
-	if f.source == "" {
-		host, _ := os.Hostname()
-		f.source = "revoker/" + strings.SplitN(host, ".", 2)[0]
-	}
-
-	anchors, err := trustAnchors(*anchor)
-	if err != nil {
-		return err
-	}
-	nc, err := nf.connect("cordon-revoker")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if err := ensureMissingStreams(ctx, env, js, events.StreamOptions{Replicas: f.replicas}); err != nil {
-		return err
-	}
-	r, err := revoker.New(revoker.Options{
-		NC: nc, JS: js, Policy: resp, Sinks: sinks, Log: env.Log, Source: f.source, MaxTokenTTL: maxTTL,
-		TrustAnchors: anchors,
-	})
-	if err != nil {
-		return err
-	}
-	if f.metrics != "" {
-		stop, err := serveMetrics(env, f.metrics, "revoker", r)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	return r.Run(ctx)
-}
-
-// loadResponsePolicy reads the response policy and the longest token life
-// from the policy file; no file means the default response policy.
-func loadResponsePolicy(path string) (*response.Policy, time.Duration, error) {
-	if path == "" {
-		return response.Default(), (*policy.Policy)(nil).MaxTokenLife(), nil
-	}
-	pol, err := policy.Load(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	resp, err := response.Decode(pol.File, pol.Response)
-	if err != nil {
-		return nil, 0, err
-	}
-	return resp, pol.MaxTokenLife(), nil
-}
-
-// alertSinks builds the configured sinks. Errors never quote URLs or keys.
-func alertSinks(f revokerFlags) ([]alert.Sink, error) {
-	var sinks []alert.Sink
-	if f.webhook != "" {
-		s, err := alert.NewWebhook(alert.WebhookConfig{URL: f.webhook, ExternalURL: f.externalURL})
-		if err != nil {
-			return nil, fmt.Errorf("--alert-webhook: %w", err)
-		}
-		sinks = append(sinks, s)
-	}
-	if f.slack != "" {
-		s, err := alert.NewSlack(alert.SlackConfig{URL: f.slack})
-		if err != nil {
-			return nil, fmt.Errorf("--slack-webhook: %w", err)
-		}
-		sinks = append(sinks, s)
-	}
-	if f.pdKey != "" {
-		s, err := alert.NewPagerDuty(alert.PagerDutyConfig{RoutingKey: f.pdKey, URL: f.pdURL, ClientURL: f.externalURL})
-		if err != nil {
-			return nil, fmt.Errorf("--pagerduty-key: %w", err)
-		}
-		sinks = append(sinks, s)
-	}
-	return sinks, nil
+	cfg := revoker.Config{Log: env.Log}
+	cfg.RegisterFlags(fs)
+	return runService(ctx, env, fs, args, &cfg, "validate the policy and flags, then exit",
+		func(ctx context.Context) error { return revoker.Run(ctx, cfg) })
 }
 
 // runRevoke is `cordon revoke`: a NATS client of cordon.cmd.revoke that
@@ -250,7 +110,7 @@ func runRevoke(ctx context.Context, env *Env, args []string) error {
 	rep, err := revoker.Call(ctx, nc, req)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("no revoker is listening on %s at %s", events.SubjectCmdRevoke, nf.url)
+			return fmt.Errorf("no revoker is listening on %s at %s", events.SubjectCmdRevoke, nf.URL)
 		}
 		return err
 	}

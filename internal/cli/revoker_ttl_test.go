@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,9 +26,18 @@ import (
 // as long as it lives: a 24h token-life window neither indexed the token
 // nor kept the rule for more than a day.
 func TestStandaloneRevokerHolderRuleOutlivesAdminToken(t *testing.T) {
-	_, maxTTL, err := loadResponsePolicy(filepath.Join("..", "..", "deploy", "compose", "policy.yaml"))
+	// The window `cordon revoker --policy FILE --check-config` reports is
+	// the one the service runs with (revoker.Config).
+	cfg := revoker.Config{PolicyFile: filepath.Join("..", "..", "deploy", "compose", "policy.yaml")}
+	line, err := cfg.Check()
 	if err != nil {
 		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(line, "max token ttl ")
+	window, _, _ := strings.Cut(rest, ";")
+	maxTTL, perr := time.ParseDuration(window)
+	if !ok || perr != nil {
+		t.Fatalf("check-config line %q names no token-life window", line)
 	}
 	nt := natstest.Run(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -13,6 +13,7 @@ import (
 	"github.com/cordonhq/cordon/internal/up"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 func runUp(ctx context.Context, env *Env, args []string) error {
@@ -62,7 +63,7 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	where := "from this directory, the CLI finds the admin's NATS identity (" + sys.CredsFile(natsauth.RoleAdmin) + ") and token by itself"
-	if filepath.Clean(o.DataDir) != filepath.Dir(DefaultCredsDir) {
+	if filepath.Clean(o.DataDir) != filepath.Dir(natsconn.DefaultCredsDir) {
 		where = "NATS refuses anonymous clients: pass --nats-creds " + sys.CredsFile(natsauth.RoleAdmin) + " --token-file " + sys.Issuer.AdminTokenPath()
 	}
 	fmt.Fprintf(env.Stdout, `

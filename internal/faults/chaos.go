@@ -12,10 +12,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/simulate"
 )
@@ -208,15 +208,15 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 	}
 	defer srv.Stop()
 	h.url = srv.ClientURL()
-	nc, err := nats.Connect(h.url, nats.MaxReconnects(-1))
+	nc, err := natsconn.Dial(natsconn.Config{URL: h.url, Name: "faults-chaos"})
 	if err != nil {
-		return nil, fmt.Errorf("connect nats: %w", err)
+		return nil, err
 	}
 	defer nc.Close()
 	if h.js, err = jetstream.New(nc); err != nil {
 		return nil, err
 	}
-	if err := natsrun.Ensure(ctx, h.js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, h.js, events.StreamOptions{}); err != nil {
 		return nil, err
 	}
 	chdbPath := filepath.Join(h.dir, "chdb")

@@ -5,7 +5,6 @@ package faults
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -14,10 +13,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
 	"github.com/cordonhq/cordon/services/auditor"
@@ -58,63 +56,40 @@ func runChild(role string, out *json.Encoder) error {
 	return fmt.Errorf("$%s=%q: want %q or %q", EnvChild, role, ChildAuditor, ChildQuery)
 }
 
-// runAuditorChild runs the auditor as `cordon auditor` would — NATS,
-// chDB store, detectors with a state directory — until ctx ends.
+// runAuditorChild runs the auditor service as `cordon auditor` would —
+// NATS, chDB store, detectors with a state directory — without the
+// analysts' API, until ctx ends.
 func runAuditorChild(ctx context.Context, cfg childConfig, out *json.Encoder, log zerolog.Logger) error {
-	nc, err := nats.Connect(cfg.NATS, nats.Name("faults-auditor-"+strconv.Itoa(os.Getpid())),
-		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		return fmt.Errorf("connect nats: %w", err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	b, err := chdbstore.Open(ctx, chdbstore.Options{Path: cfg.ChDBPath, Database: cfg.Database})
-	if err != nil {
-		return err
-	}
-	s, err := store.Open(ctx, b, store.Options{Logger: log})
-	if err != nil {
-		b.Close()
-		return err
-	}
-	defer s.Close()
-	det, err := detect.New(detect.DefaultConfig())
-	if err != nil {
-		return fmt.Errorf("detectors: %w", err)
-	}
-	a, err := auditor.New(auditor.Options{
-		JS: js, Store: s, Detector: det, StateDir: cfg.StateDir, Durable: cfg.Durable,
-		AckWait: cfg.AckWait, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, CheckpointEvery: cfg.CheckpointEvery,
+	svc, err := auditor.Start(ctx, auditor.Config{
+		NATS: natsconn.Config{URL: cfg.NATS, Name: "faults-auditor-" + strconv.Itoa(os.Getpid()),
+			Options: []nats.Option{nats.ReconnectWait(50 * time.Millisecond)}},
+		NoAnalystAPI: true, Store: auditor.StoreCHDB, ChDBPath: cfg.ChDBPath, Database: cfg.Database, StateDir: cfg.StateDir,
+		Durable: cfg.Durable, AckWait: cfg.AckWait, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait, CheckpointEvery: cfg.CheckpointEvery,
 		Source: "auditor/faults-" + strconv.Itoa(os.Getpid()), Log: log,
 	})
 	if err != nil {
 		return err
 	}
 	if err := out.Encode(childMsg{Kind: "ready"}); err != nil {
+		svc.Close()
 		return err
 	}
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				st := a.Stats()
-				_ = out.Encode(childMsg{Kind: "stats", Stats: &childStats{Usage: st.Usage, Anomalies: st.Anomalies,
-					LastSeq: st.LastUsageSeq, Batches: st.Batches, WriteError: st.WriteErrors}})
-			}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-svc.Done():
+			running = false
+		case <-t.C:
+			st := svc.Auditor().Stats()
+			_ = out.Encode(childMsg{Kind: "stats", Stats: &childStats{Usage: st.Usage, Anomalies: st.Anomalies,
+				LastSeq: st.LastUsageSeq, Batches: st.Batches, WriteError: st.WriteErrors}})
 		}
-	}()
-	err = a.Run(ctx)
-	close(done)
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("auditor: %w", err)
+	}
+	if err := svc.Close(); err != nil {
+		return err
 	}
 	log.Info().Msg("auditor child stopped")
 	return nil

@@ -22,9 +22,11 @@ import (
 	"github.com/cordonhq/cordon/internal/natscluster"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/services/enforcer"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
 )
@@ -212,12 +214,15 @@ type nlToken struct {
 }
 
 type nodeLoss struct {
-	tb  testing.TB
-	o   NodeLossOptions
-	c   *natscluster.Cluster
-	iss *issuer.Issuer
-	rv  *revoker.Revoker
-	enf [2]*enforce.Enforcer
+	tb     testing.TB
+	o      NodeLossOptions
+	c      *natscluster.Cluster
+	iss    *issuer.Issuer
+	issSvc *issuer.Service
+	rv     *revoker.Revoker
+	rvSvc  *revoker.Service
+	enf    [2]*enforce.Enforcer
+	enfSvc [2]*enforcer.Service
 
 	mu       sync.Mutex
 	tokens   []*nlToken
@@ -373,51 +378,65 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 		return err
 	}
 	n.tb.Cleanup(func() { os.RemoveAll(dir) })
-	nc, js := n.c.Connect(n.tb, nats.Name("faults-issuer"))
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	n.iss, err = issuer.New(issuer.Options{NC: nc, JS: js, DataDir: dir, Policy: pol, Logger: n.o.Log, Source: "issuer/faults"})
+	n.issSvc, err = issuer.Start(sctx, issuer.Config{NATS: n.natsAs("faults-issuer"), Replicas: 3, DataDir: dir, Policy: pol,
+		Source: "issuer/faults", Log: n.o.Log})
 	if err != nil {
 		return err
 	}
-	if err := n.iss.Start(sctx); err != nil {
-		return err
-	}
-	nc, js = n.c.Connect(n.tb, nats.Name("faults-revoker"))
+	n.iss = n.issSvc.Issuer()
 	anchors := token.Anchors{n.iss.TrustAnchor()}
-	n.rv, err = revoker.New(revoker.Options{NC: nc, JS: js, Policy: response.Default(), Log: n.o.Log, Source: "revoker/faults", TrustAnchors: anchors})
+	n.rvSvc, err = revoker.Start(sctx, revoker.Config{NATS: n.natsAs("faults-revoker"), Replicas: 3, TrustAnchors: anchors,
+		Response: response.Default(), Source: "revoker/faults", Log: n.o.Log})
 	if err != nil {
 		return err
 	}
-	if err := n.rv.Start(sctx); err != nil {
+	n.rv = n.rvSvc.Revoker()
+	routes, err := enforce.ParseRoutes("node-loss-routes.yaml", []byte(nlRoutes))
+	if err != nil {
 		return err
 	}
+	// The enforcing proxies as deployed, each with its own connection;
+	// the workload asks their enforcers directly (Check), so the upstream
+	// is never reached.
 	for i := range n.enf {
 		id := fmt.Sprintf("edge-%d", i+1)
-		_, js := n.c.Connect(n.tb, nats.Name("faults-"+id))
-		e, err := enforce.New(enforce.Options{ID: id, Service: nlService, TrustAnchors: anchors, Log: n.o.Log})
+		svc, err := enforcer.Start(sctx, enforcer.Config{
+			Options: enforce.Options{ID: id, Service: nlService, Routes: routes, TrustAnchors: anchors, Log: n.o.Log},
+			NATS:    n.natsAs("faults-" + id), Upstream: "http://127.0.0.1:9", Listen: "127.0.0.1:0"})
 		if err != nil {
 			return err
 		}
-		n.enf[i] = e
-		if err := e.Start(sctx, js); err != nil {
-			return err
-		}
+		n.enfSvc[i], n.enf[i] = svc, svc.Enforcer()
 	}
 	return nil
 }
 
+// nlRoutes are the node-loss enforcers' routes.
+const nlRoutes = `service: invoices
+routes:
+  - {method: GET, path: "/invoices/{id}", scope: "invoices:read"}
+`
+
+// natsAs is how a service named name reaches the cluster: every node's
+// URL, reconnecting quickly.
+func (n *nodeLoss) natsAs(name string) natsconn.Config {
+	return natsconn.Config{URL: strings.Join(n.c.URLs(), ","), Name: name,
+		Options: []nats.Option{nats.ReconnectWait(50 * time.Millisecond)}}
+}
+
 func (n *nodeLoss) stopServices() {
-	for _, e := range n.enf {
-		if e != nil {
-			e.Close()
+	for _, svc := range n.enfSvc {
+		if svc != nil {
+			svc.Close()
 		}
 	}
-	if n.rv != nil {
-		n.rv.Close()
+	if n.rvSvc != nil {
+		n.rvSvc.Close()
 	}
-	if n.iss != nil {
-		n.iss.Close()
+	if n.issSvc != nil {
+		n.issSvc.Close()
 	}
 }
 
@@ -445,7 +464,8 @@ func (n *nodeLoss) pickVictim(ctx context.Context) (int, string, error) {
 		name = host
 		role = fmt.Sprintf("host of %d enforcer denylist watch(es), meta leader, leader of %s", watches, strings.Join(ledStreams, ", "))
 		if meta != host {
-			sys, err := nats.Connect(strings.Join(n.c.URLs(), ","), nats.UserInfo(sysUser, sysPass))
+			sys, err := natsconn.Dial(natsconn.Config{URL: strings.Join(n.c.URLs(), ","), Name: "faults-system",
+				Options: []nats.Option{nats.UserInfo(sysUser, sysPass)}})
 			if err != nil {
 				return 0, "", fmt.Errorf("connect as system: %w", err)
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
@@ -85,7 +86,7 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 		return nc, js
 	}
 	_, admin := connect("admin")
-	if err := natsrun.Ensure(ctx, admin, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, admin, events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	pol, err := policy.Parse("outage.yaml", []byte(outagePolicy))

@@ -32,9 +32,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
-	"github.com/cordonhq/cordon/pkg/natsrun"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 // ErrNotRunning is returned for an operation on a node that is down.
@@ -196,7 +197,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	return c
 }
 
-// ensure creates Cordon's streams and buckets with natsrun.Ensure,
+// ensure creates Cordon's streams and buckets with natsconn.Ensure,
 // retrying while the new cluster settles (a create can briefly fail with
 // "no suitable peers"). With createOnly — the helper connects with an
 // identity such as natsauth's admin, which may create streams but not
@@ -206,9 +207,9 @@ func ensure(ctx context.Context, js jetstream.JetStream, o events.StreamOptions,
 	var err error
 	for {
 		if createOnly {
-			err = createMissing(ctx, js, o)
+			err = natsconn.EnsureMissing(ctx, js, o, zerolog.Nop())
 		} else {
-			err = natsrun.Ensure(ctx, js, o)
+			err = natsconn.Ensure(ctx, js, o)
 		}
 		if err == nil {
 			return nil
@@ -219,20 +220,6 @@ func ensure(ctx context.Context, js jetstream.JetStream, o events.StreamOptions,
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func createMissing(ctx context.Context, js jetstream.JetStream, o events.StreamOptions) error {
-	for _, cfg := range events.Streams(o) {
-		if _, err := js.CreateStream(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("create stream %s: %w", cfg.Name, err)
-		}
-	}
-	for _, cfg := range events.Buckets(o) {
-		if _, err := js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return fmt.Errorf("create bucket %s: %w", cfg.Bucket, err)
-		}
-	}
-	return nil
 }
 
 func (c *Cluster) writeConfig(n *Node) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -82,7 +83,7 @@ func RunIn(t testing.TB, dir string) *Env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := natsrun.Ensure(ctx, js, events.StreamOptions{}); err != nil {
+	if err := natsconn.Ensure(ctx, js, events.StreamOptions{}); err != nil {
 		t.Fatalf("ensure streams: %v", err)
 	}
 	anchor, err := token.GenerateAnchor()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
@@ -40,22 +41,26 @@ type PipelineOptions struct {
 	// data path per process: a process that already uses chDB elsewhere
 	// passes a Backend on that path.
 	Backend func(ctx context.Context) (store.Backend, error)
-	// Auditor tunes the auditor (BatchSize, BatchWait, Writers…); JS,
-	// Store, Detector, StateDir and Log are set by Start.
-	Auditor auditor.Options
+	// Auditor tunes the auditor service (BatchSize, BatchWait, Writers,
+	// Source…); its NATS, store, detectors, state directory and Log are
+	// set by Start.
+	Auditor auditor.Config
 	// MemoryStreams keeps the streams in memory instead of files.
 	MemoryStreams bool
 	// DeferAuditor leaves the auditor stopped until StartAuditor (to
-	// publish a backlog first).
+	// publish a backlog first); Store, Detector and Auditor are nil until
+	// then.
 	DeferAuditor bool
 	// Log receives the components' logs.
 	Log zerolog.Logger
 }
 
-// Pipeline is a running embedded pipeline: JetStream, an auditor with its
-// detectors, and the store. It is the real thing, in one process.
+// Pipeline is a running embedded pipeline: JetStream and the auditor
+// service (services/auditor) with its detectors and store. It is the real
+// thing, in one process.
 type Pipeline struct {
-	Server   *natsrun.Server
+	Server *natsrun.Server
+	// NC and JS are the publisher's connection; the auditor has its own.
 	NC       *nats.Conn
 	JS       jetstream.JetStream
 	Store    *store.Store
@@ -66,15 +71,15 @@ type Pipeline struct {
 	tempDir   bool
 	rdir      *Dir      // the replay directory (Dir set)
 	notBefore time.Time // the end of the replay continued
-	cancel    context.CancelFunc
-	done      chan error
+	audCfg    auditor.Config
+	aud       *auditor.Service
 }
 
 // Start starts an embedded pipeline. Close stops it. With a Dir, the
 // caller records the outcome of its replay with Finish before Close;
 // otherwise the directory counts the replay as unfinished.
 func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
-	p = &Pipeline{dir: o.Dir, done: make(chan error, 1)}
+	p = &Pipeline{dir: o.Dir}
 	defer func() {
 		if err != nil {
 			if p.rdir != nil {
@@ -117,7 +122,7 @@ func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 	if p.JS, err = jetstream.New(p.NC, jetstream.WithPublishAsyncMaxPending(publishWindow)); err != nil {
 		return p, fmt.Errorf("replay pipeline: jetstream: %w", err)
 	}
-	if err = natsrun.Ensure(ctx, p.JS, events.StreamOptions{Memory: o.MemoryStreams}); err != nil {
+	if err = natsconn.Ensure(ctx, p.JS, events.StreamOptions{Memory: o.MemoryStreams}); err != nil {
 		return p, err
 	}
 	open := o.Backend
@@ -126,45 +131,37 @@ func Start(ctx context.Context, o PipelineOptions) (p *Pipeline, err error) {
 			return defaultBackend(ctx, filepath.Join(p.dir, chdbSubdir), chdbDatabase)
 		}
 	}
-	b, err := open(ctx)
-	if err != nil {
-		return p, fmt.Errorf("replay pipeline: open store: %w", err)
+	c := o.Auditor
+	c.NATS = natsconn.Config{URL: p.Server.ClientURL(), Name: "cordon-replay-auditor",
+		Options: []nats.Option{nats.InProcessServer(p.Server.Server)}}
+	c.NoAnalystAPI, c.Backend, c.Detectors, c.Log = true, open, o.Detectors, o.Log
+	c.StateDir = filepath.Join(p.dir, stateSubdir)
+	if c.Source == "" {
+		c.Source = "auditor/replay"
 	}
-	if p.Store, err = store.Open(ctx, b, store.Options{Logger: o.Log}); err != nil {
-		_ = b.Close()
-		return p, err
-	}
-	cfg := detect.DefaultConfig()
-	if o.Detectors != nil {
-		cfg = *o.Detectors
-	}
-	if p.Detector, err = detect.New(cfg); err != nil {
-		return p, err
-	}
-	ao := o.Auditor
-	ao.JS, ao.Store, ao.Detector, ao.Log = p.JS, p.Store, p.Detector, o.Log
-	ao.StateDir = filepath.Join(p.dir, stateSubdir)
-	if ao.Source == "" {
-		ao.Source = "auditor/replay"
-	}
-	if p.Auditor, err = auditor.New(ao); err != nil {
-		return p, err
-	}
+	p.audCfg = c
 	if !o.DeferAuditor {
-		p.StartAuditor()
+		if err = p.StartAuditor(ctx); err != nil {
+			return p, err
+		}
 	}
 	return p, nil
 }
 
-// StartAuditor starts the auditor of a pipeline started with DeferAuditor;
-// it does nothing when the auditor runs already.
-func (p *Pipeline) StartAuditor() {
-	if p.cancel != nil {
-		return
+// StartAuditor starts the auditor of a pipeline started with
+// DeferAuditor (and sets Store, Detector and Auditor); it does nothing
+// when the auditor runs already.
+func (p *Pipeline) StartAuditor(ctx context.Context) error {
+	if p.aud != nil {
+		return nil
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	go func() { p.done <- p.Auditor.Run(runCtx) }()
+	aud, err := auditor.Start(ctx, p.audCfg)
+	if err != nil {
+		return fmt.Errorf("replay pipeline: %w", err)
+	}
+	p.aud = aud
+	p.Store, p.Detector, p.Auditor = aud.Store(), aud.Detector(), aud.Auditor()
+	return nil
 }
 
 // Watcher returns the watcher of the pipeline's auditor.
@@ -187,27 +184,15 @@ func (p *Pipeline) Finish(res *Result, runErr error) error {
 	return p.rdir.finish(res, runErr)
 }
 
-// Close stops the auditor and the server, closes the store and removes a
-// temporary directory.
+// Close stops the auditor service (which closes the store) and the
+// server, and removes a temporary directory.
 func (p *Pipeline) Close() error {
 	var errs []error
-	if p.cancel != nil {
-		p.cancel()
-		select {
-		case err := <-p.done:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				errs = append(errs, fmt.Errorf("auditor: %w", err))
-			}
-		case <-time.After(30 * time.Second):
-			errs = append(errs, errors.New("auditor: did not stop within 30s"))
-		}
-		p.cancel = nil
-	}
-	if p.Store != nil {
-		if err := p.Store.Close(); err != nil {
+	if p.aud != nil {
+		if err := p.aud.Close(); err != nil {
 			errs = append(errs, err)
 		}
-		p.Store = nil
+		p.aud, p.Store, p.Detector, p.Auditor = nil, nil, nil, nil
 	}
 	if p.NC != nil {
 		p.NC.Close()

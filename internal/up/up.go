@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"time"
 
@@ -34,14 +33,15 @@ import (
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/privdir"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/store"
-	"github.com/cordonhq/cordon/pkg/store/chdbstore"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/auditor"
+	"github.com/cordonhq/cordon/services/enforcer"
 	"github.com/cordonhq/cordon/services/issuer"
 	"github.com/cordonhq/cordon/services/revoker"
 )
@@ -139,8 +139,6 @@ type System struct {
 	// ProxyURL is the enforcing proxy; UpstreamURL the demo service behind it.
 	ProxyURL, UpstreamURL string
 
-	cancel  context.CancelFunc
-	done    chan error
 	servers []*http.Server
 	closers []func() error
 }
@@ -149,7 +147,7 @@ type System struct {
 // On error, whatever was started is stopped again.
 func Start(ctx context.Context, o Options) (_ *System, err error) {
 	o.defaults()
-	s := &System{Opts: o, done: make(chan error, 1)}
+	s := &System{Opts: o}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -210,44 +208,16 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
 		return nil, err
 	}
-	issNC, issJS, err := s.connectAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer))
-	if err != nil {
-		return nil, err
-	}
-	revNC, revJS, err := s.connectAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker))
-	if err != nil {
-		return nil, err
-	}
-	audNC, audJS, err := s.connectAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor))
-	if err != nil {
-		return nil, err
-	}
-	_, enfJS, err := s.connectAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID))
-	if err != nil {
-		return nil, err
-	}
-
-	// ClickHouse, in-process (chDB).
-	backend, err := chdbstore.Open(ctx, chdbstore.Options{Path: o.ChDBPath, Database: o.Database})
-	if err != nil {
-		return nil, fmt.Errorf("open chdb: %w", err)
-	}
-	if s.Store, err = store.Open(ctx, backend, store.Options{Logger: o.Log.With().Str("svc", "store").Logger()}); err != nil {
-		backend.Close()
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	s.closers = append(s.closers, s.Store.Close)
 
 	// Issuer.
-	s.Issuer, err = issuer.New(issuer.Options{NC: issNC, JS: issJS, DataDir: o.DataDir, Policy: s.Policy,
-		Logger: o.Log.With().Str("svc", "issuer").Logger(), Source: "issuer/up", Listen: o.IssuerListen})
+	iss, err := issuer.Start(ctx, issuer.Config{NATS: s.natsAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer)),
+		DataDir: o.DataDir, Policy: s.Policy, Listen: o.IssuerListen, Source: "issuer/up",
+		Log: o.Log.With().Str("svc", "issuer").Logger()})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Issuer.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start issuer: %w", err)
 	}
-	s.closers = append(s.closers, s.Issuer.Close)
+	s.closers = append(s.closers, iss.Close)
+	s.Issuer = iss.Issuer()
 	// Every verifier trusts the keys the issuer's anchor endorses, and
 	// nothing else written to the keys bucket.
 	anchors := token.Anchors{s.Issuer.TrustAnchor()}
@@ -261,50 +231,30 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		}
 		sinks = append(sinks, wh)
 	}
-	s.Revoker, err = revoker.New(revoker.Options{NC: revNC, JS: revJS, Policy: respPolicy, Sinks: sinks,
-		Alerts: alert.Options{Backoff: 100 * time.Millisecond},
-		Log:    o.Log.With().Str("svc", "revoker").Logger(), Source: "revoker/up", MaxTokenTTL: maxTTL(s.Policy),
-		TrustAnchors: anchors})
+	rev, err := revoker.Start(ctx, revoker.Config{NATS: s.natsAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker)),
+		TrustAnchors: anchors, Response: respPolicy, MaxTokenTTL: s.Policy.MaxTokenLife(), Sinks: sinks,
+		Alerts: alert.Options{Backoff: 100 * time.Millisecond}, Source: "revoker/up",
+		Log: o.Log.With().Str("svc", "revoker").Logger()})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Revoker.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start revoker: %w", err)
 	}
-	s.closers = append(s.closers, s.Revoker.Close)
+	s.closers = append(s.closers, rev.Close)
+	s.Revoker = rev.Revoker()
 
-	// Auditor with its detectors.
-	if s.Detector, err = detect.New(detCfg); err != nil {
-		return nil, err
-	}
-	s.Auditor, err = auditor.New(auditor.Options{JS: audJS, Store: s.Store, Detector: s.Detector,
-		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond,
-		Source: "auditor/up", Log: o.Log.With().Str("svc", "auditor").Logger()})
-	if err != nil {
-		return nil, err
-	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	go func() { s.done <- s.Auditor.Run(runCtx) }()
-
-	// The analysts' API (cordon sql, anomalies, report): callers need an
-	// admin token the ledger knows, with cordon:read (pkg/adminauth). It
-	// is part of the auditor and uses the auditor's identity (which reads
+	// The auditor with its detectors, writing to ClickHouse in-process
+	// (chDB), and the analysts' API (cordon sql, anomalies, report):
+	// callers need an admin token the ledger knows, with cordon:read
+	// (pkg/adminauth). The API uses the auditor's identity (which reads
 	// the keys, the denylist and the ledger and answers cordon.cmd.sql).
-	apiAuth, err := auditor.StartAdminAuth(ctx, audJS, anchors, o.Log.With().Str("svc", "auditor-api").Logger())
+	aud, err := auditor.Start(ctx, auditor.Config{NATS: s.natsAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor)),
+		TrustAnchors: anchors, Store: auditor.StoreCHDB, ChDBPath: o.ChDBPath, Database: o.Database, Detectors: &detCfg,
+		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond, Source: "auditor/up",
+		Log: o.Log.With().Str("svc", "auditor").Logger()})
 	if err != nil {
-		return nil, fmt.Errorf("start auditor api: %w", err)
+		return nil, fmt.Errorf("start auditor: %w", err)
 	}
-	s.closers = append(s.closers, apiAuth.Close)
-	qs, err := auditor.NewQueryServer(auditor.QueryOptions{NC: audNC, Store: s.Store, Auth: apiAuth,
-		Status: s.Auditor.Stats, Log: o.Log.With().Str("svc", "auditor-api").Logger()})
-	if err != nil {
-		return nil, err
-	}
-	if err := qs.Start(); err != nil {
-		return nil, fmt.Errorf("start auditor api: %w", err)
-	}
-	s.closers = append(s.closers, qs.Close)
+	s.closers = append(s.closers, aud.Close)
+	s.Auditor, s.Store, s.Detector = aud.Auditor(), aud.Store(), aud.Detector()
 
 	// The demo service and the enforcing proxy in front of it.
 	upstream, err := s.serve(o.UpstreamListen, demoService())
@@ -312,26 +262,17 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 		return nil, err
 	}
 	s.UpstreamURL = "http://" + upstream
-	s.Enforcer, err = enforce.New(enforce.Options{ID: o.EnforcerID, Routes: routes,
-		TrustedProxies: nil, TrustAnchors: anchors, MaxStaleness: o.MaxStaleness, FailClosed: !o.FailOpen,
-		Log: o.Log.With().Str("svc", "enforcer").Logger()})
+	enf, err := enforcer.Start(ctx, enforcer.Config{
+		Options: enforce.Options{ID: o.EnforcerID, Routes: routes, TrustAnchors: anchors, MaxStaleness: o.MaxStaleness, FailClosed: !o.FailOpen,
+			Log: o.Log.With().Str("svc", "enforcer").Logger()},
+		NATS:     s.natsAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID)),
+		Upstream: s.UpstreamURL, Listen: o.ProxyListen})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.Enforcer.Start(ctx, enfJS); err != nil {
 		return nil, fmt.Errorf("start enforcer: %w", err)
 	}
-	s.closers = append(s.closers, s.Enforcer.Close)
-	up, _ := url.Parse(s.UpstreamURL)
-	proxy, err := enforce.NewProxy(s.Enforcer, up)
-	if err != nil {
-		return nil, err
-	}
-	addr, err := s.serve(o.ProxyListen, proxy)
-	if err != nil {
-		return nil, err
-	}
-	s.ProxyURL = "http://" + addr
+	s.closers = append(s.closers, enf.Close)
+	s.Enforcer = enf.Enforcer()
+	s.ProxyURL = "http://" + enf.Addr().String()
 	return s, nil
 }
 
@@ -350,6 +291,13 @@ func (s *System) EnforcerCredsFile(id string) string {
 // it. Without an identity the server refuses the connection.
 func (s *System) Connect(name, seedFile string) (*nats.Conn, error) {
 	return s.NATS.Connect(name, natsauth.ConnectOption(seedFile))
+}
+
+// natsAs is how a service of the system reaches the embedded NATS: in
+// process, with the identity in seedFile.
+func (s *System) natsAs(name, seedFile string) natsconn.Config {
+	return natsconn.Config{URL: s.NATS.ClientURL(), Creds: seedFile, Name: name,
+		Options: []nats.Option{nats.InProcessServer(s.NATS.Server)}}
 }
 
 // connectAs opens a connection of the system (closed by Close) with the
@@ -387,13 +335,6 @@ func (s *System) Close() error {
 		errs = append(errs, srv.Shutdown(ctx))
 		cancel()
 	}
-	if s.cancel != nil {
-		s.cancel()
-		if err := <-s.done; err != nil && !errors.Is(err, context.Canceled) {
-			errs = append(errs, err)
-		}
-		s.cancel = nil
-	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		errs = append(errs, s.closers[i]())
 	}
@@ -414,10 +355,6 @@ func loadRoutes(path string) (*enforce.Routes, error) {
 	}
 	return enforce.LoadRoutes(path)
 }
-
-// maxTTL is the longest token life the policy allows, the built-in admin
-// ceiling's included, so that bulk revocations cover every live token.
-func maxTTL(p *policy.Policy) time.Duration { return p.MaxTokenLife() }
 
 // demoService is the small upstream the proxy protects: it answers with
 // what it was asked and who the enforcer says the caller is.

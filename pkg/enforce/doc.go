@@ -42,6 +42,7 @@
 // cut where the token would start.
 //
 // Use Check directly, wrap a handler with Middleware, or put NewProxy in
-// front of any HTTP service; Run is the whole `cordon enforce` reverse proxy.
+// front of any HTTP service; services/enforcer runs the whole `cordon
+// enforce` reverse proxy (NATS, TLS, metrics) on top of this library.
 // This package must not import ClickHouse or chDB: enforcers stay small.
 package enforce

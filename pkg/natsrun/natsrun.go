@@ -1,5 +1,6 @@
 // Package natsrun runs NATS JetStream in-process (Cordon's embedded default)
-// and creates the streams and KV buckets defined by pkg/events.
+// and creates or updates on it the streams and KV buckets defined by
+// pkg/events (Bootstrap, with natsconn.Ensure).
 package natsrun
 
 import (
@@ -17,6 +18,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 // Options configures an embedded server.
@@ -85,14 +87,12 @@ func Start(o Options) (*Server, error) {
 	return &Server{Server: ns, opts: opts}, nil
 }
 
-// Connect returns an in-process client connection (no socket).
+// Connect returns an in-process client connection (no socket), dialled
+// as every Cordon client is (natsconn.Dial): reconnecting forever, opts
+// after Cordon's own.
 func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
-	opts = append([]nats.Option{nats.Name(name), nats.InProcessServer(s.Server), nats.MaxReconnects(-1)}, opts...)
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to embedded nats: %w", err)
-	}
-	return nc, nil
+	return natsconn.Dial(natsconn.Config{URL: s.ClientURL(), Name: name,
+		Options: append([]nats.Option{nats.InProcessServer(s.Server)}, opts...)})
 }
 
 // Stop shuts the server down and waits for it.
@@ -102,7 +102,7 @@ func (s *Server) Stop() {
 }
 
 // Bootstrap creates Cordon's streams and buckets, or updates them to the
-// current definitions (Ensure), on this server.
+// current definitions (natsconn.Ensure), on this server.
 //
 // With authentication on (Options.NkeyUsers), no client identity may do
 // that: updating a stream is denied to every role on purpose (a new MaxAge
@@ -111,10 +111,10 @@ func (s *Server) Stop() {
 // Bootstrap mints a one-time NKey identity in memory, adds it to the
 // server's users (a reload) with natsauth.BootstrapPermissions — the stream
 // create, update and info API of Cordon's streams, nothing else — connects
-// in-process with it, runs Ensure, disconnects, removes the identity from
+// in-process with it, runs natsconn.Ensure, disconnects, removes the identity from
 // the server again and wipes its key. The seed is never written anywhere
 // nor logged, and once Bootstrap returns nobody can authenticate as it.
-// Without authentication it simply runs Ensure on an in-process
+// Without authentication it simply runs natsconn.Ensure on an in-process
 // connection.
 func (s *Server) Bootstrap(ctx context.Context, o events.StreamOptions) error {
 	s.mu.Lock()
@@ -154,7 +154,7 @@ func (s *Server) Bootstrap(ctx context.Context, o events.StreamOptions) error {
 // that a test can keep the key and prove it is refused afterwards).
 var bootstrapKey = nkeys.CreateUser
 
-// ensureAs runs Ensure on an in-process connection made with opts.
+// ensureAs runs natsconn.Ensure on an in-process connection made with opts.
 func (s *Server) ensureAs(ctx context.Context, o events.StreamOptions, opts ...nats.Option) error {
 	nc, err := s.Connect("cordon-bootstrap", append(opts, nats.MaxReconnects(0))...)
 	if err != nil {
@@ -165,7 +165,7 @@ func (s *Server) ensureAs(ctx context.Context, o events.StreamOptions, opts ...n
 	if err != nil {
 		return fmt.Errorf("bootstrap streams: jetstream: %w", err)
 	}
-	return Ensure(ctx, js, o)
+	return natsconn.Ensure(ctx, js, o)
 }
 
 // reloadUsers replaces the server's NKey users. Connections of users that
@@ -178,20 +178,5 @@ func (s *Server) reloadUsers(users []*server.NkeyUser) error {
 		return err
 	}
 	s.opts = keep
-	return nil
-}
-
-// Ensure creates or updates the Cordon streams and KV buckets.
-func Ensure(ctx context.Context, js jetstream.JetStream, o events.StreamOptions) error {
-	for _, cfg := range events.Streams(o) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
-		}
-	}
-	for _, cfg := range events.Buckets(o) {
-		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
-			return fmt.Errorf("ensure bucket %s: %w", cfg.Bucket, err)
-		}
-	}
 	return nil
 }

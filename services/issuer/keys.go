@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -51,7 +52,7 @@ const (
 	// TrustAnchorFile is where the issuer writes the anchor's public half,
 	// in DataDir: give it to enforcers, the revoker and the auditor
 	// (--trust-anchor).
-	TrustAnchorFile = "trust-anchor.pub"
+	TrustAnchorFile = svcconfig.TrustAnchorFile
 )
 
 // loadAnchor reads the trust anchor from path. With create, a missing

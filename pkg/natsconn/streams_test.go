@@ -1,0 +1,96 @@
+package natsconn_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
+	"github.com/cordonhq/cordon/pkg/natsrun"
+)
+
+// startBare starts a NATS server with no stream at all.
+func startBare(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := natsrun.Start(natsrun.Options{DataDir: t.TempDir(), Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	nc, err := natsconn.Dial(natsconn.Config{URL: srv.ClientURL(), Name: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// TestEnsureMissingLeavesExistingAlone: a service creates what is missing
+// and never changes a stream an operator tuned (a service identity may not
+// update one); Ensure, the bootstrap's, brings it to this version's
+// definition.
+func TestEnsureMissingLeavesExistingAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := startBare(t)
+	var usage jetstream.StreamConfig
+	for _, cfg := range events.Streams(events.StreamOptions{}) {
+		if cfg.Name == events.StreamUsage {
+			usage = cfg
+		}
+	}
+	tuned := usage
+	tuned.MaxAge = usage.MaxAge / 2
+	tuned.Description = "tuned by the operator"
+	if _, err := js.CreateStream(ctx, tuned); err != nil {
+		t.Fatal(err)
+	}
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range events.Streams(events.StreamOptions{}) {
+		if _, err := js.Stream(ctx, cfg.Name); err != nil {
+			t.Errorf("stream %s not created: %v", cfg.Name, err)
+		}
+	}
+	for _, cfg := range events.Buckets(events.StreamOptions{}) {
+		if _, err := js.KeyValue(ctx, cfg.Bucket); err != nil {
+			t.Errorf("bucket %s not created: %v", cfg.Bucket, err)
+		}
+	}
+	info := streamInfo(ctx, t, js, events.StreamUsage)
+	if info.Config.MaxAge != tuned.MaxAge || info.Config.Description != tuned.Description {
+		t.Errorf("EnsureMissing changed the operator's %s: max age %v, description %q", events.StreamUsage, info.Config.MaxAge, info.Config.Description)
+	}
+	// Twice is the same as once.
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	if err := natsconn.Ensure(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if info := streamInfo(ctx, t, js, events.StreamUsage); info.Config.MaxAge != usage.MaxAge {
+		t.Errorf("Ensure left %s's max age at %v, want %v", events.StreamUsage, info.Config.MaxAge, usage.MaxAge)
+	}
+}
+
+func streamInfo(ctx context.Context, t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
+	t.Helper()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}

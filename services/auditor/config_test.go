@@ -1,0 +1,276 @@
+package auditor_test
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/internal/natstest"
+	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
+	"github.com/cordonhq/cordon/pkg/store"
+	"github.com/cordonhq/cordon/pkg/store/chdbstore"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
+	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/services/auditor"
+)
+
+func clearEnv(t *testing.T) {
+	for _, v := range []string{"CORDON_NATS", "CORDON_NATS_CREDS", "CORDON_NATS_CA", "CORDON_NATS_CERT", "CORDON_NATS_KEY",
+		"CORDON_POLICY", "CORDON_TRUST_ANCHOR", "CORDON_CLICKHOUSE_ADDR", "CORDON_CLICKHOUSE_USER", "CORDON_CLICKHOUSE_PASSWORD_FILE",
+		"CORDON_CLICKHOUSE_ANALYST_USER", "CORDON_CLICKHOUSE_ANALYST_PASSWORD_FILE"} {
+		t.Setenv(v, "")
+	}
+}
+
+func parseFlags(t *testing.T, args ...string) auditor.Config {
+	t.Helper()
+	fs := flag.NewFlagSet("auditor", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var c auditor.Config
+	c.RegisterFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if c.NATS.Identity == nil {
+		t.Error("no default NATS identity")
+	}
+	c.NATS.Identity = nil
+	return c
+}
+
+// TestConfigFlags: the command line of a deployment (the compose
+// auditor's, with the flag names the binary defines) gives the Config it
+// says.
+func TestConfigFlags(t *testing.T) {
+	clearEnv(t)
+	def := parseFlags(t)
+	if def.Store != auditor.DefaultStore || def.ChDBPath != ".cordon/chdb" || def.StateDir != ".cordon/auditor" || def.Database != store.DefaultDatabase ||
+		def.ClickHouse.Addr != "localhost:8123" || def.ClickHouse.User != "default" || def.BatchSize != auditor.DefaultBatchSize ||
+		def.BatchWait != auditor.DefaultBatchWait || def.Writers != auditor.DefaultWriters || def.SQLTimeout != store.DefaultQueryTimeout ||
+		def.SQLMaxRows != store.DefaultMaxResultRows || def.SQLMaxMemoryMiB != int(store.DefaultMaxQueryMemory>>20) || def.Replicas != 1 ||
+		def.TrustAnchor != ".cordon/trust-anchor.pub" {
+		t.Errorf("defaults: %+v", def)
+	}
+	if err := def.Validate(); err != nil {
+		t.Errorf("the defaults do not validate: %v", err)
+	}
+	got := parseFlags(t, "--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
+		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--store=clickhouse",
+		"--clickhouse-addr=clickhouse:8443", "--clickhouse-tls", "--clickhouse-ca-file=/run/secrets/ca.pem", "--clickhouse-user=cordon",
+		"--clickhouse-password-file=/run/secrets/ch-password", "--clickhouse-analyst-user=cordon_analyst",
+		"--clickhouse-analyst-password-file=/run/secrets/ch-analyst-password", "--clickhouse-database=audit", "--state=/var/lib/cordon",
+		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--policy=/etc/cordon/policy.yaml",
+		"--retention-days=30", "--batch-size=5000", "--batch-wait=50ms", "--writers=4", "--source=auditor/a",
+		"--sql-timeout=30s", "--sql-max-rows=500", "--sql-max-memory-mb=256", "--chdb-path=/data/chdb")
+	want := auditor.Config{
+		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
+			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
+		Replicas: 3, TrustAnchor: "/run/secrets/trust-anchor.pub", Store: auditor.StoreClickHouse, ChDBPath: "/data/chdb", Database: "audit",
+		ClickHouse: auditor.ClickHouseConfig{Addr: "clickhouse:8443", User: "cordon", PasswordFile: "/run/secrets/ch-password",
+			AnalystUser: "cordon_analyst", AnalystPasswordFile: "/run/secrets/ch-analyst-password", TLS: true, CAFile: "/run/secrets/ca.pem"},
+		RetentionDays: 30, SQLTimeout: 30 * time.Second, SQLMaxRows: 500, SQLMaxMemoryMiB: 256, PolicyFile: "/etc/cordon/policy.yaml",
+		StateDir: "/var/lib/cordon", BatchSize: 5000, BatchWait: 50 * time.Millisecond, Writers: 4, Source: "auditor/a", MetricsListen: "127.0.0.1:9090",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got  %+v\nwant %+v", got, want)
+	}
+	if err := got.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
+// TestConfigValidate: every mistake names its flag and is a configuration
+// mistake; what a program sets instead of flags (Backend) needs no store
+// flags.
+func TestConfigValidate(t *testing.T) {
+	clearEnv(t)
+	cases := []struct {
+		name string
+		args []string
+		set  func(*auditor.Config)
+		want string
+	}{
+		{name: "defaults"},
+		{name: "clickhouse", args: []string{"--store", "clickhouse", "--clickhouse-addr", "ch.internal:8443", "--clickhouse-tls"}},
+		{name: "a program's store", args: []string{"--store", "postgres"}, set: func(c *auditor.Config) {
+			c.Backend = func(context.Context) (store.Backend, error) { return nil, errors.New("unused") }
+		}},
+		{name: "bad store", args: []string{"--store", "postgres"}, want: `--store "postgres": want chdb or clickhouse`},
+		{name: "no chdb path", args: []string{"--store", "chdb", "--chdb-path", ""}, want: "--chdb-path is empty"},
+		{name: "bad addr", args: []string{"--store", "clickhouse", "--clickhouse-addr", "ch"}, want: `--clickhouse-addr "ch": want HOST:PORT`},
+		{name: "bad database", args: []string{"--clickhouse-database", "a-b"}, want: "--clickhouse-database: "},
+		{name: "negative retention", args: []string{"--retention-days", "-1"}, want: "--retention-days -1: want 0 (forever) or more"},
+		{name: "replicas", args: []string{"--replicas", "0"}, want: "--replicas 0: want 1 to 5"},
+		{name: "batch size", args: []string{"--batch-size", "0"}, want: "--batch-size 0: want 1 to 1000000"},
+		{name: "writers", args: []string{"--writers", "99"}, want: "--writers 99: want 1 to 16"},
+		{name: "batch wait", args: []string{"--batch-wait", "0s"}, want: "--batch-wait 0s: want a positive duration"},
+		{name: "no state", args: []string{"--state", ""}, want: "--state is empty"},
+		{name: "metrics", args: []string{"--metrics-listen", "nope"}, want: `--metrics-listen "nope"`},
+		{name: "analyst user is the writer", args: []string{"--store", "clickhouse", "--clickhouse-user", "cordon", "--clickhouse-analyst-user", "cordon"},
+			want: `--clickhouse-analyst-user "cordon" is the writer's user`},
+		{name: "analyst user without a server", args: []string{"--store", "chdb", "--clickhouse-analyst-user", "ro"}, want: withChDB("--clickhouse-analyst-user is for --store clickhouse")},
+		{name: "sql timeout under a second", args: []string{"--sql-timeout", "500ms"}, want: "analyst query limits: "},
+		{name: "sql timeout unbounded", args: []string{"--sql-timeout", "0s"}, want: "--sql-timeout 0s: analyst queries always have a time limit"},
+		{name: "sql rows", args: []string{"--sql-max-rows", "0"}, want: "--sql-max-rows 0, --sql-max-memory-mb"},
+		{name: "sql memory", args: []string{"--sql-max-memory-mb", "8"}, want: "--sql-max-rows"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := parseFlags(t, tc.args...)
+			if tc.set != nil {
+				tc.set(&c)
+			}
+			err := c.Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, svcconfig.ErrInvalid) {
+				t.Fatalf("error %v, want a configuration mistake starting %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// withChDB is want in a full build; in one without chDB (-tags nochdb),
+// --store chdb is refused first.
+func withChDB(want string) string {
+	if auditor.DefaultStore != auditor.StoreCHDB {
+		return "--store chdb needs the embedded ClickHouse (chDB), which this build leaves out (-tags nochdb): use --store clickhouse"
+	}
+	return want
+}
+
+func TestConfigCheck(t *testing.T) {
+	clearEnv(t)
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	det := detect.DefaultConfig()
+	det.OddHours.Enabled = false
+	cases := []struct {
+		name    string
+		args    []string
+		set     func(*auditor.Config)
+		want    string
+		wantErr string
+	}{
+		{name: "defaults", want: "auditor config: ok (detectors from default thresholds: new_network, odd_hours, "},
+		{name: "server", args: []string{"--store", "clickhouse", "--clickhouse-addr", "ch:8443", "--clickhouse-password-file", pw, "--retention-days", "30"},
+			want: "; store clickhouse at ch:8443, database cordon, retention 30 days; analyst queries: " + store.DefaultQueryTimeout.String() + ", "},
+		{name: "a program's thresholds", set: func(c *auditor.Config) { c.Detectors = &det }, want: "detectors from the program: new_network, scope_probing"},
+		{name: "missing password file", args: []string{"--store", "clickhouse", "--clickhouse-password-file", "/nonexistent/pw"},
+			wantErr: "read ClickHouse password: open /nonexistent/pw"},
+		{name: "bad policy", args: []string{"--policy", "/nonexistent/policy.yaml"}, wantErr: "nonexistent"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := parseFlags(t, tc.args...)
+			if tc.set != nil {
+				tc.set(&c)
+			}
+			s, err := c.Check()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || errors.Is(err, svcconfig.ErrInvalid) {
+					t.Fatalf("error %v, want %q (not a flag mistake)", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(s, tc.want) {
+				t.Fatalf("%q, %v; want %q", s, err, tc.want)
+			}
+			if strings.Contains(s, "s3cret") {
+				t.Fatal("the check shows a password")
+			}
+		})
+	}
+}
+
+// TestServiceStartAndClose: an auditor service with a program's values
+// writes published usage to its store, serves its metrics, answers the
+// analysts unless told not to, and stops.
+func TestServiceStartAndClose(t *testing.T) {
+	clearEnv(t)
+	for _, noAPI := range []bool{false, true} {
+		t.Run(fmt.Sprintf("analyst API %v", !noAPI), func(t *testing.T) {
+			env := natstest.Run(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			db := fmt.Sprintf("service_%d", dbSeq.Add(1))
+			c := auditor.Config{NATS: natsconn.Config{URL: env.Server.ClientURL()}, Database: db, StateDir: t.TempDir(), BatchWait: 20 * time.Millisecond,
+				Backend: func(ctx context.Context) (store.Backend, error) {
+					return chdbstore.Open(ctx, chdbstore.Options{Path: chdbPath, Database: db})
+				},
+				NoAnalystAPI: noAPI, MetricsListen: "127.0.0.1:0", Log: zerolog.Nop()}
+			if !noAPI {
+				if _, err := auditor.Start(ctx, c); !errors.Is(err, svcconfig.ErrInvalid) || !strings.Contains(err.Error(), "--trust-anchor is required") {
+					t.Fatalf("the analyst API started without a trust anchor: %v", err)
+				}
+				c.TrustAnchors = token.Anchors{env.Anchor.Public()}
+			}
+			s, err := auditor.Start(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			for i := range 3 {
+				b := usageEvent(t, i, "tok-1", "10.0.0.1", base.Add(time.Duration(i)*time.Second))
+				if _, err := env.JS.Publish(ctx, events.SubjectUsagePrefix+"acme.edge-1", b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			natstest.WaitFor(t, 30*time.Second, func() error {
+				if n, err := s.Store().CountUsage(ctx); err != nil || n != 3 {
+					return fmt.Errorf("%d rows (%v)", n, err)
+				}
+				return nil
+			})
+			resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(body), "cordon_auditor_") {
+				t.Errorf("metrics:\n%s", body)
+			}
+			_, err = env.NC.Request(auditor.SubjectCmdStatus, []byte(`{}`), 10*time.Second)
+			if noAPI != errors.Is(err, nats.ErrNoResponders) {
+				t.Errorf("status request: %v (analyst API %v)", err, !noAPI)
+			}
+			select {
+			case <-s.Done():
+				t.Fatal("the auditor stopped on its own")
+			default:
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-s.Done():
+			default:
+				t.Fatal("Done is open after Close")
+			}
+			if err := s.Close(); err != nil {
+				t.Fatalf("second Close: %v", err)
+			}
+		})
+	}
+}

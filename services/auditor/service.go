@@ -1,0 +1,222 @@
+package auditor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/metricsserver"
+	"github.com/cordonhq/cordon/pkg/natsconn"
+	"github.com/cordonhq/cordon/pkg/store"
+	"github.com/cordonhq/cordon/pkg/store/chserver"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
+	"github.com/cordonhq/cordon/pkg/token"
+)
+
+// Service is a running auditor service: the auditor consuming usage and
+// the ledger into the store with its detectors, the analysts' API (unless
+// left out) and the metrics listener, on its own NATS connection.
+type Service struct {
+	a       *Auditor
+	st      *store.Store
+	det     *detect.Engine
+	nc      *nats.Conn
+	auth    *AdminAuth
+	qs      *QueryServer
+	metrics *metricsserver.Server
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	runErr error // set before done is closed
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start runs the auditor service described by c — connects to NATS,
+// creates the streams and buckets that are missing, opens the store,
+// restores the detectors' checkpoint, starts consuming, serves the
+// analysts' API and the metrics — and returns. Close stops it; Done says
+// when it stopped on its own (an error Close returns).
+func Start(ctx context.Context, c Config) (_ *Service, err error) {
+	c = c.withDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	l, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	var anchors token.Anchors
+	if !c.NoAnalystAPI {
+		if anchors, err = svcconfig.TrustAnchors(c.TrustAnchor, c.TrustAnchors); err != nil {
+			return nil, err
+		}
+	}
+	s := &Service{done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if s.nc, err = natsconn.Dial(c.NATS); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, fmt.Errorf("auditor: jetstream: %w", err)
+	}
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
+		return nil, err
+	}
+	b, err := c.openBackend(ctx, l)
+	if err != nil {
+		return nil, err
+	}
+	if s.st, err = store.Open(ctx, b, c.storeOptions()); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if s.det, err = detect.New(l.detectors); err != nil {
+		return nil, err
+	}
+	s.a, err = New(Options{JS: js, Store: s.st, Detector: s.det, StateDir: c.StateDir, Durable: c.Durable,
+		BatchSize: c.BatchSize, BatchWait: c.BatchWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
+		Source: c.Source, Log: c.Log})
+	if err != nil {
+		return nil, err
+	}
+	if !c.NoAnalystAPI {
+		// The analyst API authenticates callers with the control plane's
+		// admin authenticator: the issuer's keys (endorsed by its trust
+		// anchor) and the denylist, replicated by NATS, and the admin
+		// tokens' ledger.
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		s.auth, err = StartAdminAuth(sctx, js, anchors, c.Log)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		if s.qs, err = NewQueryServer(QueryOptions{NC: s.nc, Store: s.st, Auth: s.auth, Status: s.a.Stats, Log: c.Log}); err != nil {
+			return nil, err
+		}
+		if err := s.qs.Start(); err != nil {
+			s.qs = nil // Start closed it
+			return nil, err
+		}
+	}
+	if c.MetricsListen != "" {
+		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: s.a.Collector(), Log: c.Log}); err != nil {
+			return nil, err
+		}
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() {
+		defer close(s.done)
+		if err := s.a.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			s.runErr = fmt.Errorf("auditor: %w", err)
+			c.Log.Error().Err(err).Msg("auditor stopped")
+		}
+	}()
+	c.Log.Info().Str("store", c.storeName()).Str("database", c.Database).Strs("detectors", enabledDetectors(l.detectors)).Msg("auditor running")
+	return s, nil
+}
+
+// storeName says which store the auditor writes to, for its logs.
+func (c *Config) storeName() string {
+	if c.Backend != nil {
+		return "given"
+	}
+	return c.Store
+}
+
+// openBackend opens the store's engine.
+func (c *Config) openBackend(ctx context.Context, l loaded) (b store.Backend, err error) {
+	switch {
+	case c.Backend != nil:
+		b, err = c.Backend(ctx)
+	case c.Store == StoreCHDB:
+		b, err = OpenChDB(ctx, c.ChDBPath, c.Database)
+	default:
+		ch := c.ClickHouse
+		b, err = chserver.Open(ctx, chserver.Options{Addr: ch.Addr, Database: c.Database, User: ch.User, Password: l.password,
+			AnalystUser: ch.AnalystUser, AnalystPassword: l.analystPassword, TLS: ch.TLS, CAFile: ch.CAFile})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s store: %w", c.storeName(), err)
+	}
+	return b, nil
+}
+
+// Run runs the auditor service until ctx ends or the auditor stops on its
+// own, then stops it; it returns why the auditor stopped, if not asked to.
+func Run(ctx context.Context, c Config) error {
+	s, err := Start(ctx, c)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-s.Done():
+	}
+	return s.Close()
+}
+
+// Auditor is the running auditor (Stats…).
+func (s *Service) Auditor() *Auditor { return s.a }
+
+// Store is the store the auditor writes to.
+func (s *Service) Store() *store.Store { return s.st }
+
+// Detector is the detection engine.
+func (s *Service) Detector() *detect.Engine { return s.det }
+
+// MetricsAddr is the metrics listener's address ("" when off).
+func (s *Service) MetricsAddr() string {
+	if s.metrics == nil {
+		return ""
+	}
+	return s.metrics.Addr()
+}
+
+// Done is closed when the auditor stopped consuming: on its own (Close
+// then returns why) or because of Close.
+func (s *Service) Done() <-chan struct{} { return s.done }
+
+// Close stops the auditor (it writes what it analysed and its final
+// checkpoint), the analysts' API and the metrics listener, then closes
+// the store and the NATS connection. It returns why the auditor stopped
+// if it stopped on its own. Safe to call more than once.
+func (s *Service) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.cancel != nil {
+			s.cancel()
+			<-s.done
+			errs = append(errs, s.runErr)
+		}
+		if s.qs != nil {
+			errs = append(errs, s.qs.Close())
+		}
+		if s.auth != nil {
+			errs = append(errs, s.auth.Close())
+		}
+		errs = append(errs, s.metrics.Close())
+		if s.st != nil {
+			errs = append(errs, s.st.Close())
+		}
+		if s.nc != nil {
+			s.nc.Close()
+		}
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
