@@ -237,13 +237,17 @@ func TestChDBCommandsNeedLibrary(t *testing.T) {
 	})
 
 	nats := natstest.Run(t)
+	// The auditor checks its trust anchor before it opens the store.
+	if r := cordon(t, dir, noLibrary(t), "anchor", "generate", "--out", "anchor"); r.code != 0 {
+		t.Fatalf("anchor generate: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	tests := []struct {
 		name string
 		args []string
 	}{
 		{"up", []string{"up", "--data", filepath.Join(dir, "up"), "--nats-port", "-1", "--api", "127.0.0.1:0", "--proxy", "127.0.0.1:0"}},
 		{"auditor", []string{"auditor", "--store", "chdb", "--nats", nats.Server.ClientURL(), "--state", filepath.Join(dir, "auditor"),
-			"--chdb-path", filepath.Join(dir, "auditor", "chdb")}},
+			"--chdb-path", filepath.Join(dir, "auditor", "chdb"), "--trust-anchor", filepath.Join(dir, "anchor", "trust-anchor.pub")}},
 		{"replay", []string{"replay", events, "--no-progress"}},
 		{"eval", []string{"eval", "--scenario", repoPath(t, "testdata/scenarios/small.yaml"), "--no-progress"}},
 		{"sql replay-dir", []string{"sql", "--replay-dir", replayDir, "SELECT count() FROM anomalies"}},
