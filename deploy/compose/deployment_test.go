@@ -123,19 +123,31 @@ func startDeployment(t *testing.T) *deployment {
 	t.Cleanup(d.stopAll)
 
 	// Translate every container first, so that each address is known
-	// before anything starts.
+	// before anything starts: those of a profile too (the admin's
+	// addresses must be reachable), and the ports published to the host.
 	specs := map[string]*procSpec{}
 	for name, s := range d.compose.Services {
-		if len(s.Profiles) > 0 {
-			continue
+		if slices.Contains(s.Profiles, "setup") {
+			continue // it ran
 		}
-		d.order = append(d.order, name)
+		if len(s.Profiles) == 0 {
+			d.order = append(d.order, name)
+		}
 		if s.Build != nil {
 			spec, err := d.spec(name, name, s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			specs[name] = spec
+			if len(s.Profiles) == 0 {
+				specs[name] = spec
+			}
+		}
+		for _, p := range s.Ports {
+			port, err := strconv.Atoi(p[strings.LastIndex(p, ":")+1:])
+			if err != nil {
+				t.Fatalf("%s: ports %q: %v", name, p, err)
+			}
+			d.h.want(name, port, fmt.Sprintf("the host (ports: %q)", p))
 		}
 	}
 	d.order, err = startOrder(d.compose, d.order)
@@ -404,8 +416,12 @@ func (d *deployment) waitHealthy(t *testing.T, name string) {
 // test at once when a process of the deployment has ended.
 func (d *deployment) waitFor(t *testing.T, what string, timeout time.Duration, fn func() error) {
 	t.Helper()
+	violations := paced(time.Second, d.violations)
 	natstest.WaitFor(t, timeout, func() error {
 		d.checkAlive(t)
+		if err := violations(); err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
 		if err := fn(); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}
@@ -541,12 +557,33 @@ func (d *deployment) stopAll() {
 	}
 }
 
+// violations returns an error listing the NATS permission violations any
+// process logged (nats-server logs each one), nil without any.
+func (d *deployment) violations() error {
+	var found []string
+	for name, text := range d.logs() {
+		for _, l := range strings.Split(text, "\n") {
+			if permissionViolation.MatchString(l) {
+				found = append(found, name+": "+l)
+			}
+		}
+	}
+	if len(found) == 0 {
+		return nil
+	}
+	sort.Strings(found)
+	return fmt.Errorf("%d NATS permission violations:\n%s", len(found), strings.Join(found, "\n"))
+}
+
 // dumpLogs prints each process's last log lines.
 func (d *deployment) dumpLogs(t *testing.T) {
 	for _, p := range d.all() {
 		t.Logf("--- %s (%v) last log lines:\n%s", p.name, p.err, p.tail(30))
 	}
 }
+
+// permissionViolation is how nats-server logs a permission violation.
+var permissionViolation = regexp.MustCompile(`(?i)permissions? violation`)
 
 // logs returns the whole log of each process of the deployment, by name.
 func (d *deployment) logs() map[string]string {

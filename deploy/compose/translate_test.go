@@ -405,6 +405,15 @@ func (h *host) expose(container string, port int) {
 	h.exposed[endpoint{container: container, port: port}] = true
 }
 
+// want records that who reaches port of container (a port compose
+// publishes to the host, say).
+func (h *host) want(container string, port int, who string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ep := endpoint{container: container, port: port}
+	h.wanted[ep] = append(h.wanted[ep], who)
+}
+
 // unreachable lists the container ports other containers reach (rule b)
 // that their container does not listen on every interface for: in a real
 // deployment those connections are refused.
