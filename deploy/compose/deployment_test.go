@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -65,8 +66,6 @@ type proc struct {
 	cmd       *exec.Cmd
 	done      chan struct{}
 	err       error // the process's exit, once done is closed
-	mu        sync.Mutex
-	stopping  bool
 }
 
 // exited reports whether the process has ended.
@@ -186,14 +185,7 @@ func startDeployment(t *testing.T) *deployment {
 
 	for _, name := range d.order {
 		s := d.compose.Services[name]
-		deps := slices.Sorted(func(yield func(string) bool) {
-			for dep := range s.DependsOn {
-				if !yield(dep) {
-					return
-				}
-			}
-		})
-		for _, dep := range deps {
+		for _, dep := range slices.Sorted(maps.Keys(s.DependsOn)) {
 			switch cond := s.DependsOn[dep].Condition; cond {
 			case "service_healthy":
 				d.waitHealthy(t, dep)
@@ -297,13 +289,7 @@ func (d *deployment) spec(name, svc string, s service) (*procSpec, error) {
 	}
 	// What a container's process finds besides compose's environment.
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + dir, "TMPDIR=" + tmp, "TZ=UTC"}
-	for _, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range s.Environment {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, k := range slices.Sorted(maps.Keys(s.Environment)) {
 		v, err := d.h.translate(ctr, s.Environment[k])
 		if err != nil {
 			return nil, fmt.Errorf("%s: environment %s: %w", name, k, err)
@@ -529,9 +515,6 @@ func (d *deployment) all() []*proc {
 func (d *deployment) stopAll() {
 	var wg sync.WaitGroup
 	for _, p := range d.all() {
-		p.mu.Lock()
-		p.stopping = true
-		p.mu.Unlock()
 		if p.exited() {
 			continue
 		}
@@ -679,13 +662,7 @@ func (d *deployment) startUpstream(t *testing.T, name string, s service) error {
 		e.seen = append(e.seen, r.Clone(context.Background()))
 		e.mu.Unlock()
 		fmt.Fprintf(w, "Hostname: %s\n%s %s %s\nHost: %s\n", name, r.Method, r.URL.RequestURI(), r.Proto, r.Host)
-		for _, k := range slices.Sorted(func(yield func(string) bool) {
-			for k := range r.Header {
-				if !yield(k) {
-					return
-				}
-			}
-		}) {
+		for _, k := range slices.Sorted(maps.Keys(r.Header)) {
 			fmt.Fprintf(w, "%s: %s\n", k, strings.Join(r.Header[k], ", "))
 		}
 	})}
