@@ -1,21 +1,20 @@
-// Tests of the compose deployment that run without a container engine:
-// the compose file is parsed and checked for what the deployment promises
+// Tests of the compose deployment that run without a container engine.
+//
+// The compose file is parsed and checked for what the deployment promises
 // (one secrets directory per container, streams replicated 3 ways, only
-// flags the cordon CLI has); setup.sh and gen-certs.sh run for real; and
-// the deployment's own nats.conf, certificates and credentials run as a
-// three-process cluster on loopback, with mutual TLS, NKeys and
-// least-privilege permissions.
+// flags and environment variables the cordon binary reads); setup.sh and
+// gen-certs.sh run for real; and TestComposeStarts starts every service
+// of compose.yaml as a process of this host, with the exact command line
+// and environment compose gives it (translated by one function,
+// (*host).translate), and carries a token through the whole loop.
 package compose_test
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"encoding/xml"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,13 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"go.yaml.in/yaml/v3"
-
-	"github.com/cordonhq/cordon/internal/cli"
 
 	"github.com/cordonhq/cordon/internal/natscluster"
 	"github.com/cordonhq/cordon/pkg/enforce"
@@ -43,60 +35,23 @@ import (
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
-// TestMain lets the test binary stand in for the cordon binary when
-// setup.sh runs under test (CORDON points at a shim that re-executes this
-// binary): it runs the real CLI (cli.Main), so setup.sh runs `cordon creds
-// generate` end to end without a build.
+// chdbPath is the data directory of this test process's chDB session (the
+// ClickHouse stand-in's engine).
+var chdbPath string
+
 func TestMain(m *testing.M) {
-	if os.Getenv("CORDON_COMPOSE_SHIM") == "1" {
-		os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
-
-// composeFile is the part of the compose specification the tests read.
-type composeFile struct {
-	Name     string             `yaml:"name"`
-	Services map[string]service `yaml:"services"`
-	Volumes  map[string]any     `yaml:"volumes"`
-	Networks map[string]any     `yaml:"networks"`
-}
-
-type service struct {
-	Image       string            `yaml:"image"`
-	Build       *build            `yaml:"build"`
-	Command     []string          `yaml:"command"`
-	Environment map[string]string `yaml:"environment"`
-	Volumes     []string          `yaml:"volumes"`
-	Ports       []string          `yaml:"ports"`
-	DependsOn   map[string]struct {
-		Condition string `yaml:"condition"`
-	} `yaml:"depends_on"`
-	Profiles    []string `yaml:"profiles"`
-	User        string   `yaml:"user"`
-	Healthcheck *struct {
-		Test []string `yaml:"test"`
-	} `yaml:"healthcheck"`
-}
-
-type build struct {
-	Context    string `yaml:"context"`
-	Dockerfile string `yaml:"dockerfile"`
-	Target     string `yaml:"target"`
-}
-
-func loadCompose(t *testing.T) composeFile {
-	t.Helper()
-	b, err := os.ReadFile("compose.yaml")
+	dir, err := os.MkdirTemp("", "cordon-compose-chdb-")
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	var c composeFile
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&c); err != nil {
-		t.Fatalf("compose.yaml: %v", err)
+	chdbPath = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
 	}
-	return c
+	os.Exit(code)
 }
 
 // secretsDir is the one directory of ./secrets each service may mount.
@@ -219,60 +174,83 @@ func flagValues(args []string) map[string]string {
 	return m
 }
 
-// pendingFlags are the flags the compose file uses that the services'
-// CLI does not define yet (asked of the lead); they are reported, not
-// failed. Any other unknown flag fails the test.
-var pendingFlags = map[string][]string{
-	"issuer":  {"nats-ca", "nats-cert", "nats-key", "tls-cert", "tls-key"},
-	"revoker": {"nats-ca", "nats-cert", "nats-key"},
-	"enforce": {"nats-ca", "nats-cert", "nats-key"},
-	"auditor": {"replicas", "clickhouse-addr", "clickhouse-tls",
-		"clickhouse-ca", "clickhouse-user", "clickhouse-password-file", "clickhouse-database", "state-dir", "metrics-listen"},
-}
-
-// TestComposeFlagsExist reads internal/cli's source for the flags each
-// command defines (fs.XxxVar(…, "name", …) in the function that creates
-// the "cordon <command>" flag set) and requires every flag the compose
-// file passes to exist, or to be in pendingFlags.
+// TestComposeFlagsExist: every flag a compose service passes to cordon is
+// one the binary the image runs defines (its -h lists it), and every
+// environment variable compose sets for a cordon container is one the
+// binary reads. A flag the binary lacks makes the container exit with
+// "flag provided but not defined"; TestComposeStarts shows that too, this
+// test names the flag.
 func TestComposeFlagsExist(t *testing.T) {
-	defined := cliFlags(t, "../../internal/cli")
+	b := buildImages(t)
 	c := loadCompose(t)
 	for _, name := range []string{"issuer", "auditor", "revoker", "enforcer"} {
 		s := c.Services[name]
 		cmd := s.Command[0]
-		have := defined[cmd]
-		var pending []string
+		have := helpFlags(t, b.cordon, cmd)
 		for f := range flagValues(s.Command[1:]) {
-			switch {
-			case have[f]:
-			case slices.Contains(pendingFlags[cmd], f):
-				pending = append(pending, "--"+f)
-			default:
-				t.Errorf("compose passes `cordon %s --%s`, which the CLI does not define", cmd, f)
+			if !have[f] {
+				t.Errorf("compose passes `cordon %s --%s`, which the binary does not define", cmd, f)
 			}
-		}
-		if len(pending) > 0 {
-			sort.Strings(pending)
-			t.Logf("cordon %s: flags still to be added to the CLI: %s", cmd, strings.Join(pending, " "))
 		}
 	}
 }
 
-// cliFlags maps a command name to the flags it defines, as the real CLI
-// prints them in its -h help.
-func cliFlags(t *testing.T, _ string) map[string]map[string]bool {
-	t.Helper()
-	out := map[string]map[string]bool{}
-	flagLine := regexp.MustCompile(`^\s+-([a-z][a-z0-9-]*)`)
-	for _, cmd := range []string{"issuer", "auditor", "revoker", "enforce"} {
-		var help bytes.Buffer
-		cli.Main(context.Background(), []string{cmd, "-h"}, &help, &help)
-		out[cmd] = map[string]bool{}
-		for _, l := range strings.Split(help.String(), "\n") {
-			if m := flagLine.FindStringSubmatch(l); m != nil {
-				out[cmd][m[1]] = true
+// readElsewhere are environment variables compose sets that cordon reads
+// for every command, which no command's -h names, with the test that
+// shows the binary reads them.
+var readElsewhere = map[string]string{
+	"CORDON_LOG_FORMAT": "TestComposeStarts: each service logs JSON",
+}
+
+// TestComposeEnvironmentRead: each environment variable compose gives a
+// cordon container is one its command reads (its -h names $VAR): for the
+// admin container, whose command is whatever the operator runs, one of
+// the commands the README runs there.
+func TestComposeEnvironmentRead(t *testing.T) {
+	b := buildImages(t)
+	c := loadCompose(t)
+	adminCommands := [][]string{{"token", "issue"}, {"revoke"}, {"sql"}, {"anomalies"}}
+	for name, s := range c.Services {
+		if s.Build == nil || s.Build.Target != "cordon" {
+			continue
+		}
+		commands := adminCommands
+		if name != "admin" {
+			commands = [][]string{{s.Command[0]}}
+		}
+		var help strings.Builder
+		for _, cmd := range commands {
+			help.WriteString(helpText(t, b.cordon, cmd...))
+		}
+		for v := range s.Environment {
+			if _, ok := readElsewhere[v]; ok {
+				continue
+			}
+			if !strings.Contains(help.String(), "$"+v+")") && !strings.Contains(help.String(), "$"+v+";") {
+				t.Errorf("compose sets %s for %s, which no `cordon … -h` of %q names", v, name, commands)
 			}
 		}
+	}
+}
+
+// helpText is the -h output of `cordon <cmd…>`.
+func helpText(t testing.TB, bin string, cmd ...string) string {
+	t.Helper()
+	out, _ := exec.Command(bin, append(cmd, "-h")...).CombinedOutput()
+	if !strings.Contains(string(out), "Usage") {
+		t.Fatalf("cordon %s -h printed no usage:\n%s", strings.Join(cmd, " "), out)
+	}
+	return string(out)
+}
+
+var flagLine = regexp.MustCompile(`(?m)^\s+-([a-z][a-z0-9-]*)`)
+
+// helpFlags are the flags `cordon <cmd> -h` lists.
+func helpFlags(t testing.TB, bin, cmd string) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, m := range flagLine.FindAllStringSubmatch(helpText(t, bin, cmd), -1) {
+		out[m[1]] = true
 	}
 	return out
 }
@@ -552,34 +530,64 @@ func TestDemoPolicyAndRoutes(t *testing.T) {
 	}
 }
 
-// runSetup runs setup.sh (and so gen-certs.sh) into a temporary directory
-// and returns it.
+// runSetup runs the compose setup service (setup.sh, and so gen-certs.sh)
+// twice into a temporary directory, which it returns: it must be
+// idempotent.
 func runSetup(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash not installed")
-	}
+	b, c := buildImages(t), loadCompose(t)
 	out := filepath.Join(t.TempDir(), "secrets")
-	shimPath := filepath.Join(t.TempDir(), "cordon")
-	self, err := os.Executable()
+	for range 2 {
+		setupSecrets(t, b, c, out)
+	}
+	return out
+}
+
+// setupSecrets runs the compose setup service into dir, which stands for
+// its ./secrets: the setup image's entrypoint (setup.sh) with the
+// service's command or the image's CMD, translated, and $CORDON set to
+// the cordon binary (the image has it on its PATH). It skips the test
+// when openssl is missing.
+func setupSecrets(t testing.TB, b binaries, c composeFile, dir string) {
+	t.Helper()
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl is not installed: the setup service needs it to make the certificates (gen-certs.sh)")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := c.Services["setup"]
+	df, err := loadDockerfile("Dockerfile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	shimScript := "#!/bin/sh\nCORDON_COMPOSE_SHIM=1 exec " + strconv.Quote(self) + " \"$@\"\n"
-	if err := os.WriteFile(shimPath, []byte(shimScript), 0o700); err != nil {
+	entrypoint, cmd, err := df.image(s.Build.Target)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 { // twice: it must be idempotent
-		cmd := exec.Command("bash", "setup.sh", out)
-		cmd.Env = append(os.Environ(), "CORDON="+shimPath)
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("setup.sh: %v\n%s", err, msg)
+	if len(s.Command) > 0 {
+		cmd = s.Command
+	}
+	h := newHost(t, c, dir)
+	ctr, err := h.container("setup", "setup", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := b.executable(entrypoint[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append(slices.Clone(entrypoint[1:]), cmd...)
+	for i, a := range args {
+		if args[i], err = h.translate(ctr, a); err != nil {
+			t.Fatal(err)
 		}
 	}
-	return out
+	run := exec.Command(exe, args...)
+	run.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "CORDON=" + b.cordon}
+	if msg, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("setup (%s %s): %v\n%s", exe, strings.Join(args, " "), err, msg)
+	}
 }
 
 func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
@@ -750,126 +758,4 @@ func loadCert(t *testing.T, path string) *x509.Certificate {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return c
-}
-
-// TestNATSConfigAsCluster runs the deployment's nats.conf, unchanged but
-// for addresses (loopback ports instead of the nats-N hosts) and paths, as
-// a three-node cluster with the certificates and credentials setup.sh
-// made: mutual TLS for clients and routes, NKeys, least privilege, and
-// Cordon's streams replicated three ways.
-func TestNATSConfigAsCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs openssl and a three-process nats-server cluster; skipped with -short")
-	}
-	secrets := runSetup(t)
-	conf, err := os.ReadFile("nats/nats.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := func(role natsauth.Role) []nats.Option {
-		dir := filepath.Join(secrets, string(role))
-		opts, err := natsauth.ClientOptions(filepath.Join(dir, "nats.nk"), filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return opts
-	}
-	c := natscluster.Start(t, natscluster.Options{
-		ClientOptions: client(natsauth.RoleAdmin),
-		Config: func(c *natscluster.Cluster, n *natscluster.Node) ([]byte, error) {
-			if err := os.Symlink(filepath.Join(secrets, "nats-server"), filepath.Join(n.Dir, "secrets")); err != nil {
-				return nil, err
-			}
-			r := []string{
-				"$NATS_SERVER_NAME", n.Name,
-				"/etc/nats/secrets/", filepath.Join(n.Dir, "secrets") + "/",
-				`"/data"`, strconv.Quote(n.DataDir),
-				`"0.0.0.0:4222"`, fmt.Sprintf(`"127.0.0.1:%d"`, n.Port),
-				`"127.0.0.1:8222"`, fmt.Sprintf(`"127.0.0.1:%d"`, n.MonitorPort),
-				`"0.0.0.0:6222"`, fmt.Sprintf(`"127.0.0.1:%d"`, n.ClusterPort),
-			}
-			for i, o := range c.Nodes {
-				r = append(r, fmt.Sprintf("nats-route://nats-%d:6222", i+1), fmt.Sprintf("nats-route://127.0.0.1:%d", o.ClusterPort))
-			}
-			out := strings.NewReplacer(r...).Replace(string(conf))
-			if strings.Contains(out, "nats-1") || strings.Contains(out, "/etc/nats") || strings.Contains(out, "0.0.0.0") {
-				return nil, errors.New("a compose address or path was left in the configuration")
-			}
-			return []byte(out), nil
-		},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	url := strings.Join(c.URLs(), ",")
-
-	t.Run("streams replicated three ways", func(t *testing.T) {
-		_, js := c.Connect(t)
-		for _, cfg := range events.Streams(events.StreamOptions{}) {
-			s, err := js.Stream(ctx, cfg.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if info := s.CachedInfo(); info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
-				t.Errorf("%s: %d replicas", cfg.Name, info.Config.Replicas)
-			}
-		}
-	})
-	t.Run("enforcer publishes usage and reads the denylist, nothing else", func(t *testing.T) {
-		violations := make(chan string, 8)
-		opts := append(client(natsauth.RoleEnforcer), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			violations <- err.Error()
-		}))
-		nc, err := nats.Connect(url, opts...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		if _, err := js.Publish(ctx, events.UsageSubject("acme", "edge-1"), []byte(`{}`)); err != nil {
-			t.Fatalf("usage: %v", err)
-		}
-		kv, err := js.KeyValue(ctx, events.BucketDenylist)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := kv.WatchAll(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Stop()
-		if e := <-w.Updates(); e != nil {
-			t.Fatalf("empty denylist gave %q", e.Key())
-		}
-		for _, forged := range []string{"cordon.token.revoked.acme.x", events.UsageSubject("acme", "edge-2")} {
-			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err := js.Publish(pctx, forged, []byte(`{}`))
-			pcancel()
-			if err == nil {
-				t.Fatalf("enforcer edge-1 published on %s", forged)
-			}
-			select {
-			case v := <-violations:
-				if !strings.Contains(v, `Publish to "`+forged+`"`) {
-					t.Fatalf("violation %s", v)
-				}
-			case <-ctx.Done():
-				t.Fatal("no violation reported")
-			}
-		}
-	})
-	t.Run("refused without a client certificate", func(t *testing.T) {
-		dir := filepath.Join(secrets, "enforcer")
-		_, err := nats.Connect(url, natsauth.ConnectOption(filepath.Join(dir, "nats.nk")), nats.RootCAs(filepath.Join(dir, "ca.pem")), nats.MaxReconnects(0))
-		if err == nil {
-			t.Fatal("connected without a client certificate")
-		}
-		t.Logf("without a client certificate: %v", err)
-	})
-	t.Run("refused without a NATS identity", func(t *testing.T) {
-		dir := filepath.Join(secrets, "enforcer")
-		_, err := nats.Connect(url, nats.RootCAs(filepath.Join(dir, "ca.pem")), nats.ClientCert(filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")), nats.MaxReconnects(0))
-		if !errors.Is(err, nats.ErrAuthorization) {
-			t.Fatalf("certificate only: %v, want authorization violation", err)
-		}
-	})
 }

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cordonhq/cordon/internal/chshim"
 	"github.com/cordonhq/cordon/pkg/store"
-	"github.com/cordonhq/cordon/pkg/store/chdbstore"
 	"github.com/cordonhq/cordon/pkg/store/chserver"
 )
 
@@ -20,9 +20,9 @@ import (
 // readonly is left to the user's profile (a read-only profile refuses any
 // attempt to set it). The store's own statements go as the writer.
 func TestServerAnalystUser(t *testing.T) {
-	shim := &httpShim{backends: map[string]*chdbstore.Backend{}}
+	shim := chshim.New(chshim.Options{Path: chdbPath})
 	srv := httptest.NewServer(shim)
-	t.Cleanup(func() { srv.Close(); shim.close() })
+	t.Cleanup(func() { srv.Close(); _ = shim.Close() })
 	db := fmt.Sprintf("t%d_analyst_user", dbSeq.Add(1))
 	b, err := chserver.Open(t.Context(), chserver.Options{
 		Addr: strings.TrimPrefix(srv.URL, "http://"), Database: db, User: "cordon",
@@ -36,41 +36,37 @@ func TestServerAnalystUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	shim.mu.Lock()
-	shim.requests = nil
-	shim.mu.Unlock()
+	shim.ResetRequests()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if _, err := s.Query(ctx, "SELECT count() FROM usage_events"); err != nil {
 		t.Fatal(err)
 	}
-	shim.mu.Lock()
-	defer shim.mu.Unlock()
 	var ran bool
-	for _, r := range shim.requests {
-		if strings.Contains(r.query, "displayName()") {
+	for _, r := range shim.Requests() {
+		if strings.Contains(r.Query, "displayName()") {
 			continue // the driver's handshake, on each connection
 		}
-		analyst := strings.Contains(r.query, "formatQuerySingleLine") || strings.HasPrefix(r.query, "EXPLAIN") || strings.Contains(r.query, "usage_events")
+		analyst := strings.Contains(r.Query, "formatQuerySingleLine") || strings.HasPrefix(r.Query, "EXPLAIN") || strings.Contains(r.Query, "usage_events")
 		if !analyst {
-			if r.user != "cordon" {
-				t.Errorf("the store's own %q went as %q", r.query, r.user)
+			if r.User != "cordon" {
+				t.Errorf("the store's own %q went as %q", r.Query, r.User)
 			}
 			continue
 		}
-		if r.user != "cordon_analyst" {
-			t.Errorf("analyst statement %q went as %q, want cordon_analyst", r.query, r.user)
+		if r.User != "cordon_analyst" {
+			t.Errorf("analyst statement %q went as %q, want cordon_analyst", r.Query, r.User)
 		}
-		if r.params.Has("readonly") {
-			t.Errorf("analyst statement %q sets readonly: a read-only profile refuses it", r.query)
+		if r.Params.Has("readonly") {
+			t.Errorf("analyst statement %q sets readonly: a read-only profile refuses it", r.Query)
 		}
-		if strings.Contains(r.query, "usage_events") && !strings.HasPrefix(r.query, "EXPLAIN") && !strings.Contains(r.query, "formatQuerySingleLine") {
+		if strings.Contains(r.Query, "usage_events") && !strings.HasPrefix(r.Query, "EXPLAIN") && !strings.Contains(r.Query, "formatQuerySingleLine") {
 			ran = true
-			if got := r.params.Get("max_execution_time"); got != "3" {
+			if got := r.Params.Get("max_execution_time"); got != "3" {
 				t.Errorf("analyst query ran with max_execution_time=%q, want the store's 3", got)
 			}
-			if r.params.Get("max_result_rows") == "" || r.params.Get("max_memory_usage") == "" {
-				t.Errorf("analyst query without its limits: %v", r.params)
+			if r.Params.Get("max_result_rows") == "" || r.Params.Get("max_memory_usage") == "" {
+				t.Errorf("analyst query without its limits: %v", r.Params)
 			}
 		}
 	}

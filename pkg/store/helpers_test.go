@@ -43,7 +43,7 @@ var dbSeq atomic.Int64
 
 // engines returns chDB, the ClickHouse server named by CLICKHOUSE_ADDR when
 // it is set, and the chserver backend over an HTTP shim on chDB (see
-// httpShim).
+// internal/chshim).
 func engines() []engine {
 	return []engine{
 		{"chdb", func(t testing.TB, db string) store.Backend {

@@ -1,0 +1,170 @@
+package chshim_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/internal/chshim"
+	"github.com/cordonhq/cordon/pkg/store/chserver"
+)
+
+// chdbPath is the data directory of this test process's chDB session.
+var chdbPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cordon-chshim-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	chdbPath = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// TestUsers: with users configured, the real clickhouse-go client (through
+// the chserver backend) gets in only as a listed user with its password,
+// in clear or as a SHA-256, over HTTP (basic authentication) and HTTPS
+// (the X-ClickHouse-User/-Key headers); anything else is refused as a
+// server refuses it (403, exception code 516), and the refusal is
+// recorded without the password.
+func TestUsers(t *testing.T) {
+	const writerPass, analystPass = "writer-secret-1", "analyst-secret-2"
+	sum := sha256.Sum256([]byte(analystPass))
+	shim := chshim.New(chshim.Options{Path: chdbPath, Users: map[string]chshim.User{
+		"cordon":         {Password: writerPass},
+		"cordon_analyst": {PasswordSHA256Hex: hex.EncodeToString(sum[:])},
+	}})
+	t.Cleanup(func() { _ = shim.Close() })
+	plain := httptest.NewServer(shim)
+	t.Cleanup(plain.Close)
+	secure := httptest.NewTLSServer(shim)
+	t.Cleanup(secure.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: secure.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	servers := []struct {
+		name string
+		o    chserver.Options
+	}{
+		{"http", chserver.Options{Addr: strings.TrimPrefix(plain.URL, "http://")}},
+		{"https", chserver.Options{Addr: strings.TrimPrefix(secure.URL, "https://"), TLS: true, CAFile: ca}},
+	}
+	cases := []struct {
+		name, user, password string
+		analyst, analystPass string
+		ok                   bool
+	}{
+		{name: "writer", user: "cordon", password: writerPass, ok: true},
+		{name: "writer and analyst", user: "cordon", password: writerPass, analyst: "cordon_analyst", analystPass: analystPass, ok: true},
+		{name: "wrong password", user: "cordon", password: "guess", ok: false},
+		{name: "no password", user: "cordon", ok: false},
+		{name: "unknown user", user: "root", password: writerPass, ok: false},
+		{name: "default user", ok: false},
+		{name: "analyst's hash as its password", user: "cordon_analyst", password: hex.EncodeToString(sum[:]), ok: false},
+		{name: "analyst with the writer's password", user: "cordon", password: writerPass, analyst: "cordon_analyst", analystPass: writerPass, ok: false},
+	}
+	for _, srv := range servers {
+		for i, tc := range cases {
+			t.Run(srv.name+"/"+tc.name, func(t *testing.T) {
+				o := srv.o
+				o.Database = fmt.Sprintf("shim_users_%s_%d", srv.name, i)
+				o.User, o.Password, o.AnalystUser, o.AnalystPassword = tc.user, tc.password, tc.analyst, tc.analystPass
+				o.DialTimeout, o.QueryTimeout = time.Minute, time.Minute
+				shim.ResetRequests()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				b, err := chserver.Open(ctx, o)
+				if err == nil && tc.analyst != "" {
+					_, err = b.AnalystQuery(ctx, "SELECT 1", nil)
+				}
+				if b != nil {
+					defer b.Close()
+				}
+				if tc.ok {
+					if err != nil {
+						t.Fatalf("refused: %v", err)
+					}
+					if r := shim.Refused(); len(r) > 0 {
+						t.Fatalf("%d requests refused", len(r))
+					}
+					return
+				}
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				if !strings.Contains(err.Error(), "516") || !strings.Contains(err.Error(), "AUTHENTICATION_FAILED") {
+					t.Errorf("error %v does not say authentication failed (516)", err)
+				}
+				for _, secret := range []string{writerPass, analystPass} {
+					if strings.Contains(err.Error(), secret) {
+						t.Errorf("error quotes a password: %v", err)
+					}
+				}
+				if len(shim.Refused()) == 0 {
+					t.Error("no refusal recorded")
+				}
+			})
+		}
+	}
+	t.Run("status and header", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", plain.URL+"/?database=default", strings.NewReader("SELECT 1"))
+		req.SetBasicAuth("cordon", "guess")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-ClickHouse-Exception-Code") != "516" {
+			t.Errorf("status %d, exception code %q; want 403 and 516 as a server answers", resp.StatusCode, resp.Header.Get("X-ClickHouse-Exception-Code"))
+		}
+	})
+}
+
+// TestNoUsers: without users, any request is served and recorded with the
+// user it named (what pkg/store's tests of the client rely on).
+func TestNoUsers(t *testing.T) {
+	shim := chshim.New(chshim.Options{Path: chdbPath})
+	t.Cleanup(func() { _ = shim.Close() })
+	srv := httptest.NewServer(shim)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := chserver.Open(ctx, chserver.Options{Addr: strings.TrimPrefix(srv.URL, "http://"), Database: "shim_no_users", User: "anyone", Password: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	out, err := b.Query(ctx, "SELECT 40 + 2 AS n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "42") {
+		t.Errorf("result %s", out)
+	}
+	reqs := shim.Requests()
+	if len(reqs) == 0 {
+		t.Fatal("no request recorded")
+	}
+	for _, r := range reqs {
+		if r.User != "anyone" || r.Refused {
+			t.Errorf("request %q recorded as user %q refused=%v", r.Query, r.User, r.Refused)
+		}
+	}
+	if err := errors.Join(shim.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
