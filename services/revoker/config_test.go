@@ -111,7 +111,7 @@ func TestConfigCheck(t *testing.T) {
 		c    revoker.Config
 		want string
 	}{
-		{"no policy", revoker.Config{}, "response policy (default response policy): ok (critical→revoke, high-risk→revoke; max token ttl 24h0m0s; 0 alert sinks)"},
+		{"no policy", revoker.Config{}, "response policy (default response policy): ok (critical→revoke, high-risk→revoke; max token ttl 2160h0m0s; 0 alert sinks)"},
 		{"policy file", revoker.Config{PolicyFile: "../../testdata/response/good/full.yaml"}, "exfiltration→revoke"},
 		{"flag over the policy's ttl", revoker.Config{PolicyFile: "../../testdata/response/good/full.yaml", MaxTokenTTL: 48 * time.Hour}, "max token ttl 48h0m0s"},
 		{"dry run", revoker.Config{DryRun: true, SlackWebhook: "https://hooks.example/x"}, "dry-run: critical→revoke"},
