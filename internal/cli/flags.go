@@ -14,6 +14,15 @@ import (
 
 // The flag types and parsing helpers the commands share.
 
+// invalidFlags makes the error of a Validate — a mistake in the flags,
+// naming the flag — a usage error (exit status 2); nil stays nil.
+func invalidFlags(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", errUsage, err)
+}
+
 // listFlag is a repeatable flag whose values may also be comma-separated.
 type listFlag []string
 
