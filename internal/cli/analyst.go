@@ -14,6 +14,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
+	"github.com/cordonhq/cordon/services/issuer"
 )
 
 // clientFlags are the connection flags of the analyst commands, which talk
@@ -27,7 +28,7 @@ type clientFlags struct {
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	c.nf = addNATSFlags(fs, adminIdentity)
-	fs.StringVar(&c.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", DefaultTokenFile),
+	fs.StringVar(&c.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", issuer.DefaultAdminTokenFile),
 		"file holding a Cordon admin token with scope cordon:read ($CORDON_TOKEN_FILE)")
 	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "how long to wait for the auditor's reply")
 }

@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/cordonhq/cordon/pkg/policy"
-	"github.com/cordonhq/cordon/pkg/token"
-	"github.com/cordonhq/cordon/services/issuer"
 )
 
-// The flag types and parsing helpers the commands share.
+// The parsing helpers the commands share. The flags themselves are
+// declared by the packages whose options they fill (RegisterFlags).
 
 // invalidFlags makes the error of a Validate — a mistake in the flags,
 // naming the flag — a usage error (exit status 2); nil stays nil.
@@ -21,40 +18,6 @@ func invalidFlags(err error) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", errUsage, err)
-}
-
-// listFlag is a repeatable flag whose values may also be comma-separated.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(s string) error {
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l = append(*l, v)
-		}
-	}
-	return nil
-}
-
-// windowFlag is a repeatable --window (not split on commas: "mon,wed …").
-type windowFlag []issuer.Window
-
-func (w *windowFlag) String() string {
-	s := make([]string, len(*w))
-	for i, win := range *w {
-		s[i] = policy.FormatWindow(token.Window(win))
-	}
-	return strings.Join(s, "; ")
-}
-
-func (w *windowFlag) Set(s string) error {
-	win, err := policy.ParseWindow(s)
-	if err != nil {
-		return err
-	}
-	*w = append(*w, issuer.Window(win))
-	return nil
 }
 
 // parseInterspersed parses flags that may come before or after positional
