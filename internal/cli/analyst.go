@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,25 +16,22 @@ import (
 	"github.com/cordonhq/cordon/services/issuer"
 )
 
-// clientFlags are the connection flags of the analyst commands, which talk
-// to a running auditor over NATS, as the admin identity (by default the
-// one `cordon up` wrote into .cordon/creds).
+// clientFlags are the flags of the analyst commands, which talk to a
+// running auditor over NATS (by default as the identity `cordon up` wrote
+// into .cordon/creds) with an admin token.
 type clientFlags struct {
-	nf        *natsFlags
-	tokenFile string
-	timeout   time.Duration
+	auditor.ClientFlags
+	nf *natsFlags
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	c.nf = addNATSFlags(fs, adminIdentity)
-	fs.StringVar(&c.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", issuer.DefaultAdminTokenFile),
-		"file holding a Cordon admin token with scope cordon:read ($CORDON_TOKEN_FILE)")
-	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "how long to wait for the auditor's reply")
+	c.RegisterFlags(fs, issuer.DefaultAdminTokenFile)
 }
 
 // client reads the admin token and connects to NATS.
 func (c *clientFlags) client(env *Env, name string) (*auditor.Client, func(), error) {
-	tok, err := readAdminToken(env, c.tokenFile)
+	tok, err := readAdminToken(env, c.TokenFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -54,24 +50,9 @@ func (c *clientFlags) call(ctx context.Context, env *Env, name string, fn func(c
 		return err
 	}
 	defer closeNC()
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	return explain(fn(ctx, cl))
-}
-
-// explain makes a client error actionable.
-func explain(err error) error {
-	switch {
-	case errors.Is(err, auditor.ErrNoAuditor):
-		return err
-	case errors.Is(err, auditor.ErrUnauthenticated):
-		return fmt.Errorf("%w\n(the admin token was refused: mint a fresh one with `cordon token issue` or point --token-file at the issuer's admin.token)", err)
-	case errors.Is(err, auditor.ErrForbidden):
-		return fmt.Errorf("%w\n(the analyst API needs a token of tenant cordon with audience cordon and scope %s)", err, auditor.ScopeRead)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w (raise --timeout for a long query)", err)
-	}
-	return err
+	return c.Explain(fn(ctx, cl))
 }
 
 // runSQL is `cordon sql "SELECT …"`: a read-only query against the running
@@ -87,14 +68,8 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *replayDir != "" {
-		var conflict string
-		fs.Visit(func(fl *flag.Flag) {
-			if fl.Name == "nats" || fl.Name == "token-file" || fl.Name == "nats-creds" {
-				conflict = fl.Name
-			}
-		})
-		if conflict != "" {
+	for _, conflict := range []string{"token-file", "nats-creds", "nats"} {
+		if *replayDir != "" && flagGiven(fs, conflict) {
 			return fmt.Errorf("%w: --replay-dir queries a replay's store in this process; --%s is for a running system: choose one", errUsage, conflict)
 		}
 	}
@@ -118,7 +93,7 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *replayDir != "" {
-		return sqlReplayDir(ctx, env, *replayDir, q, *format, c.timeout)
+		return sqlReplayDir(ctx, env, *replayDir, q, *format, c.Timeout)
 	}
 	return c.call(ctx, env, "cordon-sql", func(ctx context.Context, cl *auditor.Client) error {
 		res, err := cl.SQL(ctx, q)

@@ -20,6 +20,13 @@ func invalidFlags(err error) error {
 	return fmt.Errorf("%w: %w", errUsage, err)
 }
 
+// flagGiven says whether the flag name was given on fs's command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}
+
 // parseInterspersed parses flags that may come before or after positional
 // arguments (cordon token inspect ID -o json) and returns the positionals.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {

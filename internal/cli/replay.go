@@ -76,9 +76,9 @@ func runReplay(ctx context.Context, env *Env, args []string) error {
 	}
 	if f.remote {
 		j.Remote = func() (*auditor.Client, func(), error) { return f.client(env, "cordon-replay") }
-		j.StatusTimeout = f.timeout
+		j.StatusTimeout = f.Timeout
 		_, err = j.Run(ctx)
-		return explain(err)
+		return f.Explain(err)
 	}
 	cfg, err := loadDetectors(f.policy)
 	if err != nil {
