@@ -93,7 +93,11 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *replayDir != "" {
-		return sqlReplayDir(ctx, env, *replayDir, q, *format, c.Timeout)
+		res, err := replay.Query(ctx, *replayDir, q, c.Timeout, func(note string) { fmt.Fprintf(env.Stderr, "cordon sql: note: %s\n", note) })
+		if err != nil {
+			return err
+		}
+		return res.Write(env.Stdout, *format)
 	}
 	return c.call(ctx, env, "cordon-sql", func(ctx context.Context, cl *auditor.Client) error {
 		res, err := cl.SQL(ctx, q)
@@ -108,26 +112,6 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 		}
 		return nil
 	})
-}
-
-// sqlReplayDir runs an analyst's query on the store of a replay directory,
-// in this process (chDB holds one data path per process; the replay that
-// wrote it has ended: the directory's lock says so), through the store's
-// read-only gate and limits, as the auditor would run it.
-func sqlReplayDir(ctx context.Context, env *Env, dir, q, format string, timeout time.Duration) error {
-	s, closeStore, err := replay.OpenStore(ctx, dir, store.Options{QueryTimeout: min(max(timeout, time.Second), store.MaxQueryTimeout)},
-		func(note string) { fmt.Fprintf(env.Stderr, "cordon sql: note: %s\n", note) })
-	if err != nil {
-		return fmt.Errorf("--replay-dir: %w", err)
-	}
-	defer closeStore()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	res, err := s.Query(ctx, q)
-	if err != nil {
-		return err
-	}
-	return res.Write(env.Stdout, format)
 }
 
 // parseSince reads --since: a duration back from now (90m, 24h, 7d) or an

@@ -117,11 +117,8 @@ func (f *apiFlags) parse(env *Env, fs *flag.FlagSet, args []string, n int, what 
 
 // reply writes an API reply: as JSON with -o json, else with text.
 func (f *apiFlags) reply(env *Env, what string, v any, err error, text func() error) error {
-	if errors.Is(err, issuer.ErrUnreachable) {
-		return fmt.Errorf("%s: %w (is `cordon issuer` or `cordon up` running? set --api or $CORDON_API)", what, err)
-	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, f.Explain(err))
 	}
 	if f.output == "json" {
 		return writeIndented(env.Stdout, v)

@@ -54,6 +54,17 @@ func (f *ClientFlags) Validate() error {
 	return nil
 }
 
+// Explain adds to an error of a Client call what to do about it in terms
+// of the flags: an API that could not be reached (ErrUnreachable) may not
+// be running, or --api may name another. Other errors, and nil, are
+// returned as they are.
+func (f *ClientFlags) Explain(err error) error {
+	if errors.Is(err, ErrUnreachable) {
+		return fmt.Errorf("%w (is `cordon issuer` or `cordon up` running? set --api or $CORDON_API)", err)
+	}
+	return err
+}
+
 // IssueFlags are the flags of an issue request (`cordon token issue`).
 type IssueFlags struct {
 	// Request receives every field but NotBefore, which --not-before gives

@@ -1,7 +1,9 @@
 package issuer
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -139,5 +141,22 @@ func TestListAndRetireFlags(t *testing.T) {
 	var r RetireRequest
 	if err := parse(t, r.RegisterFlags, "--reason", "leaked"); err != nil || r.Reason != "leaked" {
 		t.Errorf("retire %+v, %v", r, err)
+	}
+}
+
+// TestClientFlagsExplain: an API out of reach says what to check, and
+// stays ErrUnreachable; other errors are left as they are.
+func TestClientFlagsExplain(t *testing.T) {
+	var f ClientFlags
+	down := fmt.Errorf("GET http://127.0.0.1:1/v1/tokens: %w: connection refused", ErrUnreachable)
+	if got := f.Explain(down); !errors.Is(got, ErrUnreachable) || !strings.HasPrefix(got.Error(), down.Error()) ||
+		!strings.HasSuffix(got.Error(), "(is `cordon issuer` or `cordon up` running? set --api or $CORDON_API)") {
+		t.Errorf("Explain(unreachable) = %v", got)
+	}
+	refused := &APIError{Status: 401}
+	for _, err := range []error{nil, refused} {
+		if got := f.Explain(err); got != err {
+			t.Errorf("Explain(%v) = %v, want it unchanged", err, got)
+		}
 	}
 }
