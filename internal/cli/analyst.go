@@ -63,7 +63,7 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 	var c clientFlags
 	c.register(fs)
 	format := outputFlag(fs, store.FormatTable, "table, csv or json")
-	replayDir := fs.String("replay-dir", "", "query the store that `cordon replay --dir DIR` kept, instead of the running system (same read-only gate and limits)")
+	replayDir := fs.String("replay-dir", "", "query the store that cordon replay --dir `DIR` kept, instead of the running system (same read-only gate and limits)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err

@@ -62,7 +62,7 @@ func addNATSFlags(fs *flag.FlagSet, identity func() string) *natsFlags {
 	f := &natsFlags{identity: identity}
 	fs.StringVar(&f.url, "nats", getenvDefault("CORDON_NATS", nats.DefaultURL), "NATS server URL(s), comma-separated ($CORDON_NATS)")
 	fs.StringVar(&f.creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"),
-		"NATS credentials: an NKey seed from `cordon creds generate` or a .creds file ($CORDON_NATS_CREDS; default: this command's identity in "+DefaultCredsDir+"/, written by `cordon up`, when it exists)")
+		"NATS credentials: an NKey seed from cordon creds generate or a .creds `file` ($CORDON_NATS_CREDS; default: this command's identity in "+DefaultCredsDir+"/, written by cordon up, when it exists)")
 	fs.StringVar(&f.ca, "nats-ca", os.Getenv("CORDON_NATS_CA"), "CA certificate that signed the NATS servers' certificates ($CORDON_NATS_CA)")
 	fs.StringVar(&f.cert, "nats-cert", os.Getenv("CORDON_NATS_CERT"), "client certificate for NATS mutual TLS ($CORDON_NATS_CERT)")
 	fs.StringVar(&f.key, "nats-key", os.Getenv("CORDON_NATS_KEY"), "client key for NATS mutual TLS ($CORDON_NATS_KEY)")

@@ -18,7 +18,7 @@ import (
 // RegisterFlags declares --enforcer and --role (repeatable or
 // comma-separated, each value checked as it is parsed) and --force.
 func (o *GenerateOptions) RegisterFlags(fs *flag.FlagSet) {
-	fs.Var((*enforcersFlag)(&o.Enforcers), "enforcer", "an identity for each of these enforcer ids (repeatable or comma-separated): DIR/enforcer-<id>.nk, allowed to publish usage only as <id> (`cordon enforce --id <id>`)")
+	fs.Var((*enforcersFlag)(&o.Enforcers), "enforcer", "an identity for each of these enforcer `ID`s (repeatable or comma-separated): DIR/enforcer-<id>.nk, allowed to publish usage only as <id> (cordon enforce --id <id>)")
 	fs.Var((*rolesFlag)(&o.Roles), "role", "generate only these roles (repeatable or comma-separated; default: issuer, auditor, revoker, admin; enforcer needs --enforcer). auth.conf lists exactly these and the --enforcer ids")
 	fs.BoolVar(&o.Force, "force", false, "replace existing seeds with new keys (rotation); by default existing seeds are kept and only auth.conf is rewritten")
 }
