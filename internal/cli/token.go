@@ -104,12 +104,18 @@ func readAdminToken(env *Env, path string) (string, error) {
 	return tok, err
 }
 
-// parse parses a command's flags and its n arguments, then returns the
+// parse parses a command's flags and its n arguments, checks the flags
+// with the command's checks (each error a usage error), then returns the
 // client.
-func (f *apiFlags) parse(env *Env, fs *flag.FlagSet, args []string, n int, what string) (*issuer.Client, []string, error) {
+func (f *apiFlags) parse(env *Env, fs *flag.FlagSet, args []string, n int, what string, checks ...func() error) (*issuer.Client, []string, error) {
 	pos, err := parseArgs(fs, args, n, what)
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, check := range checks {
+		if err := invalidFlags(check()); err != nil {
+			return nil, nil, err
+		}
 	}
 	c, err := f.client(env)
 	return c, pos, err
@@ -132,14 +138,8 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 	af := addAPIFlags(fs)
 	var f issuer.IssueFlags
 	f.RegisterFlags(fs)
-	if _, err := parseArgs(fs, args, 0, "no arguments"); err != nil {
-		return err
-	}
-	req, err := f.IssueRequest()
-	if err != nil {
-		return invalidFlags(err)
-	}
-	c, err := af.client(env)
+	var req issuer.IssueRequest
+	c, _, err := af.parse(env, fs, args, 0, "no arguments", func() (err error) { req, err = f.IssueRequest(); return err })
 	if err != nil {
 		return err
 	}
@@ -188,14 +188,7 @@ func runTokenRotate(ctx context.Context, env *Env, args []string) error {
 	af := addAPIFlags(fs)
 	var f issuer.RotateFlags
 	f.RegisterFlags(fs)
-	pos, err := parseArgs(fs, args, 1, "the token ID")
-	if err != nil {
-		return err
-	}
-	if err := invalidFlags(f.Validate()); err != nil {
-		return err
-	}
-	c, err := af.client(env)
+	c, pos, err := af.parse(env, fs, args, 1, "the token ID", f.Validate)
 	if err != nil {
 		return err
 	}
