@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,27 +13,25 @@ import (
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/services/auditor"
+	"github.com/cordonhq/cordon/services/issuer"
 )
 
-// clientFlags are the connection flags of the analyst commands, which talk
-// to a running auditor over NATS, as the admin identity (by default the
-// one `cordon up` wrote into .cordon/creds).
+// clientFlags are the flags of the analyst commands, which talk to a
+// running auditor over NATS (by default as the identity `cordon up` wrote
+// into .cordon/creds) with an admin token.
 type clientFlags struct {
-	nf        *natsFlags
-	tokenFile string
-	timeout   time.Duration
+	auditor.ClientFlags
+	nf *natsFlags
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	c.nf = addNATSFlags(fs, adminIdentity)
-	fs.StringVar(&c.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", DefaultTokenFile),
-		"file holding a Cordon admin token with scope cordon:read ($CORDON_TOKEN_FILE)")
-	fs.DurationVar(&c.timeout, "timeout", 60*time.Second, "how long to wait for the auditor's reply")
+	c.RegisterFlags(fs, issuer.DefaultAdminTokenFile)
 }
 
 // client reads the admin token and connects to NATS.
 func (c *clientFlags) client(env *Env, name string) (*auditor.Client, func(), error) {
-	tok, err := readAdminToken(env, c.tokenFile)
+	tok, err := readAdminToken(env, c.TokenFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -53,24 +50,9 @@ func (c *clientFlags) call(ctx context.Context, env *Env, name string, fn func(c
 		return err
 	}
 	defer closeNC()
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	return explain(fn(ctx, cl))
-}
-
-// explain makes a client error actionable.
-func explain(err error) error {
-	switch {
-	case errors.Is(err, auditor.ErrNoAuditor):
-		return err
-	case errors.Is(err, auditor.ErrUnauthenticated):
-		return fmt.Errorf("%w\n(the admin token was refused: mint a fresh one with `cordon token issue` or point --token-file at the issuer's admin.token)", err)
-	case errors.Is(err, auditor.ErrForbidden):
-		return fmt.Errorf("%w\n(the analyst API needs a token of tenant cordon with audience cordon and scope %s)", err, auditor.ScopeRead)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("%w (raise --timeout for a long query)", err)
-	}
-	return err
+	return c.Explain(fn(ctx, cl))
 }
 
 // runSQL is `cordon sql "SELECT …"`: a read-only query against the running
@@ -81,19 +63,13 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 	var c clientFlags
 	c.register(fs)
 	format := outputFlag(fs, store.FormatTable, "table, csv or json")
-	replayDir := fs.String("replay-dir", "", "query the store that `cordon replay --dir DIR` kept, instead of the running system (same read-only gate and limits)")
+	replayDir := fs.String("replay-dir", "", "query the store that cordon replay --dir `DIR` kept, instead of the running system (same read-only gate and limits)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if *replayDir != "" {
-		var conflict string
-		fs.Visit(func(fl *flag.Flag) {
-			if fl.Name == "nats" || fl.Name == "token-file" || fl.Name == "nats-creds" {
-				conflict = fl.Name
-			}
-		})
-		if conflict != "" {
+	for _, conflict := range []string{"token-file", "nats-creds", "nats"} {
+		if *replayDir != "" && flagGiven(fs, conflict) {
 			return fmt.Errorf("%w: --replay-dir queries a replay's store in this process; --%s is for a running system: choose one", errUsage, conflict)
 		}
 	}
@@ -117,7 +93,11 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *replayDir != "" {
-		return sqlReplayDir(ctx, env, *replayDir, q, *format, c.timeout)
+		res, err := replay.Query(ctx, *replayDir, q, c.Timeout, func(note string) { fmt.Fprintf(env.Stderr, "cordon sql: note: %s\n", note) })
+		if err != nil {
+			return err
+		}
+		return res.Write(env.Stdout, *format)
 	}
 	return c.call(ctx, env, "cordon-sql", func(ctx context.Context, cl *auditor.Client) error {
 		res, err := cl.SQL(ctx, q)
@@ -132,26 +112,6 @@ func runSQL(ctx context.Context, env *Env, args []string) error {
 		}
 		return nil
 	})
-}
-
-// sqlReplayDir runs an analyst's query on the store of a replay directory,
-// in this process (chDB holds one data path per process; the replay that
-// wrote it has ended: the directory's lock says so), through the store's
-// read-only gate and limits, as the auditor would run it.
-func sqlReplayDir(ctx context.Context, env *Env, dir, q, format string, timeout time.Duration) error {
-	s, closeStore, err := replay.OpenStore(ctx, dir, store.Options{QueryTimeout: min(max(timeout, time.Second), store.MaxQueryTimeout)},
-		func(note string) { fmt.Fprintf(env.Stderr, "cordon sql: note: %s\n", note) })
-	if err != nil {
-		return fmt.Errorf("--replay-dir: %w", err)
-	}
-	defer closeStore()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	res, err := s.Query(ctx, q)
-	if err != nil {
-		return err
-	}
-	return res.Write(env.Stdout, format)
 }
 
 // parseSince reads --since: a duration back from now (90m, 24h, 7d) or an

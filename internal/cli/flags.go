@@ -2,50 +2,42 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 
-	"github.com/cordonhq/cordon/pkg/policy"
-	"github.com/cordonhq/cordon/pkg/token"
-	"github.com/cordonhq/cordon/services/issuer"
+	"github.com/cordonhq/cordon/internal/replay"
 )
 
-// The flag types and parsing helpers the commands share.
+// The parsing helpers the commands share. The flags themselves are
+// declared by the packages whose options they fill (RegisterFlags).
 
-// listFlag is a repeatable flag whose values may also be comma-separated.
-type listFlag []string
-
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(s string) error {
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l = append(*l, v)
-		}
+// invalidFlags makes the error of a Validate — a mistake in the flags,
+// naming the flag — a usage error (exit status 2); nil stays nil.
+func invalidFlags(err error) error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("%w: %w", errUsage, err)
 }
 
-// windowFlag is a repeatable --window (not split on commas: "mon,wed …").
-type windowFlag []issuer.Window
-
-func (w *windowFlag) String() string {
-	s := make([]string, len(*w))
-	for i, win := range *w {
-		s[i] = policy.FormatWindow(token.Window(win))
+// replayUsage makes the errors of a replay job that are mistakes in its
+// flags (replay.ErrInvalid) usage errors; other errors, and nil, are
+// returned as they are.
+func replayUsage(err error) error {
+	if errors.Is(err, replay.ErrInvalid) {
+		return invalidFlags(err)
 	}
-	return strings.Join(s, "; ")
+	return err
 }
 
-func (w *windowFlag) Set(s string) error {
-	win, err := policy.ParseWindow(s)
-	if err != nil {
-		return err
-	}
-	*w = append(*w, issuer.Window(win))
-	return nil
+// flagGiven says whether the flag name was given on fs's command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 // parseInterspersed parses flags that may come before or after positional

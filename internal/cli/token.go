@@ -6,20 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
-	"os"
-	"time"
 
-	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/services/issuer"
 )
-
-// DefaultAPI is the issuer's HTTP API when neither --api nor $CORDON_API
-// is given.
-const DefaultAPI = "http://127.0.0.1:7400"
-
-// DefaultTokenFile is where the admin token is read from by default: the
-// bootstrap token of an issuer run with --data .cordon.
-const DefaultTokenFile = ".cordon/admin.token"
 
 const tokenUsage = `Usage: cordon token <command> [flags]
 
@@ -30,8 +19,8 @@ Commands:
   rotate   mint a successor and revoke the token after a grace period
 
 Every command talks to the issuer's HTTP API (--api, $CORDON_API, default
-` + DefaultAPI + `) with an admin token (--token-file, $CORDON_TOKEN_FILE,
-default ` + DefaultTokenFile + `).
+` + issuer.DefaultAPIURL + `) with an admin token (--token-file, $CORDON_TOKEN_FILE,
+default ` + issuer.DefaultAdminTokenFile + `).
 `
 
 const keyUsage = `Usage: cordon key <command> [flags]
@@ -71,17 +60,17 @@ func subcommand(ctx context.Context, env *Env, args []string, usage string, cmds
 	return run(ctx, env, args[1:])
 }
 
-// apiFlags are the flags every API command shares.
+// apiFlags are the flags every API command shares: the client's and the
+// output format.
 type apiFlags struct {
-	api, tokenFile, output, ca string
+	issuer.ClientFlags
+	output string
 }
 
 func addAPIFlags(fs *flag.FlagSet) *apiFlags {
 	f := &apiFlags{}
-	fs.StringVar(&f.api, "api", getenvDefault("CORDON_API", DefaultAPI), "issuer API URL ($CORDON_API)")
-	fs.StringVar(&f.tokenFile, "token-file", getenvDefault("CORDON_TOKEN_FILE", DefaultTokenFile), "admin token file ($CORDON_TOKEN_FILE)")
+	f.RegisterFlags(fs)
 	fs.StringVar(&f.output, "o", "text", "output format: text or json")
-	fs.StringVar(&f.ca, "api-ca", os.Getenv("CORDON_API_CA"), "CA certificate of an HTTPS issuer API ($CORDON_API_CA)")
 	return f
 }
 
@@ -91,14 +80,14 @@ func (f *apiFlags) client(env *Env) (*issuer.Client, error) {
 	if f.output != "text" && f.output != "json" {
 		return nil, fmt.Errorf("%w: -o %q: want text or json", errUsage, f.output)
 	}
-	if err := issuer.CheckURL(f.api); err != nil {
-		return nil, fmt.Errorf("%w: --api %q is not an http(s) URL", errUsage, f.api)
+	if err := invalidFlags(f.Validate()); err != nil {
+		return nil, err
 	}
-	tok, err := readAdminToken(env, f.tokenFile)
+	tok, err := readAdminToken(env, f.TokenFile)
 	if err != nil {
 		return nil, err
 	}
-	c, err := issuer.NewClient(issuer.ClientConfig{URL: f.api, Token: tok, CAFile: f.ca})
+	c, err := issuer.NewClient(issuer.ClientConfig{URL: f.URL, Token: tok, CAFile: f.CAFile})
 	if err != nil {
 		return nil, fmt.Errorf("--api-ca: %w", err)
 	}
@@ -115,12 +104,18 @@ func readAdminToken(env *Env, path string) (string, error) {
 	return tok, err
 }
 
-// parse parses a command's flags and its n arguments, then returns the
+// parse parses a command's flags and its n arguments, checks the flags
+// with the command's checks (each error a usage error), then returns the
 // client.
-func (f *apiFlags) parse(env *Env, fs *flag.FlagSet, args []string, n int, what string) (*issuer.Client, []string, error) {
+func (f *apiFlags) parse(env *Env, fs *flag.FlagSet, args []string, n int, what string, checks ...func() error) (*issuer.Client, []string, error) {
 	pos, err := parseArgs(fs, args, n, what)
 	if err != nil {
 		return nil, nil, err
+	}
+	for _, check := range checks {
+		if err := invalidFlags(check()); err != nil {
+			return nil, nil, err
+		}
 	}
 	c, err := f.client(env)
 	return c, pos, err
@@ -128,11 +123,8 @@ func (f *apiFlags) parse(env *Env, fs *flag.FlagSet, args []string, n int, what 
 
 // reply writes an API reply: as JSON with -o json, else with text.
 func (f *apiFlags) reply(env *Env, what string, v any, err error, text func() error) error {
-	if errors.Is(err, issuer.ErrUnreachable) {
-		return fmt.Errorf("%s: %w (is `cordon issuer` or `cordon up` running? set --api or $CORDON_API)", what, err)
-	}
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, f.Explain(err))
 	}
 	if f.output == "json" {
 		return writeIndented(env.Stdout, v)
@@ -144,49 +136,14 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "token issue", "token issue --tenant T --holder H --scope s1,s2 [--audience a] [--network CIDR] [--env E] "+
 		"[--window 'mon-fri 08:00-18:00 Europe/Paris'] [--device THUMB] [--ttl 1h] [-o json]")
 	af := addAPIFlags(fs)
+	var f issuer.IssueFlags
+	f.RegisterFlags(fs)
 	var req issuer.IssueRequest
-	var notBefore, idem string
-	fs.StringVar(&req.Tenant, "tenant", "", "tenant (required)")
-	fs.StringVar(&req.Holder, "holder", "", "holder: the service or workload (required)")
-	fs.Var((*listFlag)(&req.Scopes), "scope", "scopes, resource:action (repeatable or comma-separated; required)")
-	fs.Var((*listFlag)(&req.Audience), "audience", "services the token may reach (default: the ceiling's)")
-	fs.Var((*listFlag)(&req.Networks), "network", "source CIDRs or IPs (default: the ceiling's)")
-	fs.StringVar(&req.Environment, "env", "", "environment (default: the ceiling's, if it has one)")
-	fs.Var((*windowFlag)(&req.Windows), "window", "time-of-use window '[days] HH:MM-HH:MM [zone]' (repeatable; default: the ceiling's)")
-	fs.StringVar(&req.Device, "device", "", "client certificate SHA-256 thumbprint (hex) to bind the token to")
-	fs.StringVar(&req.TTL, "ttl", "", "lifetime such as 1h or 7d (default: the ceiling's max_ttl)")
-	fs.StringVar(&notBefore, "not-before", "", "RFC 3339 time the token becomes valid (default: now)")
-	fs.BoolVar(&req.BreakGlass, "break-glass", false, "mint a break-glass token (if the ceiling allows it)")
-	fs.StringVar(&idem, "idempotency-key", "", "replay-safe key: retrying with it returns the same token")
-	_, err := parseArgs(fs, args, 0, "no arguments")
+	c, _, err := af.parse(env, fs, args, 0, "no arguments", func() (err error) { req, err = f.IssueRequest(); return err })
 	if err != nil {
 		return err
 	}
-	switch {
-	case req.Tenant == "":
-		return fmt.Errorf("%w: --tenant is required", errUsage)
-	case req.Holder == "":
-		return fmt.Errorf("%w: --holder is required", errUsage)
-	case len(req.Scopes) == 0:
-		return fmt.Errorf("%w: at least one --scope is required (least privilege: name what the holder needs)", errUsage)
-	}
-	if req.TTL != "" {
-		if _, err := policy.ParseDuration(req.TTL); err != nil {
-			return fmt.Errorf("%w: --ttl: %v", errUsage, err)
-		}
-	}
-	if notBefore != "" {
-		t, err := time.Parse(time.RFC3339, notBefore)
-		if err != nil {
-			return fmt.Errorf("%w: --not-before %q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", errUsage, notBefore)
-		}
-		req.NotBefore = &t
-	}
-	c, err := af.client(env)
-	if err != nil {
-		return err
-	}
-	res, err := c.Issue(ctx, req, idem)
+	res, err := c.Issue(ctx, req, f.IdempotencyKey)
 	return af.reply(env, "issue", res, err, func() error {
 		if _, err := fmt.Fprintln(env.Stdout, res.Token); err != nil {
 			return err
@@ -200,9 +157,7 @@ func runTokenList(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "token list", "token list [--tenant T] [--holder H] [--status active|rotated|revoked|expired] [-o json]")
 	af := addAPIFlags(fs)
 	var f issuer.ListFilter
-	fs.StringVar(&f.Tenant, "tenant", "", "only this tenant")
-	fs.StringVar(&f.Holder, "holder", "", "only this holder")
-	fs.StringVar(&f.Status, "status", "", "only this status: active, rotated, revoked or expired")
+	f.RegisterFlags(fs)
 	c, _, err := af.parse(env, fs, args, 0, "no arguments")
 	if err != nil {
 		return err
@@ -231,27 +186,13 @@ func runTokenInspect(ctx context.Context, env *Env, args []string) error {
 func runTokenRotate(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "token rotate", "token rotate ID [--grace 10m] [--ttl 1h] [-o json]")
 	af := addAPIFlags(fs)
-	var in issuer.RotateRequest
-	var idem string
-	fs.StringVar(&in.Grace, "grace", "", "how long the old token stays valid; 0s revokes it at once (default: the issuer's)")
-	fs.StringVar(&in.TTL, "ttl", "", "lifetime of the new token (default: the old token's)")
-	fs.StringVar(&idem, "idempotency-key", "", "replay-safe key: retrying with it returns the same successor")
-	pos, err := parseArgs(fs, args, 1, "the token ID")
+	var f issuer.RotateFlags
+	f.RegisterFlags(fs)
+	c, pos, err := af.parse(env, fs, args, 1, "the token ID", f.Validate)
 	if err != nil {
 		return err
 	}
-	for name, v := range map[string]string{"--grace": in.Grace, "--ttl": in.TTL} {
-		if v != "" {
-			if _, err := policy.ParseDuration(v); err != nil {
-				return fmt.Errorf("%w: %s: %v", errUsage, name, err)
-			}
-		}
-	}
-	c, err := af.client(env)
-	if err != nil {
-		return err
-	}
-	res, err := c.Rotate(ctx, pos[0], in, idem)
+	res, err := c.Rotate(ctx, pos[0], f.Request, f.IdempotencyKey)
 	return af.reply(env, "rotate", res, err, func() error {
 		if _, err := fmt.Fprintln(env.Stdout, res.Token); err != nil {
 			return err
@@ -301,7 +242,7 @@ func runKeyRetire(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags(env, "key retire", "key retire KID [--reason TEXT] [-o json]")
 	af := addAPIFlags(fs)
 	var in issuer.RetireRequest
-	fs.StringVar(&in.Reason, "reason", "", "why the key is retired (recorded on the ledger)")
+	in.RegisterFlags(fs)
 	c, pos, err := af.parse(env, fs, args, 1, "the key id (see cordon key list)")
 	if err != nil {
 		return err

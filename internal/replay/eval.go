@@ -149,11 +149,20 @@ type EvalJob struct {
 	// the text goes to Stdout.
 	JSON           bool
 	Stdout, Stderr io.Writer
+
+	flags *evalFlags // RegisterFlags
 }
 
 // Run runs the evaluation. Detectors below the gate make an error wrapping
-// ErrBelowGate, after the scores and the failing variants are written.
+// ErrBelowGate, after the scores and the failing variants are written. A
+// job whose flags were registered (RegisterFlags) first loads and sizes
+// the scenario they name: a scenario they make invalid is an ErrInvalid
+// error.
 func (j EvalJob) Run(ctx context.Context) (*EvalResult, error) {
+	j, err := j.withFlags()
+	if err != nil {
+		return nil, err
+	}
 	text := j.Stdout
 	if j.JSON {
 		text = j.Stderr

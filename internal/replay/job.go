@@ -73,6 +73,10 @@ type Job struct {
 	// Pipeline configures the private pipeline (Dir, Reuse, Detectors,
 	// Backend, Log); Run names the input in it.
 	Pipeline PipelineOptions
+	// PolicyFile names the policy file whose detectors: section
+	// Pipeline.Detectors holds ("": the default thresholds); the caller
+	// loads it.
+	PolicyFile string
 	// Options configure the replay (Sort, Tolerance, SkipLedger, Wait,
 	// Progress, Log); Run sets JS, Auditor, Shared, Size and NotBefore.
 	Options Options
@@ -80,14 +84,18 @@ type Job struct {
 	// Stderr; otherwise the anomaly table and the summary go to Stdout.
 	JSON           bool
 	Stdout, Stderr io.Writer
+
+	flags *jobFlags // RegisterFlags
 }
 
 // Run runs the job and writes its result. An input the replay cannot use
 // fails with an error naming it and the way out (the first bad lines of an
 // input with nothing to replay go to Stderr first); errors of the remote
 // auditor come back as the auditor.Client returned them. The Result so far
-// comes back with an error, as Run's does.
+// comes back with an error, as Run's does. A job whose flags were
+// registered (RegisterFlags) runs as they say.
 func (j Job) Run(ctx context.Context) (*Result, error) {
+	j = j.withFlags()
 	in, err := j.open()
 	if err != nil {
 		return nil, err

@@ -185,6 +185,10 @@ func TestOpenStoreRefuses(t *testing.T) {
 		if noticed {
 			t.Errorf("%s: a notice for a directory that was refused", c.dir)
 		}
+		if res, err := replay.Query(context.Background(), c.dir, "SELECT 1", time.Minute, nil); err == nil || res != nil ||
+			!strings.HasPrefix(err.Error(), "--replay-dir: ") || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("query %s: %v, want %q", c.dir, err, c.want)
+		}
 	}
 	// The refusal released the directory's lock.
 	d, err := replay.OpenDir(outside)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/cordonhq/cordon/pkg/store"
 )
@@ -45,4 +46,21 @@ func OpenStore(ctx context.Context, dir string, o store.Options, notice func(str
 		return nil, nil, err
 	}
 	return s, func() { s.Close(); d.Close() }, nil
+}
+
+// Query runs an analyst's query on the store that a replay kept in dir
+// (OpenStore), within timeout, under the store's read-only gate and limits
+// (the engine's own time limit is timeout, between a second and
+// store.MaxQueryTimeout), as the auditor would run it; the replay that
+// wrote the store must have ended (the directory's lock says so). notice
+// is OpenStore's. An error opening the store names the directory.
+func Query(ctx context.Context, dir, query string, timeout time.Duration, notice func(string)) (*store.Result, error) {
+	s, closeStore, err := OpenStore(ctx, dir, store.Options{QueryTimeout: min(max(timeout, time.Second), store.MaxQueryTimeout)}, notice)
+	if err != nil {
+		return nil, fmt.Errorf("--replay-dir: %w", err)
+	}
+	defer closeStore()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return s.Query(ctx, query)
 }

@@ -32,10 +32,18 @@ type SimulateJob struct {
 	Out string
 	// Stdout receives what was written.
 	Stdout io.Writer
+
+	flags *scenarioFlags // RegisterFlags
 }
 
-// Run generates the data set and writes it.
+// Run generates the data set and writes it. A job whose flags were
+// registered (RegisterFlags) first loads and sizes the scenario they name:
+// a scenario they make invalid is an ErrInvalid error.
 func (j SimulateJob) Run() (*simulate.Dataset, error) {
+	j, err := j.withFlags()
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	ds, err := simulate.Generate(j.Scenario)
 	if err != nil {

@@ -71,7 +71,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, identity func() string) {
 	c.Identity = identity
 	fs.StringVar(&c.URL, "nats", svcconfig.Getenv("CORDON_NATS", nats.DefaultURL), "NATS server URL(s), comma-separated ($CORDON_NATS)")
 	fs.StringVar(&c.Creds, "nats-creds", os.Getenv("CORDON_NATS_CREDS"),
-		"NATS credentials: an NKey seed from `cordon creds generate` or a .creds file ($CORDON_NATS_CREDS; default: this command's identity in "+DefaultCredsDir+"/, written by `cordon up`, when it exists)")
+		"NATS credentials: an NKey seed from cordon creds generate or a .creds `file` ($CORDON_NATS_CREDS; default: this command's identity in "+DefaultCredsDir+"/, written by cordon up, when it exists)")
 	fs.StringVar(&c.CA, "nats-ca", os.Getenv("CORDON_NATS_CA"), "CA certificate that signed the NATS servers' certificates ($CORDON_NATS_CA)")
 	fs.StringVar(&c.Cert, "nats-cert", os.Getenv("CORDON_NATS_CERT"), "client certificate for NATS mutual TLS ($CORDON_NATS_CERT)")
 	fs.StringVar(&c.Key, "nats-key", os.Getenv("CORDON_NATS_KEY"), "client key for NATS mutual TLS ($CORDON_NATS_KEY)")

@@ -81,8 +81,8 @@ var DefaultTrustAnchor = filepath.Join(DefaultDataDir, TrustAnchorFile)
 
 // TrustAnchorHelp is the help of --trust-anchor for the enforcer and the
 // revoker.
-const TrustAnchorHelp = "the issuer's trust anchor: a file written by `cordon issuer` (DATA/" + TrustAnchorFile +
-	") or `cordon anchor generate`, or the " + token.AnchorPrefix + "… text itself ($CORDON_TRUST_ANCHOR)"
+const TrustAnchorHelp = "the issuer's trust anchor: a `file` written by cordon issuer (DATA/" + TrustAnchorFile +
+	") or cordon anchor generate, or the " + token.AnchorPrefix + "… text itself ($CORDON_TRUST_ANCHOR)"
 
 // TrustAnchorFlag registers --trust-anchor into p, defaulting to
 // $CORDON_TRUST_ANCHOR or DefaultTrustAnchor, with the help given.

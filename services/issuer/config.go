@@ -67,7 +67,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address, apart from the API (off when empty)")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in events (default issuer/<hostname>)")
 	fs.StringVar(&c.AdminTTL, "admin-ttl", "90d", "lifetime of the bootstrap admin token")
-	fs.StringVar(&c.AnchorKey, "anchor-key", os.Getenv("CORDON_ANCHOR_KEY"), "trust anchor private key from `cordon anchor generate` ($CORDON_ANCHOR_KEY; default: DATA/keys/"+AnchorFile+", generated on first start)")
+	fs.StringVar(&c.AnchorKey, "anchor-key", os.Getenv("CORDON_ANCHOR_KEY"), "trust anchor private key `file` from cordon anchor generate ($CORDON_ANCHOR_KEY; default: DATA/keys/"+AnchorFile+", generated on first start)")
 	fs.DurationVar(&c.Grace, "grace", DefaultGrace, "default grace period of a rotated token")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
 }
