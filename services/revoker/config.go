@@ -187,4 +187,3 @@ func loadResponsePolicy(path string) (*response.Policy, time.Duration, error) {
 	}
 	return resp, pol.MaxTokenLife(), nil
 }
-
