@@ -29,11 +29,11 @@ func runSimulate(_ context.Context, env *Env, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
-	if err := replayUsage(j.Validate()); err != nil {
+	if err := usageOf(j.Validate()); err != nil {
 		return err
 	}
 	_, err := j.Run()
-	return replayUsage(err)
+	return usageOf(err)
 }
 
 // runEval is `cordon eval`: simulate a scenario, replay it through the
@@ -52,7 +52,7 @@ func runEval(ctx context.Context, env *Env, args []string) error {
 	if err := checkFormat(*format, store.FormatTable, store.FormatJSON); err != nil {
 		return err
 	}
-	if err := replayUsage(j.Validate()); err != nil {
+	if err := usageOf(j.Validate()); err != nil {
 		return err
 	}
 	p, err := privatePipeline(env, j.PolicyFile)
@@ -61,5 +61,5 @@ func runEval(ctx context.Context, env *Env, args []string) error {
 	}
 	j.Eval.Pipeline, j.Eval.Log, j.JSON = p, env.Log, *format == store.FormatJSON
 	_, err = j.Run(ctx)
-	return replayUsage(err)
+	return usageOf(err)
 }

@@ -2,13 +2,10 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/cordonhq/cordon/internal/replay"
 )
 
 // The parsing helpers the commands share. The flags themselves are
@@ -21,16 +18,6 @@ func invalidFlags(err error) error {
 		return nil
 	}
 	return fmt.Errorf("%w: %w", errUsage, err)
-}
-
-// replayUsage makes the errors of a replay job that are mistakes in its
-// flags (replay.ErrInvalid) usage errors; other errors, and nil, are
-// returned as they are.
-func replayUsage(err error) error {
-	if errors.Is(err, replay.ErrInvalid) {
-		return invalidFlags(err)
-	}
-	return err
 }
 
 // flagGiven says whether the flag name was given on fs's command line.

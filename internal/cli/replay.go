@@ -41,7 +41,7 @@ func runReplay(ctx context.Context, env *Env, args []string) error {
 		j.Remote = func() (*auditor.Client, func(), error) { return c.client(env, "cordon-replay") }
 		j.StatusTimeout = c.Timeout
 	}
-	if err := replayUsage(j.Validate()); err != nil {
+	if err := usageOf(j.Validate()); err != nil {
 		return err
 	}
 	if err := checkFormat(*format, store.FormatTable, store.FormatJSON); err != nil {

@@ -1,13 +1,12 @@
 package replay
 
 import (
-	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/simulate"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 )
 
 // The flags of `cordon replay`, `cordon eval` and `cordon simulate` are
@@ -20,18 +19,12 @@ import (
 // ErrInvalid marks a job's options that are wrong as given — a flag, a
 // combination of flags, a scenario that the flags make invalid — rather
 // than a file or a system that fails: the command's usage error (exit
-// status 2). The message names the flag and says what is wanted.
-var ErrInvalid = errors.New("invalid replay options")
-
-// invalid is an error that matches ErrInvalid without saying so in its
-// message.
-type invalid struct{ err error }
-
-func (e *invalid) Error() string   { return e.err.Error() }
-func (e *invalid) Unwrap() []error { return []error{ErrInvalid, e.err} }
+// status 2). The message names the flag and says what is wanted. It is the
+// services' configuration-mistake marker, so one check serves every command.
+var ErrInvalid = svcconfig.ErrInvalid
 
 // invalidf formats an error as fmt.Errorf does and marks it ErrInvalid.
-func invalidf(format string, args ...any) error { return &invalid{fmt.Errorf(format, args...)} }
+func invalidf(format string, args ...any) error { return svcconfig.Invalidf(format, args...) }
 
 // DefaultWait is the longest wait for the auditor that `cordon replay`
 // allows by default (--wait).
@@ -191,7 +184,7 @@ func (s *scenarioFlags) scenario() (sc simulate.Scenario, clamped bool, err erro
 		sc.AttacksPerKind = s.perKind
 	}
 	if err := sc.Validate(); err != nil {
-		return sc, false, &invalid{err}
+		return sc, false, svcconfig.Invalid(err)
 	}
 	return sc, clamped, nil
 }

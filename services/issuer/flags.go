@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/pkg/policy"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -41,8 +42,8 @@ type ClientFlags struct {
 // to its $CORDON_… variable, else to DefaultAPIURL, none and
 // DefaultAdminTokenFile.
 func (f *ClientFlags) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&f.URL, "api", getenv("CORDON_API", DefaultAPIURL), "issuer API URL ($CORDON_API)")
-	fs.StringVar(&f.TokenFile, "token-file", getenv("CORDON_TOKEN_FILE", DefaultAdminTokenFile), "admin token file ($CORDON_TOKEN_FILE)")
+	fs.StringVar(&f.URL, "api", svcconfig.Getenv("CORDON_API", DefaultAPIURL), "issuer API URL ($CORDON_API)")
+	fs.StringVar(&f.TokenFile, "token-file", svcconfig.Getenv("CORDON_TOKEN_FILE", DefaultAdminTokenFile), "admin token file ($CORDON_TOKEN_FILE)")
 	fs.StringVar(&f.CAFile, "api-ca", os.Getenv("CORDON_API_CA"), "CA certificate of an HTTPS issuer API ($CORDON_API_CA)")
 }
 
@@ -166,14 +167,6 @@ func checkDuration(name, v string) error {
 		return fmt.Errorf("%s: %v", name, err)
 	}
 	return nil
-}
-
-// getenv returns $name, or def when it is unset or empty.
-func getenv(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 // listFlag is a repeatable flag whose values may also be comma-separated.
