@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 )
@@ -38,5 +39,10 @@ func runService(ctx context.Context, env *Env, fs *flag.FlagSet, args []string, 
 		_, err = fmt.Fprintln(env.Stdout, s)
 		return err
 	}
-	return usageOf(run(ctx))
+	err := run(ctx)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// Stopped (SIGTERM, Ctrl-C) while it was still starting: a clean stop.
+		return nil
+	}
+	return usageOf(err)
 }

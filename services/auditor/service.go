@@ -121,7 +121,10 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	s.cancel = cancel
 	go func() {
 		defer close(s.done)
-		if err := s.a.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+		// Once Close cancelled runCtx, an error is the stop itself (a
+		// consumer being created when the stop came reports it as its own
+		// error, not always as context.Canceled).
+		if err := s.a.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) && runCtx.Err() == nil {
 			s.runErr = fmt.Errorf("auditor: %w", err)
 			c.Log.Error().Err(err).Msg("auditor stopped")
 		}
