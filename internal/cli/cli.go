@@ -43,7 +43,6 @@ func commands() map[string]command {
 		"simulate":  {"generate realistic usage with labelled attacks (usage.jsonl + labels.json)", runSimulate},
 		"replay":    {"replay recorded events through the pipeline and print the anomalies", runReplay},
 		"eval":      {"score the detectors on a simulated scenario through the real pipeline", runEval},
-		"bench":     {"measure the figures the issues name and record them (make bench)", runBench},
 		"creds":     {"generate least-privilege NATS credentials per service (NKeys + nats-server auth.conf)", runCreds},
 		"up":        {"run everything in one process (embedded NATS + chDB); --demo runs the leak drill", runUp},
 		"issuer":    {"run the token issuer (HTTP API, NATS commands)", runIssuer},
