@@ -4,13 +4,15 @@ GO        ?= go
 BIN       := bin/cordon
 PKGS      := ./...
 FUZZTIME  ?= 10s
+# BENCHFLAGS go to cordon-bench, e.g. make bench BENCHFLAGS="--only enforce".
+BENCHFLAGS ?=
 GOFLAGS   ?=
 export GOFLAGS
 
 .PHONY: help build build-server nats-server run test vet fuzz bench chdb clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 chdb: ## install the chDB library (ClickHouse engine) into the user cache, once
 	@bash scripts/install-chdb.sh
@@ -38,8 +40,8 @@ test: chdb vet ## run every test (real NATS JetStream and real chDB)
 fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s); failing inputs land in testdata/fuzz
 	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
-bench: chdb ## measure the figures the issues name; writes BENCHMARKS.md
-	$(GO) run ./cmd/cordon bench --out BENCHMARKS.md
+bench: chdb ## measure latency, throughput and memory on this machine; writes BENCHMARKS.md
+	$(GO) run ./cmd/cordon-bench --out BENCHMARKS.md $(BENCHFLAGS)
 
 clean: ## remove build output and local state
 	rm -rf bin .cordon

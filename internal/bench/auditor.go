@@ -34,7 +34,7 @@ import (
 // background traffic; and the detectors' memory per active token at
 // 1,000,000 tokens (with their holders' and tenants' state) and per holder.
 func AuditorSuite() Suite {
-	return Suite{Name: "auditor", Run: runAuditorSuite}
+	return Suite{Name: "auditor", Summary: "usage ingestion throughput into ClickHouse, detection latency, detector memory", Run: runAuditorSuite}
 }
 
 // Sizes of the auditor suite.

@@ -1,7 +1,10 @@
-// Package bench runs Cordon's performance suites (make bench): each suite
-// measures figures named by an issue — latency percentiles, throughput,
-// memory — prints them, and the runner records them in BENCHMARKS.md
-// together with the machine they ran on.
+// Package bench runs Cordon's performance suites (make bench, the
+// cordon-bench command): each suite measures latency percentiles,
+// throughput, memory or losses on the real components, prints them beside
+// their targets, and the runner records them in BENCHMARKS.md together
+// with the machine they ran on. It is a harness: it links the fault
+// harnesses (internal/faults) and with them package testing, so it belongs
+// in cmd/cordon-bench and never in the shipped cordon binary.
 package bench
 
 import (
@@ -28,8 +31,12 @@ type Figure struct {
 
 // Suite is a named group of measurements.
 type Suite struct {
+	// Name is what --only matches and the results file's heading.
 	Name string
-	Run  func(ctx context.Context, progress io.Writer) ([]Figure, error)
+	// Summary says in a line what the suite measures (cordon-bench -h).
+	Summary string
+	// Run measures, writing progress as it goes.
+	Run func(ctx context.Context, progress io.Writer) ([]Figure, error)
 }
 
 // Suites lists every suite in the order make bench runs them.

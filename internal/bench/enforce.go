@@ -37,7 +37,7 @@ import (
 // reverse proxy adds over calling the upstream directly at a fixed rate,
 // with usage events published to a real (embedded) JetStream.
 func EnforceSuite() Suite {
-	return Suite{Name: "enforce", Run: runEnforceSuite}
+	return Suite{Name: "enforce", Summary: "decision latency and allocations; latency the enforcing proxy adds", Run: runEnforceSuite}
 }
 
 // Sizes of the enforce suite.

@@ -13,7 +13,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/store"
 )
 
-// Quality bar of the evaluation (issue 9), as `cordon eval` holds it.
+// Quality bar of the evaluation, as `cordon eval` holds it.
 const (
 	evalMinRecall      = 0.95
 	evalMaxFalseAlarms = 1.0
@@ -24,7 +24,7 @@ const (
 // 1,000 benign token-days per benign variant, with the bar each is held
 // to, then the overall figures and the time to detect.
 func EvalSuite() Suite {
-	return Suite{Name: "detection quality (issue 9, cordon eval)", Run: runEvalSuite}
+	return Suite{Name: "detection quality", Summary: "cordon eval on the default scenario: recall per attack, false alarms", Run: runEvalSuite}
 }
 
 func runEvalSuite(ctx context.Context, progress io.Writer) ([]Figure, error) {

@@ -16,13 +16,15 @@ const (
 	faultsKills  = 6
 )
 
-// FaultsSuite kills things and counts what is lost (issue 5): auditor
+// FaultsSuite kills things and counts what is lost: auditor
 // processes killed with SIGKILL while 200,000 usage events flow, compared
 // with an uninterrupted run; and a node of a three-node NATS cluster
 // killed while tokens are issued, used and revoked. The auditor children
-// re-execute the running binary, whose main must call faults.ChildMain.
+// re-execute the running binary, whose main must call faults.ChildMain
+// (cmd/cordon-bench does; faults.SelfCommand refuses a binary that does
+// not).
 func FaultsSuite() Suite {
-	return Suite{Name: "fault tolerance (issue 5)", Run: runFaultsSuite}
+	return Suite{Name: "fault tolerance", Summary: "auditor processes and a NATS node killed: what is lost, how long it takes", Run: runFaultsSuite}
 }
 
 func runFaultsSuite(ctx context.Context, progress io.Writer) ([]Figure, error) {

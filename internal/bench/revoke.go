@@ -30,7 +30,7 @@ import (
 // (first out-of-context request → the token denied by every enforcer) on
 // the whole embedded system.
 func RevocationSuite() Suite {
-	return Suite{Name: "revocation (issue 4)", Run: runRevocationSuite}
+	return Suite{Name: "revocation", Summary: "revocation to denial on 1, 10 and 100 enforcers; detection to denial", Run: runRevocationSuite}
 }
 
 func runRevocationSuite(ctx context.Context, progress io.Writer) ([]Figure, error) {

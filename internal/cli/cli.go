@@ -42,18 +42,17 @@ const exitNoChDBLibrary = 3
 func commands() map[string]command {
 	return map[string]command{
 		"version":   {"print the version", runVersion},
-		"auditor":   {"run the auditor (usage → ClickHouse, detectors, analyst API)", runAuditor},
-		"sql":       {"run a read-only SQL query on the running system's store", runSQL},
-		"anomalies": {"list recent anomalies from the running system", runAnomalies},
+		"auditor":   {"run the auditor: usage into ClickHouse, the anomaly detectors, the analyst API", runAuditor},
+		"sql":       {"query the usage, anomaly and token tables with read-only SQL (a running system or a replay)", runSQL},
+		"anomalies": {"list the recent anomalies of a running system", runAnomalies},
 		"report":    {"report on a token: what it may do, what it did, its denials and anomalies", runReport},
 		"simulate":  {"generate realistic usage with labelled attacks (usage.jsonl + labels.json)", runSimulate},
-		"replay":    {"replay recorded events through the pipeline and print the anomalies", runReplay},
-		"eval":      {"score the detectors on a simulated scenario through the real pipeline", runEval},
-		"bench":     {"measure the figures the issues name and record them (make bench)", runBench},
+		"replay":    {"run recorded events through the detectors and print the anomalies they raise", runReplay},
+		"eval":      {"score the detectors on simulated usage with labelled attacks (recall, false alarms)", runEval},
 		"creds":     {"generate least-privilege NATS credentials per service (NKeys + nats-server auth.conf)", runCreds},
-		"up":        {"run everything in one process (embedded NATS + chDB); --demo runs the leak drill", runUp},
+		"up":        {"run every service in one process (embedded NATS and ClickHouse); --demo runs the leak drill", runUp},
 		"issuer":    {"run the token issuer (HTTP API, NATS commands)", runIssuer},
-		"token":     {"issue, list, inspect and rotate tokens via the issuer API", runToken},
+		"token":     {"issue, list, inspect and rotate tokens through the issuer's API", runToken},
 		"key":       {"list, rotate and retire the issuer's signing keys", runKey},
 		"anchor":    {"generate the trust anchor that endorses the issuer's signing keys", runAnchor},
 		"enforce":   {"run an enforcing reverse proxy in front of an HTTP service", runEnforce},
@@ -113,12 +112,13 @@ func usage(w io.Writer, cmds map[string]command) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	fmt.Fprintln(w, "cordon — API token micro-segmentation control plane")
+	fmt.Fprintln(w, "cordon — narrow API tokens, checked on every request, revoked everywhere when misused")
 	fmt.Fprintln(w, "\nUsage: cordon <command> [flags]   (cordon <command> -h for its flags)")
 	fmt.Fprintln(w, "\nCommands:")
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-12s %s\n", n, cmds[n].summary)
 	}
+	fmt.Fprintln(w, "\nTry it: cordon up --demo runs the whole system on this machine and replays a token leak.")
 }
 
 // newLogger returns a console logger on w, coloured only when w is a

@@ -23,9 +23,13 @@ import (
 const demoRoutesFile = "../../testdata/routes/demo.yaml"
 
 // testEnv is an Env writing to buffers (used by the enforce and revoker tests).
-func testEnv() (*Env, *bytes.Buffer, *bytes.Buffer) {
-	var out, errb bytes.Buffer
-	return &Env{Stdout: &out, Stderr: &errb, Log: zerolog.New(&errb)}, &out, &errb
+// testEnv returns an Env with its stdout and its stderr (where the log
+// goes): the log is written by the command's goroutines while the test
+// reads it, so it is a goroutine-safe buffer.
+func testEnv() (*Env, *bytes.Buffer, *natstest.LogBuffer) {
+	var out bytes.Buffer
+	errb := new(natstest.LogBuffer)
+	return &Env{Stdout: &out, Stderr: errb, Log: zerolog.New(errb)}, &out, errb
 }
 
 func TestEnforceFlags(t *testing.T) {

@@ -15,8 +15,7 @@ func errNoChDB(cmd string) error {
 	return fmt.Errorf("%s needs the embedded ClickHouse (chDB), which this build leaves out (-tags nochdb); use a full build (make build)", cmd)
 }
 
-func runUp(context.Context, *Env, []string) error    { return errNoChDB("cordon up") }
-func runBench(context.Context, *Env, []string) error { return errNoChDB("cordon bench") }
+func runUp(context.Context, *Env, []string) error { return errNoChDB("cordon up") }
 
 // chdbLibraryMissing is false: this build never loads the chDB library.
 func chdbLibraryMissing(error) bool { return false }

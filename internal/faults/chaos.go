@@ -29,7 +29,7 @@ const (
 // AuditorChaosOptions configures AuditorChaos.
 type AuditorChaosOptions struct {
 	// Child starts an auditor child (SelfCommand() in a test binary whose
-	// TestMain calls ChildMain, or a cordon binary whose main does).
+	// TestMain calls ChildMain, or cordon-bench, whose main does).
 	Child Command
 	// Events is the number of usage events (default 20,000), taken in
 	// time order from a pkg/simulate scenario with attacks.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -53,9 +54,21 @@ type Command struct {
 	Env []string
 }
 
+// ErrNotReexecutable is returned by SelfCommand when the running binary
+// never called ChildMain: re-executed, it would not become a child.
+var ErrNotReexecutable = errors.New("this binary cannot be re-executed as a fault child: its main (or TestMain) does not call faults.ChildMain first; run the harness from cordon-bench or a test binary")
+
+// childMainCalled records that ChildMain ran in this process (and, without
+// EnvChild, returned): only such a binary becomes a child when re-executed.
+var childMainCalled atomic.Bool
+
 // SelfCommand re-executes the running binary: a test binary whose TestMain
-// calls ChildMain, or a cordon binary whose main does.
+// calls ChildMain, or cordon-bench (cmd/cordon-bench), whose main does. It
+// fails with ErrNotReexecutable in a binary that did not call ChildMain.
 func SelfCommand() (Command, error) {
+	if !childMainCalled.Load() {
+		return Command{}, ErrNotReexecutable
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return Command{}, fmt.Errorf("child command: %w", err)

@@ -24,8 +24,10 @@ import (
 // ChildMain turns the process into a fault child when EnvChild is set —
 // it then never returns: the child runs until it is done, stopped or
 // killed, and exits. Without EnvChild it returns at once. Call it first
-// thing in main (cmd/cordon) and in TestMain, as moby's reexec.Init is.
+// thing in main (cmd/cordon-bench) and in TestMain, as moby's reexec.Init
+// is; SelfCommand refuses to re-execute a binary that did not.
 func ChildMain() {
+	childMainCalled.Store(true)
 	role := os.Getenv(EnvChild)
 	if role == "" {
 		return

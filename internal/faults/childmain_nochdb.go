@@ -11,6 +11,7 @@ import (
 // nochdb build has no ClickHouse engine to run an auditor child with: it
 // reports that and exits. Without EnvChild it returns at once.
 func ChildMain() {
+	childMainCalled.Store(true)
 	role := os.Getenv(EnvChild)
 	if role == "" {
 		return

@@ -1,6 +1,6 @@
 // Package faults breaks Cordon on purpose and measures what survives. It
-// holds the harnesses behind issue 5's proofs, shared by the tests of this
-// package and by the bench suite (internal/bench, `cordon bench`):
+// holds the harnesses shared by the tests of this package and by the
+// fault-tolerance bench suite (internal/bench, cmd/cordon-bench):
 //
 //   - NodeLoss: a three-process NATS cluster (internal/natscluster) with
 //     the issuer, the revoker and two enforcers running in-process while one
@@ -17,7 +17,8 @@
 // The auditor children are real processes — a kill is a crash, with no
 // deferred cleanup — started by re-executing a binary that calls
 // ChildMain first thing: the test binary of this package (its TestMain) or
-// the cordon binary (its main). chDB keeps one session per process at one
+// cordon-bench (its main). The shipped cordon binary links none of this
+// (cmd/cordon's dependency test keeps it so). chDB keeps one session per process at one
 // data path, so only one child opens the chDB path at a time and the
 // parent reads the results through a query child as well.
 package faults

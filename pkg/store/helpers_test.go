@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 	chdbPath = dir
 	code := m.Run()
 	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	exitTests(code)
 }
 
 // engine opens a backend on a fresh database.
