@@ -71,9 +71,12 @@ func TestNodeLossWithServicesRunning(t *testing.T) {
 					rep.PropagationLate, rep.PropagationBound, rep.PropagationMax, rep.RevokedAllowedLate)
 			}
 			// Check never waits on the network: even during the outage a
-			// decision takes microseconds; 50ms leaves room for a loaded
-			// two-core machine's scheduling and GC, not for a network wait.
-			if rep.CheckMax > 50*time.Millisecond {
+			// decision takes microseconds, while a wait on the cluster
+			// would last the leader election (seconds). The bound is a
+			// second so that a loaded two-core machine's scheduling and GC
+			// (84-152 ms seen) never fail it; the decision latency itself
+			// is measured by make bench.
+			if rep.CheckMax > time.Second {
 				t.Errorf("slowest decision took %v: Check blocked", rep.CheckMax)
 			}
 			if rep.UsageInStream < rep.UsagePublished {
