@@ -259,7 +259,9 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 		t.Errorf("resync took %v after the link came back, want at most %v", resynced.Sub(opened), bound)
 	}
 	t.Logf("slowest decision %v", maxLatency)
-	if maxLatency > 50*time.Millisecond {
+	// A decision waiting on the partitioned link would take the reconnect
+	// timeout (seconds); a second tolerates a loaded machine's scheduling.
+	if maxLatency > time.Second {
 		t.Errorf("slowest decision took %v: Check blocked", maxLatency)
 	}
 }
