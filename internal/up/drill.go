@@ -303,7 +303,11 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 	fmt.Fprintf(out, "   attacker: %d requests allowed before containment, %d denied\n", rep.AttackerAllowed, rep.AttackerDenied)
 	mu.Unlock()
 
-	if err := s.waitAudited(ctx, s.Auditor.Stats().Usage+uint64(rep.AttackerAllowed+rep.AttackerDenied)); err != nil {
+	// Every request since the normal use began has its usage event: the 61
+	// of the normal use and the attacker's. (Counting from the auditor's
+	// figure now would also count the attacker's events it has already
+	// written, twice, and wait for events that never come.)
+	if err := s.waitAudited(ctx, before+61+uint64(rep.AttackerAllowed+rep.AttackerDenied)); err != nil {
 		return rep, err
 	}
 	q := fmt.Sprintf(`SELECT decision, reason, source_ip, count() AS requests, min(time) AS first, max(time) AS last
