@@ -6,10 +6,16 @@ PKGS      := ./...
 FUZZTIME  ?= 10s
 # BENCHFLAGS go to cordon-bench, e.g. make bench BENCHFLAGS="--only enforce".
 BENCHFLAGS ?=
+# RACE_SKIP are the packages make race leaves out (README, "Tests, CI and
+# benchmarks"): under -race on two cores internal/cli takes 7 minutes (its
+# replay and eval commands run whole scenarios; internal/replay races
+# them), and internal/bench measures performance, which the race detector
+# distorts (the components it drives race in their own packages).
+RACE_SKIP ?= ./internal/cli ./internal/bench
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: help build build-server nats-server run test vet fuzz bench chdb clean
+.PHONY: help build build-server nats-server run test test-nochdb race vet fuzz bench chdb clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,7 +43,20 @@ vet: ## go vet and gofmt check
 test: chdb vet ## run every test (real NATS JetStream and real chDB)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-fuzz: chdb ## run each fuzz target for FUZZTIME (default 10s); failing inputs land in testdata/fuzz
+test-nochdb: ## vet the server build (-tags nochdb) and test the packages the tag changes
+	$(GO) vet -tags nochdb $(PKGS)
+	@pkgs=$$(GO=$(GO) bash scripts/nochdb-pkgs.sh) || exit 1; \
+	  if [ -z "$$pkgs" ]; then echo "test-nochdb: no package changes with -tags nochdb"; exit 0; fi; \
+	  echo $(GO) test -tags nochdb -count=1 $$pkgs; \
+	  $(GO) test -tags nochdb -count=1 -timeout 20m $$pkgs
+
+race: chdb ## run the tests under the race detector, except the slow RACE_SKIP packages
+	@skip=$$(if [ -n "$(strip $(RACE_SKIP))" ]; then $(GO) list $(RACE_SKIP); fi) || exit 1; \
+	  pkgs=$$($(GO) list $(PKGS) | grep -vxF "$$skip") || exit 1; \
+	  echo "race: skipping $(RACE_SKIP)"; \
+	  $(GO) test -race -count=1 -timeout 20m $$pkgs
+
+fuzz: chdb ## run every fuzz target for FUZZTIME (default 10s); failing inputs land in testdata/fuzz
 	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 bench: chdb ## measure latency, throughput and memory on this machine; writes BENCHMARKS.md

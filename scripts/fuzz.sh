@@ -6,8 +6,8 @@
 # `func Fuzz…` in a test file is asked for its targets (go test -list). A
 # package whose tests link the chDB engine in the default build but not
 # with -tags nochdb is fuzzed with -tags nochdb when its targets exist
-# there (internal/replay's reader needs no engine, and every fuzz worker
-# would otherwise load the 560 MB library before its first execution).
+# there: the fuzzed code then provably needs no engine (internal/replay's
+# reader), and the workers start without it.
 # A `func Fuzz…` that neither build lists (a build tag leaves it out) fails
 # the run rather than go unfuzzed.
 #
@@ -66,13 +66,14 @@ listed() {
 	grep -E '^Fuzz[A-Za-z0-9_]*$' <<<"$out" || true
 }
 
-# linkschdb reports whether package $1's tests link chDB with build tags $2.
+# linkschdb reports whether package $1's tests link chDB (any package with
+# chdb in its path: the embedded backend, its binding) with build tags $2.
 # (The list is read whole: with pipefail, grep -q closing the pipe early
 # would make go list die of SIGPIPE and the answer depend on timing.)
 linkschdb() {
 	local deps
 	deps=$("$GO" list ${2:+-tags "$2"} -test -deps "$1") || return 2
-	grep -q '^github.com/chdb-io/chdb-go' <<<"$deps"
+	grep -q 'chdb' <<<"$deps"
 }
 
 defs=$(defined)

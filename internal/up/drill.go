@@ -98,6 +98,9 @@ func (c *drillClient) do(ctx context.Context, method, path string) (drillResult,
 func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) {
 	rep := &DrillReport{}
 	start := time.Now()
+	// The subscriptions below print from NATS's goroutines while the drill
+	// prints from this one: every line goes through one lock.
+	out = &syncWriter{w: out}
 	say := func(format string, args ...any) {
 		fmt.Fprintf(out, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 	}
@@ -110,11 +113,14 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 	anomalies := map[string]bool{}
 	sub1, err := s.NC.Subscribe(events.SubjectAnomalyPrefix+">", func(m *nats.Msg) {
 		e, a, err := events.DecodeAs[*events.AnomalyDetected](m.Data)
-		if err != nil || a.TokenID != rep.LeakedToken {
+		if err != nil {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if a.TokenID != rep.LeakedToken {
+			return
+		}
 		if rep.FirstAnomaly.IsZero() {
 			rep.FirstAnomaly = time.Now()
 		}
@@ -130,11 +136,14 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 	defer sub1.Unsubscribe()
 	sub2, err := s.NC.Subscribe(events.SubjectTokenPrefix+"revoked.>", func(m *nats.Msg) {
 		_, r, err := events.DecodeAs[*events.TokenRevoked](m.Data)
-		if err != nil || r.TokenID != rep.LeakedToken {
+		if err != nil {
 			return
 		}
 		mu.Lock()
 		defer mu.Unlock()
+		if r.TokenID != rep.LeakedToken {
+			return
+		}
 		if rep.Revoked.IsZero() {
 			rep.Revoked = time.Now()
 			say("REVOKED   token %s by %s: %s", r.TokenID, r.Actor, r.Reason)
@@ -154,7 +163,9 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 	if err != nil {
 		return nil, fmt.Errorf("issue: %w", err)
 	}
+	mu.Lock()
 	rep.LeakedToken = leaked.ID
+	mu.Unlock()
 	say("ISSUED    token %s for acme/billing-api: scopes %v, networks %v, audience %v, env %s, expires %s",
 		leaked.ID, leaked.Claims.Scopes, leaked.Claims.Networks, leaked.Claims.Audience, leaked.Claims.Environment, leaked.Claims.Expiry.Format(time.RFC3339))
 	other, err := issue("reporting", "invoices:list", "invoices:read")
@@ -252,7 +263,10 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 		time.Sleep(2 * time.Millisecond)
 	}
 	if rep.FirstRevokedDenial.IsZero() {
-		return rep, fmt.Errorf("drill: the leaked token was not revoked within 15s (anomalies: %v)", rep.AnomalyDetectors)
+		mu.Lock()
+		dets := slices.Clone(rep.AnomalyDetectors)
+		mu.Unlock()
+		return rep, fmt.Errorf("drill: the leaked token was not revoked within 15s (anomalies: %v)", dets)
 	}
 	// The other holder is untouched; the victim holder gets a fresh token.
 	for i := 0; i < 5; i++ {
@@ -289,7 +303,11 @@ func Drill(ctx context.Context, s *System, out io.Writer) (*DrillReport, error) 
 	fmt.Fprintf(out, "   attacker: %d requests allowed before containment, %d denied\n", rep.AttackerAllowed, rep.AttackerDenied)
 	mu.Unlock()
 
-	if err := s.waitAudited(ctx, s.Auditor.Stats().Usage+uint64(rep.AttackerAllowed+rep.AttackerDenied)); err != nil {
+	// Every request since the normal use began has its usage event: the 61
+	// of the normal use and the attacker's. (Counting from the auditor's
+	// figure now would also count the attacker's events it has already
+	// written, twice, and wait for events that never come.)
+	if err := s.waitAudited(ctx, before+61+uint64(rep.AttackerAllowed+rep.AttackerDenied)); err != nil {
 		return rep, err
 	}
 	q := fmt.Sprintf(`SELECT decision, reason, source_ip, count() AS requests, min(time) AS first, max(time) AS last
@@ -339,4 +357,17 @@ func (s *System) waitAudited(ctx context.Context, n uint64) error {
 		}
 	}
 	return nil
+}
+
+// syncWriter serialises writes to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// Write implements io.Writer.
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
