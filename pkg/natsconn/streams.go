@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -61,4 +62,25 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o events.StreamOptions)
 		}
 	}
 	return nil
+}
+
+// Open is what a control-plane service does first: Dial, a JetStream
+// context on the connection, and EnsureMissing with o. On error the
+// connection is closed again.
+func Open(ctx context.Context, c Config, o events.StreamOptions, log zerolog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Dial(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		err = fmt.Errorf("jetstream: %w", err)
+	} else {
+		err = EnsureMissing(ctx, js, o, log)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }

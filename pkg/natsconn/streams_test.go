@@ -94,3 +94,34 @@ func streamInfo(ctx context.Context, t *testing.T, js jetstream.JetStream, name 
 	}
 	return info
 }
+
+// TestOpen: a service's first step dials, creates every missing stream
+// and bucket and hands back a working JetStream context; a server that
+// is not there is an error, not a half-open connection.
+func TestOpen(t *testing.T) {
+	srv, err := natsrun.Start(natsrun.Options{DataDir: t.TempDir(), Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nc, js, err := natsconn.Open(ctx, natsconn.Config{URL: srv.ClientURL(), Name: "test-open"}, events.StreamOptions{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for _, cfg := range events.Streams(events.StreamOptions{}) {
+		streamInfo(ctx, t, js, cfg.Name)
+	}
+	for _, cfg := range events.Buckets(events.StreamOptions{}) {
+		if _, err := js.KeyValue(ctx, cfg.Bucket); err != nil {
+			t.Errorf("bucket %s after Open: %v", cfg.Bucket, err)
+		}
+	}
+
+	dead := natsconn.Config{URL: "nats://127.0.0.1:1", Name: "test-open-dead"}
+	if nc, js, err := natsconn.Open(ctx, dead, events.StreamOptions{}, zerolog.Nop()); err == nil || nc != nil || js != nil {
+		t.Fatalf("Open of a server that is not there: %v, %v, %v", nc, js, err)
+	}
+}

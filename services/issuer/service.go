@@ -3,7 +3,6 @@ package issuer
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -45,14 +44,8 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 			s.Close()
 		}
 	}()
-	if s.nc, err = natsconn.Dial(c.NATS); err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: jetstream: %w", err)
-	}
-	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
+	var js jetstream.JetStream
+	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
 		return nil, err
 	}
 	s.iss, err = New(Options{NC: s.nc, JS: js, DataDir: c.DataDir, Policy: pol, Logger: c.Log, Source: c.Source,

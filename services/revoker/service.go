@@ -3,7 +3,6 @@ package revoker
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -50,14 +49,8 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 			s.Close()
 		}
 	}()
-	if s.nc, err = natsconn.Dial(c.NATS); err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return nil, fmt.Errorf("revoker: jetstream: %w", err)
-	}
-	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
+	var js jetstream.JetStream
+	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
 		return nil, err
 	}
 	s.r, err = New(Options{NC: s.nc, JS: js, Policy: resp, Sinks: sinks, Alerts: c.Alerts, Log: c.Log, Source: c.Source,
