@@ -71,8 +71,13 @@ func Start(o Options) (*Server, error) {
 	return s, nil
 }
 
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Addr is the address the server listens on ("" for a nil Server: metrics off).
+func (s *Server) Addr() string {
+	if s == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
 
 // Close stops the server. Safe on a nil Server.
 func (s *Server) Close() error {

@@ -177,12 +177,7 @@ func (s *Service) Store() *store.Store { return s.st }
 func (s *Service) Detector() *detect.Engine { return s.det }
 
 // MetricsAddr is the metrics listener's address ("" when off).
-func (s *Service) MetricsAddr() string {
-	if s.metrics == nil {
-		return ""
-	}
-	return s.metrics.Addr()
-}
+func (s *Service) MetricsAddr() string { return s.metrics.Addr() }
 
 // Done is closed when the auditor stopped consuming: on its own (Close
 // then returns why) or because of Close.

@@ -146,12 +146,7 @@ func (s *Service) Enforcer() *enforce.Enforcer { return s.e }
 func (s *Service) Addr() net.Addr { return s.ln.Addr() }
 
 // MetricsAddr is the metrics listener's address ("" when off).
-func (s *Service) MetricsAddr() string {
-	if s.metrics == nil {
-		return ""
-	}
-	return s.metrics.Addr()
-}
+func (s *Service) MetricsAddr() string { return s.metrics.Addr() }
 
 // Done is closed when the proxy stopped serving: on its own (Close then
 // returns why) or because of Close.

@@ -83,12 +83,7 @@ func Run(ctx context.Context, c Config) error {
 func (s *Service) Revoker() *Revoker { return s.r }
 
 // MetricsAddr is the metrics listener's address ("" when off).
-func (s *Service) MetricsAddr() string {
-	if s.metrics == nil {
-		return ""
-	}
-	return s.metrics.Addr()
-}
+func (s *Service) MetricsAddr() string { return s.metrics.Addr() }
 
 // Close stops the metrics listener and the revoker and closes the NATS
 // connection. Safe to call more than once.
