@@ -21,7 +21,7 @@ import (
 	"github.com/cordonhq/cordon/services/auditor"
 )
 
-// chdbPath is shared by every test in this binary: chdb-go keeps one
+// chdbPath is shared by every test in this binary: chDB keeps one
 // session per process, so tests are isolated by database name.
 var chdbPath string
 
