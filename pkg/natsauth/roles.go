@@ -163,6 +163,10 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 	switch r {
 	case RoleEnforcer:
 		p.pub(UsagePublishSubject(enforcer))
+		// The denylist broadcast: listen, and ask a revoker for changes
+		// missed while disconnected.
+		p.subs = append(p.subs, events.SubjectDenyChange, events.SubjectDenyHeartbeat)
+		p.pub(events.SubjectDenyResyncPrefix + ">")
 		p.kvRead(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
 	case RoleIssuer:
@@ -176,11 +180,15 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.pub(events.SubjectTokenPrefix+"revoked.>", events.SubjectDeadPrefix+">")
 		p.kvRead(events.BucketDenylist)
 		p.kvWrite(events.BucketDenylist)
+		// The denylist broadcast: each replica announces its changes and
+		// heartbeats, follows the other replicas' and answers resyncs.
+		p.pub(events.SubjectDenyChange, events.SubjectDenyHeartbeat)
+		p.subs = append(p.subs, events.SubjectDenyChange)
 		p.kvRead(events.BucketKeys)
 		p.ordered(events.StreamTokens)
 		p.durables(Durables(r))
 		p.bootstrap()
-		p.serve(events.SubjectCmdRevoke)
+		p.serve(events.SubjectCmdRevoke, events.SubjectDenyResyncPrefix+">")
 	case RoleAuditor:
 		p.pub(events.SubjectAnomalyPrefix+">", events.SubjectDeadPrefix+">")
 		p.durables(Durables(r))
@@ -220,6 +228,8 @@ var guarded = []string{
 	"cordon.cmd.>",
 	"$KV." + events.BucketDenylist + ".>",
 	"$KV." + events.BucketKeys + ".>",
+	events.SubjectDenyChange,
+	events.SubjectDenyHeartbeat,
 	"$JS.API.STREAM.UPDATE.>",
 	"$JS.API.STREAM.DELETE.>",
 	"$JS.API.STREAM.PURGE.>",
