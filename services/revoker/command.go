@@ -52,16 +52,22 @@ type CommandRequest struct {
 }
 
 // Reply is the JSON reply to a cordon.cmd.revoke request. A successful
-// reply has ok, revoked, rules, already and expired; a failed one ok,
-// error and code.
+// reply has ok, revoked, rules, already, expired and ledger; a failed one
+// ok, error and code.
 type Reply struct {
 	OK      bool     `json:"ok"`
 	Revoked []string `json:"revoked"`
 	Rules   []string `json:"rules"`
 	Already []string `json:"already"`
 	Expired []string `json:"expired"`
-	Error   string   `json:"error,omitempty"`
-	Code    string   `json:"code,omitempty"`
+	// Ledger is "recorded" (LedgerRecorded: the ledger events and
+	// denylist entries are accepted by JetStream) or "pending"
+	// (LedgerPending: broadcast to the enforcers, which deny the tokens;
+	// the ledger and denylist writes are retried until JetStream accepts
+	// them). Retrying with the same idempotency_key tells which it is now.
+	Ledger string `json:"ledger,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Code   string `json:"code,omitempty"`
 }
 
 // MarshalJSON writes the lists (as [] when empty) only on success.
@@ -80,7 +86,8 @@ func (p Reply) MarshalJSON() ([]byte, error) {
 		return s
 	}
 	type plain Reply
-	return json.Marshal(plain{OK: true, Revoked: nz(p.Revoked), Rules: nz(p.Rules), Already: nz(p.Already), Expired: nz(p.Expired)})
+	return json.Marshal(plain{OK: true, Revoked: nz(p.Revoked), Rules: nz(p.Rules), Already: nz(p.Already), Expired: nz(p.Expired),
+		Ledger: p.Ledger})
 }
 
 func failure(code, format string, args ...any) Reply {
@@ -153,8 +160,12 @@ func (r *Revoker) command(ctx context.Context, data []byte) Reply {
 			if prev.fp != fp {
 				return failure(CodeConflict, "idempotency_key %q was used for a different request", req.IdempotencyKey)
 			}
-			log.Info().Msg("revoke request replayed, returning the first reply")
-			return prev.reply
+			rep := prev.reply
+			if rep.Ledger == LedgerPending && prev.job != nil && prev.job.done.Load() {
+				rep.Ledger = LedgerRecorded // accepted since
+			}
+			log.Info().Str("ledger", rep.Ledger).Msg("revoke request replayed, returning the first reply")
+			return rep
 		}
 	}
 
@@ -170,11 +181,12 @@ func (r *Revoker) command(ctx context.Context, data []byte) Reply {
 		log.Error().Err(err).Msg("revoke request failed")
 		return failure(CodeInternal, "revocation incomplete: %v (retry with the same idempotency_key)", err)
 	}
-	rep = Reply{OK: true, Revoked: res.Revoked, Rules: res.Rules, Already: res.Already, Expired: res.Expired}
+	rep = Reply{OK: true, Revoked: res.Revoked, Rules: res.Rules, Already: res.Already, Expired: res.Expired, Ledger: res.Ledger}
 	if idemKey != "" {
-		r.idem.put(idemKey, fp, rep, r.now())
+		r.idem.put(idemKey, fp, rep, res.job, r.now())
 	}
-	log.Info().Strs("revoked", res.Revoked).Strs("rules", res.Rules).Int("already", len(res.Already)).Msg("revoke request done")
+	log.Info().Strs("revoked", res.Revoked).Strs("rules", res.Rules).Int("already", len(res.Already)).Str("ledger", res.Ledger).
+		Msg("revoke request done")
 	return rep
 }
 
@@ -235,6 +247,7 @@ type idemEntry struct {
 	key   string
 	fp    [32]byte
 	reply Reply
+	job   *job // the revocation's JetStream work, to tell when a pending one is recorded
 	at    time.Time
 }
 
@@ -285,7 +298,7 @@ func (c *idemCache) get(key string, now time.Time) (idemEntry, bool) {
 	return *e, true
 }
 
-func (c *idemCache) put(key string, fp [32]byte, reply Reply, now time.Time) {
+func (c *idemCache) put(key string, fp [32]byte, reply Reply, j *job, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.m[key]; ok {
@@ -296,7 +309,7 @@ func (c *idemCache) put(key string, fp [32]byte, reply Reply, now time.Time) {
 		c.lru.Remove(old)
 		delete(c.m, old.Value.(*idemEntry).key)
 	}
-	c.m[key] = c.lru.PushFront(&idemEntry{key: key, fp: fp, reply: reply, at: now})
+	c.m[key] = c.lru.PushFront(&idemEntry{key: key, fp: fp, reply: reply, job: j, at: now})
 }
 
 func (c *idemCache) prune(now time.Time) {

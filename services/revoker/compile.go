@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -29,12 +30,14 @@ func (r *Revoker) compileMsg(msg jetstream.Msg) {
 	case *events.TokenRevoked:
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		defer cancel()
-		created, err := r.writeToken(ctx, events.DenyRecord{
+		rec := events.DenyRecord{
 			Kind: p.Kind, TokenID: p.TokenID, Tenant: p.Tenant, Holder: p.Holder, KeyID: p.KeyID,
 			Reason: p.Reason, Actor: p.Actor, RevokedAt: env.Time, Expiry: p.Expiry,
-		})
+		}
+		created, err := r.writeToken(ctx, rec, 0)
 		if err != nil {
 			r.o.Log.Error().Err(err).Str("token_id", p.TokenID).Msg("denylist write failed, will retry")
+			r.pendWrite(rec)
 			_ = msg.NakWithDelay(retryDelay)
 			return
 		}
@@ -55,6 +58,25 @@ func (r *Revoker) compileMsg(msg jetstream.Msg) {
 		return
 	}
 	r.ack(msg)
+}
+
+// pendWrite hands a token entry the bucket refused to the retrier, unless
+// it already holds it: it is broadcast now (pending) and written when
+// JetStream accepts it. The ledger message is redelivered as well; both
+// writes create the entry once.
+func (r *Revoker) pendWrite(rec events.DenyRecord) {
+	key := events.DenyKeyToken(rec.TokenID)
+	if r.pend.hasKey(key) {
+		return
+	}
+	j := &job{ID: uuid.NewString(), Kind: rec.Kind, Since: r.now().UTC(), Token: &denyWrite{Key: key, Rec: rec}}
+	if err := r.announcePending(j); err != nil {
+		r.o.Log.Error().Err(err).Str("token_id", rec.TokenID).Msg("denylist broadcast")
+		return
+	}
+	if err := r.pend.add(j, false); err != nil {
+		r.o.Log.Error().Err(err).Msg("revocation journal")
+	}
 }
 
 // anomalyMsg handles one ANOMALIES message.

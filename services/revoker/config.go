@@ -55,6 +55,14 @@ type Config struct {
 	Source string
 	// MetricsListen, when set, serves /metrics and /healthz there.
 	MetricsListen string
+	// HeartbeatInterval is how often the denylist broadcast's heartbeat
+	// goes out (0: DefaultHeartbeatInterval, 250ms).
+	HeartbeatInterval time.Duration
+	// LedgerWait is how long a revocation waits for JetStream before it
+	// replies "pending" (0: DefaultLedgerWait, 2s).
+	LedgerWait time.Duration
+	// DataDir, when set, keeps the journal of pending revocations there.
+	DataDir string
 	// Log receives the revoker's logs.
 	Log zerolog.Logger
 }
@@ -74,6 +82,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
 	fs.BoolVar(&c.DryRun, "dry-run", false, "record what would be revoked, revoke nothing (overrides the policy)")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", DefaultHeartbeatInterval, "interval of the denylist broadcast's heartbeat, which tells enforcers how far the denylist has got")
+	fs.DurationVar(&c.LedgerWait, "ledger-wait", DefaultLedgerWait, "how long a revocation waits for JetStream to accept its ledger event and denylist entry before replying \"pending\" (broadcast to enforcers, written when JetStream accepts it)")
+	fs.StringVar(&c.DataDir, "data-dir", os.Getenv("CORDON_REVOKER_DATA"), "directory of the journal of pending revocations, replayed at start (none when empty) ($CORDON_REVOKER_DATA)")
 }
 
 // withDefaults fills the zero values that have a default.
@@ -96,6 +107,12 @@ func (c Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	if c.MaxTokenTTL < 0 {
 		return svcconfig.Invalidf("--max-token-ttl %s is negative", c.MaxTokenTTL)
+	}
+	if c.HeartbeatInterval != 0 && (c.HeartbeatInterval < 10*time.Millisecond || c.HeartbeatInterval > time.Minute) {
+		return svcconfig.Invalidf("--heartbeat %s: want 10ms to 1m", c.HeartbeatInterval)
+	}
+	if c.LedgerWait < 0 || c.LedgerWait > 10*time.Minute {
+		return svcconfig.Invalidf("--ledger-wait %s: want 0 (default %s) to 10m", c.LedgerWait, DefaultLedgerWait)
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return svcconfig.Invalidf("--replicas %d: want 1 to 5", c.Replicas)

@@ -24,7 +24,8 @@ import (
 
 func clearEnv(t *testing.T) {
 	for _, v := range []string{"CORDON_NATS", "CORDON_NATS_CREDS", "CORDON_NATS_CA", "CORDON_NATS_CERT", "CORDON_NATS_KEY",
-		"CORDON_POLICY", "CORDON_TRUST_ANCHOR", "CORDON_ALERT_WEBHOOK", "CORDON_SLACK_WEBHOOK", "CORDON_PAGERDUTY_KEY", "CORDON_PAGERDUTY_URL"} {
+		"CORDON_POLICY", "CORDON_TRUST_ANCHOR", "CORDON_ALERT_WEBHOOK", "CORDON_SLACK_WEBHOOK", "CORDON_PAGERDUTY_KEY", "CORDON_PAGERDUTY_URL",
+		"CORDON_REVOKER_DATA"} {
 		t.Setenv(v, "")
 	}
 }
@@ -47,20 +48,22 @@ func TestConfigFlags(t *testing.T) {
 		c.NATS.Identity = nil
 		return c
 	}
-	if c := parse(); c.TrustAnchor != ".cordon/trust-anchor.pub" || c.PagerDutyURL != alert.PagerDutyURL || c.Replicas != 1 || c.MaxTokenTTL != 0 {
+	if c := parse(); c.TrustAnchor != ".cordon/trust-anchor.pub" || c.PagerDutyURL != alert.PagerDutyURL || c.Replicas != 1 || c.MaxTokenTTL != 0 ||
+		c.HeartbeatInterval != revoker.DefaultHeartbeatInterval || c.LedgerWait != revoker.DefaultLedgerWait || c.DataDir != "" {
 		t.Errorf("defaults: %+v", c)
 	}
 	got := parse("--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
 		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--policy=/etc/cordon/policy.yaml",
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--alert-webhook=https://am.example/hook",
 		"--slack-webhook=https://hooks.example/s", "--pagerduty-key=k", "--pagerduty-url=https://pd.example/v2", "--external-url=https://cordon.example",
-		"--max-token-ttl=2160h", "--source=revoker/a", "--dry-run")
+		"--max-token-ttl=2160h", "--source=revoker/a", "--dry-run", "--heartbeat=100ms", "--ledger-wait=5s", "--data-dir=/var/lib/cordon/revoker")
 	want := revoker.Config{
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
 		Replicas: 3, TrustAnchor: "/run/secrets/trust-anchor.pub", PolicyFile: "/etc/cordon/policy.yaml", MaxTokenTTL: 2160 * time.Hour,
 		AlertWebhook: "https://am.example/hook", SlackWebhook: "https://hooks.example/s", PagerDutyKey: "k", PagerDutyURL: "https://pd.example/v2",
 		ExternalURL: "https://cordon.example", DryRun: true, Source: "revoker/a", MetricsListen: "127.0.0.1:9090",
+		HeartbeatInterval: 100 * time.Millisecond, LedgerWait: 5 * time.Second, DataDir: "/var/lib/cordon/revoker",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -80,6 +83,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative ttl", func(c *revoker.Config) { c.MaxTokenTTL = -time.Hour }, "--max-token-ttl -1h0m0s is negative"},
 		{"replicas", func(c *revoker.Config) { c.Replicas = 0 }, "--replicas 0: want 1 to 5"},
 		{"metrics", func(c *revoker.Config) { c.MetricsListen = "nope" }, `--metrics-listen "nope"`},
+		{"heartbeat too short", func(c *revoker.Config) { c.HeartbeatInterval = time.Millisecond }, "--heartbeat 1ms: want 10ms to 1m"},
+		{"heartbeat too long", func(c *revoker.Config) { c.HeartbeatInterval = time.Hour }, "--heartbeat 1h0m0s: want 10ms to 1m"},
+		{"ledger wait", func(c *revoker.Config) { c.LedgerWait = -time.Second }, "--ledger-wait -1s: want 0"},
 		{"webhook", func(c *revoker.Config) { c.AlertWebhook = "am.example/secret" }, "--alert-webhook"},
 		{"slack", func(c *revoker.Config) { c.SlackWebhook = "hooks.example/services/secret" }, "--slack-webhook"},
 		{"pagerduty url", func(c *revoker.Config) { c.PagerDutyKey, c.PagerDutyURL = "secret", "nope/secret" }, "--pagerduty-key"},

@@ -24,24 +24,42 @@ func ttlUntil(exp, now time.Time) time.Duration {
 }
 
 // writeToken creates the denylist entry of one revoked token with a TTL of
-// its remaining life. It reports whether the entry was created: an
-// existing entry means the token is already revoked (a no-op), and an
-// expired token needs no entry.
-func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord) (bool, error) {
+// its remaining life, and broadcasts the write. It reports whether the
+// entry was created: an existing entry means the token is already revoked
+// (a no-op), and an expired token needs no entry. pendingSeq (0: none) is
+// the pending broadcast of this entry, which the write (or the entry
+// found) settles.
+func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord, pendingSeq uint64) (bool, error) {
+	key := events.DenyKeyToken(rec.TokenID)
 	ttl := ttlUntil(rec.Expiry, r.now())
 	if ttl == 0 {
+		r.bc.resolved(pendingSeq, 0)
 		return false, nil
 	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return false, fmt.Errorf("encode deny record %s: %w", rec.TokenID, err)
 	}
-	if _, err := r.deny.Create(ctx, events.DenyKeyToken(rec.TokenID), b, jetstream.KeyTTL(ttl)); err != nil {
+	rev, err := r.deny.Create(ctx, key, b, jetstream.KeyTTL(ttl))
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) {
+			if pendingSeq != 0 {
+				// Heartbeats announce the revision that covers it.
+				e, gerr := r.deny.Get(ctx, key)
+				if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
+					return false, fmt.Errorf("denylist get %s: %w", key, gerr)
+				}
+				var rev uint64
+				if gerr == nil {
+					rev = e.Revision()
+				}
+				r.bc.resolved(pendingSeq, rev)
+			}
 			return false, nil
 		}
-		return false, fmt.Errorf("denylist create %s: %w", events.DenyKeyToken(rec.TokenID), err)
+		return false, fmt.Errorf("denylist create %s: %w", key, err)
 	}
+	r.bc.written(pendingSeq, key, b, rev)
 	return true, nil
 }
 
@@ -50,26 +68,31 @@ func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord) (bool, 
 // when it already covers rec (expires no earlier and, for "before", has a
 // time no earlier); otherwise it is replaced — with a compare-and-set on
 // its revision — by the union of both, with a TTL until the later expiry.
-// It reports whether the bucket changed.
-func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyRecord) (bool, error) {
+// It reports whether the bucket changed, and broadcasts the change.
+// pendingSeq (0: none) is the pending broadcast of this rule, which the
+// write (or the rule found in force) settles.
+func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyRecord, pendingSeq uint64) (bool, error) {
 	for range 8 {
 		now := r.now()
 		e, err := r.deny.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			ttl := ttlUntil(rec.Expiry, now)
 			if ttl == 0 {
+				r.bc.resolved(pendingSeq, 0)
 				return false, nil
 			}
 			b, err := json.Marshal(rec)
 			if err != nil {
 				return false, fmt.Errorf("encode deny rule %s: %w", key, err)
 			}
-			if _, err := r.deny.Create(ctx, key, b, jetstream.KeyTTL(ttl)); err != nil {
+			rev, err := r.deny.Create(ctx, key, b, jetstream.KeyTTL(ttl))
+			if err != nil {
 				if errors.Is(err, jetstream.ErrKeyExists) {
 					continue // raced with another writer: look again
 				}
 				return false, fmt.Errorf("denylist create %s: %w", key, err)
 			}
+			r.bc.written(pendingSeq, key, b, rev)
 			return true, nil
 		}
 		if err != nil {
@@ -78,6 +101,7 @@ func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyReco
 		var old events.DenyRecord
 		if json.Unmarshal(e.Value(), &old) == nil &&
 			!old.Expiry.Before(rec.Expiry) && !old.Before.Before(rec.Before) {
+			r.bc.resolved(pendingSeq, e.Revision())
 			return false, nil // the rule in force already covers this one
 		}
 		merged := rec
@@ -89,6 +113,7 @@ func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyReco
 		}
 		ttl := ttlUntil(merged.Expiry, now)
 		if ttl == 0 {
+			r.bc.resolved(pendingSeq, 0)
 			return false, nil
 		}
 		b, err := json.Marshal(merged)
@@ -99,7 +124,7 @@ func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyReco
 		// with the same compare-and-set kv.Update would use.
 		m := nats.NewMsg("$KV." + events.BucketDenylist + "." + key)
 		m.Data = b
-		_, err = r.o.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(e.Revision()), jetstream.WithMsgTTL(ttl))
+		ack, err := r.o.JS.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(e.Revision()), jetstream.WithMsgTTL(ttl))
 		if err != nil {
 			var apiErr *jetstream.APIError
 			if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -108,6 +133,7 @@ func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyReco
 			}
 			return false, fmt.Errorf("denylist update %s: %w", key, err)
 		}
+		r.bc.written(pendingSeq, key, b, ack.Sequence)
 		return true, nil
 	}
 	return false, fmt.Errorf("denylist %s: too many concurrent writers", key)

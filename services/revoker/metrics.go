@@ -14,6 +14,9 @@ type counters struct {
 	revoked, already, rules       atomic.Uint64
 	denyWrites, denySkipped       atomic.Uint64
 	deadLetters, anomalies, stale atomic.Uint64
+	broadcasts, broadcastErrors   atomic.Uint64
+	heartbeats, ledgerRetries     atomic.Uint64
+	resyncs, resyncsIncomplete    atomic.Uint64
 	mu                            sync.Mutex
 	responses, requests           map[string]uint64
 }
@@ -27,6 +30,13 @@ func (c *counters) response(outcome string) {
 	c.mu.Lock()
 	c.responses[outcome]++
 	c.mu.Unlock()
+}
+
+func (c *counters) resync(complete bool) {
+	c.resyncs.Add(1)
+	if !complete {
+		c.resyncsIncomplete.Add(1)
+	}
 }
 
 func (c *counters) request(code string) {
@@ -63,6 +73,19 @@ type Stats struct {
 	Keys int
 	// Alerts are the alert dispatcher's counters.
 	Alerts alert.Stats
+	// Broadcasts counts denylist changes broadcast on core NATS,
+	// Heartbeats the heartbeat messages sent, BroadcastErrors the changes
+	// and heartbeats NATS did not take.
+	Broadcasts, Heartbeats, BroadcastErrors uint64
+	// Resyncs counts resync requests answered, ResyncsIncomplete those
+	// answered Complete=false (the ring no longer reached them).
+	Resyncs, ResyncsIncomplete uint64
+	// LedgerPending is the number of revocations JetStream has not
+	// accepted yet; PendingChanges the broadcast changes not yet written
+	// to the bucket (carried by every heartbeat); LedgerRetries the
+	// retrier's attempts.
+	LedgerPending, PendingChanges int
+	LedgerRetries                 uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -74,6 +97,9 @@ func (r *Revoker) Stats() Stats {
 		IndexTokens: r.index.len(), IndexEvicted: r.index.evicted.Load(),
 		WindowTokens: r.engine.Tracked(), IdempotencyKeys: r.idem.len(), Keys: r.keyring.Len(),
 		Alerts: r.alerts.Stats(), Responses: map[string]uint64{}, Requests: map[string]uint64{},
+		Broadcasts: r.stats.broadcasts.Load(), Heartbeats: r.stats.heartbeats.Load(), BroadcastErrors: r.stats.broadcastErrors.Load(),
+		Resyncs: r.stats.resyncs.Load(), ResyncsIncomplete: r.stats.resyncsIncomplete.Load(),
+		LedgerPending: r.pend.len(), PendingChanges: r.bc.pendingLen(), LedgerRetries: r.stats.ledgerRetries.Load(),
 	}
 	r.stats.mu.Lock()
 	for k, v := range r.stats.responses {
@@ -111,13 +137,20 @@ var (
 	mAlertRetry   = newDesc("alerts_retries_total", "Alert delivery retries, by sink.", "sink")
 	mAlertFailed  = newDesc("alerts_failed_total", "Alert notifications given up, by sink.", "sink")
 	mAlertDropped = newDesc("alerts_dropped_total", "Alert notifications dropped on a full queue, by sink.", "sink")
+	mBroadcasts   = newDesc("denylist_broadcasts_total", "Denylist changes broadcast on core NATS.")
+	mHeartbeats   = newDesc("denylist_heartbeats_total", "Denylist broadcast heartbeats sent.")
+	mBcastErrors  = newDesc("denylist_broadcast_errors_total", "Denylist changes and heartbeats NATS did not take.")
+	mResyncs      = newDesc("denylist_resyncs_total", "Resync requests answered, by whether the ring still reached them.", "complete")
+	mPending      = newDesc("ledger_pending", "Revocations broadcast whose ledger events or denylist entries JetStream has not accepted yet.")
+	mPendChanges  = newDesc("denylist_pending_changes", "Broadcast denylist changes not yet written to the bucket.")
+	mRetries      = newDesc("ledger_retries_total", "Attempts to write pending revocations to JetStream.")
 )
 
 // Describe implements prometheus.Collector.
 func (r *Revoker) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRevoked, mAlready, mRules, mDenyWrites, mDenySkipped, mDead, mAnomalies, mStale,
 		mResponses, mRequests, mIndex, mIndexMax, mIndexEvicted, mWindow, mIdem, mKeys, mAlertsOpen, mAlertSent, mAlertRetry,
-		mAlertFailed, mAlertDropped} {
+		mAlertFailed, mAlertDropped, mBroadcasts, mHeartbeats, mBcastErrors, mResyncs, mPending, mPendChanges, mRetries} {
 		ch <- d
 	}
 }
@@ -152,6 +185,14 @@ func (r *Revoker) Collect(ch chan<- prometheus.Metric) {
 	g(mIdem, s.IdempotencyKeys)
 	g(mKeys, s.Keys)
 	g(mAlertsOpen, s.Alerts.Open)
+	c(mBroadcasts, s.Broadcasts)
+	c(mHeartbeats, s.Heartbeats)
+	c(mBcastErrors, s.BroadcastErrors)
+	c(mResyncs, s.Resyncs-s.ResyncsIncomplete, "true")
+	c(mResyncs, s.ResyncsIncomplete, "false")
+	g(mPending, s.LedgerPending)
+	g(mPendChanges, s.PendingChanges)
+	c(mRetries, s.LedgerRetries)
 	for name, ss := range s.Alerts.Sinks {
 		c(mAlertSent, ss.Sent, name)
 		c(mAlertRetry, ss.Retries, name)

@@ -2,11 +2,13 @@ package revoker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -57,6 +59,13 @@ type Result struct {
 	Expired []string
 	// Rules are the denylist rule keys in force for a broad revocation.
 	Rules []string
+	// Ledger is LedgerRecorded when JetStream accepted the ledger events
+	// and the denylist entries within Options.LedgerWait, LedgerPending
+	// when the revocation was broadcast to enforcers and its ledger and
+	// bucket writes are still being retried (never dropped).
+	Ledger string
+
+	job *job // the JetStream work, when there was any
 }
 
 // maxFuture is how far in the future a "before" time may lie (clock skew).
@@ -138,6 +147,12 @@ func firstOf(errs ...error) error {
 // writes the token's denylist entry. Revoking again is harmless: already
 // revoked tokens get no second ledger event and the rule is left as is
 // unless the new one reaches further. Revocations are serialised.
+//
+// Containment comes first: the rule or token entry is broadcast to the
+// enforcers (pending) before JetStream is asked anything. If JetStream has
+// not accepted every write within Options.LedgerWait, Revoke returns with
+// Result.Ledger = LedgerPending and the retrier keeps writing until it
+// does; otherwise Ledger is LedgerRecorded.
 func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 	if err := q.validate(r.now()); err != nil {
 		return Result{}, err
@@ -188,10 +203,11 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 		}
 		return 1
 	})
-	var res Result
+	res := Result{Ledger: LedgerRecorded}
 	log := r.o.Log.With().Str("kind", q.Kind).Str("actor", q.Actor).Logger()
+	j := &job{ID: uuid.NewString(), Kind: q.Kind, Since: now.UTC()}
 
-	// Containment first: the rule denies every matching token, seen or not.
+	// The rule denies every matching token, seen or not.
 	if ruleKey != "" {
 		exp := unknown
 		if len(targets) > 0 {
@@ -203,39 +219,17 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 			}
 		}
 		if exp.After(now) {
-			rec := events.DenyRecord{Kind: q.Kind, Tenant: q.Tenant, Holder: q.Holder, KeyID: q.KeyID, Before: q.Before.UTC(),
-				Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: exp.UTC()}
-			changed, err := r.writeRule(ctx, ruleKey, rec)
-			if err != nil {
-				return res, err
-			}
-			if changed {
-				r.stats.rules.Add(1)
-			}
+			j.Rule = &denyWrite{Key: ruleKey, Rec: events.DenyRecord{Kind: q.Kind, Tenant: q.Tenant, Holder: q.Holder,
+				KeyID: q.KeyID, Before: q.Before.UTC(), Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: exp.UTC()}}
 			res.Rules = []string{ruleKey}
-			log.Info().Str("rule", ruleKey).Bool("changed", changed).Time("until", exp).Msg("denylist rule in force")
 		}
 	}
-
-	type pending struct {
-		t   TokenInfo
-		ack jetstream.PubAckFuture
-	}
-	var pub []pending
 	for _, t := range targets {
 		if !t.Expiry.After(now) {
 			res.Expired = append(res.Expired, t.ID)
 			continue
 		}
-		already := t.Revoked
-		if !already && q.Kind == events.RevokeToken {
-			d, err := r.denied(ctx, t)
-			if err != nil {
-				return res, err
-			}
-			already = d
-		}
-		if already {
+		if t.Revoked || r.pend.hasToken(t.ID) {
 			res.Already = append(res.Already, t.ID)
 			continue
 		}
@@ -250,45 +244,157 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 		if err != nil {
 			return res, err
 		}
-		m := nats.NewMsg(events.Subject(ev))
-		m.Data = b
-		f, err := r.o.JS.PublishMsgAsync(m, jetstream.WithMsgID(ev.MsgID()))
-		if err != nil {
-			return res, fmt.Errorf("publish revocation of %s: %w", t.ID, err)
+		j.Ledger = append(j.Ledger, &ledgerItem{TokenID: t.ID, Subject: events.Subject(ev), MsgID: ev.MsgID(), Data: b,
+			Check: q.Kind == events.RevokeToken, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, IssuedAt: t.IssuedAt})
+		if q.Kind == events.RevokeToken {
+			// A single token is denied now rather than when the ledger
+			// consumer catches up (which then finds the entry and does
+			// nothing).
+			j.Token = &denyWrite{Key: events.DenyKeyToken(t.ID), Rec: events.DenyRecord{Kind: q.Kind, TokenID: t.ID,
+				Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(),
+				Expiry: t.Expiry.UTC()}}
 		}
-		pub = append(pub, pending{t, f})
+	}
+	if j.Rule != nil || len(j.Ledger) > 0 {
+		// Containment first: enforcers hear of it before JetStream is
+		// asked anything.
+		if err := r.announcePending(j); err != nil {
+			return res, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
+		err := r.runJob(wctx, j)
+		cancel()
+		if err != nil {
+			res.Ledger = LedgerPending
+			if jerr := r.pend.add(j, false); jerr != nil {
+				log.Error().Err(jerr).Msg("revocation journal")
+			}
+			log.Warn().Err(err).Str("revocation", j.ID).Dur("waited", r.o.LedgerWait).
+				Msg("revocation broadcast; JetStream has not accepted its ledger and denylist writes yet, retrying")
+		} else {
+			j.done.Store(true)
+		}
+		for _, l := range j.Ledger {
+			if l.already {
+				res.Already = append(res.Already, l.TokenID)
+			} else {
+				res.Revoked = append(res.Revoked, l.TokenID)
+			}
+		}
+		res.job = j
+	}
+	r.stats.already.Add(uint64(len(res.Already)))
+	log.Info().Int("revoked", len(res.Revoked)).Int("already", len(res.Already)).Int("expired", len(res.Expired)).
+		Strs("rules", res.Rules).Str("anomaly_id", q.AnomalyID).Str("ledger", res.Ledger).Msg("revocation done")
+	return res, nil
+}
+
+// announcePending broadcasts a job's denylist entries as pending changes.
+func (r *Revoker) announcePending(j *job) error {
+	for _, w := range []*denyWrite{j.Rule, j.Token} {
+		if w == nil || w.done {
+			continue
+		}
+		b, err := json.Marshal(w.Rec)
+		if err != nil {
+			return fmt.Errorf("encode deny record %s: %w", w.Key, err)
+		}
+		w.seq = r.bc.announce(w.Key, b, 0)
+	}
+	return nil
+}
+
+// runJob carries out the steps of j not yet done: the rule, the ledger
+// events, the token entry. It returns the first error; the steps done so
+// far stay done.
+func (r *Revoker) runJob(ctx context.Context, j *job) error {
+	if w := j.Rule; w != nil && !w.done {
+		changed, err := r.writeRule(ctx, w.Key, w.Rec, w.seq)
+		if err != nil {
+			return err
+		}
+		w.done = true
+		if changed {
+			r.stats.rules.Add(1)
+		}
+		r.o.Log.Info().Str("rule", w.Key).Bool("changed", changed).Time("until", w.Rec.Expiry).Msg("denylist rule in force")
+	}
+	if err := r.publishLedger(ctx, j.Ledger); err != nil {
+		return err
+	}
+	if w := j.Token; w != nil && !w.done {
+		if len(j.Ledger) == 1 && j.Ledger[0].already {
+			// Already revoked: no entry of ours to write.
+			r.bc.resolved(w.seq, 0)
+		} else if _, err := r.writeToken(ctx, w.Rec, w.seq); err != nil {
+			return err
+		}
+		w.done = true
+	}
+	return nil
+}
+
+// publishLedger publishes the ledger events not yet accepted and waits
+// for their acknowledgements.
+func (r *Revoker) publishLedger(ctx context.Context, items []*ledgerItem) error {
+	type pending struct {
+		l   *ledgerItem
+		ack jetstream.PubAckFuture
+	}
+	var pub []pending
+	for _, l := range items {
+		if l.done {
+			continue
+		}
+		if l.Check {
+			d, err := r.denied(ctx, TokenInfo{ID: l.TokenID, Tenant: l.Tenant, Holder: l.Holder, KeyID: l.KeyID, IssuedAt: l.IssuedAt})
+			if err != nil {
+				return err
+			}
+			if d {
+				l.done, l.already = true, true
+				continue
+			}
+		}
+		m := nats.NewMsg(l.Subject)
+		m.Data = l.Data
+		f, err := r.o.JS.PublishMsgAsync(m, jetstream.WithMsgID(l.MsgID))
+		if err != nil {
+			return fmt.Errorf("publish revocation of %s: %w", l.TokenID, err)
+		}
+		pub = append(pub, pending{l, f})
 	}
 	var firstErr error
 	for _, p := range pub {
 		select {
 		case <-p.ack.Ok():
-			r.index.markRevoked(p.t.ID)
-			res.Revoked = append(res.Revoked, p.t.ID)
+			p.l.done = true
+			r.index.markRevoked(p.l.TokenID)
 			r.stats.revoked.Add(1)
 		case err := <-p.ack.Err():
+			if alreadyOnLedger(err) {
+				// The ledger refused a second revocation of the token.
+				p.l.done, p.l.already = true, true
+				r.index.markRevoked(p.l.TokenID)
+				continue
+			}
 			if firstErr == nil {
-				firstErr = fmt.Errorf("publish revocation of %s: %w", p.t.ID, err)
+				firstErr = fmt.Errorf("publish revocation of %s: %w", p.l.TokenID, err)
 			}
 		case <-ctx.Done():
 			if firstErr == nil {
-				firstErr = fmt.Errorf("publish revocation of %s: %w", p.t.ID, ctx.Err())
+				firstErr = fmt.Errorf("publish revocation of %s: %w", p.l.TokenID, ctx.Err())
 			}
 		}
 	}
-	r.stats.already.Add(uint64(len(res.Already)))
-	if firstErr != nil {
-		return res, firstErr
-	}
-	// A single token is denied now rather than when the ledger consumer
-	// catches up (which then finds the entry and does nothing).
-	if q.Kind == events.RevokeToken && len(res.Revoked) == 1 {
-		t := targets[0]
-		if _, err := r.writeToken(ctx, events.DenyRecord{Kind: q.Kind, TokenID: t.ID, Tenant: t.Tenant, Holder: t.Holder,
-			KeyID: t.KeyID, Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: t.Expiry.UTC()}); err != nil {
-			return res, err
-		}
-	}
-	log.Info().Int("revoked", len(res.Revoked)).Int("already", len(res.Already)).Int("expired", len(res.Expired)).
-		Strs("rules", res.Rules).Str("anomaly_id", q.AnomalyID).Msg("revocation done")
-	return res, nil
+	return firstErr
+}
+
+// alreadyOnLedger reports whether a publish was refused because the
+// token's ledger subject already holds a revocation (a publish expecting
+// the subject to be empty).
+func alreadyOnLedger(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }

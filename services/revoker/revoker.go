@@ -102,6 +102,21 @@ type Options struct {
 	// authenticate cordon.cmd.revoke callers; a key without a valid
 	// endorsement is ignored. Required.
 	TrustAnchors token.Anchors
+	// HeartbeatInterval is how often the denylist broadcast's heartbeat
+	// goes out (default 250ms).
+	HeartbeatInterval time.Duration
+	// LedgerWait is how long a revocation waits for JetStream to accept
+	// its ledger events and denylist entries before it returns with
+	// Result.Ledger = LedgerPending (default 2s); the writes go on in the
+	// background until accepted.
+	LedgerWait time.Duration
+	// DataDir, when set, keeps the pending revocations in a journal there
+	// (revoker-pending.jsonl), replayed — broadcast again and retried —
+	// at the next start.
+	DataDir string
+	// BroadcastRing bounds the recent broadcast changes kept to answer
+	// resync requests (default 65,536).
+	BroadcastRing int
 }
 
 func (o *Options) defaults() error {
@@ -144,8 +159,25 @@ func (o *Options) defaults() error {
 	if o.Scope == "" {
 		o.Scope = events.ScopeRevoke
 	}
+	if o.HeartbeatInterval <= 0 {
+		o.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if o.LedgerWait <= 0 {
+		o.LedgerWait = DefaultLedgerWait
+	}
+	if o.BroadcastRing <= 0 {
+		o.BroadcastRing = 65_536
+	}
 	return nil
 }
+
+// Defaults of the denylist broadcast.
+const (
+	// DefaultHeartbeatInterval is Options.HeartbeatInterval's default.
+	DefaultHeartbeatInterval = 250 * time.Millisecond
+	// DefaultLedgerWait is Options.LedgerWait's default.
+	DefaultLedgerWait = 2 * time.Second
+)
 
 // Revoker is the revocation service.
 type Revoker struct {
@@ -177,6 +209,11 @@ type Revoker struct {
 	respMu    sync.Mutex
 	responses []ResponseRecord
 
+	// bc broadcasts the denylist changes; pend holds the revocations
+	// JetStream has not accepted yet.
+	bc   *broadcaster
+	pend *pendingSet
+
 	stats counters
 }
 
@@ -197,8 +234,11 @@ func New(o Options) (*Revoker, error) {
 		idem:    newIdemCache(o.MaxIdempotencyKeys, o.IdempotencyTTL),
 		ctx:     ctx,
 		cancel:  cancel,
+		pend:    newPendingSet(),
 	}
 	r.stats.init()
+	r.bc = newBroadcaster(o.NC, events.NewOrigin(o.Source), o.HeartbeatInterval, o.BroadcastRing, o.Now,
+		o.Log.With().Str("component", "broadcast").Logger(), &r.stats)
 	return r, nil
 }
 
@@ -230,6 +270,9 @@ func (r *Revoker) start(ctx context.Context) error {
 	var err error
 	if r.deny, err = js.KeyValue(ctx, events.BucketDenylist); err != nil {
 		return fmt.Errorf("revoker: bucket %s: %w", events.BucketDenylist, err)
+	}
+	if err := r.startBroadcast(); err != nil {
+		return err
 	}
 	keys, err := js.KeyValue(ctx, events.BucketKeys)
 	if err != nil {
@@ -292,9 +335,53 @@ func (r *Revoker) start(ctx context.Context) error {
 	go r.housekeeping()
 	r.started.Store(true)
 	r.o.Log.Info().Int("keys", r.keyring.Len()).Int("tokens", r.index.len()).Str("policy", r.o.Policy.String()).
-		Bool("dry_run", r.o.Policy.DryRun).Int("sinks", len(r.o.Sinks)).Msg("revoker started")
+		Bool("dry_run", r.o.Policy.DryRun).Int("sinks", len(r.o.Sinks)).Str("origin", r.bc.origin).
+		Int("pending", r.pend.len()).Msg("revoker started")
 	return nil
 }
+
+// startBroadcast answers resyncs, replays the journal of pending
+// revocations (broadcast again, then retried) and starts the heartbeat
+// and the retrier.
+func (r *Revoker) startBroadcast() error {
+	if err := r.bc.serve(); err != nil {
+		return err
+	}
+	if r.o.DataDir != "" {
+		jr, jobs, err := openJournal(r.o.DataDir)
+		if err != nil {
+			return err
+		}
+		r.pend.journal = jr
+		for _, j := range jobs {
+			if err := r.announcePending(j); err != nil {
+				return fmt.Errorf("revoker: journal: %w", err)
+			}
+			if err := r.pend.add(j, true); err != nil {
+				return err
+			}
+		}
+		if len(jobs) > 0 {
+			r.o.Log.Warn().Int("revocations", len(jobs)).Str("journal", jr.path).
+				Msg("pending revocations from the journal broadcast again; retrying their ledger and denylist writes")
+		}
+	}
+	r.wg.Add(2)
+	go func() {
+		defer r.wg.Done()
+		r.bc.loop(r.ctx.Done())
+	}()
+	go r.retrier()
+	return nil
+}
+
+// Origin is this replica's name in the denylist broadcast.
+func (r *Revoker) Origin() string { return r.bc.origin }
+
+// Pending lists the revocations broadcast to enforcers whose ledger
+// events or denylist entries JetStream has not accepted yet, oldest
+// first.
+func (r *Revoker) Pending() []PendingRevocation { return r.pend.list() }
 
 func (r *Revoker) consumeErr(_ jetstream.ConsumeContext, err error) {
 	if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrConnectionClosed) {
@@ -328,6 +415,19 @@ func (r *Revoker) Close() error {
 		}
 		r.cancel()
 		r.wg.Wait()
+		r.bc.stop()
+		if left := r.pend.list(); len(left) > 0 {
+			ev := r.o.Log.Warn().Int("revocations", len(left)).Interface("pending", left)
+			if r.pend.journal != nil {
+				ev = ev.Str("journal", r.pend.journal.path).Str("then", "replayed at the next start")
+			} else {
+				ev = ev.Str("then", "lost unless requested again: no --data-dir journal")
+			}
+			ev.Msg("revoker closing with revocations JetStream has not accepted")
+		}
+		if r.pend.journal != nil {
+			_ = r.pend.journal.close()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = r.alerts.Flush(ctx)
 		cancel()

@@ -54,7 +54,8 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		return nil, err
 	}
 	s.r, err = New(Options{NC: s.nc, JS: js, Policy: resp, Sinks: sinks, Alerts: c.Alerts, Log: c.Log, Source: c.Source,
-		MaxTokenTTL: maxTTL, TrustAnchors: anchors})
+		MaxTokenTTL: maxTTL, TrustAnchors: anchors, HeartbeatInterval: c.HeartbeatInterval, LedgerWait: c.LedgerWait,
+		DataDir: c.DataDir})
 	if err != nil {
 		return nil, err
 	}
