@@ -200,19 +200,135 @@ func (r *Revoker) startAdmin(ctx context.Context) error {
 		return fmt.Errorf("revoker: %w", err)
 	}
 	r.adminLedger = f
-	r.admins, err = adminauth.New(adminauth.Options{Keys: r.keyring, Ledger: f, Denylist: denylistView{r}, Now: r.o.Now})
+	r.adminView = newOutageView(r)
+	r.admins, err = adminauth.New(adminauth.Options{Keys: r.keyring, Ledger: ledgerView{r.adminView, f}, Denylist: denylistView{r.adminView},
+		Now: r.o.Now})
 	if err != nil {
 		return fmt.Errorf("revoker: %w", err)
 	}
 	return nil
 }
 
-// denylistView is the revoker's denylist as adminauth reads it.
-type denylistView struct{ r *Revoker }
+// AuthGrace is how long an admin token's ledger record and denylist check,
+// once confirmed, still authenticate cordon.cmd.revoke requests while
+// JetStream cannot answer (a leader election, a lost node): revocations —
+// containment — go on through the broadcast during the outage. A token
+// never confirmed, or confirmed longer ago, is refused (unavailable).
+const AuthGrace = 5 * time.Minute
 
-// Revoked implements adminauth.Denylist, reading the bucket directly.
+// maxAuthCache bounds the admin tokens remembered for AuthGrace.
+const maxAuthCache = 1024
+
+// outageView remembers, per admin token, the ledger record and the
+// denylist verdict last confirmed with JetStream, to authenticate
+// revocations while JetStream cannot answer. Reads of JetStream are
+// bounded by Options.LedgerWait.
+type outageView struct {
+	r  *Revoker
+	mu sync.Mutex
+	m  map[string]*confirmed
+}
+
+type confirmed struct {
+	rec            adminauth.Record
+	recAt, cleanAt time.Time // when the record, and "not on the denylist", were last confirmed
+}
+
+func newOutageView(r *Revoker) *outageView { return &outageView{r: r, m: map[string]*confirmed{}} }
+
+func (v *outageView) entry(id string, now time.Time) *confirmed {
+	c := v.m[id]
+	if c == nil {
+		if len(v.m) >= maxAuthCache {
+			for k, e := range v.m {
+				if now.Sub(e.recAt) > AuthGrace && now.Sub(e.cleanAt) > AuthGrace {
+					delete(v.m, k)
+				}
+			}
+			if len(v.m) >= maxAuthCache {
+				return nil // full of fresh entries: no fallback for this one
+			}
+		}
+		c = &confirmed{}
+		v.m[id] = c
+	}
+	return c
+}
+
+// ledgerView is the admin ledger as cordon.cmd.revoke reads it.
+type ledgerView struct {
+	v *outageView
+	f adminauth.Ledger
+}
+
+// Lookup implements adminauth.Ledger.
+func (l ledgerView) Lookup(ctx context.Context, id string) (adminauth.Record, bool, error) {
+	v, r := l.v, l.v.r
+	lctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
+	rec, ok, err := l.f.Lookup(lctx, id)
+	cancel()
+	now := r.now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	switch {
+	case err == nil && ok:
+		if c := v.entry(id, now); c != nil {
+			c.rec, c.recAt = rec, now
+		}
+		return rec, true, nil
+	case err == nil:
+		delete(v.m, id)
+		return rec, false, nil
+	}
+	if c := v.m[id]; c != nil && !c.recAt.IsZero() && now.Sub(c.recAt) <= AuthGrace {
+		r.o.Log.Warn().Err(err).Str("caller_token_id", id).Time("confirmed", c.recAt).
+			Msg("admin ledger unavailable: using the admin token's record confirmed within the grace")
+		return c.rec, true, nil
+	}
+	return adminauth.Record{}, false, err
+}
+
+// denylistView is the revoker's denylist as adminauth reads it.
+type denylistView struct{ v *outageView }
+
+// Revoked implements adminauth.Denylist, reading the bucket directly;
+// while it cannot be read, the token is revoked if a revocation of ours
+// pending for JetStream names it, and not if it was confirmed clean
+// within AuthGrace.
 func (d denylistView) Revoked(ctx context.Context, t *token.Token) (bool, error) {
-	return d.r.denied(ctx, TokenInfo{ID: t.ID, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, IssuedAt: time.Unix(t.IssuedAt, 0)})
+	v, r := d.v, d.v.r
+	info := TokenInfo{ID: t.ID, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, IssuedAt: time.Unix(t.IssuedAt, 0)}
+	dctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
+	revoked, err := r.denied(dctx, info)
+	cancel()
+	now := r.now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if err == nil {
+		if c := v.entry(t.ID, now); c != nil {
+			if revoked {
+				c.cleanAt = time.Time{}
+			} else {
+				c.cleanAt = now
+			}
+		}
+		return revoked, nil
+	}
+	if r.pendingDenies(info) {
+		return true, nil
+	}
+	if c := v.m[t.ID]; c != nil && !c.cleanAt.IsZero() && now.Sub(c.cleanAt) <= AuthGrace {
+		return false, nil
+	}
+	return false, err
+}
+
+// pendingDenies reports whether a revocation pending for JetStream denies
+// the token (its own entry or a tenant, holder or key rule).
+func (r *Revoker) pendingDenies(t TokenInfo) bool {
+	return r.pend.hasToken(t.ID) || r.pend.hasKey(events.DenyKeyToken(t.ID)) || r.pend.hasKey(events.DenyKeyTenant(t.Tenant)) ||
+		r.pend.hasKey(events.DenyKeyHolder(t.Tenant, t.Holder)) || r.pend.hasKey(events.DenyKeyKey(t.KeyID)) ||
+		r.pend.hasKey(events.DenyKeyBefore(t.Tenant))
 }
 
 // authenticate judges a caller's token with the control plane's admin

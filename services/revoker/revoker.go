@@ -205,6 +205,7 @@ type Revoker struct {
 	// admins authenticates cordon.cmd.revoke callers against adminLedger.
 	admins      *adminauth.Authenticator
 	adminLedger *adminauth.Follower
+	adminView   *outageView
 
 	respMu    sync.Mutex
 	responses []ResponseRecord
@@ -316,7 +317,12 @@ func (r *Revoker) start(ctx context.Context) error {
 		cons jetstream.Consumer
 		h    func(jetstream.Msg)
 	}{{tokens, r.compileMsg}, {anomalies, r.anomalyMsg}} {
-		cc, err := c.cons.Consume(c.h, jetstream.ConsumeErrHandler(r.consumeErr))
+		// Short pulls with frequent heartbeats: after a JetStream outage
+		// (a leader election, a node lost) the consumer notices within
+		// seconds that its pull is gone and pulls again, rather than after
+		// the default 30s expiry.
+		cc, err := c.cons.Consume(c.h, jetstream.ConsumeErrHandler(r.consumeErr),
+			jetstream.PullExpiry(consumePullExpiry), jetstream.PullHeartbeat(consumePullHeartbeat))
 		if err != nil {
 			return fmt.Errorf("revoker: consume: %w", err)
 		}
@@ -382,6 +388,12 @@ func (r *Revoker) Origin() string { return r.bc.origin }
 // events or denylist entries JetStream has not accepted yet, oldest
 // first.
 func (r *Revoker) Pending() []PendingRevocation { return r.pend.list() }
+
+// Pull settings of the durable consumers.
+const (
+	consumePullExpiry    = 5 * time.Second
+	consumePullHeartbeat = time.Second
+)
 
 func (r *Revoker) consumeErr(_ jetstream.ConsumeContext, err error) {
 	if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrConnectionClosed) {
