@@ -17,6 +17,7 @@ import (
 
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/revoker"
 )
 
@@ -457,5 +458,100 @@ func TestResync(t *testing.T) {
 	}
 	if st := f.r.Stats(); st.Resyncs != uint64(len(cases)) || st.ResyncsIncomplete != 3 {
 		t.Errorf("stats: %d resyncs, %d incomplete", st.Resyncs, st.ResyncsIncomplete)
+	}
+}
+
+// TestBurstWhileJetStreamIsDown: once JetStream has refused a
+// revocation, the next ones do not each wait LedgerWait: a burst is
+// broadcast and answered pending at once (here 30 revocations take far
+// less than 30 × LedgerWait), and every one reaches the ledger exactly
+// once when JetStream is back.
+func TestBurstWhileJetStreamIsDown(t *testing.T) {
+	const n = 30
+	f := setup(t, func(o *revoker.Options) { o.LedgerWait = 2 * time.Second })
+	l := listen(t, f.env.NC)
+	toks := make([]tok, n)
+	for i := range toks {
+		toks[i] = f.issue("acme", fmt.Sprintf("svc-%d", i), "kid1", time.Minute, time.Hour, false)
+	}
+	f.waitKnown(toks...)
+	start := stopJetStream(t, f.env)
+	began := time.Now()
+	for _, tk := range toks {
+		res, err := f.r.Revoke(f.ctx(), revoker.Request{Kind: "token", TokenID: tk.id, Actor: "test", Reason: "burst"})
+		if err != nil || res.Ledger != revoker.LedgerPending || !slices.Equal(res.Revoked, []string{tk.id}) {
+			t.Fatalf("revoke %s while JetStream is down: %+v, %v", tk.id, res, err)
+		}
+	}
+	if took := time.Since(began); took > n*2*time.Second/3 {
+		t.Fatalf("%d revocations took %v: each waited for JetStream", n, took)
+	}
+	for _, tk := range toks {
+		l.waitChange(f.r.Origin(), events.DenyKeyToken(tk.id), false)
+	}
+	if p := f.r.Pending(); len(p) != n {
+		t.Fatalf("%d pending revocations, want %d", len(p), n)
+	}
+	start()
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		if p := f.r.Pending(); len(p) != 0 {
+			return fmt.Errorf("%d still pending", len(p))
+		}
+		return nil
+	})
+	led := f.revocations()
+	for _, tk := range toks {
+		if len(led[tk.id]) != 1 {
+			t.Fatalf("%d ledger events for %s, want 1", len(led[tk.id]), tk.id)
+		}
+		if _, _, ok := f.deny(events.DenyKeyToken(tk.id)); !ok {
+			t.Fatalf("no denylist entry for %s", tk.id)
+		}
+	}
+	cs, _ := l.of(f.r.Origin())
+	checkSeqs(t, cs)
+	f.checkWrites(cs)
+}
+
+// TestAdminDuringOutage: while JetStream is down, cordon.cmd.revoke
+// accepts only admin tokens confirmed with JetStream within
+// revoker.AuthGrace; a token never confirmed is refused (unavailable), and
+// an admin token whose own revocation is pending is refused (revoked).
+func TestAdminDuringOutage(t *testing.T) {
+	f := setup(t, func(o *revoker.Options) { o.LedgerWait = 500 * time.Millisecond })
+	s := issueSet(f)
+	claims := func() token.Claims {
+		return token.Claims{Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:revoke"}, Audience: []string{"cordon"}}
+	}
+	unconfirmed, doomed := f.mint(claims()), f.mint(claims())
+	f.confirmAdmin()
+	if rep, raw := f.call(revoker.CommandRequest{Auth: doomed, Kind: "token", TokenID: newID(t)}); rep.Code != revoker.CodeNotFound {
+		t.Fatalf("doomed admin before the outage: %s", raw)
+	}
+	start := stopJetStream(t, f.env)
+
+	if rep, raw := f.call(revoker.CommandRequest{Auth: unconfirmed, Kind: "token", TokenID: s.t1.id}); rep.OK || rep.Code != revoker.CodeInternal ||
+		!strings.Contains(rep.Error, "unavailable") {
+		t.Fatalf("never confirmed admin token during the outage: %s, want refused as unavailable", raw)
+	}
+	doomedID := parsed(t, doomed).ID
+	if rep, raw := f.call(revoker.CommandRequest{Kind: "token", TokenID: doomedID}); !rep.OK || rep.Ledger != revoker.LedgerPending {
+		t.Fatalf("revoking the doomed admin token: %s", raw)
+	}
+	if rep, raw := f.call(revoker.CommandRequest{Auth: doomed, Kind: "token", TokenID: s.t2.id}); rep.OK || rep.Code != revoker.CodeUnauthorized {
+		t.Fatalf("admin token revoked during the outage: %s, want unauthorized", raw)
+	}
+	if rep, raw := f.call(revoker.CommandRequest{Kind: "token", TokenID: s.t2.id}); !rep.OK || rep.Ledger != revoker.LedgerPending {
+		t.Fatalf("confirmed admin token during the outage: %s", raw)
+	}
+	start()
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		if p := f.r.Pending(); len(p) != 0 {
+			return fmt.Errorf("%d still pending", len(p))
+		}
+		return nil
+	})
+	if got := f.revocations(); len(got) != 2 || len(got[doomedID]) != 1 || len(got[s.t2.id]) != 1 {
+		t.Fatalf("ledger revocations %v, want the doomed admin token's and t2's", got)
 	}
 }

@@ -264,6 +264,11 @@ type ledgerView struct {
 // Lookup implements adminauth.Ledger.
 func (l ledgerView) Lookup(ctx context.Context, id string) (adminauth.Record, bool, error) {
 	v, r := l.v, l.v.r
+	if r.jsDown.Load() {
+		if rec, ok := v.cachedRecord(id); ok {
+			return rec, true, nil
+		}
+	}
 	lctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
 	rec, ok, err := l.f.Lookup(lctx, id)
 	cancel()
@@ -288,6 +293,19 @@ func (l ledgerView) Lookup(ctx context.Context, id string) (adminauth.Record, bo
 	return adminauth.Record{}, false, err
 }
 
+// cachedRecord is the admin token's record confirmed within AuthGrace.
+func (v *outageView) cachedRecord(id string) (adminauth.Record, bool) {
+	now := v.r.now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if c := v.m[id]; c != nil && !c.recAt.IsZero() && now.Sub(c.recAt) <= AuthGrace {
+		v.r.o.Log.Warn().Str("caller_token_id", id).Time("confirmed", c.recAt).
+			Msg("JetStream refuses writes: using the admin token's record confirmed within the grace")
+		return c.rec, true
+	}
+	return adminauth.Record{}, false
+}
+
 // denylistView is the revoker's denylist as adminauth reads it.
 type denylistView struct{ v *outageView }
 
@@ -298,9 +316,12 @@ type denylistView struct{ v *outageView }
 func (d denylistView) Revoked(ctx context.Context, t *token.Token) (bool, error) {
 	v, r := d.v, d.v.r
 	info := TokenInfo{ID: t.ID, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, IssuedAt: time.Unix(t.IssuedAt, 0)}
-	dctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
-	revoked, err := r.denied(dctx, info)
-	cancel()
+	revoked, err := false, errJetStreamDown
+	if !r.jsDown.Load() {
+		dctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
+		revoked, err = r.denied(dctx, info)
+		cancel()
+	}
 	now := r.now()
 	v.mu.Lock()
 	defer v.mu.Unlock()

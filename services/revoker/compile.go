@@ -74,7 +74,7 @@ func (r *Revoker) pendWrite(rec events.DenyRecord) {
 		r.o.Log.Error().Err(err).Str("token_id", rec.TokenID).Msg("denylist broadcast")
 		return
 	}
-	if err := r.pend.add(j, false); err != nil {
+	if err := r.pend.add(j, false, false); err != nil {
 		r.o.Log.Error().Err(err).Msg("revocation journal")
 	}
 }

@@ -107,16 +107,32 @@ func newPendingSet() *pendingSet {
 	return &pendingSet{tokens: map[string]int{}, keys: map[string]int{}, kick: make(chan struct{}, 1)}
 }
 
-// add appends a job (recording it in the journal unless replayed) and
-// wakes the retrier.
-func (p *pendingSet) add(j *job, journaled bool) error {
+// reserve counts a job's tokens and keys as pending while its first
+// attempt runs (release undoes it; add takes it over).
+func (p *pendingSet) reserve(j *job) {
+	p.mu.Lock()
+	p.count(j, 1)
+	p.mu.Unlock()
+}
+
+func (p *pendingSet) release(j *job) {
+	p.mu.Lock()
+	p.count(j, -1)
+	p.mu.Unlock()
+}
+
+// add appends a job (recording it in the journal unless replayed; its
+// tokens and keys counted unless reserved) and wakes the retrier.
+func (p *pendingSet) add(j *job, journaled, reserved bool) error {
 	p.mu.Lock()
 	var err error
 	if p.journal != nil && !journaled {
 		err = p.journal.write(journalRecord{Add: j})
 	}
 	p.jobs = append(p.jobs, j)
-	p.count(j, 1)
+	if !reserved {
+		p.count(j, 1)
+	}
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
@@ -221,7 +237,7 @@ func (p *pendingSet) list() []PendingRevocation {
 // Retry back-off of pending revocations.
 const (
 	retryMin = 100 * time.Millisecond
-	retryMax = 5 * time.Second
+	retryMax = 2 * time.Second
 )
 
 // retrier runs the pending jobs until each completes, backing off while
@@ -251,6 +267,7 @@ func (r *Revoker) retrier() {
 			err := r.runJob(ctx, j)
 			cancel()
 			r.stats.ledgerRetries.Add(1)
+			r.jsDown.Store(err != nil)
 			attempts := r.pend.attempted(j)
 			if err != nil {
 				if attempts == 1 || attempts%20 == 0 {

@@ -15,6 +15,10 @@ import (
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
+// errJetStreamDown: the last JetStream write failed and its retries have
+// not succeeded since; a revocation goes straight to the retrier.
+var errJetStreamDown = errors.New("JetStream refused the last writes; queued behind the pending revocations")
+
 // Sentinel errors of Revoke.
 var (
 	// ErrBadRequest is wrapped when a revocation request is malformed.
@@ -158,7 +162,12 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 		return Result{}, err
 	}
 	r.revokeMu.Lock()
-	defer r.revokeMu.Unlock()
+	locked := true
+	defer func() {
+		if locked {
+			r.revokeMu.Unlock()
+		}
+	}()
 	now := r.now()
 	var (
 		targets []TokenInfo
@@ -168,7 +177,7 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 	switch q.Kind {
 	case events.RevokeToken:
 		t, ok := r.index.get(q.TokenID, now)
-		if !ok {
+		if !ok && !r.jsDown.Load() {
 			r.syncIndex(ctx)
 			t, ok = r.index.get(q.TokenID, now)
 		}
@@ -261,17 +270,27 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 		if err := r.announcePending(j); err != nil {
 			return res, err
 		}
-		wctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
-		err := r.runJob(wctx, j)
-		cancel()
+		// Its tokens count as revoked for the revocations that follow;
+		// they need not wait for JetStream's answer to this one.
+		r.pend.reserve(j)
+		r.revokeMu.Unlock()
+		locked = false
+		err := errJetStreamDown
+		if !r.jsDown.Load() {
+			wctx, cancel := context.WithTimeout(ctx, r.o.LedgerWait)
+			err = r.runJob(wctx, j)
+			cancel()
+			r.jsDown.Store(err != nil)
+		}
 		if err != nil {
 			res.Ledger = LedgerPending
-			if jerr := r.pend.add(j, false); jerr != nil {
+			if jerr := r.pend.add(j, false, true); jerr != nil {
 				log.Error().Err(jerr).Msg("revocation journal")
 			}
 			log.Warn().Err(err).Str("revocation", j.ID).Dur("waited", r.o.LedgerWait).
 				Msg("revocation broadcast; JetStream has not accepted its ledger and denylist writes yet, retrying")
 		} else {
+			r.pend.release(j)
 			j.done.Store(true)
 		}
 		for _, l := range j.Ledger {

@@ -214,6 +214,11 @@ type Revoker struct {
 	// JetStream has not accepted yet.
 	bc   *broadcaster
 	pend *pendingSet
+	// jsDown is set while JetStream refuses the revocations' writes (the
+	// last attempt failed): new revocations then go straight to the
+	// retrier, which keeps probing, and callers are authenticated from
+	// the admin records confirmed within AuthGrace.
+	jsDown atomic.Bool
 
 	stats counters
 }
@@ -363,7 +368,7 @@ func (r *Revoker) startBroadcast() error {
 			if err := r.announcePending(j); err != nil {
 				return fmt.Errorf("revoker: journal: %w", err)
 			}
-			if err := r.pend.add(j, true); err != nil {
+			if err := r.pend.add(j, true, false); err != nil {
 				return err
 			}
 		}
