@@ -161,7 +161,7 @@ func TestServiceStartAndClose(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(b), "cordon_revoker_") {
+	if !strings.Contains(string(b), "cordon_revoker_denylist_heartbeats_total") || !strings.Contains(string(b), "cordon_revoker_ledger_pending 0") {
 		t.Errorf("metrics:\n%s", b)
 	}
 	if s.Revoker() == nil {
