@@ -150,7 +150,8 @@ func firstOf(errs ...error) error {
 // revoked matching token; for kind token it publishes the ledger event and
 // writes the token's denylist entry. Revoking again is harmless: already
 // revoked tokens get no second ledger event and the rule is left as is
-// unless the new one reaches further. Revocations are serialised.
+// unless the new one reaches further. Revocations are planned one at a
+// time (which tokens, which rule); their JetStream writes overlap.
 //
 // Containment comes first: the rule or token entry is broadcast to the
 // enforcers (pending) before JetStream is asked anything. If JetStream has
@@ -282,6 +283,15 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 			cancel()
 			r.jsDown.Store(err != nil)
 		}
+		// (Read before the retrier may take the job over.)
+		for _, l := range j.Ledger {
+			if l.already {
+				res.Already = append(res.Already, l.TokenID)
+			} else {
+				res.Revoked = append(res.Revoked, l.TokenID)
+			}
+		}
+		res.job = j
 		if err != nil {
 			res.Ledger = LedgerPending
 			if jerr := r.pend.add(j, false, true); jerr != nil {
@@ -293,14 +303,6 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 			r.pend.release(j)
 			j.done.Store(true)
 		}
-		for _, l := range j.Ledger {
-			if l.already {
-				res.Already = append(res.Already, l.TokenID)
-			} else {
-				res.Revoked = append(res.Revoked, l.TokenID)
-			}
-		}
-		res.job = j
 	}
 	r.stats.already.Add(uint64(len(res.Already)))
 	log.Info().Int("revoked", len(res.Revoked)).Int("already", len(res.Already)).Int("expired", len(res.Expired)).
