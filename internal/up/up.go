@@ -159,7 +159,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// Private directories: the data directory holds signing keys, the
 	// admin token, NATS seeds and detector state.
 	s.CredsDir = filepath.Join(o.DataDir, natsauth.CredsSubdir)
-	dirs := []string{o.DataDir, s.CredsDir, filepath.Join(o.DataDir, "nats"), filepath.Join(o.DataDir, "keys"), filepath.Join(o.DataDir, "auditor")}
+	dirs := []string{o.DataDir, s.CredsDir, filepath.Join(o.DataDir, "nats"), filepath.Join(o.DataDir, "keys"), filepath.Join(o.DataDir, "auditor"), filepath.Join(o.DataDir, "revoker")}
 	if o.ChDBPath == filepath.Join(o.DataDir, "chdb") {
 		dirs = append(dirs, o.ChDBPath)
 	}
@@ -233,7 +233,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	rev, err := revoker.Start(ctx, revoker.Config{NATS: s.natsAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker)),
 		TrustAnchors: anchors, Response: respPolicy, MaxTokenTTL: s.Policy.MaxTokenLife(), Sinks: sinks,
-		Alerts: alert.Options{Backoff: 100 * time.Millisecond}, Source: "revoker/up",
+		Alerts: alert.Options{Backoff: 100 * time.Millisecond}, Source: "revoker/up", DataDir: filepath.Join(o.DataDir, "revoker"),
 		Log: o.Log.With().Str("svc", "revoker").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("start revoker: %w", err)
