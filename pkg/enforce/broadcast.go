@@ -78,7 +78,8 @@ type originState struct {
 	// seen holds the changes beyond f+1 already applied.
 	seen      map[uint64]struct{}
 	interval  time.Duration
-	lastHeard time.Time
+	// firstHeard and lastHeard: when the origin was first and last heard.
+	firstHeard, lastHeard time.Time
 	// currentAt is the arrival of the latest heartbeat at which f had
 	// reached its Seq (zero: none yet).
 	currentAt time.Time
@@ -227,7 +228,7 @@ func (b *broadcast) origin(name string, now time.Time) *originState {
 			b.reject("origin "+name, fmt.Errorf("more than %d revoker origins at once", maxOrigins))
 			return nil
 		}
-		o = &originState{name: name, seen: map[uint64]struct{}{}, interval: time.Second, prevMore: true}
+		o = &originState{name: name, seen: map[uint64]struct{}{}, interval: time.Second, prevMore: true, firstHeard: now}
 		b.origins[name] = o
 		b.e.log.Info().Str("origin", name).Msg("denylist broadcast origin heard")
 	}
@@ -239,7 +240,10 @@ func (b *broadcast) origin(name string, now time.Time) *originState {
 // broadcast itself (duplicates and gaps are counted) rather than a
 // heartbeat's pending list or a resync reply.
 func (b *broadcast) apply(o *originState, c *events.DenyChange, now time.Time, counted bool) {
-	if _, err := b.e.dl.applyBroadcast(c.Key, c.Value, c.KVRev, now); err != nil {
+	if applied, err := b.e.dl.applyBroadcast(c.Key, c.Value, c.KVRev, now); err != nil {
+		if !applied { // a key that revokes nothing
+			b.bad.Add(1)
+		}
 		b.log.Error().Err(err).Str("origin", o.name).Uint64("seq", c.Seq).Msg("apply broadcast change")
 	}
 	_, seen := o.seen[c.Seq]
@@ -388,7 +392,10 @@ func (b *broadcast) resync(name string, from uint64) {
 		b.log.Warn().Err(err).Str("origin", name).Uint64("from", from).Bool("complete", rep.Complete).
 			Msg("denylist resync incomplete, filling from the bucket")
 		b.fillFromBucket(o)
-		if o.f < o.seq && b.e.dl.revision.Load() < o.hbKVRev {
+		// Watch again only when the bucket holds what the watch has not
+		// delivered (the probe saw it): a bucket that is itself behind
+		// (JetStream down) is not helped by a replay.
+		if applied := b.e.dl.revision.Load(); o.f < o.seq && applied < o.hbKVRev && b.e.fresh.probed.Load() >= o.hbKVRev {
 			select {
 			case b.e.rewatchDeny <- struct{}{}:
 			default:
@@ -447,8 +454,11 @@ func (b *broadcast) recompute(now time.Time) {
 		}
 		if o.currentAt.IsZero() {
 			// Not yet current with this origin since it was first
-			// heard: the bucket stands in for it.
+			// heard (the bucket fill needs a complete heartbeat): the
+			// bucket stands in for it, but no longer than the bound
+			// counted from when it was first heard.
 			needBucket = true
+			c = min(c, o.firstHeard.UnixNano())
 			continue
 		}
 		c = min(c, o.currentAt.UnixNano())

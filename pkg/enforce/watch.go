@@ -28,6 +28,8 @@ type freshness struct {
 	// modeCapped (the older of at and bcastAt).
 	mode    atomic.Int32
 	bcastAt atomic.Int64 // Unix nanoseconds; 0 = never
+	// probed is the bucket's last revision at the latest probe.
+	probed atomic.Uint64
 
 	mu        sync.Mutex
 	applied   uint64
@@ -59,6 +61,7 @@ func (f *freshness) onApplied(rev uint64) {
 
 // onProbe records that at instant at, the bucket's last revision was seq.
 func (f *freshness) onProbe(seq uint64, at time.Time) {
+	f.probed.Store(max(f.probed.Load(), seq))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.applied >= seq {
