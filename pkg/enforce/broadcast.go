@@ -76,8 +76,8 @@ type originState struct {
 	// maxChange the highest change received.
 	seq, maxChange uint64
 	// seen holds the changes beyond f+1 already applied.
-	seen      map[uint64]struct{}
-	interval  time.Duration
+	seen     map[uint64]struct{}
+	interval time.Duration
 	// firstHeard and lastHeard: when the origin was first and last heard.
 	firstHeard, lastHeard time.Time
 	// currentAt is the arrival of the latest heartbeat at which f had

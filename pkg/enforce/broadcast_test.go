@@ -318,7 +318,11 @@ func TestBroadcastSequence(t *testing.T) {
 // the view is current; a gap nobody fills makes it stale.
 func TestBroadcastFreshness(t *testing.T) {
 	const bound = 2 * time.Second
-	failClosed := func(o *Options) { o.MaxStaleness = bound; o.FailClosed = true; o.ProbeInterval = 100 * time.Millisecond }
+	failClosed := func(o *Options) {
+		o.MaxStaleness = bound
+		o.FailClosed = true
+		o.ProbeInterval = 100 * time.Millisecond
+	}
 	t.Run("missed change is stale until filled", func(t *testing.T) {
 		f := newFixture(t)
 		e := f.enforcer(t, "edge-fresh", failClosed)
