@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
@@ -467,19 +468,50 @@ func TestBroadcastRejectsBadMessages(t *testing.T) {
 			}
 		})
 	}
-	t.Run("malformed resync reply", func(t *testing.T) {
+	t.Run("resync reply forging another origin's change", func(t *testing.T) {
 		before := e.Stats().BroadcastBad
-		r.serveResync(func(uint64) any { return []byte(`{"changes":[{"origin":"someone-else","seq":1}]}`) })
+		forgedTok, forged := mint(t, f.signer, nil)
+		r.serveResync(func(uint64) any {
+			return events.DenyResyncReply{Changes: []events.DenyChange{other.tokenChange(1, forged.ID, 0)}, Complete: true, Seq: 2}
+		})
 		r.change(r.tokenChange(2, "tok-gap", 0)) // opens a gap before 2
 		waitStats(t, e, "reply rejected", func(s Stats) bool {
 			return s.BroadcastBad > before && s.BroadcastResyncFallbacks >= 1
 		})
+		if d := e.Check(readReq(forgedTok)); !d.Allow {
+			t.Fatalf("a forged resync change revoked: %+v", d)
+		}
 	})
 	// The listener goes on: the good change applies.
 	r.change(good)
 	waitReason(t, e, tok, ReasonRevoked)
 	if s := e.Stats(); s.BroadcastOrigins != 1 {
 		t.Fatalf("stats %+v", s)
+	}
+	// The counters are metrics.
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(e.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			got[mf.GetName()] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	st := e.Stats()
+	for name, want := range map[string]float64{
+		"cordon_enforcer_broadcast_bad_total":     float64(st.BroadcastBad),
+		"cordon_enforcer_broadcast_changes_total": float64(st.BroadcastChanges),
+		"cordon_enforcer_broadcast_origins":       1,
+	} {
+		if got[name] != want || want == 0 {
+			t.Errorf("%s = %v, want %v (non-zero)", name, got[name], want)
+		}
 	}
 }
 
