@@ -30,7 +30,10 @@ import (
 // the view is current as of the oldest, over the origins, of the arrival
 // time of the origin's latest heartbeat at which f reached its Seq. An
 // origin that went silent with a gap keeps the view stale until the
-// bucket fills it. With no origin live, the bucket's own freshness (watch
+// bucket fills it. An origin first heard counts as current as the view
+// was at that moment, until a resync or a complete heartbeat settles it
+// (so that a replica's restart neither refreshes nor stalls the view).
+// With no origin live, the bucket's own freshness (watch
 // and probe) applies, still capped by silent origins with a gap; with no
 // origin ever heard, nothing changes for library users without a revoker.
 
@@ -78,8 +81,10 @@ type originState struct {
 	// seen holds the changes beyond f+1 already applied.
 	seen     map[uint64]struct{}
 	interval time.Duration
-	// firstHeard and lastHeard: when the origin was first and last heard.
-	firstHeard, lastHeard time.Time
+	// lastHeard is when the origin was last heard; baseAt (Unix
+	// nanoseconds) how current the view was when it was first heard.
+	lastHeard time.Time
+	baseAt    int64
 	// currentAt is the arrival of the latest heartbeat at which f had
 	// reached its Seq (zero: none yet).
 	currentAt time.Time
@@ -228,7 +233,8 @@ func (b *broadcast) origin(name string, now time.Time) *originState {
 			b.reject("origin "+name, fmt.Errorf("more than %d revoker origins at once", maxOrigins))
 			return nil
 		}
-		o = &originState{name: name, seen: map[uint64]struct{}{}, interval: time.Second, prevMore: true, firstHeard: now}
+		o = &originState{name: name, seen: map[uint64]struct{}{}, interval: time.Second, prevMore: true,
+			baseAt: min(b.e.fresh.effective(), now.UnixNano())}
 		b.origins[name] = o
 		b.e.log.Info().Str("origin", name).Msg("denylist broadcast origin heard")
 	}
@@ -432,7 +438,6 @@ func (b *broadcast) recompute(now time.Time) {
 	}
 	var nlive int64
 	c := int64(math.MaxInt64)
-	needBucket := false
 	for name, o := range b.origins {
 		silent := now.Sub(o.lastHeard)
 		live := silent <= liveWindow(o.interval)
@@ -454,11 +459,10 @@ func (b *broadcast) recompute(now time.Time) {
 		}
 		if o.currentAt.IsZero() {
 			// Not yet current with this origin since it was first
-			// heard (the bucket fill needs a complete heartbeat): the
-			// bucket stands in for it, but no longer than the bound
-			// counted from when it was first heard.
-			needBucket = true
-			c = min(c, o.firstHeard.UnixNano())
+			// heard (a resync or a complete heartbeat settles it): the
+			// view is as current as it was then, and that instant
+			// ages until the origin settles.
+			c = min(c, o.baseAt)
 			continue
 		}
 		c = min(c, o.currentAt.UnixNano())
@@ -467,7 +471,7 @@ func (b *broadcast) recompute(now time.Time) {
 	switch {
 	case nlive == 0 && c == math.MaxInt64:
 		fr.mode.Store(modeBucket)
-	case nlive == 0 || needBucket:
+	case nlive == 0:
 		fr.bcastAt.Store(c)
 		fr.mode.Store(modeCapped)
 	default:
