@@ -193,12 +193,10 @@ func TestBroadcastSequence(t *testing.T) {
 		f := newFixture(t)
 		e := f.enforcer(t, "edge-seq", nil)
 		r := newFakeRevoker(t, f.env.NC)
-		var toks [4]string
-		var ids [4]string
+		var toks, ids [4]string
 		for i := 1; i <= 3; i++ {
-			var c = claims()
-			toks[i], c = mint(t, f.signer, nil)
-			ids[i] = c.ID
+			tok, c := mint(t, f.signer, nil)
+			toks[i], ids[i] = tok, c.ID
 		}
 		r.change(r.tokenChange(1, ids[1], 0))
 		r.change(r.tokenChange(3, ids[3], 0))
@@ -299,12 +297,13 @@ func TestBroadcastSequence(t *testing.T) {
 		waitReason(t, e, tok3, ReasonRevoked)
 		hb(true, r.tokenChange(2, c2.ID, 0))
 		waitReason(t, e, tok2, ReasonRevoked)
-		// The frontier stays short of 3: change 1 was never pending
-		// nor broadcast to us, and the bucket (revision 0) is not
-		// claimed to hold it... until a complete list says so.
+		// Change 1 was never seen: a list received only in part does
+		// not let the bucket stand in for it.
 		if fr, _ := frontier(e, r.origin); fr != 0 {
 			t.Fatalf("frontier %d after an incomplete list", fr)
 		}
+		// The last part of a list whose every part arrived: complete,
+		// so change 1 is in the bucket (KVRev 0 ≤ what the watch applied).
 		hb(false, r.tokenChange(3, c3.ID, 0))
 		natstest.WaitFor(t, wait, func() error {
 			if fr, _ := frontier(e, r.origin); fr != 3 {
