@@ -180,16 +180,70 @@ func (s *denySet) revoked(t *token.Token) bool {
 	return false
 }
 
+// merge adds the rule of a broadcast change without narrowing what the set
+// already revokes: holder, tenant and "issued before" rules keep the later
+// of the two cut-off times, so changes may be applied in any order.
+func (s *denySet) merge(key string, value []byte, now time.Time) error {
+	r, err := parseDenyKey(key)
+	if err != nil {
+		return err
+	}
+	var old int64
+	var had bool
+	switch r.kind {
+	case events.RevokeTenant:
+		old, had = s.tenants[r.id]
+	case events.RevokeHolder:
+		old, had = s.holders[r.holder]
+	case events.RevokeBefore:
+		old, had = s.before[r.id]
+	}
+	err = s.put(key, value, now)
+	if had {
+		switch r.kind {
+		case events.RevokeTenant:
+			s.tenants[r.id] = max(s.tenants[r.id], old)
+		case events.RevokeHolder:
+			s.holders[r.holder] = max(s.holders[r.holder], old)
+		case events.RevokeBefore:
+			s.before[r.id] = max(s.before[r.id], old)
+		}
+	}
+	return err
+}
+
+// unconfirmed is a denylist entry a broadcast put that the bucket has not
+// confirmed yet: a KV delete older than it must not remove it, and a KV
+// replay that does not cover it must keep it.
+type unconfirmed struct {
+	value []byte
+	// kvRev is the bucket revision of the write; 0 while pending.
+	kvRev uint64
+	// expiry is the record's expiry (zero: unknown); past it the entry is
+	// dropped at the next replay.
+	expiry time.Time
+}
+
+// maxUnconfirmed bounds the unconfirmed broadcast entries kept; past it
+// the oldest confirmed-pending ones are not tracked (they stay applied).
+const maxUnconfirmed = 65536
+
 // denylist is the enforcer's in-memory denylist: a denySet behind a
-// read-write lock, plus the last applied bucket revision.
+// read-write lock, plus the last applied bucket revision and the entries
+// broadcasts put that the bucket has not confirmed.
 type denylist struct {
 	mu       sync.RWMutex
 	set      *denySet
 	size     atomic.Int64 // entries, read without the lock to skip an empty list
 	revision atomic.Uint64
+	// unconf is keyed by bucket key (guarded by mu).
+	unconf  map[string]*unconfirmed
+	unconfN atomic.Int64
 }
 
-func newDenylist() *denylist { return &denylist{set: newDenySet()} }
+func newDenylist() *denylist {
+	return &denylist{set: newDenySet(), unconf: map[string]*unconfirmed{}}
+}
 
 // revoked reports whether the denylist revokes t.
 func (d *denylist) revoked(t *token.Token) bool {
@@ -202,28 +256,98 @@ func (d *denylist) revoked(t *token.Token) bool {
 	return r
 }
 
-// apply applies one watched entry to the live view.
+// apply applies one watched bucket entry to the live view. An entry a
+// broadcast put stays as long as the bucket has not reached the revision
+// of its write (or forever while it is pending): an older delete or expiry
+// marker does not remove it, and an older put does not narrow it.
 func (d *denylist) apply(key string, value []byte, deleted bool, rev uint64, now time.Time) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var err error
-	if deleted {
+	u := d.unconf[key]
+	confirmed := u != nil && u.kvRev != 0 && rev >= u.kvRev
+	if confirmed {
+		delete(d.unconf, key)
+		u = nil
+	}
+	switch {
+	case deleted && u != nil:
+		// Older than the broadcast write (or it is still pending): keep.
+	case deleted:
 		err = d.set.remove(key)
-	} else {
+	default:
 		err = d.set.put(key, value, now)
+		if u != nil {
+			_ = d.set.merge(key, u.value, now)
+		}
 	}
 	d.size.Store(int64(d.set.len()))
+	d.unconfN.Store(int64(len(d.unconf)))
 	if rev > d.revision.Load() {
 		d.revision.Store(rev)
 	}
 	return err
 }
 
-// replace swaps in a fully replayed view.
-func (d *denylist) replace(s *denySet, rev uint64) {
+// applyBroadcast merges a broadcast change into the live view and tracks
+// it until the bucket confirms it. A change the applied bucket revision
+// already covers is old news and only reported as such (false).
+func (d *denylist) applyBroadcast(key string, value []byte, kvRev uint64, now time.Time) (bool, error) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	u := d.unconf[key]
+	if kvRev != 0 && kvRev <= d.revision.Load() && u == nil {
+		return false, nil
+	}
+	if _, err := parseDenyKey(key); err != nil {
+		return false, err // revokes nothing: not tracked
+	}
+	// An unreadable record still revokes (fail closed); its error is
+	// returned to be logged.
+	err := d.set.merge(key, value, now)
+	exp := recordExpiry(value)
+	switch {
+	case u == nil:
+		if len(d.unconf) < maxUnconfirmed {
+			d.unconf[key] = &unconfirmed{value: value, kvRev: kvRev, expiry: exp}
+		}
+	default:
+		if laterCutoff(key, value, u.value, now) {
+			u.value = value
+		}
+		if kvRev != 0 && (u.kvRev == 0 || kvRev > u.kvRev) {
+			u.kvRev = kvRev
+		}
+		if exp.After(u.expiry) {
+			u.expiry = exp
+		}
+	}
+	if kvRev != 0 && kvRev <= d.revision.Load() {
+		if u := d.unconf[key]; u != nil && u.kvRev != 0 && u.kvRev <= d.revision.Load() {
+			delete(d.unconf, key)
+		}
+	}
+	d.size.Store(int64(d.set.len()))
+	d.unconfN.Store(int64(len(d.unconf)))
+	return true, err
+}
+
+// replace swaps in a fully replayed view (up to bucket revision rev),
+// keeping the broadcast entries the replay does not cover: those still
+// pending and those written after rev.
+func (d *denylist) replace(s *denySet, rev uint64) {
+	now := time.Now()
+	d.mu.Lock()
+	for key, u := range d.unconf {
+		if (u.kvRev != 0 && u.kvRev <= rev) || (!u.expiry.IsZero() && now.After(u.expiry)) {
+			delete(d.unconf, key)
+			continue
+		}
+		_ = s.merge(key, u.value, now)
+	}
 	d.set = s
 	d.size.Store(int64(s.len()))
+	d.unconfN.Store(int64(len(d.unconf)))
 	if rev > d.revision.Load() {
 		d.revision.Store(rev)
 	}
@@ -232,3 +356,40 @@ func (d *denylist) replace(s *denySet, rev uint64) {
 
 // len is the number of denylist entries.
 func (d *denylist) len() int { return int(d.size.Load()) }
+
+// unconfirmedLen is the number of broadcast entries the bucket has not
+// confirmed yet.
+func (d *denylist) unconfirmedLen() int { return int(d.unconfN.Load()) }
+
+// recordExpiry reads the expiry of a denylist record (zero when unreadable).
+func recordExpiry(value []byte) time.Time {
+	var rec struct {
+		Expiry time.Time `json:"exp"`
+	}
+	if json.Unmarshal(value, &rec) != nil {
+		return time.Time{}
+	}
+	return rec.Expiry
+}
+
+// laterCutoff reports whether value a revokes at least as widely as b for
+// key (for rules without a cut-off time, any value does).
+func laterCutoff(key string, a, b []byte, now time.Time) bool {
+	x, y := newDenySet(), newDenySet()
+	_ = x.put(key, a, now)
+	_ = y.put(key, b, now)
+	return cutoffOf(x) >= cutoffOf(y)
+}
+
+func cutoffOf(s *denySet) int64 {
+	for _, v := range s.holders {
+		return v
+	}
+	for _, v := range s.tenants {
+		return v
+	}
+	for _, v := range s.before {
+		return v
+	}
+	return 0
+}

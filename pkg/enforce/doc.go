@@ -9,6 +9,16 @@
 // network, environment, time-of-use window and device binding are checked
 // too, and every deny names one reason from a closed set (Reason).
 //
+// Revocation has two paths. The denylist bucket is the durable record,
+// replicated by the watch; besides, every revoker replica broadcasts each
+// denylist change on core NATS (no JetStream in the way) and a heartbeat
+// saying how far it has got. The enforcer applies a broadcast change at
+// once, whatever the bucket says (a pending revocation that JetStream has
+// not accepted yet included), never lets an older bucket delete or expiry
+// remove it, fills a gap in a replica's sequence by asking it (a resync)
+// or from the bucket, and counts its view current only as of the last
+// heartbeat by which it had every announced change (Options.MaxStaleness).
+//
 // Verified tokens are kept in a bounded cache keyed by the token string, so
 // a token seen before costs a map hit; cached tokens are still re-checked
 // for time, the denylist and key retirement on every request. A small

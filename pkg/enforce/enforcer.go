@@ -97,6 +97,7 @@ type Enforcer struct {
 	thr   *throttle // nil when throttling is off
 	dl    *denylist
 	fresh freshness
+	bcast atomic.Pointer[broadcast] // nil until Start
 
 	routes *compiledRoutes
 	usage  *publisher
@@ -369,6 +370,25 @@ type Stats struct {
 	DenyEntries       int
 	DenylistRevision  uint64
 	DenylistCurrentAt time.Time
+	// The denylist broadcast (revokers' core-NATS changes and heartbeats,
+	// see Options.MaxStaleness): BroadcastChanges were applied (changes
+	// not seen before), BroadcastDuplicates arrived again, BroadcastGaps
+	// opened in an origin's sequence; BroadcastResyncs were answered in
+	// full by the origin, BroadcastResyncFallbacks were not (no reply, or
+	// incomplete: the bucket fills the gap) and BroadcastBucketFills
+	// closed a gap from the bucket; BroadcastBad messages were rejected
+	// (malformed, invalid, too many origins); BroadcastOrigins revoker
+	// replicas are live. DenyUnconfirmed entries put by a broadcast wait
+	// for the bucket to confirm them.
+	BroadcastChanges         uint64
+	BroadcastDuplicates      uint64
+	BroadcastGaps            uint64
+	BroadcastResyncs         uint64
+	BroadcastResyncFallbacks uint64
+	BroadcastBucketFills     uint64
+	BroadcastBad             uint64
+	BroadcastOrigins         int
+	DenyUnconfirmed          int
 	// UsageQueued events wait in a buffer of UsageCapacity; UsageDropped
 	// were dropped because it was full; UsagePublished were acknowledged
 	// by JetStream; UsageFailed could not be published.
@@ -394,6 +414,17 @@ func (e *Enforcer) Stats() Stats {
 		DenyEntries:       e.dl.len(),
 		DenylistRevision:  e.dl.revision.Load(),
 		DenylistCurrentAt: e.fresh.currentAt(),
+	}
+	s.DenyUnconfirmed = e.dl.unconfirmedLen()
+	if b := e.bcast.Load(); b != nil {
+		s.BroadcastChanges = b.changes.Load()
+		s.BroadcastDuplicates = b.duplicates.Load()
+		s.BroadcastGaps = b.gaps.Load()
+		s.BroadcastResyncs = b.resyncOK.Load()
+		s.BroadcastResyncFallbacks = b.resyncFallback.Load()
+		s.BroadcastBucketFills = b.bucketFill.Load()
+		s.BroadcastBad = b.bad.Load()
+		s.BroadcastOrigins = int(b.live.Load())
 	}
 	if e.thr != nil {
 		s.Throttled = e.thr.refused.Load()

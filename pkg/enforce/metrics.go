@@ -48,6 +48,15 @@ var metrics = func() []metric {
 			}
 			return time.Since(s.DenylistCurrentAt).Seconds()
 		}),
+		m("broadcast_changes_total", "Denylist broadcast changes applied.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastChanges) }),
+		m("broadcast_duplicates_total", "Denylist broadcast changes received again.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastDuplicates) }),
+		m("broadcast_gaps_total", "Gaps opened in a revoker origin's broadcast sequence.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastGaps) }),
+		m("broadcast_resyncs_total", "Broadcast resyncs answered in full by the origin.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastResyncs) }),
+		m("broadcast_resync_fallbacks_total", "Broadcast resyncs without a complete answer (the bucket fills the gap).", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastResyncFallbacks) }),
+		m("broadcast_bucket_fills_total", "Broadcast gaps closed from the denylist bucket.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastBucketFills) }),
+		m("broadcast_bad_total", "Denylist broadcast messages rejected.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.BroadcastBad) }),
+		m("broadcast_origins", "Revoker origins heard recently (live).", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.BroadcastOrigins) }),
+		m("deny_unconfirmed", "Denylist entries put by a broadcast that the bucket has not confirmed.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.DenyUnconfirmed) }),
 		m("usage_queued", "Usage events waiting to be published.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageQueued) }),
 		m("usage_capacity", "Bound of the usage event buffer.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageCapacity) }),
 		m("usage_dropped_total", "Usage events dropped because the buffer was full.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageDropped) }),

@@ -98,6 +98,18 @@ type Options struct {
 	// without it staleness is only reported (Stats, logs). Off by default in
 	// the library; the shipped proxies turn it on with DefaultMaxStaleness
 	// (StalenessPolicy says which applies).
+	//
+	// When the view is current: while a revoker is heard on the denylist
+	// broadcast (a heartbeat within max(8 of its intervals, 2s)), as of
+	// the oldest, over the revoker replicas, of the arrival of the latest
+	// heartbeat by which every change the replica announced was applied
+	// (from the broadcast, a resync, or the bucket). A replica with a
+	// change nobody could supply keeps the view stale, even once silent,
+	// until the bucket holds it. With no revoker heard lately (or ever:
+	// an embedded enforcer without one), the bucket watch and its probe
+	// decide, as before the broadcast. The bound is measured from a
+	// heartbeat's arrival at this enforcer, never from the revoker's
+	// clock: a heartbeat delayed in transit counts as fresh as it arrives.
 	MaxStaleness time.Duration
 	FailClosed   bool
 	// ProbeInterval is how often the enforcer asks JetStream for the

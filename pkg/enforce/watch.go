@@ -18,9 +18,18 @@ import (
 // freshness tracks when the denylist view was last known current: either
 // a watched entry arrived with nothing left pending behind it, or a probe
 // of the bucket's last revision (taken at some instant) has been applied.
+// Once a revoker's broadcast has been heard, the broadcast decides (see
+// broadcast.go): mode and bcastAt are set by the broadcast listener.
 type freshness struct {
 	created time.Time
 	at      atomic.Int64 // Unix nanoseconds; 0 = never
+
+	// mode is modeBucket (at alone), modeBroadcast (bcastAt alone) or
+	// modeCapped (the older of at and bcastAt).
+	mode    atomic.Int32
+	bcastAt atomic.Int64 // Unix nanoseconds; 0 = never
+	// probed is the bucket's last revision at the latest probe.
+	probed atomic.Uint64
 
 	mu        sync.Mutex
 	applied   uint64
@@ -52,6 +61,7 @@ func (f *freshness) onApplied(rev uint64) {
 
 // onProbe records that at instant at, the bucket's last revision was seq.
 func (f *freshness) onProbe(seq uint64, at time.Time) {
+	f.probed.Store(max(f.probed.Load(), seq))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.applied >= seq {
@@ -71,8 +81,31 @@ func (f *freshness) appliedRev() uint64 {
 	return f.applied
 }
 
+// Modes of freshness.
+const (
+	modeBucket int32 = iota
+	modeBroadcast
+	modeCapped
+)
+
+// effective is the instant the view is known current as of (Unix
+// nanoseconds, 0 = never).
+func (f *freshness) effective() int64 {
+	kv := f.at.Load()
+	if kv == 0 {
+		return 0 // the bucket was never synced
+	}
+	switch f.mode.Load() {
+	case modeBroadcast:
+		return f.bcastAt.Load()
+	case modeCapped:
+		return min(kv, f.bcastAt.Load())
+	}
+	return kv
+}
+
 func (f *freshness) currentAt() time.Time {
-	n := f.at.Load()
+	n := f.effective()
 	if n == 0 {
 		return time.Time{}
 	}
@@ -80,7 +113,7 @@ func (f *freshness) currentAt() time.Time {
 }
 
 func (f *freshness) staleness(now time.Time) time.Duration {
-	n := f.at.Load()
+	n := f.effective()
 	if n == 0 {
 		return now.Sub(f.created)
 	}
@@ -88,7 +121,7 @@ func (f *freshness) staleness(now time.Time) time.Duration {
 }
 
 func (f *freshness) staleAt(now time.Time, limit time.Duration) bool {
-	n := f.at.Load()
+	n := f.effective()
 	return n == 0 || now.UnixNano()-n > int64(limit)
 }
 
@@ -135,6 +168,11 @@ func (e *Enforcer) Start(ctx context.Context, js jetstream.JetStream) error {
 			defer e.wg.Done()
 			e.usage.run(js)
 		}()
+	}
+	// Listen to the broadcast before replaying the bucket, so that no
+	// change falls between the replay and the subscription.
+	if err := e.listenBroadcast(ctx, js.Conn()); err != nil {
+		return fmt.Errorf("start enforcer: %w", err)
 	}
 	keysReady, denyReady := make(chan struct{}), make(chan struct{})
 	e.wg.Add(3)
