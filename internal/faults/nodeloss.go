@@ -687,21 +687,73 @@ func (n *nodeLoss) stopServices() {
 
 // pickVictim returns the node to kill and every part it plays. For
 // VictimAllLeaders it is the node hosting the enforcers' denylist watches
-// (the most of them), made meta leader and leader of ledStreams.
+// (the most of them), made meta leader and leader of ledStreams; the
+// other victims are kept apart from the enforcers' node.
 func (n *nodeLoss) pickVictim(ctx context.Context) (int, string, error) {
 	meta, err := n.c.WaitMetaLeader(10 * time.Second)
 	if err != nil {
 		return 0, "", err
 	}
 	nc, js := n.c.Connect(n.tb)
+	enfName := n.c.Nodes[enforcerNode].Name
+	other := n.c.Nodes[(enforcerNode+1)%len(n.c.Nodes)].Name
+	var sys *nats.Conn
+	defer func() {
+		if sys != nil {
+			sys.Close()
+		}
+	}()
+	moveMetaTo := func(node string) error {
+		if sys == nil {
+			var err error
+			sys, err = natsconn.Dial(natsconn.Config{URL: strings.Join(n.c.URLs(), ","), Name: "faults-system",
+				Options: []nats.Option{nats.UserInfo(sysUser, sysPass)}})
+			if err != nil {
+				return fmt.Errorf("connect as system: %w", err)
+			}
+		}
+		return n.moveMeta(ctx, sys, node)
+	}
+	// Every victim but all-leaders loses one part only: a leader is moved
+	// off the enforcers' node, and the leaders off it for enforcer-node.
 	name := meta
 	switch n.o.Victim {
+	case VictimMetaLeader:
+		if meta == enfName {
+			if err := moveMetaTo(other); err != nil {
+				return 0, "", err
+			}
+			name = other
+		}
 	case VictimTokensLeader, VictimDenylistLeader, VictimUsageLeader:
-		if name, err = streamLeader(ctx, js, victimStream[n.o.Victim]); err != nil {
+		stream := victimStream[n.o.Victim]
+		if name, err = streamLeader(ctx, js, stream); err != nil {
 			return 0, "", err
 		}
+		if name == enfName {
+			if err := moveLeader(ctx, nc, js, stream, other); err != nil {
+				return 0, "", err
+			}
+			name = other
+		}
 	case VictimEnforcerNode:
-		name = n.c.Nodes[enforcerNode].Name
+		if meta == enfName {
+			if err := moveMetaTo(other); err != nil {
+				return 0, "", err
+			}
+		}
+		for _, stream := range ledStreams {
+			l, err := streamLeader(ctx, js, stream)
+			if err != nil {
+				return 0, "", err
+			}
+			if l == enfName {
+				if err := moveLeader(ctx, nc, js, stream, other); err != nil {
+					return 0, "", err
+				}
+			}
+		}
+		name = enfName
 	case VictimAllLeaders:
 		host, _, err := watchHost(ctx, js)
 		if err != nil {
@@ -709,13 +761,7 @@ func (n *nodeLoss) pickVictim(ctx context.Context) (int, string, error) {
 		}
 		name = host
 		if meta != host {
-			sys, err := natsconn.Dial(natsconn.Config{URL: strings.Join(n.c.URLs(), ","), Name: "faults-system",
-				Options: []nats.Option{nats.UserInfo(sysUser, sysPass)}})
-			if err != nil {
-				return 0, "", fmt.Errorf("connect as system: %w", err)
-			}
-			defer sys.Close()
-			if err := n.moveMeta(ctx, sys, host); err != nil {
+			if err := moveMetaTo(host); err != nil {
 				return 0, "", err
 			}
 		}

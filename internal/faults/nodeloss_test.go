@@ -124,3 +124,17 @@ func checkNodeLoss(t *testing.T, rep *faults.NodeLossReport) {
 		rep.OutagePropFromRequest, rep.OutagePropFromAck, rep.FailClosed[0].Total, rep.FailClosed[1].Total,
 		rep.FailClosed[0].Longest, rep.FailClosed[1].Longest, rep.IssueGap, rep.IssueResume)
 }
+
+// TestNodeLossRefusesUnknownVictim: a victim NodeLoss does not know is an
+// error naming it and the known ones, before any cluster starts.
+func TestNodeLossRefusesUnknownVictim(t *testing.T) {
+	_, err := faults.NodeLoss(context.Background(), t, faults.NodeLossOptions{Victim: "stream-leader"})
+	if err == nil {
+		t.Fatal("NodeLoss accepted victim stream-leader")
+	}
+	for _, want := range append([]string{`"stream-leader"`}, faults.Victims()...) {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
