@@ -263,8 +263,10 @@ type NodeLossReport struct {
 	// (the end of the first such decision of each), from the request
 	// (the start of the first Revoke call for the token) and from the
 	// acknowledgement (Revoke returned); Outage* for the revocations
-	// requested while the victim was down. Unpropagated were not denied
-	// as revoked by both within a minute.
+	// requested while the victim was down. From the acknowledgement it
+	// is 0 when both denied the token before Revoke returned (the
+	// broadcast outran the reply). Unpropagated were not denied as
+	// revoked by both within a minute.
 	PropFromRequest, PropFromAck             Distribution
 	OutagePropFromRequest, OutagePropFromAck Distribution
 	Unpropagated                             int
