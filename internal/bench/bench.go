@@ -47,6 +47,7 @@ func Suites() []Suite {
 		AuditorSuite(),
 		EvalSuite(),
 		FaultsSuite(),
+		NodeLossSuite(),
 	}
 }
 

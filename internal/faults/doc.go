@@ -3,11 +3,13 @@
 // fault-tolerance bench suite (internal/bench, cmd/cordon-bench):
 //
 //   - NodeLoss: a three-process NATS cluster (internal/natscluster) with
-//     the issuer, the revoker and two enforcers running in-process while one
-//     node is killed with SIGKILL and restarted; every acknowledged ledger
-//     event and denylist entry must be on every node afterwards, the
-//     enforcers must keep deciding without blocking, and revoked tokens
-//     must be denied once their revocation was acknowledged.
+//     the issuer, the revoker and two fail-closed enforcers running
+//     in-process while one node (a victim of Victims: the meta leader, a
+//     stream leader, the enforcers' node, all leaders at once) is killed
+//     with SIGKILL and restarted; no revoked token may be allowed past the
+//     staleness bound, every decision must have its usage event exactly
+//     once, every acknowledged ledger event and denylist entry must be on
+//     every node afterwards, and Check must never wait on the network.
 //   - AuditorChaos: usage events flow into JetStream while auditor
 //     processes (a JetStream consumer, chDB at one data path, detectors with
 //     a state directory) are killed with SIGKILL and restarted, one at a

@@ -54,7 +54,11 @@ func (g *gatedDialer) Dial(network, address string) (net.Conn, error) {
 // then denies everything as denylist_stale. NATS restarts on the same port
 // and data directory, a token is revoked while the enforcer is still away,
 // and once the enforcer is let back it resyncs: the good token is allowed
-// again and the token revoked in its absence is never allowed.
+// again and the token revoked in its absence is never allowed. Every
+// judgement is a property of the decisions against the enforcer's bound
+// (their start and end times against when NATS stopped and the view's
+// current-as-of), never a wall-clock window: a loaded machine delays
+// decisions, it does not change what they must be.
 func TestEnforcerWhenNATSStops(t *testing.T) {
 	const maxStale = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -134,11 +138,15 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 		}
 		tokens[name], ids[name] = res.Token, res.ID
 	}
-	var maxLatency time.Duration
+	// slow counts decisions that took over a second: Check waited on the
+	// network (a reconnect lasts seconds; a decision, microseconds).
+	slow := 0
 	check := func(name string) enforce.Decision {
 		start := time.Now()
 		d := enf.Check(&enforce.Request{Token: tokens[name], Method: "GET", Route: "/invoices/{id}", Scope: "invoices:read", RemoteAddr: netip.MustParseAddr("10.0.0.1")})
-		maxLatency = max(maxLatency, time.Since(start))
+		if time.Since(start) > time.Second {
+			slow++
+		}
 		return d
 	}
 	revoke := func(name string) time.Time {
@@ -170,43 +178,79 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 	stopped = true
 	down := time.Now()
 	t.Logf("nats stopped; enforcer view last current %v before", down.Sub(enf.DenylistCurrentAt()).Round(time.Millisecond))
+	// The outage is judged on properties of every decision, each taken
+	// with its start and end: the view cannot be current after NATS
+	// stopped, so the enforcer's final current-as-of c is at most down;
+	// a round that ended before c+maxStale must still enforce the last
+	// denylist (good and late allowed, bad revoked), every round that
+	// started after c+maxStale — and so after down+maxStale — must deny
+	// all three as denylist_stale, the revoked token is never allowed,
+	// and once failed closed the enforcer stays closed.
+	type round struct {
+		start, end      time.Time
+		good, bad, late enforce.Decision
+	}
+	var rounds []round
+	after := 0 // rounds started past down+maxStale
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		for range 20 {
+			r := round{start: time.Now()}
+			r.good, r.bad, r.late = check("good"), check("bad"), check("late")
+			r.end = time.Now()
+			rounds = append(rounds, r)
+			if r.start.Sub(down) > maxStale {
+				after++
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if after < 20 {
+			return fmt.Errorf("%d rounds past the bound, want 20", after)
+		}
+		return nil
+	})
+	current := enf.DenylistCurrentAt()
+	if current.After(down) {
+		t.Fatalf("denylist view current as of %v after nats stopped", current.Sub(down))
+	}
+	bound := current.Add(maxStale)
+	var within, beyond int
 	var lastAllowed, firstStale time.Time
-	for time.Since(down) < maxStale+1500*time.Millisecond {
-		good, bad, late := check("good"), check("bad"), check("late")
-		now := time.Now()
-		if bad.Allow {
-			t.Fatalf("revoked token allowed %v into the outage", now.Sub(down))
+	for _, r := range rounds {
+		at := r.start.Sub(down).Round(time.Millisecond)
+		if r.bad.Allow {
+			t.Fatalf("revoked token allowed %v into the outage", at)
+		}
+		allowed := r.good.Allow || r.late.Allow
+		stale := r.good.Reason == enforce.ReasonDenylistStale && r.late.Reason == enforce.ReasonDenylistStale && r.bad.Reason == enforce.ReasonDenylistStale
+		switch {
+		case allowed && !firstStale.IsZero():
+			t.Fatalf("allowed again %v into the outage after failing closed at %v", at, firstStale.Sub(down))
+		case allowed:
+			lastAllowed = r.end
+		case stale && firstStale.IsZero():
+			firstStale = r.start
 		}
 		switch {
-		case good.Allow && late.Allow:
-			if !firstStale.IsZero() {
-				t.Fatalf("allowed again %v into the outage after failing closed at %v", now.Sub(down), firstStale.Sub(down))
+		case r.end.Before(bound):
+			within++
+			if r.good.Reason != enforce.ReasonOK || r.late.Reason != enforce.ReasonOK || r.bad.Reason != enforce.ReasonRevoked {
+				t.Errorf("%v into the outage, within the bound (view current %v before nats stopped): good %s, late %s, bad %s; want ok, ok, revoked",
+					at, down.Sub(current), r.good.Reason, r.late.Reason, r.bad.Reason)
 			}
-			if bad.Reason != enforce.ReasonRevoked {
-				t.Fatalf("revoked token denied as %s before the bound", bad.Reason)
+		case r.start.After(bound):
+			beyond++
+			if !stale {
+				t.Errorf("%v into the outage, past the bound: good %s, late %s, bad %s; want denylist_stale for all",
+					at, r.good.Reason, r.late.Reason, r.bad.Reason)
 			}
-			lastAllowed = now
-		case good.Reason == enforce.ReasonDenylistStale && late.Reason == enforce.ReasonDenylistStale && bad.Reason == enforce.ReasonDenylistStale:
-			if firstStale.IsZero() {
-				firstStale = now
-			}
-		default:
-			t.Fatalf("%v into the outage: good %s, late %s, bad %s", now.Sub(down), good.Reason, late.Reason, bad.Reason)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	if lastAllowed.IsZero() || firstStale.IsZero() {
-		t.Fatalf("last allowed %v, first stale %v", lastAllowed, firstStale)
+	if within == 0 || beyond == 0 {
+		t.Fatalf("%d rounds within the bound and %d past it: nothing to judge one side by", within, beyond)
 	}
-	closedAfter := firstStale.Sub(down)
-	t.Logf("enforced with its last denylist for %v, then failed closed (denylist_stale) %v after nats stopped; bound %v, probe every %v",
-		lastAllowed.Sub(down).Round(time.Millisecond), closedAfter.Round(time.Millisecond), maxStale, probe)
-	// Staleness is judged on every decision, so failing closed lands on the
-	// bound; the upper slack only absorbs this loop being descheduled on a
-	// loaded two-core machine.
-	if closedAfter < maxStale-probe-100*time.Millisecond || closedAfter > maxStale+500*time.Millisecond {
-		t.Errorf("failed closed %v after nats stopped, want within [%v, %v]", closedAfter, maxStale-probe, maxStale)
-	}
+	t.Logf("view current %v before nats stopped; enforced its last denylist in %d rounds (last allowed %v into the outage), failed closed in %d (first %v into it); bound %v, probe every %v",
+		down.Sub(current).Round(time.Millisecond), within, lastAllowed.Sub(down).Round(time.Millisecond), beyond,
+		firstStale.Sub(down).Round(time.Millisecond), maxStale, probe)
 
 	// NATS returns on the same port and data directory; a token is revoked
 	// while the enforcer is still away.
@@ -258,10 +302,7 @@ func TestEnforcerWhenNATSStops(t *testing.T) {
 	if bound := 5 * time.Second; resynced.Sub(opened) > bound {
 		t.Errorf("resync took %v after the link came back, want at most %v", resynced.Sub(opened), bound)
 	}
-	t.Logf("slowest decision %v", maxLatency)
-	// A decision waiting on the partitioned link would take the reconnect
-	// timeout (seconds); a second tolerates a loaded machine's scheduling.
-	if maxLatency > time.Second {
-		t.Errorf("slowest decision took %v: Check blocked", maxLatency)
+	if slow != 0 {
+		t.Errorf("%d decisions took over a second: Check waited on the network", slow)
 	}
 }

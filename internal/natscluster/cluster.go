@@ -380,6 +380,19 @@ func (c *Cluster) URLs() []string {
 	return u
 }
 
+// URLsFrom are the client URLs of every node with node i's first: a
+// client given them in this order with nats.DontRandomize connects to
+// node i, and to the others when node i goes away.
+func (c *Cluster) URLsFrom(i int) []string {
+	urls := []string{c.Nodes[i].URL()}
+	for j, n := range c.Nodes {
+		if j != i {
+			urls = append(urls, n.URL())
+		}
+	}
+	return urls
+}
+
 // Connect returns a client connected to the cluster (any node, reconnecting
 // to the others forever) and its JetStream context; both close when the
 // test ends. opts come after the cluster's ClientOptions.
@@ -403,15 +416,9 @@ func (c *Cluster) Connect(t testing.TB, opts ...nats.Option) (*nats.Conn, jetstr
 // others being where the client reconnects when node i goes away.
 func (c *Cluster) ConnectTo(t testing.TB, i int, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	urls := []string{c.Nodes[i].URL()}
-	for j, n := range c.Nodes {
-		if j != i {
-			urls = append(urls, n.URL())
-		}
-	}
 	all := append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond), nats.DontRandomize()}, c.o.ClientOptions...)
 	all = append(all, opts...)
-	nc, err := nats.Connect(strings.Join(urls, ","), all...)
+	nc, err := nats.Connect(strings.Join(c.URLsFrom(i), ","), all...)
 	if err != nil {
 		t.Fatalf("connect to nats node %s: %v", c.Nodes[i].Name, err)
 	}
