@@ -252,20 +252,43 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 		}
 		m := nats.NewMsg(events.Subject(ev))
 		m.Data = b
-		f, err := r.o.JS.PublishMsgAsync(m, jetstream.WithMsgID(ev.MsgID()))
+		// Once per token in the ledger: another replica, the issuer or an
+		// earlier attempt that revoked it first makes the server refuse.
+		f, err := r.o.JS.PublishMsgAsync(m, events.RevokedOnce(t.ID)...)
 		if err != nil {
 			return res, fmt.Errorf("publish revocation of %s: %w", t.ID, err)
 		}
 		pub = append(pub, pending{t, f})
 	}
-	var firstErr error
+	var (
+		firstErr error
+		refused  bool // the ledger already held the revocation of a token
+	)
 	for _, p := range pub {
 		select {
-		case <-p.ack.Ok():
+		case ack := <-p.ack.Ok():
 			r.index.markRevoked(p.t.ID)
+			if ack.Duplicate {
+				refused = true
+				res.Already = append(res.Already, p.t.ID)
+				continue
+			}
 			res.Revoked = append(res.Revoked, p.t.ID)
 			r.stats.revoked.Add(1)
 		case err := <-p.ack.Err():
+			if events.LedgerRefused(err) {
+				held, herr := events.LedgerHoldsRevoked(ctx, r.o.JS, p.t.ID)
+				if herr == nil && held {
+					r.index.markRevoked(p.t.ID)
+					refused = true
+					res.Already = append(res.Already, p.t.ID)
+					continue
+				}
+				if herr == nil {
+					herr = errors.New("refused while a concurrent revocation was in flight; retry")
+				}
+				err = fmt.Errorf("%w (%w)", err, herr)
+			}
 			if firstErr == nil {
 				firstErr = fmt.Errorf("publish revocation of %s: %w", p.t.ID, err)
 			}
@@ -281,7 +304,9 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 	}
 	// A single token is denied now rather than when the ledger consumer
 	// catches up (which then finds the entry and does nothing).
-	if q.Kind == events.RevokeToken && len(res.Revoked) == 1 {
+	// So is one whose ledger event another replica published: it may have
+	// died before writing the entry.
+	if q.Kind == events.RevokeToken && (len(res.Revoked) == 1 || refused) {
 		t := targets[0]
 		if _, err := r.writeToken(ctx, events.DenyRecord{Kind: q.Kind, TokenID: t.ID, Tenant: t.Tenant, Holder: t.Holder,
 			KeyID: t.KeyID, Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: t.Expiry.UTC()}); err != nil {
