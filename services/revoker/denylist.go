@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,9 @@ func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord) (bool, 
 	return true, nil
 }
 
+// maxRuleAttempts bounds the compare-and-set attempts of writeRule.
+const maxRuleAttempts = 32
+
 // writeRule writes a rule entry (holder, kid, tenant, before). A new rule
 // is created with a TTL until rec.Expiry. An existing rule is left alone
 // when it already covers rec (expires no earlier and, for "before", has a
@@ -52,7 +56,16 @@ func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord) (bool, 
 // its revision — by the union of both, with a TTL until the later expiry.
 // It reports whether the bucket changed.
 func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyRecord) (bool, error) {
-	for range 8 {
+	for attempt := range maxRuleAttempts {
+		// Another replica wrote in between: back off a random moment so
+		// that two writers of one rule do not keep colliding.
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 5)))):
+			case <-ctx.Done():
+				return false, fmt.Errorf("denylist %s: %w", key, ctx.Err())
+			}
+		}
 		now := r.now()
 		e, err := r.deny.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -110,7 +123,7 @@ func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyReco
 		}
 		return true, nil
 	}
-	return false, fmt.Errorf("denylist %s: too many concurrent writers", key)
+	return false, fmt.Errorf("denylist %s: %d concurrent writes won over this one", key, maxRuleAttempts)
 }
 
 // denied reports whether the denylist holds an entry revoking the token
