@@ -304,9 +304,12 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 	}
 	// A single token is denied now rather than when the ledger consumer
 	// catches up (which then finds the entry and does nothing).
-	// So is one whose ledger event another replica published: it may have
-	// died before writing the entry.
-	if q.Kind == events.RevokeToken && (len(res.Revoked) == 1 || refused) {
+	// So is one whose ledger event is already there (the index saw it, or
+	// the ledger refused a second one): the replica that published it may
+	// have died before writing the entry, and the ledger consumer may be
+	// waiting for its acknowledgement deadline. The entry exists before
+	// the reply either way.
+	if q.Kind == events.RevokeToken && (len(res.Revoked) == 1 || refused || targets[0].Revoked) {
 		t := targets[0]
 		if _, err := r.writeToken(ctx, events.DenyRecord{Kind: q.Kind, TokenID: t.ID, Tenant: t.Tenant, Holder: t.Holder,
 			KeyID: t.KeyID, Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: t.Expiry.UTC()}); err != nil {
