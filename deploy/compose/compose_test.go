@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -58,7 +59,7 @@ func TestMain(m *testing.M) {
 var secretsDir = map[string]string{
 	"nats-1": "nats-server", "nats-2": "nats-server", "nats-3": "nats-server",
 	"clickhouse": "clickhouse",
-	"issuer":     "issuer", "auditor": "auditor", "revoker": "revoker", "enforcer": "enforcer", "admin": "admin",
+	"issuer":     "issuer", "auditor": "auditor", "revoker": "revoker", "revoker-2": "revoker", "enforcer": "enforcer", "admin": "admin",
 	"upstream": "",
 }
 
@@ -69,7 +70,7 @@ func TestComposeFile(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	want := []string{"admin", "auditor", "clickhouse", "enforcer", "issuer", "nats-1", "nats-2", "nats-3", "revoker", "setup", "upstream"}
+	want := []string{"admin", "auditor", "clickhouse", "enforcer", "issuer", "nats-1", "nats-2", "nats-3", "revoker", "revoker-2", "setup", "upstream"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("services %v, want %v", names, want)
 	}
@@ -130,10 +131,17 @@ func TestComposeFile(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{"issuer", "auditor", "revoker", "enforcer"} {
+	t.Run("revoker-2 is a replica of revoker", func(t *testing.T) {
+		// One identity, one command: the replicas share their durables
+		// and answer cordon.cmd.revoke as one queue group.
+		if a, b := c.Services["revoker"], c.Services["revoker-2"]; !reflect.DeepEqual(a, b) {
+			t.Errorf("revoker-2 differs from revoker:\n%+v\n%+v", b, a)
+		}
+	})
+	for _, name := range []string{"issuer", "auditor", "revoker", "revoker-2", "enforcer"} {
 		s := c.Services[name]
 		t.Run(name+" flags", func(t *testing.T) {
-			wantCmd := name
+			wantCmd := strings.TrimSuffix(name, "-2")
 			if name == "enforcer" {
 				wantCmd = "enforce"
 			}
@@ -183,7 +191,7 @@ func flagValues(args []string) map[string]string {
 func TestComposeFlagsExist(t *testing.T) {
 	b := buildImages(t)
 	c := loadCompose(t)
-	for _, name := range []string{"issuer", "auditor", "revoker", "enforcer"} {
+	for _, name := range []string{"issuer", "auditor", "revoker", "revoker-2", "enforcer"} {
 		s := c.Services[name]
 		cmd := s.Command[0]
 		have := helpFlags(t, b.cordon, cmd)

@@ -49,6 +49,8 @@ type deployment struct {
 	// variants are the extra containers tests start (and expect to exit).
 	procs    map[string]*proc
 	variants []*proc
+	// killed are the containers a test killed on purpose (kill).
+	killed map[string]bool
 	// healthy probes a container as its compose health check does.
 	healthy map[string]func() error
 	// deadline is how long compose waits for a container to be healthy.
@@ -419,10 +421,28 @@ func (d *deployment) waitFor(t *testing.T, what string, timeout time.Duration, f
 func (d *deployment) checkAlive(t *testing.T) {
 	t.Helper()
 	for _, name := range d.order {
-		if p := d.procs[name]; p != nil && p.exited() {
+		if p := d.procs[name]; p != nil && p.exited() && !d.killed[name] {
 			t.Fatalf("%s exited early (%v); its last log lines:\n%s", name, p.err, p.tail(40))
 		}
 	}
+}
+
+// kill ends container name's process with SIGKILL, as a crash of its
+// host would, and waits for it to end; checkAlive then lets it be.
+func (d *deployment) kill(t *testing.T, name string) {
+	t.Helper()
+	p := d.procs[name]
+	if p == nil {
+		t.Fatalf("no process %s to kill", name)
+	}
+	if d.killed == nil {
+		d.killed = map[string]bool{}
+	}
+	d.killed[name] = true
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !p.exited() {
+		t.Fatalf("kill %s: %v", name, err)
+	}
+	<-p.done
 }
 
 // run starts a process; it is killed if this test process dies.

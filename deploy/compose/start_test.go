@@ -37,7 +37,8 @@ const step = 2 * time.Minute
 // container over the issuer's HTTPS API, used through the enforcer over
 // HTTPS, probing flagged by the auditor's default detectors and stored in
 // ClickHouse, revoked by the revoker under the compose policy, denied by
-// the enforcer, and found by `cordon sql` in the admin container. Any
+// the enforcer, and found by `cordon sql` in the admin container; one
+// revoker replica is killed and the other revokes alone. Any other
 // process that exits, any flag, credential or TLS mismatch fails it; so
 // does a NATS permission violation anywhere. Then services started with a
 // load-bearing flag removed must fail to start, and the cluster refuses
@@ -214,29 +215,33 @@ func TestComposeStarts(t *testing.T) {
 			return fmt.Errorf("cordon sql printed %q", out)
 		}))
 	})
-	ok = ok && t.Run("revoked by the admin over NATS", func(t *testing.T) {
+	// revokeAnother issues a token, uses it through the enforcer at path,
+	// revokes it with the admin CLI over NATS and waits for the enforcer
+	// to deny it as revoked.
+	revokeAnother := func(t *testing.T, path string) {
+		t.Helper()
 		out, err := d.cordon(ctx, "admin", strings.NewReader(adminToken), "token", "issue", "--token-file", "/dev/stdin",
 			"--tenant", "acme", "--holder", "billing-api", "--scope", "invoices:read", "--ttl", "1h", "-o", "json")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var second struct {
+		var another struct {
 			Token string `json:"token"`
 			ID    string `json:"id"`
 		}
-		if err := json.Unmarshal(out, &second); err != nil || second.ID == "" {
+		if err := json.Unmarshal(out, &another); err != nil || another.ID == "" {
 			t.Fatalf("token issue printed %q (%v)", out, err)
 		}
-		if status, reason, _, err := enforcer.get(ctx, "GET", "/invoices/7", second.Token); err != nil || status != http.StatusOK {
-			t.Fatalf("second token: status %d, reason %q, %v", status, reason, err)
+		if status, reason, _, err := enforcer.get(ctx, "GET", path, another.Token); err != nil || status != http.StatusOK {
+			t.Fatalf("token: status %d, reason %q, %v", status, reason, err)
 		}
 		// README: docker compose run --rm -T admin revoke --token-file /dev/stdin --token <token id> --reason "leaked" < admin.token
 		if _, err := d.cordon(ctx, "admin", strings.NewReader(adminToken), "revoke", "--token-file", "/dev/stdin",
-			"--token", second.ID, "--reason", "leaked"); err != nil {
+			"--token", another.ID, "--reason", "leaked"); err != nil {
 			t.Fatal(err)
 		}
-		d.waitFor(t, "the second token denied as revoked", step, paced(250*time.Millisecond, func() error {
-			status, reason, _, err := enforcer.get(ctx, "GET", "/invoices/7", second.Token)
+		d.waitFor(t, "the token denied as revoked", step, paced(250*time.Millisecond, func() error {
+			status, reason, _, err := enforcer.get(ctx, "GET", path, another.Token)
 			if err != nil {
 				return err
 			}
@@ -245,6 +250,18 @@ func TestComposeStarts(t *testing.T) {
 			}
 			return nil
 		}))
+	}
+	ok = ok && t.Run("revoked by the admin over NATS", func(t *testing.T) { revokeAnother(t, "/invoices/7") })
+	ok = ok && t.Run("either revoker replica alone revokes", func(t *testing.T) {
+		for _, name := range []string{"revoker", "revoker-2"} {
+			if err := d.healthy[name](); err != nil {
+				t.Fatalf("%s is not healthy: %v", name, err)
+			}
+		}
+		// One replica dies without a word (SIGKILL); the other serves
+		// cordon.cmd.revoke alone.
+		d.kill(t, "revoker")
+		revokeAnother(t, "/invoices/8")
 	})
 	if !ok {
 		return

@@ -409,8 +409,14 @@ func (i *Issuer) publish(ctx context.Context, p events.Payload) (events.Envelope
 	if err != nil {
 		return env, err
 	}
-	ack, err := i.js.Publish(ctx, events.Subject(env), b,
-		jetstream.WithMsgID(env.MsgID()), jetstream.WithExpectStream(events.StreamTokens))
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(env.MsgID()), jetstream.WithExpectStream(events.StreamTokens)}
+	if rev, ok := p.(*events.TokenRevoked); ok {
+		opts = append(opts, events.RevokedOnce(rev.TokenID)...) // once per token: a revoker may have been first
+	}
+	ack, err := i.js.Publish(ctx, events.Subject(env), b, opts...)
+	if _, ok := p.(*events.TokenRevoked); ok && events.LedgerRefused(err) {
+		return env, nil // the ledger holds (or is storing) the token's revocation: the registry follows it
+	}
 	if err != nil {
 		return env, fmt.Errorf("publish %s: %w", env.Type, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,6 +64,9 @@ func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord, pending
 	return true, nil
 }
 
+// maxRuleAttempts bounds the compare-and-set attempts of writeRule.
+const maxRuleAttempts = 32
+
 // writeRule writes a rule entry (holder, kid, tenant, before). A new rule
 // is created with a TTL until rec.Expiry. An existing rule is left alone
 // when it already covers rec (expires no earlier and, for "before", has a
@@ -72,7 +76,16 @@ func (r *Revoker) writeToken(ctx context.Context, rec events.DenyRecord, pending
 // pendingSeq (0: none) is the pending broadcast of this rule, which the
 // write (or the rule found in force) settles.
 func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyRecord, pendingSeq uint64) (bool, error) {
-	for range 8 {
+	for attempt := range maxRuleAttempts {
+		// Another replica wrote in between: back off a random moment so
+		// that two writers of one rule do not keep colliding.
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 5)))):
+			case <-ctx.Done():
+				return false, fmt.Errorf("denylist %s: %w", key, ctx.Err())
+			}
+		}
 		now := r.now()
 		e, err := r.deny.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -136,7 +149,7 @@ func (r *Revoker) writeRule(ctx context.Context, key string, rec events.DenyReco
 		r.bc.written(pendingSeq, key, b, ack.Sequence)
 		return true, nil
 	}
-	return false, fmt.Errorf("denylist %s: too many concurrent writers", key)
+	return false, fmt.Errorf("denylist %s: %d concurrent writes won over this one", key, maxRuleAttempts)
 }
 
 // denied reports whether the denylist holds an entry revoking the token

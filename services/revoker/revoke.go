@@ -241,6 +241,13 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 		}
 		if t.Revoked || r.pend.hasToken(t.ID) {
 			res.Already = append(res.Already, t.ID)
+			if t.Revoked && q.Kind == events.RevokeToken {
+				// On the ledger, not necessarily in the bucket: the
+				// replica that published it may have died in between.
+				j.Token = &denyWrite{Key: events.DenyKeyToken(t.ID), Rec: events.DenyRecord{Kind: q.Kind, TokenID: t.ID,
+					Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID, Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(),
+					Expiry: t.Expiry.UTC()}}
+			}
 			continue
 		}
 		ev, err := events.New(r.o.Source, now, &events.TokenRevoked{
@@ -265,7 +272,7 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 				Expiry: t.Expiry.UTC()}}
 		}
 	}
-	if j.Rule != nil || len(j.Ledger) > 0 {
+	if j.Rule != nil || len(j.Ledger) > 0 || j.Token != nil {
 		// Containment first: enforcers hear of it before JetStream is
 		// asked anything.
 		if err := r.announcePending(j); err != nil {
@@ -344,10 +351,10 @@ func (r *Revoker) runJob(ctx context.Context, j *job) error {
 		return err
 	}
 	if w := j.Token; w != nil && !w.done {
-		if len(j.Ledger) == 1 && j.Ledger[0].already {
-			// Already revoked: no entry of ours to write.
-			r.bc.resolved(w.seq, 0)
-		} else if _, err := r.writeToken(ctx, w.Rec, w.seq); err != nil {
+		// Already revoked or not, the entry exists before the reply: the
+		// replica that put the revocation on the ledger may have died
+		// before writing it (an existing entry is left as it is).
+		if _, err := r.writeToken(ctx, w.Rec, w.seq); err != nil {
 			return err
 		}
 		w.done = true
@@ -379,7 +386,9 @@ func (r *Revoker) publishLedger(ctx context.Context, items []*ledgerItem) error 
 		}
 		m := nats.NewMsg(l.Subject)
 		m.Data = l.Data
-		f, err := r.o.JS.PublishMsgAsync(m, jetstream.WithMsgID(l.MsgID))
+		// Once per token in the ledger: another replica, the issuer or an
+		// earlier attempt that revoked it first makes the server refuse.
+		f, err := r.o.JS.PublishMsgAsync(m, events.RevokedOnce(l.TokenID)...)
 		if err != nil {
 			return fmt.Errorf("publish revocation of %s: %w", l.TokenID, err)
 		}
@@ -388,16 +397,28 @@ func (r *Revoker) publishLedger(ctx context.Context, items []*ledgerItem) error 
 	var firstErr error
 	for _, p := range pub {
 		select {
-		case <-p.ack.Ok():
+		case ack := <-p.ack.Ok():
 			p.l.done = true
 			r.index.markRevoked(p.l.TokenID)
+			if ack.Duplicate {
+				p.l.already = true // de-duplicated: the same revocation, stored once
+				continue
+			}
 			r.stats.revoked.Add(1)
 		case err := <-p.ack.Err():
-			if alreadyOnLedger(err) {
-				// The ledger refused a second revocation of the token.
-				p.l.done, p.l.already = true, true
-				r.index.markRevoked(p.l.TokenID)
-				continue
+			if events.LedgerRefused(err) {
+				// The ledger refused a second revocation of the token, or
+				// one is in flight: confirm it is there.
+				held, herr := events.LedgerHoldsRevoked(ctx, r.o.JS, p.l.TokenID)
+				if herr == nil && held {
+					p.l.done, p.l.already = true, true
+					r.index.markRevoked(p.l.TokenID)
+					continue
+				}
+				if herr == nil {
+					herr = errors.New("refused while a concurrent revocation was in flight; retry")
+				}
+				err = fmt.Errorf("%w (%w)", err, herr)
 			}
 			if firstErr == nil {
 				firstErr = fmt.Errorf("publish revocation of %s: %w", p.l.TokenID, err)
@@ -409,13 +430,4 @@ func (r *Revoker) publishLedger(ctx context.Context, items []*ledgerItem) error 
 		}
 	}
 	return firstErr
-}
-
-// alreadyOnLedger reports whether a publish was refused because the
-// token's ledger subject already holds a revocation (a publish expecting
-// the subject to be empty).
-func alreadyOnLedger(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
