@@ -26,15 +26,17 @@ const (
 	// publishes anomalies (and writes their rows itself) and dead letters,
 	// reads the keys and denylist buckets (to authenticate analysts) and
 	// answers the analysts' requests: cordon.cmd.sql, anomalies, report,
-	// auditor.status.
+	// auditor.status. Its analyst API's enforcer follows the denylist
+	// broadcast (cordon.denylist.change, heartbeat, resync requests).
 	RoleAuditor Role = "auditor"
 	// RoleRevoker consumes TOKENS and ANOMALIES, publishes revocations on
 	// the ledger, is the only writer of the denylist bucket, and answers
 	// cordon.cmd.revoke.
 	RoleRevoker Role = "revoker"
 	// RoleEnforcer publishes usage events only as itself — on
-	// cordon.usage.<tenant>.<its enforcer id> — and reads the denylist and
-	// keys buckets. Nothing else. Every enforcer has an identity of its
+	// cordon.usage.<tenant>.<its enforcer id> — reads the denylist and
+	// keys buckets, and follows the denylist broadcast (asking a revoker
+	// to resync). Nothing else. Every enforcer has an identity of its
 	// own (EnforcerPermissions): no enforcer credential can report usage
 	// under another enforcer's name.
 	RoleEnforcer Role = "enforcer"
@@ -194,6 +196,10 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.durables(Durables(r))
 		p.readInOrder(events.StreamUsage, events.SubjectUsagePrefix+">")
 		p.readInOrder(events.StreamTokens, events.SubjectTokenPrefix+">")
+		// Its analyst API authenticates with an enforcer, which follows
+		// the denylist broadcast like every enforcer.
+		p.subs = append(p.subs, events.SubjectDenyChange, events.SubjectDenyHeartbeat)
+		p.pub(events.SubjectDenyResyncPrefix + ">")
 		p.kvRead(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
 		p.bootstrap()
