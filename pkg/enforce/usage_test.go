@@ -459,3 +459,50 @@ func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
 }
+
+// TestUsageSpoolRefusedEvent: an event JetStream refuses for what it is
+// (here larger than the stream allows) is dropped from the spool, counted
+// failed, and does not hold up the events behind it.
+func TestUsageSpoolRefusedEvent(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := f.env.JS.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = 4096
+	if _, err := f.env.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	const id = "edge-spool-refused"
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := events.UsageSubject("acme", id)
+	if _, err := sp.Append(
+		spool.Record{Subject: subject, ID: "spooled-1", Data: []byte(`{"first":true}`)},
+		spool.Record{Subject: subject, ID: "spooled-2", Data: bytes.Repeat([]byte("x"), 8192)},
+		spool.Record{Subject: subject, ID: "spooled-3", Data: []byte(`{"third":true}`)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := f.enforcer(t, id, func(o *Options) { o.SpoolDir = dir })
+	s := waitStats(t, e, "spool drained", func(s Stats) bool { return s.UsageSpoolPending == 0 && s.UsagePublished+s.UsageFailed == 3 })
+	if s.UsagePublished != 2 || s.UsageFailed != 1 {
+		t.Fatalf("after the refused event: %+v, want 2 published and 1 failed", s)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("USAGE holds %d of the spooled events, want 2", info.State.Msgs)
+	}
+}

@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,6 +51,9 @@ func (p *publisher) openSpool() error {
 		return fmt.Errorf("usage spool: %w", err)
 	}
 	p.spool.Store(sp)
+	st := sp.Stats()
+	p.e.log.Info().Str("spool", o.SpoolDir).Int64("max_bytes", st.MaxBytes).Int64("pending", st.Pending).
+		Msg("usage spool open: events JetStream does not acknowledge wait here to be republished")
 	return nil
 }
 
@@ -100,9 +104,11 @@ func (p *publisher) drainSpool(js jetstream.JetStream, sp *spool.Spool) {
 		recs, next, err := sp.Peek(p.batch)
 		if err == nil && len(recs) > 0 {
 			if err = p.republish(js, recs); err == nil {
-				err = sp.Commit(next)
 				p.published.Add(uint64(len(recs)))
+				err = sp.Commit(next)
 				p.failing.Store(false)
+			} else if refused(err) {
+				err = p.oneByOne(js, sp, len(recs))
 			}
 		}
 		if err == nil {
@@ -120,6 +126,40 @@ func (p *publisher) drainSpool(js jetstream.JetStream, sp *spool.Spool) {
 		}
 		retry = min(2*retry, spoolRetryMax)
 	}
+}
+
+// refused reports whether JetStream refused a message for what it is (a
+// bad request, too large): retrying it would block the spool for ever.
+func refused(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.Code == 400 || api.Code == 413)
+}
+
+// oneByOne republishes up to n spooled events one at a time, after
+// JetStream refused one of them, until it has found and dropped (counted
+// failed) the refused one.
+func (p *publisher) oneByOne(js jetstream.JetStream, sp *spool.Spool, n int) error {
+	for range n {
+		recs, next, err := sp.Peek(1)
+		if err != nil || len(recs) == 0 {
+			return err
+		}
+		err = p.republish(js, recs)
+		if err != nil && !refused(err) {
+			return err
+		}
+		if err != nil {
+			p.failed.Add(1)
+			p.log.Error().Err(err).Str("subject", recs[0].Subject).Str("msg_id", recs[0].ID).
+				Msg("jetstream refused a spooled usage event: dropped from the spool")
+			return sp.Commit(next)
+		}
+		p.published.Add(1)
+		if err := sp.Commit(next); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // republish publishes recs with their original message ids and waits for
