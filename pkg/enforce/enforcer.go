@@ -382,7 +382,8 @@ type Stats struct {
 	// UsageSpoolDropped were dropped from it, oldest first, because it was
 	// full; UsageSpoolCorrupt torn or corrupt tails were cut off when it was
 	// opened; UsageSpoolPending events (UsageSpoolBytes bytes) wait in it to
-	// be republished. A republished event counts in UsagePublished.
+	// be republished. A republished event counts in UsagePublished (one the
+	// spool dropped while it was being republished counts in both).
 	UsageSpooled      uint64
 	UsageSpoolDropped uint64
 	UsageSpoolCorrupt uint64
