@@ -102,7 +102,10 @@ func (p *publisher) drainSpool(js jetstream.JetStream, sp *spool.Spool) {
 			continue
 		}
 		recs, next, err := sp.Peek(p.batch)
-		if err == nil && len(recs) > 0 {
+		if err == nil && len(recs) == 0 {
+			err = errors.New("spool has pending events but none could be read")
+		}
+		if err == nil {
 			if err = p.republish(js, recs); err == nil {
 				p.published.Add(uint64(len(recs)))
 				err = sp.Commit(next)

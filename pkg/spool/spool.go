@@ -110,6 +110,10 @@ type Spool struct {
 	closed bool
 	segs   []segment // oldest first; the last one is written to
 	w      *os.File
+	// wSize and wCount are the size and records of the last segment that
+	// reached its file (Append takes back the rest when a write fails).
+	wSize  int64
+	wCount int64
 	head   Pos
 	total  int64
 	buf    []byte
@@ -189,6 +193,12 @@ func (s *Spool) recover() error {
 			continue
 		}
 		if headOK && id == head.Seg {
+			if headIdx.Off >= seg.size { // every record taken out
+				if err := os.Remove(s.segPath(id)); err != nil {
+					return err
+				}
+				continue
+			}
 			head.Off, head.Idx = headIdx.Off, headIdx.Idx
 		}
 		s.segs = append(s.segs, seg)
@@ -276,6 +286,7 @@ func (s *Spool) startSegment(id uint64) error {
 		return fmt.Errorf("start segment: %w", err)
 	}
 	s.w = f
+	s.wSize, s.wCount = 0, 0
 	s.segs = append(s.segs, segment{id: id})
 	return nil
 }
@@ -325,9 +336,17 @@ func (s *Spool) flushLocked() error {
 	}
 	_, err := s.w.Write(s.buf)
 	s.buf = s.buf[:0]
+	last := &s.segs[len(s.segs)-1]
 	if err != nil {
-		return fmt.Errorf("append to spool: %w", err)
+		// Take back what did not reach the file (disk full): the segment
+		// ends at its last whole write, and the records are not pending.
+		terr := s.w.Truncate(s.wSize)
+		s.total -= last.size - s.wSize
+		s.appended -= uint64(last.count - s.wCount)
+		last.size, last.count = s.wSize, s.wCount
+		return fmt.Errorf("append to spool: %w", errors.Join(err, terr))
 	}
+	s.wSize, s.wCount = last.size, last.count
 	return nil
 }
 

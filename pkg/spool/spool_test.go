@@ -179,6 +179,28 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestReopenDrained: a spool whose records were all taken out reopens
+// empty, without the old segments' bytes.
+func TestReopenDrained(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, SegmentBytes: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, s, 0, 100)
+	drain(t, s, 33)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := open(t, dir, 1<<20, 2048)
+	if st := r.Stats(); st.Pending != 0 || st.Bytes != 0 {
+		t.Fatalf("reopened after draining: %+v", st)
+	}
+	if segs, _ := filepath.Glob(filepath.Join(dir, "*"+segSuffix)); len(segs) != 1 {
+		t.Fatalf("segments left: %v, want only the new one", segs)
+	}
+}
+
 // TestCrashRecovers opens a copy of a spool that was never closed (what a
 // killed process leaves): every appended record is pending.
 func TestCrashRecovers(t *testing.T) {
