@@ -114,9 +114,10 @@ func TestEnforceRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	env, _, logs := testEnv()
+	spoolDir := t.TempDir()
 	go func() {
 		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr, "--trust-anchor", nt.Anchor.Public().String(),
-			"--nats", nt.Server.ClientURL(), "--id", "cli-test", "--metrics-listen", maddr})
+			"--nats", nt.Server.ClientURL(), "--id", "cli-test", "--metrics-listen", maddr, "--spool-dir", spoolDir})
 	}()
 	now := time.Now()
 	tok, err := signer.Mint(token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "acme", Holder: "worker",
@@ -150,7 +151,8 @@ func TestEnforceRun(t *testing.T) {
 	mb, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !strings.Contains(string(mb), `cordon_enforcer_decisions_total{enforcer="cli-test",service="invoices"}`) ||
-		!strings.Contains(string(mb), "cordon_enforcer_cache_capacity") {
+		!strings.Contains(string(mb), "cordon_enforcer_cache_capacity") ||
+		!strings.Contains(string(mb), `cordon_enforcer_usage_spool_pending{enforcer="cli-test",service="invoices"} 0`) {
 		t.Fatalf("metrics:\n%s", mb)
 	}
 	cancel()
@@ -164,6 +166,9 @@ func TestEnforceRun(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), tok) {
 		t.Fatal("the token string was logged")
+	}
+	if !strings.Contains(logs.String(), "usage spool "+spoolDir+", at most 256MiB") {
+		t.Fatalf("the start-up log does not say where the usage spool is:\n%s", logs)
 	}
 }
 
@@ -193,9 +198,10 @@ func TestEnforceFailsClosedByDefault(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	env, _, logs := testEnv()
+	spoolDir := t.TempDir()
 	go func() {
 		done <- runEnforce(ctx, env, []string{"--routes", demoRoutesFile, "--upstream", up.URL, "--listen", addr, "--trust-anchor", nt.Anchor.Public().String(),
-			"--nats", nt.Server.ClientURL(), "--id", "cli-stale", "--max-staleness", "1s"})
+			"--nats", nt.Server.ClientURL(), "--id", "cli-stale", "--max-staleness", "1s", "--spool-dir", spoolDir})
 	}()
 	now := time.Now()
 	tok, err := signer.Mint(token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "acme", Holder: "worker",

@@ -264,7 +264,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	s.UpstreamURL = "http://" + upstream
 	enf, err := enforcer.Start(ctx, enforcer.Config{
 		Options: enforce.Options{ID: o.EnforcerID, Routes: routes, TrustAnchors: anchors, MaxStaleness: o.MaxStaleness, FailClosed: !o.FailOpen,
-			Log: o.Log.With().Str("svc", "enforcer").Logger()},
+			SpoolDir: filepath.Join(o.DataDir, "spool", o.EnforcerID), Log: o.Log.With().Str("svc", "enforcer").Logger()},
 		NATS:     s.natsAs("cordon-up-enforcer-"+o.EnforcerID, s.EnforcerCredsFile(o.EnforcerID)),
 		Upstream: s.UpstreamURL, Listen: o.ProxyListen})
 	if err != nil {

@@ -397,6 +397,18 @@ type Stats struct {
 	UsageDropped   uint64
 	UsagePublished uint64
 	UsageFailed    uint64
+	// With a spool (Options.SpoolDir), since Start: UsageSpooled events
+	// were written to it because JetStream did not acknowledge them;
+	// UsageSpoolDropped were dropped from it, oldest first, because it was
+	// full; UsageSpoolCorrupt torn or corrupt tails were cut off when it was
+	// opened; UsageSpoolPending events (UsageSpoolBytes bytes) wait in it to
+	// be republished. A republished event counts in UsagePublished (one the
+	// spool dropped while it was being republished counts in both).
+	UsageSpooled      uint64
+	UsageSpoolDropped uint64
+	UsageSpoolCorrupt uint64
+	UsageSpoolPending int64
+	UsageSpoolBytes   int64
 }
 
 // Stats returns a snapshot of the enforcer's counters.
@@ -445,6 +457,7 @@ func (e *Enforcer) Stats() Stats {
 		s.UsageDropped = e.usage.dropped.Load()
 		s.UsagePublished = e.usage.published.Load()
 		s.UsageFailed = e.usage.failed.Load()
+		e.usage.spoolStats(&s)
 	}
 	return s
 }

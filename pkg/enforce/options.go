@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/spool"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -19,6 +20,7 @@ const (
 	DefaultUsageBuffer       = 16384
 	DefaultUsageBatch        = 512
 	DefaultUsageLinger       = 20 * time.Millisecond
+	DefaultSpoolMaxBytes     = spool.DefaultMaxBytes
 	DefaultDeviceHeader      = "X-Client-Cert-Thumbprint"
 
 	// DefaultMaxStaleness is the denylist staleness bound the shipped
@@ -153,6 +155,15 @@ type Options struct {
 	UsageLinger time.Duration
 	// DisableUsage turns usage events off (benchmarks, embedded checks).
 	DisableUsage bool
+	// SpoolDir, when set, is a directory of this enforcer's own where the
+	// usage events JetStream does not acknowledge are kept on disk and
+	// republished, oldest first and with their original message ids, once
+	// it accepts again (and after a restart); empty: no spool, such events
+	// are counted failed. SpoolMaxBytes bounds the spool's files (default
+	// DefaultSpoolMaxBytes, at least 64 KiB): when full, the oldest events
+	// are dropped and counted (Stats.UsageSpoolDropped).
+	SpoolDir      string
+	SpoolMaxBytes int64
 
 	// Log receives the enforcer's logs; token strings are never logged.
 	Log zerolog.Logger
@@ -195,6 +206,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.UsageLinger == 0 {
 		o.UsageLinger = DefaultUsageLinger
+	}
+	if o.SpoolMaxBytes == 0 {
+		o.SpoolMaxBytes = DefaultSpoolMaxBytes
+	}
+	if o.SpoolDir != "" && o.SpoolMaxBytes < spoolMinBytes {
+		return o, fmt.Errorf("%w: spool size %d bytes: want at least %d", ErrConfig, o.SpoolMaxBytes, spoolMinBytes)
 	}
 	if o.Leeway < 0 || o.MaxStaleness < 0 {
 		return o, fmt.Errorf("%w: leeway and max staleness must not be negative", ErrConfig)

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/spool"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -67,6 +68,17 @@ type publisher struct {
 	dropped   atomic.Uint64
 	published atomic.Uint64
 	failed    atomic.Uint64
+
+	// spool keeps the events JetStream did not accept (Options.SpoolDir;
+	// nil without one, and until Start opens it). failing is set when
+	// JetStream refused or did not acknowledge a batch and cleared when it
+	// acknowledges again: while it is set, batches go straight to the
+	// spool. wake tells the spool's drainer there is work.
+	spool   atomic.Pointer[spool.Spool]
+	failing atomic.Bool
+	wake    chan struct{}
+	// spoolLog is sampled: a failing JetStream fails every batch.
+	spoolLog zerolog.Logger
 }
 
 func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publisher {
@@ -80,7 +92,12 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 		clients:   clientCache{m: make(map[string]string), max: clientCacheSize},
+		wake:      make(chan struct{}, 1),
 	}
+	if e.opts.SpoolDir != "" {
+		p.ackWait = spoolAckWait
+	}
+	p.spoolLog = e.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})
 	if o := &e.opts; o.AggregateInterval > 0 {
 		p.agg, p.aggEvery = newAggregator(o.AggregateSources), o.AggregateInterval
 	}
@@ -108,6 +125,17 @@ func (p *publisher) enqueue(req *Request, d *Decision, at time.Time, latency tim
 // folded events go out every aggEvery, on Flush and on Close.
 func (p *publisher) run(js jetstream.JetStream) {
 	defer close(p.done)
+	if sp := p.spool.Load(); sp != nil {
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			p.drainSpool(js, sp)
+		}()
+		defer func() {
+			<-drained
+			p.closeSpool()
+		}()
+	}
 	batch := make([]usageRecord, 0, p.batch)
 	var tick <-chan time.Time
 	if p.agg != nil {
@@ -189,12 +217,18 @@ func (p *publisher) fill(batch []usageRecord, limit int) []usageRecord {
 const closeDrain = 5 * time.Second
 
 // drain publishes everything queued now, until deadline (none if zero);
-// what is left at the deadline is counted as dropped.
+// what is left at the deadline goes to the spool, or is counted as dropped
+// without one.
 func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline time.Time) {
 	for n := len(p.ch); n > 0; n = min(n, len(p.ch)) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
-			p.dropped.Add(uint64(len(p.ch)))
-			return
+			if p.spool.Load() != nil {
+				p.failing.Store(true) // the rest goes to the spool
+				deadline = time.Time{}
+			} else {
+				p.dropped.Add(uint64(len(p.ch)))
+				return
+			}
 		}
 		batch = p.fill(batch[:0], min(n, p.batch))
 		if len(batch) == 0 {
@@ -215,7 +249,100 @@ type pending struct {
 
 // publish sends a batch asynchronously, waits for its acknowledgements and
 // retries failures once with the same message id (JetStream de-duplicates).
+// With a spool, the events JetStream does not acknowledge in one attempt
+// go to the spool instead (its drainer retries them), and while JetStream
+// is failing every batch goes straight there.
 func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
+	msgs := p.encodeAll(batch)
+	attempts := 2
+	if sp := p.spool.Load(); sp != nil {
+		if p.failing.Load() {
+			p.toSpool(sp, msgs, nil)
+			return
+		}
+		attempts = 1
+	}
+	for attempt := 0; attempt < attempts && len(msgs) > 0; attempt++ {
+		for i := range msgs {
+			f, err := js.PublishAsync(msgs[i].subject, msgs[i].data, jetstream.WithMsgID(msgs[i].id))
+			if err != nil {
+				msgs[i].fut, msgs[i].err = nil, err
+				continue
+			}
+			msgs[i].fut = f
+		}
+		retry, lastErr := p.awaitAcks(msgs)
+		if sp := p.spool.Load(); sp != nil && len(retry) > 0 {
+			p.failing.Store(true)
+			p.toSpool(sp, retry, lastErr)
+			return
+		}
+		if len(retry) > 0 && attempt == attempts-1 {
+			p.failed.Add(uint64(len(retry)))
+			p.log.Warn().Err(lastErr).Int("events", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
+		}
+		msgs = retry
+	}
+}
+
+// awaitAcks waits for the acknowledgements of msgs, for ackWait in all,
+// and returns the messages to retry and the last error. With a spool, it
+// keeps relieving the buffer meanwhile (relieve).
+func (p *publisher) awaitAcks(msgs []pending) (retry []pending, lastErr error) {
+	timeout := time.NewTimer(p.ackWait)
+	defer timeout.Stop()
+	var valve <-chan time.Time
+	if sp := p.spool.Load(); sp != nil {
+		t := time.NewTicker(reliefEvery)
+		defer t.Stop()
+		valve = t.C
+	}
+	timedOut := false
+	for _, m := range msgs {
+		if m.fut == nil {
+			lastErr = m.err
+			retry = append(retry, m)
+			continue
+		}
+		if err := p.awaitAck(m.fut, timeout.C, valve, &timedOut); err != nil {
+			lastErr = err
+			retry = append(retry, m)
+			continue
+		}
+		p.published.Add(1)
+	}
+	return retry, lastErr
+}
+
+// awaitAck waits for one acknowledgement until timeout (once *timedOut is
+// set, it takes only what has arrived), relieving the buffer at every
+// tick of valve.
+func (p *publisher) awaitAck(f jetstream.PubAckFuture, timeout, valve <-chan time.Time, timedOut *bool) error {
+	for !*timedOut {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		case <-timeout:
+			*timedOut = true
+		case <-valve:
+			p.relieve()
+		}
+	}
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	default:
+		return fmt.Errorf("no acknowledgement within %v", p.ackWait)
+	}
+}
+
+// encodeAll encodes a batch; a record that does not encode is counted
+// failed and logged.
+func (p *publisher) encodeAll(batch []usageRecord) []pending {
 	msgs := make([]pending, 0, len(batch))
 	for i := range batch {
 		subject, data, id, err := p.encode(&batch[i])
@@ -226,59 +353,7 @@ func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
 		}
 		msgs = append(msgs, pending{subject: subject, data: data, id: id})
 	}
-	for attempt := 0; attempt < 2 && len(msgs) > 0; attempt++ {
-		for i := range msgs {
-			f, err := js.PublishAsync(msgs[i].subject, msgs[i].data, jetstream.WithMsgID(msgs[i].id))
-			if err != nil {
-				msgs[i].fut, msgs[i].err = nil, err
-				continue
-			}
-			msgs[i].fut = f
-		}
-		var retry []pending
-		timeout := time.NewTimer(p.ackWait)
-		timedOut := false
-		var lastErr error
-		for _, m := range msgs {
-			if m.fut == nil {
-				lastErr = m.err
-				retry = append(retry, m)
-				continue
-			}
-			expired := timedOut
-			if !timedOut {
-				select {
-				case <-m.fut.Ok():
-					p.published.Add(1)
-					continue
-				case err := <-m.fut.Err():
-					lastErr = err
-					retry = append(retry, m)
-					continue
-				case <-timeout.C:
-					timedOut, expired = true, true
-				}
-			}
-			if expired { // the batch's time is up: take only what has arrived
-				select {
-				case <-m.fut.Ok():
-					p.published.Add(1)
-				case err := <-m.fut.Err():
-					lastErr = err
-					retry = append(retry, m)
-				default:
-					lastErr = fmt.Errorf("no acknowledgement within %v", p.ackWait)
-					retry = append(retry, m)
-				}
-			}
-		}
-		timeout.Stop()
-		if len(retry) > 0 && attempt == 1 {
-			p.failed.Add(uint64(len(retry)))
-			p.log.Warn().Err(lastErr).Int("events", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
-		}
-		msgs = retry
-	}
+	return msgs
 }
 
 // encode builds the usage event of a record.

@@ -2,16 +2,26 @@ package enforce
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/natscluster"
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsrun"
+	"github.com/cordonhq/cordon/pkg/spool"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -175,4 +185,355 @@ func TestUsageDropsInsteadOfBlocking(t *testing.T) {
 		}
 		t.Logf("20000 decisions with NATS gone in %v, %d usage events dropped", took, e.UsageDropped())
 	})
+}
+
+// spoolReq is an allowed request whose usage event names i as resource.
+func spoolReq(tok string, i int) *Request {
+	return &Request{Token: tok, Method: "GET", Route: "/invoices/{id}", Resource: strconv.Itoa(i), Scope: "invoices:read",
+		RemoteAddr: netip.MustParseAddr("127.0.0.1")}
+}
+
+// checkPaced makes n decisions at most about 5,000 a second (50, then a
+// 10ms pause): faster than a publisher waiting seconds for an
+// acknowledgement can afford with a small buffer, slow enough for one
+// that keeps relieving it.
+func checkPaced(e *Enforcer, tok string, from, n int) {
+	for i := from; i < from+n; i++ {
+		if d := e.Check(spoolReq(tok, i)); !d.Allow {
+			panic(fmt.Sprintf("decision %d: %v", i, d.Reason))
+		}
+		if i%50 == 49 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// usageOnce checks that USAGE holds exactly want events of enforcer id
+// (any number if want is negative), each once (by event id) under its
+// original message id, and returns their resources.
+func usageOnce(t *testing.T, js jetstream.JetStream, id string, want int) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var info *jetstream.StreamInfo
+	natstest.WaitFor(t, 30*time.Second, func() error { // a cluster may still be electing
+		st, err := js.Stream(ctx, events.StreamUsage)
+		if err == nil {
+			info, err = st.Info(ctx, jetstream.WithSubjectFilter(events.SubjectUsagePrefix+"*."+id))
+		}
+		return err
+	})
+	total := 0
+	for _, n := range info.State.Subjects {
+		total += int(n)
+	}
+	if want >= 0 && total != want {
+		t.Fatalf("USAGE holds %d events of %s, want %d (each exactly once)", total, id, want)
+	}
+	var msgs []jetstream.Msg
+	natstest.WaitFor(t, 30*time.Second, func() (err error) { // a cluster may still be electing
+		msgs, err = fetchUsage(ctx, js, id, total)
+		return err
+	})
+	seen := make(map[string]bool, total)
+	var resources []string
+	for i, m := range msgs {
+		env, u, err := events.DecodeAs[*events.UsageDecided](m.Data())
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if seen[env.MsgID()] {
+			t.Fatalf("event %s stored twice", env.ID)
+		}
+		seen[env.MsgID()] = true
+		if got := m.Headers().Get(jetstream.MsgIDHeader); got != env.MsgID() {
+			t.Fatalf("event %d: message id %q, want its original id %q", i, got, env.MsgID())
+		}
+		resources = append(resources, u.Resource)
+	}
+	return resources
+}
+
+// fetchUsage reads the first want usage events of enforcer id.
+func fetchUsage(ctx context.Context, js jetstream.JetStream, id string, want int) ([]jetstream.Msg, error) {
+	cons, err := js.OrderedConsumer(ctx, events.StreamUsage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectUsagePrefix + "*." + id}})
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for len(msgs) < want {
+		batch, err := cons.Fetch(want-len(msgs), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			msgs = append(msgs, m)
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("read %d usage events of %d", len(msgs), want)
+		}
+	}
+	return msgs, nil
+}
+
+// stopJetStream stops the fixture's server (its clients keep trying to
+// reconnect) and returns what starts it again on the same port and data.
+func stopJetStream(t *testing.T, f *fixture) (restart func()) {
+	t.Helper()
+	port := f.env.Server.Addr().(*net.TCPAddr).Port
+	f.env.Server.Stop()
+	return func() {
+		t.Helper()
+		srv, err := natsrun.Start(natsrun.Options{DataDir: f.env.Dir, Port: port})
+		if err != nil {
+			t.Fatalf("restart nats: %v", err)
+		}
+		f.env.Server = srv
+		natstest.WaitFor(t, 30*time.Second, func() error {
+			if !f.env.NC.IsConnected() {
+				return errorf("test client not reconnected")
+			}
+			return nil
+		})
+	}
+}
+
+func waitStats(t *testing.T, e *Enforcer, what string, ok func(s Stats) bool) Stats {
+	t.Helper()
+	var st Stats
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		if st = e.Stats(); !ok(st) {
+			return fmt.Errorf("%s: %+v", what, st)
+		}
+		return nil
+	})
+	return st
+}
+
+// TestUsageSpoolLeaderLoss: an enforcer on a three-node cluster whose USAGE
+// stream loses its quorum (two nodes killed) gets no acknowledgement
+// while decisions keep coming faster than its small buffer could hold
+// for the wait: nothing is dropped, every event is spooled; once the nodes
+// are back, USAGE holds every event exactly once, under its original id.
+func TestUsageSpoolLeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three nats-server processes")
+	}
+	c := natscluster.Start(t, natscluster.Options{})
+	_, js := c.ConnectTo(t, 0)
+	routes, err := LoadRoutes(demoRoutes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := newSigner(t)
+	anchor, err := token.GenerateAnchor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "edge-election"
+	e, err := New(Options{ID: id, Routes: routes, TrustAnchors: token.Anchors{anchor.Public()}, SpoolDir: t.TempDir(),
+		UsageBuffer: 2048, UsageBatch: 64, Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	if err := e.AddKey(signer.KeyID, signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	// A long silence: 3s without an acknowledgement is 15,000 decisions at
+	// the pace below, against a buffer of 2,048.
+	e.usage.ackWait = 3 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.Start(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := mint(t, signer, nil)
+	checkPaced(e, tok, 0, 1)
+	waitStats(t, e, "first event published", func(s Stats) bool { return s.UsagePublished == 1 })
+
+	c.Kill(1)
+	c.Kill(2)
+	const n = 6000
+	checkPaced(e, tok, 1, n)
+	st := waitStats(t, e, "every event handled", func(s Stats) bool {
+		return s.UsageSpooled+s.UsageDropped+s.UsageFailed == n && s.UsageQueued == 0
+	})
+	if st.UsageDropped != 0 || st.UsageFailed != 0 || st.UsagePublished != 1 || st.UsageSpoolPending != n || st.UsageSpoolDropped != 0 {
+		t.Fatalf("with the stream's quorum lost: %+v", st)
+	}
+
+	c.Restart(1)
+	c.Restart(2)
+	waitStats(t, e, "spool republished", func(s Stats) bool { return s.UsageSpoolPending == 0 && s.UsagePublished == n+1 })
+	if err := c.WaitHealthy(60 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	usageOnce(t, js, id, n+1)
+}
+
+// TestUsageSpoolAcrossRestart: an enforcer closed while JetStream is down
+// leaves its events in the spool (none dropped); the next enforcer on
+// that spool republishes them. A second enforcer cannot open a spool in
+// use.
+func TestUsageSpoolAcrossRestart(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	const id = "edge-spool-restart"
+	e := f.enforcer(t, id, func(o *Options) { o.SpoolDir = dir })
+
+	other, err := New(Options{ID: "edge-other", Routes: f.routes, TrustAnchors: f.env.Anchors(), SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := other.Start(ctx, f.env.JS); !errors.Is(err, spool.ErrBusy) {
+		t.Fatalf("a second enforcer on a spool in use: %v, want spool.ErrBusy", err)
+	}
+	_ = other.Close()
+
+	tok, _ := mint(t, f.signer, nil)
+	restart := stopJetStream(t, f)
+	const n = 500
+	checkPaced(e, tok, 0, n)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := e.Stats()
+	if st.UsageSpoolPending != n || st.UsageDropped != 0 || st.UsageFailed != 0 || st.UsagePublished != 0 {
+		t.Fatalf("closed with JetStream down: %+v, want %d pending in the spool", st, n)
+	}
+
+	restart()
+	again := f.enforcer(t, id, func(o *Options) { o.SpoolDir = dir })
+	waitStats(t, again, "spool republished", func(s Stats) bool { return s.UsageSpoolPending == 0 && s.UsagePublished == n })
+	got := usageOnce(t, f.env.JS, id, n)
+	slices.SortFunc(got, func(a, b string) int { return cmp.Compare(atoi(a), atoi(b)) })
+	for i, r := range got {
+		if r != strconv.Itoa(i) {
+			t.Fatalf("republished resources %v…, want 0…%d", got[:min(len(got), 10)], n-1)
+		}
+	}
+}
+
+// TestUsageSpoolFull: a spool too small for an outage keeps the newest
+// events, drops the oldest and counts them.
+func TestUsageSpoolFull(t *testing.T) {
+	f := newFixture(t)
+	const id = "edge-spool-full"
+	e := f.enforcer(t, id, func(o *Options) { o.SpoolDir = t.TempDir(); o.SpoolMaxBytes = 64 << 10 })
+	tok, _ := mint(t, f.signer, nil)
+	restart := stopJetStream(t, f)
+	const n = 2000
+	checkPaced(e, tok, 0, n)
+	st := waitStats(t, e, "every event handled", func(s Stats) bool {
+		return s.UsageSpooled+s.UsageDropped+s.UsageFailed == n && s.UsageQueued == 0
+	})
+	kept := int(st.UsageSpoolPending)
+	if st.UsageSpoolDropped == 0 || kept+int(st.UsageSpoolDropped) != n || st.UsageSpoolBytes > 64<<10 || st.UsageDropped != 0 {
+		t.Fatalf("spool of 64 KiB after %d events: %+v", n, st)
+	}
+	restart()
+	// The drainer may have had the oldest events in flight when they were
+	// dropped: they then reach USAGE too (below), and count as published.
+	waitStats(t, e, "spool republished", func(s Stats) bool { return s.UsageSpoolPending == 0 && s.UsagePublished >= uint64(kept) })
+	// The newest events are there, each once. The client's reconnect buffer
+	// (the first batch, in flight when JetStream went away) or the drainer
+	// may also have delivered some of the oldest, although the spool
+	// dropped them: only the oldest may be there beyond the kept ones.
+	got := usageOnce(t, f.env.JS, id, -1)
+	slices.SortFunc(got, func(a, b string) int { return cmp.Compare(atoi(a), atoi(b)) })
+	newest := got[len(got)-kept:]
+	for i, r := range newest {
+		if r != strconv.Itoa(n-kept+i) {
+			t.Fatalf("USAGE's newest events %v…, want %d…%d", newest[:min(10, len(newest))], n-kept, n-1)
+		}
+	}
+	if extra := len(got) - kept; extra > 0 && atoi(got[extra-1]) >= n-kept {
+		t.Fatalf("%d events beyond the kept ones, up to %s: want only the oldest", extra, got[extra-1])
+	}
+}
+
+// TestUsageSpoolCloseBeforeStart: the events queued in an enforcer closed
+// before it published anything go to its spool, and the next enforcer on
+// that spool publishes them.
+func TestUsageSpoolCloseBeforeStart(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	const id, n = "edge-spool-early", 100
+	e, err := New(Options{ID: id, Routes: f.routes, TrustAnchors: f.env.Anchors(), SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.AddKey(f.signer.KeyID, f.signer.Public()); err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := mint(t, f.signer, nil)
+	for i := range n {
+		e.Check(spoolReq(tok, i))
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.UsageSpoolPending != n || st.UsageDropped != 0 {
+		t.Fatalf("closed before Start: %+v, want %d events in the spool", st, n)
+	}
+	again := f.enforcer(t, id, func(o *Options) { o.SpoolDir = dir })
+	waitStats(t, again, "spool republished", func(s Stats) bool { return s.UsageSpoolPending == 0 && s.UsagePublished == n })
+	usageOnce(t, f.env.JS, id, n)
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// TestUsageSpoolRefusedEvent: an event JetStream refuses for what it is
+// (here larger than the stream allows) is dropped from the spool, counted
+// failed, and does not hold up the events behind it.
+func TestUsageSpoolRefusedEvent(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := f.env.JS.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgSize = 4096
+	if _, err := f.env.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	const id = "edge-spool-refused"
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := events.UsageSubject("acme", id)
+	if _, err := sp.Append(
+		spool.Record{Subject: subject, ID: "spooled-1", Data: []byte(`{"first":true}`)},
+		spool.Record{Subject: subject, ID: "spooled-2", Data: bytes.Repeat([]byte("x"), 8192)},
+		spool.Record{Subject: subject, ID: "spooled-3", Data: []byte(`{"third":true}`)},
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := f.enforcer(t, id, func(o *Options) { o.SpoolDir = dir })
+	s := waitStats(t, e, "spool drained", func(s Stats) bool { return s.UsageSpoolPending == 0 && s.UsagePublished+s.UsageFailed == 3 })
+	if s.UsagePublished != 2 || s.UsageFailed != 1 {
+		t.Fatalf("after the refused event: %+v, want 2 published and 1 failed", s)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Fatalf("USAGE holds %d of the spooled events, want 2", info.State.Msgs)
+	}
 }

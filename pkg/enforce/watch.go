@@ -162,6 +162,9 @@ func (e *Enforcer) Start(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("start enforcer: open bucket %s: %w", events.BucketDenylist, err)
 	}
 	if e.usage != nil {
+		if err := e.usage.openSpool(); err != nil {
+			return fmt.Errorf("start enforcer: %w", err)
+		}
 		e.publishing.Store(true)
 		e.wg.Add(1)
 		go func() {
@@ -500,6 +503,9 @@ func (e *Enforcer) Close() error {
 			close(e.usage.quit)
 		}
 		e.wg.Wait()
+		if e.usage != nil {
+			e.usage.shutdown()
+		}
 	})
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,6 +57,40 @@ type Config struct {
 	SyncTimeout time.Duration
 }
 
+// SpoolAuto, the default of --spool-dir, places the usage spool in
+// DefaultSpoolDir(id); SpoolOff turns it off.
+const (
+	SpoolAuto = "auto"
+	SpoolOff  = "off"
+)
+
+// DefaultSpoolDir is the usage spool of enforcer id under the user's state
+// directory: $XDG_STATE_HOME/cordon/spool/<id>, else
+// ~/.local/state/cordon/spool/<id>.
+func DefaultSpoolDir(id string) (string, error) {
+	state := os.Getenv("XDG_STATE_HOME")
+	if !filepath.IsAbs(state) {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", svcconfig.Invalidf("--spool-dir %s: no state directory ($XDG_STATE_HOME, $HOME): pass --spool-dir DIR (or %s)", SpoolAuto, SpoolOff)
+		}
+		state = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(state, "cordon", "spool", id), nil
+}
+
+// spoolDir resolves Options.SpoolDir: SpoolAuto to DefaultSpoolDir,
+// SpoolOff (and empty, an embedding program's "none") to no spool.
+func (c *Config) spoolDir() (string, error) {
+	switch c.SpoolDir {
+	case "", SpoolOff:
+		return "", nil
+	case SpoolAuto:
+		return DefaultSpoolDir(c.ID)
+	}
+	return c.SpoolDir, nil
+}
+
 // DefaultListen is the proxy's address of `cordon enforce` and `cordon up`.
 const DefaultListen = "127.0.0.1:8080"
 
@@ -75,6 +111,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.FailClosed, "fail-closed", true, "deny every request (denylist_stale, 503) while the denylist view is older than --max-staleness, so a revocation is never missed; --fail-closed=false keeps serving with a stale denylist")
 	fs.IntVar(&c.CacheSize, "cache-size", enforce.DefaultCacheSize, "verified tokens kept in memory")
 	fs.IntVar(&c.UsageBuffer, "usage-buffer", enforce.DefaultUsageBuffer, "usage events buffered before new ones are dropped")
+	fs.StringVar(&c.SpoolDir, "spool-dir", SpoolAuto, "directory of this enforcer's own where usage events JetStream does not acknowledge wait on disk to be republished, also across restarts ("+
+		SpoolAuto+": $XDG_STATE_HOME/cordon/spool/ID, else ~/.local/state/cordon/spool/ID; "+SpoolOff+": no spool, such events are lost)")
+	c.SpoolMaxBytes = enforce.DefaultSpoolMaxBytes
+	fs.Var((*byteSize)(&c.SpoolMaxBytes), "spool-size", "most disk the usage spool may use, a `size` in bytes or with KiB, MiB, GiB; when full, its oldest events are dropped")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&c.ClientCA, "client-ca", "", "verify client certificates against these CAs (PEM); without it, any client certificate is requested and bound by thumbprint")
@@ -145,6 +185,9 @@ func (c *Config) Validate() error {
 	if c.FailClosed && c.MaxStaleness == 0 {
 		return svcconfig.Invalidf("--fail-closed needs a --max-staleness bound (or --fail-closed=false)")
 	}
+	if c.SpoolDir != "" && c.SpoolDir != SpoolOff && c.SpoolMaxBytes != 0 && c.SpoolMaxBytes < minSpoolBytes {
+		return svcconfig.Invalidf("--spool-size %s: want at least %s", byteSize(c.SpoolMaxBytes), byteSize(minSpoolBytes))
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") || (c.ClientCA != "" && c.TLSCert == "") {
 		return svcconfig.Invalidf("--tls-cert and --tls-key go together, and --client-ca needs them")
 	}
@@ -187,13 +230,30 @@ func (c *Config) Check() (string, error) {
 	if c.Routes != nil {
 		file = c.Routes.File
 	}
-	return fmt.Sprintf("routes %s: ok (service %s, environment %s, %d routes)\n%s", file, svc, env, len(o.Routes.Routes), o.StalenessPolicy()), nil
+	return fmt.Sprintf("routes %s: ok (service %s, environment %s, %d routes)\n%s\n%s", file, svc, env, len(o.Routes.Routes), o.StalenessPolicy(), spoolPolicy(o)), nil
+}
+
+// spoolPolicy says in one line where usage events wait when JetStream
+// does not acknowledge them.
+func spoolPolicy(o enforce.Options) string {
+	if o.SpoolDir == "" {
+		return "usage spool off: usage events JetStream does not acknowledge are lost"
+	}
+	size := o.SpoolMaxBytes
+	if size == 0 {
+		size = enforce.DefaultSpoolMaxBytes
+	}
+	return fmt.Sprintf("usage spool %s, at most %s: usage events JetStream does not acknowledge wait there", o.SpoolDir, byteSize(size))
 }
 
 // load reads the routes (unless given) and the TLS certificate and CA
 // (unless given) into the enforcer's options.
 func (c *Config) load() (enforce.Options, *tls.Config, error) {
 	o := c.Options
+	var err error
+	if o.SpoolDir, err = c.spoolDir(); err != nil {
+		return o, nil, err
+	}
 	if o.Routes == nil {
 		rs, err := enforce.LoadRoutes(c.RoutesFile)
 		if err != nil {
@@ -231,6 +291,45 @@ func serverTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
 		c.ClientCAs, c.ClientAuth = pool, tls.VerifyClientCertIfGiven
 	}
 	return c, nil
+}
+
+// minSpoolBytes is the smallest --spool-size (enforce's own minimum).
+const minSpoolBytes = 64 << 10
+
+// byteSize is a flag of a size in bytes, with an optional KiB, MiB or GiB
+// suffix ("256MiB").
+type byteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	shift  uint
+}{{"GiB", 30}, {"MiB", 20}, {"KiB", 10}}
+
+// String implements flag.Value.
+func (b byteSize) String() string {
+	for _, u := range sizeUnits {
+		if b != 0 && b%(1<<u.shift) == 0 {
+			return strconv.FormatInt(int64(b>>u.shift), 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// Set implements flag.Value.
+func (b *byteSize) Set(v string) error {
+	num, shift := strings.TrimSpace(v), uint(0)
+	for _, u := range sizeUnits {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, shift = strings.TrimSpace(n), u.shift
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)>>shift {
+		return fmt.Errorf("%q is not a size (bytes, or a number with KiB, MiB or GiB)", v)
+	}
+	*b = byteSize(n << shift)
+	return nil
 }
 
 // prefixList is a repeatable flag of CIDRs (or bare addresses), also

@@ -49,7 +49,7 @@ func TestConfigFlags(t *testing.T) {
 	}
 	if def.Listen != enforcer.DefaultListen || def.ID != enforcer.DefaultID() || !def.FailClosed || def.MaxStaleness != enforce.DefaultMaxStaleness ||
 		def.CacheSize != enforce.DefaultCacheSize || def.UsageBuffer != enforce.DefaultUsageBuffer || def.DeviceHeader != enforce.DefaultDeviceHeader ||
-		def.TrustAnchor != ".cordon/trust-anchor.pub" {
+		def.TrustAnchor != ".cordon/trust-anchor.pub" || def.SpoolDir != enforcer.SpoolAuto || def.SpoolMaxBytes != enforce.DefaultSpoolMaxBytes {
 		t.Errorf("defaults: %+v", def)
 	}
 	got, err := parseFlags(t, "--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
@@ -57,7 +57,8 @@ func TestConfigFlags(t *testing.T) {
 		"--routes=/etc/cordon/routes.yaml", "--listen=0.0.0.0:8443", "--tls-cert=/run/secrets/https.pem", "--tls-key=/run/secrets/https-key.pem",
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--trusted-proxy=10.0.0.0/8,192.168.1.1",
 		"--trusted-proxy=fd00::/8", "--service=billing", "--environment=prod", "--device-header=X-Cert", "--keep-authorization",
-		"--max-staleness=3s", "--fail-closed=false", "--cache-size=100", "--usage-buffer=200", "--client-ca=/run/secrets/clients.pem")
+		"--max-staleness=3s", "--fail-closed=false", "--cache-size=100", "--usage-buffer=200", "--client-ca=/run/secrets/clients.pem",
+		"--spool-dir=/var/lib/cordon/spool", "--spool-size=64MiB")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestConfigFlags(t *testing.T) {
 	got.NATS.Identity = nil
 	want := enforcer.Config{
 		Options: enforce.Options{ID: "edge-1", Service: "billing", Environment: "prod", DeviceHeader: "X-Cert", KeepAuthorization: true,
-			MaxStaleness: 3 * time.Second, CacheSize: 100, UsageBuffer: 200,
+			MaxStaleness: 3 * time.Second, CacheSize: 100, UsageBuffer: 200, SpoolDir: "/var/lib/cordon/spool", SpoolMaxBytes: 64 << 20,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32"), netip.MustParsePrefix("fd00::/8")}},
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
@@ -82,6 +83,16 @@ func TestConfigFlags(t *testing.T) {
 	}
 	if _, err := parseFlags(t, "--trusted-proxy", "10.0.0.0/33"); err == nil || !strings.Contains(err.Error(), "trusted-proxy") {
 		t.Errorf("bad CIDR: %v", err)
+	}
+	for _, size := range []string{"12XB", "-1", "MiB", "99999999999GiB"} {
+		if _, err := parseFlags(t, "--spool-size", size); err == nil || !strings.Contains(err.Error(), "spool-size") {
+			t.Errorf("--spool-size %s: %v", size, err)
+		}
+	}
+	for size, want := range map[string]int64{"65536": 64 << 10, "64KiB": 64 << 10, "1 GiB": 1 << 30, "300MiB": 300 << 20} {
+		if c, err := parseFlags(t, "--spool-size", size); err != nil || c.SpoolMaxBytes != want {
+			t.Errorf("--spool-size %s: %d, %v; want %d", size, c.SpoolMaxBytes, err, want)
+		}
 	}
 }
 
@@ -108,6 +119,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative bound", args: append(base, "--max-staleness", "-1s"), want: "--max-staleness -1s is negative"},
 		{name: "key without cert", args: append(base, "--tls-key", "k.pem"), want: "--tls-cert and --tls-key go together"},
 		{name: "client CA without cert", args: append(base, "--client-ca", "ca.pem"), want: "--tls-cert and --tls-key go together"},
+		{name: "tiny spool", args: append(base, "--spool-size", "1KiB"), want: "--spool-size 1KiB: want at least 64KiB"},
+		{name: "tiny spool off", args: append(base, "--spool-size", "1KiB", "--spool-dir", "off")},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,6 +147,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestConfigCheck(t *testing.T) {
 	clearEnv(t)
+	t.Setenv("XDG_STATE_HOME", "/state")
 	cases := []struct {
 		name    string
 		args    []string
@@ -143,6 +157,9 @@ func TestConfigCheck(t *testing.T) {
 		{name: "routes", args: []string{"--routes", demoRoutes}, want: "routes " + demoRoutes + ": ok (service invoices, environment prod, 8 routes)\nfailing closed"},
 		{name: "overrides", args: []string{"--routes", demoRoutes, "--service", "billing", "--environment", "staging"}, want: "service billing, environment staging"},
 		{name: "fail open", args: []string{"--routes", demoRoutes, "--fail-closed=false"}, want: "NOT failing closed"},
+		{name: "spool by default", args: []string{"--routes", demoRoutes, "--id", "edge-7"}, want: "\nusage spool /state/cordon/spool/edge-7, at most 256MiB"},
+		{name: "spool off", args: []string{"--routes", demoRoutes, "--spool-dir", "off"}, want: "\nusage spool off"},
+		{name: "spool elsewhere", args: []string{"--routes", demoRoutes, "--spool-dir", "/var/spool/e", "--spool-size", "1GiB"}, want: "\nusage spool /var/spool/e, at most 1GiB"},
 		{name: "bad routes", args: []string{"--routes", "../../testdata/routes/bad-method.yaml"}, wantErr: "bad-method.yaml:6"},
 		{name: "missing certificate", args: []string{"--routes", demoRoutes, "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"},
 			wantErr: "load tls certificate"},

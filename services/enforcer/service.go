@@ -110,7 +110,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	eo := s.e.Options()
 	o.Log.Info().Str("listen", s.ln.Addr().String()).Str("upstream", up.Redacted()).
 		Bool("tls", tlsConf != nil).Bool("fail_closed", eo.FailClosed && eo.MaxStaleness > 0).
-		Dur("max_staleness", eo.MaxStaleness).Str("staleness_policy", eo.StalenessPolicy()).
+		Dur("max_staleness", eo.MaxStaleness).Str("staleness_policy", eo.StalenessPolicy()).Str("usage_spool", spoolPolicy(eo)).
 		Msg("enforcing proxy serving")
 	return s, nil
 }
