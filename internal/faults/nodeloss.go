@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -322,46 +321,6 @@ func (r *NodeLossReport) String() string {
 	return b.String()
 }
 
-// The fields of the parallel work on this issue that the harness uses
-// when the build has them: enforce.Options.SpoolDir, enforce.Stats'
-// spool counters and revoker.Result.Ledger. Reflection keeps the harness
-// building before they are merged.
-// TODO(merge): once they are, use the fields directly and delete these.
-
-// setSpoolDir sets o.SpoolDir, reporting whether the field exists.
-func setSpoolDir(o *enforce.Options, dir string) bool {
-	f := reflect.ValueOf(o).Elem().FieldByName("SpoolDir")
-	if !f.IsValid() || f.Kind() != reflect.String {
-		return false
-	}
-	f.SetString(dir)
-	return true
-}
-
-// statsCounter is the unsigned counter name of st, 0 if it has none.
-func statsCounter(st enforce.Stats, name string) uint64 {
-	f := reflect.ValueOf(st).FieldByName(name)
-	switch {
-	case !f.IsValid():
-		return 0
-	case f.CanUint():
-		return f.Uint()
-	case f.CanInt():
-		return uint64(max(0, f.Int()))
-	}
-	return 0
-}
-
-// ledgerOutcome is res.Ledger ("recorded", "pending"), "" if the revoker
-// does not say.
-func ledgerOutcome(res revoker.Result) string {
-	f := reflect.ValueOf(res).FieldByName("Ledger")
-	if !f.IsValid() || f.Kind() != reflect.String {
-		return ""
-	}
-	return f.String()
-}
-
 // nlToken is a token of the workload and what is known of its revocation.
 type nlToken struct {
 	tok, id string
@@ -629,7 +588,7 @@ func (n *nodeLoss) startServices(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		n.spool = setSpoolDir(&o, spool)
+		o.SpoolDir, n.spool = spool, true
 		capture := func(nc *nats.Conn) { n.enfNC[i].Store(nc) }
 		nc := natsconn.Config{URL: strings.Join(n.c.URLsFrom(enforcerNode), ","), Name: "faults-" + id,
 			Options: []nats.Option{nats.ReconnectWait(50 * time.Millisecond), nats.DontRandomize(),
@@ -920,7 +879,7 @@ func (n *nodeLoss) revokeLoop(ctx context.Context) {
 		}
 		acked := time.Now()
 		t.revokedAt.Store(acked.UnixNano())
-		switch ledgerOutcome(res) {
+		switch res.Ledger {
 		case "pending":
 			n.revPending.Add(1)
 		case "recorded":
@@ -1112,8 +1071,8 @@ func (n *nodeLoss) usageSettled(ctx context.Context, js jetstream.JetStream) err
 		if err != nil {
 			return err
 		}
-		if in < st.Decisions && (st.UsageQueued > 0 || statsCounter(st, "UsageSpoolPending") > 0) {
-			return fmt.Errorf("%s: %d of %d usage events in USAGE, %d queued, %d spooled", id, in, st.Decisions, st.UsageQueued, statsCounter(st, "UsageSpoolPending"))
+		if in < st.Decisions && (st.UsageQueued > 0 || st.UsageSpoolPending > 0) {
+			return fmt.Errorf("%s: %d of %d usage events in USAGE, %d queued, %d spooled", id, in, st.Decisions, st.UsageQueued, st.UsageSpoolPending)
 		}
 	}
 	return nil
@@ -1226,8 +1185,8 @@ func (n *nodeLoss) fillUsage(ctx context.Context, js jetstream.JetStream, rep *N
 		st := e.Stats()
 		u := EnforcerUsage{ID: fmt.Sprintf("edge-%d", i+1), Decisions: st.Decisions,
 			Published: st.UsagePublished, Failed: st.UsageFailed, Dropped: st.UsageDropped,
-			Spooled: statsCounter(st, "UsageSpooled"), SpoolDropped: statsCounter(st, "UsageSpoolDropped"),
-			SpoolPending: statsCounter(st, "UsageSpoolPending")}
+			Spooled: st.UsageSpooled, SpoolDropped: st.UsageSpoolDropped,
+			SpoolPending: uint64(st.UsageSpoolPending)}
 		var err error
 		if u.InStream, err = usageInStream(ctx, js, u.ID); err != nil {
 			return err
