@@ -55,6 +55,10 @@ type Stats struct {
 	// Options.MaxTokens); IndexEvicted those dropped over the bound.
 	IndexTokens  int
 	IndexEvicted uint64
+	// IndexRewatches and AdminLedgerRewatches count the ledger consumers
+	// the token index and the admin-ledger view re-created because they
+	// fell behind (a lost server).
+	IndexRewatches, AdminLedgerRewatches uint64
 	// WindowTokens is the number of tokens remembered for combination
 	// rules; IdempotencyKeys the remembered request replies.
 	WindowTokens    int
@@ -74,6 +78,12 @@ func (r *Revoker) Stats() Stats {
 		IndexTokens: r.index.len(), IndexEvicted: r.index.evicted.Load(),
 		WindowTokens: r.engine.Tracked(), IdempotencyKeys: r.idem.len(), Keys: r.keyring.Len(),
 		Alerts: r.alerts.Stats(), Responses: map[string]uint64{}, Requests: map[string]uint64{},
+	}
+	if r.idx != nil {
+		s.IndexRewatches = r.idx.Stats().Rewatches
+	}
+	if r.adminLedger != nil {
+		s.AdminLedgerRewatches = r.adminLedger.Stats().Rewatches
 	}
 	r.stats.mu.Lock()
 	for k, v := range r.stats.responses {
@@ -103,6 +113,8 @@ var (
 	mIndex        = newDesc("index_tokens", "Live tokens in the index (bounded by max tokens).")
 	mIndexMax     = newDesc("index_tokens_max", "Bound of the token index.")
 	mIndexEvicted = newDesc("index_evicted_total", "Tokens dropped from the full index.")
+	mIndexRewatch = newDesc("index_rewatches_total", "Ledger consumers the token index re-created because it fell behind.")
+	mAdminRewatch = newDesc("admin_ledger_rewatches_total", "Ledger consumers the admin-ledger view re-created because it fell behind.")
 	mWindow       = newDesc("window_tokens", "Tokens remembered for combination rules.")
 	mIdem         = newDesc("idempotency_keys", "Remembered request replies (bounded).")
 	mKeys         = newDesc("signing_keys", "Signing keys known for verifying callers.")
@@ -117,7 +129,7 @@ var (
 func (r *Revoker) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRevoked, mAlready, mRules, mDenyWrites, mDenySkipped, mDead, mAnomalies, mStale,
 		mResponses, mRequests, mIndex, mIndexMax, mIndexEvicted, mWindow, mIdem, mKeys, mAlertsOpen, mAlertSent, mAlertRetry,
-		mAlertFailed, mAlertDropped} {
+		mAlertFailed, mAlertDropped, mIndexRewatch, mAdminRewatch} {
 		ch <- d
 	}
 }
@@ -148,6 +160,8 @@ func (r *Revoker) Collect(ch chan<- prometheus.Metric) {
 	g(mIndex, s.IndexTokens)
 	g(mIndexMax, r.o.MaxTokens)
 	c(mIndexEvicted, s.IndexEvicted)
+	c(mIndexRewatch, s.IndexRewatches)
+	c(mAdminRewatch, s.AdminLedgerRewatches)
 	g(mWindow, s.WindowTokens)
 	g(mIdem, s.IdempotencyKeys)
 	g(mKeys, s.Keys)
