@@ -38,13 +38,17 @@ const StallGrace = 250 * time.Millisecond
 // with what it applied, by default.
 const DefaultCheckInterval = time.Second
 
-// attemptTimeout bounds one attempt at creating a consumer, and
-// retryPause separates attempts: while JetStream has no meta leader a
-// create fails at once, and the next attempt should come soon after one
-// is elected.
+// attemptTimeout bounds the first three attempts at creating a consumer
+// (later ones get longer, up to maxAttemptTimeout), and retryPause
+// separates attempts. Right after a node loss the meta leader may still
+// place a new consumer on the lost node, which never answers: the next
+// attempt, placed elsewhere, should not wait long. While JetStream has no
+// meta leader a create fails at once, and the next attempt should come
+// soon after one is elected.
 const (
-	attemptTimeout = 2 * time.Second
-	retryPause     = 100 * time.Millisecond
+	attemptTimeout    = 500 * time.Millisecond
+	maxAttemptTimeout = 5 * time.Second
+	retryPause        = 100 * time.Millisecond
 )
 
 // ErrClosed is returned by a Reader used after Close.
@@ -140,7 +144,7 @@ func Start(ctx context.Context, o Options) (*Reader, error) {
 		r.o.End = r.defaultEnd
 	}
 	r.consMu.Lock()
-	err := r.watchLocked(ctx)
+	_, err := r.watchRetryLocked(ctx)
 	r.consMu.Unlock()
 	if err != nil {
 		return nil, err
@@ -264,34 +268,43 @@ func (r *Reader) rewatch(ctx context.Context, why string, stalledAt, gen uint64)
 	if gen > 0 && (r.gen.Load() != gen || r.Applied() != stalledAt) {
 		return nil // someone else re-watched, or the consumer moved on
 	}
+	attempts, err := r.watchRetryLocked(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: re-create the consumer (%s): %w", r.o.Name, why, err)
+	}
+	r.rewatches.Add(1)
+	r.log.Warn().Str("reason", why).Uint64("applied", r.Applied()).Int("attempts", attempts).
+		Msg("reader fell behind, following again on a new consumer")
+	return nil
+}
+
+// watchRetryLocked calls watchLocked until it succeeds, ctx ends, the
+// reader is closed or the stream is found missing. Callers hold consMu.
+func (r *Reader) watchRetryLocked(ctx context.Context) (attempts int, err error) {
 	for attempt := 1; ; attempt++ {
 		select {
 		case <-r.stop:
-			return ErrClosed
+			return attempt, ErrClosed
 		default:
 		}
-		err := r.watchLocked(ctx)
-		if err == nil {
-			r.rewatches.Add(1)
-			r.log.Warn().Str("reason", why).Uint64("applied", r.Applied()).Int("attempts", attempt).
-				Msg("reader fell behind, following again on a new consumer")
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("%s: re-create the consumer (%s): %w", r.o.Name, why, err)
-		}
-		if attempt == 1 {
-			r.log.Debug().Err(err).Msg("re-create the consumer; retrying")
+		err := r.watchLocked(ctx, min(time.Duration(max(attempt-2, 1))*attemptTimeout, maxAttemptTimeout))
+		switch {
+		case err == nil:
+			return attempt, nil
+		case ctx.Err() != nil, errors.Is(err, jetstream.ErrStreamNotFound):
+			return attempt, err
+		case attempt == 1:
+			r.log.Debug().Err(err).Msg("create the consumer; retrying")
 		}
 		t := time.NewTimer(retryPause)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%s: re-create the consumer (%s): %w", r.o.Name, why, err)
+			return attempt, err
 		case <-r.stop:
 			t.Stop()
-			return ErrClosed
+			return attempt, ErrClosed
 		}
 	}
 }
@@ -299,7 +312,7 @@ func (r *Reader) rewatch(ctx context.Context, why string, stalledAt, gen uint64)
 // watchLocked creates an ordered consumer starting after the last applied
 // sequence (or at the configured start when nothing was applied), then
 // stops the previous one. Callers hold consMu.
-func (r *Reader) watchLocked(ctx context.Context) error {
+func (r *Reader) watchLocked(ctx context.Context, timeout time.Duration) error {
 	from := r.Applied()
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: r.o.FilterSubjects, DeliverPolicy: jetstream.DeliverAllPolicy}
 	switch {
@@ -309,16 +322,16 @@ func (r *Reader) watchLocked(ctx context.Context) error {
 		start := r.o.StartTime
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
-	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cons, err := r.o.JS.OrderedConsumer(actx, r.o.Stream, cfg)
 	if err != nil {
 		return fmt.Errorf("follow %s: create a consumer from sequence %d: %w", r.o.Stream, from+1, err)
 	}
-	gen := r.gen.Add(1)
+	r.gen.Add(1)
 	cc, err := cons.Consume(r.deliver,
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			r.log.Debug().Err(err).Uint64("consumer", gen).Msg("consumer")
+			r.log.Debug().Err(err).Msg("consumer")
 		}))
 	if err != nil {
 		return fmt.Errorf("follow %s: consume: %w", r.o.Stream, err)
@@ -347,7 +360,7 @@ func (r *Reader) watchLocked(ctx context.Context) error {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				dctx, dcancel := context.WithTimeout(context.Background(), attemptTimeout)
+				dctx, dcancel := context.WithTimeout(context.Background(), maxAttemptTimeout)
 				defer dcancel()
 				if err := r.o.JS.DeleteConsumer(dctx, r.o.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 					r.log.Debug().Err(err).Str("consumer", name).Msg("old consumer not deleted; it expires on its own")

@@ -243,11 +243,16 @@ func TestStartRefusesBadOptions(t *testing.T) {
 		{"no stream", Options{JS: env.JS, Apply: apply}},
 		{"no apply", Options{JS: env.JS, Stream: "S"}},
 		{"filters without end", Options{JS: env.JS, Stream: "S", Apply: apply, FilterSubjects: []string{"a", "b"}}},
+		{"missing stream", Options{JS: env.JS, Stream: "NOPE", Apply: apply}}, // not retried until ctx ends
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if r, err := Start(context.Background(), tc.o); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			if r, err := Start(ctx, tc.o); err == nil {
 				r.Close()
 				t.Fatal("started")
+			} else {
+				t.Log(err)
 			}
 		})
 	}
