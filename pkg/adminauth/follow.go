@@ -169,6 +169,10 @@ func (f *Follower) Stats() FollowStats {
 		Rewatches: rs.Rewatches, Applied: rs.Applied}
 }
 
+// Reader is the reader that follows the ledger for the view (its
+// counters, its consumer).
+func (f *Follower) Reader() *follow.Reader { return f.r }
+
 // Len is the number of records held.
 func (f *Follower) Len() int {
 	f.mu.RLock()
@@ -176,14 +180,38 @@ func (f *Follower) Len() int {
 	return len(f.recs)
 }
 
-// ledgerEnd is the stream sequence of the tenant's newest event on the
+// probeTimeout bounds the first attempts at finding where the ledger
+// ends: right after a node loss the probe consumer may be placed on the
+// lost node and never answer, and another attempt lands elsewhere.
+const probeTimeout = 500 * time.Millisecond
+
+// ledgerEnd is probeEnd, retried with short attempts until ctx ends.
+func (f *Follower) ledgerEnd(ctx context.Context) (uint64, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, min(time.Duration(max(attempt-2, 1))*probeTimeout, 5*time.Second))
+		end, err := f.probeEnd(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return end, err
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return 0, err
+		}
+	}
+}
+
+// probeEnd is the stream sequence of the tenant's newest event on the
 // ledger (0 when there is none), read from the store itself: a consumer's
 // pending count trails new messages (the server updates it
 // asynchronously), and direct gets are not every role's right, but
 // creating a consumer is. A consumer delivering the last message of the
 // filters starts at exactly that message; it is deleted at once (and
 // would expire on its own).
-func (f *Follower) ledgerEnd(ctx context.Context) (uint64, error) {
+func (f *Follower) probeEnd(ctx context.Context) (uint64, error) {
 	c, err := f.o.JS.CreateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{
 		Description:       "cordon adminauth: where the admin ledger ends",
 		DeliverPolicy:     jetstream.DeliverLastPolicy,

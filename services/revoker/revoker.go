@@ -441,10 +441,16 @@ func (r *Revoker) indexMsg(_ uint64, msg jetstream.Msg) {
 	}
 }
 
+// syncIndexWait bounds syncIndex: enough for the index's reader to notice
+// that its consumer was lost with its server and follow the ledger again
+// (follow.StallGrace, then a new consumer, which may take a few attempts
+// right after a node loss).
+const syncIndexWait = 5 * time.Second
+
 // syncIndex waits briefly for the token index to apply the ledger as it
 // is now; a token issued a moment ago is then known.
 func (r *Revoker) syncIndex(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, syncIndexWait)
 	defer cancel()
 	if err := r.syncIndexErr(ctx); err != nil {
 		r.o.Log.Warn().Err(err).Msg("token index is behind the ledger")
