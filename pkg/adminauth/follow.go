@@ -251,8 +251,8 @@ func (f *Follower) monitor() {
 
 // onMsg applies one ledger message. A message that does not decode is
 // skipped (the durable consumers dead-letter it); it never stops the view.
-func (f *Follower) onMsg(seq uint64, m jetstream.Msg) {
-	env, err := events.Decode(m.Data())
+func (f *Follower) onMsg(seq uint64, _ string, data []byte) {
+	env, err := events.Decode(data)
 	if err != nil {
 		f.log.Warn().Err(err).Uint64("seq", seq).Msg("skipping undecodable ledger event")
 		return

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,9 +55,10 @@ const (
 // ErrClosed is returned by a Reader used after Close.
 var ErrClosed = errors.New("follow: reader closed")
 
-// ApplyFunc applies one message. seq is its stream sequence, higher than
-// that of every message applied before; calls are serialised.
-type ApplyFunc func(seq uint64, m jetstream.Msg)
+// ApplyFunc applies one message: its stream sequence, higher than that of
+// every message applied before, its subject and its data. Calls are
+// serialised.
+type ApplyFunc func(seq uint64, subject string, data []byte)
 
 // EndFunc returns the stream sequence of the newest message the Reader
 // would deliver (0 when there is none).
@@ -84,6 +86,14 @@ type Options struct {
 	// CheckInterval is how often the Reader checks, unasked, that it is
 	// not behind End (default DefaultCheckInterval; negative: never).
 	CheckInterval time.Duration
+	// DirectReads lets a reader that stays stalled after asking for a new
+	// consumer read the messages it waits for one by one (the stream's
+	// message get API, which only needs the stream's leader), so that it
+	// keeps up while no consumer can be created: right after a node loss
+	// that took the JetStream meta leader, or when the new consumer was
+	// placed on the lost node. The credentials must allow
+	// $JS.API.STREAM.MSG.GET.<stream>.
+	DirectReads bool
 	// Name names the reader in logs (default the stream's name).
 	Name string
 	// Log receives the reader's logs.
@@ -106,9 +116,11 @@ type Reader struct {
 	gen    atomic.Uint64 // consumers created
 
 	streamMu sync.Mutex
-	stream   jetstream.Stream // cached for the default End
+	stream   jetstream.Stream // cached for the default End and direct reads
 
-	rewatches, duplicates atomic.Uint64
+	kicks chan stall // to the background rewatcher
+
+	rewatches, duplicates, direct atomic.Uint64
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -139,6 +151,7 @@ func Start(ctx context.Context, o Options) (*Reader, error) {
 		log:     o.Log.With().Str("reader", o.Name).Logger(),
 		changed: make(chan struct{}),
 		stop:    make(chan struct{}),
+		kicks:   make(chan stall, 1),
 	}
 	if r.o.End == nil {
 		r.o.End = r.defaultEnd
@@ -149,6 +162,14 @@ func Start(ctx context.Context, o Options) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.DirectReads {
+		if _, err := r.streamHandle(ctx); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("follow %s: %w", o.Stream, err)
+		}
+	}
+	r.wg.Add(1)
+	go r.rewatcher()
 	if o.CheckInterval > 0 {
 		r.wg.Add(1)
 		go r.monitor()
@@ -183,11 +204,15 @@ type Stats struct {
 	// Duplicates counts deliveries ignored because their sequence was
 	// already applied (late deliveries of a replaced consumer).
 	Duplicates uint64
+	// DirectReads counts messages read one by one while no consumer
+	// delivered (Options.DirectReads).
+	DirectReads uint64
 }
 
 // Stats returns the reader's counters.
 func (r *Reader) Stats() Stats {
-	return Stats{Applied: r.Applied(), Rewatches: r.rewatches.Load(), Duplicates: r.duplicates.Load()}
+	return Stats{Applied: r.Applied(), Rewatches: r.rewatches.Load(), Duplicates: r.duplicates.Load(),
+		DirectReads: r.direct.Load()}
 }
 
 // Applied is the last stream sequence applied.
@@ -219,11 +244,14 @@ func (r *Reader) Sync(ctx context.Context) error {
 }
 
 // WaitSeq returns once the message at seq, which must be one the reader
-// delivers (or lower), has been applied. While it waits, a reader that
-// applies nothing for StallGrace re-creates its consumer from the last
-// applied sequence + 1: seq is known to exist, so a healthy consumer
-// would have delivered something.
+// delivers (or lower), has been applied, or ctx ends. seq is known to
+// exist, so a healthy consumer delivers something soon: when nothing is
+// applied for StallGrace, the reader asks for a new consumer from the last
+// applied sequence + 1 (in the background), and with Options.DirectReads,
+// if a further StallGrace brings nothing either, reads the messages up to
+// seq one by one.
 func (r *Reader) WaitSeq(ctx context.Context, seq uint64) error {
+	stalls := 0
 	for {
 		r.mu.Lock()
 		applied, changed, closed := r.applied, r.changed, r.closed
@@ -239,6 +267,7 @@ func (r *Reader) WaitSeq(ctx context.Context, seq uint64) error {
 		select {
 		case <-changed:
 			t.Stop()
+			stalls = 0
 			continue
 		case <-ctx.Done():
 			t.Stop()
@@ -248,10 +277,132 @@ func (r *Reader) WaitSeq(ctx context.Context, seq uint64) error {
 			return ErrClosed
 		case <-t.C:
 		}
-		if err := r.rewatch(ctx, fmt.Sprintf("no progress for %s behind sequence %d", StallGrace, seq), applied, gen); err != nil {
-			return err
+		stalls++
+		r.kick(stall{why: fmt.Sprintf("no progress for %s behind sequence %d", StallGrace, seq), applied: applied, gen: gen})
+		if stalls > 1 && r.o.DirectReads {
+			if err := r.catchUp(ctx, seq); err != nil && ctx.Err() == nil {
+				r.log.Debug().Err(err).Uint64("seq", seq).Msg("read missed messages by sequence")
+			}
 		}
 	}
+}
+
+// stall is what a waiter saw when it asked for a new consumer.
+type stall struct {
+	why          string
+	applied, gen uint64
+}
+
+// kick asks the background rewatcher for a new consumer; a request made
+// while one is pending is dropped.
+func (r *Reader) kick(s stall) {
+	select {
+	case r.kicks <- s:
+	default:
+	}
+}
+
+// rewatcher re-creates the consumer on request, retrying until it
+// succeeds (waiters meanwhile keep up with direct reads, if allowed).
+func (r *Reader) rewatcher() {
+	defer r.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case s := <-r.kicks:
+			if err := r.rewatch(ctx, s.why, s.applied, s.gen); err != nil && ctx.Err() == nil {
+				r.log.Warn().Err(err).Msg("re-create the consumer")
+			}
+		}
+	}
+}
+
+// maxCatchUp bounds the messages read one by one at a time: a reader that
+// far behind waits for its new consumer.
+const maxCatchUp = 1000
+
+// catchUp applies the messages after the last applied one up to seq,
+// read one by one.
+func (r *Reader) catchUp(ctx context.Context, seq uint64) error {
+	from := r.Applied() + 1
+	if seq < from {
+		return nil
+	}
+	if seq-from >= maxCatchUp {
+		return fmt.Errorf("%d messages behind, more than %d to read one by one", seq-from+1, maxCatchUp)
+	}
+	s, err := r.streamHandle(ctx)
+	if err != nil {
+		return err
+	}
+	for q := from; q <= seq; q++ {
+		m, err := s.GetMsg(ctx, q)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound): // deleted
+			r.apply(q, "", nil, false)
+		case err != nil:
+			return fmt.Errorf("get message %d: %w", q, err)
+		default:
+			if r.apply(q, m.Subject, m.Data, r.matches(m.Subject)) {
+				r.direct.Add(1)
+			}
+		}
+	}
+	return nil
+}
+
+// matches reports whether subject is one the reader's filters deliver.
+func (r *Reader) matches(subject string) bool {
+	if len(r.o.FilterSubjects) == 0 {
+		return true
+	}
+	for _, f := range r.o.FilterSubjects {
+		if subjectMatch(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectMatch reports whether subject matches filter, with NATS
+// wildcards: * is one token, > one or more trailing tokens.
+func subjectMatch(filter, subject string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, f := range ft {
+		switch {
+		case f == ">":
+			return len(st) > i
+		case i >= len(st):
+			return false
+		case f != "*" && f != st[i]:
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// streamHandle is the stream, looked up once.
+func (r *Reader) streamHandle(ctx context.Context) (jetstream.Stream, error) {
+	r.streamMu.Lock()
+	defer r.streamMu.Unlock()
+	if r.stream == nil {
+		s, err := r.o.JS.Stream(ctx, r.o.Stream)
+		if err != nil {
+			return nil, err
+		}
+		r.stream = s
+	}
+	return r.stream, nil
 }
 
 // Rewatch re-creates the consumer from the last applied sequence + 1,
@@ -371,27 +522,37 @@ func (r *Reader) watchLocked(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
-// deliver applies m unless its sequence was applied already (a late
-// delivery of a replaced consumer, or one overlapping the new one).
+// deliver applies a consumer's message unless its sequence was applied
+// already (a late delivery of a replaced consumer, or one overlapping the
+// new one).
 func (r *Reader) deliver(m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
 		r.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata skipped")
 		return
 	}
-	seq := md.Sequence.Stream
+	r.apply(md.Sequence.Stream, m.Subject(), m.Data(), true)
+}
+
+// apply applies the message at seq (or, when use is false, only records
+// it as passed) unless seq was applied already; it reports whether it
+// applied it.
+func (r *Reader) apply(seq uint64, subject string, data []byte, use bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return
+		return false
 	}
 	if seq <= r.applied {
 		r.duplicates.Add(1)
-		return
+		return false
 	}
-	r.o.Apply(seq, m)
+	if use {
+		r.o.Apply(seq, subject, data)
+	}
 	r.applied = seq
 	r.wakeLocked()
+	return use
 }
 
 // wakeLocked wakes the waiters on changed. Callers hold mu.
@@ -438,20 +599,16 @@ func (r *Reader) monitor() {
 // defaultEnd is the stream's last sequence, or the last message of the one
 // filter subject.
 func (r *Reader) defaultEnd(ctx context.Context) (uint64, error) {
-	r.streamMu.Lock()
-	s := r.stream
-	r.streamMu.Unlock()
-	if s == nil || len(r.o.FilterSubjects) == 0 {
-		var err error
-		if s, err = r.o.JS.Stream(ctx, r.o.Stream); err != nil {
+	if len(r.o.FilterSubjects) == 0 {
+		s, err := r.o.JS.Stream(ctx, r.o.Stream) // fresh info: its state is the point
+		if err != nil {
 			return 0, err
 		}
-		r.streamMu.Lock()
-		r.stream = s
-		r.streamMu.Unlock()
-		if len(r.o.FilterSubjects) == 0 {
-			return s.CachedInfo().State.LastSeq, nil
-		}
+		return s.CachedInfo().State.LastSeq, nil
+	}
+	s, err := r.streamHandle(ctx)
+	if err != nil {
+		return 0, err
 	}
 	m, err := s.GetLastMsgForSubject(ctx, r.o.FilterSubjects[0])
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

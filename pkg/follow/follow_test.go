@@ -37,7 +37,7 @@ func newBench(t *testing.T) *bench {
 func (b *bench) start(o Options) {
 	b.t.Helper()
 	o.JS, o.Stream = b.env.JS, testStream
-	o.Apply = func(seq uint64, _ jetstream.Msg) {
+	o.Apply = func(seq uint64, _ string, _ []byte) {
 		b.mu.Lock()
 		b.got = append(b.got, seq)
 		b.mu.Unlock()
@@ -234,7 +234,7 @@ func TestReaderClosed(t *testing.T) {
 // TestStartRefusesBadOptions names what is missing.
 func TestStartRefusesBadOptions(t *testing.T) {
 	env := natstest.Run(t)
-	apply := func(uint64, jetstream.Msg) {}
+	apply := func(uint64, string, []byte) {}
 	for _, tc := range []struct {
 		name string
 		o    Options
@@ -255,5 +255,93 @@ func TestStartRefusesBadOptions(t *testing.T) {
 				t.Log(err)
 			}
 		})
+	}
+}
+
+// TestReaderReadsDirectlyWhileNoConsumerCanBeCreated: a reader whose
+// consumer went silent and that cannot get a new one (here the stream
+// allows one consumer; after a node loss, no meta leader) keeps up by
+// reading the messages it waits for one by one — only those its filter
+// delivers, each once, in order.
+func TestReaderReadsDirectlyWhileNoConsumerCanBeCreated(t *testing.T) {
+	env := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := env.JS.CreateStream(ctx, jetstream.StreamConfig{Name: testStream, Subjects: []string{testSubject}, MaxConsumers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		got []uint64
+	)
+	r, err := Start(ctx, Options{JS: env.JS, Stream: testStream, FilterSubjects: []string{"follow.test.keep.*"}, DirectReads: true,
+		CheckInterval: -1, Apply: func(seq uint64, subject string, _ []byte) {
+			mu.Lock()
+			got = append(got, seq)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var want []uint64
+	publish := func(n int) uint64 {
+		var last uint64
+		for i := range n {
+			subject := "follow.test.skip.x"
+			if i%2 == 0 {
+				subject = "follow.test.keep.x"
+			}
+			ack, err := env.JS.Publish(ctx, subject, []byte("m"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i%2 == 0 {
+				want = append(want, ack.Sequence)
+				last = ack.Sequence
+			}
+		}
+		return last
+	}
+	if err := r.WaitSeq(ctx, publish(4)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.JS.PauseConsumer(ctx, testStream, r.ConsumerInfo().Name, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		if err := r.WaitSeq(ctx, publish(6)); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	if st := r.Stats(); st.DirectReads != 9 || st.Rewatches != 0 {
+		t.Fatalf("stats %+v, want the 9 messages after the pause read directly and no new consumer", st)
+	}
+}
+
+func TestSubjectMatch(t *testing.T) {
+	for _, tc := range []struct {
+		filter, subject string
+		want            bool
+	}{
+		{"a.b", "a.b", true},
+		{"a.b", "a.c", false},
+		{"a.*", "a.b", true},
+		{"a.*", "a.b.c", false},
+		{"a.>", "a.b.c", true},
+		{"a.>", "a", false},
+		{"cordon.token.issued.cordon.>", "cordon.token.issued.cordon.x", true},
+		{"cordon.token.issued.cordon.>", "cordon.token.issued.acme.x", false},
+		{"*.b", "a.b", true},
+		{"a.b.c", "a.b", false},
+	} {
+		if got := subjectMatch(tc.filter, tc.subject); got != tc.want {
+			t.Errorf("subjectMatch(%q, %q) = %v, want %v", tc.filter, tc.subject, got, tc.want)
+		}
 	}
 }

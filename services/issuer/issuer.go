@@ -243,7 +243,7 @@ func (i *Issuer) start(ctx context.Context) error {
 	// for its own event there, so issuance resumes as soon as TOKENS has
 	// a leader again rather than after missed heartbeats.
 	i.ledger, err = follow.Start(ctx, follow.Options{
-		JS: i.js, Stream: events.StreamTokens, Apply: i.onLedger,
+		JS: i.js, Stream: events.StreamTokens, Apply: i.onLedger, DirectReads: true,
 		Name: "issuer registry", Log: i.log,
 	})
 	if err != nil {
@@ -374,10 +374,10 @@ func (i *Issuer) now() time.Time { return i.opts.Now() }
 
 // onLedger applies one TOKENS message to the registry. A message that does
 // not decode is logged and skipped: bad input never stops the projection.
-func (i *Issuer) onLedger(seq uint64, m jetstream.Msg) {
-	env, err := events.Decode(m.Data())
+func (i *Issuer) onLedger(seq uint64, subject string, data []byte) {
+	env, err := events.Decode(data)
 	if err != nil {
-		i.log.Warn().Err(err).Uint64("seq", seq).Str("subject", m.Subject()).Msg("skipping undecodable ledger event")
+		i.log.Warn().Err(err).Uint64("seq", seq).Str("subject", subject).Msg("skipping undecodable ledger event")
 		i.reg.skip(seq)
 		return
 	}

@@ -411,7 +411,7 @@ func (r *Revoker) watchKeys(ctx context.Context, keys jetstream.KeyValue) error 
 func (r *Revoker) startIndex(ctx context.Context) error {
 	idx, err := follow.Start(ctx, follow.Options{
 		JS: r.o.JS, Stream: events.StreamTokens, FilterSubjects: []string{events.SubjectTokenPrefix + ">"},
-		StartTime: r.now().Add(-r.o.MaxTokenTTL - time.Hour), Apply: r.indexMsg,
+		StartTime: r.now().Add(-r.o.MaxTokenTTL - time.Hour), Apply: r.indexMsg, DirectReads: true,
 		Name: "revoker token index", Log: r.o.Log,
 	})
 	if err != nil {
@@ -426,8 +426,8 @@ func (r *Revoker) startIndex(ctx context.Context) error {
 
 // indexMsg applies one ledger event to the token index. Undecodable
 // events are the durable consumer's business (dead letters).
-func (r *Revoker) indexMsg(_ uint64, msg jetstream.Msg) {
-	env, err := events.Decode(msg.Data())
+func (r *Revoker) indexMsg(_ uint64, _ string, data []byte) {
+	env, err := events.Decode(data)
 	if err != nil {
 		return
 	}
