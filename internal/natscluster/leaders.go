@@ -44,9 +44,20 @@ func (c *Cluster) SpareNode(t testing.TB, client int, streams ...string) int {
 	if spare < 0 {
 		t.Fatalf("no node besides the client's (%s) and the meta leader (%s)", c.Nodes[client].Name, meta)
 	}
+	c.MoveLeadersOff(t, spare, streams...)
+	if now, err := c.WaitMetaLeader(10 * time.Second); err != nil || now != meta {
+		t.Fatalf("meta leader moved from %s to %s (%v) while stream leaders moved", meta, now, err)
+	}
+	return spare
+}
+
+// MoveLeadersOff asks the leaders of streams to step down until node n
+// leads none of them.
+func (c *Cluster) MoveLeadersOff(t testing.TB, n int, streams ...string) {
+	t.Helper()
 	nc, js := c.Connect(t)
 	defer nc.Close()
-	name := c.Nodes[spare].Name
+	name := c.Nodes[n].Name
 	for _, stream := range streams {
 		WaitFor(t, 20*time.Second, func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -64,10 +75,6 @@ func (c *Cluster) SpareNode(t testing.TB, client int, streams ...string) int {
 			return fmt.Errorf("%s is still led by %s", stream, name)
 		})
 	}
-	if now, err := c.WaitMetaLeader(10 * time.Second); err != nil || now != meta {
-		t.Fatalf("meta leader moved from %s to %s (%v) while stream leaders moved", meta, now, err)
-	}
-	return spare
 }
 
 // Rewatcher is a reader of a stream that can re-create its ordered

@@ -17,69 +17,94 @@ import (
 // TestRegistryRewatchesAfterNodeLoss (issue 11, item 4): the server
 // hosting the registry's ledger consumer is killed (SIGKILL) while TOKENS
 // keeps its leader. Issuance goes on at once: publish waits for its own
-// event in the registry, and the registry, seeing nothing arrive, follows
-// the ledger again on a new consumer instead of waiting for nats.go to
-// miss its heartbeats. Afterwards the registry holds exactly the ledger:
-// every event applied, none twice.
+// event in the registry, and the registry, seeing nothing arrive, asks for
+// a new consumer and meanwhile reads the events it waits for directly,
+// instead of waiting for nats.go to miss its heartbeats. When the lost
+// server was also the JetStream meta leader, no consumer can be created
+// until another is elected: issuance goes on all the same. Afterwards the
+// registry follows a new consumer and holds exactly the ledger: every
+// event applied, none twice.
 func TestRegistryRewatchesAfterNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a three-process nats-server cluster; skipped with -short")
 	}
-	c := natscluster.Start(t, natscluster.Options{})
-	const client = 0
-	nc, js := c.ConnectTo(t, client)
-	pol, err := policy.Load(defaultPolicy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i, err := New(Options{NC: nc, JS: js, DataDir: t.TempDir(), Policy: pol, Source: "issuer/test",
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := i.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer i.Close()
-	req := IssueRequest{Tenant: "acme", Holder: "billing-api", Scopes: []string{"invoices:read"}, TTL: "2h"}
-	for range 3 {
-		if _, err := i.Issue(ctx, "test", req); err != nil {
-			t.Fatal(err)
-		}
-	}
+	streams := []string{events.StreamTokens, "KV_" + events.BucketKeys}
+	for _, tc := range []struct {
+		name string
+		// victim picks the node to kill and the one clients use.
+		victim func(t *testing.T, c *natscluster.Cluster) (victim, client int)
+	}{
+		{"consumer host", func(t *testing.T, c *natscluster.Cluster) (int, int) {
+			return c.SpareNode(t, 0, streams...), 0
+		}},
+		{"consumer host and meta leader", func(t *testing.T, c *natscluster.Cluster) (int, int) {
+			name, err := c.WaitMetaLeader(10 * time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta := c.NodeIndex(name)
+			c.MoveLeadersOff(t, meta, streams...)
+			return meta, (meta + 1) % len(c.Nodes)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := natscluster.Start(t, natscluster.Options{})
+			victim, client := tc.victim(t, c)
+			nc, js := c.ConnectTo(t, client)
+			pol, err := policy.Load(defaultPolicy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i, err := New(Options{NC: nc, JS: js, DataDir: t.TempDir(), Policy: pol, Source: "issuer/test",
+				Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := i.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			defer i.Close()
+			req := IssueRequest{Tenant: "acme", Holder: "billing-api", Scopes: []string{"invoices:read"}, TTL: "2h"}
+			for range 3 {
+				if _, err := i.Issue(ctx, "test", req); err != nil {
+					t.Fatal(err)
+				}
+			}
 
-	victim := c.SpareNode(t, client, events.StreamTokens, "KV_"+events.BucketKeys)
-	c.PlaceOn(t, i.ledger, victim)
-	before := i.RegistryStats().Rewatches
-	c.Kill(victim)
-	t.Logf("killed %s, host of the registry's consumer", c.Nodes[victim].Name)
+			c.PlaceOn(t, i.ledger, victim)
+			before := i.RegistryStats()
+			c.Kill(victim)
+			t.Logf("killed %s, host of the registry's consumer", c.Nodes[victim].Name)
 
-	for k := range 5 {
-		ictx, icancel := context.WithTimeout(context.Background(), 30*time.Second)
-		start := time.Now()
-		res, err := i.Issue(ictx, "test", req)
-		icancel()
-		if err != nil {
-			t.Fatalf("issue %d after the node loss: %v", k, err)
-		}
-		if k == 0 {
-			t.Logf("first issuance after the kill took %v", time.Since(start).Round(time.Millisecond))
-		}
-		if _, ok := i.reg.get(res.ID, time.Now()); !ok {
-			t.Fatalf("token %d issued after the node loss is not in the registry", k)
-		}
+			for k := range 5 {
+				ictx, icancel := context.WithTimeout(context.Background(), 30*time.Second)
+				start := time.Now()
+				res, err := i.Issue(ictx, "test", req)
+				icancel()
+				if err != nil {
+					t.Fatalf("issue %d after the node loss: %v", k, err)
+				}
+				if k == 0 {
+					t.Logf("first issuance after the kill took %v", time.Since(start).Round(time.Millisecond))
+				}
+				if _, ok := i.reg.get(res.ID, time.Now()); !ok {
+					t.Fatalf("token %d issued after the node loss is not in the registry", k)
+				}
+			}
+			t.Logf("registry after the issuances: %+v (before the kill %+v)", i.RegistryStats(), before)
+			// The new consumer comes in the background, once JetStream
+			// has a meta leader.
+			natscluster.WaitFor(t, 30*time.Second, func() error {
+				if st := i.RegistryStats(); st.Rewatches <= before.Rewatches {
+					return fmt.Errorf("registry stats %+v: no rewatch after its consumer's server was killed (before %+v)", st, before)
+				}
+				return nil
+			})
+			assertRegistryIsLedger(t, i)
+		})
 	}
-	// The new consumer comes in the background (publish meanwhile reads
-	// its event directly if it must).
-	natscluster.WaitFor(t, 20*time.Second, func() error {
-		if st := i.RegistryStats(); st.Rewatches <= before {
-			return fmt.Errorf("registry stats %+v: no rewatch after its consumer's server was killed (%d before)", st, before)
-		}
-		return nil
-	})
-	assertRegistryIsLedger(t, i)
 }
 
 // assertRegistryIsLedger compares the registry with the TOKENS stream:
