@@ -10,10 +10,13 @@
 // notices sooner: when a sequence known to exist (a publish
 // acknowledgement, the stream's end) has not been applied after StallGrace
 // without any progress, it re-creates the ordered consumer from the last
-// applied sequence + 1. The old consumer may still deliver late: anything
-// at or below the last applied sequence is ignored, so no message is
-// applied twice and none is skipped. A periodic check compares the
-// stream's end with what was applied, for readers nobody waits on.
+// applied sequence + 1 (in the background, retrying until JetStream has a
+// meta leader to create it). Meanwhile, with Options.DirectReads, a waiter
+// that still sees nothing reads the messages it waits for one by one,
+// which needs only the stream's leader. The old consumer may still deliver
+// late: anything at or below the last applied sequence is ignored, so no
+// message is applied twice and none is skipped. A periodic check compares
+// the stream's end with what was applied, for readers nobody waits on.
 package follow
 
 import (
@@ -30,7 +33,8 @@ import (
 )
 
 // StallGrace is how long a Reader behind a known sequence may go without
-// applying anything before it re-creates its consumer. A healthy consumer
+// applying anything before it asks for a new consumer (and, after another
+// StallGrace, reads directly). A healthy consumer
 // delivers a new message within milliseconds; one lost with its server
 // never does.
 const StallGrace = 250 * time.Millisecond
@@ -43,9 +47,8 @@ const DefaultCheckInterval = time.Second
 // (later ones get longer, up to maxAttemptTimeout), and retryPause
 // separates attempts. Right after a node loss the meta leader may still
 // place a new consumer on the lost node, which never answers: the next
-// attempt, placed elsewhere, should not wait long. While JetStream has no
-// meta leader a create fails at once, and the next attempt should come
-// soon after one is elected.
+// attempt, placed elsewhere, should not wait long; and while JetStream has
+// no meta leader, the attempt after one is elected should come soon.
 const (
 	attemptTimeout    = 500 * time.Millisecond
 	maxAttemptTimeout = 5 * time.Second
