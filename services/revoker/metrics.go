@@ -129,9 +129,11 @@ var (
 func (r *Revoker) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRevoked, mAlready, mRules, mDenyWrites, mDenySkipped, mDead, mAnomalies, mStale,
 		mResponses, mRequests, mIndex, mIndexMax, mIndexEvicted, mWindow, mIdem, mKeys, mAlertsOpen, mAlertSent, mAlertRetry,
-		mAlertFailed, mAlertDropped, mIndexRewatch, mAdminRewatch} {
+		mAlertFailed, mAlertDropped} {
 		ch <- d
 	}
+	ch <- mIndexRewatch
+	ch <- mAdminRewatch
 }
 
 // Collect implements prometheus.Collector: register the Revoker itself.
