@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/follow"
 )
 
 // Defaults of FollowOptions.
@@ -19,12 +20,6 @@ const (
 	DefaultMaxTokens     = 10_000
 	DefaultCheckInterval = time.Second
 )
-
-// stallAfter is how long a view may see the ledger ahead of it without
-// making progress before its consumer is re-created (normally messages
-// arrive within milliseconds; a consumer lost with its server never
-// delivers again).
-const stallAfter = time.Second
 
 // Subjects are the TOKENS subjects of one tenant's tokens: issued, rotated,
 // revoked and expired. They are four filters rather than one wildcard so
@@ -58,24 +53,19 @@ type FollowOptions struct {
 }
 
 // Follower is a Ledger on JetStream: it follows one tenant's TOKENS events
-// with an ordered consumer and brings itself up to date before every
-// lookup. Create it with Follow; Close it when done.
+// on a follow.Reader (an ordered consumer re-created from the last applied
+// sequence when it stalls, as when its server is lost) and brings itself
+// up to date before every lookup. Create it with Follow; Close it when
+// done.
 type Follower struct {
 	o   FollowOptions
 	log zerolog.Logger
+	r   *follow.Reader
 
-	mu      sync.RWMutex
-	recs    map[string]*Record
-	applied uint64 // last stream sequence applied
-	changed chan struct{}
+	mu   sync.RWMutex
+	recs map[string]*Record
 
-	consMu sync.Mutex
-	cons   jetstream.Consumer
-	cc     jetstream.ConsumeContext
-	closed bool // no consumer is created once set
-
-	evicted   atomic.Uint64
-	rewatches atomic.Uint64
+	evicted atomic.Uint64
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -104,16 +94,21 @@ func Follow(ctx context.Context, o FollowOptions) (*Follower, error) {
 		o.Now = time.Now
 	}
 	f := &Follower{
-		o:       o,
-		log:     o.Log.With().Str("component", "admin-ledger").Str("tenant", o.Tenant).Logger(),
-		recs:    map[string]*Record{},
-		changed: make(chan struct{}),
-		stop:    make(chan struct{}),
+		o:    o,
+		log:  o.Log.With().Str("component", "admin-ledger").Str("tenant", o.Tenant).Logger(),
+		recs: map[string]*Record{},
+		stop: make(chan struct{}),
 	}
-	if err := f.watch(ctx, 0); err != nil {
-		return nil, err
+	r, err := follow.Start(ctx, follow.Options{
+		JS: o.JS, Stream: events.StreamTokens, FilterSubjects: Subjects(o.Tenant),
+		Apply: f.onMsg, End: f.ledgerEnd, CheckInterval: o.CheckInterval,
+		Name: "admin ledger view", Log: f.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("adminauth: %w", err)
 	}
-	if err := f.sync(ctx); err != nil {
+	f.r = r
+	if err := f.r.Sync(ctx); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("adminauth: replay the ledger: %w", err)
 	}
@@ -128,12 +123,7 @@ func (f *Follower) Close() {
 	f.closeOnce.Do(func() {
 		close(f.stop)
 		f.wg.Wait()
-		f.consMu.Lock()
-		f.closed = true
-		if f.cc != nil {
-			f.cc.Stop()
-		}
-		f.consMu.Unlock()
+		f.r.Close()
 	})
 }
 
@@ -148,8 +138,8 @@ func (f *Follower) Lookup(ctx context.Context, id string) (Record, bool, error) 
 		return Record{}, false, errClosed
 	default:
 	}
-	if err := f.sync(ctx); err != nil {
-		return Record{}, false, err
+	if err := f.r.Sync(ctx); err != nil {
+		return Record{}, false, fmt.Errorf("admin ledger view: %w", err)
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -174,11 +164,14 @@ type FollowStats struct {
 
 // Stats returns the follower's counters.
 func (f *Follower) Stats() FollowStats {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return FollowStats{Tokens: len(f.recs), MaxTokens: f.o.MaxTokens, Evicted: f.evicted.Load(),
-		Rewatches: f.rewatches.Load(), Applied: f.applied}
+	rs := f.r.Stats()
+	return FollowStats{Tokens: f.Len(), MaxTokens: f.o.MaxTokens, Evicted: f.evicted.Load(),
+		Rewatches: rs.Rewatches, Applied: rs.Applied}
 }
+
+// Reader is the reader that follows the ledger for the view (its
+// counters, its consumer).
+func (f *Follower) Reader() *follow.Reader { return f.r }
 
 // Len is the number of records held.
 func (f *Follower) Len() int {
@@ -187,103 +180,38 @@ func (f *Follower) Len() int {
 	return len(f.recs)
 }
 
-// watch (re)creates the ordered consumer, starting after sequence from
-// (from the beginning when 0), and stops the previous one.
-func (f *Follower) watch(ctx context.Context, from uint64) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: Subjects(f.o.Tenant), DeliverPolicy: jetstream.DeliverAllPolicy}
-	if from > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = from + 1
-	}
-	cons, err := f.o.JS.OrderedConsumer(ctx, events.StreamTokens, cfg)
-	if err != nil {
-		return fmt.Errorf("adminauth: follow %s: %w", events.StreamTokens, err)
-	}
-	cc, err := cons.Consume(f.onMsg, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		f.log.Debug().Err(err).Msg("admin ledger consumer")
-	}))
-	if err != nil {
-		return fmt.Errorf("adminauth: follow %s: %w", events.StreamTokens, err)
-	}
-	f.consMu.Lock()
-	if f.closed {
-		f.consMu.Unlock()
-		cc.Stop()
-		return errClosed
-	}
-	old := f.cc
-	f.cons, f.cc = cons, cc
-	f.consMu.Unlock()
-	if old != nil {
-		old.Stop()
-	}
-	return nil
-}
+// probeTimeout bounds the first attempts at finding where the ledger
+// ends: right after a node loss the probe consumer may be placed on the
+// lost node and never answer, and another attempt lands elsewhere.
+const probeTimeout = 500 * time.Millisecond
 
-func (f *Follower) consumer() jetstream.Consumer {
-	f.consMu.Lock()
-	defer f.consMu.Unlock()
-	return f.cons
-}
-
-// rewatch re-creates the consumer from the last applied sequence: what was
-// applied stays, nothing after it is missed.
-func (f *Follower) rewatch(ctx context.Context, why string) error {
-	f.rewatches.Add(1)
-	f.log.Warn().Str("reason", why).Uint64("applied", f.appliedSeq()).Msg("admin ledger view fell behind, following again")
-	return f.watch(ctx, f.appliedSeq())
-}
-
-func (f *Follower) appliedSeq() uint64 {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.applied
-}
-
-// sync returns once the view has applied every event of the tenant the
-// ledger held when it was called.
-func (f *Follower) sync(ctx context.Context) error {
-	target, err := f.ledgerEnd(ctx)
-	if err != nil {
-		return err
-	}
-	lastApplied, since := f.appliedSeq(), time.Now()
-	for {
-		f.mu.RLock()
-		applied, changed := f.applied, f.changed
-		f.mu.RUnlock()
-		if applied >= target {
-			return nil
-		}
-		if applied != lastApplied {
-			lastApplied, since = applied, time.Now()
-		} else if time.Since(since) > stallAfter {
-			if err := f.rewatch(ctx, "no progress"); err != nil {
-				return err
-			}
-			since = time.Now()
+// ledgerEnd is probeEnd, retried with short attempts until ctx ends.
+func (f *Follower) ledgerEnd(ctx context.Context) (uint64, error) {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, min(time.Duration(max(attempt-2, 1))*probeTimeout, 5*time.Second))
+		end, err := f.probeEnd(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, jetstream.ErrStreamNotFound) {
+			return end, err
 		}
 		t := time.NewTimer(100 * time.Millisecond)
 		select {
-		case <-changed:
 		case <-t.C:
 		case <-ctx.Done():
-		}
-		t.Stop()
-		if ctx.Err() != nil {
-			return fmt.Errorf("admin ledger view at sequence %d, behind the ledger's %d: %w", applied, target, ctx.Err())
+			t.Stop()
+			return 0, err
 		}
 	}
 }
 
-// ledgerEnd is the stream sequence of the tenant's newest event on the
+// probeEnd is the stream sequence of the tenant's newest event on the
 // ledger (0 when there is none), read from the store itself: a consumer's
 // pending count trails new messages (the server updates it
 // asynchronously), and direct gets are not every role's right, but
 // creating a consumer is. A consumer delivering the last message of the
 // filters starts at exactly that message; it is deleted at once (and
 // would expire on its own).
-func (f *Follower) ledgerEnd(ctx context.Context) (uint64, error) {
+func (f *Follower) probeEnd(ctx context.Context) (uint64, error) {
 	c, err := f.o.JS.CreateConsumer(ctx, events.StreamTokens, jetstream.ConsumerConfig{
 		Description:       "cordon adminauth: where the admin ledger ends",
 		DeliverPolicy:     jetstream.DeliverLastPolicy,
@@ -306,73 +234,32 @@ func (f *Follower) ledgerEnd(ctx context.Context) (uint64, error) {
 	return info.Delivered.Stream + 1, nil
 }
 
-// monitor keeps the view current between lookups and prunes expired
-// records.
+// monitor prunes expired records (the reader keeps the view current).
 func (f *Follower) monitor() {
 	defer f.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-f.stop
-		cancel()
-	}()
 	tick := time.NewTicker(f.o.CheckInterval)
 	defer tick.Stop()
-	failing := false
 	for {
 		select {
 		case <-f.stop:
 			return
 		case <-tick.C:
+			f.prune(f.o.Now())
 		}
-		sctx, scancel := context.WithTimeout(ctx, max(5*time.Second, f.o.CheckInterval))
-		_, err := f.consumer().Info(sctx)
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			err = f.rewatch(sctx, "consumer gone")
-		}
-		if err == nil {
-			err = f.sync(sctx)
-		}
-		scancel()
-		switch {
-		case err != nil && ctx.Err() == nil && !failing:
-			failing = true
-			f.log.Warn().Err(err).Msg("admin ledger view cannot catch up; admin requests are refused meanwhile")
-		case err == nil && failing:
-			failing = false
-			f.log.Info().Msg("admin ledger view is current again")
-		}
-		f.prune(f.o.Now())
 	}
 }
 
 // onMsg applies one ledger message. A message that does not decode is
 // skipped (the durable consumers dead-letter it); it never stops the view.
-func (f *Follower) onMsg(m jetstream.Msg) {
-	md, err := m.Metadata()
+func (f *Follower) onMsg(seq uint64, _ string, data []byte) {
+	env, err := events.Decode(data)
 	if err != nil {
-		f.log.Warn().Err(err).Str("subject", m.Subject()).Msg("ledger message without metadata")
+		f.log.Warn().Err(err).Uint64("seq", seq).Msg("skipping undecodable ledger event")
 		return
 	}
-	env, err := events.Decode(m.Data())
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	defer f.advance(md.Sequence.Stream)
-	if md.Sequence.Stream <= f.applied {
-		return // already applied (redelivery after a re-watch)
-	}
-	if err != nil {
-		f.log.Warn().Err(err).Uint64("seq", md.Sequence.Stream).Msg("skipping undecodable ledger event")
-		return
-	}
 	f.apply(env)
-}
-
-// advance records seq as applied and wakes waiters. Callers hold mu.
-func (f *Follower) advance(seq uint64) {
-	f.applied = max(f.applied, seq)
-	close(f.changed)
-	f.changed = make(chan struct{})
 }
 
 // apply folds one event into the view, as the issuer's registry does.

@@ -108,3 +108,26 @@ func TestFollowerClosed(t *testing.T) {
 		t.Fatalf("authenticate on a closed view: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestFollowerRewatchesSilentConsumer: a consumer that stops delivering
+// without an error the client sees (paused on the server, as a consumer on
+// a lost server looks until heartbeats are missed) is replaced at the next
+// lookup that finds the ledger ahead: the token is known, and the view
+// counts the re-watch.
+func TestFollowerRewatchesSilentConsumer(t *testing.T) {
+	l := newLedger(t, adminauth.FollowOptions{CheckInterval: time.Hour})
+	for round := range 3 {
+		name := adminauth.ConsumerName(l.f)
+		if _, err := l.env.JS.PauseConsumer(l.ctx(), events.StreamTokens, name, time.Now().Add(time.Hour)); err != nil {
+			t.Fatalf("pause %s: %v", name, err)
+		}
+		c := l.admin("cordon:read")
+		l.issue(c)
+		if _, ok, err := l.f.Lookup(l.ctx(), c.ID); err != nil || !ok {
+			t.Fatalf("round %d: token not known behind a silent consumer: %v %v", round, ok, err)
+		}
+		if st := l.f.Stats(); st.Rewatches < uint64(round+1) {
+			t.Fatalf("round %d: stats %+v, want a rewatch per silent consumer", round, st)
+		}
+	}
+}

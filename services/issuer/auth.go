@@ -42,12 +42,8 @@ func (v ledgerView) Lookup(ctx context.Context, id string) (adminauth.Record, bo
 	i := v.i
 	ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
 	defer cancel()
-	info, err := i.stream.Info(ctx)
-	if err != nil {
-		return adminauth.Record{}, false, fmt.Errorf("ledger state: %w", err)
-	}
-	if err := i.reg.waitSeq(ctx, info.State.LastSeq); err != nil {
-		return adminauth.Record{}, false, fmt.Errorf("registry behind the ledger (sequence %d): %w", info.State.LastSeq, err)
+	if err := i.ledger.Sync(ctx); err != nil {
+		return adminauth.Record{}, false, fmt.Errorf("registry behind the ledger: %w", err)
 	}
 	rec, ok := i.reg.record(id, i.now())
 	return rec, ok, nil

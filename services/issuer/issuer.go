@@ -48,6 +48,7 @@ import (
 
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/follow"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/privdir"
 )
@@ -118,12 +119,10 @@ type Issuer struct {
 	idem    *idemTable
 	admins  *adminauth.Authenticator
 
-	stream jetstream.Stream // TOKENS, for the registry to catch up before authenticating
-
 	opMu sync.Mutex // serialises changes to the ledger
 
 	kv      jetstream.KeyValue
-	cc      jetstream.ConsumeContext
+	ledger  *follow.Reader // TOKENS into reg
 	subs    []*nats.Subscription
 	srv     *http.Server
 	ln      net.Listener
@@ -239,29 +238,21 @@ func (i *Issuer) start(ctx context.Context) error {
 		return fmt.Errorf("open %s bucket (are Cordon's streams and buckets created?): %w", events.BucketKeys, err)
 	}
 	i.kv = kv
-	stream, err := i.js.Stream(ctx, events.StreamTokens)
+	// The registry follows the ledger on a reader that re-creates its
+	// consumer when it stalls (the consumer's server lost): publish waits
+	// for its own event there, so issuance resumes as soon as TOKENS has
+	// a leader again rather than after missed heartbeats.
+	i.ledger, err = follow.Start(ctx, follow.Options{
+		JS: i.js, Stream: events.StreamTokens, Apply: i.onLedger, DirectReads: true,
+		Name: "issuer registry", Log: i.log,
+	})
 	if err != nil {
-		return fmt.Errorf("open %s stream (are Cordon's streams and buckets created?): %w", events.StreamTokens, err)
+		return fmt.Errorf("follow %s (are Cordon's streams and buckets created?): %w", events.StreamTokens, err)
 	}
-	i.stream = stream
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("%s stream info: %w", events.StreamTokens, err)
+	if err := i.ledger.Sync(ctx); err != nil {
+		return fmt.Errorf("replay %s: %w", events.StreamTokens, err)
 	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-	if err != nil {
-		return fmt.Errorf("follow %s: %w", events.StreamTokens, err)
-	}
-	i.cc, err = cons.Consume(i.onLedger, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		i.log.Warn().Err(err).Msg("ledger consumer")
-	}))
-	if err != nil {
-		return fmt.Errorf("follow %s: %w", events.StreamTokens, err)
-	}
-	if err := i.reg.waitSeq(ctx, info.State.LastSeq); err != nil {
-		return fmt.Errorf("replay %s to sequence %d: %w", events.StreamTokens, info.State.LastSeq, err)
-	}
-	i.log.Info().Uint64("seq", info.State.LastSeq).Int("tokens", len(i.reg.list(ListFilter{}, i.now()))).Msg("registry rebuilt from the ledger")
+	i.log.Info().Uint64("seq", i.ledger.Applied()).Int("tokens", len(i.reg.list(ListFilter{}, i.now()))).Msg("registry rebuilt from the ledger")
 
 	if err := i.reconcileKeys(ctx); err != nil {
 		return err
@@ -353,8 +344,8 @@ func (i *Issuer) Close() error {
 		}
 		i.cancel()
 		i.wg.Wait()
-		if i.cc != nil {
-			i.cc.Stop()
+		if i.ledger != nil {
+			i.ledger.Close()
 		}
 		i.log.Info().Msg("issuer stopped")
 	})
@@ -383,19 +374,24 @@ func (i *Issuer) now() time.Time { return i.opts.Now() }
 
 // onLedger applies one TOKENS message to the registry. A message that does
 // not decode is logged and skipped: bad input never stops the projection.
-func (i *Issuer) onLedger(m jetstream.Msg) {
-	md, err := m.Metadata()
+func (i *Issuer) onLedger(seq uint64, subject string, data []byte) {
+	env, err := events.Decode(data)
 	if err != nil {
-		i.log.Warn().Err(err).Str("subject", m.Subject()).Msg("ledger message without metadata")
+		i.log.Warn().Err(err).Uint64("seq", seq).Str("subject", subject).Msg("skipping undecodable ledger event")
+		i.reg.skip(seq)
 		return
 	}
-	env, err := events.Decode(m.Data())
-	if err != nil {
-		i.log.Warn().Err(err).Uint64("seq", md.Sequence.Stream).Str("subject", m.Subject()).Msg("skipping undecodable ledger event")
-		i.reg.skip(md.Sequence.Stream)
-		return
+	i.reg.apply(seq, env)
+}
+
+// RegistryStats are the counters of the reader that keeps the registry
+// current: the last ledger sequence applied, and how often it re-created
+// its consumer because it fell behind (a lost server).
+func (i *Issuer) RegistryStats() follow.Stats {
+	if i.ledger == nil {
+		return follow.Stats{}
 	}
-	i.reg.apply(md.Sequence.Stream, env)
+	return i.ledger.Stats()
 }
 
 // publish appends an event to the ledger and waits until the registry has
@@ -420,7 +416,7 @@ func (i *Issuer) publish(ctx context.Context, p events.Payload) (events.Envelope
 	if err != nil {
 		return env, fmt.Errorf("publish %s: %w", env.Type, err)
 	}
-	if err := i.reg.waitSeq(ctx, ack.Sequence); err != nil {
+	if err := i.ledger.WaitSeq(ctx, ack.Sequence); err != nil {
 		return env, fmt.Errorf("wait for %s in the registry: %w", env.Type, err)
 	}
 	return env, nil

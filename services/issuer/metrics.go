@@ -30,6 +30,7 @@ var (
 	descRefused = prometheus.NewDesc("cordon_issuer_requests_refused_total", "Issue and rotate requests refused, by error code.", []string{"code"}, nil)
 	descTokens  = prometheus.NewDesc("cordon_issuer_registry_tokens", "Tokens in the registry, by status.", []string{"status"}, nil)
 	descKeys    = prometheus.NewDesc("cordon_issuer_signing_keys", "Signing keys that verify tokens.", nil, nil)
+	descRewatch = prometheus.NewDesc("cordon_issuer_registry_rewatches_total", "Ledger consumers the registry re-created because it fell behind (a lost server).", nil, nil)
 )
 
 type collector struct{ i *Issuer }
@@ -41,7 +42,7 @@ type collector struct{ i *Issuer }
 func (i *Issuer) Collector() prometheus.Collector { return collector{i} }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descIssued, descRotated, descRefused, descTokens, descKeys} {
+	for _, d := range []*prometheus.Desc{descIssued, descRotated, descRefused, descTokens, descKeys, descRewatch} {
 		ch <- d
 	}
 }
@@ -63,4 +64,5 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTokens, prometheus.GaugeValue, float64(n), status)
 	}
 	ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(len(i.keys.ids())))
+	ch <- prometheus.MustNewConstMetric(descRewatch, prometheus.CounterValue, float64(i.RegistryStats().Rewatches))
 }

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -25,8 +24,7 @@ type registry struct {
 	published map[string]bool // key ids published and not retired
 	retired   map[string]bool
 	policy    string // digest of the last PolicyChanged
-	seq       uint64 // last stream sequence applied
-	changed   chan struct{}
+	seq       uint64 // last stream sequence applied (the follow.Reader waits for it)
 }
 
 type entry struct {
@@ -43,17 +41,12 @@ func newRegistry() *registry {
 		tokens:    map[string]*entry{},
 		published: map[string]bool{},
 		retired:   map[string]bool{},
-		changed:   make(chan struct{}),
 	}
 }
 
-// advance records that seq was handled and wakes waiters. Callers hold mu.
+// advance records that seq was handled. Callers hold mu.
 func (r *registry) advance(seq uint64) {
-	if seq > r.seq {
-		r.seq = seq
-	}
-	close(r.changed)
-	r.changed = make(chan struct{})
+	r.seq = max(r.seq, seq)
 }
 
 // skip marks an undecodable message as handled.
@@ -63,21 +56,11 @@ func (r *registry) skip(seq uint64) {
 	r.advance(seq)
 }
 
-// waitSeq blocks until the event at seq has been applied.
-func (r *registry) waitSeq(ctx context.Context, seq uint64) error {
-	for {
-		r.mu.RLock()
-		done, ch := r.seq >= seq, r.changed
-		r.mu.RUnlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+// applied is the last ledger sequence the registry handled.
+func (r *registry) applied() uint64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.seq
 }
 
 // apply folds one ledger event into the projection.
@@ -86,7 +69,7 @@ func (r *registry) apply(seq uint64, env events.Envelope) {
 	defer r.mu.Unlock()
 	defer r.advance(seq)
 	if seq <= r.seq {
-		return // already applied (ordered consumer redelivery)
+		return // already applied (the reader delivers each sequence once; this guards the projection anyway)
 	}
 	data, _ := json.Marshal(env.Data)
 	h := HistoryEntry{Seq: seq, ID: env.ID.String(), Type: env.Type, Time: env.Time, Source: env.Source, Data: data}

@@ -34,7 +34,6 @@ type index struct {
 	max  int
 
 	evicted atomic.Uint64
-	lastSeq atomic.Uint64 // last TOKENS stream sequence applied
 }
 
 type entry struct {

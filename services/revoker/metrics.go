@@ -65,6 +65,10 @@ type Stats struct {
 	// Options.MaxTokens); IndexEvicted those dropped over the bound.
 	IndexTokens  int
 	IndexEvicted uint64
+	// IndexRewatches and AdminLedgerRewatches count the ledger consumers
+	// the token index and the admin-ledger view re-created because they
+	// fell behind (a lost server).
+	IndexRewatches, AdminLedgerRewatches uint64
 	// WindowTokens is the number of tokens remembered for combination
 	// rules; IdempotencyKeys the remembered request replies.
 	WindowTokens    int
@@ -101,6 +105,12 @@ func (r *Revoker) Stats() Stats {
 		Resyncs: r.stats.resyncs.Load(), ResyncsIncomplete: r.stats.resyncsIncomplete.Load(),
 		LedgerPending: r.pend.len(), PendingChanges: r.bc.pendingLen(), LedgerRetries: r.stats.ledgerRetries.Load(),
 	}
+	if r.idx != nil {
+		s.IndexRewatches = r.idx.Stats().Rewatches
+	}
+	if r.adminLedger != nil {
+		s.AdminLedgerRewatches = r.adminLedger.Stats().Rewatches
+	}
 	r.stats.mu.Lock()
 	for k, v := range r.stats.responses {
 		s.Responses[k] = v
@@ -129,6 +139,8 @@ var (
 	mIndex        = newDesc("index_tokens", "Live tokens in the index (bounded by max tokens).")
 	mIndexMax     = newDesc("index_tokens_max", "Bound of the token index.")
 	mIndexEvicted = newDesc("index_evicted_total", "Tokens dropped from the full index.")
+	mIndexRewatch = newDesc("index_rewatches_total", "Ledger consumers the token index re-created because it fell behind.")
+	mAdminRewatch = newDesc("admin_ledger_rewatches_total", "Ledger consumers the admin-ledger view re-created because it fell behind.")
 	mWindow       = newDesc("window_tokens", "Tokens remembered for combination rules.")
 	mIdem         = newDesc("idempotency_keys", "Remembered request replies (bounded).")
 	mKeys         = newDesc("signing_keys", "Signing keys known for verifying callers.")
@@ -153,6 +165,8 @@ func (r *Revoker) Describe(ch chan<- *prometheus.Desc) {
 		mAlertFailed, mAlertDropped, mBroadcasts, mHeartbeats, mBcastErrors, mResyncs, mPending, mPendChanges, mRetries} {
 		ch <- d
 	}
+	ch <- mIndexRewatch
+	ch <- mAdminRewatch
 }
 
 // Collect implements prometheus.Collector: register the Revoker itself.
@@ -181,6 +195,8 @@ func (r *Revoker) Collect(ch chan<- prometheus.Metric) {
 	g(mIndex, s.IndexTokens)
 	g(mIndexMax, r.o.MaxTokens)
 	c(mIndexEvicted, s.IndexEvicted)
+	c(mIndexRewatch, s.IndexRewatches)
+	c(mAdminRewatch, s.AdminLedgerRewatches)
 	g(mWindow, s.WindowTokens)
 	g(mIdem, s.IdempotencyKeys)
 	g(mKeys, s.Keys)

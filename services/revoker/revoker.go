@@ -41,6 +41,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/alert"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/follow"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/response"
 	"github.com/cordonhq/cordon/pkg/token"
@@ -197,7 +198,7 @@ type Revoker struct {
 
 	startOnce, closeOnce sync.Once
 	started              atomic.Bool
-	idxCons              jetstream.Consumer
+	idx                  *follow.Reader // TOKENS into index
 	consumers            []jetstream.ConsumeContext
 	keyWatch             jetstream.KeyWatcher
 	sub                  *nats.Subscription
@@ -430,6 +431,9 @@ func (r *Revoker) Close() error {
 		if r.adminLedger != nil {
 			r.adminLedger.Close()
 		}
+		if r.idx != nil {
+			r.idx.Close()
+		}
 		r.cancel()
 		r.wg.Wait()
 		r.bc.stop()
@@ -518,24 +522,19 @@ func (r *Revoker) watchKeys(ctx context.Context, keys jetstream.KeyValue) error 
 }
 
 // startIndex replays the last MaxTokenTTL of the ledger into the token
-// index with an ordered consumer that keeps following it, and returns once
+// index on a reader that keeps following it (re-creating its consumer when
+// it stalls, as on the loss of the consumer's server), and returns once
 // the replay reached the ledger's end as of the call.
 func (r *Revoker) startIndex(ctx context.Context) error {
-	from := r.now().Add(-r.o.MaxTokenTTL - time.Hour)
-	cons, err := r.o.JS.OrderedConsumer(ctx, events.StreamTokens, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectTokenPrefix + ">"},
-		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &from,
+	idx, err := follow.Start(ctx, follow.Options{
+		JS: r.o.JS, Stream: events.StreamTokens, FilterSubjects: []string{events.SubjectTokenPrefix + ">"},
+		StartTime: r.now().Add(-r.o.MaxTokenTTL - time.Hour), Apply: r.indexMsg, DirectReads: true,
+		Name: "revoker token index", Log: r.o.Log,
 	})
 	if err != nil {
 		return fmt.Errorf("revoker: token index: %w", err)
 	}
-	r.idxCons = cons
-	cc, err := cons.Consume(r.indexMsg, jetstream.ConsumeErrHandler(r.consumeErr))
-	if err != nil {
-		return fmt.Errorf("revoker: token index: %w", err)
-	}
-	r.consumers = append(r.consumers, cc)
+	r.idx = idx
 	if err := r.syncIndexErr(ctx); err != nil {
 		return fmt.Errorf("revoker: token index replay: %w", err)
 	}
@@ -544,11 +543,8 @@ func (r *Revoker) startIndex(ctx context.Context) error {
 
 // indexMsg applies one ledger event to the token index. Undecodable
 // events are the durable consumer's business (dead letters).
-func (r *Revoker) indexMsg(msg jetstream.Msg) {
-	if meta, err := msg.Metadata(); err == nil {
-		defer r.index.lastSeq.Store(meta.Sequence.Stream)
-	}
-	env, err := events.Decode(msg.Data())
+func (r *Revoker) indexMsg(_ uint64, _ string, data []byte) {
+	env, err := events.Decode(data)
 	if err != nil {
 		return
 	}
@@ -562,41 +558,27 @@ func (r *Revoker) indexMsg(msg jetstream.Msg) {
 	}
 }
 
+// syncIndexWait bounds syncIndex: enough for the index's reader to notice
+// that its consumer was lost with its server and follow the ledger again
+// (follow.StallGrace, then a new consumer, which may take a few attempts
+// right after a node loss).
+const syncIndexWait = 5 * time.Second
+
 // syncIndex waits briefly for the token index to apply the ledger as it
 // is now; a token issued a moment ago is then known.
 func (r *Revoker) syncIndex(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, syncIndexWait)
 	defer cancel()
 	if err := r.syncIndexErr(ctx); err != nil {
 		r.o.Log.Warn().Err(err).Msg("token index is behind the ledger")
 	}
 }
 
+// syncIndexErr waits until the index has applied the ledger's last event
+// as of the call; the reader re-creates its consumer if it stalls on the
+// way.
 func (r *Revoker) syncIndexErr(ctx context.Context) error {
-	stream, err := r.o.JS.Stream(ctx, events.StreamTokens)
-	if err != nil {
-		return err
-	}
-	last, err := stream.GetLastMsgForSubject(ctx, events.SubjectTokenPrefix+">")
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if last.Time.Before(r.now().Add(-r.o.MaxTokenTTL - time.Hour)) {
-		return nil // nothing in the replay window
-	}
-	t := time.NewTicker(5 * time.Millisecond)
-	defer t.Stop()
-	for r.index.lastSeq.Load() < last.Sequence {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("applied the ledger up to %d of %d: %w", r.index.lastSeq.Load(), last.Sequence, ctx.Err())
-		case <-t.C:
-		}
-	}
-	return nil
+	return r.idx.Sync(ctx)
 }
 
 // Token returns what the revoker knows about a live token.

@@ -1,0 +1,105 @@
+package revoker_test
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/cordonhq/cordon/internal/natscluster"
+	"github.com/cordonhq/cordon/internal/natstest"
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
+	"github.com/cordonhq/cordon/services/revoker"
+)
+
+// TestReadersRewatchAfterNodeLoss (issue 11, item 4): the server hosting
+// the consumers of the revoker's token index and of its admin-ledger view
+// is killed (SIGKILL) while every stream keeps its leader. A revocation by
+// token id, requested with an admin token minted after the kill, of a
+// token issued after the kill, succeeds: the admin view and the index each
+// see the ledger ahead of them, find their consumer silent, and follow the
+// ledger again on a new one.
+func TestReadersRewatchAfterNodeLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-process nats-server cluster; skipped with -short")
+	}
+	c := natscluster.Start(t, natscluster.Options{})
+	const client = 0
+	nc, js := c.ConnectTo(t, client)
+	anchor, err := token.GenerateAnchor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, env: &natstest.Env{NC: nc, JS: js, Anchor: anchor}, logs: &natstest.LogBuffer{}, now: time.Now()}
+	if f.signer, err = token.GenerateSigner(f.now); err != nil {
+		t.Fatal(err)
+	}
+	f.publishKey(f.signer)
+	adminClaims := token.Claims{Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:revoke"}, Audience: []string{"cordon"}}
+	f.admin = f.mint(adminClaims)
+	f.o = revoker.Options{
+		NC: nc, JS: js, MaxTokenTTL: maxTTL, Source: "revoker/test", TrustAnchors: f.env.Anchors(),
+		Log: zerolog.New(io.MultiWriter(f.logs, zerolog.NewTestWriter(t))).Level(zerolog.InfoLevel).With().Timestamp().Logger(),
+	}
+	f.start()
+	first := f.issue("acme", "billing-api", f.signer.KeyID, time.Minute, time.Hour, false)
+	if rep, raw := f.call(revoker.CommandRequest{Kind: events.RevokeToken, TokenID: first.id}); !rep.OK {
+		t.Fatalf("revoke before the node loss: %s", raw)
+	}
+
+	victim := c.SpareNode(t, client, events.StreamTokens, "KV_"+events.BucketDenylist, "KV_"+events.BucketKeys)
+	c.PlaceOn(t, revoker.IndexReader(f.r), victim)
+	c.PlaceOn(t, revoker.AdminLedgerReader(f.r), victim)
+	before := f.r.Stats()
+	c.Kill(victim)
+	t.Logf("killed %s, host of the index's and the admin view's consumers", c.Nodes[victim].Name)
+
+	admin := f.mint(adminClaims)
+	next := f.issue("acme", "billing-api", f.signer.KeyID, time.Minute, time.Hour, false)
+	start := time.Now()
+	rep, raw := f.call(revoker.CommandRequest{Auth: admin, Kind: events.RevokeToken, TokenID: next.id})
+	if !rep.OK || !slices.Equal(rep.Revoked, []string{next.id}) {
+		t.Fatalf("revoke by id after the node loss, with an admin token minted after it: %s", raw)
+	}
+	t.Logf("first revocation after the kill took %v", time.Since(start).Round(time.Millisecond))
+	// The new consumers come in the background (a waiter meanwhile reads
+	// what it waits for directly).
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if st := f.r.Stats(); st.IndexRewatches <= before.IndexRewatches || st.AdminLedgerRewatches <= before.AdminLedgerRewatches {
+			return fmt.Errorf("rewatches after the node loss: index %d (before %d), admin ledger %d (before %d); want both to grow",
+				st.IndexRewatches, before.IndexRewatches, st.AdminLedgerRewatches, before.AdminLedgerRewatches)
+		}
+		return nil
+	})
+	// Nothing skipped, nothing twice: both readers applied the ledger to
+	// its end, and the index holds both tokens, revoked.
+	ctx := f.ctx()
+	s, err := js.Stream(ctx, events.StreamTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm, err := s.GetLastMsgForSubject(ctx, events.SubjectTokenPrefix+">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := lm.Sequence
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if a := revoker.IndexReader(f.r).Applied(); a != last {
+			return fmt.Errorf("index applied %d, the ledger ends at %d", a, last)
+		}
+		return nil
+	})
+	for _, tk := range []tok{first, next} {
+		info, ok := f.r.Token(tk.id)
+		if !ok || !info.Revoked {
+			t.Errorf("index entry of %s: %+v %v, want known and revoked", tk.id, info, ok)
+		}
+	}
+	if n := f.r.Stats().IndexTokens; n != 4 {
+		t.Errorf("index holds %d tokens, want the 4 issued (2 admin tokens, 2 revoked)", n)
+	}
+}
