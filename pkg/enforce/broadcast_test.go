@@ -143,16 +143,6 @@ func waitReason(t *testing.T, e *Enforcer, tok string, want Reason) {
 	})
 }
 
-func waitStats(t *testing.T, e *Enforcer, what string, ok func(s Stats) bool) {
-	t.Helper()
-	natstest.WaitFor(t, wait, func() error {
-		if s := e.Stats(); !ok(s) {
-			return fmt.Errorf("%s: stats %+v", what, s)
-		}
-		return nil
-	})
-}
-
 // TestBroadcastRevokesWithoutBucket: a change the bucket never received
 // (JetStream refusing writes, or gone) is applied from the broadcast.
 func TestBroadcastRevokesWithoutBucket(t *testing.T) {
