@@ -147,7 +147,13 @@ func (e *Enforcer) listenBroadcast(ctx context.Context, nc *nats.Conn) error {
 		}
 		subs = append(subs, s)
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	fctx, fcancel := ctx, context.CancelFunc(func() {})
+	if _, ok := ctx.Deadline(); !ok { // FlushWithContext requires one
+		fctx, fcancel = context.WithTimeout(ctx, 10*time.Second)
+	}
+	err := nc.FlushWithContext(fctx)
+	fcancel()
+	if err != nil {
 		unsubscribe()
 		return fmt.Errorf("subscribe to the denylist broadcast: %w", err)
 	}

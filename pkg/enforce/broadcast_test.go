@@ -619,3 +619,22 @@ func TestDenylistUnconfirmed(t *testing.T) {
 		})
 	}
 }
+
+// TestStartWithoutDeadline: Start takes a context without a deadline (the
+// auditor's analyst API passes its service context) and still subscribes
+// to the broadcast.
+func TestStartWithoutDeadline(t *testing.T) {
+	f := newFixture(t)
+	e, err := New(Options{ID: "edge-nodeadline", Routes: f.routes, TrustAnchors: f.env.Anchors(), DisableUsage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	if err := e.Start(context.Background(), f.env.JS); err != nil {
+		t.Fatalf("Start without a deadline: %v", err)
+	}
+	tok, c := mint(t, f.signer, nil)
+	r := newFakeRevoker(t, f.env.NC)
+	r.change(r.tokenChange(1, c.ID, 0))
+	waitReason(t, e, tok, ReasonRevoked)
+}
