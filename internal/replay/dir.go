@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
 // A replay directory (PipelineOptions.Dir) keeps a private pipeline's data
@@ -198,10 +200,10 @@ func parseRecord(name string, b []byte) (*DirRecord, error) {
 // openDir locks an existing directory and reads its record, if any; a
 // directory without one must be empty.
 func openDir(path string) (*Dir, error) {
-	unlock, err := lockDir(filepath.Join(path, lockFile))
+	unlock, err := privdir.Lock(filepath.Join(path, lockFile))
 	if err != nil {
-		if errors.Is(err, ErrDirBusy) {
-			return nil, fmt.Errorf("%s: %w (a replay or a query runs in it)", path, err)
+		if errors.Is(err, privdir.ErrLocked) {
+			return nil, fmt.Errorf("%s: %w (a replay or a query runs in it)", path, ErrDirBusy)
 		}
 		return nil, fmt.Errorf("replay directory %s: %w", path, err)
 	}

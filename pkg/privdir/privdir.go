@@ -15,6 +15,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// ErrLocked is returned by Lock when another process holds the lock.
+var ErrLocked = errors.New("in use by another process")
+
 // Mode is the mode of a private directory: owner only.
 const Mode fs.FileMode = 0o700
 

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/cordonhq/cordon/pkg/privdir"
@@ -68,4 +69,21 @@ func mkdir(t *testing.T, dir string, mode fs.FileMode) {
 	if err := os.Chmod(dir, mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestLockExcludesASecondHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.lock")
+	unlock, err := privdir.Lock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := privdir.Lock(path); runtime.GOOS != "windows" && !errors.Is(err, privdir.ErrLocked) {
+		t.Fatalf("second Lock: %v, want ErrLocked", err)
+	}
+	unlock()
+	again, err := privdir.Lock(path)
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	again()
 }

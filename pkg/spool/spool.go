@@ -148,7 +148,10 @@ func Open(o Options) (*Spool, error) {
 	if err := privdir.EnsureLogged(o.Dir, o.Log); err != nil {
 		return nil, fmt.Errorf("open spool: %w", err)
 	}
-	unlock, err := lockDir(filepath.Join(o.Dir, lockFile))
+	unlock, err := privdir.Lock(filepath.Join(o.Dir, lockFile))
+	if errors.Is(err, privdir.ErrLocked) {
+		err = ErrBusy
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open spool %s: %w", o.Dir, err)
 	}

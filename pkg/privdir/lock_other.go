@@ -1,15 +1,15 @@
 //go:build !unix
 
-package replay
+package privdir
 
 import (
 	"fmt"
 	"os"
 )
 
-// lockDir creates the lock file; without flock it does not exclude another
-// process (replay directories are not locked on this system).
-func lockDir(path string) (func(), error) {
+// Lock creates the lock file; without flock it does not exclude another
+// process (directories are not locked on this system).
+func Lock(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
