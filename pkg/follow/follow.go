@@ -309,15 +309,8 @@ func (r *Reader) kick(s stall) {
 // succeeds (waiters meanwhile keep up with direct reads, if allowed).
 func (r *Reader) rewatcher() {
 	defer r.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := r.untilClosed()
 	defer cancel()
-	go func() {
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		select {
 		case <-r.stop:
@@ -558,6 +551,20 @@ func (r *Reader) apply(seq uint64, subject string, data []byte, use bool) bool {
 	return use
 }
 
+// untilClosed is a context that ends when the reader is closed (or the
+// returned cancel is called).
+func (r *Reader) untilClosed() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-r.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // wakeLocked wakes the waiters on changed. Callers hold mu.
 func (r *Reader) wakeLocked() {
 	close(r.changed)
@@ -567,15 +574,8 @@ func (r *Reader) wakeLocked() {
 // monitor checks every CheckInterval that the reader is not behind End.
 func (r *Reader) monitor() {
 	defer r.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := r.untilClosed()
 	defer cancel()
-	go func() {
-		select {
-		case <-r.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	tick := time.NewTicker(r.o.CheckInterval)
 	defer tick.Stop()
 	failing := false
