@@ -3,6 +3,7 @@ package revoker_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -554,4 +555,35 @@ func TestAdminDuringOutage(t *testing.T) {
 	if got := f.revocations(); len(got) != 2 || len(got[doomedID]) != 1 || len(got[s.t2.id]) != 1 {
 		t.Fatalf("ledger revocations %v, want the doomed admin token's and t2's", got)
 	}
+}
+
+// TestUnknownTokenDeniedAtOnce: a token the index does not know (yet) is
+// broadcast before the revoker waits for its index, and the answer still
+// says unknown; the change stays out of the heartbeats' pending list.
+func TestUnknownTokenDeniedAtOnce(t *testing.T) {
+	f := setup(t, nil)
+	l := listen(t, f.env.NC)
+	origin := f.r.Origin()
+	id := "01a23c96-7882-7be1-86fc-fa330af5ad79"
+	_, err := f.r.Revoke(f.ctx(), revoker.Request{Kind: "token", TokenID: id, Actor: "test", Reason: "seen in a log"})
+	if !errors.Is(err, revoker.ErrUnknownToken) {
+		t.Fatalf("revoke of an id the ledger never had: %v, want ErrUnknownToken", err)
+	}
+	c := l.waitChange(origin, events.DenyKeyToken(id), false)
+	var rec events.DenyRecord
+	if err := json.Unmarshal(c.Value, &rec); err != nil || rec.TokenID != id || rec.Kind != events.RevokeToken {
+		t.Fatalf("early change %s: %v", c.Value, err)
+	}
+	if n := len(f.r.Pending()); n != 0 {
+		t.Fatalf("%d pending revocations, want none", n)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		_, hs := l.of(origin)
+		for _, h := range hs {
+			if h.Seq >= c.Seq && len(h.Pending) == 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("no heartbeat past seq %d without pending changes yet", c.Seq)
+	})
 }

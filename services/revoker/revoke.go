@@ -178,13 +178,22 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 	switch q.Kind {
 	case events.RevokeToken:
 		t, ok := r.index.get(q.TokenID, now)
+		if !ok {
+			// Containment does not wait for the token index: the id alone
+			// is enough to deny it. The index may lag the ledger (its
+			// reader lost with a node, JetStream electing a leader); the
+			// ledger event, which needs the token's tenant, follows once
+			// the index knows it. An id the ledger never had is denied
+			// for nothing.
+			r.announceEarly(q, now)
+		}
 		if !ok && !r.jsDown.Load() {
 			r.syncIndex(ctx)
 			t, ok = r.index.get(q.TokenID, now)
 		}
 		if !ok {
 			if q.Tenant == "" {
-				return Result{}, fmt.Errorf("%w: %s: no live token with this id was issued within the last %s (expired, or not on the ledger; give tenant and holder to revoke it anyway)",
+				return Result{}, fmt.Errorf("%w: %s: no live token with this id was issued within the last %s (expired, or not on the ledger; give tenant and holder to revoke it anyway); every enforcer denies the id meanwhile",
 					ErrUnknownToken, q.TokenID, r.o.MaxTokenTTL)
 			}
 			t = TokenInfo{ID: q.TokenID, Tenant: q.Tenant, Holder: q.Holder, Expiry: now.Add(r.o.MaxTokenTTL)}
@@ -315,6 +324,21 @@ func (r *Revoker) Revoke(ctx context.Context, q Request) (Result, error) {
 	log.Info().Int("revoked", len(res.Revoked)).Int("already", len(res.Already)).Int("expired", len(res.Expired)).
 		Strs("rules", res.Rules).Str("anomaly_id", q.AnomalyID).Str("ledger", res.Ledger).Msg("revocation done")
 	return res, nil
+}
+
+// announceEarly broadcasts the denylist entry of a token the index does
+// not know yet, as a change no write of this revocation will settle: it
+// stays out of the heartbeats' pending list (the job, if the token turns
+// up, announces and writes its own entry), but enforcers apply it at once
+// and a resync still returns it.
+func (r *Revoker) announceEarly(q Request, now time.Time) {
+	rec := events.DenyRecord{Kind: events.RevokeToken, TokenID: q.TokenID, Tenant: q.Tenant, Holder: q.Holder,
+		Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: now.Add(r.o.MaxTokenTTL).UTC()}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	r.bc.resolved(r.bc.announce(events.DenyKeyToken(q.TokenID), b, 0), 0)
 }
 
 // announcePending broadcasts a job's denylist entries as pending changes.
