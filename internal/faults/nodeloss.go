@@ -332,6 +332,9 @@ type nlToken struct {
 	requestedAt   int64 // written before revoking is set
 	requestedDown bool
 	revokedAt     atomic.Int64
+	// abandoned is set when the workload stopped before a revocation of
+	// it was acknowledged.
+	abandoned atomic.Bool
 	// deniedAt[i] is when the first decision of enforcer i that denied it
 	// as revoked ended (Unix nanoseconds).
 	deniedAt [2]atomic.Int64
@@ -840,6 +843,11 @@ func (n *nodeLoss) issueLoop(ctx context.Context) {
 func (n *nodeLoss) revokeLoop(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	var t *nlToken
+	defer func() {
+		if t != nil { // stopped while retrying: never acknowledged
+			t.abandoned.Store(true)
+		}
+	}()
 	for ctx.Err() == nil {
 		if t == nil {
 			n.mu.Lock()
@@ -859,6 +867,10 @@ func (n *nodeLoss) revokeLoop(ctx context.Context) {
 			}
 			t.requestedAt, t.requestedDown = time.Now().UnixNano(), n.down.Load()
 			t.revoking.Store(true)
+			// Both enforcers are asked about it from the request on: the
+			// broadcast may reach them before Revoke returns.
+			n.watchers.Add(1)
+			go func(t *nlToken) { defer n.watchers.Done(); n.watchPropagation(n.base, t) }(t)
 		}
 		down := n.down.Load()
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -874,6 +886,7 @@ func (n *nodeLoss) revokeLoop(ctx context.Context) {
 		}
 		if len(res.Revoked)+len(res.Already) == 0 {
 			n.firstErr("revoke", fmt.Errorf("token %s neither revoked nor already revoked: %+v", t.id, res))
+			t.abandoned.Store(true)
 			t = nil
 			continue
 		}
@@ -895,8 +908,6 @@ func (n *nodeLoss) revokeLoop(ctx context.Context) {
 		if down && n.down.Load() {
 			n.revDown.Add(1)
 		}
-		n.watchers.Add(1)
-		go func(t *nlToken) { defer n.watchers.Done(); n.watchPropagation(n.base, t, acked) }(t)
 		t = nil
 		_ = sleepCtx(ctx, 80*time.Millisecond)
 	}
@@ -905,21 +916,26 @@ func (n *nodeLoss) revokeLoop(ctx context.Context) {
 // propagationCap bounds how long a revocation's propagation is watched.
 const propagationCap = time.Minute
 
-// watchPropagation asks both enforcers about t until both denied it as
-// revoked, and records how long that took from its request and from its
-// acknowledgement (acked).
-func (n *nodeLoss) watchPropagation(ctx context.Context, t *nlToken, acked time.Time) {
-	deadline := acked.Add(propagationCap)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		for i := range n.enf {
-			if t.deniedAt[i].Load() == 0 {
-				n.check(i, t)
+// watchPropagation asks both enforcers about t, from its revocation's
+// request on, until both denied it as revoked, and records how long that
+// took from the request and from the acknowledgement (0 when the
+// broadcast outran the reply).
+func (n *nodeLoss) watchPropagation(ctx context.Context, t *nlToken) {
+	deadline := time.Unix(0, t.requestedAt).Add(propagationCap)
+	var both time.Time
+	for time.Now().Before(deadline) && ctx.Err() == nil && !t.abandoned.Load() {
+		if both.IsZero() {
+			for i := range n.enf {
+				if t.deniedAt[i].Load() == 0 {
+					n.check(i, t)
+				}
+			}
+			if a, b := t.deniedAt[0].Load(), t.deniedAt[1].Load(); a != 0 && b != 0 {
+				both = time.Unix(0, max(a, b))
 			}
 		}
-		a, b := t.deniedAt[0].Load(), t.deniedAt[1].Load()
-		if a != 0 && b != 0 {
-			both := time.Unix(0, max(a, b))
-			fromReq, fromAck := both.Sub(time.Unix(0, t.requestedAt)), max(0, both.Sub(acked))
+		if acked := t.revokedAt.Load(); !both.IsZero() && acked != 0 {
+			fromReq, fromAck := both.Sub(time.Unix(0, t.requestedAt)), max(0, both.Sub(time.Unix(0, acked)))
 			n.mu.Lock()
 			n.propReq = append(n.propReq, fromReq)
 			n.propAck = append(n.propAck, fromAck)
@@ -932,9 +948,11 @@ func (n *nodeLoss) watchPropagation(ctx context.Context, t *nlToken, acked time.
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	n.mu.Lock()
-	n.unprop++
-	n.mu.Unlock()
+	if t.revokedAt.Load() != 0 { // acknowledged, never denied by both
+		n.mu.Lock()
+		n.unprop++
+		n.mu.Unlock()
+	}
 }
 
 func (n *nodeLoss) allPropagated() error {
