@@ -409,7 +409,7 @@ func (i *Issuer) publish(ctx context.Context, p events.Payload) (events.Envelope
 	if rev, ok := p.(*events.TokenRevoked); ok {
 		opts = append(opts, events.RevokedOnce(rev.TokenID)...) // once per token: a revoker may have been first
 	}
-	ack, err := i.js.Publish(ctx, events.Subject(env), b, opts...)
+	ack, err := i.publishRetrying(ctx, events.Subject(env), b, opts)
 	if _, ok := p.(*events.TokenRevoked); ok && events.LedgerRefused(err) {
 		return env, nil // the ledger holds (or is storing) the token's revocation: the registry follows it
 	}
@@ -420,6 +420,33 @@ func (i *Issuer) publish(ctx context.Context, p events.Payload) (events.Envelope
 		return env, fmt.Errorf("wait for %s in the registry: %w", env.Type, err)
 	}
 	return env, nil
+}
+
+// publishAttempt bounds one attempt to append to the ledger. A request
+// in flight when the server it went to dies gets no answer; a new attempt
+// (the same message id, so JetStream stores the event once) goes to the
+// server the connection moved to instead of waiting out the caller's
+// deadline.
+const publishAttempt = time.Second
+
+// publishRetrying publishes to the ledger, attempt after attempt, until
+// JetStream answers or ctx ends.
+func (i *Issuer) publishRetrying(ctx context.Context, subject string, data []byte, opts []jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		ack, err := i.js.Publish(actx, subject, data, opts...)
+		lost := actx.Err() != nil || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+		cancel()
+		if err == nil || !lost || ctx.Err() != nil {
+			return ack, err
+		}
+		i.log.Debug().Err(err).Str("subject", subject).Msg("ledger publish unanswered, trying again")
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // reconcileKeys makes the local keys and the ledger agree: keys the ledger
