@@ -162,6 +162,7 @@ func TestBroadcastRevokesWithoutBucket(t *testing.T) {
 				t.Fatalf("before: %+v", d)
 			}
 			if tc.disable {
+				natstest.SkipJetStreamToggleUnderRace(t)
 				if err := f.env.Server.DisableJetStream(); err != nil {
 					t.Fatal(err)
 				}
@@ -381,6 +382,7 @@ func TestBroadcastFreshness(t *testing.T) {
 		waitReason(t, e, tok, ReasonDenylistStale)
 	})
 	t.Run("heartbeats and jetstream gone", func(t *testing.T) {
+		natstest.SkipJetStreamToggleUnderRace(t)
 		f := newFixture(t)
 		e := f.enforcer(t, "edge-gone", failClosed)
 		r := newFakeRevoker(t, f.env.NC)

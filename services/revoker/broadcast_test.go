@@ -230,6 +230,7 @@ func (f *fixture) confirmAdmin() {
 // on) and returns the function that turns it on again on the same store.
 func stopJetStream(t *testing.T, env *natstest.Env) func() {
 	t.Helper()
+	natstest.SkipJetStreamToggleUnderRace(t)
 	if err := env.Server.ShutdownJetStream(); err != nil {
 		t.Fatal(err)
 	}
