@@ -922,33 +922,41 @@ const propagationCap = time.Minute
 // broadcast outran the reply).
 func (n *nodeLoss) watchPropagation(ctx context.Context, t *nlToken) {
 	deadline := time.Unix(0, t.requestedAt).Add(propagationCap)
-	var both time.Time
+	// settled records the propagation once both enforcers denied t and
+	// its revocation was acknowledged. Either enforcer's denial may come
+	// from another goroutine's decision (checkLoop), so it is judged on
+	// deniedAt, never on what this watcher saw.
+	settled := func() bool {
+		a, b, acked := t.deniedAt[0].Load(), t.deniedAt[1].Load(), t.revokedAt.Load()
+		if a == 0 || b == 0 || acked == 0 {
+			return false
+		}
+		both := time.Unix(0, max(a, b))
+		fromReq, fromAck := both.Sub(time.Unix(0, t.requestedAt)), max(0, both.Sub(time.Unix(0, acked)))
+		n.mu.Lock()
+		n.propReq = append(n.propReq, fromReq)
+		n.propAck = append(n.propAck, fromAck)
+		if t.requestedDown {
+			n.outReq = append(n.outReq, fromReq)
+			n.outAck = append(n.outAck, fromAck)
+		}
+		n.mu.Unlock()
+		return true
+	}
 	for time.Now().Before(deadline) && ctx.Err() == nil && !t.abandoned.Load() {
-		if both.IsZero() {
-			for i := range n.enf {
-				if t.deniedAt[i].Load() == 0 {
-					n.check(i, t)
-				}
-			}
-			if a, b := t.deniedAt[0].Load(), t.deniedAt[1].Load(); a != 0 && b != 0 {
-				both = time.Unix(0, max(a, b))
+		for i := range n.enf {
+			if t.deniedAt[i].Load() == 0 {
+				n.check(i, t)
 			}
 		}
-		if acked := t.revokedAt.Load(); !both.IsZero() && acked != 0 {
-			fromReq, fromAck := both.Sub(time.Unix(0, t.requestedAt)), max(0, both.Sub(time.Unix(0, acked)))
-			n.mu.Lock()
-			n.propReq = append(n.propReq, fromReq)
-			n.propAck = append(n.propAck, fromAck)
-			if t.requestedDown {
-				n.outReq = append(n.outReq, fromReq)
-				n.outAck = append(n.outAck, fromAck)
-			}
-			n.mu.Unlock()
+		if settled() {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	if t.revokedAt.Load() != 0 { // acknowledged, never denied by both
+	// Stopped (the run's end, the cap): a denial another decision saw
+	// since the last round still counts.
+	if !settled() && t.revokedAt.Load() != 0 {
 		n.mu.Lock()
 		n.unprop++
 		n.mu.Unlock()
