@@ -16,34 +16,85 @@ import (
 // EnsureMissing creates Cordon's streams and buckets that do not exist
 // yet, leaving existing ones (possibly tuned for a cluster) untouched: what
 // a service does at start. Every service role may do that and no more
-// (natsauth: stream info and create, never update). It gives up after 30
-// seconds.
+// (natsauth: stream info and create, never update).
+//
+// Each JetStream request gets ensureAttempt; one that times out or finds
+// JetStream not ready (a cluster still forming its routes, a meta leader
+// being elected) is sent again with back-off, so a reply lost in a route
+// change costs seconds, not the start. It gives up after 30 seconds.
 func EnsureMissing(ctx context.Context, js jetstream.JetStream, o events.StreamOptions, log zerolog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, cfg := range events.Streams(o) {
-		_, err := js.Stream(ctx, cfg.Name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			if _, err = js.CreateStream(ctx, cfg); err == nil {
-				log.Info().Str("stream", cfg.Name).Int("replicas", cfg.Replicas).Msg("created stream")
+		err := retryTransient(ctx, log, "stream "+cfg.Name, func(ctx context.Context) error {
+			_, err := js.Stream(ctx, cfg.Name)
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				if _, err = js.CreateStream(ctx, cfg); err == nil {
+					log.Info().Str("stream", cfg.Name).Int("replicas", cfg.Replicas).Msg("created stream")
+				}
 			}
-		}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
 	for _, cfg := range events.Buckets(o) {
-		_, err := js.KeyValue(ctx, cfg.Bucket)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			if _, err = js.CreateKeyValue(ctx, cfg); err == nil {
-				log.Info().Str("bucket", cfg.Bucket).Int("replicas", cfg.Replicas).Msg("created bucket")
+		err := retryTransient(ctx, log, "bucket "+cfg.Bucket, func(ctx context.Context) error {
+			_, err := js.KeyValue(ctx, cfg.Bucket)
+			if errors.Is(err, jetstream.ErrBucketNotFound) {
+				if _, err = js.CreateKeyValue(ctx, cfg); err == nil {
+					log.Info().Str("bucket", cfg.Bucket).Int("replicas", cfg.Replicas).Msg("created bucket")
+				}
 			}
-		}
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("bucket %s: %w", cfg.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// ensureAttempt bounds one JetStream request of EnsureMissing.
+const ensureAttempt = 5 * time.Second
+
+// retryTransient runs op with an ensureAttempt deadline until it succeeds,
+// fails for a reason retrying cannot change, or ctx ends. Creating a stream
+// or bucket with the same definition twice is not an error, so an attempt
+// whose reply was lost is safe to send again.
+func retryTransient(ctx context.Context, log zerolog.Logger, what string, op func(context.Context) error) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, ensureAttempt)
+		err := op(actx)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			if err != nil && ctx.Err() != nil && attempt > 1 {
+				err = fmt.Errorf("%w (after %d attempts)", err, attempt)
+			}
+			return err
+		}
+		log.Warn().Err(err).Str("what", what).Int("attempt", attempt).Msg("JetStream not answering yet, asking again")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %d attempts)", err, attempt)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+}
+
+// transient reports whether err may go away by asking again: no reply in
+// time, nobody listening yet, or JetStream saying it is not ready.
+func transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
 // Ensure creates Cordon's streams and buckets or updates them to this

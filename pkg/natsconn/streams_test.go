@@ -2,12 +2,16 @@ package natsconn_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
@@ -123,5 +127,77 @@ func TestOpen(t *testing.T) {
 	dead := natsconn.Config{URL: "nats://127.0.0.1:1", Name: "test-open-dead"}
 	if nc, js, err := natsconn.Open(ctx, dead, events.StreamOptions{}, zerolog.Nop()); err == nil || nc != nil || js != nil {
 		t.Fatalf("Open of a server that is not there: %v, %v, %v", nc, js, err)
+	}
+}
+
+// TestEnsureMissingWaitsForJetStream: a service that starts while
+// JetStream is not answering yet (a cluster still electing its meta
+// leader, a reply lost in a route change) asks again instead of failing
+// its start; it was one request that waited out the whole deadline.
+func TestEnsureMissingWaitsForJetStream(t *testing.T) {
+	natstest.SkipJetStreamToggleUnderRace(t)
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := natsconn.Dial(natsconn.Config{URL: srv.ClientURL(), Name: "test-wait"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs natstest.LogBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- natsconn.EnsureMissing(context.Background(), js, events.StreamOptions{}, zerolog.New(&logs))
+	}()
+	// JetStream comes up only once the first request has been refused.
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if !strings.Contains(logs.String(), "asking again") {
+			return errors.New("no retry logged yet")
+		}
+		return nil
+	})
+	if err := srv.EnableJetStream(&server.JetStreamConfig{StoreDir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("EnsureMissing after JetStream came up: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, cfg := range events.Buckets(events.StreamOptions{}) {
+		if _, err := js.KeyValue(ctx, cfg.Bucket); err != nil {
+			t.Errorf("bucket %s: %v", cfg.Bucket, err)
+		}
+	}
+}
+
+// TestEnsureMissingStopsOnPermanentErrors: a refusal that asking again
+// cannot change is returned at once, not retried until the deadline.
+func TestEnsureMissingStopsOnPermanentErrors(t *testing.T) {
+	js := startBare(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A USAGE stream that does not exist under that name but holds its
+	// subjects makes creating USAGE overlap: a permanent refusal.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SQUATTER", Subjects: []string{"cordon.usage.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	var logs natstest.LogBuffer
+	err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{}, zerolog.New(&logs))
+	if err == nil {
+		t.Fatal("EnsureMissing created USAGE over another stream's subjects")
+	}
+	if strings.Contains(logs.String(), "asking again") {
+		t.Errorf("a permanent refusal was retried: %v\n%s", err, logs.String())
 	}
 }
