@@ -103,6 +103,11 @@ type StreamOptions struct {
 	UsageMaxBytes int64
 	// Memory selects memory storage (tests); file storage otherwise.
 	Memory bool
+	// UsagePartitions is how many partitions the USAGE stream's subject
+	// transform spreads usage batches over (1..MaxUsagePartitions;
+	// DefaultUsagePartitions when 0). It is fixed per deployment: the
+	// auditors' detector state is kept per partition.
+	UsagePartitions int
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
@@ -115,6 +120,10 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	if o.UsageMaxBytes == 0 {
 		o.UsageMaxBytes = 8 << 30
 	}
+	if o.UsagePartitions <= 0 {
+		o.UsagePartitions = DefaultUsagePartitions
+	}
+	o.UsagePartitions = min(o.UsagePartitions, MaxUsagePartitions)
 	return o
 }
 
@@ -140,15 +149,25 @@ func Streams(o StreamOptions) []jetstream.StreamConfig {
 		},
 		{
 			Name:        StreamUsage,
-			Description: "one event per enforcement decision",
+			Description: "enforcement decisions: batches by partition of (tenant, holder), and single events",
 			Subjects:    []string{SubjectUsagePrefix + ">"},
-			Storage:     storage,
-			Replicas:    o.Replicas,
-			Retention:   jetstream.LimitsPolicy,
-			MaxAge:      o.UsageMaxAge,
-			MaxBytes:    o.UsageMaxBytes,
-			Discard:     jetstream.DiscardOld,
-			Duplicates:  2 * time.Minute,
+			// A batch published on cordon.usage.<tenant>.<enforcer>.<holder>
+			// is stored under cordon.usage.part.<p>.<tenant>.<enforcer>.<holder>:
+			// publishers need not know the partition count.
+			SubjectTransform: &jetstream.SubjectTransformConfig{
+				Source:      SubjectUsagePrefix + "*.*.*",
+				Destination: usageTransform(o.UsagePartitions),
+			},
+			Storage:   storage,
+			Replicas:  o.Replicas,
+			Retention: jetstream.LimitsPolicy,
+			MaxAge:    o.UsageMaxAge,
+			MaxBytes:  o.UsageMaxBytes,
+			Discard:   jetstream.DiscardOld,
+			// Batches make message ids about a thousand times fewer than
+			// events, so a window that covers a spool drained after a long
+			// leader election is cheap.
+			Duplicates: 20 * time.Minute,
 		},
 		{
 			Name:        StreamAnomalies,

@@ -235,7 +235,8 @@ func testEnforcer(t *testing.T, o setup) {
 		// that merely starts with its own id.
 		for _, subj := range []string{
 			events.UsageSubject("acme", edge2), events.UsageSubject("_", edge2), events.UsageSubject("acme", "edge-1x"),
-			events.UsageSubject("acme", edge1) + ".x", "cordon.usage." + edge1,
+			events.UsageSubject("acme", edge1) + ".x.y", "cordon.usage." + edge1,
+			events.UsageBatchSubject("acme", edge2, "billing"), "cordon.usage.part.3.acme." + edge1 + ".billing",
 		} {
 			t.Run("publish usage on "+subj, func(t *testing.T) {
 				enf.refused(t, "Publish", subj, func(ctx context.Context) error { return publishAck(ctx, enf, subj) })

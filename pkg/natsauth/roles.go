@@ -118,8 +118,8 @@ func Permissions(r Role, inbox string) (*server.Permissions, error) {
 }
 
 // EnforcerPermissions returns the NATS permissions of the enforcer whose
-// id is id: it may publish usage on cordon.usage.*.<id> (any tenant, its
-// own name) and read the denylist and keys buckets.
+// id is id: it may publish usage on cordon.usage.*.<id> and usage batches
+// on cordon.usage.*.<id>.* (any tenant and holder, its own name) and read the denylist and keys buckets.
 func EnforcerPermissions(id, inbox string) (*server.Permissions, error) {
 	if err := ValidateEnforcerID(id); err != nil {
 		return nil, fmt.Errorf("permissions of %s: %w", RoleEnforcer, err)
@@ -157,6 +157,12 @@ func validInbox(inbox string) error {
 // publish its usage events on: every tenant, its own name.
 func UsagePublishSubject(id string) string { return events.SubjectUsagePrefix + "*." + id }
 
+// UsageBatchPublishSubject is the subject pattern an enforcer with id may
+// publish its usage batches on: every tenant and holder, its own name
+// (events.UsageBatchSubject). The USAGE stream moves them to their
+// partition; no enforcer can name a partition.
+func UsageBatchPublishSubject(id string) string { return UsagePublishSubject(id) + ".*" }
+
 func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 	if err := validInbox(inbox); err != nil {
 		return nil, fmt.Errorf("permissions of %s: %w", r, err)
@@ -164,7 +170,7 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 	var p perms
 	switch r {
 	case RoleEnforcer:
-		p.pub(UsagePublishSubject(enforcer))
+		p.pub(UsagePublishSubject(enforcer), UsageBatchPublishSubject(enforcer))
 		// The denylist broadcast: listen, and ask a revoker for changes
 		// missed while disconnected.
 		p.subs = append(p.subs, events.SubjectDenyChange, events.SubjectDenyHeartbeat)

@@ -1,7 +1,6 @@
 package auditor
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -15,7 +14,7 @@ import (
 // attribution the server vouches for: an event that claims another
 // enforcer is a forgery (or a bug), and is neither stored nor analysed —
 // it could otherwise get a token revoked in another enforcer's name.
-var ErrMisattributed = errors.New("usage event not attributable to its publisher")
+var ErrMisattributed = events.ErrMisattributed
 
 // decodeAttributedUsage decodes a usage message that arrived on subject
 // and checks that it is attributable (checkAttribution).
