@@ -710,8 +710,8 @@ func TestSetupMakesEachServiceItsOwnSecrets(t *testing.T) {
 			}
 			if u.Nkey == pub {
 				found = true
-				if !slices.Equal(usageAllows(allow), []string{natsauth.UsagePublishSubject(id)}) {
-					t.Errorf("the mounted enforcer seed may publish usage on %v, want only %s (compose runs --id=%s)", usageAllows(allow), natsauth.UsagePublishSubject(id), id)
+				if want := []string{natsauth.UsagePublishSubject(id), natsauth.UsageBatchPublishSubject(id)}; !slices.Equal(usageAllows(allow), want) {
+					t.Errorf("the mounted enforcer seed may publish usage on %v, want only %v (compose runs --id=%s)", usageAllows(allow), want, id)
 				}
 			}
 		}
