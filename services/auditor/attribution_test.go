@@ -64,7 +64,7 @@ func TestMisattributedUsageIsDeadLettered(t *testing.T) {
 		reason        string
 	}{
 		{"another enforcer's name", events.UsageSubject("acme", "edge-1"), revokedUseBy(t, "tok-forged-1", "edge-2"), `names enforcer "edge-2" but arrived on cordon.usage.acme.edge-1`},
-		{"subject with an extra token", events.UsageSubject("acme", "edge-1") + ".x", revokedUseBy(t, "tok-forged-3", "edge-1"), "is not cordon.usage.<tenant>.<enforcer>"},
+		{"subject with extra tokens", events.UsageSubject("acme", "edge-1") + ".x.y", revokedUseBy(t, "tok-forged-3", "edge-1"), "is not cordon.usage.<tenant>.<enforcer>"},
 		{"subject without an enforcer", "cordon.usage.edge-1", revokedUseBy(t, "tok-forged-4", "edge-1"), "is not cordon.usage.<tenant>.<enforcer>"},
 	}
 	for _, f := range forged {
