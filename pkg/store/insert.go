@@ -97,6 +97,29 @@ func (s *Store) InsertUsage(ctx context.Context, evs []events.Envelope) error {
 	return s.insert(ctx, tableUsage, evs)
 }
 
+// InsertUsageOnce writes evs (every Data a *events.UsageDecided) as ONE
+// insert block de-duplicated by token: ClickHouse drops a later insert
+// carrying the same token, whatever its rows, so a caller that retries must
+// resend exactly the same rows. token must be non-empty, ≤ 256 bytes,
+// printable ASCII without quotes or backslash (ValidateDedupToken); it is
+// passed as the insert's insert_deduplication_token setting. The rows are
+// never split, whatever their size (a split would send the token twice and
+// lose the second part). An invalid token or event fails the call before
+// anything is written; evs empty writes nothing.
+//
+// The token is remembered for the table's deduplication window (the last
+// 10,000 inserts, migration 0007), not forever: a retry must come within
+// it.
+func (s *Store) InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error {
+	if err := ValidateDedupToken(token); err != nil {
+		return fmt.Errorf("insert into %s: %w", tableUsage, err)
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	return s.insertUsage(ctx, usageColumns, evs, InsertOptions{DedupToken: token})
+}
+
 // InsertAnomalies writes anomaly.detected events to anomalies.
 func (s *Store) InsertAnomalies(ctx context.Context, evs []events.Envelope) error {
 	return s.insert(ctx, tableAnomalies, evs)
@@ -116,7 +139,7 @@ func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope)
 	}
 	columns := columnsOf(table)
 	if table == tableUsage {
-		return s.insertUsage(ctx, columns, evs)
+		return s.insertUsage(ctx, columns, evs, InsertOptions{})
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -130,14 +153,14 @@ func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope)
 			return fmt.Errorf("insert into %s: encode event %s: %w", table, e.ID, err)
 		}
 		if buf.Len() >= maxInsertBytes {
-			if err := s.b.Insert(ctx, table, columns, buf.Bytes()); err != nil {
+			if err := s.b.Insert(ctx, table, columns, buf.Bytes(), InsertOptions{}); err != nil {
 				return fmt.Errorf("insert into %s: %w", table, err)
 			}
 			buf.Reset()
 		}
 	}
 	if buf.Len() > 0 {
-		if err := s.b.Insert(ctx, table, columns, buf.Bytes()); err != nil {
+		if err := s.b.Insert(ctx, table, columns, buf.Bytes(), InsertOptions{}); err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
 	}
@@ -149,8 +172,9 @@ var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // insertUsage is insert for usage events, the hot path: rows are appended
 // by hand (appendUsageRow) instead of through encoding/json, which costs
-// several microseconds a row.
-func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope) error {
+// several microseconds a row. With a deduplication token the rows go in one
+// insert, never split at maxInsertBytes.
+func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope, opts InsertOptions) error {
 	bp := usageBufs.Get().(*[]byte)
 	defer usageBufs.Put(bp)
 	buf := (*bp)[:0]
@@ -161,15 +185,15 @@ func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.
 			return fmt.Errorf("insert into %s: event %s: %w: %q", tableUsage, e.ID, ErrUnsupportedEvent, e.Type)
 		}
 		buf = appendUsageRow(buf, e, p)
-		if len(buf) >= maxInsertBytes {
-			if err := s.b.Insert(ctx, tableUsage, columns, buf); err != nil {
+		if len(buf) >= maxInsertBytes && opts.DedupToken == "" {
+			if err := s.b.Insert(ctx, tableUsage, columns, buf, opts); err != nil {
 				return fmt.Errorf("insert into %s: %w", tableUsage, err)
 			}
 			buf = buf[:0]
 		}
 	}
 	if len(buf) > 0 {
-		if err := s.b.Insert(ctx, tableUsage, columns, buf); err != nil {
+		if err := s.b.Insert(ctx, tableUsage, columns, buf, opts); err != nil {
 			return fmt.Errorf("insert into %s: %w", tableUsage, err)
 		}
 	}

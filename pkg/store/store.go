@@ -55,6 +55,9 @@ var (
 	ErrSchemaTooNew = errors.New("database schema is newer than this build")
 	// ErrMigrationChanged: an applied migration file was edited afterwards.
 	ErrMigrationChanged = errors.New("applied migration changed")
+	// ErrInvalidDedupToken: a deduplication token is empty, too long or
+	// holds a byte outside its alphabet (see ValidateDedupToken).
+	ErrInvalidDedupToken = errors.New("invalid deduplication token")
 	// ErrNotFound: TokenReport found neither ledger entries nor usage.
 	ErrNotFound = errors.New("not found")
 )

@@ -61,7 +61,7 @@ func TestUsageCountMigration(t *testing.T) {
 			"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns"}
 		row := fmt.Sprintf(`["%s","%s","","","","","edge-1","orders","203.0.113.9","curl/8","GET","/orders/{id}","","deny","missing",500]`+"\n",
 			newID(), time.Now().UTC().Format("2006-01-02 15:04:05.000000"))
-		if err := b.Insert(ctx, "usage_events_raw", old, []byte(row)); err != nil {
+		if err := b.Insert(ctx, "usage_events_raw", old, []byte(row), store.InsertOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		s, err := store.Open(ctx, b, store.Options{})

@@ -1,0 +1,276 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/store"
+)
+
+// aggregateUsage computes what the rollups must say about evs, each event
+// counted once.
+func aggregateUsage(evs []events.Envelope) (perToken, perHolder map[[2]string]*agg) {
+	perToken, perHolder = map[[2]string]*agg{}, map[[2]string]*agg{}
+	seen := map[string]bool{}
+	for _, e := range evs {
+		if seen[e.ID.String()] {
+			continue
+		}
+		seen[e.ID.String()] = true
+		p := e.Data.(*events.UsageDecided)
+		d := e.Time.UTC().Format("2006-01-02")
+		for _, a := range []*agg{get(perToken, [2]string{p.TokenID, d}), get(perHolder, [2]string{p.Holder, d})} {
+			a.requests += uint64(p.Requests())
+			if p.Decision == events.DecisionAllow {
+				a.allows += uint64(p.Requests())
+			} else {
+				a.denies += uint64(p.Requests())
+			}
+			a.ips[p.SourceIP] = true
+			if p.Scope != "" {
+				a.scopes[p.Scope] = true
+			}
+			a.tokens[p.TokenID] = true
+		}
+	}
+	return perToken, perHolder
+}
+
+// checkRollups compares token_usage_daily and holder_usage_daily with what
+// evs make them.
+func checkRollups(t *testing.T, s *store.Store, evs []events.Envelope) {
+	t.Helper()
+	perToken, perHolder := aggregateUsage(evs)
+	for _, v := range []struct {
+		query string
+		want  map[[2]string]*agg
+		extra bool
+	}{
+		{"SELECT token_id, toString(day), requests, allows, denies, distinct_ips, distinct_scopes FROM token_usage_daily ORDER BY token_id, day", perToken, false},
+		{"SELECT holder, toString(day), requests, allows, denies, distinct_ips, distinct_scopes, distinct_tokens FROM holder_usage_daily ORDER BY holder, day", perHolder, true},
+	} {
+		res := queryRows(t, s, v.query)
+		if len(res.Rows) != len(v.want) {
+			t.Errorf("%s: %d rows, want %d", v.query, len(res.Rows), len(v.want))
+		}
+		for _, r := range res.Rows {
+			w := v.want[[2]string{r[0].(string), r[1].(string)}]
+			if w == nil {
+				t.Errorf("%s: unexpected row %v", v.query, r)
+				continue
+			}
+			got := fmt.Sprint(r[2:])
+			exp := []any{w.requests, w.allows, w.denies, uint64(len(w.ips)), uint64(len(w.scopes))}
+			if v.extra {
+				exp = append(exp, uint64(len(w.tokens)))
+			}
+			if got != fmt.Sprint(exp) {
+				t.Errorf("%s: row %v: got %s, want %v", v.query, r[:2], got, exp)
+			}
+		}
+	}
+}
+
+// TestInsertUsageOnce: an insert that repeats a deduplication token is
+// dropped, whatever its rows, raw table and rollups alike; a plain insert
+// and an insert with another token are not.
+func TestInsertUsageOnce(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := t.Context()
+		s, b := openStore(t, e, db, store.Options{})
+		set := genUsage(t, 4000, []string{newID(), newID(), newID()}, []string{"billing", "search"}, day0)
+		evs := set.events
+		raw := func() uint64 { return backendCount(t, b, "SELECT count() FROM usage_events_raw") }
+
+		// The same token and rows, three times (a retry after a lost
+		// reply, and a replay after a takeover): one copy.
+		for range 3 {
+			if err := s.InsertUsageOnce(ctx, "usage:p0:1-1000", evs[:1000]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := raw(); n != 1000 {
+			t.Fatalf("usage_events_raw holds %d rows after 3 inserts of 1000 rows with one token, want 1000", n)
+		}
+		checkRollups(t, s, evs[:1000])
+
+		// The same token, different rows: the first insert is kept, the
+		// second dropped silently (why a caller must resend exactly the
+		// same rows).
+		if err := s.InsertUsageOnce(ctx, "usage:p0:1001-2000", evs[1000:2000]); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.InsertUsageOnce(ctx, "usage:p0:1001-2000", evs[2000:3000]); err != nil {
+			t.Fatal(err)
+		}
+		if n := raw(); n != 2000 {
+			t.Fatalf("usage_events_raw holds %d rows, want 2000", n)
+		}
+		if n := backendCount(t, b, "SELECT count() FROM usage_events_raw WHERE event_id IN ("+idList(evs[2000:3000])+")"); n != 0 {
+			t.Fatalf("%d rows of the second insert with a repeated token were written, want 0", n)
+		}
+		checkRollups(t, s, evs[:2000])
+
+		// Another token: written, even over rows already there.
+		if err := s.InsertUsageOnce(ctx, "usage:p1:1-3000", evs[2000:3000]); err != nil {
+			t.Fatal(err)
+		}
+		if n := raw(); n != 3000 {
+			t.Fatalf("usage_events_raw holds %d rows, want 3000", n)
+		}
+		checkRollups(t, s, evs[:3000])
+
+		// Today's InsertUsage, unchanged, next to token inserts.
+		if err := s.InsertUsage(ctx, evs[3000:]); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.CountUsage(ctx); err != nil || n != uint64(len(evs)) {
+			t.Fatalf("CountUsage = %d, %v; want %d", n, err, len(evs))
+		}
+		checkRollups(t, s, evs)
+		if n := count(t, s, "SELECT count() FROM usage_events"); n != uint64(len(evs)) {
+			t.Fatalf("usage_events has %d rows, want %d", n, len(evs))
+		}
+	})
+}
+
+// idList is the event ids of evs as a SQL list of UUIDs.
+func idList(evs []events.Envelope) string {
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = "toUUID('" + e.ID.String() + "')"
+	}
+	return strings.Join(ids, ",")
+}
+
+// TestInsertUsageOnceRefuses: a malformed token or batch fails with a clear
+// error before anything is written, through the store and through each
+// backend directly; the error never carries a long token whole.
+func TestInsertUsageOnceRefuses(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := t.Context()
+		s, b := openStore(t, e, db, store.Options{})
+		evs := genUsage(t, 10, []string{newID()}, []string{"billing"}, day0).events
+		long := strings.Repeat("a", 10<<10)
+		cases := []struct{ name, token string }{
+			{"empty", ""},
+			{"quote", "usage:p0:1-2' ; DROP TABLE usage_events_raw; --"},
+			{"double quote", `usage"p0`},
+			{"backquote", "usage`p0"},
+			{"backslash", `usage\p0`},
+			{"newline", "usage:p0\nFORMAT CSV"},
+			{"NUL", "usage:p0\x00"},
+			{"tab", "usage:\tp0"},
+			{"DEL", "usage:p0\x7f"},
+			{"not ASCII", "usage:p0:é"},
+			{"10 KB", long},
+			{"257 bytes", strings.Repeat("b", 257)},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				err := s.InsertUsageOnce(ctx, tc.token, evs)
+				if !errors.Is(err, store.ErrInvalidDedupToken) {
+					t.Fatalf("store: got %v, want ErrInvalidDedupToken", err)
+				}
+				if len(err.Error()) > 300 {
+					t.Errorf("store: error of %d bytes quotes the token whole", len(err.Error()))
+				}
+				if tc.token == "" {
+					return // an empty token is no token to a backend
+				}
+				err = b.Insert(ctx, "usage_events_raw", []string{"event_id", "token_id"}, []byte(`["`+newID()+`","x"]`+"\n"), store.InsertOptions{DedupToken: tc.token})
+				if !errors.Is(err, store.ErrInvalidDedupToken) {
+					t.Fatalf("backend: got %v, want ErrInvalidDedupToken", err)
+				}
+			})
+		}
+		if n := backendCount(t, b, "SELECT count() FROM usage_events_raw WHERE token_id != ''"); n != 0 {
+			t.Fatalf("%d rows written by refused inserts", n)
+		}
+		if n := backendCount(t, b, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'usage_events_raw'"); n != 1 {
+			t.Fatal("usage_events_raw is gone")
+		}
+		for _, tok := range []string{"a", strings.Repeat("z", store.MaxDedupTokenLen), "usage:p63:18446744073709551615-18446744073709551615", "x y!#$%&()*+,-./;<=>?@[]^_{|}~"} {
+			if err := store.ValidateDedupToken(tok); err != nil {
+				t.Errorf("ValidateDedupToken(%q): %v", tok, err)
+			}
+			if err := s.InsertUsageOnce(ctx, tok, evs[:1]); err != nil {
+				t.Errorf("InsertUsageOnce with token %q: %v", tok, err)
+			}
+		}
+
+		// An event that is not usage: refused before anything is written.
+		bad := append(append([]events.Envelope{}, evs[1:]...), mustEnvelope(t, day0, &events.TokenExpired{TokenID: newID(), Tenant: "acme", Holder: "billing", Expiry: day0}))
+		if err := s.InsertUsageOnce(ctx, "usage:p0:bad", bad); !errors.Is(err, store.ErrUnsupportedEvent) {
+			t.Fatalf("a ledger event in a usage batch: got %v, want ErrUnsupportedEvent", err)
+		}
+		// And the token was not used up by the refused batch.
+		if err := s.InsertUsageOnce(ctx, "usage:p0:bad", evs[1:]); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.CountUsage(ctx); err != nil || n != uint64(len(evs)) {
+			t.Fatalf("CountUsage = %d, %v; want %d", n, err, len(evs))
+		}
+		// No token, no rows: nothing to do, still an error for a bad token.
+		if err := s.InsertUsageOnce(ctx, "usage:p0:none", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.InsertUsageOnce(ctx, "bad'", nil); !errors.Is(err, store.ErrInvalidDedupToken) {
+			t.Fatalf("bad token, no rows: %v", err)
+		}
+	})
+}
+
+// TestDedupWindowMigration: migration 0007 gives a database written by an
+// older build the deduplication window, keeping its rows; before it, a
+// repeated token was not deduplicated (which is what makes the test of the
+// window meaningful).
+func TestDedupWindowMigration(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := context.Background()
+		b := e.open(t, db)
+		migrateBefore(t, b, db, 7)
+		evs := genUsage(t, 200, []string{newID()}, []string{"billing"}, day0).events
+		cols := []string{"event_id", "time", "token_id", "tenant", "holder", "decision"}
+		row := func(e events.Envelope) []byte {
+			p := e.Data.(*events.UsageDecided)
+			return fmt.Appendf(nil, `["%s","%s","%s","%s","%s","%s"]`+"\n", e.ID, e.Time.UTC().Format("2006-01-02 15:04:05.000000"), p.TokenID, p.Tenant, p.Holder, p.Decision)
+		}
+		for range 2 {
+			if err := b.Insert(ctx, "usage_events_raw", cols, row(evs[0]), store.InsertOptions{DedupToken: "old:1"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := backendCount(t, b, "SELECT count() FROM usage_events_raw"); n != 2 {
+			t.Fatalf("before 0007, a repeated token wrote %d rows, want 2 (no window)", n)
+		}
+		s, err := store.Open(ctx, b, store.Options{})
+		if err != nil {
+			t.Fatalf("open the old database: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		for _, table := range []string{"usage_events_raw", "anomalies_raw"} {
+			if n := backendCount(t, b, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '"+table+"' AND engine_full LIKE '%non_replicated_deduplication_window = 10000%'"); n != 1 {
+				t.Errorf("%s has no deduplication window after migrating", table)
+			}
+		}
+		if n, err := s.CountUsage(ctx); err != nil || n != 1 {
+			t.Fatalf("CountUsage after migrating = %d, %v; want the old event once", n, err)
+		}
+		for range 2 {
+			if err := s.InsertUsageOnce(ctx, "new:1", evs[1:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := backendCount(t, b, "SELECT count() FROM usage_events_raw"); n != 2+uint64(len(evs)-1) {
+			t.Fatalf("after 0007, usage_events_raw holds %d rows, want %d", n, 2+len(evs)-1)
+		}
+		if n, err := s.CountUsage(ctx); err != nil || n != uint64(len(evs)) {
+			t.Fatalf("CountUsage = %d, %v; want %d", n, err, len(evs))
+		}
+	})
+}
