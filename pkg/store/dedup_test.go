@@ -24,11 +24,11 @@ func aggregateUsage(evs []events.Envelope) (perToken, perHolder map[[2]string]*a
 		p := e.Data.(*events.UsageDecided)
 		d := e.Time.UTC().Format("2006-01-02")
 		for _, a := range []*agg{get(perToken, [2]string{p.TokenID, d}), get(perHolder, [2]string{p.Holder, d})} {
-			a.requests += uint64(p.Requests())
+			a.requests++ // the rollups count events
 			if p.Decision == events.DecisionAllow {
-				a.allows += uint64(p.Requests())
+				a.allows++
 			} else {
-				a.denies += uint64(p.Requests())
+				a.denies++
 			}
 			a.ips[p.SourceIP] = true
 			if p.Scope != "" {
@@ -273,4 +273,45 @@ func TestDedupWindowMigration(t *testing.T) {
 			t.Fatalf("CountUsage = %d, %v; want %d", n, err, len(evs))
 		}
 	})
+}
+
+// TestInsertUsageOnceAllocs: a token costs no allocation per row: the
+// allocations of InsertUsageOnce grow with the batch no faster than
+// InsertUsage's, and neither grows per row at all (the row buffer is
+// pooled).
+func TestInsertUsageOnceAllocs(t *testing.T) {
+	s, _ := openStore(t, engines()[0], fmt.Sprintf("t%d_allocs", dbSeq.Add(1)), store.Options{})
+	evs := genUsage(t, 2000, []string{newID(), newID()}, []string{"billing"}, day0).events
+	tokens := make([]string, 100)
+	for i := range tokens {
+		tokens[i] = fmt.Sprintf("allocs:%d", i)
+	}
+	ctx := t.Context()
+	var seq int
+	allocs := func(once bool, n int) float64 {
+		return testing.AllocsPerRun(5, func() {
+			seq++
+			var err error
+			if once {
+				err = s.InsertUsageOnce(ctx, tokens[seq], evs[:n])
+			} else {
+				err = s.InsertUsage(ctx, evs[:n])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, once := range []bool{false, true} {
+		allocs(once, 2000) // warm the buffer pool
+	}
+	plainSmall, plainBig := allocs(false, 200), allocs(false, 2000)
+	onceSmall, onceBig := allocs(true, 200), allocs(true, 2000)
+	t.Logf("allocations per call: InsertUsage %v (200 rows) %v (2000 rows); InsertUsageOnce %v, %v", plainSmall, plainBig, onceSmall, onceBig)
+	if perRow := (onceBig - onceSmall) / 1800; perRow > 0.01 {
+		t.Errorf("InsertUsageOnce allocates %.3f times per row", perRow)
+	}
+	if onceBig > plainBig+1 {
+		t.Errorf("InsertUsageOnce allocates %v times for 2000 rows, InsertUsage %v", onceBig, plainBig)
+	}
 }

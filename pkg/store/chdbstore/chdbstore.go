@@ -204,9 +204,11 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 	}
 	q.WriteString(")")
 	if opts.DedupToken != "" {
-		// Validated above: no quote or backslash; literal quotes anyway.
-		q.WriteString(" SETTINGS insert_deduplication_token = ")
-		q.WriteString(literal(opts.DedupToken))
+		// Validated above: printable ASCII without a quote or a
+		// backslash, so it stands between quotes as it is.
+		q.WriteString(" SETTINGS insert_deduplication_token = '")
+		q.WriteString(opts.DedupToken)
+		q.WriteByte('\'')
 	}
 	q.WriteString(" FORMAT JSONCompactEachRow\n")
 	q.Write(rows)
