@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -302,6 +303,9 @@ func TestInsertUsageOnceAllocs(t *testing.T) {
 			}
 		})
 	}
+	// No collection while measuring: it would empty the buffer pool, and
+	// refilling it allocates whatever the call.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	for _, once := range []bool{false, true} {
 		allocs(once, 2000) // warm the buffer pool
 	}
@@ -311,7 +315,60 @@ func TestInsertUsageOnceAllocs(t *testing.T) {
 	if perRow := (onceBig - onceSmall) / 1800; perRow > 0.01 {
 		t.Errorf("InsertUsageOnce allocates %.3f times per row", perRow)
 	}
-	if onceBig > plainBig+1 {
+	if onceBig > plainBig+2 { // a call may allocate once or twice more in the engine binding
 		t.Errorf("InsertUsageOnce allocates %v times for 2000 rows, InsertUsage %v", onceBig, plainBig)
 	}
+}
+
+// TestCounterRollupsMigration: migration 0008 carries the rollups of a
+// database written before it (uniqExact states) into the counters, once:
+// the answers are the same after migrating, after more inserts, and after
+// the migration's statements run again.
+func TestCounterRollupsMigration(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := context.Background()
+		b := e.open(t, db)
+		migrateBefore(t, b, db, 8)
+		evs := genUsage(t, 3000, []string{newID(), newID(), newID()}, []string{"billing", "search"}, day0).events
+		cols := []string{"event_id", "time", "token_id", "tenant", "holder", "source_ip", "scope", "decision", "reason"}
+		var rows []byte
+		for _, e := range evs[:2000] {
+			p := e.Data.(*events.UsageDecided)
+			rows = fmt.Appendf(rows, `["%s","%s","%s","%s","%s","%s","%s","%s","%s"]`+"\n", e.ID, e.Time.UTC().Format("2006-01-02 15:04:05.000000"),
+				p.TokenID, p.Tenant, p.Holder, p.SourceIP, p.Scope, p.Decision, p.Reason)
+		}
+		// Written twice, as the old auditor could: the sets absorb it.
+		for range 2 {
+			if err := b.Insert(ctx, "usage_events_raw", cols, rows, store.InsertOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows[:0:0], rows...) // another block for the hash: not dropped as a copy
+			rows = append(rows, fmt.Appendf(nil, `["%s","%s","%s","%s","%s","%s","%s","%s","%s"]`+"\n", evs[0].ID, evs[0].Time.UTC().Format("2006-01-02 15:04:05.000000"),
+				evs[0].Data.(*events.UsageDecided).TokenID, "acme", evs[0].Data.(*events.UsageDecided).Holder, evs[0].Data.(*events.UsageDecided).SourceIP,
+				evs[0].Data.(*events.UsageDecided).Scope, evs[0].Data.(*events.UsageDecided).Decision, "x")...)
+		}
+		s, err := store.Open(ctx, b, store.Options{})
+		if err != nil {
+			t.Fatalf("open the old database: %v", err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		checkRollups(t, s, evs[:2000])
+		if err := s.InsertUsageOnce(ctx, "after:1", evs[2000:]); err != nil {
+			t.Fatal(err)
+		}
+		checkRollups(t, s, evs)
+		ms, err := store.Migrations(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms[7].Version != 8 {
+			t.Fatalf("migration 8 is %s", ms[7].Name)
+		}
+		for _, stmt := range ms[7].Statements {
+			if err := b.Exec(ctx, stmt); err != nil {
+				t.Fatalf("re-running 0008: %v", err)
+			}
+		}
+		checkRollups(t, s, evs)
+	})
 }

@@ -167,6 +167,7 @@ var ttlTables = []ttlTable{
 	{"anomalies_raw", "toDate(time)", func(o Options) int { return o.RetentionDays }},
 	{"token_usage_daily_state", "day", func(o Options) int { return o.RollupRetentionDays }},
 	{"holder_usage_daily_state", "day", func(o Options) int { return o.RollupRetentionDays }},
+	{"token_usage_daily_counts", "day", func(o Options) int { return o.RollupRetentionDays }},
 	{"token_ledger_raw", "toDate(time)", func(o Options) int { return o.LedgerRetentionDays }},
 }
 

@@ -24,21 +24,29 @@ type schemaVariant struct {
 	sql  []string // {db} is the quoted database
 }
 
-// Statements shared by several variants.
+// Statements shared by several variants. The store's migrations are the
+// starting point; the variants of the schema before migration 0008 put its
+// rollups back.
 var (
-	noWindow = []string{
+	// before0008 drops the counters' materialized view and the views over
+	// them, for migration 0004's statements (applyVariant) to put back the
+	// rollups of uniqExact states.
+	before0008 = []string{
+		"DROP VIEW IF EXISTS {db}.token_usage_daily_counts_mv",
+		"DROP VIEW IF EXISTS {db}.token_usage_daily",
+		"DROP VIEW IF EXISTS {db}.holder_usage_daily",
+		"migration 0004",
+	}
+	withFinal = []string{"CREATE OR REPLACE VIEW {db}.usage_events AS SELECT * FROM {db}.usage_events_raw FINAL"}
+	noFinal   = []string{"CREATE OR REPLACE VIEW {db}.usage_events AS SELECT * FROM {db}.usage_events_raw"}
+	noWindow  = []string{
 		"ALTER TABLE {db}.usage_events_raw MODIFY SETTING non_replicated_deduplication_window = 0",
 		"ALTER TABLE {db}.token_usage_daily_state MODIFY SETTING non_replicated_deduplication_window = 0",
 		"ALTER TABLE {db}.holder_usage_daily_state MODIFY SETTING non_replicated_deduplication_window = 0",
 	}
-	noBloom     = []string{"ALTER TABLE {db}.usage_events_raw DROP INDEX IF EXISTS source_ip_bf"}
-	noFinal     = []string{"CREATE OR REPLACE VIEW {db}.usage_events AS SELECT * FROM {db}.usage_events_raw"}
-	dropRollups = []string{
-		"DROP VIEW IF EXISTS {db}.token_usage_daily_mv",
-		"DROP VIEW IF EXISTS {db}.holder_usage_daily_mv",
-	}
+	noBloom = []string{"ALTER TABLE {db}.usage_events_raw DROP INDEX IF EXISTS source_ip_bf"}
 	// holderFromToken replaces the holder rollup's materialized view by a
-	// view over the token rollup's states.
+	// view over the token rollup's uniqExact states.
 	holderFromToken = []string{
 		"DROP VIEW IF EXISTS {db}.holder_usage_daily_mv",
 		`CREATE OR REPLACE VIEW {db}.holder_usage_daily AS
@@ -48,71 +56,56 @@ SELECT day, tenant, holder,
 FROM {db}.token_usage_daily_state
 GROUP BY day, tenant, holder`,
 	}
-	// counters replaces the uniqExact(event_id) states of both rollups by
-	// counters (exact only when every insert carries a token).
-	counters = []string{
-		"DROP VIEW IF EXISTS {db}.token_usage_daily_mv",
-		"DROP VIEW IF EXISTS {db}.holder_usage_daily_mv",
-		"DROP VIEW IF EXISTS {db}.token_usage_daily",
-		"DROP VIEW IF EXISTS {db}.holder_usage_daily",
-		"DROP TABLE IF EXISTS {db}.token_usage_daily_state",
-		"DROP TABLE IF EXISTS {db}.holder_usage_daily_state",
-		`CREATE TABLE {db}.token_usage_daily_state (
-    day Date, tenant LowCardinality(String), token_id String, holder LowCardinality(String),
-    requests SimpleAggregateFunction(sum, UInt64), allows SimpleAggregateFunction(sum, UInt64), denies SimpleAggregateFunction(sum, UInt64),
-    source_ips AggregateFunction(uniqExact, String), scopes AggregateFunction(uniqExactIf, String, UInt8)
-) ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (tenant, token_id, day, holder)
-SETTINGS non_replicated_deduplication_window = 10000`,
-		`CREATE MATERIALIZED VIEW {db}.token_usage_daily_mv TO {db}.token_usage_daily_state AS
-SELECT toDate(time) AS day, tenant, token_id, holder,
-    count() AS requests, countIf(decision = 'allow') AS allows, countIf(decision = 'deny') AS denies,
-    uniqExactState(source_ip) AS source_ips, uniqExactIfState(toString(scope), scope != '') AS scopes
-FROM {db}.usage_events_raw GROUP BY day, tenant, token_id, holder`,
-		`CREATE VIEW {db}.token_usage_daily AS
-SELECT day, tenant, token_id, holder, sum(requests) AS requests, sum(allows) AS allows, sum(denies) AS denies,
-    uniqExactMerge(source_ips) AS distinct_ips, uniqExactIfMerge(scopes) AS distinct_scopes
-FROM {db}.token_usage_daily_state GROUP BY day, tenant, token_id, holder`,
-		`CREATE TABLE {db}.holder_usage_daily_state (
+	// holderCounters gives the holder rollup counters of its own, fed by
+	// its own materialized view, instead of 0008's view over the token
+	// rollup.
+	holderCounters = []string{
+		`CREATE TABLE {db}.holder_usage_daily_counts (
     day Date, tenant LowCardinality(String), holder LowCardinality(String),
     requests SimpleAggregateFunction(sum, UInt64), allows SimpleAggregateFunction(sum, UInt64), denies SimpleAggregateFunction(sum, UInt64),
     tokens AggregateFunction(uniqExact, String), source_ips AggregateFunction(uniqExact, String), scopes AggregateFunction(uniqExactIf, String, UInt8)
 ) ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (tenant, holder, day)
 SETTINGS non_replicated_deduplication_window = 10000`,
-		`CREATE MATERIALIZED VIEW {db}.holder_usage_daily_mv TO {db}.holder_usage_daily_state AS
+		`CREATE MATERIALIZED VIEW {db}.holder_usage_daily_counts_mv TO {db}.holder_usage_daily_counts AS
 SELECT toDate(time) AS day, tenant, holder,
     count() AS requests, countIf(decision = 'allow') AS allows, countIf(decision = 'deny') AS denies,
     uniqExactState(token_id) AS tokens, uniqExactState(source_ip) AS source_ips, uniqExactIfState(toString(scope), scope != '') AS scopes
 FROM {db}.usage_events_raw GROUP BY day, tenant, holder`,
-		`CREATE VIEW {db}.holder_usage_daily AS
+		`CREATE OR REPLACE VIEW {db}.holder_usage_daily AS
 SELECT day, tenant, holder, sum(requests) AS requests, sum(allows) AS allows, sum(denies) AS denies,
     uniqExactMerge(tokens) AS distinct_tokens, uniqExactMerge(source_ips) AS distinct_ips, uniqExactIfMerge(scopes) AS distinct_scopes
-FROM {db}.holder_usage_daily_state GROUP BY day, tenant, holder`,
+FROM {db}.holder_usage_daily_counts GROUP BY day, tenant, holder`,
 	}
-	// countersHolderFromToken is counters with the holder rollup a view
-	// over the token rollup's states.
-	countersHolderFromToken = append(slices.Clone(counters[:9]), // the token rollup
-		`CREATE VIEW {db}.holder_usage_daily AS
-SELECT day, tenant, holder, sum(requests) AS requests, sum(allows) AS allows, sum(denies) AS denies,
-    uniqExact(token_id) AS distinct_tokens, uniqExactMerge(source_ips) AS distinct_ips, uniqExactIfMerge(scopes) AS distinct_scopes
-FROM {db}.token_usage_daily_state GROUP BY day, tenant, holder`)
+	noRollups = []string{"DROP VIEW IF EXISTS {db}.token_usage_daily_counts_mv"}
 )
 
-// schemaVariants are the variants measured, the baseline first.
+// cat concatenates statement lists.
+func cat(lists ...[]string) []string { return slices.Concat(lists...) }
+
+// schemaVariants are the variants measured, today's schema first.
 var schemaVariants = []schemaVariant{
-	{"today (0006, no window)", noWindow},
-	{"0007 window", nil},
-	{"0007 no bloom index", noBloom},
-	{"0007 holder from token", holderFromToken},
-	{"counters", counters},
-	{"counters holder from token", countersHolderFromToken},
-	{"counters holder from token no bloom", append(slices.Clone(countersHolderFromToken), noBloom...)},
-	{"raw only (no rollups)", dropRollups},
+	{"today (0006: no window, uniqExact rollups, FINAL)", cat(before0008, noWindow, withFinal)},
+	{"0007 (window)", cat(before0008, withFinal)},
+	{"0007 no bloom index", cat(before0008, noBloom, withFinal)},
+	{"0007 holder from token", cat(before0008, holderFromToken, withFinal)},
+	{"0008 with a holder counters MV", cat(holderCounters, withFinal)},
+	{"0008 (counters, holder from token, FINAL)", withFinal},
+	{"0008 no bloom index", cat(noBloom, withFinal)},
+	{"raw only (no rollups)", cat(noRollups, withFinal)},
 }
 
 // applyVariant applies v to the store's database through its backend.
 func applyVariant(tb testing.TB, b store.Backend, db string, v schemaVariant) {
 	tb.Helper()
 	for _, stmt := range v.sql {
+		if stmt == "migration 0004" {
+			ms, err := store.Migrations(db)
+			if err != nil || ms[3].Version != 4 {
+				tb.Fatalf("migration 0004: %v", err)
+			}
+			applyVariant(tb, b, db, schemaVariant{v.name, ms[3].Statements})
+			continue
+		}
 		if err := b.Exec(context.Background(), strings.ReplaceAll(stmt, "{db}", "`"+db+"`")); err != nil {
 			tb.Fatalf("variant %s: %v\n%s", v.name, err, stmt)
 		}
@@ -187,7 +180,7 @@ func BenchmarkInsertUsageVariants(b *testing.B) {
 				applyVariant(b, be, db, v)
 				w, c := insertGenerated(b, s, rows, db)
 				wall, cpu = wall+w, cpu+c
-				_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"` SYNC")
+				_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"`")
 			}
 			n := float64(b.N * rows)
 			b.ReportMetric(float64(wall.Microseconds())/n, "wall-µs/row")
@@ -206,7 +199,7 @@ func BenchmarkInsertUsageVariants(b *testing.B) {
 //	go test ./pkg/store -run '^$' -bench SchemaQueries -benchtime=1x -v
 func BenchmarkSchemaQueries(b *testing.B) {
 	rows := envInt(b, "CORDON_BENCH_ROWS", 2_000_000)
-	want := []string{"0007 window", "counters holder from token", "counters holder from token no final"}
+	want := []string{"0007 (window)", "0008 (counters, holder from token, FINAL)", "0008 without FINAL"}
 	if v := os.Getenv("CORDON_BENCH_VARIANTS"); v != "" {
 		want = strings.Split(v, ",")
 	}
@@ -221,9 +214,7 @@ func BenchmarkSchemaQueries(b *testing.B) {
 	queries = append(queries,
 		"SELECT count() FROM usage_events",
 		"SELECT token_id, day, requests, allows, denies, distinct_ips, distinct_scopes FROM token_usage_daily WHERE day >= today() - 7 ORDER BY requests DESC LIMIT 20")
-	variants := append(slices.Clone(schemaVariants),
-		schemaVariant{"counters holder from token no final", append(slices.Clone(countersHolderFromToken), noFinal...)},
-		schemaVariant{"0007 no final", noFinal})
+	variants := append(slices.Clone(schemaVariants), schemaVariant{"0008 without FINAL", noFinal})
 	chdb := engines()[0]
 	for _, name := range want {
 		i := slices.IndexFunc(variants, func(v schemaVariant) bool { return v.name == name })
@@ -255,7 +246,7 @@ func BenchmarkSchemaQueries(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"` SYNC")
+			_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"`")
 		})
 	}
 }
@@ -267,7 +258,7 @@ func BenchmarkSchemaQueries(b *testing.B) {
 // must not take the second for a copy of the first.
 func TestSchemaVariants(t *testing.T) {
 	chdb := engines()[0]
-	variants := append(slices.Clone(schemaVariants), schemaVariant{"counters holder from token no final", append(slices.Clone(countersHolderFromToken), noFinal...)})
+	variants := append(slices.Clone(schemaVariants), schemaVariant{"0008 without FINAL", noFinal})
 	for _, v := range variants {
 		if v.name == "raw only (no rollups)" {
 			continue
