@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/store"
@@ -377,5 +378,45 @@ func TestCounterRollupsMigration(t *testing.T) {
 			}
 		}
 		checkRollups(t, s, evs)
+	})
+}
+
+// TestInsertAnomaliesOnce: anomalies written with a token: a retry, even
+// with other rows, is dropped; a bad token or a usage event is refused
+// before anything is written.
+func TestInsertAnomaliesOnce(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := t.Context()
+		s, b := openStore(t, e, db, store.Options{})
+		var an []events.Envelope
+		for i := range 20 {
+			at := day0.Add(time.Duration(i) * time.Minute)
+			an = append(an, mustEnvelope(t, at, &events.AnomalyDetected{
+				AnomalyID: newID(), Detector: "new_ip", Severity: events.SeverityHigh, TokenID: newID(), Tenant: "acme",
+				Holder: "billing", EventID: newID(), EventTime: at, SourceIP: "192.0.2.1",
+				Evidence: events.Evidence{Seen: "192.0.2.1", Baseline: "10.0.0.0/8"},
+			}))
+		}
+		for _, batch := range [][]events.Envelope{an[:10], an[:10], an[10:]} {
+			if err := s.InsertAnomaliesOnce(ctx, "anomalies:p0:1", batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := backendCount(t, b, "SELECT count() FROM anomalies_raw"); n != 10 {
+			t.Fatalf("anomalies_raw holds %d rows, want the first 10", n)
+		}
+		if err := s.InsertAnomaliesOnce(ctx, "bad\n", an[10:]); !errors.Is(err, store.ErrInvalidDedupToken) {
+			t.Fatalf("bad token: %v", err)
+		}
+		use := genUsage(t, 1, []string{newID()}, []string{"billing"}, day0).events
+		if err := s.InsertAnomaliesOnce(ctx, "anomalies:p0:2", append(append([]events.Envelope{}, an[10:]...), use...)); !errors.Is(err, store.ErrUnsupportedEvent) {
+			t.Fatalf("a usage event among anomalies: %v", err)
+		}
+		if err := s.InsertAnomaliesOnce(ctx, "anomalies:p0:2", an[10:]); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(t, s, "SELECT count() FROM anomalies"); n != 20 {
+			t.Fatalf("anomalies has %d rows, want 20", n)
+		}
 	})
 }

@@ -125,6 +125,16 @@ func (s *Store) InsertAnomalies(ctx context.Context, evs []events.Envelope) erro
 	return s.insert(ctx, tableAnomalies, evs)
 }
 
+// InsertAnomaliesOnce is InsertUsageOnce for anomaly.detected events: one
+// insert into anomalies, dropped when a recent insert carried the same
+// token (anomalies_raw has the same window as usage_events_raw).
+func (s *Store) InsertAnomaliesOnce(ctx context.Context, token string, evs []events.Envelope) error {
+	if err := ValidateDedupToken(token); err != nil {
+		return fmt.Errorf("insert into %s: %w", tableAnomalies, err)
+	}
+	return s.insertOpts(ctx, tableAnomalies, evs, InsertOptions{DedupToken: token})
+}
+
 // InsertLedger writes token.issued, token.rotated, token.revoked and
 // token.expired events to token_ledger.
 func (s *Store) InsertLedger(ctx context.Context, evs []events.Envelope) error {
@@ -134,12 +144,20 @@ func (s *Store) InsertLedger(ctx context.Context, evs []events.Envelope) error {
 // insert converts evs to rows of table and writes them in as few inserts as
 // maxInsertBytes allows.
 func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope) error {
+	return s.insertOpts(ctx, table, evs, InsertOptions{})
+}
+
+// insertOpts is insert with options; with a deduplication token, the rows
+// go in one insert whatever their size (a split would send the token twice
+// and lose the second part), and every row is converted before anything is
+// written.
+func (s *Store) insertOpts(ctx context.Context, table string, evs []events.Envelope, opts InsertOptions) error {
 	if len(evs) == 0 {
 		return nil
 	}
 	columns := columnsOf(table)
 	if table == tableUsage {
-		return s.insertUsage(ctx, columns, evs, InsertOptions{})
+		return s.insertUsage(ctx, columns, evs, opts)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -152,15 +170,15 @@ func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope)
 		if err := enc.Encode(row); err != nil {
 			return fmt.Errorf("insert into %s: encode event %s: %w", table, e.ID, err)
 		}
-		if buf.Len() >= maxInsertBytes {
-			if err := s.b.Insert(ctx, table, columns, buf.Bytes(), InsertOptions{}); err != nil {
+		if buf.Len() >= maxInsertBytes && opts.DedupToken == "" {
+			if err := s.b.Insert(ctx, table, columns, buf.Bytes(), opts); err != nil {
 				return fmt.Errorf("insert into %s: %w", table, err)
 			}
 			buf.Reset()
 		}
 	}
 	if buf.Len() > 0 {
-		if err := s.b.Insert(ctx, table, columns, buf.Bytes(), InsertOptions{}); err != nil {
+		if err := s.b.Insert(ctx, table, columns, buf.Bytes(), opts); err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
 	}
