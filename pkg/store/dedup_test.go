@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/store"
 )
@@ -418,5 +420,54 @@ func TestInsertAnomaliesOnce(t *testing.T) {
 		if n := count(t, s, "SELECT count() FROM anomalies"); n != 20 {
 			t.Fatalf("anomalies has %d rows, want 20", n)
 		}
+	})
+}
+
+// TestTokenInsertsView: Options.TokenInserts makes usage_events read
+// without FINAL (a copy written without a token shows until merged), and
+// opening without it puts FINAL back; an unchanged option changes nothing.
+func TestTokenInsertsView(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		ctx := context.Background()
+		b := e.open(t, db)
+		var logs strings.Builder
+		open := func(tokenInserts bool) *store.Store {
+			t.Helper()
+			logs.Reset()
+			s, err := store.Open(ctx, b, store.Options{TokenInserts: tokenInserts, Logger: zerolog.New(&logs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s // closing it would close b: the test's cleanup does
+		}
+		s := open(true)
+		evs := genUsage(t, 100, []string{newID()}, []string{"billing"}, day0).events
+		for _, batch := range [][]events.Envelope{evs, evs[:10]} { // a redelivery without a token
+			if err := s.InsertUsage(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := count(t, s, "SELECT count() FROM usage_events"); n != 110 {
+			t.Fatalf("without FINAL, usage_events has %d rows, want the 110 written", n)
+		}
+		s = open(true)
+		if strings.Contains(logs.String(), "usage_events view") {
+			t.Errorf("the same option changed the view: %s", logs.String())
+		}
+		s = open(false)
+		if !strings.Contains(logs.String(), "changed the usage_events view") {
+			t.Errorf("the view change was not logged: %s", logs.String())
+		}
+		if n := count(t, s, "SELECT count() FROM usage_events"); n != 100 {
+			t.Fatalf("with FINAL, usage_events has %d rows, want 100", n)
+		}
+		s = open(true)
+		if err := b.Exec(ctx, "OPTIMIZE TABLE `"+db+"`.usage_events_raw FINAL"); err != nil {
+			t.Fatal(err)
+		}
+		if n := count(t, s, "SELECT count() FROM usage_events"); n != 100 {
+			t.Fatalf("without FINAL after the merge, usage_events has %d rows, want 100", n)
+		}
+		_ = b.Close()
 	})
 }

@@ -40,11 +40,11 @@
 //   - usage_events_raw, anomalies_raw and token_ledger_raw are
 //     ReplacingMergeTree tables whose sorting key ends in the event's own
 //     id; every copy of an event has the same key, so copies collapse;
-//   - the views anomalies and token_ledger read FINAL, so they show each
-//     event once even before background merges run; usage_events does not
-//     (migration 0009): usage inserts carry deduplication tokens (below),
-//     so an event is stored once, and a copy written otherwise (without a
-//     token, or under two) shows until its parts merge;
+//   - the views read FINAL, so they show each event once even before
+//     background merges run; with Options.TokenInserts (every usage insert
+//     carries a deduplication token, below, so an event is stored once),
+//     usage_events does not, and a copy written otherwise shows until its
+//     parts merge;
 //   - the daily rollups are counters fed by a materialized view (migration
 //     0008), exact because usage inserts carry deduplication tokens (below):
 //     an event written again under another token, or without one, is
