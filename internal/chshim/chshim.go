@@ -9,7 +9,10 @@
 // settings as URL parameters; results in the requested format (Native only
 // for the driver's hello query); errors as non-200 responses carrying the
 // exception text and the X-ClickHouse-Exception-Code header. Settings
-// become a SETTINGS clause of the statement, not request settings.
+// become a SETTINGS clause of the statement, not request settings; for an
+// INSERT with its data in the body, the clause goes before its trailing
+// FORMAT (a request whose statement has none is refused rather than run
+// without its settings).
 //
 // Users: with Options.Users set, a request is accepted only from a listed
 // user with its password, given the ways a server takes them
@@ -33,6 +36,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -201,13 +206,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if format == "" {
 		format = "TabSeparated"
 	}
-	query, withData := string(body), false
-	if q := params.Get("query"); q != "" {
-		query, withData = q+"\n"+string(body), true
-	}
 	var settings []store.Setting
 	for k, v := range params {
-		if !nonSettings[k] && !strings.HasPrefix(k, "param_") && !withData {
+		if !nonSettings[k] && !strings.HasPrefix(k, "param_") {
 			// A server parses a parameter by its setting's type; as a
 			// SETTINGS clause, a number must not be a string literal.
 			var value any = v[0]
@@ -216,6 +217,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			settings = append(settings, store.Setting{Name: k, Value: value})
 		}
+	}
+	query := string(body)
+	if q := params.Get("query"); q != "" {
+		// A statement with its data in the body (an INSERT … FORMAT …):
+		// its settings (insert_deduplication_token above all) go into
+		// the statement before FORMAT, where ClickHouse's grammar takes
+		// them, or the request is refused: dropping them would make a
+		// test of what they do pass without them.
+		stmt, err := withInsertSettings(q, settings)
+		if err != nil {
+			w.Header().Set("X-ClickHouse-Exception-Code", "62") // SYNTAX_ERROR
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		query, settings = stmt+"\n"+string(body), nil
 	}
 	if strings.HasPrefix(query, "EXPLAIN ") {
 		// A server takes request settings apart from the statement; here
@@ -297,4 +313,43 @@ func nativeBlock(jsonCompact []byte) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// trailingFormat matches the FORMAT clause that ends an INSERT whose data
+// follows it.
+var trailingFormat = regexp.MustCompile(`(?is)\s+FORMAT\s+([A-Za-z][A-Za-z0-9_]*)\s*$`)
+
+// withInsertSettings returns stmt, an INSERT ending in FORMAT <name>, with
+// settings as a SETTINGS clause before FORMAT. Settings are sorted by name,
+// so the statement is the same for the same request.
+func withInsertSettings(stmt string, settings []store.Setting) (string, error) {
+	if len(settings) == 0 {
+		return stmt, nil
+	}
+	loc := trailingFormat.FindStringSubmatchIndex(stmt)
+	if loc == nil {
+		return "", fmt.Errorf("chshim: the statement of a request with data must end in FORMAT <name> to take its settings: %.80q", stmt)
+	}
+	sorted := append([]store.Setting(nil), settings...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	items := make([]string, 0, len(sorted))
+	for _, st := range sorted {
+		if !settingName.MatchString(st.Name) {
+			return "", fmt.Errorf("chshim: setting name %.80q is not an identifier", st.Name)
+		}
+		items = append(items, st.Name+" = "+settingLiteral(st.Value))
+	}
+	return stmt[:loc[0]] + " SETTINGS " + strings.Join(items, ", ") + " FORMAT " + stmt[loc[2]:loc[3]], nil
+}
+
+// settingName is what a setting's name may be.
+var settingName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// settingLiteral renders a setting value as SQL: a number as is, anything
+// else as a quoted string.
+func settingLiteral(v any) string {
+	if n, ok := v.(int); ok {
+		return strconv.Itoa(n)
+	}
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(fmt.Sprint(v)) + "'"
 }

@@ -7,8 +7,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cordonhq/cordon/internal/chshim"
+	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chserver"
 )
 
@@ -166,5 +169,93 @@ func TestNoUsers(t *testing.T) {
 	}
 	if err := errors.Join(shim.Close()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInsertSettings: the settings of an insert whose data is in the body
+// reach the statement: an insert_deduplication_token sent by clickhouse-go
+// (through the chserver backend) de-duplicates on a table with a window, so
+// a test of the token over the shim cannot pass without it; a statement
+// with data and settings but no trailing FORMAT is refused, not run
+// without them.
+func TestInsertSettings(t *testing.T) {
+	shim := chshim.New(chshim.Options{Path: chdbPath})
+	t.Cleanup(func() { _ = shim.Close() })
+	srv := httptest.NewServer(shim)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := chserver.Open(ctx, chserver.Options{Addr: strings.TrimPrefix(srv.URL, "http://"), Database: "shim_insert_settings"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Exec(ctx, "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x SETTINGS non_replicated_deduplication_window = 100"); err != nil {
+		t.Fatal(err)
+	}
+	inserts := []struct {
+		token, rows string
+	}{
+		{"tok-1", "[1]\n[2]\n"},
+		{"tok-1", "[1]\n[2]\n"}, // a retry: dropped
+		{"tok-1", "[3]\n"},      // other rows, same token: dropped
+		{"tok-2", "[1]\n[2]\n"}, // same rows, other token: written
+		{"", "[4]\n"},
+	}
+	for _, in := range inserts {
+		if err := b.Insert(ctx, "t", []string{"x"}, []byte(in.rows), store.InsertOptions{DedupToken: in.token}); err != nil {
+			t.Fatalf("insert %q with token %q: %v", in.rows, in.token, err)
+		}
+	}
+	out, err := b.Query(ctx, "SELECT groupArray(x) FROM (SELECT x FROM t ORDER BY x)", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "[1,1,2,2,4]") {
+		t.Fatalf("table holds %s, want [1,1,2,2,4]", out)
+	}
+	var withToken int
+	for _, r := range shim.Requests() {
+		if r.Params.Get("insert_deduplication_token") == "tok-1" {
+			withToken++
+		}
+	}
+	if withToken != 3 {
+		t.Errorf("%d requests carried the token tok-1, want 3", withToken)
+	}
+
+	cases := []struct {
+		name, query string
+		status      int
+	}{
+		{"no FORMAT", "INSERT INTO t (x) VALUES", http.StatusBadRequest},
+		{"FORMAT not last", "INSERT INTO t (x) FORMAT JSONCompactEachRow extra", http.StatusBadRequest},
+		{"FORMAT", "INSERT INTO t (x) FORMAT JSONCompactEachRow", http.StatusOK},
+		{"lower case", "insert into t (x) format JSONCompactEachRow", http.StatusOK},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			u := srv.URL + "/?database=shim_insert_settings&insert_deduplication_token=raw-" + strings.ReplaceAll(tc.name, " ", "-") + "&query=" + url.QueryEscape(tc.query)
+			resp, err := http.Post(u, "application/octet-stream", strings.NewReader("[9]\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.status != http.StatusOK && !strings.Contains(string(body), "FORMAT") {
+				t.Errorf("refusal %q does not say what is missing", body)
+			}
+		})
+	}
+	out, err = b.Query(ctx, "SELECT count() FROM t WHERE x = 9", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := store.DecodeJSONCompact(out)
+	if err != nil || len(res.Rows) != 1 || fmt.Sprint(res.Rows[0][0]) != "2" {
+		t.Errorf("rows of the raw requests: %s (%v); want 2, from the 2 accepted requests only", out, err)
 	}
 }

@@ -1,6 +1,9 @@
 package store
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // Backend is a ClickHouse engine the store runs on. Two implementations
 // exist: chdbstore (chDB, the engine as an in-process library) and chserver
@@ -14,10 +17,13 @@ type Backend interface {
 	Database() string
 	// Exec runs one statement that returns no rows (DDL, ALTER).
 	Exec(ctx context.Context, query string) error
-	// Insert appends rows to table (unqualified) in Database. The rows
-	// are in ClickHouse's JSONCompactEachRow format: one JSON array per
-	// line, holding the values of columns in order.
-	Insert(ctx context.Context, table string, columns []string, rows []byte) error
+	// Insert appends rows to table (unqualified) in Database, as one
+	// INSERT statement. The rows are in ClickHouse's JSONCompactEachRow
+	// format: one JSON array per line, holding the values of columns in
+	// order. opts.DedupToken, when set, is passed as the statement's
+	// insert_deduplication_token setting; a backend refuses a token
+	// ValidateDedupToken refuses, before sending anything.
+	Insert(ctx context.Context, table string, columns []string, rows []byte, opts InsertOptions) error
 	// Query runs one statement and returns its result in ClickHouse's
 	// JSONCompact format (meta, data). Settings apply to this query only.
 	Query(ctx context.Context, query string, settings []Setting) ([]byte, error)
@@ -31,4 +37,44 @@ type Setting struct {
 	Name string
 	// Value is an int, a uint64 or a string.
 	Value any
+}
+
+// InsertOptions are per-insert choices of Backend.Insert. The zero value is
+// a plain insert.
+type InsertOptions struct {
+	// DedupToken, when not empty, is the insert's
+	// insert_deduplication_token: on a table with a deduplication window
+	// (migration 0007 gives usage_events_raw one), ClickHouse drops a later
+	// insert carrying the same token, whatever its rows, and so do the
+	// materialized views fed by the table. It must pass ValidateDedupToken.
+	DedupToken string
+}
+
+// MaxDedupTokenLen is the longest deduplication token accepted, in bytes.
+const MaxDedupTokenLen = 256
+
+// ValidateDedupToken checks a deduplication token: not empty, at most
+// MaxDedupTokenLen bytes, printable ASCII (0x20 to 0x7e) without a quote
+// (' " `) or a backslash. Tokens are made by Cordon's code (e.g.
+// "usage:p3:1200-1450"); the narrow alphabet keeps them out of any quoting
+// question in SQL text and URL parameters. The error quotes at most the
+// first 32 bytes, escaped.
+func ValidateDedupToken(token string) error {
+	if token == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidDedupToken)
+	}
+	if len(token) > MaxDedupTokenLen {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidDedupToken, len(token), MaxDedupTokenLen)
+	}
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		if c < 0x20 || c > 0x7e || c == '\'' || c == '"' || c == '`' || c == '\\' {
+			head := token
+			if len(head) > 32 {
+				head = head[:32]
+			}
+			return fmt.Errorf("%w: byte %d (%q) is not allowed in %q", ErrInvalidDedupToken, i, c, head)
+		}
+	}
+	return nil
 }

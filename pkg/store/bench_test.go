@@ -12,7 +12,7 @@ import (
 
 // BenchmarkInsertUsage measures insert throughput: 4 goroutines (and, for
 // comparison, 1) each inserting batches of 2,000 usage events into the full
-// schema (raw table and both rollups). One benchmark op is one batch; rows/s
+// schema (raw table and rollups). One benchmark op is one batch; rows/s
 // is the figure to compare (docs/schema.md keeps the figures measured on the
 // development machine).
 func BenchmarkInsertUsage(b *testing.B) {

@@ -72,12 +72,12 @@ func TestRequestContextMigration(t *testing.T) {
 			"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns", "count"}
 		row := fmt.Sprintf(`["%s","%s","%s","acme","billing","k1","edge-1","invoices","10.0.0.1","curl/8.5.0","GET","/invoices/{id}","invoices:read","allow","ok",500,1]`+"\n",
 			newID(), now, oldTok)
-		if err := b.Insert(ctx, "usage_events_raw", usageCols, []byte(row)); err != nil {
+		if err := b.Insert(ctx, "usage_events_raw", usageCols, []byte(row), store.InsertOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		ledgerCols := []string{"event_id", "time", "type", "token_id", "tenant", "holder", "actor"}
 		row = fmt.Sprintf(`["%s","%s","issued","%s","acme","billing","ops"]`+"\n", newID(), now, oldTok)
-		if err := b.Insert(ctx, "token_ledger_raw", ledgerCols, []byte(row)); err != nil {
+		if err := b.Insert(ctx, "token_ledger_raw", ledgerCols, []byte(row), store.InsertOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		s, err := store.Open(ctx, b, store.Options{})

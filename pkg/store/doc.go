@@ -40,15 +40,27 @@
 //   - usage_events_raw, anomalies_raw and token_ledger_raw are
 //     ReplacingMergeTree tables whose sorting key ends in the event's own
 //     id; every copy of an event has the same key, so copies collapse;
-//   - the views usage_events, anomalies and token_ledger read FINAL, so
-//     they show each event once even before background merges run;
-//   - the daily rollups are fed by materialized views, which see every
-//     inserted copy; so they keep uniqExact states (sets) of event ids
-//     instead of counters, and a re-inserted event adds nothing.
+//   - the views read FINAL, so they show each event once even before
+//     background merges run; with Options.TokenInserts (every usage insert
+//     carries a deduplication token, below, so an event is stored once),
+//     usage_events does not, and a copy written otherwise shows until its
+//     parts merge;
+//   - the daily rollups are counters fed by a materialized view (migration
+//     0008), exact because usage inserts carry deduplication tokens (below):
+//     an event written again under another token, or without one, is
+//     counted again there, though the views show it once.
 //
-// The cost is explicit: FINAL reads merge at query time, and a rollup state
-// holds 16 bytes per distinct event id of its day (it is exact, not a
-// sketch). The tests insert overlapping batches and check every count.
+// The cost is explicit: FINAL reads merge at query time (several times
+// slower on usage_events, docs/schema.md). The tests insert
+// overlapping batches and retried groups, and check every count.
+//
+// InsertUsageOnce adds exactly-once inserts by deduplication token: the
+// rows go in one INSERT with SETTINGS insert_deduplication_token, and
+// ClickHouse drops a later insert with the same token, whatever its rows,
+// in the raw table and in the rollups (migration 0007 gives each a window
+// of the last 10,000 inserts; on a server with replicated tables, set
+// replicated_deduplication_window instead). A caller that retries must
+// resend exactly the same rows under the same token, within the window.
 //
 // # Reading
 //

@@ -97,9 +97,42 @@ func (s *Store) InsertUsage(ctx context.Context, evs []events.Envelope) error {
 	return s.insert(ctx, tableUsage, evs)
 }
 
+// InsertUsageOnce writes evs (every Data a *events.UsageDecided) as ONE
+// insert block de-duplicated by token: ClickHouse drops a later insert
+// carrying the same token, whatever its rows, so a caller that retries must
+// resend exactly the same rows. token must be non-empty, ≤ 256 bytes,
+// printable ASCII without quotes or backslash (ValidateDedupToken); it is
+// passed as the insert's insert_deduplication_token setting. The rows are
+// never split, whatever their size (a split would send the token twice and
+// lose the second part). An invalid token or event fails the call before
+// anything is written; evs empty writes nothing.
+//
+// The token is remembered for the table's deduplication window (the last
+// 10,000 inserts, migration 0007), not forever: a retry must come within
+// it.
+func (s *Store) InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error {
+	if err := ValidateDedupToken(token); err != nil {
+		return fmt.Errorf("insert into %s: %w", tableUsage, err)
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	return s.insertUsage(ctx, usageColumns, evs, InsertOptions{DedupToken: token})
+}
+
 // InsertAnomalies writes anomaly.detected events to anomalies.
 func (s *Store) InsertAnomalies(ctx context.Context, evs []events.Envelope) error {
 	return s.insert(ctx, tableAnomalies, evs)
+}
+
+// InsertAnomaliesOnce is InsertUsageOnce for anomaly.detected events: one
+// insert into anomalies, dropped when a recent insert carried the same
+// token (anomalies_raw has the same window as usage_events_raw).
+func (s *Store) InsertAnomaliesOnce(ctx context.Context, token string, evs []events.Envelope) error {
+	if err := ValidateDedupToken(token); err != nil {
+		return fmt.Errorf("insert into %s: %w", tableAnomalies, err)
+	}
+	return s.insertOpts(ctx, tableAnomalies, evs, InsertOptions{DedupToken: token})
 }
 
 // InsertLedger writes token.issued, token.rotated, token.revoked and
@@ -111,12 +144,20 @@ func (s *Store) InsertLedger(ctx context.Context, evs []events.Envelope) error {
 // insert converts evs to rows of table and writes them in as few inserts as
 // maxInsertBytes allows.
 func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope) error {
+	return s.insertOpts(ctx, table, evs, InsertOptions{})
+}
+
+// insertOpts is insert with options; with a deduplication token, the rows
+// go in one insert whatever their size (a split would send the token twice
+// and lose the second part), and every row is converted before anything is
+// written.
+func (s *Store) insertOpts(ctx context.Context, table string, evs []events.Envelope, opts InsertOptions) error {
 	if len(evs) == 0 {
 		return nil
 	}
 	columns := columnsOf(table)
 	if table == tableUsage {
-		return s.insertUsage(ctx, columns, evs)
+		return s.insertUsage(ctx, columns, evs, opts)
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -129,15 +170,15 @@ func (s *Store) insert(ctx context.Context, table string, evs []events.Envelope)
 		if err := enc.Encode(row); err != nil {
 			return fmt.Errorf("insert into %s: encode event %s: %w", table, e.ID, err)
 		}
-		if buf.Len() >= maxInsertBytes {
-			if err := s.b.Insert(ctx, table, columns, buf.Bytes()); err != nil {
+		if buf.Len() >= maxInsertBytes && opts.DedupToken == "" {
+			if err := s.b.Insert(ctx, table, columns, buf.Bytes(), opts); err != nil {
 				return fmt.Errorf("insert into %s: %w", table, err)
 			}
 			buf.Reset()
 		}
 	}
 	if buf.Len() > 0 {
-		if err := s.b.Insert(ctx, table, columns, buf.Bytes()); err != nil {
+		if err := s.b.Insert(ctx, table, columns, buf.Bytes(), opts); err != nil {
 			return fmt.Errorf("insert into %s: %w", table, err)
 		}
 	}
@@ -149,8 +190,9 @@ var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // insertUsage is insert for usage events, the hot path: rows are appended
 // by hand (appendUsageRow) instead of through encoding/json, which costs
-// several microseconds a row.
-func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope) error {
+// several microseconds a row. With a deduplication token the rows go in one
+// insert, never split at maxInsertBytes.
+func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope, opts InsertOptions) error {
 	bp := usageBufs.Get().(*[]byte)
 	defer usageBufs.Put(bp)
 	buf := (*bp)[:0]
@@ -161,15 +203,15 @@ func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.
 			return fmt.Errorf("insert into %s: event %s: %w: %q", tableUsage, e.ID, ErrUnsupportedEvent, e.Type)
 		}
 		buf = appendUsageRow(buf, e, p)
-		if len(buf) >= maxInsertBytes {
-			if err := s.b.Insert(ctx, tableUsage, columns, buf); err != nil {
+		if len(buf) >= maxInsertBytes && opts.DedupToken == "" {
+			if err := s.b.Insert(ctx, tableUsage, columns, buf, opts); err != nil {
 				return fmt.Errorf("insert into %s: %w", tableUsage, err)
 			}
 			buf = buf[:0]
 		}
 	}
 	if len(buf) > 0 {
-		if err := s.b.Insert(ctx, tableUsage, columns, buf); err != nil {
+		if err := s.b.Insert(ctx, tableUsage, columns, buf, opts); err != nil {
 			return fmt.Errorf("insert into %s: %w", tableUsage, err)
 		}
 	}

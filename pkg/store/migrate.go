@@ -133,7 +133,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			}
 		}
 		row := fmt.Sprintf("[%d,%s,%s,%s]\n", m.Version, jsonString(m.Name), jsonString(m.Checksum), jsonString(formatTime(time.Now())))
-		if err := s.b.Insert(ctx, "schema_migrations", []string{"version", "name", "checksum", "applied_at"}, []byte(row)); err != nil {
+		if err := s.b.Insert(ctx, "schema_migrations", []string{"version", "name", "checksum", "applied_at"}, []byte(row), InsertOptions{}); err != nil {
 			return fmt.Errorf("record migration %s: %w", m.Name, err)
 		}
 		s.log.Info().Str("database", s.db).Int("version", m.Version).Str("migration", m.Name).Msg("applied schema migration")
@@ -167,6 +167,7 @@ var ttlTables = []ttlTable{
 	{"anomalies_raw", "toDate(time)", func(o Options) int { return o.RetentionDays }},
 	{"token_usage_daily_state", "day", func(o Options) int { return o.RollupRetentionDays }},
 	{"holder_usage_daily_state", "day", func(o Options) int { return o.RollupRetentionDays }},
+	{"token_usage_daily_counts", "day", func(o Options) int { return o.RollupRetentionDays }},
 	{"token_ledger_raw", "toDate(time)", func(o Options) int { return o.LedgerRetentionDays }},
 }
 

@@ -55,6 +55,9 @@ var (
 	ErrSchemaTooNew = errors.New("database schema is newer than this build")
 	// ErrMigrationChanged: an applied migration file was edited afterwards.
 	ErrMigrationChanged = errors.New("applied migration changed")
+	// ErrInvalidDedupToken: a deduplication token is empty, too long or
+	// holds a byte outside its alphabet (see ValidateDedupToken).
+	ErrInvalidDedupToken = errors.New("invalid deduplication token")
 	// ErrNotFound: TokenReport found neither ledger entries nor usage.
 	ErrNotFound = errors.New("not found")
 )
@@ -96,6 +99,14 @@ type Options struct {
 	// Logger receives lowercase, structured messages (migrations applied,
 	// retention changed). The zero value discards them.
 	Logger zerolog.Logger
+	// TokenInserts says that every usage insert into the database carries
+	// a deduplication token (InsertUsageOnce), so that each event is stored
+	// once: the view usage_events then reads usage_events_raw without
+	// FINAL, several times faster (docs/schema.md). Off, the default, it
+	// reads FINAL, which hides the copies that redeliveries written without
+	// a token leave until their parts merge. Open sets the view to match,
+	// so every process opening a database must use the same value.
+	TokenInserts bool
 }
 
 // Store is Cordon's analytical store: usage events, anomalies, the token
@@ -149,7 +160,39 @@ func Open(ctx context.Context, b Backend, o Options) (*Store, error) {
 	if err := s.applyRetention(ctx); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", db, err)
 	}
+	if err := s.applyUsageView(ctx); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", db, err)
+	}
 	return s, nil
+}
+
+// applyUsageView makes the view usage_events read FINAL, or not when
+// Options.TokenInserts is set. Like retention, it is configuration: the
+// view is replaced only when it differs.
+func (s *Store) applyUsageView(ctx context.Context) error {
+	res, err := s.query(ctx, "SELECT create_table_query FROM system.tables WHERE database = "+quoteString(s.db)+" AND name = 'usage_events'")
+	if err != nil {
+		return fmt.Errorf("read the usage_events view: %w", err)
+	}
+	if len(res.Rows) != 1 {
+		return fmt.Errorf("read the usage_events view: %d definitions", len(res.Rows))
+	}
+	// The view's text ends in "FROM <db>.usage_events_raw [FINAL]", and
+	// maybe a SETTINGS clause (the test shim puts request settings there).
+	def := asString(res.Rows[0][0])
+	final := strings.Contains(def[strings.LastIndex(def, " FROM ")+1:], " FINAL")
+	if final == !s.opts.TokenInserts {
+		return nil
+	}
+	stmt := "CREATE OR REPLACE VIEW " + s.table("usage_events") + " AS SELECT * FROM " + s.table("usage_events_raw")
+	if !s.opts.TokenInserts {
+		stmt += " FINAL"
+	}
+	if err := s.b.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("replace the usage_events view: %w", err)
+	}
+	s.log.Info().Str("database", s.db).Bool("final", !s.opts.TokenInserts).Msg("changed the usage_events view")
+	return nil
 }
 
 // Database returns the database the store's tables live in.

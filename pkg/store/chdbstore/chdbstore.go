@@ -181,10 +181,16 @@ func (b *Backend) Exec(ctx context.Context, query string) error {
 }
 
 // Insert implements store.Backend: one INSERT … FORMAT JSONCompactEachRow
-// call with the rows inline.
-func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte) error {
+// call with the rows inline, and with opts.DedupToken as
+// SETTINGS insert_deduplication_token = '…' before FORMAT.
+func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte, opts store.InsertOptions) error {
+	if opts.DedupToken != "" {
+		if err := store.ValidateDedupToken(opts.DedupToken); err != nil {
+			return fmt.Errorf("chdb insert into %s: %w", table, err)
+		}
+	}
 	var q strings.Builder
-	q.Grow(len(rows) + 65 + 16*len(columns))
+	q.Grow(len(rows) + 65 + 16*len(columns) + 40 + len(opts.DedupToken))
 	q.WriteString("INSERT INTO `")
 	q.WriteString(b.db)
 	q.WriteString("`.`")
@@ -196,7 +202,15 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 		}
 		q.WriteString("`" + c + "`")
 	}
-	q.WriteString(") FORMAT JSONCompactEachRow\n")
+	q.WriteString(")")
+	if opts.DedupToken != "" {
+		// Validated above: printable ASCII without a quote or a
+		// backslash, so it stands between quotes as it is.
+		q.WriteString(" SETTINGS insert_deduplication_token = '")
+		q.WriteString(opts.DedupToken)
+		q.WriteByte('\'')
+	}
+	q.WriteString(" FORMAT JSONCompactEachRow\n")
 	q.Write(rows)
 	q.WriteByte(0) // C's terminator: spares a copy of the batch on the call
 	beginWrite()

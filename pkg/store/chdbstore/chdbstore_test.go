@@ -31,7 +31,7 @@ func TestSharedSession(t *testing.T) {
 	if err := a.Exec(ctx, "CREATE TABLE a.t (x UInt8) ENGINE = MergeTree ORDER BY x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Insert(ctx, "t", []string{"x"}, []byte("[1]\n[2]\n")); err != nil {
+	if err := a.Insert(ctx, "t", []string{"x"}, []byte("[1]\n[2]\n"), store.InsertOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Closing one backend leaves the shared session to the other.
@@ -197,7 +197,7 @@ func TestDataStaysInPath(t *testing.T) {
 	if err := b.Exec(ctx, "CREATE TABLE persist.t (x UInt8) ENGINE = MergeTree ORDER BY x"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Insert(ctx, "t", []string{"x"}, []byte("[4]\n[5]\n")); err != nil {
+	if err := b.Insert(ctx, "t", []string{"x"}, []byte("[4]\n[5]\n"), store.InsertOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Close(); err != nil {
@@ -240,7 +240,9 @@ func TestNULRefused(t *testing.T) {
 			_, err := b.Query(ctx, "SELECT number FROM system.numbers LIMIT 5\x00", limit)
 			return err
 		}},
-		{"insert", func() error { return b.Insert(ctx, "t", []string{"s"}, []byte("[\"a\x00b\"]\n")) }},
+		{"insert", func() error {
+			return b.Insert(ctx, "t", []string{"s"}, []byte("[\"a\x00b\"]\n"), store.InsertOptions{})
+		}},
 	}
 	for _, c := range calls {
 		t.Run(c.name, func(t *testing.T) {

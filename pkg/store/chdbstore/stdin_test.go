@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
 )
 
@@ -25,7 +26,7 @@ func TestInsertWithPipedStdin(t *testing.T) {
 		if err := b.Exec(ctx, "CREATE TABLE stdin.t (x UInt8) ENGINE = MergeTree ORDER BY x"); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.Insert(ctx, "t", []string{"x"}, []byte("[1]\n[2]\n")); err != nil {
+		if err := b.Insert(ctx, "t", []string{"x"}, []byte("[1]\n[2]\n"), store.InsertOptions{}); err != nil {
 			t.Fatalf("insert with a piped stdin: %v", err)
 		}
 		in, err := chdbstore.KeepStdin()

@@ -219,8 +219,15 @@ func (b *Backend) Exec(ctx context.Context, query string) error {
 }
 
 // Insert implements store.Backend: the rows stream as the body of
-// INSERT INTO db.table (columns) FORMAT JSONCompactEachRow.
-func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte) error {
+// INSERT INTO db.table (columns) FORMAT JSONCompactEachRow, with
+// opts.DedupToken as the request's insert_deduplication_token setting.
+func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte, opts store.InsertOptions) error {
+	if opts.DedupToken != "" {
+		if err := store.ValidateDedupToken(opts.DedupToken); err != nil {
+			return fmt.Errorf("clickhouse insert into %s: %w", table, err)
+		}
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": opts.DedupToken}))
+	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
 	q := "INSERT INTO `" + b.db + "`.`" + table + "` (" + strings.Join(columns, ", ") + ")"
