@@ -25,7 +25,7 @@ func TestServicesSmoke(t *testing.T) {
 		}
 	})
 	t.Run("detection to denial", func(t *testing.T) {
-		samples, err := detectionToDenial(ctx, 2, 2)
+		samples, err := detectionToDenial(ctx, 2, 2, false)
 		if err != nil || len(samples) != 2 {
 			t.Fatalf("%d samples: %v", len(samples), err)
 		}
