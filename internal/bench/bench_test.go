@@ -148,3 +148,53 @@ func TestRunKeepsFailuresVisible(t *testing.T) {
 		})
 	}
 }
+
+// TestTripleOrders: the proxy triples' orders are the six permutations of
+// the three targets, so each target goes first, second and last equally
+// often and no path is favoured by its position (a warm connection, a
+// cache line).
+func TestTripleOrders(t *testing.T) {
+	seen := map[[3]int]bool{}
+	var at [3][3]int // at[position][target]
+	for _, p := range perms {
+		if seen[p] {
+			t.Errorf("order %v twice", p)
+		}
+		seen[p] = true
+		for pos, k := range p {
+			at[pos][k]++
+		}
+		if p[0] == p[1] || p[1] == p[2] || p[0] == p[2] {
+			t.Errorf("order %v repeats a target", p)
+		}
+	}
+	for pos := range at {
+		for k := range at[pos] {
+			if at[pos][k] != 2 {
+				t.Errorf("target %d at position %d in %d orders, want 2", k, pos, at[pos][k])
+			}
+		}
+	}
+}
+
+// TestMemoryChildRefuses: a memory child with missing or malformed sizes
+// says what is wrong instead of measuring.
+func TestMemoryChildRefuses(t *testing.T) {
+	tests := []struct {
+		name, role, cfg, want string
+	}{
+		{"unknown role", "cpu", `{}`, `want "memory"`},
+		{"malformed config", ChildMemory, `{tokens:`, EnvChildConfig},
+		{"no tokens", ChildMemory, `{"tokens":0,"holders":1000}`, "tokens 0"},
+		{"too few holders", ChildMemory, `{"tokens":10,"holders":100}`, "holders 100 (want ≥ 101)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv(EnvChildConfig, tt.cfg)
+			err := runChild(tt.role)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("runChild: %v, want an error naming %q", err, tt.want)
+			}
+		})
+	}
+}
