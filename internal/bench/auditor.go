@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"sync"
 	"syscall"
@@ -198,13 +199,26 @@ func cpuTime() time.Duration {
 
 // phase is a measured part of the ingestion benchmark.
 type phase struct {
-	wall, cpu time.Duration
+	// wall and cpu (getrusage, every thread) span fn; gc is the Go
+	// runtime's estimate of the CPU its garbage collector took meanwhile.
+	wall, cpu, gc time.Duration
 }
 
 func measure(fn func() error) (phase, error) {
-	c0, t0 := cpuTime(), time.Now()
+	g0, c0, t0 := gcCPU(), cpuTime(), time.Now()
 	err := fn()
-	return phase{wall: time.Since(t0), cpu: cpuTime() - c0}, err
+	return phase{wall: time.Since(t0), cpu: cpuTime() - c0, gc: gcCPU() - g0}, err
+}
+
+// gcCPU is the CPU time the Go garbage collector used so far, as the
+// runtime estimates it (runtime/metrics /cpu/classes/gc/total).
+func gcCPU() time.Duration {
+	s := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64 {
+		return 0
+	}
+	return time.Duration(s[0].Value.Float64() * float64(time.Second))
 }
 
 // benchPipeline starts an embedded pipeline on a fresh database of the
@@ -637,6 +651,8 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize) ([]F
 		{Name: "  usage events per JetStream message", Value: float64(n) / float64(max(msgs, 1)), Unit: "events", OK: true, How: "measured decisions / USAGE messages added"},
 		{Name: "  bytes per event in the USAGE stream", Value: float64(bytes) / float64(n), Unit: "bytes", OK: true, How: "USAGE stream bytes added / measured decisions"},
 		{Name: "  mean batch written end to end", Value: float64(n) / float64(max(batches, 1)), Unit: "rows", OK: true, How: "measured decisions / auditor batches"},
+		{Name: "  Go garbage collector's share of that CPU", Value: 100 * float64(endToEnd.gc) / float64(max(endToEnd.cpu, 1)), Unit: "%", OK: true,
+			How: "runtime/metrics /cpu/classes/gc/total over the same window, over getrusage's CPU"},
 		{Name: "  anomalies raised during the measured run", Value: float64(anomalies), Unit: "anomalies", OK: true, How: "auditor Stats.Anomalies"},
 		{Name: "  stage: enforcers alone (decide + publish, no consumer)", Value: rate(enfOnly, n), Unit: "events/s", OK: true,
 			How: fmt.Sprintf("timer from the first measured Check to the last enforcer's Flush; n=%d", n)},
