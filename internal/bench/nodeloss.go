@@ -130,6 +130,10 @@ func nodeLossFigures(victim string, outage time.Duration, r *faults.NodeLossRepo
 	)
 	resume := Figure{Name: p + "TOKENS led again (polled every 25 ms) → first issuance acknowledged", Value: r.IssueResume.Seconds(), Unit: "s",
 		Target: "≤ 1 s", OK: r.IssueResume >= 0 && r.IssueResume <= time.Second}
+	if r.IssueResume < 0 {
+		// The harness's -1 means it never saw it: say so, not "-0.000 s".
+		resume.Name, resume.Value = resume.Name+" (-1: not seen before the run ended)", -1
+	}
 	return append(figs, resume, info("restart → every replica current", r.Heal.Seconds(), "s"))
 }
 
