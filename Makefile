@@ -5,6 +5,9 @@ BIN       := bin/cordon
 PKGS      := ./...
 FUZZTIME  ?= 10s
 # BENCHFLAGS go to cordon-bench, e.g. make bench BENCHFLAGS="--only enforce".
+# make bench exits non-zero when a target is missed or a suite fails, after
+# every suite ran and BENCHMARKS.md was written; make bench-smoke runs every
+# suite at tiny sizes (CI: the benchmarks never rot) and judges no target.
 BENCHFLAGS ?=
 # RACE_SKIP are the packages make race leaves out (README, "Tests, CI and
 # benchmarks"): under -race on two cores internal/cli takes 7 minutes (its
@@ -17,7 +20,7 @@ RACE_SKIP ?= ./internal/cli ./internal/bench
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: help build build-server nats-server run test test-nochdb race vet fuzz bench chdb clean
+.PHONY: help build build-server nats-server run test test-nochdb race vet fuzz bench bench-smoke chdb clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -63,6 +66,9 @@ fuzz: chdb ## run every fuzz target for FUZZTIME (default 10s); failing inputs l
 
 bench: chdb ## measure latency, throughput and memory on this machine; writes BENCHMARKS.md
 	$(GO) run ./cmd/cordon-bench --out BENCHMARKS.md $(BENCHFLAGS)
+
+bench-smoke: chdb ## run every benchmark suite at tiny sizes (no target judged): they still run
+	$(GO) run ./cmd/cordon-bench --smoke $(BENCHFLAGS)
 
 clean: ## remove build output and local state
 	rm -rf bin .cordon

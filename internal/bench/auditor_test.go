@@ -6,23 +6,20 @@ import (
 	"testing"
 )
 
-// TestAuditorSuite runs the auditor suite once and checks it produces its
-// figures (the targets are judged by make bench, not here).
+// TestAuditorSuite runs the auditor suite once at full size and checks it
+// produces its figures (the targets are judged by make bench, not here).
 func TestAuditorSuite(t *testing.T) {
 	if testing.Short() || os.Getenv("CORDON_BENCH_AUDITOR") == "" {
 		t.Skip("benchmark suite (about 2 minutes): set CORDON_BENCH_AUDITOR=1 to run it")
 	}
-	figs, err := AuditorSuite().Run(context.Background(), os.Stderr)
+	figs, err := AuditorSuite().Run(context.Background(), Env{Progress: os.Stderr})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(figs) < 9 {
+	if len(figs) < 14 {
 		t.Fatalf("%d figures", len(figs))
 	}
 	for _, f := range figs {
 		t.Logf("%-62s %12.3f %-9s %-10s ok=%v", f.Name, f.Value, f.Unit, f.Target, f.OK)
-		if f.Value <= 0 {
-			t.Errorf("%s: %v", f.Name, f.Value)
-		}
 	}
 }

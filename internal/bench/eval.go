@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -27,8 +26,12 @@ func EvalSuite() Suite {
 	return Suite{Name: "detection quality", Summary: "cordon eval on the default scenario: recall per attack, false alarms", Run: runEvalSuite}
 }
 
-func runEvalSuite(ctx context.Context, progress io.Writer) ([]Figure, error) {
+func runEvalSuite(ctx context.Context, env Env) ([]Figure, error) {
+	progress := env.Progress
 	sc := simulate.DefaultScenario()
+	if env.Smoke {
+		sc.Holders, sc.UsageEvents, sc.AttacksPerKind = 12, 5000, 1
+	}
 	fmt.Fprintf(progress, "   scenario %s: %d days, seed %d, %d attack variants, %d benign variants, default thresholds\n",
 		sc.Name, sc.Days, sc.Seed, len(sc.Attacks), len(sc.Benign)+1)
 	const db = "bench_eval"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMainUsage: cordon-bench's help and listing speak to users (what is
@@ -83,5 +84,38 @@ func TestSuitesDescribed(t *testing.T) {
 			t.Errorf("two suites named %q", s.Name)
 		}
 		seen[s.Name] = true
+	}
+}
+
+// TestSuitesSmoke runs every suite at smoke size, as make bench-smoke
+// does, so that a suite that no longer runs fails make test: each must
+// finish without error and give figures, none of them judged. Timings are
+// not asserted.
+func TestSuitesSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts NATS, chDB, nats-server processes and the services")
+	}
+	var progress bytes.Buffer
+	res := Run(context.Background(), "", Env{Progress: &progress, Smoke: true})
+	if len(res) != len(Suites()) {
+		t.Fatalf("%d results for %d suites", len(res), len(Suites()))
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Errorf("suite %s: %v", r.Suite, r.Err)
+			continue
+		}
+		if len(r.Figures) == 0 {
+			t.Errorf("suite %s gave no figure", r.Suite)
+		}
+		for _, f := range r.Figures {
+			if f.Target != "" || f.Missed() {
+				t.Errorf("suite %s: a smoke run judged %q against %q", r.Suite, f.Name, f.Target)
+			}
+		}
+		t.Logf("%s: %d figures in %v", r.Suite, len(r.Figures), r.Took.Round(time.Millisecond))
+	}
+	if t.Failed() {
+		t.Logf("progress:\n%s", progress.String())
 	}
 }
