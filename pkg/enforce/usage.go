@@ -45,10 +45,18 @@ type usageRecord struct {
 // publisher turns decisions into usage events on JetStream in the
 // background. The request path only does a non-blocking send on ch.
 type publisher struct {
-	e     *Enforcer
-	log   zerolog.Logger // sampled
-	ch    chan usageRecord
+	e   *Enforcer
+	log zerolog.Logger // sampled
+	ch  chan usageRecord
+	// batch is Options.UsageBatch: the records of one usage batch, or in
+	// the event format the events published before waiting for their
+	// acknowledgements.
 	batch int
+	// chunk is the most records taken from ch at once (a linger window,
+	// a drain round); peek the most spooled messages republished at once.
+	chunk, peek int
+	// bat groups records into usage batches (nil in the event format).
+	bat *batcher
 	// agg folds token-less denials; its records are published every
 	// aggEvery (nil: every decision is its own event).
 	agg      *aggregator
@@ -66,8 +74,10 @@ type publisher struct {
 	clients clientCache
 
 	dropped   atomic.Uint64
-	published atomic.Uint64
+	published atomic.Uint64 // events
+	batches   atomic.Uint64 // messages
 	failed    atomic.Uint64
+	spooled   atomic.Uint64 // events
 
 	// spool keeps the events JetStream did not accept (Options.SpoolDir;
 	// nil without one, and until Start opens it). failing is set when
@@ -93,6 +103,14 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 		done:      make(chan struct{}),
 		clients:   clientCache{m: make(map[string]string), max: clientCacheSize},
 		wake:      make(chan struct{}, 1),
+		chunk:     batch,
+		peek:      batch,
+	}
+	p.log = e.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})
+	if e.opts.UsageFormat == UsageFormatBatch {
+		p.bat = newBatcher(p)
+		p.chunk = windowBatches * batch
+		p.peek = spoolPeekBatches
 	}
 	if e.opts.SpoolDir != "" {
 		p.ackWait = spoolAckWait
@@ -136,7 +154,7 @@ func (p *publisher) run(js jetstream.JetStream) {
 			p.closeSpool()
 		}()
 	}
-	batch := make([]usageRecord, 0, p.batch)
+	batch := make([]usageRecord, 0, p.chunk)
 	var tick <-chan time.Time
 	if p.agg != nil {
 		t := time.NewTicker(p.aggEvery)
@@ -146,9 +164,13 @@ func (p *publisher) run(js jetstream.JetStream) {
 	for {
 		select {
 		case r := <-p.ch:
+			if p.bat != nil {
+				p.window(js, r)
+				continue
+			}
 			batch = append(batch[:0], r)
 			batch = p.linger(batch)
-			p.publish(js, batch)
+			p.publish(js, p.encodeAll(batch))
 		case <-tick:
 			p.publishFolded(js)
 		case ack := <-p.flush:
@@ -170,10 +192,84 @@ func (p *publisher) publishFolded(js jetstream.JetStream) {
 	}
 	recs := p.agg.take()
 	for len(recs) > 0 {
-		n := min(len(recs), p.batch)
-		p.publish(js, recs[:n])
+		n := min(len(recs), p.chunk)
+		p.publish(js, p.encodeAll(recs[:n]))
 		recs = recs[n:]
 	}
+}
+
+// windowBatches is how many full batches' worth of records one linger
+// window takes at most (Options.UsageBatch each) before it is published.
+const windowBatches = 4
+
+// spoolPeekBatches is how many spooled batches the drainer republishes at
+// once (at most UsageBatchMaxBytes each).
+const spoolPeekBatches = 16
+
+// window publishes the decisions of one linger window in usage batches:
+// from first on, each record goes into the batch of its (tenant, holder)
+// until the window has lasted UsageLinger, holds chunk records, or a
+// Flush or Close ends it. A batch that fills up on the way (UsageBatch
+// records or UsageBatchBytes) is sent at once; at the end every open
+// batch is finished and the acknowledgements of all are awaited.
+func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
+	w := p.bat
+	w.add(&first)
+	sent := p.send(js, w.msgs, 0)
+	var ack chan struct{}
+	if p.lingerFor <= 0 {
+		for w.records < p.chunk {
+			select {
+			case r := <-p.ch:
+				w.add(&r)
+				sent = p.send(js, w.msgs, sent)
+				continue
+			default:
+			}
+			break
+		}
+	} else {
+		t := time.NewTimer(p.lingerFor)
+		defer t.Stop()
+	loop:
+		for w.records < p.chunk {
+			select {
+			case r := <-p.ch:
+				w.add(&r)
+				sent = p.send(js, w.msgs, sent)
+			case <-t.C:
+				break loop
+			case ack = <-p.flush:
+				break loop
+			case <-p.quit:
+				break loop
+			}
+		}
+	}
+	p.publish(js, w.take())
+	if ack != nil { // the Flush that ended the window
+		p.publishFolded(js)
+		p.drain(js, nil, time.Time{})
+		close(ack)
+	}
+}
+
+// send publishes msgs[from:] asynchronously (publish awaits their
+// acknowledgements) and returns len(msgs); while JetStream is failing
+// with a spool, it leaves them to publish.
+func (p *publisher) send(js jetstream.JetStream, msgs []pending, from int) int {
+	if p.spool.Load() != nil && p.failing.Load() {
+		return from
+	}
+	for i := from; i < len(msgs); i++ {
+		p.sendOne(js, &msgs[i])
+	}
+	return len(msgs)
+}
+
+func (p *publisher) sendOne(js jetstream.JetStream, m *pending) {
+	m.fut, m.err = js.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id))
+	m.sent = true
 }
 
 // linger collects records into batch until it is full or linger has
@@ -230,30 +326,46 @@ func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline 
 				return
 			}
 		}
-		batch = p.fill(batch[:0], min(n, p.batch))
+		batch = p.fill(batch[:0], min(n, p.chunk))
 		if len(batch) == 0 {
 			return
 		}
 		n -= len(batch)
-		p.publish(js, batch)
+		p.publish(js, p.encodeAll(batch))
 	}
 }
 
+// pending is one message to publish: a usage batch, or one event in the
+// event format.
 type pending struct {
 	subject string
 	data    []byte
 	id      string
+	events  int  // decisions it carries
+	sent    bool // published once already (window)
 	fut     jetstream.PubAckFuture
 	err     error // of PublishAsync itself
 }
 
-// publish sends a batch asynchronously, waits for its acknowledgements and
-// retries failures once with the same message id (JetStream de-duplicates).
-// With a spool, the events JetStream does not acknowledge in one attempt
-// go to the spool instead (its drainer retries them), and while JetStream
-// is failing every batch goes straight there.
-func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
-	msgs := p.encodeAll(batch)
+// eventsOf is the number of decisions msgs carry.
+func eventsOf(msgs []pending) int {
+	n := 0
+	for i := range msgs {
+		n += msgs[i].events
+	}
+	return n
+}
+
+// publish sends msgs asynchronously (those not sent yet), waits for their
+// acknowledgements and retries failures once with the same message id
+// (JetStream de-duplicates). With a spool, the messages JetStream does
+// not acknowledge in one attempt go to the spool instead (its drainer
+// retries them), and while JetStream is failing every message goes
+// straight there.
+func (p *publisher) publish(js jetstream.JetStream, msgs []pending) {
+	if len(msgs) == 0 {
+		return
+	}
 	attempts := 2
 	if sp := p.spool.Load(); sp != nil {
 		if p.failing.Load() {
@@ -264,12 +376,9 @@ func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
 	}
 	for attempt := 0; attempt < attempts && len(msgs) > 0; attempt++ {
 		for i := range msgs {
-			f, err := js.PublishAsync(msgs[i].subject, msgs[i].data, jetstream.WithMsgID(msgs[i].id))
-			if err != nil {
-				msgs[i].fut, msgs[i].err = nil, err
-				continue
+			if attempt > 0 || !msgs[i].sent {
+				p.sendOne(js, &msgs[i])
 			}
-			msgs[i].fut = f
 		}
 		retry, lastErr := p.awaitAcks(msgs)
 		if sp := p.spool.Load(); sp != nil && len(retry) > 0 {
@@ -278,8 +387,9 @@ func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
 			return
 		}
 		if len(retry) > 0 && attempt == attempts-1 {
-			p.failed.Add(uint64(len(retry)))
-			p.log.Warn().Err(lastErr).Int("events", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
+			n := eventsOf(retry)
+			p.failed.Add(uint64(n))
+			p.log.Warn().Err(lastErr).Int("events", n).Int("messages", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
 		}
 		msgs = retry
 	}
@@ -309,7 +419,8 @@ func (p *publisher) awaitAcks(msgs []pending) (retry []pending, lastErr error) {
 			retry = append(retry, m)
 			continue
 		}
-		p.published.Add(1)
+		p.published.Add(uint64(m.events))
+		p.batches.Add(1)
 	}
 	return retry, lastErr
 }
@@ -340,24 +451,49 @@ func (p *publisher) awaitAck(f jetstream.PubAckFuture, timeout, valve <-chan tim
 	}
 }
 
-// encodeAll encodes a batch; a record that does not encode is counted
+// encodeAll encodes records into messages: usage batches, or one event
+// each in the event format. A record that does not encode is counted
 // failed and logged.
 func (p *publisher) encodeAll(batch []usageRecord) []pending {
+	if p.bat != nil {
+		return p.bat.encodeBatches(batch)
+	}
 	msgs := make([]pending, 0, len(batch))
 	for i := range batch {
 		subject, data, id, err := p.encode(&batch[i])
 		if err != nil {
-			p.failed.Add(1)
-			p.log.Error().Err(err).Msg("encode usage event")
+			p.fail(1, err)
 			continue
 		}
-		msgs = append(msgs, pending{subject: subject, data: data, id: id})
+		msgs = append(msgs, pending{subject: subject, data: data, id: id, events: 1})
 	}
 	return msgs
 }
 
-// encode builds the usage event of a record.
+// fail counts n decisions that could not be encoded.
+func (p *publisher) fail(n int, err error) {
+	p.failed.Add(uint64(n))
+	p.log.Error().Err(err).Int("events", n).Uint64("failed_total", p.failed.Load()).Msg("encode usage")
+}
+
+// encode builds the usage event of a record (the event format).
 func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id string, err error) {
+	var u events.UsageDecided
+	p.decided(r, &u)
+	env, err := events.New("enforcer/"+p.e.opts.ID, r.at, &u)
+	if err != nil {
+		return "", nil, "", err
+	}
+	b, err := events.Encode(env)
+	if err != nil {
+		return "", nil, "", err
+	}
+	return events.UsageSubject(u.Tenant, p.e.opts.ID), b, env.MsgID(), nil
+}
+
+// decided fills u with the usage event of a record: request fields
+// clipped and redacted, the client normalised.
+func (p *publisher) decided(r *usageRecord, u *events.UsageDecided) {
 	o := &p.e.opts
 	ip := r.remote
 	if !ip.IsValid() {
@@ -372,7 +508,7 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 	if client == "" {
 		client = p.clients.get(agent)
 	}
-	u := &events.UsageDecided{
+	*u = events.UsageDecided{
 		TokenID:   r.d.TokenID,
 		Tenant:    r.d.Tenant,
 		Holder:    r.d.Holder,
@@ -399,15 +535,6 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 	if u.Tenant != "" && events.ValidateName(u.Tenant) != nil {
 		u.Tenant = "" // not a subject token: publish under "_"
 	}
-	env, err := events.New("enforcer/"+o.ID, r.at, u)
-	if err != nil {
-		return "", nil, "", err
-	}
-	b, err := events.Encode(env)
-	if err != nil {
-		return "", nil, "", err
-	}
-	return events.UsageSubject(u.Tenant, o.ID), b, env.MsgID(), nil
 }
 
 // flushWait asks the publisher to publish everything queued so far.
