@@ -3,6 +3,9 @@ package enforce
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/token"
 )
 
 // usageEvent is one decision read back from USAGE, from a usage batch or
@@ -151,4 +155,245 @@ func readUsage(t *testing.T, js jetstream.JetStream, id string, want int) []usag
 		return err
 	})
 	return evs
+}
+
+// comparable is ev with what legitimately differs between the formats
+// taken out: the enforcer id, the event id, and time below microseconds
+// (what a batch and ClickHouse keep).
+func (ev usageEvent) comparable() usageEvent {
+	c := usageEvent{u: ev.u}
+	c.u.Enforcer = ""
+	c.env.Time = ev.env.Time.Truncate(time.Microsecond).UTC()
+	c.env.Type, c.env.Version = ev.env.Type, ev.env.Version
+	return c
+}
+
+// TestUsageFormatsAgree: the same decisions, enqueued at the same times to
+// an enforcer publishing batches and to one publishing single events, give
+// the same usage events field by field (times at microseconds), every one
+// valid; the batches land under the partition subject of their (tenant,
+// holder).
+func TestUsageFormatsAgree(t *testing.T) {
+	f := newFixture(t)
+	src := local(t, f.signer, func(o *Options) { o.Routes = f.routes; o.Service = "" })
+	type tenantHolder struct{ tenant, holder string }
+	var toks []string
+	for _, th := range []tenantHolder{{"acme", "billing-worker"}, {"acme", "reports"}, {"globex", "billing-worker"}, {"globex", "sync_2"}} {
+		tok, _ := mint(t, f.signer, func(c *token.Claims) { c.Tenant, c.Holder = th.tenant, th.holder })
+		toks = append(toks, tok)
+	}
+	narrow, _ := mint(t, f.signer, func(c *token.Claims) { c.Scopes = []string{"invoices:list"} })
+	forged := toks[0][:len(toks[0])-3] + "xyz"
+	agents := []string{"cordon-test/1", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0", "curl/8.5.0 " + toks[1], ""}
+	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7"), netip.MustParseAddr("::ffff:198.51.100.3"), {}}
+
+	type input struct {
+		req     *Request
+		d       Decision
+		at      time.Time
+		latency time.Duration
+	}
+	base := time.Date(2026, 12, 3, 12, 0, 0, 123456789, time.UTC)
+	var ins []input
+	const n = 600
+	for i := range n {
+		tok := toks[i%len(toks)]
+		switch i % 10 {
+		case 7:
+			tok = narrow
+		case 9:
+			tok = forged // token-less denials: folded, count > 1
+		}
+		req := &Request{Token: tok, Method: "GET", Route: "/invoices/{id}", Scope: "invoices:read", Resource: strconv.Itoa(i),
+			UserAgent: agents[i%len(agents)], RemoteAddr: addrs[i%len(addrs)]}
+		if i%13 == 0 {
+			req.Resource = "\xff" + strconv.Itoa(i) // not UTF-8
+		}
+		if i%17 == 0 {
+			req.Device = strings.Repeat("0f", 32)
+		}
+		d := src.Check(req)
+		ins = append(ins, input{req, d, base.Add(time.Duration(i) * 1700 * time.Nanosecond), time.Duration(1000 + i)})
+	}
+	mod := func(format string) func(*Options) {
+		return func(o *Options) { o.UsageFormat = format; o.UsageBatch = 64; o.UsageLinger = time.Hour }
+	}
+	eb := f.enforcer(t, "edge-fmt-batch", mod(UsageFormatBatch))
+	ee := f.enforcer(t, "edge-fmt-event", mod(UsageFormatEvent))
+	for _, e := range []*Enforcer{eb, ee} {
+		for _, in := range ins {
+			e.usage.enqueue(in.req, &in.d, in.at, in.latency)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
+	if eb.Stats().UsagePublished != ee.Stats().UsagePublished {
+		t.Fatalf("published %d events in batches and %d single", eb.Stats().UsagePublished, ee.Stats().UsagePublished)
+	}
+	want := int(ee.Stats().UsagePublished)
+	batched := readUsage(t, f.env.JS, "edge-fmt-batch", want)
+	single := readUsage(t, f.env.JS, "edge-fmt-event", want)
+
+	key := func(ev usageEvent) string {
+		return ev.u.Resource + "|" + ev.u.Reason + "|" + ev.u.SourceIP + "|" + ev.u.KeyID
+	}
+	bySingle := make(map[string]usageEvent, want)
+	for _, ev := range single {
+		if ev.batch {
+			t.Fatalf("a batch from the event format: %s", ev.subject)
+		}
+		if _, dup := bySingle[key(ev)]; dup {
+			t.Fatalf("two single events keyed %s", key(ev))
+		}
+		bySingle[key(ev)] = ev
+	}
+	ids := make(map[string]bool, want)
+	msgs := make(map[string]int)
+	var folded int64
+	for _, ev := range batched {
+		if !ev.batch {
+			t.Fatalf("a single event from the batch format: %s", ev.subject)
+		}
+		if err := ev.env.Validate(); err != nil {
+			t.Fatalf("batched event %s: %v", key(ev), err)
+		}
+		p := events.UsagePartition(ev.u.Tenant, ev.u.Holder, events.DefaultUsagePartitions)
+		if want := fmt.Sprintf("cordon.usage.part.%d.%s.edge-fmt-batch.%s", p, events.SubjectToken(ev.u.Tenant), events.SubjectToken(ev.u.Holder)); ev.subject != want {
+			t.Fatalf("batch stored under %s, want %s", ev.subject, want)
+		}
+		if ids[ev.env.MsgID()] {
+			t.Fatalf("event id %s twice", ev.env.ID)
+		}
+		ids[ev.env.MsgID()] = true
+		msgs[ev.msgID]++
+		s, ok := bySingle[key(ev)]
+		if !ok {
+			t.Fatalf("batched event %s has no single twin", key(ev))
+		}
+		delete(bySingle, key(ev))
+		if got, want := ev.comparable(), s.comparable(); !reflect.DeepEqual(got.u, want.u) || !got.env.Time.Equal(want.env.Time) {
+			t.Fatalf("event %s:\n batch  %+v at %v\n single %+v at %v", key(ev), got.u, got.env.Time, want.u, want.env.Time)
+		}
+		if ev.u.Count > 1 {
+			folded += ev.u.Count
+		}
+	}
+	if len(bySingle) != 0 {
+		t.Fatalf("%d single events have no batched twin", len(bySingle))
+	}
+	for id, k := range msgs {
+		if k > 64 {
+			t.Fatalf("batch %s carries %d records, UsageBatch is 64", id, k)
+		}
+	}
+	if folded == 0 || len(msgs) < 2 {
+		t.Fatalf("%d folded denials, %d batches: the test exercises neither", folded, len(msgs))
+	}
+	if st := eb.Stats(); st.UsageBatches != uint64(len(msgs)) || st.UsageFailed != 0 || st.UsageDropped != 0 {
+		t.Fatalf("batch stats %+v, want %d batches", st, len(msgs))
+	}
+	t.Logf("%d decisions, %d events, %d batches", n, want, len(msgs))
+}
+
+// usageStored is the number of usage messages and events of enforcer id
+// in USAGE.
+func usageStored(t *testing.T, f *fixture, id string) (msgs, evs int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := fetchUsage(ctx, f.env.JS, id, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, ev := range got {
+		seen[ev.msgID] = true
+	}
+	return len(seen), len(got)
+}
+
+// TestUsageBatchFlush: a batch goes out when it has UsageBatch records,
+// when it nears UsageBatchBytes, and when UsageLinger has passed, without
+// a Flush; a Flush sends what is left.
+func TestUsageBatchFlush(t *testing.T) {
+	f := newFixture(t)
+	tok, _ := mint(t, f.signer, nil)
+	long := strings.Repeat("r", events.MaxResourceLen-8)
+
+	t.Run("records", func(t *testing.T) {
+		e := f.enforcer(t, "edge-flush-count", func(o *Options) { o.UsageBatch = 10; o.UsageLinger = time.Hour })
+		for i := range 25 {
+			e.Check(spoolReq(tok, i))
+		}
+		// Full batches are sent at once; their acknowledgements are awaited
+		// when the window ends (here the Flush).
+		natstest.WaitFor(t, 30*time.Second, func() error {
+			if msgs, evs := usageStored(t, f, "edge-flush-count"); msgs != 2 || evs != 20 {
+				return fmt.Errorf("USAGE holds %d events in %d batches before the Flush, want 20 in 2", evs, msgs)
+			}
+			return nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		readUsage(t, f.env.JS, "edge-flush-count", 25)
+		if msgs, _ := usageStored(t, f, "edge-flush-count"); msgs != 3 {
+			t.Fatalf("%d batches after the Flush, want 3", msgs)
+		}
+		if st := e.Stats(); st.UsagePublished != 25 || st.UsageBatches != 3 {
+			t.Fatalf("published %d events in %d batches, want 25 in 3", st.UsagePublished, st.UsageBatches)
+		}
+	})
+
+	t.Run("bytes", func(t *testing.T) {
+		const limit = 4 << 10
+		e := f.enforcer(t, "edge-flush-bytes", func(o *Options) { o.UsageBatchBytes = limit; o.UsageLinger = time.Hour })
+		const n = 40
+		for i := range n {
+			r := spoolReq(tok, i)
+			r.Resource = long + strconv.Itoa(1000+i) // distinct: one dictionary entry each
+			e.Check(r)
+		}
+		natstest.WaitFor(t, 30*time.Second, func() error {
+			if msgs, evs := usageStored(t, f, "edge-flush-bytes"); msgs < 2 {
+				return fmt.Errorf("USAGE holds %d events in %d batches before the Flush, want batches cut at %d bytes", evs, msgs, limit)
+			}
+			return nil
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		evs := readUsage(t, f.env.JS, "edge-flush-bytes", n)
+		sizes := map[string]int{}
+		for _, ev := range evs {
+			if len(ev.data) > limit {
+				t.Fatalf("batch %s is %d bytes, UsageBatchBytes is %d", ev.msgID, len(ev.data), limit)
+			}
+			sizes[ev.msgID] = len(ev.data)
+		}
+		if len(sizes) < n*events.MaxResourceLen/limit {
+			t.Fatalf("%d batches of %v bytes for %d records of about %d bytes", len(sizes), sizes, n, events.MaxResourceLen)
+		}
+	})
+
+	t.Run("linger", func(t *testing.T) {
+		e := f.enforcer(t, "edge-flush-linger", func(o *Options) { o.UsageLinger = 200 * time.Millisecond })
+		for i := range 5 {
+			e.Check(spoolReq(tok, i))
+		}
+		natstest.WaitFor(t, 30*time.Second, func() error {
+			if st := e.Stats(); st.UsagePublished != 5 || st.UsageBatches != 1 {
+				return fmt.Errorf("published %d events in %d batches, want 5 in 1", st.UsagePublished, st.UsageBatches)
+			}
+			return nil
+		})
+		readUsage(t, f.env.JS, "edge-flush-linger", 5)
+	})
 }
