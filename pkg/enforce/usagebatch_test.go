@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/internal/natstest"
@@ -396,4 +397,46 @@ func TestUsageBatchFlush(t *testing.T) {
 		})
 		readUsage(t, f.env.JS, "edge-flush-linger", 5)
 	})
+}
+
+// TestUsageBatchSpoolJetStreamOff: JetStream switched off and on again
+// while batched decisions keep coming: the batches it does not
+// acknowledge are spooled and republished under their batch ids, and
+// USAGE ends up with every decision exactly once (no event lost, no event
+// id twice).
+func TestUsageBatchSpoolJetStreamOff(t *testing.T) {
+	natstest.SkipJetStreamToggleUnderRace(t)
+	f := newFixture(t)
+	const id, n = "edge-batch-off", 4000
+	e := f.enforcer(t, id, func(o *Options) { o.SpoolDir = t.TempDir(); o.UsageBatch = 100 })
+	tok, _ := mint(t, f.signer, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		checkPaced(e, tok, 0, n)
+	}()
+	waitStats(t, e, "some batches published", func(s Stats) bool { return s.UsageBatches > 0 })
+	if err := f.env.Server.ShutdownJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	waitStats(t, e, "some events spooled", func(s Stats) bool { return s.UsageSpooled > 0 })
+	if err := f.env.Server.EnableJetStream(&server.JetStreamConfig{StoreDir: f.env.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	st := waitStats(t, e, "every event published", func(s Stats) bool {
+		return s.UsageQueued == 0 && s.UsageSpoolPending == 0 && s.UsagePublished >= n
+	})
+	if st.UsageDropped != 0 || st.UsageFailed != 0 {
+		t.Fatalf("after the outage: %+v", st)
+	}
+	got := usageOnce(t, f.env.JS, id, n)
+	seen := make(map[string]bool, n)
+	for _, r := range got {
+		seen[r] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct decisions in USAGE, want %d", len(seen), n)
+	}
+	t.Logf("%d events spooled during the outage, %d batches published", st.UsageSpooled, st.UsageBatches)
 }
