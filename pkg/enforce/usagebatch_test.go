@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -439,4 +440,47 @@ func TestUsageBatchSpoolJetStreamOff(t *testing.T) {
 		t.Fatalf("%d distinct decisions in USAGE, want %d", len(seen), n)
 	}
 	t.Logf("%d events spooled during the outage, %d batches published", st.UsageSpooled, st.UsageBatches)
+}
+
+// TestUsageOptions: the usage format and batch bounds are validated with
+// an error that names the value, and a spool's segment bounds a batch.
+func TestUsageOptions(t *testing.T) {
+	cases := []struct {
+		name   string
+		mod    func(*Options)
+		err    string // empty: valid
+		format string
+		batch  int
+		bytes  int
+	}{
+		{name: "defaults", format: UsageFormatBatch, batch: DefaultUsageBatch, bytes: events.UsageBatchMaxBytes},
+		{name: "event format", mod: func(o *Options) { o.UsageFormat = "event"; o.UsageBatch = 10000 }, format: UsageFormatEvent, batch: 10000, bytes: events.UsageBatchMaxBytes},
+		{name: "unknown format", mod: func(o *Options) { o.UsageFormat = "json" }, err: `usage format "json"`},
+		{name: "batch too large", mod: func(o *Options) { o.UsageBatch = events.UsageBatchMaxRecords + 1 }, err: "usage batch 4097"},
+		{name: "bytes too small", mod: func(o *Options) { o.UsageBatchBytes = 100 }, err: "usage batch bytes 100"},
+		{name: "bytes too large", mod: func(o *Options) { o.UsageBatchBytes = 1 << 20 }, err: "usage batch bytes 1048576"},
+		{name: "small spool", mod: func(o *Options) { o.SpoolDir = "/nonexistent"; o.SpoolMaxBytes = 64 << 10 }, format: UsageFormatBatch, batch: DefaultUsageBatch, bytes: 4<<10 - 512},
+		{name: "large spool", mod: func(o *Options) { o.SpoolDir = "/nonexistent"; o.SpoolMaxBytes = 1 << 30 }, format: UsageFormatBatch, batch: DefaultUsageBatch, bytes: events.UsageBatchMaxBytes},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			o := Options{ID: "edge-opts", Service: "invoices"}
+			if tc.mod != nil {
+				tc.mod(&o)
+			}
+			got, err := o.withDefaults()
+			if tc.err != "" {
+				if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("got %v, want ErrConfig naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.UsageFormat != tc.format || got.UsageBatch != tc.batch || got.UsageBatchBytes != tc.bytes {
+				t.Fatalf("format %q batch %d bytes %d, want %q %d %d", got.UsageFormat, got.UsageBatch, got.UsageBatchBytes, tc.format, tc.batch, tc.bytes)
+			}
+		})
+	}
 }
