@@ -69,9 +69,11 @@ type publisher struct {
 	quit      chan struct{}
 	done      chan struct{}
 
-	// clients caches the normalised client of recent user agents; only
-	// the run goroutine (encode) uses it.
+	// clients caches the normalised client of recent user agents, addrs
+	// the text of recent source addresses; only the run goroutine (encode)
+	// uses them.
 	clients clientCache
+	addrs   addrCache
 
 	dropped   atomic.Uint64
 	published atomic.Uint64 // events
@@ -102,6 +104,7 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 		clients:   clientCache{m: make(map[string]string), max: clientCacheSize},
+		addrs:     addrCache{m: make(map[netip.Addr]string), max: addrCacheSize},
 		wake:      make(chan struct{}, 1),
 		chunk:     batch,
 		peek:      batch,
@@ -200,7 +203,7 @@ func (p *publisher) publishFolded(js jetstream.JetStream) {
 
 // windowBatches is how many full batches' worth of records one linger
 // window takes at most (Options.UsageBatch each) before it is published.
-const windowBatches = 4
+const windowBatches = 16
 
 // spoolPeekBatches is how many spooled batches the drainer republishes at
 // once (at most UsageBatchMaxBytes each).
@@ -236,6 +239,15 @@ func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
 			select {
 			case r := <-p.ch:
 				w.add(&r)
+				// Take what else is queued without a blocking select.
+				for more := true; more && w.records < p.chunk; {
+					select {
+					case r := <-p.ch:
+						w.add(&r)
+					default:
+						more = false
+					}
+				}
 				sent = p.send(js, w.msgs, sent)
 			case <-t.C:
 				break loop
@@ -515,7 +527,7 @@ func (p *publisher) decided(r *usageRecord, u *events.UsageDecided) {
 		KeyID:     r.d.KeyID,
 		Enforcer:  o.ID,
 		Service:   o.Service,
-		SourceIP:  ip.Unmap().String(),
+		SourceIP:  p.addrs.get(ip),
 		UserAgent: agent,
 		Method:    orDash(clip(r.method, 16)),
 		Route:     orDash(clip(redactToken(r.route), maxRoute)),
@@ -600,6 +612,30 @@ func (c *clientCache) get(ua string) string {
 	ua = strings.Clone(ua) // do not keep the request's header alive
 	v := events.NormalizeClient(ua)
 	c.m[ua] = v
+	return v
+}
+
+// addrCacheSize bounds the source addresses whose text is kept.
+const addrCacheSize = 4096
+
+// addrCache remembers the text of source addresses (unmapped): formatting
+// one costs more than looking it up, and a source makes many requests.
+// Full, it starts over. Not safe for concurrent use.
+type addrCache struct {
+	m   map[netip.Addr]string
+	max int
+}
+
+// get returns the text of ip.Unmap().
+func (c *addrCache) get(ip netip.Addr) string {
+	if v, ok := c.m[ip]; ok {
+		return v
+	}
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	v := ip.Unmap().String()
+	c.m[ip] = v
 	return v
 }
 
