@@ -57,6 +57,8 @@ type publisher struct {
 	chunk, peek int
 	// bat groups records into usage batches (nil in the event format).
 	bat *batcher
+	// scratch holds the records takeQueued encodes in the event format.
+	scratch []usageRecord
 	// agg folds token-less denials; its records are published every
 	// aggEvery (nil: every decision is its own event).
 	agg      *aggregator
@@ -157,7 +159,10 @@ func (p *publisher) run(js jetstream.JetStream) {
 			p.closeSpool()
 		}()
 	}
-	batch := make([]usageRecord, 0, p.chunk)
+	var batch []usageRecord // the event format's linger window
+	if p.bat == nil {
+		batch = make([]usageRecord, 0, p.batch)
+	}
 	var tick <-chan time.Time
 	if p.agg != nil {
 		t := time.NewTicker(p.aggEvery)
@@ -178,11 +183,11 @@ func (p *publisher) run(js jetstream.JetStream) {
 			p.publishFolded(js)
 		case ack := <-p.flush:
 			p.publishFolded(js)
-			p.drain(js, batch, time.Time{})
+			p.drain(js, time.Time{})
 			close(ack)
 		case <-p.quit:
 			p.publishFolded(js)
-			p.drain(js, batch, time.Now().Add(closeDrain))
+			p.drain(js, time.Now().Add(closeDrain))
 			return
 		}
 	}
@@ -261,7 +266,7 @@ func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
 	p.publish(js, w.take())
 	if ack != nil { // the Flush that ended the window
 		p.publishFolded(js)
-		p.drain(js, nil, time.Time{})
+		p.drain(js, time.Time{})
 		close(ack)
 	}
 }
@@ -327,7 +332,7 @@ const closeDrain = 5 * time.Second
 // drain publishes everything queued now, until deadline (none if zero);
 // what is left at the deadline goes to the spool, or is counted as dropped
 // without one.
-func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline time.Time) {
+func (p *publisher) drain(js jetstream.JetStream, deadline time.Time) {
 	for n := len(p.ch); n > 0; n = min(n, len(p.ch)) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			if p.spool.Load() != nil {
@@ -338,13 +343,33 @@ func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline 
 				return
 			}
 		}
-		batch = p.fill(batch[:0], min(n, p.chunk))
-		if len(batch) == 0 {
+		msgs, k := p.takeQueued(min(n, p.chunk))
+		if k == 0 {
 			return
 		}
-		n -= len(batch)
-		p.publish(js, p.encodeAll(batch))
+		n -= k
+		p.publish(js, msgs)
 	}
+}
+
+// takeQueued takes up to limit queued records without waiting and
+// encodes them into messages; k is how many it took. Usage batches take
+// the records straight into their builders.
+func (p *publisher) takeQueued(limit int) (msgs []pending, k int) {
+	if w := p.bat; w != nil {
+		for ; k < limit; k++ {
+			select {
+			case r := <-p.ch:
+				w.add(&r)
+				continue
+			default:
+			}
+			break
+		}
+		return w.take(), k
+	}
+	p.scratch = p.fill(p.scratch[:0], limit)
+	return p.encodeAll(p.scratch), len(p.scratch)
 }
 
 // pending is one message to publish: a usage batch, or one event in the

@@ -23,6 +23,10 @@ const (
 // linger windows (one per (tenant, holder) of a window).
 const maxFreeBuilders = 1024
 
+// maxFreeBuilderBytes is the largest batch whose builder is kept for
+// reuse (a batch of a thousand records is about 30 KiB).
+const maxFreeBuilderBytes = 64 << 10
+
 // groupKey is the (tenant, holder) a batch belongs to.
 type groupKey struct{ tenant, holder string }
 
@@ -115,7 +119,8 @@ func (w *batcher) builder(tenant, holder string) (*events.UsageBatchBuilder, err
 }
 
 func (w *batcher) release(b *events.UsageBatchBuilder) {
-	if len(w.free) < maxFreeBuilders {
+	// A builder keeps its buffers: keep only those of ordinary batches.
+	if len(w.free) < maxFreeBuilders && b.Size() <= maxFreeBuilderBytes {
 		w.free = append(w.free, b)
 	}
 }

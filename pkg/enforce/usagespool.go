@@ -226,10 +226,9 @@ func (p *publisher) shutdown() {
 			return
 		}
 		sp := p.spool.Load()
-		batch := make([]usageRecord, 0, p.chunk)
 		for len(p.ch) > 0 {
-			batch = p.fill(batch[:0], p.chunk)
-			p.toSpool(sp, p.encodeAll(batch), nil)
+			msgs, _ := p.takeQueued(p.chunk)
+			p.toSpool(sp, msgs, nil)
 		}
 	}
 	p.closeSpool()
@@ -276,14 +275,12 @@ func (p *publisher) relieve() {
 	if sp == nil || len(p.ch) <= cap(p.ch)/2 {
 		return
 	}
-	n := len(p.ch) - cap(p.ch)/4
-	recs := make([]usageRecord, 0, min(n, p.chunk))
-	for n > 0 {
-		recs = p.fill(recs[:0], min(n, p.chunk))
-		if len(recs) == 0 {
+	for n := len(p.ch) - cap(p.ch)/4; n > 0; {
+		msgs, k := p.takeQueued(min(n, p.chunk))
+		if k == 0 {
 			return
 		}
-		n -= len(recs)
-		p.toSpool(sp, p.encodeAll(recs), nil)
+		n -= k
+		p.toSpool(sp, msgs, nil)
 	}
 }
