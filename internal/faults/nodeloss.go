@@ -197,8 +197,9 @@ type EnforcerUsage struct {
 	ID string
 	// Decisions counts its Check calls (each one a usage event: every
 	// token of the workload verifies, so none is folded); InStream the
-	// messages USAGE holds on its subjects. JetStream de-duplicates by
-	// event id, so InStream = Decisions is every event exactly once.
+	// usage events USAGE holds from it (single events, and the records of
+	// its batches). JetStream de-duplicates by message id (an event's, or
+	// a batch's), so InStream = Decisions is every event exactly once.
 	Decisions, InStream uint64
 	// Published, Failed and Dropped are its publisher's counters;
 	// Spooled, SpoolDropped and SpoolPending its spool's (zero without
@@ -1073,15 +1074,50 @@ func subjectCounts(ctx context.Context, js jetstream.JetStream, stream, filter s
 	return info.State.Subjects, nil
 }
 
-// usageInStream is how many usage events USAGE holds from enforcer id.
+// usageInStream is how many usage events USAGE holds from enforcer id:
+// its single events, and the records of its batches (read and decoded).
 func usageInStream(ctx context.Context, js jetstream.JetStream, id string) (uint64, error) {
-	subjects, err := subjectCounts(ctx, js, events.StreamUsage, events.SubjectUsagePrefix+"*."+id)
-	if err != nil {
-		return 0, err
+	var sum, batches uint64
+	for _, filter := range []string{events.SubjectUsagePrefix + "*." + id, events.SubjectUsagePartPrefix + "*.*." + id + ".*"} {
+		subjects, err := subjectCounts(ctx, js, events.StreamUsage, filter)
+		if err != nil {
+			return 0, err
+		}
+		for _, c := range subjects {
+			if filter == events.SubjectUsagePrefix+"*."+id {
+				sum += c
+			} else {
+				batches += c
+			}
+		}
 	}
-	var sum uint64
-	for _, c := range subjects {
-		sum += c
+	if batches == 0 {
+		return sum, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(cctx, events.StreamUsage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectUsagePartPrefix + "*.*." + id + ".*"}})
+	if err != nil {
+		return 0, fmt.Errorf("read usage batches of %s: %w", id, err)
+	}
+	var ub events.UsageBatch
+	for read := uint64(0); read < batches; {
+		msgs, err := cons.Fetch(int(min(batches-read, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, fmt.Errorf("read usage batches of %s: %w", id, err)
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			if err := events.DecodeUsageBatch(m.Subject(), m.Data(), &ub); err != nil {
+				return 0, fmt.Errorf("usage batch of %s: %w", id, err)
+			}
+			sum += uint64(ub.Len())
+			n++
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("read %d of the %d usage batches of %s", read, batches, id)
+		}
+		read += uint64(n)
 	}
 	return sum, nil
 }

@@ -12,31 +12,19 @@ import (
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
-// streamedUsage returns every usage event in the fixture's USAGE stream
-// (the fixture's NATS serves one test).
+// streamedUsage returns every usage event of enforcer id in the
+// fixture's USAGE stream.
 func streamedUsage(t *testing.T, f *fixture, id string) []*events.UsageDecided {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := f.env.JS.Stream(ctx, events.StreamUsage)
+	evs, err := fetchUsage(ctx, f.env.JS, id, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := int(info.State.Msgs)
-	if n == 0 {
-		return nil
-	}
-	var out []*events.UsageDecided
-	for _, m := range usageMsgs(t, f.env.JS, id, n) {
-		_, u, err := events.DecodeAs[*events.UsageDecided](m.Data())
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, u)
+	out := make([]*events.UsageDecided, len(evs))
+	for i := range evs {
+		out[i] = &evs[i].u
 	}
 	return out
 }

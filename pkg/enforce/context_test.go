@@ -171,18 +171,14 @@ func TestUsageContext(t *testing.T) {
 	if err := e.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	msgs := usageMsgs(t, f.env.JS, "edge-ctx", len(steps))
-	for i, m := range msgs {
-		st := steps[i]
-		_, u, err := events.DecodeAs[*events.UsageDecided](m.Data())
-		if err != nil {
-			t.Fatalf("%s: %v", st.name, err)
-		}
+	evs := readUsage(t, f.env.JS, "edge-ctx", len(steps)) // one batch: in order
+	for i, ev := range evs {
+		st, u := steps[i], &ev.u
 		got := want{u.Route, u.Resource, u.Client, u.Device, u.Reason}
 		if got != st.want {
 			t.Errorf("%s:\n got %+v\nwant %+v", st.name, got, st.want)
 		}
-		if bytes.Contains(m.Data(), []byte(good[:40])) {
+		if bytes.Contains(ev.data, []byte(good[:40])) {
 			t.Errorf("%s: the event carries a piece of the token", st.name)
 		}
 	}
@@ -214,21 +210,18 @@ func TestUsageContextFromCheck(t *testing.T) {
 	if st := e.Stats(); st.UsageFailed != 0 {
 		t.Fatalf("%d usage events failed to encode", st.UsageFailed)
 	}
-	msgs := usageMsgs(t, f.env.JS, "edge-lib", len(reqs))
+	evs := readUsage(t, f.env.JS, "edge-lib", len(reqs)) // decoded and validated, one batch: in order
 	wants := []struct{ resource, client, device string }{
 		{"inv-42", "billing-sdk/3", strings.Repeat("0f", 32)},
 		{"\ufffd", strings.Repeat("c", events.MaxClientLen), ""},
 		{"a/" + redactedValue, "token", ""}, // the user agent "[token]"
 	}
-	for i, m := range msgs {
-		_, u, err := events.DecodeAs[*events.UsageDecided](m.Data())
-		if err != nil {
-			t.Fatalf("event %d is refused by the strict decoder: %v", i, err)
-		}
+	for i, ev := range evs {
+		u := &ev.u
 		if w := wants[i]; u.Resource != w.resource || u.Client != w.client || u.Device != w.device {
 			t.Errorf("event %d: resource %q client %q device %q, want %+v", i, u.Resource, u.Client, u.Device, w)
 		}
-		if bytes.Contains(m.Data(), []byte(tok[:40])) {
+		if bytes.Contains(ev.data, []byte(tok[:40])) {
 			t.Errorf("event %d carries a piece of the token", i)
 		}
 	}

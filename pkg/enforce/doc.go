@@ -39,7 +39,11 @@
 // Each decision is published asynchronously as an events.UsageDecided on
 // the USAGE stream: the request path only makes a non-blocking send into a
 // bounded buffer, and a full buffer drops (and counts) events instead of
-// slowing requests down. Denials that name no token (no token, a malformed
+// slowing requests down. By default decisions travel in usage batches
+// (events.UsageBatchBuilder): one JetStream message per batch of a
+// (tenant, holder), cut at Options.UsageBatch records, UsageBatchBytes or
+// UsageLinger; Options.UsageFormat "event" publishes one JSON event per
+// decision instead, for auditors older than batches. Denials that name no token (no token, a malformed
 // or forged one, a throttled source, a bad path, no route) are folded per
 // source, reason and key id into one event per interval whose Count says
 // how many there were, so a flood of them is a handful of events. Besides

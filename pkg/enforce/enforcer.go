@@ -391,19 +391,22 @@ type Stats struct {
 	DenyUnconfirmed          int
 	// UsageQueued events wait in a buffer of UsageCapacity; UsageDropped
 	// were dropped because it was full; UsagePublished were acknowledged
-	// by JetStream; UsageFailed could not be published.
+	// by JetStream, in UsageBatches messages (batches, or one per event in
+	// the event format); UsageFailed could not be published.
 	UsageQueued    int
 	UsageCapacity  int
 	UsageDropped   uint64
 	UsagePublished uint64
+	UsageBatches   uint64
 	UsageFailed    uint64
-	// With a spool (Options.SpoolDir), since Start: UsageSpooled events
-	// were written to it because JetStream did not acknowledge them;
+	// With a spool (Options.SpoolDir): UsageSpooled events were written to
+	// it because JetStream did not acknowledge them. Since it was opened,
+	// counted in messages (batches, or events in the event format):
 	// UsageSpoolDropped were dropped from it, oldest first, because it was
 	// full; UsageSpoolCorrupt torn or corrupt tails were cut off when it was
-	// opened; UsageSpoolPending events (UsageSpoolBytes bytes) wait in it to
-	// be republished. A republished event counts in UsagePublished (one the
-	// spool dropped while it was being republished counts in both).
+	// opened; UsageSpoolPending messages (UsageSpoolBytes bytes) wait in it
+	// to be republished. A republished event counts in UsagePublished (one
+	// the spool dropped while it was being republished counts in both).
 	UsageSpooled      uint64
 	UsageSpoolDropped uint64
 	UsageSpoolCorrupt uint64
@@ -456,6 +459,7 @@ func (e *Enforcer) Stats() Stats {
 		s.UsageCapacity = cap(e.usage.ch)
 		s.UsageDropped = e.usage.dropped.Load()
 		s.UsagePublished = e.usage.published.Load()
+		s.UsageBatches = e.usage.batches.Load()
 		s.UsageFailed = e.usage.failed.Load()
 		e.usage.spoolStats(&s)
 	}

@@ -61,12 +61,13 @@ var metrics = func() []metric {
 		m("usage_capacity", "Bound of the usage event buffer.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageCapacity) }),
 		m("usage_dropped_total", "Usage events dropped because the buffer was full.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageDropped) }),
 		m("usage_published_total", "Usage events acknowledged by JetStream.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsagePublished) }),
+		m("usage_batches_total", "Usage messages acknowledged by JetStream: batches, or single events in the event format.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageBatches) }),
 		m("usage_failed_total", "Usage events that could not be published.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageFailed) }),
 		m("usage_spooled_total", "Usage events written to the on-disk spool because JetStream did not acknowledge them.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageSpooled) }),
-		m("usage_spool_dropped_total", "Spooled usage events dropped, oldest first, because the spool was full.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageSpoolDropped) }),
+		m("usage_spool_dropped_total", "Spooled usage messages (batches, or single events in the event format) dropped, oldest first, because the spool was full.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageSpoolDropped) }),
 		m("usage_spool_corrupt_total", "Torn or corrupt spool tails cut off when the spool was opened.", prometheus.CounterValue, func(s *Stats) float64 { return float64(s.UsageSpoolCorrupt) }),
-		m("usage_spool_pending", "Usage events in the spool waiting to be republished.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageSpoolPending) }),
-		m("usage_spool_bytes", "Bytes of the usage events waiting in the spool.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageSpoolBytes) }),
+		m("usage_spool_pending", "Usage messages (batches, or single events in the event format) in the spool waiting to be republished.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageSpoolPending) }),
+		m("usage_spool_bytes", "Bytes of the usage messages waiting in the spool.", prometheus.GaugeValue, func(s *Stats) float64 { return float64(s.UsageSpoolBytes) }),
 	}
 }()
 

@@ -18,8 +18,10 @@ const (
 	DefaultCacheSize         = 16384
 	DefaultNegativeCacheSize = 1024
 	DefaultUsageBuffer       = 16384
-	DefaultUsageBatch        = 512
-	DefaultUsageLinger       = 20 * time.Millisecond
+	DefaultUsageBatch        = 1000
+	DefaultUsageLinger       = 50 * time.Millisecond
+	DefaultUsageBatchBytes   = events.UsageBatchMaxBytes
+	DefaultUsageFormat       = UsageFormatBatch
 	DefaultSpoolMaxBytes     = spool.DefaultMaxBytes
 	DefaultDeviceHeader      = "X-Client-Cert-Thumbprint"
 
@@ -144,14 +146,27 @@ type Options struct {
 	AggregateInterval time.Duration
 	AggregateSources  int
 
+	// UsageFormat is how decisions are published: UsageFormatBatch (the
+	// default) in usage batches, one JetStream message per batch of a
+	// (tenant, holder) (events.UsageBatchBuilder); UsageFormatEvent as one
+	// JSON usage.decided event each, for auditors older than batches and
+	// to roll back.
+	UsageFormat string
 	// UsageBuffer bounds the usage events waiting to be published (default
 	// DefaultUsageBuffer); when it is full, events are dropped and counted.
-	// UsageBatch is the most events published before waiting for their
-	// acknowledgements (default DefaultUsageBatch).
-	UsageBuffer int
-	UsageBatch  int
-	// UsageLinger is how long the publisher lets a batch fill before
-	// publishing it (default DefaultUsageLinger; negative publishes at once).
+	// UsageBatch is the most records of one batch (default
+	// DefaultUsageBatch, at most events.UsageBatchMaxRecords); in the
+	// event format, the most events published before waiting for their
+	// acknowledgements. UsageBatchBytes bounds the encoded size of one
+	// batch (default and at most events.UsageBatchMaxBytes, at least 1 KiB;
+	// with a spool, also a sixteenth of SpoolMaxBytes, the spool's segment).
+	UsageBuffer     int
+	UsageBatch      int
+	UsageBatchBytes int
+	// UsageLinger is how long the publisher lets batches fill before
+	// publishing them (default DefaultUsageLinger; negative publishes at
+	// once): a batch goes out at UsageBatch records, UsageBatchBytes or
+	// UsageLinger after the window's first decision, whichever comes first.
 	UsageLinger time.Duration
 	// DisableUsage turns usage events off (benchmarks, embedded checks).
 	DisableUsage bool
@@ -213,6 +228,10 @@ func (o Options) withDefaults() (Options, error) {
 	if o.SpoolDir != "" && o.SpoolMaxBytes < spoolMinBytes {
 		return o, fmt.Errorf("%w: spool size %d bytes: want at least %d", ErrConfig, o.SpoolMaxBytes, spoolMinBytes)
 	}
+	if err := checkUsageFormat(&o); err != nil {
+		return o, err
+	}
+	o.UsageBatchBytes = batchBytes(&o)
 	if o.Leeway < 0 || o.MaxStaleness < 0 {
 		return o, fmt.Errorf("%w: leeway and max staleness must not be negative", ErrConfig)
 	}

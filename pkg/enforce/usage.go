@@ -45,10 +45,20 @@ type usageRecord struct {
 // publisher turns decisions into usage events on JetStream in the
 // background. The request path only does a non-blocking send on ch.
 type publisher struct {
-	e     *Enforcer
-	log   zerolog.Logger // sampled
-	ch    chan usageRecord
+	e   *Enforcer
+	log zerolog.Logger // sampled
+	ch  chan usageRecord
+	// batch is Options.UsageBatch: the records of one usage batch, or in
+	// the event format the events published before waiting for their
+	// acknowledgements.
 	batch int
+	// chunk is the most records taken from ch at once (a linger window,
+	// a drain round); peek the most spooled messages republished at once.
+	chunk, peek int
+	// bat groups records into usage batches (nil in the event format).
+	bat *batcher
+	// scratch holds the records takeQueued encodes in the event format.
+	scratch []usageRecord
 	// agg folds token-less denials; its records are published every
 	// aggEvery (nil: every decision is its own event).
 	agg      *aggregator
@@ -61,13 +71,17 @@ type publisher struct {
 	quit      chan struct{}
 	done      chan struct{}
 
-	// clients caches the normalised client of recent user agents; only
-	// the run goroutine (encode) uses it.
+	// clients caches the normalised client of recent user agents, addrs
+	// the text of recent source addresses; only the run goroutine (encode)
+	// uses them.
 	clients clientCache
+	addrs   addrCache
 
 	dropped   atomic.Uint64
-	published atomic.Uint64
+	published atomic.Uint64 // events
+	batches   atomic.Uint64 // messages
 	failed    atomic.Uint64
+	spooled   atomic.Uint64 // events
 
 	// spool keeps the events JetStream did not accept (Options.SpoolDir;
 	// nil without one, and until Start opens it). failing is set when
@@ -92,7 +106,16 @@ func newPublisher(e *Enforcer, buffer, batch int, linger time.Duration) *publish
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 		clients:   clientCache{m: make(map[string]string), max: clientCacheSize},
+		addrs:     addrCache{m: make(map[netip.Addr]string), max: addrCacheSize},
 		wake:      make(chan struct{}, 1),
+		chunk:     batch,
+		peek:      batch,
+	}
+	p.log = e.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})
+	if e.opts.UsageFormat == UsageFormatBatch {
+		p.bat = newBatcher(p)
+		p.chunk = windowBatches * batch
+		p.peek = spoolPeekBatches
 	}
 	if e.opts.SpoolDir != "" {
 		p.ackWait = spoolAckWait
@@ -136,7 +159,10 @@ func (p *publisher) run(js jetstream.JetStream) {
 			p.closeSpool()
 		}()
 	}
-	batch := make([]usageRecord, 0, p.batch)
+	var batch []usageRecord // the event format's linger window
+	if p.bat == nil {
+		batch = make([]usageRecord, 0, p.batch)
+	}
 	var tick <-chan time.Time
 	if p.agg != nil {
 		t := time.NewTicker(p.aggEvery)
@@ -146,18 +172,22 @@ func (p *publisher) run(js jetstream.JetStream) {
 	for {
 		select {
 		case r := <-p.ch:
+			if p.bat != nil {
+				p.window(js, r)
+				continue
+			}
 			batch = append(batch[:0], r)
 			batch = p.linger(batch)
-			p.publish(js, batch)
+			p.publish(js, p.encodeAll(batch))
 		case <-tick:
 			p.publishFolded(js)
 		case ack := <-p.flush:
 			p.publishFolded(js)
-			p.drain(js, batch, time.Time{})
+			p.drain(js, time.Time{})
 			close(ack)
 		case <-p.quit:
 			p.publishFolded(js)
-			p.drain(js, batch, time.Now().Add(closeDrain))
+			p.drain(js, time.Now().Add(closeDrain))
 			return
 		}
 	}
@@ -170,10 +200,93 @@ func (p *publisher) publishFolded(js jetstream.JetStream) {
 	}
 	recs := p.agg.take()
 	for len(recs) > 0 {
-		n := min(len(recs), p.batch)
-		p.publish(js, recs[:n])
+		n := min(len(recs), p.chunk)
+		p.publish(js, p.encodeAll(recs[:n]))
 		recs = recs[n:]
 	}
+}
+
+// windowBatches is how many full batches' worth of records one linger
+// window takes at most (Options.UsageBatch each) before it is published.
+const windowBatches = 16
+
+// spoolPeekBatches is how many spooled batches the drainer republishes at
+// once (at most UsageBatchMaxBytes each).
+const spoolPeekBatches = 16
+
+// window publishes the decisions of one linger window in usage batches:
+// from first on, each record goes into the batch of its (tenant, holder)
+// until the window has lasted UsageLinger, holds chunk records, or a
+// Flush or Close ends it. A batch that fills up on the way (UsageBatch
+// records or UsageBatchBytes) is sent at once; at the end every open
+// batch is finished and the acknowledgements of all are awaited.
+func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
+	w := p.bat
+	w.add(&first)
+	sent := p.send(js, w.msgs, 0)
+	var ack chan struct{}
+	if p.lingerFor <= 0 {
+		for w.records < p.chunk {
+			select {
+			case r := <-p.ch:
+				w.add(&r)
+				sent = p.send(js, w.msgs, sent)
+				continue
+			default:
+			}
+			break
+		}
+	} else {
+		t := time.NewTimer(p.lingerFor)
+		defer t.Stop()
+	loop:
+		for w.records < p.chunk {
+			select {
+			case r := <-p.ch:
+				w.add(&r)
+				// Take what else is queued without a blocking select.
+				for more := true; more && w.records < p.chunk; {
+					select {
+					case r := <-p.ch:
+						w.add(&r)
+					default:
+						more = false
+					}
+				}
+				sent = p.send(js, w.msgs, sent)
+			case <-t.C:
+				break loop
+			case ack = <-p.flush:
+				break loop
+			case <-p.quit:
+				break loop
+			}
+		}
+	}
+	p.publish(js, w.take())
+	if ack != nil { // the Flush that ended the window
+		p.publishFolded(js)
+		p.drain(js, time.Time{})
+		close(ack)
+	}
+}
+
+// send publishes msgs[from:] asynchronously (publish awaits their
+// acknowledgements) and returns len(msgs); while JetStream is failing
+// with a spool, it leaves them to publish.
+func (p *publisher) send(js jetstream.JetStream, msgs []pending, from int) int {
+	if p.spool.Load() != nil && p.failing.Load() {
+		return from
+	}
+	for i := from; i < len(msgs); i++ {
+		p.sendOne(js, &msgs[i])
+	}
+	return len(msgs)
+}
+
+func (p *publisher) sendOne(js jetstream.JetStream, m *pending) {
+	m.fut, m.err = js.PublishAsync(m.subject, m.data, jetstream.WithMsgID(m.id))
+	m.sent = true
 }
 
 // linger collects records into batch until it is full or linger has
@@ -219,7 +332,7 @@ const closeDrain = 5 * time.Second
 // drain publishes everything queued now, until deadline (none if zero);
 // what is left at the deadline goes to the spool, or is counted as dropped
 // without one.
-func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline time.Time) {
+func (p *publisher) drain(js jetstream.JetStream, deadline time.Time) {
 	for n := len(p.ch); n > 0; n = min(n, len(p.ch)) {
 		if !deadline.IsZero() && time.Now().After(deadline) {
 			if p.spool.Load() != nil {
@@ -230,30 +343,66 @@ func (p *publisher) drain(js jetstream.JetStream, batch []usageRecord, deadline 
 				return
 			}
 		}
-		batch = p.fill(batch[:0], min(n, p.batch))
-		if len(batch) == 0 {
+		msgs, k := p.takeQueued(min(n, p.chunk))
+		if k == 0 {
 			return
 		}
-		n -= len(batch)
-		p.publish(js, batch)
+		n -= k
+		p.publish(js, msgs)
 	}
 }
 
+// takeQueued takes up to limit queued records without waiting and
+// encodes them into messages; k is how many it took. Usage batches take
+// the records straight into their builders.
+func (p *publisher) takeQueued(limit int) (msgs []pending, k int) {
+	if w := p.bat; w != nil {
+		for ; k < limit; k++ {
+			select {
+			case r := <-p.ch:
+				w.add(&r)
+				continue
+			default:
+			}
+			break
+		}
+		return w.take(), k
+	}
+	p.scratch = p.fill(p.scratch[:0], limit)
+	return p.encodeAll(p.scratch), len(p.scratch)
+}
+
+// pending is one message to publish: a usage batch, or one event in the
+// event format.
 type pending struct {
 	subject string
 	data    []byte
 	id      string
+	events  int  // decisions it carries
+	sent    bool // published once already (window)
 	fut     jetstream.PubAckFuture
 	err     error // of PublishAsync itself
 }
 
-// publish sends a batch asynchronously, waits for its acknowledgements and
-// retries failures once with the same message id (JetStream de-duplicates).
-// With a spool, the events JetStream does not acknowledge in one attempt
-// go to the spool instead (its drainer retries them), and while JetStream
-// is failing every batch goes straight there.
-func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
-	msgs := p.encodeAll(batch)
+// eventsOf is the number of decisions msgs carry.
+func eventsOf(msgs []pending) int {
+	n := 0
+	for i := range msgs {
+		n += msgs[i].events
+	}
+	return n
+}
+
+// publish sends msgs asynchronously (those not sent yet), waits for their
+// acknowledgements and retries failures once with the same message id
+// (JetStream de-duplicates). With a spool, the messages JetStream does
+// not acknowledge in one attempt go to the spool instead (its drainer
+// retries them), and while JetStream is failing every message goes
+// straight there.
+func (p *publisher) publish(js jetstream.JetStream, msgs []pending) {
+	if len(msgs) == 0 {
+		return
+	}
 	attempts := 2
 	if sp := p.spool.Load(); sp != nil {
 		if p.failing.Load() {
@@ -264,12 +413,9 @@ func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
 	}
 	for attempt := 0; attempt < attempts && len(msgs) > 0; attempt++ {
 		for i := range msgs {
-			f, err := js.PublishAsync(msgs[i].subject, msgs[i].data, jetstream.WithMsgID(msgs[i].id))
-			if err != nil {
-				msgs[i].fut, msgs[i].err = nil, err
-				continue
+			if attempt > 0 || !msgs[i].sent {
+				p.sendOne(js, &msgs[i])
 			}
-			msgs[i].fut = f
 		}
 		retry, lastErr := p.awaitAcks(msgs)
 		if sp := p.spool.Load(); sp != nil && len(retry) > 0 {
@@ -278,8 +424,9 @@ func (p *publisher) publish(js jetstream.JetStream, batch []usageRecord) {
 			return
 		}
 		if len(retry) > 0 && attempt == attempts-1 {
-			p.failed.Add(uint64(len(retry)))
-			p.log.Warn().Err(lastErr).Int("events", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
+			n := eventsOf(retry)
+			p.failed.Add(uint64(n))
+			p.log.Warn().Err(lastErr).Int("events", n).Int("messages", len(retry)).Uint64("failed_total", p.failed.Load()).Msg("usage events not published")
 		}
 		msgs = retry
 	}
@@ -309,7 +456,8 @@ func (p *publisher) awaitAcks(msgs []pending) (retry []pending, lastErr error) {
 			retry = append(retry, m)
 			continue
 		}
-		p.published.Add(1)
+		p.published.Add(uint64(m.events))
+		p.batches.Add(1)
 	}
 	return retry, lastErr
 }
@@ -340,24 +488,49 @@ func (p *publisher) awaitAck(f jetstream.PubAckFuture, timeout, valve <-chan tim
 	}
 }
 
-// encodeAll encodes a batch; a record that does not encode is counted
+// encodeAll encodes records into messages: usage batches, or one event
+// each in the event format. A record that does not encode is counted
 // failed and logged.
 func (p *publisher) encodeAll(batch []usageRecord) []pending {
+	if p.bat != nil {
+		return p.bat.encodeBatches(batch)
+	}
 	msgs := make([]pending, 0, len(batch))
 	for i := range batch {
 		subject, data, id, err := p.encode(&batch[i])
 		if err != nil {
-			p.failed.Add(1)
-			p.log.Error().Err(err).Msg("encode usage event")
+			p.fail(1, err)
 			continue
 		}
-		msgs = append(msgs, pending{subject: subject, data: data, id: id})
+		msgs = append(msgs, pending{subject: subject, data: data, id: id, events: 1})
 	}
 	return msgs
 }
 
-// encode builds the usage event of a record.
+// fail counts n decisions that could not be encoded.
+func (p *publisher) fail(n int, err error) {
+	p.failed.Add(uint64(n))
+	p.log.Error().Err(err).Int("events", n).Uint64("failed_total", p.failed.Load()).Msg("encode usage")
+}
+
+// encode builds the usage event of a record (the event format).
 func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id string, err error) {
+	var u events.UsageDecided
+	p.decided(r, &u)
+	env, err := events.New("enforcer/"+p.e.opts.ID, r.at, &u)
+	if err != nil {
+		return "", nil, "", err
+	}
+	b, err := events.Encode(env)
+	if err != nil {
+		return "", nil, "", err
+	}
+	return events.UsageSubject(u.Tenant, p.e.opts.ID), b, env.MsgID(), nil
+}
+
+// decided fills u with the usage event of a record: request fields
+// clipped and redacted, the client normalised.
+func (p *publisher) decided(r *usageRecord, u *events.UsageDecided) {
 	o := &p.e.opts
 	ip := r.remote
 	if !ip.IsValid() {
@@ -372,14 +545,14 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 	if client == "" {
 		client = p.clients.get(agent)
 	}
-	u := &events.UsageDecided{
+	*u = events.UsageDecided{
 		TokenID:   r.d.TokenID,
 		Tenant:    r.d.Tenant,
 		Holder:    r.d.Holder,
 		KeyID:     r.d.KeyID,
 		Enforcer:  o.ID,
 		Service:   o.Service,
-		SourceIP:  ip.Unmap().String(),
+		SourceIP:  p.addrs.get(ip),
 		UserAgent: agent,
 		Method:    orDash(clip(r.method, 16)),
 		Route:     orDash(clip(redactToken(r.route), maxRoute)),
@@ -399,15 +572,6 @@ func (p *publisher) encode(r *usageRecord) (subject string, data []byte, id stri
 	if u.Tenant != "" && events.ValidateName(u.Tenant) != nil {
 		u.Tenant = "" // not a subject token: publish under "_"
 	}
-	env, err := events.New("enforcer/"+o.ID, r.at, u)
-	if err != nil {
-		return "", nil, "", err
-	}
-	b, err := events.Encode(env)
-	if err != nil {
-		return "", nil, "", err
-	}
-	return events.UsageSubject(u.Tenant, o.ID), b, env.MsgID(), nil
 }
 
 // flushWait asks the publisher to publish everything queued so far.
@@ -473,6 +637,30 @@ func (c *clientCache) get(ua string) string {
 	ua = strings.Clone(ua) // do not keep the request's header alive
 	v := events.NormalizeClient(ua)
 	c.m[ua] = v
+	return v
+}
+
+// addrCacheSize bounds the source addresses whose text is kept.
+const addrCacheSize = 4096
+
+// addrCache remembers the text of source addresses (unmapped): formatting
+// one costs more than looking it up, and a source makes many requests.
+// Full, it starts over. Not safe for concurrent use.
+type addrCache struct {
+	m   map[netip.Addr]string
+	max int
+}
+
+// get returns the text of ip.Unmap().
+func (c *addrCache) get(ip netip.Addr) string {
+	if v, ok := c.m[ip]; ok {
+		return v
+	}
+	if len(c.m) >= c.max {
+		clear(c.m)
+	}
+	v := ip.Unmap().String()
+	c.m[ip] = v
 	return v
 }
 

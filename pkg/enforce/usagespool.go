@@ -9,24 +9,28 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/spool"
 )
 
 // The usage spool (Options.SpoolDir). When JetStream does not acknowledge
-// a batch of usage events (a leader election, a partition, the cluster
-// down), the publisher writes the batch to an on-disk spool instead of
-// counting it failed, and sends every later batch straight there until
-// JetStream answers again, so that it keeps emptying its in-memory buffer
-// and no decision is dropped for a full buffer. A drainer republishes the
-// spooled events, oldest first, with their original message ids, and
-// takes them out of the spool once JetStream has acknowledged them.
+// a usage message (a batch, or one event in the event format) within the
+// ack wait (a leader election, a partition, the cluster down), the
+// publisher writes the message to an on-disk spool unchanged (subject,
+// message id, data) instead of counting it failed, and sends every later
+// message straight there until JetStream answers again, so that it keeps
+// emptying its in-memory buffer and no decision is dropped for a full
+// buffer. A drainer republishes the spooled messages, oldest first, with
+// their original message ids, and takes them out of the spool once
+// JetStream has acknowledged them.
 //
 // JetStream de-duplicates a message id within the USAGE stream's
-// duplicate window (2 minutes): an event whose first publish did land
-// although its acknowledgement was lost is stored once. An event spooled
-// for longer than the window whose first publish landed is stored twice;
-// the auditor writes usage to ClickHouse idempotently by event id, so it
-// is counted once there.
+// duplicate window (20 minutes): a message whose first publish did land
+// although its acknowledgement was lost is stored once. A batch's event
+// ids are derived from its batch id, so one spooled for longer than the
+// window whose first publish landed is stored twice with the same event
+// ids; the auditor skips batch ids it has seen and writes usage to
+// ClickHouse idempotently by event id, so it is counted once there.
 
 const (
 	// spoolAckWait bounds the wait for a batch's acknowledgements when a
@@ -46,7 +50,7 @@ func (p *publisher) openSpool() error {
 	if o.SpoolDir == "" || p.spool.Load() != nil {
 		return nil
 	}
-	sp, err := spool.Open(spool.Options{Dir: o.SpoolDir, MaxBytes: o.SpoolMaxBytes, Log: p.e.log})
+	sp, err := spool.Open(spool.Options{Dir: o.SpoolDir, MaxBytes: o.SpoolMaxBytes, SegmentBytes: spoolSegmentBytes(o.SpoolMaxBytes), Log: p.e.log})
 	if err != nil {
 		return fmt.Errorf("usage spool: %w", err)
 	}
@@ -67,13 +71,15 @@ func (p *publisher) toSpool(sp *spool.Spool, msgs []pending, cause error) {
 	for i, m := range msgs {
 		recs[i] = spool.Record{Subject: m.subject, ID: m.id, Data: m.data}
 	}
+	n := eventsOf(msgs)
 	if _, err := sp.Append(recs...); err != nil {
-		p.failed.Add(uint64(len(msgs)))
-		p.log.Error().Err(err).Int("events", len(msgs)).Uint64("failed_total", p.failed.Load()).Msg("usage events neither published nor spooled")
+		p.failed.Add(uint64(n))
+		p.log.Error().Err(err).Int("events", n).Int("messages", len(msgs)).Uint64("failed_total", p.failed.Load()).Msg("usage events neither published nor spooled")
 		return
 	}
+	p.spooled.Add(uint64(n))
 	if cause != nil {
-		p.spoolLog.Warn().Err(cause).Int("events", len(msgs)).Str("spool", sp.Dir()).
+		p.spoolLog.Warn().Err(cause).Int("events", n).Int("messages", len(msgs)).Str("spool", sp.Dir()).
 			Msg("jetstream did not acknowledge usage events: spooled, to be republished")
 	}
 	select {
@@ -87,6 +93,7 @@ func (p *publisher) toSpool(sp *spool.Spool, msgs []pending, cause error) {
 // acknowledged; while JetStream does not accept them it backs off.
 func (p *publisher) drainSpool(js jetstream.JetStream, sp *spool.Spool) {
 	retry := spoolRetryMin
+	var ub events.UsageBatch
 	for {
 		select {
 		case <-p.quit:
@@ -101,17 +108,17 @@ func (p *publisher) drainSpool(js jetstream.JetStream, sp *spool.Spool) {
 			}
 			continue
 		}
-		recs, next, err := sp.Peek(p.batch)
+		recs, next, err := sp.Peek(p.peek)
 		if err == nil && len(recs) == 0 {
 			err = errors.New("spool has pending events but none could be read")
 		}
 		if err == nil {
 			if err = p.republish(js, recs); err == nil {
-				p.published.Add(uint64(len(recs)))
+				p.republished(recs, &ub)
 				err = sp.Commit(next)
 				p.failing.Store(false)
 			} else if refused(err) {
-				err = p.oneByOne(js, sp, len(recs))
+				err = p.oneByOne(js, sp, len(recs), &ub)
 			}
 		}
 		if err == nil {
@@ -138,10 +145,20 @@ func refused(err error) bool {
 	return errors.As(err, &api) && (api.Code == 400 || api.Code == 413)
 }
 
-// oneByOne republishes up to n spooled events one at a time, after
+// republished counts the spooled messages recs JetStream acknowledged.
+func (p *publisher) republished(recs []spool.Record, ub *events.UsageBatch) {
+	n := 0
+	for i := range recs {
+		n += spooledEvents(recs[i].Subject, recs[i].Data, ub)
+	}
+	p.published.Add(uint64(n))
+	p.batches.Add(uint64(len(recs)))
+}
+
+// oneByOne republishes up to n spooled messages one at a time, after
 // JetStream refused one of them, until it has found and dropped (counted
 // failed) the refused one.
-func (p *publisher) oneByOne(js jetstream.JetStream, sp *spool.Spool, n int) error {
+func (p *publisher) oneByOne(js jetstream.JetStream, sp *spool.Spool, n int, ub *events.UsageBatch) error {
 	for range n {
 		recs, next, err := sp.Peek(1)
 		if err != nil || len(recs) == 0 {
@@ -152,12 +169,12 @@ func (p *publisher) oneByOne(js jetstream.JetStream, sp *spool.Spool, n int) err
 			return err
 		}
 		if err != nil {
-			p.failed.Add(1)
+			p.failed.Add(uint64(spooledEvents(recs[0].Subject, recs[0].Data, ub)))
 			p.log.Error().Err(err).Str("subject", recs[0].Subject).Str("msg_id", recs[0].ID).
-				Msg("jetstream refused a spooled usage event: dropped from the spool")
+				Msg("jetstream refused a spooled usage message: dropped from the spool")
 			return sp.Commit(next)
 		}
-		p.published.Add(1)
+		p.republished(recs, ub)
 		if err := sp.Commit(next); err != nil {
 			return err
 		}
@@ -209,10 +226,9 @@ func (p *publisher) shutdown() {
 			return
 		}
 		sp := p.spool.Load()
-		batch := make([]usageRecord, 0, p.batch)
 		for len(p.ch) > 0 {
-			batch = p.fill(batch[:0], p.batch)
-			p.toSpool(sp, p.encodeAll(batch), nil)
+			msgs, _ := p.takeQueued(p.chunk)
+			p.toSpool(sp, msgs, nil)
 		}
 	}
 	p.closeSpool()
@@ -234,7 +250,7 @@ func (p *publisher) spoolStats(s *Stats) {
 		return
 	}
 	st := sp.Stats()
-	s.UsageSpooled = st.Appended
+	s.UsageSpooled = p.spooled.Load()
 	s.UsageSpoolDropped = st.Dropped
 	s.UsageSpoolCorrupt = st.Corrupt
 	s.UsageSpoolPending = st.Pending
@@ -259,14 +275,12 @@ func (p *publisher) relieve() {
 	if sp == nil || len(p.ch) <= cap(p.ch)/2 {
 		return
 	}
-	n := len(p.ch) - cap(p.ch)/4
-	recs := make([]usageRecord, 0, min(n, p.batch))
-	for n > 0 {
-		recs = p.fill(recs[:0], min(n, p.batch))
-		if len(recs) == 0 {
+	for n := len(p.ch) - cap(p.ch)/4; n > 0; {
+		msgs, k := p.takeQueued(min(n, p.chunk))
+		if k == 0 {
 			return
 		}
-		n -= len(recs)
-		p.toSpool(sp, p.encodeAll(recs), nil)
+		n -= k
+		p.toSpool(sp, msgs, nil)
 	}
 }

@@ -111,6 +111,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.FailClosed, "fail-closed", true, "deny every request (denylist_stale, 503) while the denylist view is older than --max-staleness, so a revocation is never missed; --fail-closed=false keeps serving with a stale denylist")
 	fs.IntVar(&c.CacheSize, "cache-size", enforce.DefaultCacheSize, "verified tokens kept in memory")
 	fs.IntVar(&c.UsageBuffer, "usage-buffer", enforce.DefaultUsageBuffer, "usage events buffered before new ones are dropped")
+	fs.StringVar(&c.UsageFormat, "usage-format", enforce.DefaultUsageFormat, "how usage is published: "+enforce.UsageFormatBatch+
+		" (batches of a tenant and holder, one message per batch; auditors of this release and later) or "+enforce.UsageFormatEvent+
+		" (one JSON event per decision: for auditors older than usage batches, and to roll back)")
 	fs.StringVar(&c.SpoolDir, "spool-dir", SpoolAuto, "directory of this enforcer's own where usage events JetStream does not acknowledge wait on disk to be republished, also across restarts ("+
 		SpoolAuto+": $XDG_STATE_HOME/cordon/spool/ID, else ~/.local/state/cordon/spool/ID; "+SpoolOff+": no spool, such events are lost)")
 	c.SpoolMaxBytes = enforce.DefaultSpoolMaxBytes
@@ -182,6 +185,11 @@ func (c *Config) Validate() error {
 	if c.MaxStaleness < 0 {
 		return svcconfig.Invalidf("--max-staleness %v is negative", c.MaxStaleness)
 	}
+	switch c.UsageFormat {
+	case "", enforce.UsageFormatBatch, enforce.UsageFormatEvent:
+	default:
+		return svcconfig.Invalidf("--usage-format %q: want %s or %s", c.UsageFormat, enforce.UsageFormatBatch, enforce.UsageFormatEvent)
+	}
 	if c.FailClosed && c.MaxStaleness == 0 {
 		return svcconfig.Invalidf("--fail-closed needs a --max-staleness bound (or --fail-closed=false)")
 	}
@@ -216,6 +224,7 @@ func (c *Config) Check() (string, error) {
 		return "", err
 	}
 	_ = e.Close()
+	usage := usagePolicy(e.Options())
 	svc, env := o.Service, o.Environment
 	if svc == "" {
 		svc = o.Routes.Service
@@ -230,7 +239,16 @@ func (c *Config) Check() (string, error) {
 	if c.Routes != nil {
 		file = c.Routes.File
 	}
-	return fmt.Sprintf("routes %s: ok (service %s, environment %s, %d routes)\n%s\n%s", file, svc, env, len(o.Routes.Routes), o.StalenessPolicy(), spoolPolicy(o)), nil
+	return fmt.Sprintf("routes %s: ok (service %s, environment %s, %d routes)\n%s\n%s\n%s", file, svc, env, len(o.Routes.Routes), o.StalenessPolicy(), usage, spoolPolicy(o)), nil
+}
+
+// usagePolicy says in one line how usage is published (o with defaults).
+func usagePolicy(o enforce.Options) string {
+	if o.UsageFormat == enforce.UsageFormatEvent {
+		return fmt.Sprintf("usage format %s: one JSON event per decision, %d at a time (for auditors older than usage batches)", o.UsageFormat, o.UsageBatch)
+	}
+	return fmt.Sprintf("usage format %s: one message per batch of a tenant and holder, at most %d records or %s, after at most %v (auditors of this release and later)",
+		o.UsageFormat, o.UsageBatch, byteSize(o.UsageBatchBytes), o.UsageLinger)
 }
 
 // spoolPolicy says in one line where usage events wait when JetStream

@@ -49,7 +49,8 @@ func TestConfigFlags(t *testing.T) {
 	}
 	if def.Listen != enforcer.DefaultListen || def.ID != enforcer.DefaultID() || !def.FailClosed || def.MaxStaleness != enforce.DefaultMaxStaleness ||
 		def.CacheSize != enforce.DefaultCacheSize || def.UsageBuffer != enforce.DefaultUsageBuffer || def.DeviceHeader != enforce.DefaultDeviceHeader ||
-		def.TrustAnchor != ".cordon/trust-anchor.pub" || def.SpoolDir != enforcer.SpoolAuto || def.SpoolMaxBytes != enforce.DefaultSpoolMaxBytes {
+		def.TrustAnchor != ".cordon/trust-anchor.pub" || def.SpoolDir != enforcer.SpoolAuto || def.SpoolMaxBytes != enforce.DefaultSpoolMaxBytes ||
+		def.UsageFormat != enforce.UsageFormatBatch {
 		t.Errorf("defaults: %+v", def)
 	}
 	got, err := parseFlags(t, "--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
@@ -58,7 +59,7 @@ func TestConfigFlags(t *testing.T) {
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--trusted-proxy=10.0.0.0/8,192.168.1.1",
 		"--trusted-proxy=fd00::/8", "--service=billing", "--environment=prod", "--device-header=X-Cert", "--keep-authorization",
 		"--max-staleness=3s", "--fail-closed=false", "--cache-size=100", "--usage-buffer=200", "--client-ca=/run/secrets/clients.pem",
-		"--spool-dir=/var/lib/cordon/spool", "--spool-size=64MiB")
+		"--spool-dir=/var/lib/cordon/spool", "--spool-size=64MiB", "--usage-format=event")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestConfigFlags(t *testing.T) {
 	got.NATS.Identity = nil
 	want := enforcer.Config{
 		Options: enforce.Options{ID: "edge-1", Service: "billing", Environment: "prod", DeviceHeader: "X-Cert", KeepAuthorization: true,
-			MaxStaleness: 3 * time.Second, CacheSize: 100, UsageBuffer: 200, SpoolDir: "/var/lib/cordon/spool", SpoolMaxBytes: 64 << 20,
+			MaxStaleness: 3 * time.Second, CacheSize: 100, UsageBuffer: 200, UsageFormat: enforce.UsageFormatEvent, SpoolDir: "/var/lib/cordon/spool", SpoolMaxBytes: 64 << 20,
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32"), netip.MustParsePrefix("fd00::/8")}},
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
@@ -121,6 +122,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "client CA without cert", args: append(base, "--client-ca", "ca.pem"), want: "--tls-cert and --tls-key go together"},
 		{name: "tiny spool", args: append(base, "--spool-size", "1KiB"), want: "--spool-size 1KiB: want at least 64KiB"},
 		{name: "tiny spool off", args: append(base, "--spool-size", "1KiB", "--spool-dir", "off")},
+		{name: "event format", args: append(base, "--usage-format", "event")},
+		{name: "bad format", args: append(base, "--usage-format", "json"), want: `--usage-format "json": want batch or event`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,6 +163,8 @@ func TestConfigCheck(t *testing.T) {
 		{name: "spool by default", args: []string{"--routes", demoRoutes, "--id", "edge-7"}, want: "\nusage spool /state/cordon/spool/edge-7, at most 256MiB"},
 		{name: "spool off", args: []string{"--routes", demoRoutes, "--spool-dir", "off"}, want: "\nusage spool off"},
 		{name: "spool elsewhere", args: []string{"--routes", demoRoutes, "--spool-dir", "/var/spool/e", "--spool-size", "1GiB"}, want: "\nusage spool /var/spool/e, at most 1GiB"},
+		{name: "batches by default", args: []string{"--routes", demoRoutes}, want: "\nusage format batch: one message per batch of a tenant and holder, at most 1000 records or 256KiB, after at most 50ms"},
+		{name: "events", args: []string{"--routes", demoRoutes, "--usage-format", "event"}, want: "\nusage format event: one JSON event per decision"},
 		{name: "bad routes", args: []string{"--routes", "../../testdata/routes/bad-method.yaml"}, wantErr: "bad-method.yaml:6"},
 		{name: "missing certificate", args: []string{"--routes", demoRoutes, "--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"},
 			wantErr: "load tls certificate"},
