@@ -35,7 +35,7 @@ type leaseWorld struct {
 	t          *testing.T
 	partitions int
 	// connect returns a new connection for a member.
-	connect func(name string) (*nats.Conn, jetstream.JetStream)
+	connect  func(name string) (*nats.Conn, jetstream.JetStream)
 	replicas int
 
 	mu      sync.Mutex
@@ -339,14 +339,18 @@ func TestLeaseStaleRenewalRefused(t *testing.T) {
 	if _, err := kv.Update(ctx, auditor.LeaseKey(0), []byte("zombie"), e.Revision()-1); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		t.Fatalf("update on a stale revision: %v, want ErrKeyRevisionMismatch", err)
 	}
-	// Another owner takes the key between two of a's renewals.
-	if err := kv.Delete(ctx, auditor.LeaseKey(0)); err != nil {
-		t.Fatal(err)
-	}
-	newEpoch, err := kv.Create(ctx, auditor.LeaseKey(0), []byte("usurper"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Another owner takes the key between two of a's renewals (its
+	// expiry and the new owner's Create collapsed into one write, so that
+	// a cannot take the key back in between).
+	var newEpoch uint64
+	natstest.WaitFor(t, takeover, func() error {
+		e, err := kv.Get(ctx, auditor.LeaseKey(0))
+		if err != nil {
+			return err
+		}
+		newEpoch, err = kv.Update(ctx, auditor.LeaseKey(0), []byte("usurper"), e.Revision())
+		return err
+	})
 	natstest.WaitFor(t, takeover, func() error {
 		if a.owner.Valid(0) || a.owner.Stats().Lost != 1 {
 			return fmt.Errorf("a: valid %v, %+v", a.owner.Valid(0), a.owner.Stats())
