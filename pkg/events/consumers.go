@@ -68,7 +68,7 @@ const (
 )
 
 // The auditor's partition ownership and state in lease mode
-// (services/auditor lease.go, statestore_js.go).
+// (services/auditor lease.go, statestore_jetstream.go).
 const (
 	// BucketAuditorLeases is the KV bucket of partition leases and
 	// instance heartbeats.
