@@ -17,6 +17,7 @@ import (
 	"github.com/cordonhq/cordon/internal/natscluster"
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/services/auditor"
 )
 
@@ -461,4 +462,68 @@ func TestLeaseClusterNodeLoss(t *testing.T) {
 	})
 	w.waitSplit(2*takeover, map[*leaseMember]int{a: 4, cm: 4})
 	w.check()
+}
+
+// TestLeaseAndStatePermissions: with the auditor role's credentials on a
+// server that enforces them, the lease owner creates its bucket, acquires
+// and renews, and the partition state creates its bucket and object store
+// and saves and loads, without a permission violation; another role
+// cannot touch the leases.
+func TestLeaseAndStatePermissions(t *testing.T) {
+	sec := natstest.RunSecured(t)
+	_, js := sec.Connect(t, natsauth.RoleAuditor)
+	o, err := auditor.NewLeaseOwner(auditor.LeaseOptions{JS: js, Instance: "perm", TTL: leaseTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx, 2, make(chan []int, 8)) }()
+	natstest.WaitFor(t, takeover, func() error {
+		if !o.Valid(0) || !o.Valid(1) || o.Stats().Acquired != 2 {
+			return fmt.Errorf("not both partitions yet (%+v)", o.Stats())
+		}
+		return nil
+	})
+	s, err := auditor.OpenJSState(context.Background(), auditor.JSStateOptions{JS: js, Fence: o, Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.SaveCheckpoint(context.Background(), 0, []byte(fmt.Sprint("checkpoint ", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := s.LoadCheckpoint(context.Background(), 0); err != nil || string(got) != "checkpoint 2" {
+		t.Fatalf("load: %q, %v", got, err)
+	}
+	if err := s.SaveIntent(context.Background(), 1, 1, 9); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok, err := s.LoadIntent(context.Background(), 1); err != nil || !ok {
+		t.Fatalf("load intent: %v %v", ok, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// A denied request goes unanswered: the issuer's attempt ends with its
+	// context.
+	_, ijs := sec.Connect(t, natsauth.RoleIssuer)
+	ictx, icancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer icancel()
+	if kv, err := ijs.KeyValue(ictx, events.BucketAuditorLeases); err == nil {
+		if _, err := kv.Put(ictx, auditor.LeaseKey(0), []byte("issuer")); err == nil {
+			t.Error("the issuer wrote a lease")
+		}
+	}
+	var own []string
+	for _, v := range sec.Violations() {
+		if strings.HasPrefix(v, string(natsauth.RoleAuditor)) {
+			own = append(own, v)
+		}
+	}
+	if len(own) != 0 {
+		t.Fatalf("auditor permission violations: %v", own)
+	}
 }
