@@ -136,9 +136,11 @@ type ScaleOutRun struct {
 	Instances []InstanceReport
 	// Victim is the killed instance; VictimPartitions the partitions it
 	// held; Reowned says every one of them had another owner afterwards.
+	// MidRun says the victim had not caught up with the stream when it
+	// was killed (its last reported sequence was below the last one).
 	Victim           string
 	VictimPartitions []int
-	Reowned          bool
+	Reowned, MidRun  bool
 	// Time is from the first instance started to the last row written;
 	// ShimCPU the CPU time ClickHouse (the shim child, chDB) spent
 	// meanwhile.
@@ -183,7 +185,7 @@ func (r *ScaleOutRun) String() string {
 		r.ScaleOutRunSpec, r.Contents.Rows, r.Contents.Distinct, r.Contents.RawRows, len(r.Contents.Anomalies),
 		r.Lost, r.Duplicates, r.Foreign, r.Missing, len(r.MissedAnomalies), len(r.ExtraAnomalies), r.Time.Round(time.Millisecond))
 	if r.Victim != "" {
-		fmt.Fprintf(&b, "; killed %s holding %v, re-owned %v", r.Victim, r.VictimPartitions, r.Reowned)
+		fmt.Fprintf(&b, "; killed %s (mid-run %v) holding %v, re-owned %v", r.Victim, r.MidRun, r.VictimPartitions, r.Reowned)
 	}
 	fmt.Fprintf(&b, "\n   chshim (ClickHouse): CPU %v", r.ShimCPU.Round(time.Millisecond))
 	for _, i := range r.Instances {
@@ -383,6 +385,7 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 			}
 		}
 		cpu[1], _ = procCPU(victim.cmd.Process.Pid)
+		r.MidRun = !caughtUp(victim.Stats(), lastSeq)
 		if !victim.kill() {
 			return nil, fmt.Errorf("%s was not killed by SIGKILL: %s", victim.name, victim.failure())
 		}

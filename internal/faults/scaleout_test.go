@@ -39,8 +39,9 @@ func judgeScaleOut(t *testing.T, rep *faults.ScaleOutReport) {
 		for _, a := range r.ExtraAnomalies {
 			t.Errorf("%s: extra anomaly: %s %s token %s", r.ScaleOutRunSpec, a.ID, a.Detector, a.TokenID)
 		}
-		if r.Kill && (len(r.VictimPartitions) == 0 || !r.Reowned) {
-			t.Errorf("%s: the victim held %v, re-owned %v: want some partitions, all re-owned", r.ScaleOutRunSpec, r.VictimPartitions, r.Reowned)
+		if r.Kill && (len(r.VictimPartitions) == 0 || !r.Reowned || !r.MidRun) {
+			t.Errorf("%s: the victim held %v, re-owned %v, killed mid-run %v: want some partitions, all re-owned, killed before it caught up (raise CORDON_FAULTS_EVENTS)",
+				r.ScaleOutRunSpec, r.VictimPartitions, r.Reowned, r.MidRun)
 		}
 	}
 }
@@ -147,7 +148,7 @@ func TestScaleOutSharedDurable(t *testing.T) {
 		}
 	}
 	kill := rep.Runs[1]
-	if kill.Victim == "" || !kill.Instances[1].Killed || kill.Instances[1].Events == 0 || kill.Instances[0].Events == 0 {
-		t.Errorf("kill run: victim %q, instances %+v: want the second killed after writing, the first writing too", kill.Victim, kill.Instances)
+	if kill.Victim == "" || !kill.MidRun || !kill.Instances[1].Killed || kill.Instances[1].Events == 0 || kill.Instances[0].Events == 0 {
+		t.Errorf("kill run: victim %q (mid-run %v), instances %+v: want the second killed mid-run after writing, the first writing too", kill.Victim, kill.MidRun, kill.Instances)
 	}
 }
