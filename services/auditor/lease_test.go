@@ -1,12 +1,16 @@
 package auditor_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -526,4 +530,116 @@ func TestLeaseAndStatePermissions(t *testing.T) {
 	if len(own) != 0 {
 		t.Fatalf("auditor permission violations: %v", own)
 	}
+}
+
+// envLeaseHelper makes TestLeaseHelperProcess a lease owner process: the
+// NATS URL, the instance name and the partition count, space-separated.
+const envLeaseHelper = "CORDON_LEASE_HELPER"
+
+// TestLeaseHelperProcess is the body of the lease owner process that
+// TestLeaseOwnerProcessKilled kills; it does nothing in a normal run.
+func TestLeaseHelperProcess(t *testing.T) {
+	spec := os.Getenv(envLeaseHelper)
+	if spec == "" {
+		t.Skip("the body of a lease owner process (TestLeaseOwnerProcessKilled)")
+	}
+	var url, name string
+	var partitions int
+	if _, err := fmt.Sscan(spec, &url, &name, &partitions); err != nil {
+		t.Fatalf("$%s=%q: %v", envLeaseHelper, spec, err)
+	}
+	nc, err := nats.Connect(url, nats.Name(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := auditor.NewLeaseOwner(auditor.LeaseOptions{JS: js, Instance: name, TTL: leaseTTL, Log: zerolog.New(os.Stderr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	owned := make(chan []int)
+	go func() {
+		var cur []int
+		for set := range owned {
+			for _, p := range cur {
+				if !slices.Contains(set, p) {
+					o.Released(p)
+				}
+			}
+			cur = set
+		}
+	}()
+	// Runs until the parent kills the process.
+	if err := o.Run(context.Background(), partitions, owned); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLeaseOwnerProcessKilled: a lease owner in another process is killed
+// with SIGKILL while it holds half the partitions (no goodbye, its
+// connection reset); the member in this process takes them over once the
+// victim's leases expire, and at no revision did two owners hold one.
+func TestLeaseOwnerProcessKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a lease owner process")
+	}
+	w, env := localLeaseWorld(t, 8)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := w.start("a")
+	w.waitSplit(takeover, map[*leaseMember]int{a: 8})
+	cmd := exec.Command(exe, "-test.run=^TestLeaseHelperProcess$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s child 8", envLeaseHelper, env.Server.ClientURL()))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("lease owner process:\n%s", stderr.String())
+		}
+	})
+	ctx := context.Background()
+	kv, err := env.JS.KeyValue(ctx, events.BucketAuditorLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	childHolds := func() ([]int, error) {
+		var held []int
+		for p := range 8 {
+			e, err := kv.Get(ctx, auditor.LeaseKey(p))
+			if err == nil && string(e.Value()) == "child" {
+				held = append(held, p)
+			}
+		}
+		return held, nil
+	}
+	natstest.WaitFor(t, takeover, func() error {
+		held, _ := childHolds()
+		if len(held) != 4 || len(a.Owned()) != 4 {
+			return fmt.Errorf("child holds %v, a owns %v", held, a.Owned())
+		}
+		return nil
+	})
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	exited <- nil
+	w.waitSplit(takeover, map[*leaseMember]int{a: 8})
+	if held, _ := childHolds(); len(held) != 0 {
+		t.Fatalf("the killed process still holds %v", held)
+	}
+	w.check()
 }
