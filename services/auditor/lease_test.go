@@ -415,7 +415,9 @@ func TestLeaseOptions(t *testing.T) {
 // nats-server processes (bucket R3): members join and rebalance; the node
 // one member is connected to (and only that one) is killed with SIGKILL,
 // which cuts the member off; the others take its partitions over once its
-// leases expire, and at no revision did two members own a partition.
+// leases expire; the last but one leaves and the last one owns every
+// partition; a stale compare-and-set is refused; and at no revision did
+// two members own a partition.
 func TestLeaseClusterNodeLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three nats-server processes")
@@ -465,6 +467,25 @@ func TestLeaseClusterNodeLoss(t *testing.T) {
 		return nil
 	})
 	w.waitSplit(2*takeover, map[*leaseMember]int{a: 4, cm: 4})
+	// A member leaves: its partitions come back to the last one.
+	cm.stop(t)
+	w.waitSplit(takeover, map[*leaseMember]int{a: 8})
+	// A stale compare-and-set is refused on the replicated bucket too.
+	ctx := context.Background()
+	kv, err := admin.KeyValue(ctx, events.BucketAuditorLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, auditor.LeaseKey(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, auditor.LeaseKey(0), []byte("zombie"), e.Revision()-1); !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		t.Fatalf("update on a stale revision: %v, want ErrKeyRevisionMismatch", err)
+	}
+	if _, err := kv.Create(ctx, auditor.LeaseKey(0), []byte("zombie")); !errors.Is(err, jetstream.ErrKeyExists) {
+		t.Fatalf("create of a held lease: %v, want ErrKeyExists", err)
+	}
 	w.check()
 }
 
