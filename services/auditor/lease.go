@@ -331,17 +331,17 @@ func (l *LeaseOwner) Run(ctx context.Context, partitions int, owned chan<- []int
 			}
 			if e == nil {
 				r.ready = true
-				r.step(ctx)
+				r.step(ctx, true)
 				continue
 			}
 			if r.apply(e) && r.ready {
-				r.step(ctx)
+				r.step(ctx, false)
 			}
 		case <-tick.C:
 			r.resync(ctx)
-			r.step(ctx)
+			r.step(ctx, true)
 		case <-l.wake:
-			r.step(ctx)
+			r.step(ctx, false)
 		case send <- r.pending:
 			r.dirty = false
 		}
@@ -386,13 +386,16 @@ func (r *leaseRun) resync(ctx context.Context) {
 	r.view = view
 }
 
-// step heartbeats, renews, hands off and acquires.
-func (r *leaseRun) step(ctx context.Context) {
+// step hands off and acquires; on the renewal schedule (renew) it first
+// heartbeats and renews every lease.
+func (r *leaseRun) step(ctx context.Context, renew bool) {
 	if ctx.Err() != nil {
 		return
 	}
-	r.heartbeat(ctx)
-	r.renew(ctx)
+	if renew {
+		r.heartbeat(ctx)
+		r.renew(ctx)
+	}
 	r.handOff(ctx)
 	if r.ready {
 		r.balance(ctx)
@@ -428,30 +431,48 @@ func (r *leaseRun) heartbeat(ctx context.Context) {
 	r.view[key] = r.o.Instance
 }
 
-// renew updates every held lease on the revision it last wrote.
+// renew updates every held lease on the revision it last wrote, all at
+// once, so that a slow server delays them by one round trip, not one per
+// lease.
 func (r *leaseRun) renew(ctx context.Context) {
 	// Those being given up too: their runner may still be writing.
-	for _, p := range r.held(true) {
+	held := r.held(true)
+	type result struct {
+		p         int
+		rev, nrev uint64
+		sent      time.Time
+		err       error
+	}
+	results := make([]result, len(held))
+	var wg sync.WaitGroup
+	for i, p := range held {
 		r.mu.Lock()
-		rev := r.leases[p].rev
+		results[i] = result{p: p, rev: r.leases[p].rev}
 		r.mu.Unlock()
-		sent := time.Now()
-		cctx, cancel := r.opCtx(ctx)
-		nrev, err := r.kv.Update(cctx, LeaseKey(p), r.value, rev)
-		cancel()
-		if err != nil {
+		wg.Add(1)
+		go func(res *result) {
+			defer wg.Done()
+			cctx, cancel := r.opCtx(ctx)
+			defer cancel()
+			res.sent = time.Now()
+			res.nrev, res.err = r.kv.Update(cctx, LeaseKey(res.p), r.value, res.rev)
+		}(&results[i])
+	}
+	wg.Wait()
+	for _, res := range results {
+		if res.err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			r.lost.Add(1)
-			r.o.Log.Warn().Err(err).Int("partition", p).Str("instance", r.o.Instance).Msg("lease renewal failed: partition lost")
-			r.drop(ctx, p, rev)
+			r.o.Log.Warn().Err(res.err).Int("partition", res.p).Str("instance", r.o.Instance).Msg("lease renewal failed: partition lost")
+			r.drop(ctx, res.p, res.rev)
 			continue
 		}
 		r.mu.Lock()
-		if ls := r.leases[p]; ls != nil {
-			ls.rev = nrev
-			ls.validUntil = sent.Add(r.o.TTL - r.o.TTL/3)
+		if ls := r.leases[res.p]; ls != nil {
+			ls.rev = res.nrev
+			ls.validUntil = res.sent.Add(r.o.TTL - r.o.TTL/3)
 		}
 		r.mu.Unlock()
 	}
@@ -571,9 +592,6 @@ func (r *leaseRun) drop(ctx context.Context, p int, rev uint64) {
 	if ls != nil && ls.leaving.IsZero() {
 		r.changed()
 	}
-	if ctx.Err() != nil {
-		ctx = context.Background()
-	}
 	cctx, cancel := context.WithTimeout(ctx, r.o.TTL/3)
 	defer cancel()
 	if err := r.kv.Delete(cctx, LeaseKey(p), jetstream.LastRevision(rev)); err == nil {
@@ -587,9 +605,11 @@ func (r *leaseRun) changed() {
 	r.dirty = true
 }
 
-// leave gives every lease up and deletes the heartbeat.
+// leave gives every lease up and deletes the heartbeat, within one TTL
+// however many leases it holds.
 func (r *leaseRun) leave() {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), r.o.TTL)
+	defer cancel()
 	for _, p := range r.held(true) {
 		r.mu.Lock()
 		rev := r.leases[p].rev
