@@ -514,13 +514,15 @@ func TestLeaseAndStatePermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Several MiB: many chunks, read with flow control.
+	big := bytes.Repeat([]byte("checkpoint "), 400_000)
 	for i := range 3 {
-		if err := s.SaveCheckpoint(context.Background(), 0, []byte(fmt.Sprint("checkpoint ", i))); err != nil {
+		if err := s.SaveCheckpoint(context.Background(), 0, append(big, byte('0'+i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got, err := s.LoadCheckpoint(context.Background(), 0); err != nil || string(got) != "checkpoint 2" {
-		t.Fatalf("load: %q, %v", got, err)
+	if got, err := s.LoadCheckpoint(context.Background(), 0); err != nil || !bytes.Equal(got, append(big, '2')) {
+		t.Fatalf("load: %d bytes, %v", len(got), err)
 	}
 	if err := s.SaveIntent(context.Background(), 1, 1, 9); err != nil {
 		t.Fatal(err)
