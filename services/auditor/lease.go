@@ -210,6 +210,12 @@ type LeaseOwner struct {
 	acquired, lost, handedOff atomic.Uint64
 }
 
+var (
+	_ Owner    = (*LeaseOwner)(nil)
+	_ Releaser = (*LeaseOwner)(nil)
+	_ Fence    = (*LeaseOwner)(nil)
+)
+
 // lease is a partition this instance holds.
 type lease struct {
 	rev        uint64    // the revision last written
