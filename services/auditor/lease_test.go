@@ -655,12 +655,14 @@ func TestLeaseOwnerProcessKilled(t *testing.T) {
 		}
 		return nil
 	})
+	killed := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-exited
 	exited <- nil
 	w.waitSplit(takeover, map[*leaseMember]int{a: 8})
+	t.Logf("takeover %v after the SIGKILL (lease TTL %v)", time.Since(killed).Round(time.Millisecond), leaseTTL)
 	if held, _ := childHolds(); len(held) != 0 {
 		t.Fatalf("the killed process still holds %v", held)
 	}
