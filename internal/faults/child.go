@@ -168,9 +168,9 @@ type proc struct {
 	err   string
 }
 
-// startProc starts a child with the given role and configuration; its
-// standard error goes to logPath.
-func startProc(c Command, role, name string, cfg childConfig, logPath string) (*proc, error) {
+// startProc starts a child with the given role and configuration (a
+// childConfig, or the role's own); its standard error goes to logPath.
+func startProc(c Command, role, name string, cfg any, logPath string) (*proc, error) {
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -55,6 +55,9 @@ func runChild(role string, out *json.Encoder) error {
 	case ChildQuery:
 		return runQueryChild(ctx, cfg, out, log)
 	}
+	if run := scaleOutChildren[role]; run != nil {
+		return run(ctx, out, log)
+	}
 	return fmt.Errorf("$%s=%q: want %q or %q", EnvChild, role, ChildAuditor, ChildQuery)
 }
 
@@ -140,12 +143,6 @@ func runQueryChild(ctx context.Context, cfg childConfig, out *json.Encoder, log 
 		}
 	}
 	return out.Encode(childMsg{Kind: "result", Result: res})
-}
-
-// onlyIn counts the usage event ids of database a that b lacks.
-func onlyIn(a, b string) string {
-	return "SELECT count() FROM (SELECT DISTINCT event_id FROM `" + a + "`.usage_events_raw) " +
-		"WHERE event_id NOT IN (SELECT event_id FROM `" + b + "`.usage_events_raw)"
 }
 
 func contents(ctx context.Context, s *store.Store) (*DBContents, error) {

@@ -15,6 +15,12 @@
 //     a state directory) are killed with SIGKILL and restarted, one at a
 //     time; ClickHouse must end with every event exactly once and the same
 //     anomalies as an uninterrupted run over the same events.
+//   - ScaleOut: a three-node cluster per run, one child owning chDB behind
+//     the ClickHouse HTTP interface (internal/chshim) and N auditor
+//     children on it; the same usage with every N (1, 2, 4, 4 with one
+//     SIGKILLed) must give the same rows and anomalies, and the victim's
+//     partitions new owners. Several instances need the auditor's lease
+//     mode (PartitionedAuditor).
 //
 // The auditor children are real processes — a kill is a crash, with no
 // deferred cleanup — started by re-executing a binary that calls

@@ -66,3 +66,17 @@ const (
 	DeadLetterAuditor = "auditor"
 	DeadLetterRevoker = "revoker"
 )
+
+// The auditor's partition ownership and state in lease mode
+// (services/auditor lease.go, statestore_jetstream.go).
+const (
+	// BucketAuditorLeases is the KV bucket of partition leases and
+	// instance heartbeats.
+	BucketAuditorLeases = "auditor-leases"
+	// BucketAuditorState is the KV bucket of each partition's insert
+	// intent and checkpoint pointer.
+	BucketAuditorState = "auditor-state"
+	// ObjectStoreAuditorCheckpoints is the object store of partition
+	// checkpoints.
+	ObjectStoreAuditorCheckpoints = "auditor-checkpoints"
+)

@@ -27,7 +27,9 @@ const (
 	// reads the keys and denylist buckets (to authenticate analysts) and
 	// answers the analysts' requests: cordon.cmd.sql, anomalies, report,
 	// auditor.status. Its analyst API's enforcer follows the denylist
-	// broadcast (cordon.denylist.change, heartbeat, resync requests).
+	// broadcast (cordon.denylist.change, heartbeat, resync requests). In
+	// lease mode it creates and writes the auditor-leases and
+	// auditor-state buckets and the auditor-checkpoints object store.
 	RoleAuditor Role = "auditor"
 	// RoleRevoker consumes TOKENS and ANOMALIES, publishes revocations on
 	// the ledger, is the only writer of the denylist bucket, and answers
@@ -208,6 +210,15 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.pub(events.SubjectDenyResyncPrefix + ">")
 		p.kvRead(events.BucketDenylist)
 		p.kvRead(events.BucketKeys)
+		// Lease mode: partition leases, intents and checkpoint
+		// pointers, checkpoints (services/auditor lease.go,
+		// statestore_jetstream.go), created by the auditor when missing.
+		for _, b := range []string{events.BucketAuditorLeases, events.BucketAuditorState} {
+			p.pub("$JS.API.STREAM.CREATE.KV_" + b)
+			p.kvRead(b)
+			p.kvWrite(b)
+		}
+		p.objectStore(events.ObjectStoreAuditorCheckpoints)
 		p.bootstrap()
 		p.serve(events.SubjectCmdSQL, events.SubjectCmdAnomalies, events.SubjectCmdReport, events.SubjectCmdAuditorStatus)
 	case RoleAdmin:
@@ -293,6 +304,28 @@ func (p *perms) kvRead(bucket string) {
 		"$JS.API.CONSUMER.DELETE."+s+".*",
 		"$JS.FC."+s+".>",
 		"$JS.FC.*.*."+s+".>",
+	)
+}
+
+// objectStore allows creating an object store and putting, getting,
+// listing and deleting its objects: chunks and metadata are published on
+// $O.<bucket>.>, an overwritten or deleted object's chunks are purged,
+// metadata is read by direct get and chunks with an ordered consumer.
+func (p *perms) objectStore(bucket string) {
+	s := "OBJ_" + bucket
+	p.pub(
+		"$JS.API.STREAM.INFO."+s,
+		"$JS.API.STREAM.CREATE."+s,
+		"$JS.API.STREAM.PURGE."+s,
+		"$JS.API.STREAM.MSG.GET."+s,
+		"$JS.API.DIRECT.GET."+s,
+		"$JS.API.DIRECT.GET."+s+".>",
+		"$JS.API.CONSUMER.CREATE."+s,
+		"$JS.API.CONSUMER.CREATE."+s+".>",
+		"$JS.API.CONSUMER.DELETE."+s+".*",
+		"$JS.FC."+s+".>",
+		"$JS.FC.*.*."+s+".>",
+		"$O."+bucket+".>",
 	)
 }
 
