@@ -212,6 +212,9 @@ type PartitionStats struct {
 	Anomalies  uint64 `json:"anomalies"`
 	Dead       uint64 `json:"dead"`
 	Duplicates uint64 `json:"duplicates"`
+	// Replayed counts insert groups rebuilt from an intent saved before a
+	// restart and inserted again with their token.
+	Replayed uint64 `json:"replayed,omitempty"`
 }
 
 // Steps of a partition's writes where the tests inject a crash (hook).
@@ -277,7 +280,7 @@ func (a *Auditor) Stats() Stats {
 	for _, p := range slices.Sorted(maps.Keys(a.runners)) {
 		r := a.runners[p].st
 		ps := PartitionStats{Partition: p, Seen: r.seen.Load(), Written: r.written.Load(), Lag: r.lag.Load(),
-			Events: r.events.Load(), Rows: r.rows.Load(), Anomalies: r.anomalies.Load(), Dead: r.dead.Load(), Duplicates: r.dups.Load()}
+			Events: r.events.Load(), Rows: r.rows.Load(), Anomalies: r.anomalies.Load(), Dead: r.dead.Load(), Duplicates: r.dups.Load(), Replayed: r.replayed.Load()}
 		st.Partitions = append(st.Partitions, ps)
 		lseen := r.ledgerSeen.Load()
 		if first {

@@ -72,8 +72,8 @@ func (g *group) empty() bool { return g.first == 0 }
 
 // partStats are one partition's counters, read by Stats and the metrics.
 type partStats struct {
-	events, rows, anomalies, dead, dups, groups atomic.Uint64
-	seen, written, ledgerSeen, lag              atomic.Uint64
+	events, rows, anomalies, dead, dups, groups, replayed atomic.Uint64
+	seen, written, ledgerSeen, lag                        atomic.Uint64
 }
 
 // runner runs one partition (see above). Its fields are its goroutine's
@@ -560,8 +560,8 @@ func (r *runner) written(err error) error {
 	r.st.groups.Add(1)
 	r.a.usage.Add(uint64(len(g.envs)))
 	r.a.batches.Add(1)
-	if r.floor > 0 && g.fixed {
-		r.floor = 0
+	if g.fixed {
+		r.st.replayed.Add(1)
 	}
 	clear(g.envs)
 	r.spare = g.envs[:0]
