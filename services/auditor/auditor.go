@@ -387,6 +387,9 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 		a.mu.Lock()
 		delete(a.runners, p)
 		a.mu.Unlock()
+		if rel, ok := a.owner.(Releaser); ok {
+			rel.Release(p)
+		}
 	}
 	defer func() {
 		for p := range running {

@@ -433,3 +433,94 @@ func TestLegacyAndBatchMix(t *testing.T) {
 		t.Fatalf("duplicate batches skipped %d, want 1", dups)
 	}
 }
+
+// switchOwner is an Owner the test moves partitions with; a partition it
+// takes away stays valid until released (a graceful hand-off).
+type switchOwner struct {
+	mu       sync.Mutex
+	set      []int
+	released []int
+	ch       chan []int
+}
+
+func newSwitchOwner(set []int) *switchOwner { return &switchOwner{set: set, ch: make(chan []int, 1)} }
+
+func (s *switchOwner) Run(ctx context.Context, _ int, owned chan<- []int) error {
+	s.mu.Lock()
+	first := slices.Clone(s.set)
+	s.mu.Unlock()
+	next := first
+	for {
+		select {
+		case owned <- next:
+		case <-ctx.Done():
+			return nil
+		}
+		select {
+		case next = <-s.ch:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (s *switchOwner) Valid(p int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.set, p) && !slices.Contains(s.released, p)
+}
+
+func (s *switchOwner) Release(p int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.released = append(s.released, p)
+}
+
+func (s *switchOwner) move(set []int) { s.ch <- set }
+
+// TestPartitionsMoveBetweenAuditors: an auditor that loses partitions
+// stops them (final checkpoint), and another that gains them resumes at
+// that checkpoint on the shared state: nothing is read or written twice.
+func TestPartitionsMoveBetweenAuditors(t *testing.T) {
+	env := natstest.Run(t)
+	s := openStore(t, "move")
+	dir := t.TempDir()
+	envs := simulated(t, 6000)
+	last, ids := publishBatches(t, env.JS, envs[:3000], 100)
+	var an idSet
+	owner := newSwitchOwner([]int{0, 1, 2, 3, 4, 5, 6, 7})
+	oa := partitioned(t, env.JS, s, dir, nil, "move", &an)
+	oa.Owner = owner
+	a, _, _ := run(t, oa)
+	waitWritten(t, last, a)
+
+	// More for the first auditor to analyse before it hands 4-7 over:
+	// its final checkpoints must cover them.
+	last, mid := publishBatches(t, env.JS, envs[3000:4000], 100)
+	ids = append(ids, mid...)
+	owner.move([]int{0, 1, 2, 3})
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		owner.mu.Lock()
+		released := len(owner.released)
+		owner.mu.Unlock()
+		if n := len(a.Stats().Partitions); n != 4 || released != 4 {
+			return fmt.Errorf("the first auditor runs %d partitions and released %d, want 4 and 4", n, released)
+		}
+		return nil
+	})
+	b, _, _ := run(t, partitioned(t, env.JS, s, dir, []int{4, 5, 6, 7}, "move", &an))
+	last, more := publishBatches(t, env.JS, envs[4000:], 100)
+	waitWritten(t, last, a, b)
+
+	want := slices.Concat(ids, more)
+	slices.Sort(want)
+	got, rows := rowIDs(t, s)
+	if !slices.Equal(got, want) || rows != uint64(len(want)) {
+		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
+	}
+	// Each event analysed by one of them, once: the second resumed at the
+	// first's final checkpoints.
+	if oa, ob := a.Stats().Observed, b.Stats().Observed; oa+ob != uint64(len(envs)) || ob == 0 {
+		t.Fatalf("analysed %d + %d events, want %d in all", oa, ob, len(envs))
+	}
+}
