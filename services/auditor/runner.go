@@ -63,7 +63,10 @@ func groupToken(p int, first, last uint64) string {
 type group struct {
 	first, last uint64
 	envs        []events.Envelope
-	started     time.Time
+	// us holds the payloads of envs decoded from batches (one allocation
+	// per group, reused once the group is written).
+	us      []events.UsageDecided
+	started time.Time
 	// fixed: an intent found at start, rebuilt with exactly its range.
 	fixed bool
 }
@@ -101,7 +104,7 @@ type runner struct {
 	timer    *time.Timer
 	inflight chan error // the group being written; nil when none
 	infl     *group
-	spare    []events.Envelope // a written group's rows, for the next
+	spare    group // a written group's buffers, for the next
 	rowsDone uint64
 	anomDone uint64
 
@@ -363,8 +366,8 @@ func (r *runner) handle(m runnerMsg) error {
 	}
 	keep := seq >= r.floor // rows not written yet
 	if keep && r.cur.empty() {
-		r.cur = group{first: seq, started: time.Now(), envs: r.spare}
-		r.spare = nil
+		r.cur = group{first: seq, started: time.Now(), envs: r.spare.envs, us: r.spare.us}
+		r.spare = group{}
 		r.timer.Reset(r.a.o.BatchWait)
 	}
 	r.observeUsage(m.m, keep)
@@ -464,8 +467,8 @@ func (r *runner) observe(e events.Envelope, u *events.UsageDecided, keep, owned 
 		return
 	}
 	if !owned {
-		c := *u
-		u = &c
+		r.cur.us = append(r.cur.us, *u)
+		u = &r.cur.us[len(r.cur.us)-1]
 	}
 	e.Data = u
 	r.cur.envs = append(r.cur.envs, e)
@@ -523,7 +526,7 @@ func (r *runner) closeGroup() error {
 	r.cur = group{}
 	if len(g.envs) == 0 && !g.fixed {
 		r.rowsDone = max(r.rowsDone, g.last)
-		r.spare = g.envs[:0]
+		r.recycle(&g)
 		r.progress()
 		return nil
 	}
@@ -563,10 +566,16 @@ func (r *runner) written(err error) error {
 	if g.fixed {
 		r.st.replayed.Add(1)
 	}
-	clear(g.envs)
-	r.spare = g.envs[:0]
+	r.recycle(g)
 	r.progress()
 	return nil
+}
+
+// recycle keeps a written group's buffers for the next group.
+func (r *runner) recycle(g *group) {
+	clear(g.envs)
+	clear(g.us)
+	r.spare = group{envs: g.envs[:0], us: g.us[:0]}
 }
 
 // write saves g's intent (unless it is the replayed one) and inserts it
