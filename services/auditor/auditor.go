@@ -248,7 +248,9 @@ type Auditor struct {
 
 	usage, ledger, anomalies, dead, batches, writeErrs, observed atomic.Uint64
 	lastLedgerSeq                                                atomic.Uint64
-	ledgerInflight                                               atomic.Int64
+	// activity counts the messages the runners handled (idleProbe).
+	activity       atomic.Uint64
+	ledgerInflight atomic.Int64
 }
 
 // New validates the options.

@@ -240,6 +240,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			return err
 		case m := <-in:
 			idle.busy()
+			a.activity.Add(1)
 			if err := r.handle(m); err != nil {
 				return err
 			}
@@ -259,10 +260,11 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 				return nil
 			}
 		case <-idle.t.C:
-			if err := r.probe(usage, ledger); err != nil {
-				return err
+			if idle.due(a.activity.Load()) {
+				if err := r.probe(usage, ledger); err != nil {
+					return err
+				}
 			}
-			idle.next()
 		case <-ckpt.C:
 			if err := r.checkpoint(); err != nil {
 				if errors.Is(err, errLost) || r.ctx.Err() != nil {
@@ -274,27 +276,46 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 	}
 }
 
-// idleProbe paces the caught-up probes of an idle runner: 5ms after the
-// last message, then backing off to a second while nothing arrives.
+// idleProbe paces the caught-up probes of an idle runner (probe). It
+// ticks every probeTick; a tick after one with messages does nothing (the
+// runner is busy, its own messages advance it). An idle runner probes
+// when another partition of this auditor handled a message since its
+// last probe (the stream moved: a replay waits on every partition), and
+// otherwise backing off to a second (other instances' partitions).
 type idleProbe struct {
-	t *time.Timer
-	d time.Duration
+	t        *time.Timer
+	busyTick bool
+	act      uint64        // the auditor's activity at the last probe
+	quiet    time.Duration // since the last probe
+	backoff  time.Duration
 }
+
+const probeTick = 20 * time.Millisecond
 
 func newIdleProbe() *idleProbe {
-	return &idleProbe{t: time.NewTimer(5 * time.Millisecond), d: 5 * time.Millisecond}
+	return &idleProbe{t: time.NewTimer(5 * time.Millisecond), backoff: probeTick}
 }
 
-func (p *idleProbe) busy() {
-	if p.d != 5*time.Millisecond {
-		p.d = 5 * time.Millisecond
-		p.t.Reset(p.d)
+func (p *idleProbe) busy() { p.busyTick = true }
+
+// due reports whether this tick probes, and schedules the next one.
+func (p *idleProbe) due(activity uint64) bool {
+	p.t.Reset(probeTick)
+	if p.busyTick {
+		p.busyTick, p.quiet, p.backoff = false, 0, probeTick
+		return false
 	}
-}
-
-func (p *idleProbe) next() {
-	p.d = min(p.d*2, time.Second)
-	p.t.Reset(p.d)
+	p.quiet += probeTick
+	switch {
+	case activity != p.act:
+		p.backoff = probeTick
+	case p.quiet >= p.backoff:
+		p.backoff = min(2*p.backoff, time.Second)
+	default:
+		return false
+	}
+	p.act, p.quiet = activity, 0
+	return true
 }
 
 // probe runs when no message arrived for a while: a runner that has
