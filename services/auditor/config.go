@@ -152,9 +152,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PolicyFile, "policy", os.Getenv("CORDON_POLICY"), "policy file; its detectors: section sets the thresholds ($CORDON_POLICY; default thresholds without)")
 	fs.IntVar(&c.RetentionDays, "retention-days", 0, "days usage events and anomalies are kept in ClickHouse (0: forever)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
-	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most events written in one insert")
-	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "longest an event waits for its batch while a writer is free")
-	fs.IntVar(&c.Writers, "writers", DefaultWriters, "batches written concurrently")
+	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most rows of one insert (a partition's group closes at the message that reaches it)")
+	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "longest a partition's insert group stays open, and an anomaly waits to be made durable")
+	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
 }

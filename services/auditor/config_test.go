@@ -318,3 +318,19 @@ func TestPartitionBounds(t *testing.T) {
 		t.Fatal("one partition changed the bounds")
 	}
 }
+
+func TestPartitionsFlag(t *testing.T) {
+	var c auditor.Config
+	fs := flag.NewFlagSet("auditor", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--partitions", "0,2-3"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Partitions, []int{0, 2, 3}) {
+		t.Fatalf("partitions %v", c.Partitions)
+	}
+	if err := fs.Parse([]string{"--partitions", "9-2"}); err == nil || !strings.Contains(err.Error(), "is not a partition") {
+		t.Fatalf("a bad list: %v", err)
+	}
+}
