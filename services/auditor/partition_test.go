@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/faults"
@@ -244,6 +245,36 @@ func TestPartitionsSplitAcrossAuditors(t *testing.T) {
 	}
 	if s1, s2 := storedAnomalies(t, one), storedAnomalies(t, two); !slices.Equal(s1, oneAn.sorted()) || !slices.Equal(s2, twoAn.sorted()) {
 		t.Fatalf("stored anomalies: %d and %d, raised %d", len(s1), len(s2), len(oneAn.sorted()))
+	}
+
+	// The metrics count per partition: the first auditor's rows add up.
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(b1.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rowsMetric float64
+	parts := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "cordon_auditor_partition_events_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			parts[labels["partition"]] = true
+			if labels["kind"] == "rows" {
+				rowsMetric += m.GetCounter().GetValue()
+			}
+		}
+	}
+	if len(parts) != 4 || rowsMetric != float64(b1.Stats().Usage) {
+		t.Fatalf("partition metrics: partitions %v, rows %v, want 4 partitions and %d rows", parts, rowsMetric, b1.Stats().Usage)
 	}
 }
 
