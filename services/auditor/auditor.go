@@ -381,6 +381,7 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 		}
 	}()
 	running := map[int]*runHandle{}
+	ended := make(chan *runHandle)
 	stop := func(p int) {
 		h := running[p]
 		h.cancel()
@@ -407,6 +408,14 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 			return nil
 		case err := <-runErr:
 			return err
+		case h := <-ended:
+			if running[h.r.p] == h {
+				delete(running, h.r.p)
+				a.mu.Lock()
+				delete(a.runners, h.r.p)
+				a.mu.Unlock()
+				h.cancel()
+			}
 		case set := <-owned:
 			for p := range running {
 				if !slices.Contains(set, p) {
@@ -417,7 +426,7 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 				if _, ok := running[p]; ok || p < 0 || p >= parts {
 					continue
 				}
-				h, err := a.startRunner(ctx, p, parts, all, runErr)
+				h, err := a.startRunner(ctx, p, parts, all, runErr, ended)
 				if err != nil {
 					return err
 				}
@@ -428,7 +437,7 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 }
 
 // startRunner loads partition p's state and starts its runner.
-func (a *Auditor) startRunner(ctx context.Context, p, parts int, all bool, runErr chan<- error) (*runHandle, error) {
+func (a *Auditor) startRunner(ctx context.Context, p, parts int, all bool, runErr chan<- error, ended chan<- *runHandle) (*runHandle, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	wctx, abort := context.WithCancel(context.WithoutCancel(rctx))
 	r := &runner{a: a, p: p, parts: parts, all: all, st: &partStats{}, ctx: rctx, wctx: wctx}
@@ -462,8 +471,18 @@ func (a *Auditor) startRunner(ctx context.Context, p, parts int, all bool, runEr
 			context.AfterFunc(wctx, func() { t.Stop() })
 		})
 		defer stopGrace()
-		if err := r.run(); err != nil && rctx.Err() == nil {
+		err := r.run()
+		if err != nil && rctx.Err() == nil {
 			runErr <- fmt.Errorf("auditor: partition %d: %w", p, err)
+			return
+		}
+		if rctx.Err() == nil {
+			// Lost (the owner no longer finds it valid): own forgets it,
+			// so that the owner can give it again.
+			select {
+			case ended <- h:
+			case <-rctx.Done():
+			}
 		}
 	}()
 	return h, nil

@@ -143,13 +143,14 @@ func (s *idSet) sorted() []string {
 	return out
 }
 
-// waitWritten waits until every auditor wrote its partitions up to seq.
-func waitWritten(t *testing.T, seq uint64, as ...*auditor.Auditor) {
+// waitWritten waits until each auditor runs n partitions and wrote them
+// up to seq.
+func waitWritten(t *testing.T, seq uint64, n int, as ...*auditor.Auditor) {
 	t.Helper()
 	natstest.WaitFor(t, 120*time.Second, func() error {
 		for i, a := range as {
-			if st := a.Stats(); st.LastUsageSeq < seq || len(st.Partitions) == 0 {
-				return fmt.Errorf("auditor %d written up to %d of %d (%d partitions)", i, st.LastUsageSeq, seq, len(st.Partitions))
+			if st := a.Stats(); st.LastUsageSeq < seq || len(st.Partitions) != n {
+				return fmt.Errorf("auditor %d written up to %d of %d (%d partitions, want %d)", i, st.LastUsageSeq, seq, len(st.Partitions), n)
 			}
 		}
 		return nil
@@ -217,7 +218,8 @@ func TestPartitionsSplitAcrossAuditors(t *testing.T) {
 	two := openStore(t, "part_two")
 	b1, _, _ := run(t, partitioned(t, env.JS, two, t.TempDir(), []int{0, 1, 2, 3}, "two", &twoAn))
 	b2, _, _ := run(t, partitioned(t, env.JS, two, t.TempDir(), []int{4, 5, 6, 7}, "two", &twoAn))
-	waitWritten(t, last, a, b1, b2)
+	waitWritten(t, last, 8, a)
+	waitWritten(t, last, 4, b1, b2)
 
 	if st := a.Stats(); st.PartitionCount != 8 || len(st.Partitions) != 8 {
 		t.Fatalf("one auditor: %d partitions of %d, want 8 of 8", len(st.Partitions), st.PartitionCount)
@@ -294,7 +296,7 @@ func TestCrashAtEachWriteStep(t *testing.T) {
 	var refAn idSet
 	ref := openStore(t, "crash_ref")
 	r, _, _ := run(t, partitioned(t, env.JS, ref, t.TempDir(), nil, "ref", &refAn))
-	waitWritten(t, last, r)
+	waitWritten(t, last, 8, r)
 	want := refAn.sorted()
 	_, dedup := any(ref).(interface {
 		InsertUsageOnce(context.Context, string, []events.Envelope) error
@@ -337,7 +339,7 @@ func TestCrashAtEachWriteStep(t *testing.T) {
 				t.Fatalf("partition 3 never reached %s three times", step)
 			}
 			a2, _, _ := run(t, o)
-			waitWritten(t, last, a2)
+			waitWritten(t, last, 8, a2)
 			var replayed uint64
 			for _, p := range a2.Stats().Partitions {
 				replayed += p.Replayed
@@ -436,7 +438,7 @@ func TestLegacyAndBatchMix(t *testing.T) {
 	}
 	var an idSet
 	a, _, _ := run(t, partitioned(t, env.JS, s, t.TempDir(), nil, "mix", &an))
-	waitWritten(t, last, a)
+	waitWritten(t, last, 8, a)
 	want := slices.Concat(ids, legacyIDs, more)
 	var ub events.UsageBatch
 	if err := events.DecodeUsageBatch(asubj, adata, &ub); err != nil {
@@ -523,7 +525,7 @@ func TestPartitionsMoveBetweenAuditors(t *testing.T) {
 	oa := partitioned(t, env.JS, s, dir, nil, "move", &an)
 	oa.Owner = owner
 	a, _, _ := run(t, oa)
-	waitWritten(t, last, a)
+	waitWritten(t, last, 8, a)
 
 	// More for the first auditor to analyse before it hands 4-7 over:
 	// its final checkpoints must cover them.
@@ -541,7 +543,7 @@ func TestPartitionsMoveBetweenAuditors(t *testing.T) {
 	})
 	b, _, _ := run(t, partitioned(t, env.JS, s, dir, []int{4, 5, 6, 7}, "move", &an))
 	last, more := publishBatches(t, env.JS, envs[4000:], 100)
-	waitWritten(t, last, a, b)
+	waitWritten(t, last, 4, a, b)
 
 	want := slices.Concat(ids, more)
 	slices.Sort(want)
@@ -553,5 +555,66 @@ func TestPartitionsMoveBetweenAuditors(t *testing.T) {
 	// first's final checkpoints.
 	if oa, ob := a.Stats().Observed, b.Stats().Observed; oa+ob != uint64(len(envs)) || ob == 0 {
 		t.Fatalf("analysed %d + %d events, want %d in all", oa, ob, len(envs))
+	}
+}
+
+// TestLostPartitionStopsWriting: a partition whose ownership is lost
+// (Valid turns false without a hand-off, as a lease that expired) writes
+// nothing more — no row, intent or checkpoint — and stops; given back,
+// it resumes from its last checkpoint and every event is written once.
+func TestLostPartitionStopsWriting(t *testing.T) {
+	env := natstest.Run(t)
+	s := openStore(t, "lost")
+	envs := simulated(t, 4000)
+	last, ids := publishBatches(t, env.JS, envs[:2000], 100)
+	var an idSet
+	owner := newSwitchOwner([]int{0, 1, 2, 3, 4, 5, 6, 7})
+	o := partitioned(t, env.JS, s, t.TempDir(), nil, "lost", &an)
+	o.Owner = owner
+	a, _, _ := run(t, o)
+	waitWritten(t, last, 8, a)
+
+	// The partition with the most events is lost.
+	count := map[int]int{}
+	for _, e := range envs[2000:] {
+		u := e.Data.(*events.UsageDecided)
+		count[events.UsagePartition(u.Tenant, u.Holder, 8)]++
+	}
+	lost := 0
+	for p, n := range count {
+		if n > count[lost] {
+			lost = p
+		}
+	}
+	owner.Release(lost) // Valid(lost) is false from now on
+	before := a.Stats().Usage
+	last, more := publishBatches(t, env.JS, envs[2000:], 100)
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		st := a.Stats()
+		if len(st.Partitions) != 7 {
+			return fmt.Errorf("%d partitions run, want 7 once %d is lost", len(st.Partitions), lost)
+		}
+		for _, p := range st.Partitions {
+			if p.Written < last {
+				return fmt.Errorf("partition %d written up to %d of %d", p.Partition, p.Written, last)
+			}
+		}
+		return nil
+	})
+	if got := a.Stats().Usage - before; got != uint64(len(more)-count[lost]) {
+		t.Fatalf("%d rows written after the loss, want %d: the lost partition wrote %d", got, len(more)-count[lost], int(got)-(len(more)-count[lost]))
+	}
+
+	// Given back: it resumes at its checkpoint.
+	owner.mu.Lock()
+	owner.released = nil
+	owner.mu.Unlock()
+	owner.move([]int{0, 1, 2, 3, 4, 5, 6, 7})
+	waitWritten(t, last, 8, a)
+	want := slices.Concat(ids, more)
+	slices.Sort(want)
+	got, rows := rowIDs(t, s)
+	if !slices.Equal(got, want) || rows != uint64(len(want)) {
+		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
 	}
 }

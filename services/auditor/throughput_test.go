@@ -45,7 +45,7 @@ func TestAuditorThroughput(t *testing.T) {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	start := time.Now()
 	a, _, _ := run(t, o)
-	waitWritten(t, last, a)
+	waitWritten(t, last, 8, a)
 	el := time.Since(start)
 	var after syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
