@@ -65,8 +65,7 @@ type group struct {
 	envs        []events.Envelope
 	// us holds the payloads of envs decoded from batches (one allocation
 	// per group, reused once the group is written).
-	us      []events.UsageDecided
-	started time.Time
+	us []events.UsageDecided
 	// fixed: an intent found at start, rebuilt with exactly its range.
 	fixed bool
 }
@@ -117,7 +116,7 @@ type runner struct {
 	ud  events.UsageDecided
 }
 
-// runnerSource is a message of the runner's consumers.
+// runnerMsg is a message of a runner's consumers (or of the ledger rows' durable).
 type runnerMsg struct {
 	m      jetstream.Msg
 	ledger bool
@@ -157,7 +156,7 @@ func (r *runner) start(ctx context.Context) error {
 				Msg("insert intent overlaps the checkpoint; replaying it from the checkpoint")
 		}
 		r.floor = first
-		r.cur = group{first: first, last: last, fixed: true, started: time.Now()}
+		r.cur = group{first: first, last: last, fixed: true}
 		r.a.o.Log.Info().Int("partition", r.p).Uint64("first", first).Uint64("last", last).Msg("replaying the insert group of a saved intent")
 	}
 	r.rowsDone, r.anomDone = r.usageSeq, r.usageSeq
@@ -387,7 +386,7 @@ func (r *runner) handle(m runnerMsg) error {
 	}
 	keep := seq >= r.floor // rows not written yet
 	if keep && r.cur.empty() {
-		r.cur = group{first: seq, started: time.Now(), envs: r.spare.envs, us: r.spare.us}
+		r.cur = group{first: seq, envs: r.spare.envs, us: r.spare.us}
 		r.spare = group{}
 		r.timer.Reset(r.a.o.BatchWait)
 	}
