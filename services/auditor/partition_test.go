@@ -618,3 +618,49 @@ func TestLostPartitionStopsWriting(t *testing.T) {
 		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
 	}
 }
+
+// TestStreamWithoutPartitions: a USAGE stream created before batches (no
+// subject transform) stores batches under the subject they were published
+// on; the auditor runs it as partition 0 of 1, reading every usage
+// subject, batches and per-event messages alike.
+func TestStreamWithoutPartitions(t *testing.T) {
+	env := natstest.Run(t)
+	ctx := context.Background()
+	st, err := env.JS.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.SubjectTransform = nil
+	if _, err := env.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	envs := simulated(t, 2000)
+	_, ids := publishBatches(t, env.JS, envs[:1000], 100)
+	var legacyIDs []string
+	for _, e := range envs[1000:] {
+		data, err := events.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		publish(t, env.JS, events.Subject(e), [][]byte{data})
+		legacyIDs = append(legacyIDs, e.ID.String())
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, "unpartitioned")
+	var an idSet
+	a, _, _ := run(t, partitioned(t, env.JS, s, t.TempDir(), nil, "flat", &an))
+	waitWritten(t, info.State.LastSeq, 1, a)
+	if st := a.Stats(); st.PartitionCount != 1 || st.Partitions[0].Partition != 0 {
+		t.Fatalf("partitions %d, %+v; want partition 0 of 1", st.PartitionCount, st.Partitions)
+	}
+	want := slices.Concat(ids, legacyIDs)
+	slices.Sort(want)
+	got, rows := rowIDs(t, s)
+	if !slices.Equal(got, want) || rows != uint64(len(want)) {
+		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
+	}
+}
