@@ -242,7 +242,7 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 		// detectors lose their process at every stage: learning,
 		// baselines, attacks.
 		at := uint64(len(evs)) * uint64(rep.Kills+1) / uint64(h.o.Kills+1)
-		mid, ci, err := h.killAt(ctx, p, "chaos-usage", at)
+		mid, st, err := h.killAt(ctx, p, at)
 		if err != nil {
 			p.kill()
 			return nil, err
@@ -251,9 +251,9 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 		if mid {
 			rep.KillsMidBatch++
 		}
-		h.logf("kill %d: pid %d ready in %v, killed after %v: delivered to %d, acknowledged to %d, %d unacknowledged (mid-batch: %v)",
+		h.logf("kill %d: pid %d ready in %v, killed after %v: analysed to %d, written to %d (mid-batch: %v)",
 			rep.Kills, p.cmd.Process.Pid, ready.Round(time.Millisecond), time.Since(born).Round(time.Millisecond),
-			ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumAckPending, mid)
+			st.SeenSeq, st.LastSeq, mid)
 	}
 	rep.Processes++
 	last, err := h.startAuditor(ctx, cfg, fmt.Sprintf("chaos-%d", rep.Processes))
@@ -270,7 +270,7 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 		return nil, ctx.Err()
 	}
 	rep.Events = len(evs)
-	if err := h.waitDrained(ctx, "chaos-usage", last); err != nil {
+	if err := h.waitDrained(ctx, last); err != nil {
 		return nil, err
 	}
 	rep.ChaosTime = time.Since(start)
@@ -288,7 +288,7 @@ func (h *chaos) run(ctx context.Context) (*AuditorChaosReport, error) {
 		return nil, err
 	}
 	defer ref.kill()
-	if err := h.waitDrained(ctx, "reference-usage", ref); err != nil {
+	if err := h.waitDrained(ctx, ref); err != nil {
 		return nil, err
 	}
 	rep.ReferenceTime = time.Since(start)
@@ -381,87 +381,61 @@ func (h *chaos) startAuditor(ctx context.Context, cfg childConfig, name string) 
 	return p, nil
 }
 
-// killAt waits until the child has written a batch and its consumer has
-// delivered stream sequence seq, then, after a random pause, kills it,
-// preferably while it holds delivered messages it has not acknowledged. It
-// reports whether it did, and the consumer's state just before the kill.
-func (h *chaos) killAt(ctx context.Context, p *proc, consumer string, seq uint64) (bool, *jetstream.ConsumerInfo, error) {
+// killAt waits until the child has written a batch and analysed USAGE up
+// to stream sequence seq (its partitions are read by ordered consumers,
+// its progress is its own: the child's stats), then, after a random
+// pause, kills it, preferably while it holds analysed usage whose rows
+// are not written yet. It reports whether it did, and the child's stats
+// just before the kill.
+func (h *chaos) killAt(ctx context.Context, p *proc, seq uint64) (bool, childStats, error) {
 	err := poll(ctx, 2*time.Minute, 5*time.Millisecond, func() error {
 		if !p.running() {
 			return fmt.Errorf("%s exited on its own: %s", p.name, p.failure())
 		}
-		if p.Stats().Batches == 0 {
+		st := p.Stats()
+		if st.Batches == 0 {
 			return fmt.Errorf("%s: no batch written yet", p.name)
 		}
-		ci, err := h.consumerInfo(ctx, consumer)
-		if err != nil {
-			return err
-		}
-		if ci.Delivered.Stream < seq {
-			return fmt.Errorf("%s: delivered up to %d, waiting for %d", p.name, ci.Delivered.Stream, seq)
+		if st.SeenSeq < seq {
+			return fmt.Errorf("%s: analysed up to %d, waiting for %d", p.name, st.SeenSeq, seq)
 		}
 		return nil
 	})
 	if err != nil {
-		return false, nil, err
+		return false, childStats{}, err
 	}
 	pause := time.Duration(h.rng.Int64N(int64(300 * time.Millisecond)))
 	select {
 	case <-ctx.Done():
-		return false, nil, ctx.Err()
+		return false, childStats{}, ctx.Err()
 	case <-time.After(pause):
 	}
-	var last *jetstream.ConsumerInfo
+	var last childStats
 	deadline := time.Now().Add(time.Second)
 	for {
-		ci, err := h.consumerInfo(ctx, consumer)
-		if err == nil {
-			last = ci
-			if ci.NumAckPending > 0 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
+		last = p.Stats()
+		if last.SeenSeq > last.LastSeq || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	if !p.kill() {
-		return false, nil, fmt.Errorf("%s was not killed by SIGKILL (%v): %s", p.name, p.waitErr, p.failure())
+		return false, last, fmt.Errorf("%s was not killed by SIGKILL (%v): %s", p.name, p.waitErr, p.failure())
 	}
-	if last == nil {
-		return false, nil, fmt.Errorf("%s: consumer %s unreadable before the kill", p.name, consumer)
-	}
-	return last.NumAckPending > 0, last, nil
+	return last.SeenSeq > last.LastSeq, last, nil
 }
 
-// waitDrained waits until the consumer has acknowledged every message of
-// USAGE.
-func (h *chaos) waitDrained(ctx context.Context, consumer string, p *proc) error {
+// waitDrained waits until the child has written every message of USAGE.
+func (h *chaos) waitDrained(ctx context.Context, p *proc) error {
 	return poll(ctx, 10*time.Minute, 20*time.Millisecond, func() error {
 		if !p.running() {
 			return fmt.Errorf("%s exited: %s", p.name, p.failure())
 		}
-		ci, err := h.consumerInfo(ctx, consumer)
-		if err != nil {
-			return err
-		}
-		if ci.NumPending > 0 || ci.NumAckPending > 0 || ci.AckFloor.Stream < h.lastSeq {
-			return fmt.Errorf("%s: %d pending, %d unacknowledged, acknowledged up to %d of %d",
-				consumer, ci.NumPending, ci.NumAckPending, ci.AckFloor.Stream, h.lastSeq)
+		if st := p.Stats(); st.LastSeq < h.lastSeq {
+			return fmt.Errorf("%s: written up to %d of %d", p.name, st.LastSeq, h.lastSeq)
 		}
 		return nil
 	})
-}
-
-func (h *chaos) consumerInfo(ctx context.Context, name string) (*jetstream.ConsumerInfo, error) {
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	c, err := h.js.Consumer(cctx, events.StreamUsage, name)
-	if err != nil {
-		return nil, fmt.Errorf("consumer %s: %w", name, err)
-	}
-	return c.Info(cctx)
 }
 
 func (h *chaos) usageInfo(ctx context.Context) (*jetstream.StreamInfo, error) {

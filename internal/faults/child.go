@@ -120,6 +120,7 @@ type childStats struct {
 	Usage      uint64 `json:"usage"`
 	Anomalies  uint64 `json:"anomalies"`
 	LastSeq    uint64 `json:"last_seq"`
+	SeenSeq    uint64 `json:"seen_seq"`
 	Batches    uint64 `json:"batches"`
 	WriteError uint64 `json:"write_errors"`
 }

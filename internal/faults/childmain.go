@@ -90,7 +90,7 @@ func runAuditorChild(ctx context.Context, cfg childConfig, out *json.Encoder, lo
 		case <-t.C:
 			st := svc.Auditor().Stats()
 			_ = out.Encode(childMsg{Kind: "stats", Stats: &childStats{Usage: st.Usage, Anomalies: st.Anomalies,
-				LastSeq: st.LastUsageSeq, Batches: st.Batches, WriteError: st.WriteErrors}})
+				LastSeq: st.LastUsageSeq, SeenSeq: st.SeenUsageSeq, Batches: st.Batches, WriteError: st.WriteErrors}})
 		}
 	}
 	if err := svc.Close(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/simulate"
 	"github.com/cordonhq/cordon/pkg/store"
 	"github.com/cordonhq/cordon/pkg/store/chdbstore"
+	"github.com/cordonhq/cordon/services/auditor"
 )
 
 // chdbPath is shared by every pipeline of this test binary: chDB holds one
@@ -69,17 +70,38 @@ func smallScenario() simulate.Scenario {
 	return sc
 }
 
-// inProcess runs the events through a detection engine directly: what the
-// pipeline must reproduce.
+// inProcess runs the events through detection engines directly: what the
+// pipeline must reproduce. The pipeline's USAGE stream has
+// events.DefaultUsagePartitions partitions, each with its own engine
+// (auditor.PartitionBounds) fed the usage and ledger events of its
+// (tenant, holder) keys, so this does the same.
 func inProcess(t *testing.T, envs []events.Envelope) []string {
 	t.Helper()
-	e, err := detect.New(detect.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
+	parts := events.DefaultUsagePartitions
+	engines := make([]*detect.Engine, parts)
+	for p := range engines {
+		e, err := detect.New(auditor.PartitionBounds(detect.DefaultConfig(), parts))
+		if err != nil {
+			t.Fatal(err)
+		}
+		engines[p] = e
 	}
 	var ids []string
 	for _, env := range envs {
-		for _, an := range e.Observe(env) {
+		var tenant, holder string
+		switch d := env.Data.(type) {
+		case *events.UsageDecided:
+			tenant, holder = d.Tenant, d.Holder
+		case *events.TokenIssued:
+			tenant, holder = d.Tenant, d.Holder
+		case *events.TokenRotated:
+			tenant, holder = d.Tenant, d.Holder
+		case *events.TokenRevoked:
+			tenant, holder = d.Tenant, d.Holder
+		case *events.TokenExpired:
+			tenant, holder = d.Tenant, d.Holder
+		}
+		for _, an := range engines[events.UsagePartition(tenant, holder, parts)].Observe(env) {
 			ids = append(ids, an.Detector+"/"+an.EventID)
 		}
 	}

@@ -1,16 +1,16 @@
 // Package auditor turns the USAGE stream into analyst-queryable history and
-// anomalies. Rows come from durable JetStream consumers: usage and ledger
-// events are batched into ClickHouse and acknowledged only after their batch
-// is written (the store is idempotent by event id, so redelivery never
-// duplicates a row). The streaming detectors read the streams themselves,
-// through ordered consumers that start after the sequences their checkpoint
-// covers, so detection is a deterministic function of stream order however
-// often the auditor crashes; their anomalies (with deterministic ids) are
-// published to ANOMALIES at once and written to ClickHouse, and the
-// detector state is checkpointed with the sequences it covers only when
-// those anomalies are durable, so a restart neither forgets baselines nor
-// misses or duplicates an anomaly. The auditor also answers analysts'
-// queries over NATS (QueryServer), since it owns the store.
+// anomalies. USAGE is split into partitions by (tenant, holder)
+// (events.UsagePartition); an Owner says which this auditor runs, and each
+// runs in its own goroutine (runner.go): one ordered consumer, one decode
+// per message, its own detector, rows written exactly once by intent and
+// de-duplication token, and a checkpoint of its detector state and
+// progress in a PartitionState, so a partition resumes anywhere without
+// losing baselines, re-alerting or writing a row twice. Anomalies carry
+// deterministic ids; they are published at once and made durable (on
+// ANOMALIES and in the store) before a checkpoint covers them. Ledger rows
+// come from a durable consumer shared by every instance, acknowledged
+// after their write. The auditor also answers analysts' queries over NATS
+// (QueryServer), since it owns the store.
 package auditor
 
 import (
@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +36,9 @@ import (
 )
 
 // Store is where the auditor writes. Writes must be idempotent by event id
-// and safe for concurrent use (Options.Writers batches are written at once).
+// and safe for concurrent use. A store that also has InsertUsageOnce
+// (pkg/store) gets each usage insert group with its de-duplication token,
+// which makes rows exactly once without FINAL.
 type Store interface {
 	InsertUsage(ctx context.Context, evs []events.Envelope) error
 	InsertAnomalies(ctx context.Context, evs []events.Envelope) error
@@ -67,46 +71,49 @@ type Options struct {
 	JS jetstream.JetStream
 	// Store receives usage, anomalies and ledger rows.
 	Store Store
-	// Detector analyses usage; nil disables detection.
+	// NewDetector makes the detector of one partition (parts is the
+	// partition count: bounds divided by it keep the total). Nil, with
+	// Detector nil too, disables detection.
+	NewDetector func(p, parts int) (Detector, error)
+	// Detector, when set (and NewDetector not), is the one detector of an
+	// auditor that runs the whole USAGE stream as a single partition,
+	// whatever the stream's partition count.
 	Detector Detector
-	// StateDir holds the detector checkpoint; empty disables checkpoints.
+	// Owner gives the partitions to run (default StaticOwner{}: all).
+	Owner Owner
+	// State keeps each partition's checkpoint and insert intent (default
+	// DirState{StateDir}, or memory only when StateDir is empty too: a new
+	// Auditor then starts from the beginning of the stream).
+	State PartitionState
+	// StateDir holds the partition checkpoints when State is nil.
 	StateDir string
 	// Durable is the consumer name prefix (default events.DurableAuditor,
-	// "auditor"; see events.AuditorDurables).
+	// "auditor"; see events.AuditorDurables). Only the ledger rows use a
+	// durable consumer.
 	Durable string
-	// BatchSize is the most events written in one insert (default
-	// DefaultBatchSize). BatchWait is how long an event waits at most for
-	// its batch to start being written while a writer is free (default
-	// DefaultBatchWait). Under light traffic a batch is written when its
-	// first event is BatchWait old; under heavy traffic, while every writer
-	// is busy, batches grow up to BatchSize, so inserts get large and few
-	// exactly when that matters. Detection never waits for a batch: the
-	// detectors read the stream themselves and publish an event's anomalies
-	// when it arrives; BatchWait is also the longest an anomaly waits to be
-	// made durable (acknowledged by JetStream and written).
+	// BatchSize is the most rows of one insert group (a group is closed
+	// at the first message that reaches it; default DefaultBatchSize).
+	// BatchWait is how long a group stays open at most, and how long an
+	// anomaly waits at most to be made durable (default DefaultBatchWait).
 	BatchSize int
 	BatchWait time.Duration
-	// Writers is how many batches are written concurrently (default
-	// DefaultWriters). Each message is still acknowledged only after the
-	// write of its own batch.
+	// Writers is how many inserts run at once over every partition
+	// (default DefaultWriters); each partition has one group in flight.
 	Writers int
-	// CheckpointEvery is the detector checkpoint interval (default 5s).
+	// CheckpointEvery is the partition checkpoint interval (default 5s).
 	CheckpointEvery time.Duration
-	// AckWait is how long JetStream waits for an acknowledgement before it
-	// redelivers (default 30s): after a crash, the unacknowledged batch
-	// comes back this long after it was delivered.
+	// AckWait is how long JetStream waits for the acknowledgement of a
+	// ledger row before it redelivers it (default 30s).
 	AckWait time.Duration
 	// ShutdownGrace bounds how long Run, once its context ends, keeps
-	// writing the batches already received, and making the anomalies
-	// already raised durable so that the final checkpoint covers them
-	// (default 10s). Messages are not acknowledged after the
-	// context ended: they come back after AckWait and are de-duplicated.
+	// writing what was analysed so that the final checkpoints cover it
+	// (default 10s).
 	ShutdownGrace time.Duration
 	// Source names this instance in the events it emits.
 	Source string
 	Log    zerolog.Logger
 	// OnAnomaly, if set, is called for each anomaly when it is published
-	// (from the detection goroutine; it is made durable shortly after).
+	// (from a partition's goroutine; it is made durable shortly after).
 	// After a crash, an anomaly raised but not yet covered by a checkpoint
 	// is raised again.
 	OnAnomaly func(events.Envelope)
@@ -140,6 +147,16 @@ func (o *Options) defaults() error {
 	if o.ShutdownGrace <= 0 {
 		o.ShutdownGrace = DefaultShutdownGrace
 	}
+	if o.Owner == nil {
+		o.Owner = StaticOwner{}
+	}
+	if o.State == nil {
+		if o.StateDir != "" {
+			o.State = DirState{Dir: o.StateDir}
+		} else {
+			o.State = &memState{}
+		}
+	}
 	return nil
 }
 
@@ -148,88 +165,104 @@ func (o *Options) pullMax() int { return min(max(o.BatchSize/2, 256), 10_000) }
 
 // Stats are the auditor's counters.
 type Stats struct {
-	// Usage and Ledger count events written; Anomalies those published
-	// (a re-derived one again after a restart); Dead the messages
-	// moved to the dead letters; Batches the batches written; WriteErrors
-	// the failed write attempts (each retried).
+	// Usage and Ledger count rows written; Anomalies those published (a
+	// re-derived one again after a restart); Dead the messages moved to
+	// the dead letters; Batches the inserts (usage groups and ledger
+	// batches); WriteErrors the failed write attempts (each retried).
 	Usage       uint64 `json:"usage"`
 	Ledger      uint64 `json:"ledger"`
 	Anomalies   uint64 `json:"anomalies"`
 	Dead        uint64 `json:"dead"`
 	Batches     uint64 `json:"batches"`
 	WriteErrors uint64 `json:"write_errors"`
-	// Observed counts usage events analysed by the detectors.
+	// Observed counts usage events analysed.
 	Observed uint64 `json:"observed"`
-	// LastUsageSeq and LastLedgerSeq are the USAGE and TOKENS stream
-	// sequences up to which every message the auditor consumes has been
-	// written and acknowledged; with detectors, a message is acknowledged
-	// only once detection has passed it too and its anomalies are durable
-	// (on ANOMALIES and in the store).
+	// LastUsageSeq is the USAGE sequence up to which every owned
+	// partition's messages have their rows written and their anomalies
+	// durable (on ANOMALIES and in the store); LastLedgerSeq the TOKENS
+	// sequence up to which ledger rows are written and acknowledged.
 	LastUsageSeq  uint64 `json:"last_usage_seq"`
 	LastLedgerSeq uint64 `json:"last_ledger_seq"`
-	// SeenUsageSeq and SeenLedgerSeq are the highest USAGE and TOKENS
-	// stream sequences the detectors have handled: analysed (their
-	// anomalies published), covered by the restored checkpoint, or
-	// skipped as undecodable. The detectors read in stream order, so
-	// everything below was handled too. Without detectors, they are the
-	// highest sequences the row consumers received. A replay waits on
-	// these to keep ledger and usage events in order.
+	// SeenUsageSeq and SeenLedgerSeq are the USAGE and TOKENS sequences up
+	// to which every owned partition has handled the messages it reads
+	// (analysed, or skipped as undecodable or seen before). A replay waits
+	// on these to keep ledger and usage events in order.
 	SeenUsageSeq  uint64 `json:"seen_usage_seq"`
 	SeenLedgerSeq uint64 `json:"seen_ledger_seq"`
-	// InFlight is the number of batches being written.
+	// InFlight is the number of inserts being written.
 	InFlight int `json:"in_flight"`
+	// Partitions are the owned partitions, in order (PartitionCount of them
+	// on the stream).
+	PartitionCount int              `json:"partition_count,omitempty"`
+	Partitions     []PartitionStats `json:"partitions,omitempty"`
+}
+
+// PartitionStats are one owned partition's counters.
+type PartitionStats struct {
+	Partition int `json:"partition"`
+	// Seen and Written are its SeenUsageSeq and LastUsageSeq; Lag the
+	// partition's messages not yet delivered (at its last message).
+	Seen    uint64 `json:"seen"`
+	Written uint64 `json:"written"`
+	Lag     uint64 `json:"lag"`
+	// Events analysed, Rows written, Anomalies raised, Dead letters and
+	// Duplicates (batches seen before, skipped).
+	Events     uint64 `json:"events"`
+	Rows       uint64 `json:"rows"`
+	Anomalies  uint64 `json:"anomalies"`
+	Dead       uint64 `json:"dead"`
+	Duplicates uint64 `json:"duplicates"`
+	// Replayed counts insert groups rebuilt from an intent saved before a
+	// restart and inserted again with their token.
+	Replayed uint64 `json:"replayed,omitempty"`
+}
+
+// Steps of a partition's writes where the tests inject a crash (hook).
+const (
+	stepBeforeIntent     = "before-intent"
+	stepAfterIntent      = "after-intent"
+	stepAfterInsert      = "after-insert"
+	stepBeforeCheckpoint = "before-checkpoint"
+)
+
+// hook runs the tests' fault injection at step: an error stops the write
+// or checkpoint there, as a crash would.
+func (a *Auditor) hook(step string, p int) error {
+	if a.crash == nil {
+		return nil
+	}
+	return a.crash(step, p)
 }
 
 // Auditor is the usage consumer and detection pipeline.
 type Auditor struct {
-	o     Options
-	detMu sync.Mutex // guards Detector, covered and settled
-	// covered is what the detector state reflects (observed events, in
-	// stream order).
-	covered checkpoint
-	// settled is true when every anomaly the detectors raised is durable
-	// (acknowledged by JetStream and written): only then may the state be
-	// checkpointed.
-	settled bool
-	// front is how far detection is durable; the row writers acknowledge
-	// nothing beyond it.
-	front frontier
-	// savedCP is what the checkpoint file holds (saved: one exists).
-	savedCP checkpoint
-	saved   bool
+	o        Options
+	owner    Owner
+	writeSem chan struct{}
+	crash    func(step string, p int) error // tests only (hook)
+
+	mu      sync.Mutex
+	parts   int // the stream's partition count (1 without partitions)
+	runners map[int]*runner
+	streams map[string]jetstream.Stream
 
 	usage, ledger, anomalies, dead, batches, writeErrs, observed atomic.Uint64
-	lastSeq, lastLedgerSeq, seenSeq, seenLedgerSeq               atomic.Uint64
-	inflight                                                     atomic.Int64
+	lastLedgerSeq                                                atomic.Uint64
+	// activity counts the messages the runners handled (idleProbe).
+	activity       atomic.Uint64
+	ledgerInflight atomic.Int64
 }
 
-// New validates the options and restores the detector checkpoint.
+// New validates the options.
 func New(o Options) (*Auditor, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	a := &Auditor{o: o, settled: true}
+	a := &Auditor{o: o, owner: o.Owner, writeSem: make(chan struct{}, o.Writers), runners: map[int]*runner{}, streams: map[string]jetstream.Stream{}}
 	if o.StateDir != "" {
 		// The detector state says which tokens are used from where.
 		if err := privdir.EnsureLogged(o.StateDir, o.Log); err != nil {
 			return nil, fmt.Errorf("auditor: state directory: %w", err)
-		}
-	}
-	if o.Detector != nil && o.StateDir != "" {
-		cp, err := loadCheckpoint(o.StateDir, o.Detector)
-		if errors.Is(err, errOlderCheckpoint) {
-			o.Log.Warn().Err(err).Uint64("usage_seq", cp.UsageSeq).Uint64("ledger_seq", cp.LedgerSeq).
-				Msg("checkpoint from an older build, starting fresh: detector baselines are learnt again from here")
-		} else if err != nil {
-			return nil, fmt.Errorf("auditor: restore detector state: %w", err)
-		}
-		a.covered = cp
-		a.savedCP, a.saved = cp, cp != (checkpoint{})
-		a.front.advance(cp.UsageSeq, cp.LedgerSeq)
-		a.seenSeq.Store(cp.UsageSeq)
-		a.seenLedgerSeq.Store(cp.LedgerSeq)
-		if cp.UsageSeq > 0 {
-			o.Log.Info().Uint64("usage_seq", cp.UsageSeq).Uint64("ledger_seq", cp.LedgerSeq).Msg("detector state restored")
 		}
 	}
 	return a, nil
@@ -237,67 +270,287 @@ func New(o Options) (*Auditor, error) {
 
 // Stats returns a snapshot of the counters.
 func (a *Auditor) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Usage: a.usage.Load(), Ledger: a.ledger.Load(), Anomalies: a.anomalies.Load(), Dead: a.dead.Load(),
 		Batches: a.batches.Load(), WriteErrors: a.writeErrs.Load(), Observed: a.observed.Load(),
-		LastUsageSeq: a.lastSeq.Load(), LastLedgerSeq: a.lastLedgerSeq.Load(),
-		SeenUsageSeq: a.seenSeq.Load(), SeenLedgerSeq: a.seenLedgerSeq.Load(), InFlight: int(a.inflight.Load()),
+		LastLedgerSeq: a.lastLedgerSeq.Load(), InFlight: int(a.ledgerInflight.Load()) + len(a.writeSem),
 	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st.PartitionCount = a.parts
+	first := true
+	for _, p := range slices.Sorted(maps.Keys(a.runners)) {
+		r := a.runners[p].st
+		ps := PartitionStats{Partition: p, Seen: r.seen.Load(), Written: r.written.Load(), Lag: r.lag.Load(),
+			Events: r.events.Load(), Rows: r.rows.Load(), Anomalies: r.anomalies.Load(), Dead: r.dead.Load(), Duplicates: r.dups.Load(), Replayed: r.replayed.Load()}
+		st.Partitions = append(st.Partitions, ps)
+		lseen := r.ledgerSeen.Load()
+		if first {
+			st.SeenUsageSeq, st.LastUsageSeq, st.SeenLedgerSeq = ps.Seen, ps.Written, lseen
+			first = false
+			continue
+		}
+		st.SeenUsageSeq, st.LastUsageSeq, st.SeenLedgerSeq = min(st.SeenUsageSeq, ps.Seen), min(st.LastUsageSeq, ps.Written), min(st.SeenLedgerSeq, lseen)
+	}
+	return st
 }
 
-// Run consumes the ledger and usage streams until ctx ends, then finishes
-// writing what it analysed (within ShutdownGrace) and writes a final
-// checkpoint.
+// Run consumes the ledger and the owned usage partitions until ctx ends,
+// then finishes writing what it analysed (within ShutdownGrace) and writes
+// the final checkpoints.
 func (a *Auditor) Run(ctx context.Context) error {
-	usage, err := a.consumer(ctx, events.AuditorUsageDurable(a.o.Durable), events.SubjectUsagePrefix+">")
+	parts, all, err := a.partitions(ctx)
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
+	a.parts = parts
+	a.mu.Unlock()
 	ledger, err := a.consumer(ctx, events.AuditorLedgerDurable(a.o.Durable), events.SubjectTokenPrefix+">")
 	if err != nil {
 		return err
 	}
-	// A failing fetcher or detection loop stops Run.
-	fetchErr := make(chan error, 3)
-	detDone := make(chan error, 1)
-	detCtx, stopDet := context.WithCancel(ctx)
-	defer stopDet()
-	if a.o.Detector != nil {
-		go func() {
-			err := a.detect(detCtx)
-			if err != nil && detCtx.Err() == nil {
-				fetchErr <- err
-				err = nil
-			}
-			detDone <- err
-		}()
-	} else {
-		detDone <- nil
-	}
-	fetchCtx, stopFetch := context.WithCancel(ctx)
-	defer stopFetch()
-	in := make(chan inMsg, 1024)
-	var fetchers sync.WaitGroup
-	for _, f := range []struct {
-		c      jetstream.Consumer
-		ledger bool
-	}{{ledger, true}, {usage, false}} {
-		fetchers.Add(1)
-		go func() {
-			defer fetchers.Done()
-			if err := a.fetch(fetchCtx, f.c, f.ledger, in); err != nil && fetchCtx.Err() == nil {
-				fetchErr <- err
-			}
-		}()
-	}
-	err = a.process(ctx, in, fetchErr)
-	stopFetch()
-	fetchers.Wait()
-	stopDet()
-	if derr := <-detDone; err == nil {
-		err = derr
-	}
+	runErr := make(chan error, 1+events.MaxUsagePartitions)
+	lctx, stopLedger := context.WithCancel(ctx)
+	ledgerDone := make(chan struct{})
+	go func() {
+		defer close(ledgerDone)
+		if err := a.ledgerRows(lctx, ledger); err != nil && lctx.Err() == nil {
+			runErr <- err
+		}
+	}()
+	err = a.own(ctx, parts, all, runErr)
+	stopLedger()
+	<-ledgerDone
 	return err
+}
+
+// partitions reads the USAGE stream's partition count: 1, reading every
+// usage subject (all), for a stream without partitions or an auditor with
+// a single Detector.
+func (a *Auditor) partitions(ctx context.Context) (parts int, all bool, err error) {
+	s, err := a.stream(ctx, events.StreamUsage)
+	if err != nil {
+		return 0, false, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("auditor: %s stream info: %w", events.StreamUsage, err)
+	}
+	p := events.UsagePartitionsOf(info.Config)
+	if p == 0 || (a.o.Detector != nil && a.o.NewDetector == nil) {
+		return 1, true, nil
+	}
+	return p, false, nil
+}
+
+// stream returns the handle of a stream (cached).
+func (a *Auditor) stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	a.mu.Lock()
+	s, ok := a.streams[name]
+	a.mu.Unlock()
+	if ok {
+		return s, nil
+	}
+	s, err := a.o.JS.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("auditor: stream %s: %w", name, err)
+	}
+	a.mu.Lock()
+	a.streams[name] = s
+	a.mu.Unlock()
+	return s, nil
+}
+
+// runHandle is a running partition runner.
+type runHandle struct {
+	r      *runner
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// own runs the partitions the owner gives until ctx ends or one fails.
+func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan error) error {
+	owned := make(chan []int, 1)
+	octx, stopOwner := context.WithCancel(ctx)
+	defer stopOwner()
+	ownerParts := parts
+	go func() {
+		if err := a.owner.Run(octx, ownerParts, owned); err != nil && octx.Err() == nil {
+			runErr <- fmt.Errorf("auditor: owner: %w", err)
+		}
+	}()
+	running := map[int]*runHandle{}
+	ended := make(chan *runHandle)
+	stop := func(p int) {
+		h := running[p]
+		h.cancel()
+		<-h.done
+		delete(running, p)
+		a.mu.Lock()
+		delete(a.runners, p)
+		a.mu.Unlock()
+		if rel, ok := a.owner.(Releaser); ok {
+			rel.Release(p)
+		}
+	}
+	defer func() {
+		for p := range running {
+			running[p].cancel()
+		}
+		for p := range running {
+			stop(p)
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-runErr:
+			return err
+		case h := <-ended:
+			if running[h.r.p] == h {
+				delete(running, h.r.p)
+				a.mu.Lock()
+				delete(a.runners, h.r.p)
+				a.mu.Unlock()
+				h.cancel()
+			}
+		case set := <-owned:
+			for p := range running {
+				if !slices.Contains(set, p) {
+					stop(p)
+				}
+			}
+			for _, p := range set {
+				if _, ok := running[p]; ok || p < 0 || p >= parts {
+					continue
+				}
+				h, err := a.startRunner(ctx, p, parts, all, runErr, ended)
+				if err != nil {
+					return err
+				}
+				running[p] = h
+			}
+		}
+	}
+}
+
+// startRunner loads partition p's state and starts its runner.
+func (a *Auditor) startRunner(ctx context.Context, p, parts int, all bool, runErr chan<- error, ended chan<- *runHandle) (*runHandle, error) {
+	rctx, cancel := context.WithCancel(ctx)
+	wctx, abort := context.WithCancel(context.WithoutCancel(rctx))
+	r := &runner{a: a, p: p, parts: parts, all: all, st: &partStats{}, ctx: rctx, wctx: wctx}
+	switch {
+	case a.o.NewDetector != nil:
+		d, err := a.o.NewDetector(p, parts)
+		if err != nil {
+			cancel()
+			abort()
+			return nil, fmt.Errorf("auditor: partition %d detector: %w", p, err)
+		}
+		r.det = d
+	case a.o.Detector != nil:
+		r.det = a.o.Detector
+	}
+	if err := r.start(ctx); err != nil {
+		cancel()
+		abort()
+		return nil, fmt.Errorf("auditor: %w", err)
+	}
+	h := &runHandle{r: r, cancel: cancel, done: make(chan struct{})}
+	a.mu.Lock()
+	a.runners[p] = r
+	a.mu.Unlock()
+	go func() {
+		defer close(h.done)
+		defer abort()
+		// Writes outlive the runner's context by ShutdownGrace.
+		stopGrace := context.AfterFunc(rctx, func() {
+			t := time.AfterFunc(a.o.ShutdownGrace, abort)
+			context.AfterFunc(wctx, func() { t.Stop() })
+		})
+		defer stopGrace()
+		err := r.run()
+		if err != nil && rctx.Err() == nil {
+			runErr <- fmt.Errorf("auditor: partition %d: %w", p, err)
+			return
+		}
+		if rctx.Err() == nil {
+			// Lost (the owner no longer finds it valid): own forgets it,
+			// so that the owner can give it again.
+			select {
+			case ended <- h:
+			case <-rctx.Done():
+			}
+		}
+	}()
+	return h, nil
+}
+
+// Detectors returns the detector of each running partition.
+func (a *Auditor) Detectors() map[int]Detector {
+	if a.o.Detector != nil && a.o.NewDetector == nil {
+		return map[int]Detector{0: a.o.Detector}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[int]Detector, len(a.runners))
+	for p, r := range a.runners {
+		if r.det != nil {
+			out[p] = r.det
+		}
+	}
+	return out
+}
+
+// ordered reads stream in order, filtered on filters, from the sequence
+// after covered.
+func (a *Auditor) ordered(ctx context.Context, stream string, filters []string, covered uint64) (jetstream.Consumer, error) {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: filters, DeliverPolicy: jetstream.DeliverAllPolicy}
+	if covered > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = covered + 1
+	}
+	c, err := a.o.JS.OrderedConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("auditor: ordered consumer on %s: %w", stream, err)
+	}
+	return c, nil
+}
+
+// fetchInto moves the messages of an ordered consumer to in until ctx ends.
+func fetchInto(ctx context.Context, a *Auditor, c jetstream.Consumer, ledger bool, in chan<- runnerMsg) error {
+	it, err := c.Messages(jetstream.PullMaxMessages(a.o.pullMax()))
+	if err != nil {
+		return fmt.Errorf("auditor: messages: %w", err)
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		m, err := it.Next()
+		switch {
+		case err == nil:
+			select {
+			case in <- runnerMsg{m: m, ledger: ledger}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("auditor: message iterator closed: %w", err)
+		default:
+			a.o.Log.Warn().Err(err).Bool("ledger", ledger).Msg("consumer error")
+			select { // back off instead of spinning on a persistent error
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
 }
 
 func (a *Auditor) consumer(ctx context.Context, d events.Durable, filter string) (jetstream.Consumer, error) {
@@ -322,60 +575,36 @@ func (a *Auditor) consumer(ctx context.Context, d events.Durable, filter string)
 	return c, nil
 }
 
-// inMsg is a delivered message and the stream it came from.
-type inMsg struct {
-	m      jetstream.Msg
-	ledger bool
-}
-
-// fetch moves messages of one consumer to in until ctx ends.
-func (a *Auditor) fetch(ctx context.Context, c jetstream.Consumer, ledger bool, in chan<- inMsg) error {
-	it, err := c.Messages(jetstream.PullMaxMessages(a.o.pullMax()))
-	if err != nil {
-		return fmt.Errorf("auditor: messages: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
+// ledgerRows writes the ledger's rows from the durable consumer c (shared
+// by every instance: each message goes to one), acknowledging each
+// message after its batch is written.
+func (a *Auditor) ledgerRows(ctx context.Context, c jetstream.Consumer) error {
+	in := make(chan runnerMsg, 1024)
+	fetchErr := make(chan error, 1)
+	fctx, stop := context.WithCancel(ctx)
 	defer stop()
-	for {
-		m, err := it.Next()
-		switch {
-		case err == nil:
-			select {
-			case in <- inMsg{m: m, ledger: ledger}:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("auditor: message iterator closed: %w", err)
-		default:
-			a.o.Log.Warn().Err(err).Bool("ledger", ledger).Msg("consumer error")
-			select { // back off instead of spinning on a persistent error
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(100 * time.Millisecond):
-			}
+	go func() {
+		if err := fetchInto(fctx, a, c, true, in); err != nil && fctx.Err() == nil {
+			fetchErr <- err
 		}
-	}
+	}()
+	return a.process(ctx, in, fetchErr)
 }
 
-// batch is a group of messages analysed together and written together.
+// batch is a group of ledger messages written together.
 type batch struct {
-	id                   uint64
-	usageMsgs, ledgerMsg []jetstream.Msg // every message to acknowledge
-	usage, ledger        []events.Envelope
-	maxUsage, maxLedger  uint64 // highest stream sequences in the batch
-	started              time.Time
-	due                  bool // BatchWait has passed
-	err                  error
+	id        uint64
+	ledgerMsg []jetstream.Msg // every message to acknowledge
+	ledger    []events.Envelope
+	maxLedger uint64 // highest stream sequence in the batch
+	started   time.Time
+	due       bool // BatchWait has passed
+	err       error
 }
 
-func (b *batch) size() int { return len(b.usageMsgs) + len(b.ledgerMsg) }
+func (b *batch) size() int { return len(b.ledgerMsg) }
 
-// pipeline is the state of one Run's processing goroutine.
+// pipeline is the state of the ledger rows' processing goroutine.
 type pipeline struct {
 	a        *Auditor
 	ctx      context.Context // Run's context
@@ -392,10 +621,9 @@ type pipeline struct {
 	frontier uint64 // id of the next batch the frontier waits for
 }
 
-// process analyses messages as they arrive and hands batches to the
-// writers. It owns the current batch; the detectors see every event in the
-// order the messages arrive, which is what a checkpoint covers.
-func (a *Auditor) process(ctx context.Context, in <-chan inMsg, fetchErr <-chan error) error {
+// process decodes ledger messages as they arrive and hands batches to the
+// writers.
+func (a *Auditor) process(ctx context.Context, in <-chan runnerMsg, fetchErr <-chan error) error {
 	wctx, abort := context.WithCancel(context.WithoutCancel(ctx))
 	defer abort()
 	p := &pipeline{
@@ -419,8 +647,7 @@ func (a *Auditor) process(ctx context.Context, in <-chan inMsg, fetchErr <-chan 
 		}()
 	}
 	err := p.loop(in, fetchErr)
-	// Shutdown: write what was analysed, within the grace period, so the
-	// final checkpoint covers it.
+	// Shutdown: write what was received, within the grace period.
 	grace := time.AfterFunc(a.o.ShutdownGrace, abort)
 	defer grace.Stop()
 	if p.cur.size() > 0 {
@@ -440,7 +667,7 @@ func (p *pipeline) newBatch() *batch {
 }
 
 // loop runs until ctx ends or a fetcher fails.
-func (p *pipeline) loop(in <-chan inMsg, fetchErr <-chan error) error {
+func (p *pipeline) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 	a := p.a
 	for {
 		var timerC <-chan time.Time
@@ -457,7 +684,7 @@ func (p *pipeline) loop(in <-chan inMsg, fetchErr <-chan error) error {
 				p.cur.started = time.Now()
 				p.timer.Reset(a.o.BatchWait)
 			}
-			a.observe(p.cur, im)
+			a.observe(p.cur, im.m)
 			if p.cur.size() >= a.o.BatchSize {
 				if err := p.send(p.ctx); err != nil {
 					return nil
@@ -490,7 +717,7 @@ func (p *pipeline) send(ctx context.Context) error {
 		select {
 		case p.work <- b:
 			p.inflight++
-			p.a.inflight.Store(int64(p.inflight))
+			p.a.ledgerInflight.Store(int64(p.inflight))
 			p.pending[b.id] = nil
 			p.cur = p.newBatch()
 			return nil
@@ -506,12 +733,11 @@ func (p *pipeline) send(ctx context.Context) error {
 func (p *pipeline) finish(b *batch) {
 	a := p.a
 	p.inflight--
-	a.inflight.Store(int64(p.inflight))
+	a.ledgerInflight.Store(int64(p.inflight))
 	if b.err != nil {
 		a.o.Log.Warn().Err(b.err).Int("events", b.size()).Msg("batch not written; it will be redelivered")
 	} else {
 		a.batches.Add(1)
-		a.usage.Add(uint64(len(b.usage)))
 		a.ledger.Add(uint64(len(b.ledger)))
 	}
 	p.pending[b.id] = b
@@ -524,7 +750,6 @@ func (p *pipeline) finish(b *batch) {
 		delete(p.pending, id)
 		p.frontier = id
 		if d.err == nil && p.ctx.Err() == nil {
-			storeMax(&a.lastSeq, d.maxUsage)
 			storeMax(&a.lastLedgerSeq, d.maxLedger)
 		}
 	}
@@ -537,41 +762,21 @@ func storeMax(v *atomic.Uint64, x uint64) {
 	}
 }
 
-// observe decodes one message into the batch (rejecting what cannot be
-// decoded, and usage whose enforcer is not the one of its subject:
-// ErrMisattributed). Detection does not happen here: the detectors read the streams
-// themselves, in order (detect).
-func (a *Auditor) observe(b *batch, im inMsg) {
-	m := im.m
+// observe decodes one ledger message into the batch (dead-lettering what
+// cannot be decoded).
+func (a *Auditor) observe(b *batch, m jetstream.Msg) {
 	var seq uint64
 	if md, err := m.Metadata(); err == nil {
 		seq = md.Sequence.Stream
 	}
-	if im.ledger {
-		if a.o.Detector == nil {
-			defer storeMax(&a.seenLedgerSeq, seq)
-		}
-		b.ledgerMsg = append(b.ledgerMsg, m)
-		b.maxLedger = max(b.maxLedger, seq)
-		e, err := decodeLedger(m.Data())
-		if err != nil {
-			a.deadLetter(m, err)
-			return
-		}
-		b.ledger = append(b.ledger, e)
-		return
-	}
-	if a.o.Detector == nil {
-		defer storeMax(&a.seenSeq, seq)
-	}
-	b.usageMsgs = append(b.usageMsgs, m)
-	b.maxUsage = max(b.maxUsage, seq)
-	e, _, err := decodeAttributedUsage(m.Subject(), m.Data())
+	b.ledgerMsg = append(b.ledgerMsg, m)
+	b.maxLedger = max(b.maxLedger, seq)
+	e, err := decodeLedger(m.Data())
 	if err != nil {
 		a.deadLetter(m, err)
 		return
 	}
-	b.usage = append(b.usage, e)
+	b.ledger = append(b.ledger, e)
 }
 
 // decodeLedger decodes a token ledger event, rejecting other types.
@@ -588,19 +793,12 @@ func decodeLedger(data []byte) (events.Envelope, error) {
 	}
 }
 
-// write makes a batch's rows durable, retrying until it succeeds or wctx
-// ends; then, once detection is durable past the batch too (its anomalies
-// acknowledged by JetStream and written), it acknowledges the batch's
-// messages, unless ctx (Run's) has ended: a stopping auditor acknowledges
-// nothing more, its last messages come back after AckWait and are
-// de-duplicated.
+// write makes a ledger batch's rows durable, retrying until it succeeds or
+// wctx ends, then acknowledges its messages unless ctx (Run's) has ended:
+// a stopping auditor acknowledges nothing more, its last messages come
+// back after AckWait and are de-duplicated.
 func (a *Auditor) write(ctx, wctx context.Context, b *batch) error {
 	err := a.retry(wctx, b.size(), func() error {
-		if len(b.usage) > 0 {
-			if err := a.o.Store.InsertUsage(wctx, b.usage); err != nil {
-				return fmt.Errorf("insert usage: %w", err)
-			}
-		}
 		if len(b.ledger) > 0 {
 			if err := a.o.Store.InsertLedger(wctx, b.ledger); err != nil {
 				return fmt.Errorf("insert ledger: %w", err)
@@ -611,20 +809,13 @@ func (a *Auditor) write(ctx, wctx context.Context, b *batch) error {
 	if err != nil {
 		return err
 	}
-	if a.o.Detector != nil {
-		if a.front.wait(ctx, b.maxUsage, b.maxLedger) != nil {
-			return nil // stopping: acknowledge nothing more
-		}
-	}
 	if ctx.Err() != nil {
 		return nil
 	}
-	for _, msgs := range [][]jetstream.Msg{b.ledgerMsg, b.usageMsgs} {
-		for _, m := range msgs {
-			if err := m.Ack(); err != nil {
-				a.o.Log.Warn().Err(err).Msg("ack failed; the message will be redelivered and deduplicated")
-				break
-			}
+	for _, m := range b.ledgerMsg {
+		if err := m.Ack(); err != nil {
+			a.o.Log.Warn().Err(err).Msg("ack failed; the message will be redelivered and deduplicated")
+			break
 		}
 	}
 	return nil
@@ -640,6 +831,9 @@ func (a *Auditor) retry(ctx context.Context, batch int, fn func() error) error {
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errLost) {
+			return err
 		}
 		a.writeErrs.Add(1)
 		a.o.Log.Warn().Err(err).Int("batch", batch).Dur("retry_in", backoff).Msg("batch write failed, retrying")
@@ -686,8 +880,17 @@ func (a *Auditor) deadLetter(m jetstream.Msg, reason error) {
 	dm := nats.NewMsg(events.DeadLetterSubject(events.DeadLetterAuditor))
 	dm.Data = m.Data()
 	dm.Header.Set(events.HeaderDeadReason, reason.Error())
-	dm.Header.Set(events.HeaderDeadSubject, m.Subject())
+	dm.Header.Set(events.HeaderDeadSubject, publishedSubject(m.Subject()))
 	if _, err := a.o.JS.PublishMsg(context.Background(), dm); err != nil {
 		a.o.Log.Error().Err(err).Msg("dead letter publish failed")
 	}
+}
+
+// publishedSubject is the subject a usage batch was published on: the
+// stored one without the partition the stream's transform added.
+func publishedSubject(stored string) string {
+	if _, tenant, enforcer, holder, err := events.ParseUsagePartSubject(stored); err == nil {
+		return events.SubjectUsagePrefix + tenant + "." + enforcer + "." + holder
+	}
+	return stored
 }

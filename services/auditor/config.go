@@ -7,12 +7,15 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/detect"
+	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/store"
@@ -77,8 +80,13 @@ type Config struct {
 	// set, is used instead. Neither: detect.DefaultConfig().
 	PolicyFile string
 	Detectors  *detect.Config
-	// StateDir holds the detector checkpoint (default .cordon/auditor).
+	// StateDir holds the partition checkpoints and insert intents
+	// (default .cordon/auditor).
 	StateDir string
+	// Partitions lists the USAGE partitions this instance runs (empty:
+	// all; flag --partitions 0,1,4-7). Instances sharing a stream must own
+	// disjoint sets that together cover every partition.
+	Partitions []int
 
 	// BatchSize, BatchWait and Writers tune the writes (defaults
 	// DefaultBatchSize, DefaultBatchWait, DefaultWriters); Durable,
@@ -132,13 +140,21 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SQLMaxMemoryMiB, "sql-max-memory-mb", store.DefaultMaxQueryMemory>>20, "most memory an analyst query may use, in MiB")
 	fs.BoolVar(&c.ClickHouse.TLS, "clickhouse-tls", false, "connect to ClickHouse over HTTPS")
 	fs.StringVar(&c.ClickHouse.CAFile, "clickhouse-ca-file", "", "PEM bundle of the CAs to trust for ClickHouse TLS (default: the system pool)")
-	fs.StringVar(&c.StateDir, "state", defaultStateDir, "directory of the detector checkpoint")
+	fs.StringVar(&c.StateDir, "state", defaultStateDir, "directory of the partition checkpoints and insert intents")
+	fs.Func("partitions", "USAGE partitions this instance runs, e.g. 0,1,4-7 (default: all)", func(v string) error {
+		ps, err := ParsePartitions(v)
+		if err != nil {
+			return err
+		}
+		c.Partitions = ps
+		return nil
+	})
 	fs.StringVar(&c.PolicyFile, "policy", os.Getenv("CORDON_POLICY"), "policy file; its detectors: section sets the thresholds ($CORDON_POLICY; default thresholds without)")
 	fs.IntVar(&c.RetentionDays, "retention-days", 0, "days usage events and anomalies are kept in ClickHouse (0: forever)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
-	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most events written in one insert")
-	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "longest an event waits for its batch while a writer is free")
-	fs.IntVar(&c.Writers, "writers", DefaultWriters, "batches written concurrently")
+	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most rows of one insert (a partition's group closes at the message that reaches it)")
+	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "longest a partition's insert group stays open, and an anomaly waits to be made durable")
+	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
 }
@@ -256,7 +272,41 @@ func (c *Config) Validate() error {
 	case c.StateDir == "":
 		return svcconfig.Invalidf("--state is empty")
 	}
+	for _, p := range c.Partitions {
+		if p < 0 || p >= events.MaxUsagePartitions {
+			return svcconfig.Invalidf("--partitions: partition %d: want 0 to %d", p, events.MaxUsagePartitions-1)
+		}
+	}
 	return svcconfig.CheckListen("metrics-listen", c.MetricsListen)
+}
+
+// ParsePartitions parses a partition list: comma-separated numbers and
+// ranges (0,1,4-7), sorted and without repeats in the result.
+func ParsePartitions(v string) ([]int, error) {
+	var out []int
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		if err == nil && isRange {
+			b, err = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err != nil || a < 0 || b < a || b >= events.MaxUsagePartitions {
+			return nil, fmt.Errorf("partition list %q: %q is not a partition (0 to %d) or a range lo-hi", v, part, events.MaxUsagePartitions-1)
+		}
+		for p := a; p <= b; p++ {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("partition list %q is empty", v)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // storeOptions are the store options the configuration gives.

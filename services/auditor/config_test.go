@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -272,5 +273,64 @@ func TestServiceStartAndClose(t *testing.T) {
 				t.Fatalf("second Close: %v", err)
 			}
 		})
+	}
+}
+
+func TestParsePartitions(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []int
+		err  string
+	}{
+		{"0,1,2-3", []int{0, 1, 2, 3}, ""},
+		{" 4-7 , 1 ,1", []int{1, 4, 5, 6, 7}, ""},
+		{"63", []int{63}, ""},
+		{"64", nil, "is not a partition"},
+		{"3-1", nil, "is not a partition"},
+		{"-1", nil, "is not a partition"},
+		{"a", nil, "is not a partition"},
+		{",", nil, "is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := auditor.ParsePartitions(tt.in)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("%v, want an error saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("%v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPartitionBounds(t *testing.T) {
+	cfg := detect.DefaultConfig()
+	cfg.MaxTenants = 3
+	got := auditor.PartitionBounds(cfg, 8)
+	if got.MaxTokens != cfg.MaxTokens/8 || got.MaxHolders != cfg.MaxHolders/8 || got.MaxTenants != 1 || got.MaxSources != cfg.MaxSources/8 {
+		t.Fatalf("bounds for 8 partitions: %+v", got)
+	}
+	if one := auditor.PartitionBounds(cfg, 1); one.MaxTokens != cfg.MaxTokens {
+		t.Fatal("one partition changed the bounds")
+	}
+}
+
+func TestPartitionsFlag(t *testing.T) {
+	var c auditor.Config
+	fs := flag.NewFlagSet("auditor", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--partitions", "0,2-3"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Partitions, []int{0, 2, 3}) {
+		t.Fatalf("partitions %v", c.Partitions)
+	}
+	if err := fs.Parse([]string{"--partitions", "9-2"}); err == nil || !strings.Contains(err.Error(), "is not a partition") {
+		t.Fatalf("a bad list: %v", err)
 	}
 }

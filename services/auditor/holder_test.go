@@ -394,20 +394,48 @@ func TestOlderCheckpointStartsFresh(t *testing.T) {
 	}
 	// Version 1: magic, version, 16 networks, 6 detectors, one zone, no token.
 	v1 := append([]byte("CORDONDT"), 1, 16, 6, 1, 0, 0, 0, 0, 0, 0)
-	var logs bytes.Buffer
-	a, err := auditor.New(auditor.Options{JS: env.JS, Store: openStore(t, "older_ckpt"), Detector: newDet(), StateDir: write(t, v1), Log: zerolog.New(&logs)})
-	if err != nil {
+	var logs syncBuffer
+	a, _, done := run(t, auditor.Options{JS: env.JS, Store: openStore(t, "older_ckpt"), Detector: newDet(), StateDir: write(t, v1), Log: zerolog.New(&logs)})
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if !strings.Contains(logs.String(), "checkpoint from an older build, starting fresh") {
+			return fmt.Errorf("no clear log line: %s", logs.String())
+		}
+		if st := a.Stats(); st.SeenUsageSeq != 4242 || st.SeenLedgerSeq != 77 {
+			return fmt.Errorf("stream positions not kept: %+v", st)
+		}
+		return nil
+	})
+	select {
+	case err := <-done:
 		t.Fatalf("an older checkpoint stopped the auditor: %v", err)
-	}
-	if !strings.Contains(logs.String(), "checkpoint from an older build, starting fresh") {
-		t.Fatalf("no clear log line: %s", logs.String())
-	}
-	if st := a.Stats(); st.SeenUsageSeq != 4242 || st.SeenLedgerSeq != 77 {
-		t.Fatalf("stream positions not kept: %+v", st)
+	default:
 	}
 	// A corrupt checkpoint of the current layout (version 3) is refused.
-	_, err = auditor.New(auditor.Options{JS: env.JS, Store: openStore(t, "older_ckpt"), Detector: newDet(), StateDir: write(t, []byte("CORDONDT\x03\x10\x0c\x20\x00garbage")), Log: zerolog.Nop()})
-	if !errors.Is(err, detect.ErrSnapshot) {
+	a2, err := auditor.New(auditor.Options{JS: env.JS, Store: openStore(t, "older_ckpt"), Detector: newDet(), StateDir: write(t, []byte("CORDONDT\x03\x10\x0c\x20\x00garbage")), Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a2.Run(ctx); !errors.Is(err, detect.ErrSnapshot) {
 		t.Fatalf("a corrupt checkpoint: %v, want ErrSnapshot", err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger writing from goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

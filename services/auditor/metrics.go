@@ -1,6 +1,8 @@
 package auditor
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cordonhq/cordon/pkg/detect"
@@ -32,6 +34,13 @@ var (
 	mLevelMax  = prometheus.NewDesc("cordon_detect_entries_max", "Bound on the entries with detector state, by level (max_tokens, max_holders, max_tenants, max_sources).", []string{"level"}, nil)
 	mLevelEv   = prometheus.NewDesc("cordon_detect_entry_evictions_total", "Entries forgotten to stay within the bound, by level.", []string{"level"}, nil)
 	mLevelB    = prometheus.NewDesc("cordon_detect_state_bytes", "Fixed detector state per entry, by level.", []string{"level"}, nil)
+	mPart      = prometheus.NewDesc("cordon_auditor_partition_events_total",
+		"Per owned USAGE partition: events analysed, rows written, anomalies raised, dead letters, duplicate batches skipped.", []string{"partition", "kind"}, nil)
+	mPartSeq = prometheus.NewDesc("cordon_auditor_partition_sequence",
+		"Per owned USAGE partition: the USAGE sequence seen (handled) and written (rows and anomalies durable).", []string{"partition", "state"}, nil)
+	mPartLag   = prometheus.NewDesc("cordon_auditor_partition_lag", "Per owned USAGE partition: its messages not yet delivered.", []string{"partition"}, nil)
+	mPartOwned = prometheus.NewDesc("cordon_auditor_partitions_owned", "USAGE partitions this instance runs (of cordon_auditor_partitions).", nil, nil)
+	mParts     = prometheus.NewDesc("cordon_auditor_partitions", "USAGE partitions of the stream.", nil, nil)
 	mAnomalies = prometheus.NewDesc("cordon_detect_anomalies_total", "Anomalies raised, by detector.", []string{"detector"}, nil)
 	mSuppr     = prometheus.NewDesc("cordon_detect_suppressed_total", "Detections silenced by the cooldown, by detector.", []string{"detector"}, nil)
 )
@@ -39,6 +48,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mEvents, mDead, mBatches, mWriteErrors, mObserved, mInFlight, mSeq,
+		mPart, mPartSeq, mPartLag, mPartOwned, mParts,
 		mTokens, mMaxTokens, mEvicted, mStateB, mLevel, mLevelMax, mLevelEv, mLevelB, mAnomalies, mSuppr} {
 		ch <- d
 	}
@@ -65,11 +75,34 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mSeq, float64(st.LastUsageSeq), "USAGE", "written")
 	gauge(mSeq, float64(st.SeenLedgerSeq), "TOKENS", "seen")
 	gauge(mSeq, float64(st.LastLedgerSeq), "TOKENS", "written")
-	e, ok := c.a.o.Detector.(interface{ Stats() detect.Stats })
-	if !ok {
+	gauge(mParts, float64(st.PartitionCount))
+	gauge(mPartOwned, float64(len(st.Partitions)))
+	for _, p := range st.Partitions {
+		l := strconv.Itoa(p.Partition)
+		counter(mPart, p.Events, l, "events")
+		counter(mPart, p.Rows, l, "rows")
+		counter(mPart, p.Anomalies, l, "anomalies")
+		counter(mPart, p.Dead, l, "dead")
+		counter(mPart, p.Duplicates, l, "duplicates")
+		gauge(mPartSeq, float64(p.Seen), l, "seen")
+		gauge(mPartSeq, float64(p.Written), l, "written")
+		gauge(mPartLag, float64(p.Lag), l)
+	}
+	// The detector figures are the sum over the owned partitions' engines
+	// (each holds its share of the bounds: PartitionBounds).
+	var ds detect.Stats
+	var any bool
+	for _, d := range c.a.Detectors() {
+		e, ok := d.(interface{ Stats() detect.Stats })
+		if !ok {
+			continue
+		}
+		ds = addStats(ds, e.Stats(), any)
+		any = true
+	}
+	if !any {
 		return
 	}
-	ds := e.Stats()
 	gauge(mTokens, float64(ds.Tokens))
 	gauge(mMaxTokens, float64(ds.MaxTokens))
 	counter(mEvicted, ds.Evictions)
@@ -95,4 +128,32 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for name, n := range ds.Suppressed {
 		counter(mSuppr, n, name)
 	}
+}
+
+// addStats sums detector figures over partitions (the per-entry sizes are
+// the same in every engine).
+func addStats(t, s detect.Stats, started bool) detect.Stats {
+	if !started {
+		t.Anomalies, t.Suppressed = map[string]uint64{}, map[string]uint64{}
+		t.StateBytes, t.HolderStateBytes, t.TenantStateBytes, t.SourceStateBytes = s.StateBytes, s.HolderStateBytes, s.TenantStateBytes, s.SourceStateBytes
+	}
+	t.Tokens += s.Tokens
+	t.MaxTokens += s.MaxTokens
+	t.Evictions += s.Evictions
+	t.Holders += s.Holders
+	t.MaxHolders += s.MaxHolders
+	t.HolderEvictions += s.HolderEvictions
+	t.Tenants += s.Tenants
+	t.MaxTenants += s.MaxTenants
+	t.TenantEvictions += s.TenantEvictions
+	t.Sources += s.Sources
+	t.MaxSources += s.MaxSources
+	t.SourceEvictions += s.SourceEvictions
+	for k, v := range s.Anomalies {
+		t.Anomalies[k] += v
+	}
+	for k, v := range s.Suppressed {
+		t.Suppressed[k] += v
+	}
+	return t
 }

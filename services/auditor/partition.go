@@ -26,6 +26,15 @@ type Owner interface {
 	Valid(p int) bool
 }
 
+// Releaser is an Owner that wants to know when a partition it took away
+// (by leaving it out of a set sent on owned) has stopped: its runner
+// wrote its last rows and final checkpoint, and writes nothing more. A
+// graceful hand-off keeps Valid(p) true until then, and gives the
+// partition up (deletes its lease) in Release.
+type Releaser interface {
+	Release(p int)
+}
+
 // PartitionState stores what a partition runner needs to resume
 // anywhere: its checkpoint (detector state and the stream sequences it
 // covers) and the intent of its row insert in flight. Every method is

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,7 +28,8 @@ import (
 type Service struct {
 	a       *Auditor
 	st      *store.Store
-	det     *detect.Engine
+	detMu   sync.Mutex
+	dets    map[int]*detect.Engine
 	nc      *nats.Conn
 	auth    *AdminAuth
 	qs      *QueryServer
@@ -78,10 +81,21 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		b.Close()
 		return nil, err
 	}
-	if s.det, err = detect.New(l.detectors); err != nil {
+	if _, err = detect.New(l.detectors); err != nil {
 		return nil, err
 	}
-	s.a, err = New(Options{JS: js, Store: s.st, Detector: s.det, StateDir: c.StateDir, Durable: c.Durable,
+	s.dets = map[int]*detect.Engine{}
+	newDetector := func(p, parts int) (Detector, error) {
+		d, err := detect.New(PartitionBounds(l.detectors, parts))
+		if err != nil {
+			return nil, err
+		}
+		s.detMu.Lock()
+		s.dets[p] = d
+		s.detMu.Unlock()
+		return d, nil
+	}
+	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: StaticOwner{Own: c.Partitions}, StateDir: c.StateDir, Durable: c.Durable,
 		BatchSize: c.BatchSize, BatchWait: c.BatchWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
 		Source: c.Source, Log: c.Log})
 	if err != nil {
@@ -173,8 +187,29 @@ func (s *Service) Auditor() *Auditor { return s.a }
 // Store is the store the auditor writes to.
 func (s *Service) Store() *store.Store { return s.st }
 
-// Detector is the detection engine.
-func (s *Service) Detector() *detect.Engine { return s.det }
+// Detector is the detection engine of the lowest partition started (each
+// owned partition has its own; Auditor().Detectors() lists them), nil
+// before one started.
+func (s *Service) Detector() *detect.Engine {
+	s.detMu.Lock()
+	defer s.detMu.Unlock()
+	if len(s.dets) == 0 {
+		return nil
+	}
+	return s.dets[slices.Min(slices.Collect(maps.Keys(s.dets)))]
+}
+
+// PartitionBounds is cfg for one of parts partitions: its bounds on
+// tokens, holders, tenants and sources divided by parts (at least 1 each),
+// so that the partitions together hold what one engine would.
+func PartitionBounds(cfg detect.Config, parts int) detect.Config {
+	if parts <= 1 {
+		return cfg
+	}
+	div := func(n int) int { return max(1, (n+parts-1)/parts) }
+	cfg.MaxTokens, cfg.MaxHolders, cfg.MaxTenants, cfg.MaxSources = div(cfg.MaxTokens), div(cfg.MaxHolders), div(cfg.MaxTenants), div(cfg.MaxSources)
+	return cfg
+}
 
 // MetricsAddr is the metrics listener's address ("" when off).
 func (s *Service) MetricsAddr() string { return s.metrics.Addr() }

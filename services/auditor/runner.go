@@ -1,0 +1,720 @@
+package auditor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cordonhq/cordon/pkg/events"
+)
+
+// A partition runner.
+//
+// Each owned USAGE partition has one runner: one goroutine that reads the
+// partition's messages (its batches and the legacy per-event messages of
+// its (tenant, holder) keys) with one ordered consumer, in stream order,
+// from the sequence its checkpoint covers. Per message it decodes once,
+// skips a batch id it has seen (the set covers BatchIDWindow of event
+// time, so a spooled batch published again after JetStream's duplicate
+// window is not counted twice), runs its own detector and appends the
+// rows to an insert group. Nothing is acknowledged: progress is the
+// partition's own state (PartitionState).
+//
+// Rows are written exactly once by intent and de-duplication token: an
+// insert group is the partition's messages with stream sequences in
+// [first, last]; before it is inserted the runner saves the intent
+// (first, last), then inserts it with the token "usage:p<p>:<first>-<last>".
+// One group is in flight at a time, so a saved intent implies that every
+// earlier message's rows are written. After a crash the runner resumes at
+// its checkpoint; messages before the intent's first are analysed again
+// (their anomalies have deterministic ids) but not written, and the
+// intent's group is rebuilt from exactly its range and inserted again with
+// the same token, which ClickHouse drops if it had landed. A checkpoint
+// covers a sequence only when every row up to it is written and every
+// anomaly it raised is durable.
+
+// BatchIDWindow is how much event time the set of seen batch ids covers.
+const BatchIDWindow = 24 * time.Hour
+
+// errLost: the owner says the partition is no longer ours; the runner
+// stops writing.
+var errLost = errors.New("partition no longer owned")
+
+// usageStore is the store method that writes a group exactly once
+// (pkg/store's InsertUsageOnce).
+type usageStore interface {
+	InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error
+}
+
+// groupToken is the de-duplication token of partition p's group [first, last].
+func groupToken(p int, first, last uint64) string {
+	return fmt.Sprintf("usage:p%d:%d-%d", p, first, last)
+}
+
+// group is an insert group: the rows of the partition's messages with
+// sequences in [first, last].
+type group struct {
+	first, last uint64
+	envs        []events.Envelope
+	// us holds the payloads of envs decoded from batches (one allocation
+	// per group, reused once the group is written).
+	us []events.UsageDecided
+	// fixed: an intent found at start, rebuilt with exactly its range.
+	fixed bool
+}
+
+func (g *group) empty() bool { return g.first == 0 }
+
+// partStats are one partition's counters, read by Stats and the metrics.
+type partStats struct {
+	events, rows, anomalies, dead, dups, groups, replayed atomic.Uint64
+	seen, written, ledgerSeen, lag                        atomic.Uint64
+}
+
+// runner runs one partition (see above). Its fields are its goroutine's
+// own, except st.
+type runner struct {
+	a     *Auditor
+	p     int
+	parts int  // partition count the runner splits legacy events by
+	all   bool // reads every usage subject (no partitions on the stream)
+	det   Detector
+	st    *partStats
+	// ctx is the runner's; wctx its writes' (outlives ctx by ShutdownGrace).
+	ctx, wctx context.Context
+
+	usageSeq, ledgerSeq uint64 // handled (observed or skipped) up to
+	saved               bool
+	savedUsage, savedLg uint64
+	batchIDs            map[uuid.UUID]int64 // seen batch id → base time (unix µs)
+	maxEvent            int64               // newest batch base time seen (unix µs)
+
+	// floor: messages below it have their rows written already (an intent
+	// found at start); they are analysed again, not written.
+	floor    uint64
+	cur      group
+	timer    *time.Timer
+	inflight chan error // the group being written; nil when none
+	infl     *group
+	spare    group // a written group's buffers, for the next
+	rowsDone uint64
+	anomDone uint64
+
+	pending []pendingAnomaly
+	flushT  *time.Timer
+	armed   bool
+
+	ub  events.UsageBatch
+	env events.Envelope
+	ud  events.UsageDecided
+}
+
+// runnerMsg is a message of a runner's consumers (or of the ledger rows' durable).
+type runnerMsg struct {
+	m      jetstream.Msg
+	ledger bool
+}
+
+// start loads the partition's checkpoint and intent.
+func (r *runner) start(ctx context.Context) error {
+	r.batchIDs = map[uuid.UUID]int64{}
+	data, err := r.a.o.State.LoadCheckpoint(ctx, r.p)
+	if err != nil {
+		return fmt.Errorf("partition %d: load checkpoint: %w", r.p, err)
+	}
+	if data != nil {
+		cp, err := decodeCheckpoint(data, r.p, r.parts, r.det)
+		switch {
+		case errors.Is(err, errOlderCheckpoint):
+			r.a.o.Log.Warn().Err(err).Int("partition", r.p).Uint64("usage_seq", cp.UsageSeq).
+				Msg("checkpoint from an older build, starting fresh: detector baselines are learnt again from here")
+		case err != nil:
+			return fmt.Errorf("partition %d: restore detector state: %w", r.p, err)
+		}
+		r.usageSeq, r.ledgerSeq = cp.UsageSeq, cp.LedgerSeq
+		r.saved, r.savedUsage, r.savedLg = true, cp.UsageSeq, cp.LedgerSeq
+		for _, b := range cp.Batches {
+			r.batchIDs[b.ID] = b.At
+			r.maxEvent = max(r.maxEvent, b.At)
+		}
+	}
+	first, last, ok, err := r.a.o.State.LoadIntent(ctx, r.p)
+	if err != nil {
+		return fmt.Errorf("partition %d: load intent: %w", r.p, err)
+	}
+	if ok && last > r.usageSeq {
+		if first <= r.usageSeq {
+			// Never written by this code: a checkpoint only covers written groups.
+			r.a.o.Log.Error().Int("partition", r.p).Uint64("first", first).Uint64("last", last).Uint64("checkpoint", r.usageSeq).
+				Msg("insert intent overlaps the checkpoint; replaying it from the checkpoint")
+		}
+		r.floor = first
+		r.cur = group{first: first, last: last, fixed: true}
+		r.a.o.Log.Info().Int("partition", r.p).Uint64("first", first).Uint64("last", last).Msg("replaying the insert group of a saved intent")
+	}
+	r.rowsDone, r.anomDone = r.usageSeq, r.usageSeq
+	r.st.seen.Store(r.usageSeq)
+	r.st.written.Store(r.usageSeq)
+	r.st.ledgerSeen.Store(r.ledgerSeq)
+	return nil
+}
+
+// filters are the subjects the runner's usage consumer reads.
+func (r *runner) filters() []string {
+	if r.all {
+		return []string{events.SubjectUsagePrefix + ">"}
+	}
+	return []string{events.UsagePartitionFilter(r.p), events.SubjectUsageLegacy}
+}
+
+// run reads and analyses until ctx ends or the partition is lost, then
+// writes what it analysed (within ShutdownGrace) and its final checkpoint.
+func (r *runner) run() error {
+	a := r.a
+	usage, err := a.ordered(r.ctx, events.StreamUsage, r.filters(), r.usageSeq)
+	if err != nil {
+		return err
+	}
+	ledger, err := a.ordered(r.ctx, events.StreamTokens, []string{events.SubjectTokenPrefix + ">"}, r.ledgerSeq)
+	if err != nil {
+		return err
+	}
+	fctx, stopFetch := context.WithCancel(r.ctx)
+	defer stopFetch()
+	in := make(chan runnerMsg, 256)
+	fetchErr := make(chan error, 2)
+	for _, f := range []struct {
+		c      jetstream.Consumer
+		ledger bool
+	}{{ledger, true}, {usage, false}} {
+		go func() {
+			if err := fetchInto(fctx, a, f.c, f.ledger, in); err != nil && fctx.Err() == nil {
+				fetchErr <- err
+			}
+		}()
+	}
+	r.timer = time.NewTimer(time.Hour)
+	r.timer.Stop()
+	r.flushT = time.NewTimer(time.Hour)
+	r.flushT.Stop()
+	err = r.loop(in, fetchErr, usage, ledger)
+	stopFetch()
+	if errors.Is(err, errLost) {
+		a.o.Log.Warn().Int("partition", r.p).Msg("partition lost: stopped writing for it")
+		return nil
+	}
+	// Shutdown: write what was analysed so the final checkpoint covers it.
+	if cerr := r.checkpoint(); cerr != nil && !errors.Is(cerr, errLost) {
+		a.o.Log.Warn().Err(cerr).Int("partition", r.p).Msg("final checkpoint skipped; the partition resumes from the previous one")
+	}
+	if r.inflight != nil {
+		<-r.inflight
+	}
+	return err
+}
+
+// loop handles messages until ctx ends.
+func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger jetstream.Consumer) error {
+	a := r.a
+	ckpt := time.NewTicker(a.o.CheckpointEvery)
+	defer ckpt.Stop()
+	idle := newIdleProbe()
+	defer idle.t.Stop()
+	for {
+		var inflight <-chan error
+		if r.inflight != nil {
+			inflight = r.inflight
+		}
+		select {
+		case <-r.ctx.Done():
+			return nil
+		case err := <-fetchErr:
+			return err
+		case m := <-in:
+			idle.busy()
+			a.activity.Add(1)
+			if err := r.handle(m); err != nil {
+				return err
+			}
+		case err := <-inflight:
+			if err := r.written(err); err != nil {
+				return err
+			}
+		case <-r.timer.C:
+			if !r.cur.fixed {
+				if err := r.closeGroup(); err != nil {
+					return err
+				}
+			}
+		case <-r.flushT.C:
+			r.armed = false
+			if err := r.flush(r.ctx); err != nil {
+				return nil
+			}
+		case <-idle.t.C:
+			if idle.due(a.activity.Load()) {
+				if err := r.probe(usage, ledger); err != nil {
+					return err
+				}
+			}
+		case <-ckpt.C:
+			if err := r.checkpoint(); err != nil {
+				if errors.Is(err, errLost) || r.ctx.Err() != nil {
+					return err
+				}
+				a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
+			}
+		}
+	}
+}
+
+// idleProbe paces the caught-up probes of an idle runner (probe). It
+// ticks every probeTick; a tick after one with messages does nothing (the
+// runner is busy, its own messages advance it). An idle runner probes
+// when another partition of this auditor handled a message since its
+// last probe (the stream moved: a replay waits on every partition), and
+// otherwise backing off to a second (other instances' partitions).
+type idleProbe struct {
+	t        *time.Timer
+	busyTick bool
+	act      uint64        // the auditor's activity at the last probe
+	quiet    time.Duration // since the last probe
+	backoff  time.Duration
+}
+
+const probeTick = 20 * time.Millisecond
+
+func newIdleProbe() *idleProbe {
+	return &idleProbe{t: time.NewTimer(5 * time.Millisecond), backoff: probeTick}
+}
+
+func (p *idleProbe) busy() { p.busyTick = true }
+
+// due reports whether this tick probes, and schedules the next one.
+func (p *idleProbe) due(activity uint64) bool {
+	p.t.Reset(probeTick)
+	if p.busyTick {
+		p.busyTick, p.quiet, p.backoff = false, 0, probeTick
+		return false
+	}
+	p.quiet += probeTick
+	switch {
+	case activity != p.act:
+		p.backoff = probeTick
+	case p.quiet >= p.backoff:
+		p.backoff = min(2*p.backoff, time.Second)
+	default:
+		return false
+	}
+	p.act, p.quiet = activity, 0
+	return true
+}
+
+// probe runs when no message arrived for a while: a runner that has
+// handled everything its consumers delivered, with nothing pending on
+// the server, has handled its partition up to the stream's last sequence.
+// It then writes its open group and makes its anomalies durable, so an
+// idle partition is soon fully written.
+func (r *runner) probe(usage, ledger jetstream.Consumer) error {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq); ok {
+		r.st.seen.Store(max(r.usageSeq, l))
+		r.st.lag.Store(0)
+		if !r.cur.empty() {
+			if err := r.closeGroup(); err != nil {
+				return err
+			}
+		}
+	}
+	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
+		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
+	}
+	if len(r.pending) > 0 {
+		if err := r.flush(r.ctx); err != nil {
+			return nil
+		}
+	}
+	r.progress()
+	return nil
+}
+
+// caughtUp reports the stream's last sequence when c (reading stream) has
+// nothing pending and delivered nothing beyond handled.
+func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consumer, handled uint64) (uint64, bool) {
+	s, err := a.stream(ctx, stream)
+	if err != nil {
+		return 0, false
+	}
+	si, err := s.Info(ctx)
+	if err != nil {
+		return 0, false
+	}
+	ci, err := c.Info(ctx)
+	if err != nil || ci.NumPending > 0 || ci.Delivered.Stream > handled {
+		return 0, false
+	}
+	return si.State.LastSeq, true
+}
+
+// handle analyses one message.
+func (r *runner) handle(m runnerMsg) error {
+	md, err := m.m.Metadata()
+	if err != nil {
+		return nil
+	}
+	seq := md.Sequence.Stream
+	if m.ledger {
+		r.observeLedger(m.m, seq)
+		return nil
+	}
+	if seq <= r.usageSeq {
+		return nil
+	}
+	r.st.lag.Store(md.NumPending)
+	if r.cur.fixed && seq > r.cur.last {
+		if err := r.closeGroup(); err != nil {
+			return err
+		}
+	}
+	keep := seq >= r.floor // rows not written yet
+	if keep && r.cur.empty() {
+		r.cur = group{first: seq, envs: r.spare.envs, us: r.spare.us}
+		r.spare = group{}
+		r.timer.Reset(r.a.o.BatchWait)
+	}
+	r.observeUsage(m.m, keep)
+	r.usageSeq = seq
+	r.st.seen.Store(seq)
+	if keep {
+		if r.cur.fixed {
+			if seq >= r.cur.last {
+				return r.closeGroup()
+			}
+			return nil
+		}
+		r.cur.last = seq
+		if len(r.cur.envs) >= r.a.o.BatchSize {
+			return r.closeGroup()
+		}
+	}
+	if len(r.pending) == 0 {
+		r.anomDone = seq
+	}
+	return nil
+}
+
+// observeUsage decodes a usage message once, analyses its events and
+// appends their rows (keep) to the open group.
+func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
+	a := r.a
+	subject := m.Subject()
+	if isLegacyUsage(subject) {
+		e, u, err := decodeAttributedUsage(subject, m.Data())
+		if err != nil {
+			if r.p == 0 || r.all { // every runner reads legacy subjects: one dead-letters
+				r.deadLetter(m, err)
+			}
+			return
+		}
+		if !r.all && events.UsagePartition(u.Tenant, u.Holder, r.parts) != r.p {
+			return // another partition's
+		}
+		r.observe(e, u, keep, true)
+		return
+	}
+	if !isBatchUsage(subject) || bytes.HasPrefix(m.Data(), []byte("{")) {
+		// Neither shape an enforcer may publish: a per-event message on
+		// a batch subject, or a subject of another length.
+		r.deadLetter(m, fmt.Errorf("%w: subject %q is not %s<tenant>.<enforcer> (events) or %s<tenant>.<enforcer>.<holder> (batches)",
+			events.ErrMisattributed, publishedSubject(subject), events.SubjectUsagePrefix, events.SubjectUsagePrefix))
+		return
+	}
+	if err := events.DecodeUsageBatch(subject, m.Data(), &r.ub); err != nil {
+		r.deadLetter(m, err)
+		return
+	}
+	at := r.ub.Base.UnixMicro()
+	if _, dup := r.batchIDs[r.ub.ID]; dup {
+		r.st.dups.Add(1)
+		a.o.Log.Debug().Int("partition", r.p).Str("batch", r.ub.ID.String()).Msg("batch seen before, skipped")
+		return
+	}
+	r.batchIDs[r.ub.ID] = at
+	r.maxEvent = max(r.maxEvent, at)
+	for r.ub.Next(&r.env, &r.ud) {
+		r.observe(r.env, &r.ud, keep, false)
+	}
+}
+
+// isBatchUsage: a batch subject, as published or as stored.
+func isBatchUsage(subject string) bool {
+	if strings.HasPrefix(subject, events.SubjectUsagePartPrefix) {
+		return true
+	}
+	rest, ok := strings.CutPrefix(subject, events.SubjectUsagePrefix)
+	return ok && strings.Count(rest, ".") == 2
+}
+
+// isLegacyUsage: a per-event subject, cordon.usage.<tenant>.<enforcer>.
+func isLegacyUsage(subject string) bool {
+	rest, ok := strings.CutPrefix(subject, events.SubjectUsagePrefix)
+	return ok && strings.Count(rest, ".") == 1
+}
+
+// observe analyses one event and appends its row. u is copied when kept;
+// owned says u is already the caller's to keep.
+func (r *runner) observe(e events.Envelope, u *events.UsageDecided, keep, owned bool) {
+	r.st.events.Add(1)
+	r.a.observed.Add(1)
+	if r.det != nil {
+		found := r.det.ObserveUsage(e, u)
+		if len(found) > 0 {
+			attribute(found, e, u)
+			for _, an := range found {
+				r.publish(an)
+			}
+		}
+	}
+	if !keep {
+		return
+	}
+	if !owned {
+		r.cur.us = append(r.cur.us, *u)
+		u = &r.cur.us[len(r.cur.us)-1]
+	}
+	e.Data = u
+	r.cur.envs = append(r.cur.envs, e)
+}
+
+// observeLedger feeds a ledger event of this partition's keys (or of no
+// key) to the detector.
+func (r *runner) observeLedger(m jetstream.Msg, seq uint64) {
+	if seq <= r.ledgerSeq {
+		return
+	}
+	r.ledgerSeq = seq
+	r.st.ledgerSeen.Store(seq)
+	if r.det == nil {
+		return
+	}
+	e, err := decodeLedger(m.Data())
+	if err != nil {
+		return // dead-lettered by the ledger's row consumer
+	}
+	if t, h, ok := ledgerKey(e); ok && !r.all && events.UsagePartition(t, h, r.parts) != r.p {
+		return
+	}
+	for _, an := range r.det.Observe(e) {
+		r.publish(an)
+	}
+}
+
+// ledgerKey is the (tenant, holder) a ledger event is about.
+func ledgerKey(e events.Envelope) (tenant, holder string, ok bool) {
+	switch p := e.Data.(type) {
+	case *events.TokenIssued:
+		return p.Tenant, p.Holder, true
+	case *events.TokenRotated:
+		return p.Tenant, p.Holder, true
+	case *events.TokenRevoked:
+		return p.Tenant, p.Holder, true
+	case *events.TokenExpired:
+		return p.Tenant, p.Holder, true
+	}
+	return "", "", false
+}
+
+// closeGroup hands the open group to its writer, once the group before
+// it is written (one in flight per partition).
+func (r *runner) closeGroup() error {
+	r.timer.Stop()
+	if r.cur.empty() {
+		return nil
+	}
+	if err := r.waitWritten(); err != nil {
+		return err
+	}
+	g := r.cur
+	r.cur = group{}
+	if len(g.envs) == 0 && !g.fixed {
+		r.rowsDone = max(r.rowsDone, g.last)
+		r.recycle(&g)
+		r.progress()
+		return nil
+	}
+	r.infl = &g
+	ch := make(chan error, 1)
+	r.inflight = ch
+	go func() { ch <- r.write(&g) }()
+	return nil
+}
+
+// waitWritten waits for the group in flight.
+func (r *runner) waitWritten() error {
+	if r.inflight == nil {
+		return nil
+	}
+	return r.written(<-r.inflight)
+}
+
+// written records the end of the in-flight group's write.
+func (r *runner) written(err error) error {
+	g := r.infl
+	r.inflight, r.infl = nil, nil
+	if err != nil {
+		if r.ctx.Err() == nil && !errors.Is(err, errLost) {
+			r.a.o.Log.Error().Err(err).Int("partition", r.p).Msg("insert group not written")
+		}
+		if errors.Is(err, errLost) {
+			return err
+		}
+		return fmt.Errorf("partition %d: group [%d, %d] not written: %w", r.p, g.first, g.last, err)
+	}
+	r.rowsDone = max(r.rowsDone, g.last)
+	r.st.rows.Add(uint64(len(g.envs)))
+	r.st.groups.Add(1)
+	r.a.usage.Add(uint64(len(g.envs)))
+	r.a.batches.Add(1)
+	if g.fixed {
+		r.st.replayed.Add(1)
+	}
+	r.recycle(g)
+	r.progress()
+	return nil
+}
+
+// recycle keeps a written group's buffers for the next group.
+func (r *runner) recycle(g *group) {
+	clear(g.envs)
+	clear(g.us)
+	r.spare = group{envs: g.envs[:0], us: g.us[:0]}
+}
+
+// write saves g's intent (unless it is the replayed one) and inserts it
+// with its token, retrying until it succeeds, wctx ends or the partition
+// is lost.
+func (r *runner) write(g *group) error {
+	a := r.a
+	ctx := r.wctx
+	if err := a.hook(stepBeforeIntent, r.p); err != nil {
+		return err
+	}
+	if !g.fixed {
+		if err := a.retry(ctx, len(g.envs), func() error {
+			if !a.owner.Valid(r.p) {
+				return errLost
+			}
+			return a.o.State.SaveIntent(ctx, r.p, g.first, g.last)
+		}); err != nil {
+			return err
+		}
+	}
+	if err := a.hook(stepAfterIntent, r.p); err != nil {
+		return err
+	}
+	token := groupToken(r.p, g.first, g.last)
+	err := a.retry(ctx, len(g.envs), func() error {
+		if !a.owner.Valid(r.p) {
+			return errLost
+		}
+		a.writeSem <- struct{}{}
+		defer func() { <-a.writeSem }()
+		if us, ok := a.o.Store.(usageStore); ok {
+			return us.InsertUsageOnce(ctx, token, g.envs)
+		}
+		// Until the store de-duplicates by token: rows stay unique by
+		// event id (ReplacingMergeTree), a replayed group may be counted
+		// twice before a merge.
+		return a.o.Store.InsertUsage(ctx, g.envs)
+	})
+	if err != nil {
+		return err
+	}
+	return a.hook(stepAfterInsert, r.p)
+}
+
+// progress publishes how far the partition is durable.
+func (r *runner) progress() {
+	rows := r.rowsDone
+	if r.cur.empty() && r.inflight == nil {
+		rows = max(rows, r.st.seen.Load())
+	}
+	anom := r.anomDone
+	if len(r.pending) == 0 {
+		anom = max(anom, r.st.seen.Load())
+	}
+	r.st.written.Store(max(r.st.written.Load(), min(rows, anom)))
+}
+
+// checkpoint writes the open group, makes the anomalies durable and saves
+// the detector state with the sequences it covers. An open replayed group
+// is never cut short: the checkpoint waits for it to complete.
+func (r *runner) checkpoint() error {
+	a := r.a
+	if r.cur.fixed {
+		return nil
+	}
+	if err := r.closeGroup(); err != nil {
+		return err
+	}
+	if err := r.waitWritten(); err != nil {
+		return err
+	}
+	ctx := r.wctx
+	if err := r.flush(ctx); err != nil {
+		return err
+	}
+	r.progress()
+	if r.saved && r.savedUsage == r.usageSeq && r.savedLg == r.ledgerSeq {
+		return nil
+	}
+	if !a.owner.Valid(r.p) {
+		return errLost
+	}
+	if err := a.hook(stepBeforeCheckpoint, r.p); err != nil {
+		return err
+	}
+	r.pruneBatchIDs()
+	data, err := encodeCheckpoint(checkpointV2{Partition: r.p, Partitions: r.parts, UsageSeq: r.usageSeq, LedgerSeq: r.ledgerSeq, Batches: r.batchList()}, r.det)
+	if err != nil {
+		return fmt.Errorf("partition %d: checkpoint: %w", r.p, err)
+	}
+	if err := a.o.State.SaveCheckpoint(ctx, r.p, data); err != nil {
+		return fmt.Errorf("partition %d: checkpoint: %w", r.p, err)
+	}
+	r.saved, r.savedUsage, r.savedLg = true, r.usageSeq, r.ledgerSeq
+	return nil
+}
+
+// pruneBatchIDs forgets batch ids older than BatchIDWindow before the
+// newest batch seen.
+func (r *runner) pruneBatchIDs() {
+	floor := r.maxEvent - BatchIDWindow.Microseconds()
+	for id, at := range r.batchIDs {
+		if at < floor {
+			delete(r.batchIDs, id)
+		}
+	}
+}
+
+func (r *runner) batchList() []seenBatch {
+	out := make([]seenBatch, 0, len(r.batchIDs))
+	for id, at := range r.batchIDs {
+		out = append(out, seenBatch{ID: id, At: at})
+	}
+	return out
+}
+
+// deadLetter moves a message aside; it never stalls the partition.
+func (r *runner) deadLetter(m jetstream.Msg, err error) {
+	r.st.dead.Add(1)
+	r.a.deadLetter(m, err)
+}
