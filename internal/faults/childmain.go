@@ -115,7 +115,7 @@ func runQueryChild(ctx context.Context, cfg childConfig, out *json.Encoder, log 
 		if err != nil {
 			return err
 		}
-		s, err := store.Open(ctx, b, store.Options{Logger: log, MaxResultRows: -1, QueryTimeout: 5 * time.Minute})
+		s, err := store.Open(ctx, b, store.Options{Logger: log, MaxResultRows: -1, QueryTimeout: 5 * time.Minute, TokenInserts: true})
 		if err != nil {
 			b.Close()
 			return err

@@ -38,7 +38,7 @@ import (
 // refuses runs of more than one instance (ErrNoLeaseMode): several of
 // today's auditors would each run the detectors over the whole stream.
 // Whoever wires lease mode sets it and fills scaleOutLease.
-const PartitionedAuditor = false
+const PartitionedAuditor = true
 
 // ErrNoLeaseMode is returned for a scale-out run of several instances
 // while the auditor has no lease mode (PartitionedAuditor).
@@ -328,15 +328,11 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 	c := natscluster.Start(h.tb, natscluster.Options{})
 	defer c.StopAll()
 	_, js := c.Connect(h.tb)
-	lastSeq, err := publishAll(ctx, js, msgs)
-	if err != nil {
-		return nil, err
-	}
 	parts, err := streamPartitions(ctx, js)
 	if err != nil {
 		return nil, err
 	}
-	h.logf("%s: cluster up, %d messages published (last seq %d, %d partitions)", spec, len(msgs), lastSeq, parts)
+	h.logf("%s: cluster up (%d partitions)", spec, parts)
 
 	start := time.Now()
 	procs := make([]*proc, spec.Instances)
@@ -363,16 +359,51 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 			return nil, err
 		}
 	}
+	if PartitionedAuditor {
+		// Every instance holds its share before any usage arrives, so
+		// each one does its part of the work (and the victim has some).
+		err := poll(ctx, 5*time.Minute, 50*time.Millisecond, func() error {
+			owners, err := leaseOwners(ctx, js)
+			if err != nil {
+				return err
+			}
+			held := map[string]int{}
+			for p := range parts {
+				if owners[p] == "" {
+					return fmt.Errorf("partition %d has no owner", p)
+				}
+				held[owners[p]]++
+			}
+			for _, n := range names {
+				if held[n] == 0 || held[n] > (parts+len(names)-1)/len(names) {
+					return fmt.Errorf("%s holds %d of %d partitions", n, held[n], parts)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Half the usage now; with a kill, the other half only after the
+	// victim is dead, so its partitions have work it never saw.
+	half := len(msgs) / 2
+	lastSeq, err := publishAll(ctx, js, msgs[:half])
+	if err != nil {
+		return nil, err
+	}
+	if !spec.Kill {
+		if lastSeq, err = publishAll(ctx, js, msgs[half:]); err != nil {
+			return nil, err
+		}
+	}
+	h.logf("%s: %d of %d messages published (last seq %d)", spec, map[bool]int{true: half, false: len(msgs)}[spec.Kill], len(msgs), lastSeq)
 	cpu := make([]time.Duration, len(procs))
 	if spec.Kill {
 		victim := procs[1]
 		err := poll(ctx, 10*time.Minute, 20*time.Millisecond, func() error {
-			var sum uint64
-			for _, p := range procs {
-				sum += p.Stats().Usage
-			}
-			if sum < uint64(len(msgs))/3 && sum < uint64(h.o.Events)/3 || victim.Stats().Usage == 0 {
-				return fmt.Errorf("%d events written, victim %d", sum, victim.Stats().Usage)
+			if victim.Stats().Usage == 0 {
+				return fmt.Errorf("victim has written nothing yet")
 			}
 			return nil
 		})
@@ -385,12 +416,16 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 			}
 		}
 		cpu[1], _ = procCPU(victim.cmd.Process.Pid)
-		r.MidRun = !caughtUp(victim.Stats(), lastSeq)
 		if !victim.kill() {
 			return nil, fmt.Errorf("%s was not killed by SIGKILL: %s", victim.name, victim.failure())
 		}
 		r.Victim = names[1]
 		h.logf("%s: killed %s (pid %d) after %d events of its own, holding partitions %v", spec, names[1], victim.cmd.Process.Pid, victim.Stats().Usage, r.VictimPartitions)
+		if lastSeq, err = publishAll(ctx, js, msgs[half:]); err != nil {
+			return nil, err
+		}
+		r.MidRun = true // its partitions had usage still to come
+		h.logf("%s: the other %d messages published (last seq %d)", spec, len(msgs)-half, lastSeq)
 		if PartitionedAuditor {
 			err := poll(ctx, 10*time.Minute, 50*time.Millisecond, func() error {
 				owners, err := leaseOwners(ctx, js)

@@ -120,11 +120,13 @@ func runScaleAuditorChild(ctx context.Context, out *json.Encoder, log zerolog.Lo
 	return nil
 }
 
-// scaleOutLease puts c in lease mode: instance cfg.Instance among the
-// others, cfg.Partitions partitions, state in JetStream
-// (auditor.LeaseOwner, auditor.JSState). auditor.Config has no lease
-// option yet (PartitionedAuditor is false): wire it here.
+// scaleOutLease puts c in lease mode (auditor --lease): instance
+// cfg.Instance among the others, state in JetStream, leases short enough
+// that a takeover after a SIGKILL is quick.
 func scaleOutLease(c *auditor.Config, cfg scaleOutConfig) error {
-	_ = c
-	return fmt.Errorf("instance %s: %w", cfg.Instance, ErrNoLeaseMode)
+	c.Lease, c.Instance, c.LeaseTTL = true, cfg.Instance, scaleOutLeaseTTL
+	return nil
 }
+
+// scaleOutLeaseTTL is the lease TTL of scale-out runs.
+const scaleOutLeaseTTL = 2 * time.Second

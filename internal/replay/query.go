@@ -41,6 +41,9 @@ func OpenStore(ctx context.Context, dir string, o store.Options, notice func(str
 	if err != nil {
 		return nil, nil, err
 	}
+	// A replay writes usage through the auditor's pipeline, every insert
+	// under a de-duplication token (as the auditor's store options say).
+	o.TokenInserts = true
 	if s, err = store.Open(ctx, b, o); err != nil {
 		_ = b.Close()
 		return nil, nil, err

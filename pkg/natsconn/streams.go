@@ -26,7 +26,7 @@ func EnsureMissing(ctx context.Context, js jetstream.JetStream, o events.StreamO
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, cfg := range events.Streams(o) {
-		err := retryTransient(ctx, log, "stream "+cfg.Name, func(ctx context.Context) error {
+		err := Retry(ctx, log, "stream "+cfg.Name, func(ctx context.Context) error {
 			_, err := js.Stream(ctx, cfg.Name)
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
 				if _, err = js.CreateStream(ctx, cfg); err == nil {
@@ -40,7 +40,7 @@ func EnsureMissing(ctx context.Context, js jetstream.JetStream, o events.StreamO
 		}
 	}
 	for _, cfg := range events.Buckets(o) {
-		err := retryTransient(ctx, log, "bucket "+cfg.Bucket, func(ctx context.Context) error {
+		err := Retry(ctx, log, "bucket "+cfg.Bucket, func(ctx context.Context) error {
 			_, err := js.KeyValue(ctx, cfg.Bucket)
 			if errors.Is(err, jetstream.ErrBucketNotFound) {
 				if _, err = js.CreateKeyValue(ctx, cfg); err == nil {
@@ -59,11 +59,13 @@ func EnsureMissing(ctx context.Context, js jetstream.JetStream, o events.StreamO
 // ensureAttempt bounds one JetStream request of EnsureMissing.
 const ensureAttempt = 5 * time.Second
 
-// retryTransient runs op with an ensureAttempt deadline until it succeeds,
-// fails for a reason retrying cannot change, or ctx ends. Creating a stream
-// or bucket with the same definition twice is not an error, so an attempt
-// whose reply was lost is safe to send again.
-func retryTransient(ctx context.Context, log zerolog.Logger, what string, op func(context.Context) error) error {
+// Retry runs op with a deadline of a few seconds per attempt until it
+// succeeds, fails for a reason retrying cannot change, or ctx ends; what
+// names the operation in the warnings it logs. It is for idempotent
+// JetStream administration (creating or opening a stream, bucket or
+// object store with a fixed definition), whose reply a cluster that is
+// still forming may lose: the same request sent again is safe.
+func Retry(ctx context.Context, log zerolog.Logger, what string, op func(context.Context) error) error {
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, ensureAttempt)

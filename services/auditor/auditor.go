@@ -35,12 +35,15 @@ import (
 	"github.com/cordonhq/cordon/pkg/privdir"
 )
 
-// Store is where the auditor writes. Writes must be idempotent by event id
-// and safe for concurrent use. A store that also has InsertUsageOnce
-// (pkg/store) gets each usage insert group with its de-duplication token,
-// which makes rows exactly once without FINAL.
+// Store is where the auditor writes, safe for concurrent use (pkg/store
+// implements it). Usage rows are written exactly once: each insert group
+// goes to InsertUsageOnce with a de-duplication token derived from its
+// stream range, and a group written again after a crash carries the same
+// token, so ClickHouse drops it. Anomaly and ledger writes must be
+// idempotent by event id.
 type Store interface {
-	InsertUsage(ctx context.Context, evs []events.Envelope) error
+	// InsertUsageOnce writes evs as one insert de-duplicated by token.
+	InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error
 	InsertAnomalies(ctx context.Context, evs []events.Envelope) error
 	InsertLedger(ctx context.Context, evs []events.Envelope) error
 }
@@ -372,7 +375,10 @@ type runHandle struct {
 // own runs the partitions the owner gives until ctx ends or one fails.
 func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan error) error {
 	owned := make(chan []int, 1)
-	octx, stopOwner := context.WithCancel(ctx)
+	// The owner outlives ctx until every runner has stopped (the deferred
+	// stops below run first): a lease must stay valid while its runner
+	// writes its last rows and final checkpoint.
+	octx, stopOwner := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopOwner()
 	ownerParts := parts
 	go func() {
@@ -391,7 +397,7 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 		delete(a.runners, p)
 		a.mu.Unlock()
 		if rel, ok := a.owner.(Releaser); ok {
-			rel.Release(p)
+			rel.Released(p)
 		}
 	}
 	defer func() {

@@ -87,6 +87,19 @@ type Config struct {
 	// all; flag --partitions 0,1,4-7). Instances sharing a stream must own
 	// disjoint sets that together cover every partition.
 	Partitions []int
+	// Lease shares the USAGE partitions among every auditor run with it
+	// (flag --lease): each instance takes its share through leases in the
+	// KV bucket auditor-leases and takes over the partitions of an
+	// instance that stops or dies once their leases expire; checkpoints
+	// and insert intents then live in JetStream (auditor-state,
+	// auditor-checkpoints) so that any instance can resume any partition.
+	Lease bool
+	// Instance names this instance among the lease holders (default the
+	// host name and process id).
+	Instance string
+	// LeaseTTL is how long a partition stays with an instance that
+	// stopped renewing it (default DefaultLeaseTTL, whole seconds).
+	LeaseTTL time.Duration
 
 	// BatchSize, BatchWait and Writers tune the writes (defaults
 	// DefaultBatchSize, DefaultBatchWait, DefaultWriters); Durable,
@@ -149,6 +162,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 		c.Partitions = ps
 		return nil
 	})
+	fs.BoolVar(&c.Lease, "lease", false, "share the USAGE partitions with the other auditors run with --lease (leases in NATS; checkpoints in JetStream); instead of --partitions")
+	fs.StringVar(&c.Instance, "instance", "", "this instance's name among the lease holders (default host name and process id)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", DefaultLeaseTTL, "how long the partitions of an auditor that stopped renewing wait before another takes them over (whole seconds)")
 	fs.StringVar(&c.PolicyFile, "policy", os.Getenv("CORDON_POLICY"), "policy file; its detectors: section sets the thresholds ($CORDON_POLICY; default thresholds without)")
 	fs.IntVar(&c.RetentionDays, "retention-days", 0, "days usage events and anomalies are kept in ClickHouse (0: forever)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
@@ -272,6 +288,12 @@ func (c *Config) Validate() error {
 	case c.StateDir == "":
 		return svcconfig.Invalidf("--state is empty")
 	}
+	if c.Lease && len(c.Partitions) > 0 {
+		return svcconfig.Invalidf("--lease and --partitions: choose one (leases share every partition among the instances)")
+	}
+	if c.Lease && (c.LeaseTTL < MinLeaseTTL || c.LeaseTTL%time.Second != 0) {
+		return svcconfig.Invalidf("--lease-ttl %v: want whole seconds, at least %v", c.LeaseTTL, MinLeaseTTL)
+	}
 	for _, p := range c.Partitions {
 		if p < 0 || p >= events.MaxUsagePartitions {
 			return svcconfig.Invalidf("--partitions: partition %d: want 0 to %d", p, events.MaxUsagePartitions-1)
@@ -312,7 +334,10 @@ func ParsePartitions(v string) ([]int, error) {
 // storeOptions are the store options the configuration gives.
 func (c *Config) storeOptions() store.Options {
 	return store.Options{RetentionDays: c.RetentionDays, QueryTimeout: c.SQLTimeout, MaxResultRows: c.SQLMaxRows,
-		MaxQueryMemory: int64(c.SQLMaxMemoryMiB) << 20, Logger: c.Log}
+		MaxQueryMemory: int64(c.SQLMaxMemoryMiB) << 20, Logger: c.Log,
+		// Every usage row is written by a partition runner under a
+		// de-duplication token (InsertUsageOnce): no FINAL needed.
+		TokenInserts: true}
 }
 
 // Check loads the detector thresholds and the ClickHouse passwords and

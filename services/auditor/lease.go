@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 // Leases.
@@ -69,15 +70,6 @@ func MemberKey(instance string) string { return leaseMemberPrefix + instance }
 // ErrLeaseBucket is returned when the lease bucket exists with a
 // configuration that does not fit the lease options.
 var ErrLeaseBucket = errors.New("auditor lease bucket")
-
-// Releaser is implemented by an Owner that hands partitions over: the
-// partition pipeline calls Released(p) once the runner of a partition
-// that left the owned set has stopped (its last rows, checkpoint and
-// intent written), so that the owner gives the lease up without waiting
-// for a timeout.
-type Releaser interface {
-	Released(p int)
-}
 
 // LeaseOptions configure a LeaseOwner.
 type LeaseOptions struct {
@@ -170,16 +162,26 @@ func LeaseBucketConfig(ttl time.Duration, replicas int) jetstream.KeyValueConfig
 	}
 }
 
+// openTimeout bounds opening (or creating) the lease and state buckets:
+// requests lost while a cluster forms are sent again meanwhile.
+const openTimeout = time.Minute
+
 // OpenLeaseBucket opens the lease bucket, creating it when missing. An
 // existing bucket must have the same TTL and keep limit markers.
 func OpenLeaseBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, events.BucketAuditorLeases)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, LeaseBucketConfig(ttl, replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, events.BucketAuditorLeases)
+	var kv jetstream.KeyValue
+	rctx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	err := natsconn.Retry(rctx, zerolog.Nop(), "bucket "+events.BucketAuditorLeases, func(ctx context.Context) (err error) {
+		kv, err = js.KeyValue(ctx, events.BucketAuditorLeases)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, LeaseBucketConfig(ttl, replicas))
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = js.KeyValue(ctx, events.BucketAuditorLeases)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %s: %w", events.BucketAuditorLeases, err)
 	}

@@ -30,9 +30,9 @@ type Owner interface {
 // (by leaving it out of a set sent on owned) has stopped: its runner
 // wrote its last rows and final checkpoint, and writes nothing more. A
 // graceful hand-off keeps Valid(p) true until then, and gives the
-// partition up (deletes its lease) in Release.
+// partition up (deletes its lease) in Released.
 type Releaser interface {
-	Release(p int)
+	Released(p int)
 }
 
 // PartitionState stores what a partition runner needs to resume

@@ -47,12 +47,6 @@ const BatchIDWindow = 24 * time.Hour
 // stops writing.
 var errLost = errors.New("partition no longer owned")
 
-// usageStore is the store method that writes a group exactly once
-// (pkg/store's InsertUsageOnce).
-type usageStore interface {
-	InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error
-}
-
 // groupToken is the de-duplication token of partition p's group [first, last].
 func groupToken(p int, first, last uint64) string {
 	return fmt.Sprintf("usage:p%d:%d-%d", p, first, last)
@@ -627,13 +621,7 @@ func (r *runner) write(g *group) error {
 		}
 		a.writeSem <- struct{}{}
 		defer func() { <-a.writeSem }()
-		if us, ok := a.o.Store.(usageStore); ok {
-			return us.InsertUsageOnce(ctx, token, g.envs)
-		}
-		// Until the store de-duplicates by token: rows stay unique by
-		// event id (ReplacingMergeTree), a replayed group may be counted
-		// twice before a merge.
-		return a.o.Store.InsertUsage(ctx, g.envs)
+		return a.o.Store.InsertUsageOnce(ctx, token, g.envs)
 	})
 	if err != nil {
 		return err

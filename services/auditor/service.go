@@ -95,7 +95,14 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		s.detMu.Unlock()
 		return d, nil
 	}
-	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: StaticOwner{Own: c.Partitions}, StateDir: c.StateDir, Durable: c.Durable,
+	var owner Owner = StaticOwner{Own: c.Partitions}
+	var state PartitionState
+	if c.Lease {
+		if owner, state, err = c.leaseMode(ctx, js); err != nil {
+			return nil, err
+		}
+	}
+	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: owner, State: state, StateDir: c.StateDir, Durable: c.Durable,
 		BatchSize: c.BatchSize, BatchWait: c.BatchWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
 		Source: c.Source, Log: c.Log})
 	if err != nil {
@@ -246,4 +253,23 @@ func (s *Service) Close() error {
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
+}
+
+// leaseMode is the owner and partition state of --lease: leases in NATS,
+// checkpoints and intents in JetStream, for the USAGE stream's partitions.
+func (c *Config) leaseMode(ctx context.Context, js jetstream.JetStream) (Owner, PartitionState, error) {
+	usage, err := js.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--lease: the USAGE stream: %w", err)
+	}
+	parts := max(events.UsagePartitionsOf(usage.CachedInfo().Config), 1)
+	owner, err := NewLeaseOwner(LeaseOptions{JS: js, Instance: c.Instance, TTL: c.LeaseTTL, Replicas: c.Replicas, Log: c.Log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--lease: %w", err)
+	}
+	state, err := OpenJSState(ctx, JSStateOptions{JS: js, Fence: owner, Partitions: parts, Replicas: c.Replicas, Log: c.Log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("--lease: %w", err)
+	}
+	return owner, state, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 // Partition state in JetStream (lease mode).
@@ -125,23 +126,31 @@ func OpenJSState(ctx context.Context, o JSStateOptions) (*JSState, error) {
 	}
 	s := &JSState{o: o}
 	var err error
-	s.kv, err = o.JS.KeyValue(ctx, events.BucketAuditorState)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		s.kv, err = o.JS.CreateKeyValue(ctx, StateBucketConfig(o.Replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			s.kv, err = o.JS.KeyValue(ctx, events.BucketAuditorState)
+	rctx, cancel := context.WithTimeout(ctx, openTimeout)
+	defer cancel()
+	err = natsconn.Retry(rctx, o.Log, "bucket "+events.BucketAuditorState, func(ctx context.Context) (err error) {
+		s.kv, err = o.JS.KeyValue(ctx, events.BucketAuditorState)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			s.kv, err = o.JS.CreateKeyValue(ctx, StateBucketConfig(o.Replicas))
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				s.kv, err = o.JS.KeyValue(ctx, events.BucketAuditorState)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open state bucket %s: %w", events.BucketAuditorState, err)
 	}
-	s.obs, err = o.JS.ObjectStore(ctx, events.ObjectStoreAuditorCheckpoints)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		s.obs, err = o.JS.CreateObjectStore(ctx, CheckpointStoreConfig(o.Replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			s.obs, err = o.JS.ObjectStore(ctx, events.ObjectStoreAuditorCheckpoints)
+	err = natsconn.Retry(rctx, o.Log, "object store "+events.ObjectStoreAuditorCheckpoints, func(ctx context.Context) (err error) {
+		s.obs, err = o.JS.ObjectStore(ctx, events.ObjectStoreAuditorCheckpoints)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			s.obs, err = o.JS.CreateObjectStore(ctx, CheckpointStoreConfig(o.Replicas))
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				s.obs, err = o.JS.ObjectStore(ctx, events.ObjectStoreAuditorCheckpoints)
+			}
 		}
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open checkpoint store %s: %w", events.ObjectStoreAuditorCheckpoints, err)
 	}
