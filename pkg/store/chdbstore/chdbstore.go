@@ -265,7 +265,9 @@ func checkSQLText(what, text string) error {
 // the process (a 0600 file in the 0700 directory cordon-insert of the
 // session's data path, emptied when the session opens), read by one
 // INSERT INTO … (columns) SETTINGS insert_deduplication_token = '…'
-// SELECT * FROM file('…', 'RowBinary', 'structure'). The file is removed
+// SELECT * FROM file('…', 'RowBinary', 'structure'), de-duplicated as
+// Insert is: by the token, or without one by the hash of the rows (a
+// repeated insert of the same rows is dropped). The file is removed
 // when the call returns, whatever happened. Concurrent calls use
 // different files.
 func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []string, structure string, rows []byte, opts store.InsertOptions) error {
@@ -313,12 +315,21 @@ func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []s
 		q.WriteString("`" + c + "`")
 	}
 	q.WriteString(")")
+	// An INSERT … SELECT is de-duplicated only when ClickHouse deems its
+	// SELECT stable, and it does not deem file() so (chDB 26.5): without
+	// these settings, a repeated insert without a token would be written
+	// again, where an INSERT with inline data is dropped by the hash of
+	// its rows. The file is ours and read once, so it is stable: with a
+	// token, force_enable (an error rather than a token ignored); without
+	// one, the hash of the rows, as for inline data.
 	if opts.DedupToken != "" {
 		// Validated above: printable ASCII without a quote or a
 		// backslash, so it stands between quotes as it is.
-		q.WriteString(" SETTINGS insert_deduplication_token = '")
+		q.WriteString(" SETTINGS deduplicate_insert_select = 'force_enable', insert_deduplication_token = '")
 		q.WriteString(opts.DedupToken)
 		q.WriteByte('\'')
+	} else {
+		q.WriteString(" SETTINGS deduplicate_insert_select = 'enable_even_for_bad_queries'")
 	}
 	q.WriteString(" SELECT * FROM file('")
 	q.WriteString(path)
