@@ -82,64 +82,72 @@ func checkRollups(t *testing.T, s *store.Store, evs []events.Envelope) {
 // TestInsertUsageOnce: an insert that repeats a deduplication token is
 // dropped, whatever its rows, raw table and rollups alike; a plain insert
 // and an insert with another token are not.
+//
+// On chDB the usage rows travel in RowBinary (chdbstore is a
+// BinaryInserter); chdb-json runs the same cases through the JSON path.
 func TestInsertUsageOnce(t *testing.T) {
-	forEachEngine(t, func(t *testing.T, e engine, db string) {
-		ctx := t.Context()
-		s, b := openStore(t, e, db, store.Options{})
-		set := genUsage(t, 4000, []string{newID(), newID(), newID()}, []string{"billing", "search"}, day0)
-		evs := set.events
-		raw := func() uint64 { return backendCount(t, b, "SELECT count() FROM usage_events_raw") }
-
-		// The same token and rows, three times (a retry after a lost
-		// reply, and a replay after a takeover): one copy.
-		for range 3 {
-			if err := s.InsertUsageOnce(ctx, "usage:p0:1-1000", evs[:1000]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if n := raw(); n != 1000 {
-			t.Fatalf("usage_events_raw holds %d rows after 3 inserts of 1000 rows with one token, want 1000", n)
-		}
-		checkRollups(t, s, evs[:1000])
-
-		// The same token, different rows: the first insert is kept, the
-		// second dropped silently (why a caller must resend exactly the
-		// same rows).
-		if err := s.InsertUsageOnce(ctx, "usage:p0:1001-2000", evs[1000:2000]); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.InsertUsageOnce(ctx, "usage:p0:1001-2000", evs[2000:3000]); err != nil {
-			t.Fatal(err)
-		}
-		if n := raw(); n != 2000 {
-			t.Fatalf("usage_events_raw holds %d rows, want 2000", n)
-		}
-		if n := backendCount(t, b, "SELECT count() FROM usage_events_raw WHERE event_id IN ("+idList(evs[2000:3000])+")"); n != 0 {
-			t.Fatalf("%d rows of the second insert with a repeated token were written, want 0", n)
-		}
-		checkRollups(t, s, evs[:2000])
-
-		// Another token: written, even over rows already there.
-		if err := s.InsertUsageOnce(ctx, "usage:p1:1-3000", evs[2000:3000]); err != nil {
-			t.Fatal(err)
-		}
-		if n := raw(); n != 3000 {
-			t.Fatalf("usage_events_raw holds %d rows, want 3000", n)
-		}
-		checkRollups(t, s, evs[:3000])
-
-		// Today's InsertUsage, unchanged, next to token inserts.
-		if err := s.InsertUsage(ctx, evs[3000:]); err != nil {
-			t.Fatal(err)
-		}
-		if n, err := s.CountUsage(ctx); err != nil || n != uint64(len(evs)) {
-			t.Fatalf("CountUsage = %d, %v; want %d", n, err, len(evs))
-		}
-		checkRollups(t, s, evs)
-		if n := count(t, s, "SELECT count() FROM usage_events"); n != uint64(len(evs)) {
-			t.Fatalf("usage_events has %d rows, want %d", n, len(evs))
-		}
+	forEachEngine(t, testInsertUsageOnce)
+	t.Run("chdb-json", func(t *testing.T) {
+		testInsertUsageOnce(t, jsonEngine(), fmt.Sprintf("t%d_usage_once_json", dbSeq.Add(1)))
 	})
+}
+
+func testInsertUsageOnce(t *testing.T, e engine, db string) {
+	ctx := t.Context()
+	s, b := openStore(t, e, db, store.Options{})
+	set := genUsage(t, 4000, []string{newID(), newID(), newID()}, []string{"billing", "search"}, day0)
+	evs := set.events
+	raw := func() uint64 { return backendCount(t, b, "SELECT count() FROM usage_events_raw") }
+
+	// The same token and rows, three times (a retry after a lost
+	// reply, and a replay after a takeover): one copy.
+	for range 3 {
+		if err := s.InsertUsageOnce(ctx, "usage:p0:1-1000", evs[:1000]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := raw(); n != 1000 {
+		t.Fatalf("usage_events_raw holds %d rows after 3 inserts of 1000 rows with one token, want 1000", n)
+	}
+	checkRollups(t, s, evs[:1000])
+
+	// The same token, different rows: the first insert is kept, the
+	// second dropped silently (why a caller must resend exactly the
+	// same rows).
+	if err := s.InsertUsageOnce(ctx, "usage:p0:1001-2000", evs[1000:2000]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertUsageOnce(ctx, "usage:p0:1001-2000", evs[2000:3000]); err != nil {
+		t.Fatal(err)
+	}
+	if n := raw(); n != 2000 {
+		t.Fatalf("usage_events_raw holds %d rows, want 2000", n)
+	}
+	if n := backendCount(t, b, "SELECT count() FROM usage_events_raw WHERE event_id IN ("+idList(evs[2000:3000])+")"); n != 0 {
+		t.Fatalf("%d rows of the second insert with a repeated token were written, want 0", n)
+	}
+	checkRollups(t, s, evs[:2000])
+
+	// Another token: written, even over rows already there.
+	if err := s.InsertUsageOnce(ctx, "usage:p1:1-3000", evs[2000:3000]); err != nil {
+		t.Fatal(err)
+	}
+	if n := raw(); n != 3000 {
+		t.Fatalf("usage_events_raw holds %d rows, want 3000", n)
+	}
+	checkRollups(t, s, evs[:3000])
+
+	// Today's InsertUsage, unchanged, next to token inserts.
+	if err := s.InsertUsage(ctx, evs[3000:]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.CountUsage(ctx); err != nil || n != uint64(len(evs)) {
+		t.Fatalf("CountUsage = %d, %v; want %d", n, err, len(evs))
+	}
+	checkRollups(t, s, evs)
+	if n := count(t, s, "SELECT count() FROM usage_events"); n != uint64(len(evs)) {
+		t.Fatalf("usage_events has %d rows, want %d", n, len(evs))
+	}
 }
 
 // idList is the event ids of evs as a SQL list of UUIDs.

@@ -61,3 +61,13 @@ func (s *Store) AnalystQueriesInFlight() int { return len(s.analysts) }
 func (s *Store) Normalize(ctx context.Context, q string) (string, error) {
 	return normalize(ctx, s.runAnalyst, q, s.gateSettings)
 }
+
+// UsageWireSchema is usageSchema for tests: each column's name and the type
+// its value travels as in RowBinary.
+func UsageWireSchema() [][2]string {
+	out := make([][2]string, len(usageSchema))
+	for i, c := range usageSchema {
+		out[i] = [2]string{c.name, c.wire}
+	}
+	return out
+}

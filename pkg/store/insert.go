@@ -3,9 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -20,14 +23,64 @@ import (
 // the tables are idempotent (see the package documentation).
 const maxInsertBytes = 16 << 20
 
+// usageSchema is the usage row as the encoders write it: every column of
+// usage_events_raw, in the order the values are appended (toRow,
+// appendUsageRow, appendUsageRowBinary), with the type the value travels as
+// in RowBinary (usageStructure). The wire types are those of the table
+// without what does not change the bytes: LowCardinality(String) travels
+// as String, DateTime64(6, 'UTC') as DateTime64(6) (microseconds since the
+// epoch, whatever the zone) and Enum8('allow' = 1, 'deny' = 2) as its Int8
+// value, which ClickHouse casts to the enum on insert; so the structure
+// holds no quote. TestUsageSchemaMatchesTable holds it to the migrations.
+var usageSchema = [...]struct{ name, wire string }{
+	{"event_id", "UUID"},
+	{"time", "DateTime64(6)"},
+	{"token_id", "String"},
+	{"tenant", "String"},
+	{"holder", "String"},
+	{"kid", "String"},
+	{"enforcer", "String"},
+	{"service", "String"},
+	{"source_ip", "String"},
+	{"user_agent", "String"},
+	{"method", "String"},
+	{"route", "String"},
+	{"scope", "String"},
+	{"decision", "Int8"},
+	{"reason", "String"},
+	{"latency_ns", "UInt64"},
+	{"count", "UInt32"},
+	{"resource", "String"},
+	{"client", "String"},
+	{"device", "String"},
+}
+
+// usageStructure is the structure of a RowBinary usage row, as ClickHouse's
+// file() table function takes it: "event_id UUID, time DateTime64(6), …".
+var usageStructure = func() string {
+	var b strings.Builder
+	for i, c := range usageSchema {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(c.name + " " + c.wire)
+	}
+	return b.String()
+}()
+
 // The columns each raw table is written with, in the order of the values
 // toRow returns. Rows travel as JSONCompactEachRow
 // (one JSON array per line): ClickHouse parses it about twice as fast as
-// JSONEachRow, whose every row repeats the column names.
+// JSONEachRow, whose every row repeats the column names. Usage rows travel
+// in RowBinary instead when the backend is a BinaryInserter.
 var (
-	usageColumns = []string{"event_id", "time", "token_id", "tenant", "holder", "kid", "enforcer", "service",
-		"source_ip", "user_agent", "method", "route", "scope", "decision", "reason", "latency_ns", "count",
-		"resource", "client", "device"}
+	usageColumns = func() []string {
+		cols := make([]string, len(usageSchema))
+		for i, c := range usageSchema {
+			cols[i] = c.name
+		}
+		return cols
+	}()
 	anomalyColumns = []string{"anomaly_id", "time", "detector", "severity", "token_id", "tenant", "holder", "event_id",
 		"event_time", "source_ip", "evidence_seen", "evidence_baseline", "evidence_details"}
 	ledgerColumns = []string{"event_id", "time", "type", "token_id", "tenant", "holder", "kid", "scopes", "audience",
@@ -189,10 +242,14 @@ func (s *Store) insertOpts(ctx context.Context, table string, evs []events.Envel
 var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // insertUsage is insert for usage events, the hot path: rows are appended
-// by hand (appendUsageRow) instead of through encoding/json, which costs
-// several microseconds a row. With a deduplication token the rows go in one
-// insert, never split at maxInsertBytes.
+// by hand instead of through encoding/json, which costs several
+// microseconds a row: in RowBinary (appendUsageRowBinary) when the backend
+// is a BinaryInserter, which ClickHouse reads about three times faster,
+// else in JSONCompactEachRow (appendUsageRow). With a deduplication token
+// the rows go in one insert, never split at maxInsertBytes; every row is
+// encoded before anything is written.
 func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope, opts InsertOptions) error {
+	bin, isBin := s.b.(BinaryInserter)
 	bp := usageBufs.Get().(*[]byte)
 	defer usageBufs.Put(bp)
 	buf := (*bp)[:0]
@@ -202,20 +259,115 @@ func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.
 		if !ok || e.Type != events.TypeUsageDecided {
 			return fmt.Errorf("insert into %s: event %s: %w: %q", tableUsage, e.ID, ErrUnsupportedEvent, e.Type)
 		}
-		buf = appendUsageRow(buf, e, p)
-		if len(buf) >= maxInsertBytes && opts.DedupToken == "" {
-			if err := s.b.Insert(ctx, tableUsage, columns, buf, opts); err != nil {
+		if isBin {
+			var err error
+			if buf, err = appendUsageRowBinary(buf, e, p); err != nil {
 				return fmt.Errorf("insert into %s: %w", tableUsage, err)
+			}
+		} else {
+			buf = appendUsageRow(buf, e, p)
+		}
+		if len(buf) >= maxInsertBytes && opts.DedupToken == "" {
+			if err := s.writeUsage(ctx, bin, columns, buf, opts); err != nil {
+				return err
 			}
 			buf = buf[:0]
 		}
 	}
 	if len(buf) > 0 {
-		if err := s.b.Insert(ctx, tableUsage, columns, buf, opts); err != nil {
-			return fmt.Errorf("insert into %s: %w", tableUsage, err)
-		}
+		return s.writeUsage(ctx, bin, columns, buf, opts)
 	}
 	return nil
+}
+
+// writeUsage sends encoded usage rows: through bin in RowBinary when it is
+// not nil, else through Backend.Insert in JSONCompactEachRow.
+func (s *Store) writeUsage(ctx context.Context, bin BinaryInserter, columns []string, rows []byte, opts InsertOptions) error {
+	var err error
+	if bin != nil {
+		err = bin.InsertRowBinary(ctx, tableUsage, columns, usageStructure, rows, opts)
+	} else {
+		err = s.b.Insert(ctx, tableUsage, columns, rows, opts)
+	}
+	if err != nil {
+		return fmt.Errorf("insert into %s: %w", tableUsage, err)
+	}
+	return nil
+}
+
+// appendUsageRowBinary appends the RowBinary row of a usage event, of
+// structure usageStructure, with the values the JSON path writes: the
+// same instant to the microsecond (rounded down, as the JSON text is), the
+// same strings as ClickHouse reads them back from JSON (invalid UTF-8 made
+// U+FFFD byte by byte, as appendJSONString does). A value the table cannot
+// hold (a decision other than allow or deny, a negative latency, a count
+// beyond UInt32) is an error, where the JSON path would fail in the engine
+// or wrap; nothing is appended then.
+func appendUsageRowBinary(b []byte, e events.Envelope, p *events.UsageDecided) ([]byte, error) {
+	var decision byte
+	switch p.Decision {
+	case events.DecisionAllow:
+		decision = 1
+	case events.DecisionDeny:
+		decision = 2
+	default:
+		return b, fmt.Errorf("event %s: %w: decision %q is not allow or deny", e.ID, events.ErrInvalidField, p.Decision)
+	}
+	if p.LatencyNS < 0 {
+		return b, fmt.Errorf("event %s: %w: latency_ns is negative", e.ID, events.ErrInvalidField)
+	}
+	count := p.Requests()
+	if count > math.MaxUint32 {
+		return b, fmt.Errorf("event %s: %w: count %d is beyond %d", e.ID, events.ErrInvalidField, count, uint64(math.MaxUint32))
+	}
+	// A UUID is two little-endian UInt64: the high and the low half of
+	// its big-endian bytes.
+	b = binary.LittleEndian.AppendUint64(b, binary.BigEndian.Uint64(e.ID[0:8]))
+	b = binary.LittleEndian.AppendUint64(b, binary.BigEndian.Uint64(e.ID[8:16]))
+	b = binary.LittleEndian.AppendUint64(b, uint64(e.Time.UnixMicro()))
+	for _, v := range [...]string{p.TokenID, p.Tenant, p.Holder, p.KeyID, p.Enforcer, p.Service, p.SourceIP,
+		p.UserAgent, p.Method, p.Route, p.Scope} {
+		b = appendBinaryString(b, v)
+	}
+	b = append(b, decision)
+	b = appendBinaryString(b, p.Reason)
+	b = binary.LittleEndian.AppendUint64(b, uint64(p.LatencyNS))
+	b = binary.LittleEndian.AppendUint32(b, uint32(count))
+	for _, v := range [...]string{p.Resource, p.Client, p.Device} {
+		b = appendBinaryString(b, v)
+	}
+	return b, nil
+}
+
+// appendBinaryString appends s as a RowBinary String: its length as a
+// LEB128 varint, then its bytes, each byte of invalid UTF-8 replaced by
+// U+FFFD (what ClickHouse stores from appendJSONString's text).
+func appendBinaryString(b []byte, s string) []byte {
+	if utf8.ValidString(s) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		return append(b, s...)
+	}
+	n := 0
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			n += len(string(utf8.RuneError))
+		} else {
+			n += size
+		}
+		i += size
+	}
+	b = binary.AppendUvarint(b, uint64(n))
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = utf8.AppendRune(b, utf8.RuneError)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return b
 }
 
 // appendUsageRow appends the JSONCompactEachRow line of a usage event, with

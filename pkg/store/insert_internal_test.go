@@ -2,7 +2,9 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -53,6 +55,12 @@ func BenchmarkUsageRow(b *testing.B) {
 			buf = appendUsageRow(buf[:0], e, e.Data.(*events.UsageDecided))
 		}
 	})
+	b.Run("rowbinary", func(b *testing.B) {
+		var buf []byte
+		for b.Loop() {
+			buf, _ = appendUsageRowBinary(buf[:0], e, e.Data.(*events.UsageDecided))
+		}
+	})
 	b.Run("encoding/json", func(b *testing.B) {
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
@@ -62,4 +70,43 @@ func BenchmarkUsageRow(b *testing.B) {
 			_ = enc.Encode(row)
 		}
 	})
+}
+
+// TestAppendUsageRowBinary: the RowBinary encoder allocates nothing, even
+// for invalid UTF-8, writes each string's replacement length right, and
+// refuses the values the table cannot hold without appending anything.
+func TestAppendUsageRowBinary(t *testing.T) {
+	p := &events.UsageDecided{TokenID: "bad \xff\xfe end", Tenant: "acme", Enforcer: "e", Service: "s", SourceIP: "::1",
+		Method: "GET", Route: "/", Decision: "allow", Reason: "ok", LatencyNS: 5}
+	e := events.Envelope{ID: uuid.Must(uuid.NewV7()), Type: events.TypeUsageDecided, Time: time.Unix(1, 2500), Data: p}
+	buf := make([]byte, 0, 4096)
+	if n := testing.AllocsPerRun(100, func() { buf, _ = appendUsageRowBinary(buf[:0], e, p) }); n != 0 {
+		t.Errorf("%v allocations per row", n)
+	}
+	got, err := appendUsageRowBinary(nil, e, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// UUID (16), time (8), then token_id: length 14 (two U+FFFD of 3).
+	if us := binary.LittleEndian.Uint64(got[16:24]); us != 1_000_002 {
+		t.Errorf("time = %d µs, want 1000002", us)
+	}
+	if want := "\x0ebad \ufffd\ufffd end"; string(got[24:24+15]) != want {
+		t.Errorf("token_id = %q, want %q", got[24:24+15], want)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(q *events.UsageDecided)
+	}{
+		{"decision", func(q *events.UsageDecided) { q.Decision = "Allow" }},
+		{"latency", func(q *events.UsageDecided) { q.LatencyNS = -1 }},
+		{"count", func(q *events.UsageDecided) { q.Count = 1 << 32 }},
+	} {
+		q := *p
+		c.edit(&q)
+		out, err := appendUsageRowBinary([]byte("x"), e, &q)
+		if !errors.Is(err, events.ErrInvalidField) || string(out) != "x" {
+			t.Errorf("%s: %q, %v; want ErrInvalidField and nothing appended", c.name, out, err)
+		}
+	}
 }

@@ -161,8 +161,11 @@ func insertGenerated(b *testing.B, s *store.Store, rows int, seed string) (wall,
 }
 
 // BenchmarkInsertUsageVariants measures the insert cost of each schema
-// variant on chDB: CORDON_BENCH_ROWS rows (400,000 by default) a run, in
-// inserts of 20,000 rows with a deduplication token each, one writer.
+// variant on chDB, in each input format: rowbinary (the store's path on
+// chDB, RowBinary through a file) and json (JSONCompactEachRow inline, the
+// path of a backend without BinaryInserter), one after the other in the
+// same run: CORDON_BENCH_ROWS rows (400,000 by default) a run, in inserts
+// of 20,000 rows with a deduplication token each, one writer.
 // wall-µs/row is elapsed time, cpu-µs/row the process's CPU time (the
 // engine's threads included) during the inserts. Run it with
 // -benchtime=1x:
@@ -170,22 +173,26 @@ func insertGenerated(b *testing.B, s *store.Store, rows int, seed string) (wall,
 //	go test ./pkg/store -run '^$' -bench InsertUsageVariants -benchtime=1x
 func BenchmarkInsertUsageVariants(b *testing.B) {
 	rows := envInt(b, "CORDON_BENCH_ROWS", 400_000)
-	chdb := engines()[0]
+	formats := []engine{{"rowbinary", engines()[0].open}, {"json", jsonEngine().open}}
 	for _, v := range schemaVariants {
 		b.Run(strings.ReplaceAll(v.name, " ", "_"), func(b *testing.B) {
-			var wall, cpu time.Duration
-			for i := 0; i < b.N; i++ {
-				db := fmt.Sprintf("benchv%d", dbSeq.Add(1))
-				s, be := openStore(b, chdb, db, store.Options{})
-				applyVariant(b, be, db, v)
-				w, c := insertGenerated(b, s, rows, db)
-				wall, cpu = wall+w, cpu+c
-				_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"`")
+			for _, f := range formats {
+				b.Run(f.name, func(b *testing.B) {
+					var wall, cpu time.Duration
+					for i := 0; i < b.N; i++ {
+						db := fmt.Sprintf("benchv%d", dbSeq.Add(1))
+						s, be := openStore(b, f, db, store.Options{})
+						applyVariant(b, be, db, v)
+						w, c := insertGenerated(b, s, rows, db)
+						wall, cpu = wall+w, cpu+c
+						_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"`")
+					}
+					n := float64(b.N * rows)
+					b.ReportMetric(float64(wall.Microseconds())/n, "wall-µs/row")
+					b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/row")
+					b.ReportMetric(0, "ns/op")
+				})
 			}
-			n := float64(b.N * rows)
-			b.ReportMetric(float64(wall.Microseconds())/n, "wall-µs/row")
-			b.ReportMetric(float64(cpu.Microseconds())/n, "cpu-µs/row")
-			b.ReportMetric(0, "ns/op")
 		})
 	}
 }

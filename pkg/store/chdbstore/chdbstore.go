@@ -28,6 +28,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,15 +114,17 @@ func waitNoWrites(ctx context.Context) error {
 
 // Backend is a store.Backend on chDB.
 type Backend struct {
-	db     string
-	conn   *conn
-	closed bool
-	mu     sync.Mutex
+	db        string
+	conn      *conn
+	insertDir string // where InsertRowBinary's files live
+	closed    bool
+	mu        sync.Mutex
 }
 
 var (
 	_ store.Backend        = (*Backend)(nil)
 	_ store.AnalystBackend = (*Backend)(nil)
+	_ store.BinaryInserter = (*Backend)(nil)
 )
 
 // Open opens (or joins) the process's chDB session on o.Path and creates
@@ -152,6 +156,10 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open chdb session at %q: %w", o.Path, err)
 		}
+		if err := resetInsertDir(c.path); err != nil {
+			c.close()
+			return nil, fmt.Errorf("open chdb: %w", err)
+		}
 		session.c, session.path = c, o.Path
 		useMu.Lock()
 		session.current = ""
@@ -159,7 +167,7 @@ func Open(ctx context.Context, o Options) (*Backend, error) {
 	} else if o.Path != session.path {
 		return nil, fmt.Errorf("open chdb at %q: %w %q", o.Path, ErrSessionPath, session.path)
 	}
-	b := &Backend{db: o.Database, conn: session.c}
+	b := &Backend{db: o.Database, conn: session.c, insertDir: filepath.Join(session.c.path, insertDirName)}
 	if err := b.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+o.Database+"`"); err != nil {
 		if session.refs == 0 {
 			session.c.close()
@@ -217,6 +225,123 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 	defer endWrite()
 	_, err := b.run(ctx, q.String(), "CSV")
 	return err
+}
+
+// insertDirName is the directory, in the session's data path, of the files
+// InsertRowBinary hands to the engine.
+const insertDirName = "cordon-insert"
+
+// resetInsertDir empties (or creates) the insert directory of a session
+// opening on path: the files left there by a process that crashed during
+// an insert go, and the directory is private (0700) whatever it was.
+func resetInsertDir(path string) error {
+	dir := filepath.Join(path, insertDirName)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("clean insert directory %s: %w", dir, err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("insert directory: %w", err)
+	}
+	return nil
+}
+
+// ErrUnsafeSQLText is returned by InsertRowBinary for a file path or a
+// structure that cannot stand between quotes in SQL as it is.
+var ErrUnsafeSQLText = errors.New("text holds a quote, a backslash or a control character")
+
+// checkSQLText refuses text holding a quote, a backslash or a control
+// character: InsertRowBinary puts it between single quotes unescaped.
+func checkSQLText(what, text string) error {
+	for i := 0; i < len(text); i++ {
+		if c := text[i]; c < 0x20 || c == 0x7f || c == '\'' || c == '\\' {
+			return fmt.Errorf("%s: byte %d: %w", what, i, ErrUnsafeSQLText)
+		}
+	}
+	return nil
+}
+
+// InsertRowBinary implements store.BinaryInserter: chDB takes inline data
+// only up to a NUL byte, so the rows go to a file of their own, private to
+// the process (a 0600 file in the 0700 directory cordon-insert of the
+// session's data path, emptied when the session opens), read by one
+// INSERT INTO … (columns) SETTINGS insert_deduplication_token = '…'
+// SELECT * FROM file('…', 'RowBinary', 'structure'), de-duplicated as
+// Insert is: by the token, or without one by the hash of the rows (a
+// repeated insert of the same rows is dropped). The file is removed
+// when the call returns, whatever happened. Concurrent calls use
+// different files.
+func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []string, structure string, rows []byte, opts store.InsertOptions) error {
+	if opts.DedupToken != "" {
+		if err := store.ValidateDedupToken(opts.DedupToken); err != nil {
+			return fmt.Errorf("chdb insert into %s: %w", table, err)
+		}
+	}
+	if err := checkSQLText("structure", structure); err != nil {
+		return fmt.Errorf("chdb insert into %s: %w", table, err)
+	}
+	if err := checkSQLText("insert directory", b.insertDir); err != nil {
+		return fmt.Errorf("chdb insert into %s: %w (the chdb data path must not hold one)", table, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("chdb insert into %s: %w", table, err)
+	}
+	f, err := os.CreateTemp(b.insertDir, table+"-*.rowbinary")
+	if err != nil {
+		return fmt.Errorf("chdb insert into %s: rows file: %w", table, err)
+	}
+	path := f.Name()
+	defer os.Remove(path)
+	if _, err := f.Write(rows); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("chdb insert into %s: write rows file: %w", table, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("chdb insert into %s: write rows file: %w", table, err)
+	}
+	if err := checkSQLText("rows file", path); err != nil {
+		return fmt.Errorf("chdb insert into %s: %w", table, err)
+	}
+	var q strings.Builder
+	q.Grow(128 + 16*len(columns) + len(opts.DedupToken) + len(path) + len(structure))
+	q.WriteString("INSERT INTO `")
+	q.WriteString(b.db)
+	q.WriteString("`.`")
+	q.WriteString(table)
+	q.WriteString("` (")
+	for i, c := range columns {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("`" + c + "`")
+	}
+	q.WriteString(")")
+	// An INSERT … SELECT is de-duplicated only when ClickHouse deems its
+	// SELECT stable, and it does not deem file() so (chDB 26.5): without
+	// these settings, a repeated insert without a token would be written
+	// again, where an INSERT with inline data is dropped by the hash of
+	// its rows. The file is ours and read once, so it is stable: with a
+	// token, force_enable (an error rather than a token ignored); without
+	// one, the hash of the rows, as for inline data.
+	if opts.DedupToken != "" {
+		// Validated above: printable ASCII without a quote or a
+		// backslash, so it stands between quotes as it is.
+		q.WriteString(" SETTINGS deduplicate_insert_select = 'force_enable', insert_deduplication_token = '")
+		q.WriteString(opts.DedupToken)
+		q.WriteByte('\'')
+	} else {
+		q.WriteString(" SETTINGS deduplicate_insert_select = 'enable_even_for_bad_queries'")
+	}
+	q.WriteString(" SELECT * FROM file('")
+	q.WriteString(path)
+	q.WriteString("', 'RowBinary', '")
+	q.WriteString(structure)
+	q.WriteString("')")
+	beginWrite()
+	defer endWrite()
+	if _, err := b.run(ctx, q.String(), "CSV"); err != nil {
+		return fmt.Errorf("chdb insert into %s: %w", table, err)
+	}
+	return nil
 }
 
 // Query implements store.Backend. The settings are added to the query's
