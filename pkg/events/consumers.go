@@ -22,12 +22,6 @@ type Durable struct {
 // String is "<stream>.<name>", the form the consumer's API subjects carry.
 func (d Durable) String() string { return d.Stream + "." + d.Name }
 
-// AuditorUsageDurable is the auditor's durable consumer of USAGE (usage
-// rows), for its durable prefix.
-func AuditorUsageDurable(prefix string) Durable {
-	return Durable{Stream: StreamUsage, Name: prefix + "-usage"}
-}
-
 // AuditorLedgerDurable is the auditor's durable consumer of TOKENS (ledger
 // rows), for its durable prefix.
 func AuditorLedgerDurable(prefix string) Durable {
@@ -47,11 +41,12 @@ func RevokerAnomaliesDurable(prefix string) Durable {
 }
 
 // AuditorDurables are every durable consumer an auditor with prefix
-// creates. Its detectors read USAGE and TOKENS with ordered consumers, and
-// it writes the anomalies it detects itself: it has no durable on
-// ANOMALIES.
+// creates: the ledger rows'. Each USAGE partition is read by an ordered
+// consumer whose progress the auditor keeps itself (with its insert
+// intents and checkpoints), and it writes the anomalies it detects
+// itself: it has no durable on USAGE or ANOMALIES.
 func AuditorDurables(prefix string) []Durable {
-	return []Durable{AuditorUsageDurable(prefix), AuditorLedgerDurable(prefix)}
+	return []Durable{AuditorLedgerDurable(prefix)}
 }
 
 // RevokerDurables are every durable consumer a revoker with prefix creates.

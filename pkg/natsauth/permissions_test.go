@@ -654,7 +654,6 @@ func testAuditor(t *testing.T, o setup) {
 			stream, name, filter string
 			want                 uint64
 		}{
-			{events.StreamUsage, events.AuditorUsageDurable(events.DurableAuditor).Name, events.SubjectUsagePrefix + ">", 50},
 			{events.StreamTokens, events.AuditorLedgerDurable(events.DurableAuditor).Name, events.SubjectTokenPrefix + ">", 1},
 		} {
 			c, err := aud.js.CreateOrUpdateConsumer(ctx, d.stream, jetstream.ConsumerConfig{

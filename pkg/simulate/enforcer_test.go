@@ -68,7 +68,10 @@ func startRealWorld(t *testing.T, sc simulate.Scenario, routes map[string][]enfo
 		e, err := enforce.New(enforce.Options{ID: id, Service: svc, Environment: sc.Enforcer.Environment, TrustAnchors: w.env.Anchors(),
 			Routes:         &enforce.Routes{Service: svc, Environment: sc.Enforcer.Environment, Routes: rs},
 			TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
-			DisableUsage:   !usage})
+			DisableUsage:   !usage,
+			// One message per decision, in decision order: the comparison
+			// below is event by event (batches group by holder).
+			UsageFormat: enforce.UsageFormatEvent})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natstest"
-	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/services/auditor"
 )
@@ -18,18 +17,15 @@ import (
 // TestDurablesAreTheRolesGrants: the auditor, connected with its role's
 // credentials to a server that enforces them, creates only durable
 // consumers the role is granted (natsauth.Durables) — the ledger's; usage
-// is read by ordered consumers per partition since issue 12, and the
-// usage durable's grant is left for natsauth to drop — with no
-// permission violation.
+// is read by ordered consumers per partition — with no permission
+// violation.
 func TestDurablesAreTheRolesGrants(t *testing.T) {
 	sec := natstest.RunSecured(t)
 	_, js := sec.Connect(t, natsauth.RoleAuditor)
 	run(t, auditor.Options{JS: js, Store: openStore(t, "durables"), Log: zerolog.New(zerolog.NewTestWriter(t))})
 	var want []string
 	for _, d := range natsauth.Durables(natsauth.RoleAuditor) {
-		if d != events.AuditorUsageDurable(events.DurableAuditor) {
-			want = append(want, d.String())
-		}
+		want = append(want, d.String())
 	}
 	slices.Sort(want)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
