@@ -221,7 +221,7 @@ func startNATSProcess(ctx context.Context) (*natsProcess, error) {
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		nc, err := nats.Connect(p.url, nats.Name("bench-setup"))
+		nc, err := natsconn.Dial(natsconn.Config{URL: p.url, Name: "bench-setup"})
 		if err == nil {
 			js, jerr := jetstream.New(nc)
 			if jerr == nil {
@@ -261,7 +261,7 @@ func (p *natsProcess) stop() {
 }
 
 func propagationOn(ctx context.Context, url string, n, trials int) ([]time.Duration, error) {
-	nc, err := nats.Connect(url, nats.Name("bench-keys"))
+	nc, err := natsconn.Dial(natsconn.Config{URL: url, Name: "bench-keys"})
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +295,7 @@ func propagationOn(ctx context.Context, url string, n, trials int) ([]time.Durat
 	defer svc.Close()
 	rv := svc.Revoker()
 	es, closeAll, err := benchEnforcers(ctx, func(id string) (*nats.Conn, error) {
-		return nats.Connect(url, nats.Name("bench-enforcer-"+id))
+		return natsconn.Dial(natsconn.Config{URL: url, Name: "bench-enforcer-" + id})
 	}, n, "bench", anchors)
 	if err != nil {
 		return nil, err
