@@ -82,6 +82,7 @@ func Suites() []Suite {
 		EvalSuite(),
 		FaultsSuite(),
 		NodeLossSuite(),
+		ScaleOutSuite(),
 	}
 }
 

@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cordonhq/cordon/internal/faults"
+)
+
+// scaleOutEvents is the usage the scale-out suite sends through each run.
+const scaleOutEvents = 200_000
+
+// ScaleOutSuite runs one, two and four auditor processes in lease mode on
+// the same usage batches against a three-node cluster of nats-server
+// processes and one ClickHouse (chDB behind the ClickHouse HTTP protocol,
+// in its own process), then four with one killed by SIGKILL mid-run
+// (faults.ScaleOut), and reports throughput, CPU per event per instance,
+// and what each run lost, duplicated or raised differently from one
+// instance.
+func ScaleOutSuite() Suite {
+	return Suite{Name: "scale-out: auditor instances", Run: runScaleOutSuite,
+		Summary: "1, 2 and 4 auditor processes sharing the USAGE partitions by leases (3 nats-server processes, one ClickHouse), and 4 with one SIGKILLed: events/s, CPU µs per event per instance, rows and anomalies against one instance"}
+}
+
+func runScaleOutSuite(ctx context.Context, env Env) ([]Figure, error) {
+	child, err := faults.SelfCommand()
+	if err != nil {
+		return nil, err
+	}
+	events := scaleOutEvents
+	if env.Smoke {
+		events = 5_000
+	}
+	dir, err := os.MkdirTemp("", "cordon-bench-scaleout-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	fmt.Fprintf(env.Progress, "   scale-out: %d usage events, runs n1, n2, n4, n4+kill, each on a fresh 3-node cluster…\n", events)
+	var rep *faults.ScaleOutReport
+	err = faults.WithTB(ctx, "scale-out", env.Progress, func(tb testing.TB) error {
+		var err error
+		rep, err = faults.ScaleOut(ctx, tb, faults.ScaleOutOptions{Child: child, Events: events, Dir: dir, Progress: env.Progress})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scale-out: %w", err)
+	}
+	var figs []Figure
+	how := func(r *faults.ScaleOutRun) string {
+		return fmt.Sprintf("%d events in %d batches; timer from starting the auditor processes to every instance caught up and every row in ClickHouse (so it includes their start-up, the hand-out of the leases and the publishing: events/s is a lower bound); CPU from /proc/<pid>/stat of each auditor process over its life (start-up and idle polling included; ClickHouse's process not included); baseline: the n1 run of the same suite", rep.Events, rep.Messages)
+	}
+	var base float64
+	for _, r := range rep.Runs {
+		p := "scale-out " + r.ScaleOutRunSpec.String() + ": "
+		rate := float64(rep.Events) / r.Time.Seconds()
+		if base == 0 {
+			base = rate
+		}
+		var perInst []string
+		var sum, n float64
+		for _, i := range r.Instances {
+			if i.Killed || i.Events == 0 {
+				continue
+			}
+			us := float64(i.CPUPerEvent()) / float64(time.Microsecond)
+			perInst = append(perInst, fmt.Sprintf("%.1f", us))
+			sum += us
+			n++
+		}
+		figs = append(figs,
+			Figure{Name: p + "events/s (ratio to n1)", Value: rate, Unit: fmt.Sprintf("events/s (%.2f×)", rate/base), OK: true, How: how(r)},
+			Figure{Name: p + "CPU per event, mean of the surviving instances' own (each: " + fmt.Sprint(perInst) + ")", Value: sum / max(n, 1), Unit: "µs", OK: true, How: how(r)},
+			Figure{Name: p + "CPU per event, all auditor processes together", Value: float64(r.CPUPerEvent(rep.Events)) / float64(time.Microsecond), Unit: "µs", OK: true, How: how(r)},
+			Figure{Name: p + "events lost + written twice", Value: float64(r.Lost + r.Duplicates), Unit: "events", Target: "0", OK: r.Lost == 0 && r.Duplicates == 0},
+			Figure{Name: p + "rows and anomalies differing from n1 (foreign + missing rows, missed + extra anomalies)", Value: float64(r.Foreign + r.Missing + uint64(len(r.MissedAnomalies)+len(r.ExtraAnomalies))), Unit: "", Target: "0",
+				OK: r.Foreign+r.Missing == 0 && len(r.MissedAnomalies)+len(r.ExtraAnomalies) == 0},
+		)
+		if r.Kill {
+			figs = append(figs, Figure{Name: p + "victim's partitions taken over (" + fmt.Sprint(r.VictimPartitions) + ")", Value: map[bool]float64{true: 1}[r.Reowned], Unit: "yes=1", Target: "1", OK: r.Reowned && r.MidRun})
+		}
+	}
+	return figs, nil
+}
