@@ -59,7 +59,7 @@ func TestMain(m *testing.M) {
 var secretsDir = map[string]string{
 	"nats-1": "nats-server", "nats-2": "nats-server", "nats-3": "nats-server",
 	"clickhouse": "clickhouse",
-	"issuer":     "issuer", "auditor": "auditor", "revoker": "revoker", "revoker-2": "revoker", "enforcer": "enforcer", "admin": "admin",
+	"issuer":     "issuer", "auditor": "auditor", "auditor-2": "auditor", "revoker": "revoker", "revoker-2": "revoker", "enforcer": "enforcer", "admin": "admin",
 	"upstream": "",
 }
 
@@ -70,7 +70,7 @@ func TestComposeFile(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	want := []string{"admin", "auditor", "clickhouse", "enforcer", "issuer", "nats-1", "nats-2", "nats-3", "revoker", "revoker-2", "setup", "upstream"}
+	want := []string{"admin", "auditor", "auditor-2", "clickhouse", "enforcer", "issuer", "nats-1", "nats-2", "nats-3", "revoker", "revoker-2", "setup", "upstream"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("services %v, want %v", names, want)
 	}
@@ -131,35 +131,45 @@ func TestComposeFile(t *testing.T) {
 			}
 		})
 	}
-	t.Run("revoker-2 is a replica of revoker", func(t *testing.T) {
-		// One identity, one command: the replicas share their durables
-		// and answer cordon.cmd.revoke as one queue group.
-		// Each keeps its own journal of pending revocations: only the
-		// volume behind /var/lib/cordon differs.
-		a, b := c.Services["revoker"], c.Services["revoker-2"]
-		journal := func(vs []string) (string, []string) {
-			var j string
-			var rest []string
-			for _, v := range vs {
-				if strings.HasSuffix(v, ":/var/lib/cordon") {
-					j = v
-					continue
-				}
-				rest = append(rest, v)
+	// journal splits off the volume mounted at /var/lib/cordon.
+	journal := func(vs []string) (string, []string) {
+		var j string
+		var rest []string
+		for _, v := range vs {
+			if strings.HasSuffix(v, ":/var/lib/cordon") {
+				j = v
+				continue
 			}
-			return j, rest
+			rest = append(rest, v)
 		}
-		ja, ra := journal(a.Volumes)
-		jb, rb := journal(b.Volumes)
-		if ja == "" || jb == "" || ja == jb {
-			t.Errorf("revoker journals %q and %q: want one volume each at /var/lib/cordon", ja, jb)
-		}
-		a.Volumes, b.Volumes = ra, rb
-		if !reflect.DeepEqual(a, b) {
-			t.Errorf("revoker-2 differs from revoker:\n%+v\n%+v", b, a)
+		return j, rest
+	}
+	for _, r := range []struct{ first, second string }{{"revoker", "revoker-2"}, {"auditor", "auditor-2"}} {
+		t.Run(r.second+" is a replica of "+r.first, func(t *testing.T) {
+			// One identity, one command: the revoker replicas share their
+			// durables and answer cordon.cmd.revoke as one queue group;
+			// the auditors share the USAGE partitions by leases (--lease).
+			// Each keeps its own directory (the revoker's journal of
+			// pending revocations): only the volume behind
+			// /var/lib/cordon differs.
+			a, b := c.Services[r.first], c.Services[r.second]
+			ja, ra := journal(a.Volumes)
+			jb, rb := journal(b.Volumes)
+			if ja == "" || jb == "" || ja == jb {
+				t.Errorf("%s and %s volumes %q and %q: want one each at /var/lib/cordon", r.first, r.second, ja, jb)
+			}
+			a.Volumes, b.Volumes = ra, rb
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("%s differs from %s:\n%+v\n%+v", r.second, r.first, b, a)
+			}
+		})
+	}
+	t.Run("the auditors share partitions by leases", func(t *testing.T) {
+		if !slices.Contains(c.Services["auditor"].Command, "--lease") {
+			t.Errorf("auditor runs without --lease: two instances would each run every partition")
 		}
 	})
-	for _, name := range []string{"issuer", "auditor", "revoker", "revoker-2", "enforcer"} {
+	for _, name := range []string{"issuer", "auditor", "auditor-2", "revoker", "revoker-2", "enforcer"} {
 		s := c.Services[name]
 		t.Run(name+" flags", func(t *testing.T) {
 			wantCmd := strings.TrimSuffix(name, "-2")
@@ -212,7 +222,7 @@ func flagValues(args []string) map[string]string {
 func TestComposeFlagsExist(t *testing.T) {
 	b := buildImages(t)
 	c := loadCompose(t)
-	for _, name := range []string{"issuer", "auditor", "revoker", "revoker-2", "enforcer"} {
+	for _, name := range []string{"issuer", "auditor", "auditor-2", "revoker", "revoker-2", "enforcer"} {
 		s := c.Services[name]
 		cmd := s.Command[0]
 		have := helpFlags(t, b.cordon, cmd)

@@ -263,6 +263,63 @@ func TestComposeStarts(t *testing.T) {
 		d.kill(t, "revoker")
 		revokeAnother(t, "/invoices/8")
 	})
+	ok = ok && t.Run("either auditor alone detects: the other's partitions are taken over", func(t *testing.T) {
+		// One auditor dies without a word (SIGKILL); once its leases
+		// expire the other runs every USAGE partition, and keeps
+		// flagging: probing with a token issued after the kill.
+		d.kill(t, "auditor")
+		u, err := d.h.translate(d.containers["auditor-2"], "http://127.0.0.1:9090/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.waitFor(t, "auditor-2 running every USAGE partition", step, paced(250*time.Millisecond, func() error {
+			resp, err := http.Get(u)
+			if err != nil {
+				return err
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			if n := strings.Count(string(body), "\ncordon_auditor_partition_lag{"); n != events.DefaultUsagePartitions {
+				return fmt.Errorf("auditor-2 runs %d of %d partitions", n, events.DefaultUsagePartitions)
+			}
+			return nil
+		}))
+		out, err := d.cordon(ctx, "admin", strings.NewReader(adminToken), "token", "issue", "--token-file", "/dev/stdin",
+			"--tenant", "acme", "--holder", "billing-api", "--scope", "invoices:read", "--ttl", "1h", "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var another struct {
+			Token string `json:"token"`
+			ID    string `json:"id"`
+		}
+		if err := json.Unmarshal(out, &another); err != nil || another.ID == "" {
+			t.Fatalf("token issue printed %q (%v)", out, err)
+		}
+		for _, probe := range []struct{ method, path string }{
+			{"POST", "/invoices"}, {"PUT", "/invoices/42"}, {"DELETE", "/invoices/42"},
+			{"GET", "/customers/7/invoices"}, {"GET", "/admin/users"},
+		} {
+			if status, reason, _, err := enforcer.get(ctx, probe.method, probe.path, another.Token); err != nil || reason != "scope_missing" {
+				t.Fatalf("%s %s: status %d, reason %q, %v", probe.method, probe.path, status, reason, err)
+			}
+		}
+		d.waitFor(t, "the probing anomaly of a token used after the kill", step, paced(250*time.Millisecond, func() error {
+			rows, err := d.clickhouse(ctx, "SELECT detector FROM anomalies WHERE token_id = '"+another.ID+"'")
+			if err != nil {
+				return err
+			}
+			for _, r := range rows {
+				if r["detector"] == "scope_probing" {
+					return nil
+				}
+			}
+			return fmt.Errorf("anomalies of the token: %v", rows)
+		}))
+	})
 	if !ok {
 		return
 	}
