@@ -1094,17 +1094,24 @@ func usageInStream(ctx context.Context, js jetstream.JetStream, id string) (uint
 	if batches == 0 {
 		return sum, nil
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cons, err := js.OrderedConsumer(cctx, events.StreamUsage, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.SubjectUsagePartPrefix + "*.*." + id + ".*"}})
 	if err != nil {
 		return 0, fmt.Errorf("read usage batches of %s: %w", id, err)
 	}
 	var ub events.UsageBatch
+	// A fetch may come back empty while the cluster still settles after
+	// the node loss (the ordered consumer then resets itself from the
+	// last message it delivered): fetch again until every batch is read
+	// or the deadline passes.
 	for read := uint64(0); read < batches; {
 		msgs, err := cons.Fetch(int(min(batches-read, 256)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return 0, fmt.Errorf("read usage batches of %s: %w", id, err)
+			if cctx.Err() != nil {
+				return 0, fmt.Errorf("read %d of the %d usage batches of %s: %w", read, batches, id, err)
+			}
+			continue
 		}
 		n := 0
 		for m := range msgs.Messages() {
@@ -1114,8 +1121,8 @@ func usageInStream(ctx context.Context, js jetstream.JetStream, id string) (uint
 			sum += uint64(ub.Len())
 			n++
 		}
-		if n == 0 {
-			return 0, fmt.Errorf("read %d of the %d usage batches of %s", read, batches, id)
+		if n == 0 && cctx.Err() != nil {
+			return 0, fmt.Errorf("read %d of the %d usage batches of %s (%v)", read, batches, id, msgs.Error())
 		}
 		read += uint64(n)
 	}
