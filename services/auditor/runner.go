@@ -97,6 +97,10 @@ type runner struct {
 	timer    *time.Timer
 	inflight chan error // the group being written; nil when none
 	infl     *group
+	// closeDue: the open group is due to close (its wait ran out, or it
+	// is full) while another is still being written; the loop closes it
+	// when that write ends, so detection never waits on a write.
+	closeDue bool
 	spare    group // a written group's buffers, for the next
 	rowsDone uint64
 	anomDone uint64
@@ -241,9 +245,14 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			if err := r.written(err); err != nil {
 				return err
 			}
+			if r.closeDue && !r.cur.fixed {
+				if err := r.closeGroup(); err != nil {
+					return err
+				}
+			}
 		case <-r.timer.C:
 			if !r.cur.fixed {
-				if err := r.closeGroup(); err != nil {
+				if err := r.closeGroupSoon(); err != nil {
 					return err
 				}
 			}
@@ -323,7 +332,7 @@ func (r *runner) probe(usage, ledger jetstream.Consumer) error {
 		r.st.seen.Store(max(r.usageSeq, l))
 		r.st.lag.Store(0)
 		if !r.cur.empty() {
-			if err := r.closeGroup(); err != nil {
+			if err := r.closeGroupSoon(); err != nil {
 				return err
 			}
 		}
@@ -395,8 +404,10 @@ func (r *runner) handle(m runnerMsg) error {
 			return nil
 		}
 		r.cur.last = seq
-		if len(r.cur.envs) >= r.a.o.BatchSize {
+		if len(r.cur.envs) >= r.a.o.BatchSize && (r.inflight == nil || len(r.cur.envs) >= maxGroupFactor*r.a.o.BatchSize) {
 			return r.closeGroup()
+		} else if len(r.cur.envs) >= r.a.o.BatchSize {
+			r.closeDue = true
 		}
 	}
 	if len(r.pending) == 0 {
@@ -529,6 +540,7 @@ func ledgerKey(e events.Envelope) (tenant, holder string, ok bool) {
 // closeGroup hands the open group to its writer, once the group before
 // it is written (one in flight per partition).
 func (r *runner) closeGroup() error {
+	r.closeDue = false
 	r.timer.Stop()
 	if r.cur.empty() {
 		return nil
@@ -549,6 +561,23 @@ func (r *runner) closeGroup() error {
 	r.inflight = ch
 	go func() { ch <- r.write(&g) }()
 	return nil
+}
+
+// maxGroupFactor bounds a group that keeps growing while the one before
+// it is written: at maxGroupFactor × BatchSize rows the runner waits for
+// that write (back-pressure on a store that cannot keep up).
+const maxGroupFactor = 4
+
+// closeGroupSoon closes the open group now if no group is being written,
+// and otherwise marks it due: the loop closes it when the write in flight
+// ends. Detection goes on meanwhile (a group's rows keep accumulating),
+// where closeGroup would wait for the write.
+func (r *runner) closeGroupSoon() error {
+	if r.inflight != nil {
+		r.closeDue = true
+		return nil
+	}
+	return r.closeGroup()
 }
 
 // waitWritten waits for the group in flight.
