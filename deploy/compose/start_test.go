@@ -136,13 +136,15 @@ func TestComposeStarts(t *testing.T) {
 			t.Error("the upstream never saw the request")
 		}
 	})
+	// probes are what an attacker with a stolen read-only token tries.
+	probes := []struct{ method, path string }{
+		{"POST", "/invoices"}, {"PUT", "/invoices/42"}, {"DELETE", "/invoices/42"},
+		{"GET", "/customers/7/invoices"}, {"GET", "/admin/users"},
+	}
 	ok = ok && t.Run("probing is flagged and stored in ClickHouse", func(t *testing.T) {
 		// What an attacker with a stolen read-only token does: try what
 		// else it opens, one action after another.
-		for _, probe := range []struct{ method, path string }{
-			{"POST", "/invoices"}, {"PUT", "/invoices/42"}, {"DELETE", "/invoices/42"},
-			{"GET", "/customers/7/invoices"}, {"GET", "/admin/users"},
-		} {
+		for _, probe := range probes {
 			status, reason, _, err := enforcer.get(ctx, probe.method, probe.path, issued.Token)
 			if err != nil {
 				t.Fatal(err)
@@ -218,20 +220,28 @@ func TestComposeStarts(t *testing.T) {
 	// revokeAnother issues a token, uses it through the enforcer at path,
 	// revokes it with the admin CLI over NATS and waits for the enforcer
 	// to deny it as revoked.
-	revokeAnother := func(t *testing.T, path string) {
+	type issuedToken struct {
+		Token string `json:"token"`
+		ID    string `json:"id"`
+	}
+	// issueAnother issues a read-only token of billing-api with the admin
+	// CLI over NATS.
+	issueAnother := func(t *testing.T) issuedToken {
 		t.Helper()
 		out, err := d.cordon(ctx, "admin", strings.NewReader(adminToken), "token", "issue", "--token-file", "/dev/stdin",
 			"--tenant", "acme", "--holder", "billing-api", "--scope", "invoices:read", "--ttl", "1h", "-o", "json")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var another struct {
-			Token string `json:"token"`
-			ID    string `json:"id"`
-		}
+		var another issuedToken
 		if err := json.Unmarshal(out, &another); err != nil || another.ID == "" {
 			t.Fatalf("token issue printed %q (%v)", out, err)
 		}
+		return another
+	}
+	revokeAnother := func(t *testing.T, path string) {
+		t.Helper()
+		another := issueAnother(t)
 		if status, reason, _, err := enforcer.get(ctx, "GET", path, another.Token); err != nil || status != http.StatusOK {
 			t.Fatalf("token: status %d, reason %q, %v", status, reason, err)
 		}
@@ -287,22 +297,8 @@ func TestComposeStarts(t *testing.T) {
 			}
 			return nil
 		}))
-		out, err := d.cordon(ctx, "admin", strings.NewReader(adminToken), "token", "issue", "--token-file", "/dev/stdin",
-			"--tenant", "acme", "--holder", "billing-api", "--scope", "invoices:read", "--ttl", "1h", "-o", "json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var another struct {
-			Token string `json:"token"`
-			ID    string `json:"id"`
-		}
-		if err := json.Unmarshal(out, &another); err != nil || another.ID == "" {
-			t.Fatalf("token issue printed %q (%v)", out, err)
-		}
-		for _, probe := range []struct{ method, path string }{
-			{"POST", "/invoices"}, {"PUT", "/invoices/42"}, {"DELETE", "/invoices/42"},
-			{"GET", "/customers/7/invoices"}, {"GET", "/admin/users"},
-		} {
+		another := issueAnother(t)
+		for _, probe := range probes {
 			if status, reason, _, err := enforcer.get(ctx, probe.method, probe.path, another.Token); err != nil || reason != "scope_missing" {
 				t.Fatalf("%s %s: status %d, reason %q, %v", probe.method, probe.path, status, reason, err)
 			}
