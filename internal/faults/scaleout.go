@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/internal/natscluster"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/natsconn"
 )
 
 // Scale-out: the same usage, the same ClickHouse rows and the same
@@ -585,19 +587,23 @@ func publishAll(ctx context.Context, js jetstream.JetStream, msgs []scaleOutMsg)
 
 // streamPartitions is USAGE's partition count (1 for a stream without).
 func streamPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
-	s, err := js.Stream(ctx, events.StreamUsage)
+	var s jetstream.Stream
+	err := natsconn.Retry(ctx, zerolog.Nop(), "stream "+events.StreamUsage, func(ctx context.Context) (err error) {
+		s, err = js.Stream(ctx, events.StreamUsage)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("usage stream: %w", err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("usage stream: %w", err)
-	}
-	return max(1, events.UsagePartitionsOf(info.Config)), nil
+	return max(1, events.UsagePartitionsOf(s.CachedInfo().Config)), nil
 }
 
 // leaseOwners reads the partition leases: partition → instance.
+// Each call is bounded: a reply lost while the cluster settles must not
+// hold up the poll that calls it.
 func leaseOwners(ctx context.Context, js jetstream.JetStream) (map[int]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	kv, err := js.KeyValue(ctx, events.BucketAuditorLeases)
 	if err != nil {
 		return nil, fmt.Errorf("lease bucket: %w", err)
