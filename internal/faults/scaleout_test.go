@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,8 +59,12 @@ func runScaleOut(t *testing.T, runs []faults.ScaleOutRunSpec, shared bool) *faul
 	n := envInt(t, "CORDON_FAULTS_EVENTS", 20_000)
 	rep, err := faults.ScaleOut(ctx, t, faults.ScaleOutOptions{Child: child, Events: n, Runs: runs, Dir: dir, Progress: testWriter{t}, Shared: shared})
 	if err != nil {
-		for _, name := range []string{"chshim.log", "run0-0.log", "run1-1.log"} {
-			t.Logf("--- %s ---\n%s", name, tailFile(filepath.Join(dir, name), 20))
+		t.Logf("--- chshim.log ---\n%s", tailFile(filepath.Join(dir, "chshim.log"), 20))
+		// Every instance's log, the last run's first: who held what.
+		logs, _ := filepath.Glob(filepath.Join(dir, "run*.log"))
+		slices.Reverse(logs)
+		for _, path := range logs {
+			t.Logf("--- %s ---\n%s", filepath.Base(path), tailFile(path, 40))
 		}
 		t.Fatal(err)
 	}
