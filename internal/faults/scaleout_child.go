@@ -129,4 +129,4 @@ func scaleOutLease(c *auditor.Config, cfg scaleOutConfig) error {
 }
 
 // scaleOutLeaseTTL is the lease TTL of scale-out runs.
-const scaleOutLeaseTTL = 2 * time.Second
+const scaleOutLeaseTTL = 3 * time.Second

@@ -372,6 +372,10 @@ type runHandle struct {
 	done   chan struct{}
 }
 
+// restartEvery is how often own looks for a partition of the owner's set
+// whose runner stopped while it was not Valid.
+const restartEvery = time.Second
+
 // own runs the partitions the owner gives until ctx ends or one fails.
 func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan error) error {
 	owned := make(chan []int, 1)
@@ -388,6 +392,24 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 	}()
 	running := map[int]*runHandle{}
 	ended := make(chan *runHandle)
+	// cur is the owner's last set. A runner that stopped because its
+	// partition was not Valid (a renewal that came late) while the set
+	// kept it is started again once Valid is back: the owner sends no new
+	// set when it never lost the lease.
+	var cur []int
+	again := time.NewTicker(restartEvery)
+	defer again.Stop()
+	start := func(p int) error {
+		if _, ok := running[p]; ok || p < 0 || p >= parts {
+			return nil
+		}
+		h, err := a.startRunner(ctx, p, parts, all, runErr, ended)
+		if err != nil {
+			return err
+		}
+		running[p] = h
+		return nil
+	}
 	stop := func(p int) {
 		h := running[p]
 		h.cancel()
@@ -422,21 +444,25 @@ func (a *Auditor) own(ctx context.Context, parts int, all bool, runErr chan erro
 				a.mu.Unlock()
 				h.cancel()
 			}
+		case <-again.C:
+			for _, p := range cur {
+				if _, ok := running[p]; !ok && a.owner.Valid(p) {
+					if err := start(p); err != nil {
+						return err
+					}
+				}
+			}
 		case set := <-owned:
+			cur = slices.Clone(set)
 			for p := range running {
 				if !slices.Contains(set, p) {
 					stop(p)
 				}
 			}
 			for _, p := range set {
-				if _, ok := running[p]; ok || p < 0 || p >= parts {
-					continue
-				}
-				h, err := a.startRunner(ctx, p, parts, all, runErr, ended)
-				if err != nil {
+				if err := start(p); err != nil {
 					return err
 				}
-				running[p] = h
 			}
 		}
 	}

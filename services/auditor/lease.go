@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -429,6 +430,14 @@ func (r *leaseRun) heartbeat(ctx context.Context) {
 	}
 	rev, cerr := r.kv.Create(cctx, key, r.value)
 	if cerr != nil {
+		// A write whose reply was lost (a timeout, or a server that
+		// applied it while the cluster settled) left the heartbeat at a
+		// later revision than memberRev: carry on from there instead of
+		// letting it expire, which would shrink every instance's target.
+		if rev, ok := r.ownWrite(ctx, key, r.memberRev); ok {
+			r.memberRev = rev
+			return
+		}
 		if ctx.Err() == nil {
 			r.o.Log.Warn().Err(errors.Join(err, cerr)).Str("instance", r.o.Instance).Msg("lease heartbeat failed")
 		}
@@ -464,6 +473,13 @@ func (r *leaseRun) renew(ctx context.Context) {
 			defer cancel()
 			res.sent = time.Now()
 			res.nrev, res.err = r.kv.Update(cctx, LeaseKey(res.p), r.value, res.rev)
+			if lostReply(res.err) {
+				// The renewal may have been applied: if so the lease is
+				// still this instance's, at a later revision.
+				if rev, ok := r.ownWrite(ctx, LeaseKey(res.p), res.rev); ok {
+					res.nrev, res.err = rev, nil
+				}
+			}
 		}(&results[i])
 	}
 	wg.Wait()
@@ -550,6 +566,13 @@ func (r *leaseRun) balance(ctx context.Context) {
 			cctx, cancel := r.opCtx(ctx)
 			rev, err := r.kv.Create(cctx, LeaseKey(p), r.value)
 			cancel()
+			if lostReply(err) {
+				// The create may have been applied: then p is this
+				// instance's, or it would sit unowned until it expires.
+				if own, ok := r.ownWrite(ctx, LeaseKey(p), 0); ok {
+					rev, err = own, nil
+				}
+			}
 			if err != nil {
 				if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
 					r.o.Log.Warn().Err(err).Int("partition", p).Str("instance", r.o.Instance).Msg("lease acquisition failed")
@@ -566,6 +589,27 @@ func (r *leaseRun) balance(ctx context.Context) {
 			r.changed()
 		}
 	}
+}
+
+// lostReply reports whether err leaves it unknown if a write was applied:
+// the request or its reply was lost, or timed out.
+func lostReply(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// ownWrite reads key and reports its revision when it holds this
+// instance's value at a revision after after: a write of this instance
+// whose reply was lost. Only this instance writes its own name, so
+// nothing else can have put it there; the caller's compare-and-set
+// continues from that revision.
+func (r *leaseRun) ownWrite(ctx context.Context, key string, after uint64) (uint64, bool) {
+	cctx, cancel := r.opCtx(ctx)
+	defer cancel()
+	e, err := r.kv.Get(cctx, key)
+	if err != nil || e.Operation() != jetstream.KeyValuePut || string(e.Value()) != string(r.value) || e.Revision() <= after {
+		return 0, false
+	}
+	return e.Revision(), true
 }
 
 // held returns the held partitions, sorted: those kept, or with leaving

@@ -370,6 +370,61 @@ func TestLeaseStaleRenewalRefused(t *testing.T) {
 	}
 }
 
+// TestLeaseHeartbeatReplyLost: a heartbeat the server applied but whose
+// reply never arrived (a timeout while the cluster settles) leaves the
+// member's revision behind the key. Simulated by writing the member's own
+// value at a later revision, as the server does with such a request. The
+// member carries on from that revision: its heartbeat never expires (the
+// others' targets never shrink) and it keeps every lease.
+func TestLeaseHeartbeatReplyLost(t *testing.T) {
+	w, env := localLeaseWorld(t, 4)
+	a := w.start("a")
+	w.waitSplit(takeover, map[*leaseMember]int{a: 4})
+	ctx := context.Background()
+	kv, err := env.JS.KeyValue(ctx, events.BucketAuditorLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := auditor.MemberKey("a")
+	watch, err := kv.Watch(ctx, key, jetstream.UpdatesOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = watch.Stop() }()
+	var mu sync.Mutex
+	var gone []string
+	go func() {
+		for e := range watch.Updates() {
+			if e != nil && e.Operation() != jetstream.KeyValuePut {
+				mu.Lock()
+				gone = append(gone, fmt.Sprintf("%s at revision %d", e.Operation(), e.Revision()))
+				mu.Unlock()
+			}
+		}
+	}()
+	e, err := kv.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, key, e.Value(), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	// Three TTLs: a heartbeat left behind expires after one.
+	time.Sleep(3 * leaseTTL)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(gone) > 0 {
+		t.Errorf("the member's heartbeat left the bucket: %v", gone)
+	}
+	if got := a.Owned(); len(got) != 4 {
+		t.Errorf("a owns %v, want all 4", got)
+	}
+	if st := a.owner.Stats(); st.Lost != 0 {
+		t.Errorf("a: %+v, want no lease lost", st)
+	}
+	w.check()
+}
+
 // TestLeaseOptions: malformed options and a bucket made with another TTL
 // are refused with a clear error.
 func TestLeaseOptions(t *testing.T) {
