@@ -70,6 +70,9 @@ type Options struct {
 	UpstreamListen string
 	// AlertWebhook, when set, receives on-call alerts (Alertmanager format).
 	AlertWebhook string
+	// LeakGitHubKeys, when set, turns on the issuer's GitHub secret
+	// scanning intake (issuer.Config.LeakGitHubKeys).
+	LeakGitHubKeys string
 	// ChDBPath is chDB's data directory (default DataDir/chdb). chDB holds
 	// one path per process: a process that already opened chDB elsewhere
 	// must pass that path, and Database tells this system's tables apart.
@@ -211,7 +214,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 
 	// Issuer.
 	iss, err := issuer.Start(ctx, issuer.Config{NATS: s.natsAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer)),
-		DataDir: o.DataDir, Policy: s.Policy, Listen: o.IssuerListen, Source: "issuer/up",
+		DataDir: o.DataDir, Policy: s.Policy, Listen: o.IssuerListen, Source: "issuer/up", LeakGitHubKeys: o.LeakGitHubKeys,
 		Log: o.Log.With().Str("svc", "issuer").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("start issuer: %w", err)

@@ -217,6 +217,8 @@ func TestPermissionsShape(t *testing.T) {
 		"cordon.usage.t":                    nil,
 		"cordon.cmd.revoke":                 {natsauth.RoleAdmin},
 		"cordon.anomaly.high.t.x":           {natsauth.RoleAuditor},
+		"cordon.anomaly.critical.t.x":       {natsauth.RoleAuditor, natsauth.RoleIssuer},
+		"cordon.cmd.report-leak":            {natsauth.RoleAdmin},
 		"$JS.API.STREAM.UPDATE.TOKENS":      nil,
 		"$JS.API.STREAM.DELETE.KV_denylist": nil,
 		"$JS.API.STREAM.PURGE.USAGE":        nil,

@@ -181,11 +181,14 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.kvRead(events.BucketKeys)
 	case RoleIssuer:
 		p.pub(events.SubjectTokenPrefix+">", events.SubjectKeyPrefix+">", events.SubjectPolicyChanged)
+		// Leak reports: a critical leaked_public anomaly per live token
+		// found in public (services/issuer leak.go).
+		p.pub(events.SubjectAnomalyPrefix + events.SeverityCritical + ".>")
 		p.kvRead(events.BucketKeys)
 		p.kvWrite(events.BucketKeys)
 		p.ordered(events.StreamTokens)
 		p.bootstrap()
-		p.serve(events.SubjectCmdIssue, events.SubjectCmdRotate, events.SubjectCmdList, events.SubjectCmdInspect)
+		p.serve(events.SubjectCmdIssue, events.SubjectCmdRotate, events.SubjectCmdList, events.SubjectCmdInspect, events.SubjectCmdReportLeak)
 	case RoleRevoker:
 		p.pub(events.SubjectTokenPrefix+"revoked.>", events.SubjectDeadPrefix+">")
 		p.kvRead(events.BucketDenylist)

@@ -33,9 +33,10 @@ const (
 )
 
 // KnownDetectors are the detector names the response policy accepts:
-// pkg/detect's own list, so that the two cannot drift. A typo in a revoke
+// pkg/detect's own list (so that the two cannot drift) and the issuer's
+// leak reports (events.DetectorLeakedPublic). A typo in a revoke
 // rule would silently disable it, so unknown names are errors.
-var KnownDetectors = detect.Detectors()
+var KnownDetectors = append(detect.Detectors(), events.DetectorLeakedPublic)
 
 // MaxWithin bounds a combination or corroboration window: the engine keeps
 // per-token memory for the longest window of the policy.

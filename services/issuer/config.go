@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -52,6 +53,14 @@ type Config struct {
 	// Grace is the default grace period of a rotated token (default
 	// DefaultGrace).
 	Grace time.Duration
+	// LeakGitHubKeys is GitHub's secret scanning key document (a URL or
+	// a file) that verifies POST /v1/leaks/github; empty leaves that route
+	// off.
+	LeakGitHubKeys string
+	// LeakRate and LeakBurst limit unsigned leak reports per client
+	// (defaults DefaultLeakRate, DefaultLeakBurst).
+	LeakRate  float64
+	LeakBurst int
 	// Log receives the issuer's logs.
 	Log zerolog.Logger
 }
@@ -70,6 +79,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AnchorKey, "anchor-key", os.Getenv("CORDON_ANCHOR_KEY"), "trust anchor private key `file` from cordon anchor generate ($CORDON_ANCHOR_KEY; default: DATA/keys/"+AnchorFile+", generated on first start)")
 	fs.DurationVar(&c.Grace, "grace", DefaultGrace, "default grace period of a rotated token")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
+	fs.StringVar(&c.LeakGitHubKeys, "leak-github-keys", os.Getenv("CORDON_LEAK_GITHUB_KEYS"), "`source` of GitHub's secret scanning public keys, a URL or a file (e.g. https://api.github.com/meta/public_keys/secret_scanning), that verify POST /v1/leaks/github; off when empty ($CORDON_LEAK_GITHUB_KEYS)")
+	fs.Float64Var(&c.LeakRate, "leak-rate", DefaultLeakRate, "unsigned leak reports (POST /v1/leaks, cordon.cmd.report-leak) allowed per second per client address")
+	fs.IntVar(&c.LeakBurst, "leak-burst", DefaultLeakBurst, "burst of unsigned leak reports per client address")
 }
 
 // DefaultListen is the HTTP API's address of `cordon issuer` and `cordon up`.
@@ -100,6 +112,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Grace < 0 {
 		return svcconfig.Invalidf("--grace %s is negative", c.Grace)
+	}
+	if c.LeakRate < 0 || c.LeakBurst < 0 {
+		return svcconfig.Invalidf("--leak-rate %v, --leak-burst %d: want positive values (0 takes the default)", c.LeakRate, c.LeakBurst)
+	}
+	if c.LeakGitHubKeys != "" && !strings.HasPrefix(c.LeakGitHubKeys, "https://") && !strings.HasPrefix(c.LeakGitHubKeys, "http://") {
+		if _, err := os.Stat(c.LeakGitHubKeys); err != nil {
+			return svcconfig.Invalidf("--leak-github-keys %q: neither an http(s) URL nor a readable file: %v", c.LeakGitHubKeys, err)
+		}
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return svcconfig.Invalidf("--replicas %d: want 1 to 5", c.Replicas)

@@ -22,7 +22,7 @@ import (
 // clearEnv unsets the variables the issuer's flags read.
 func clearEnv(t *testing.T) {
 	for _, v := range []string{"CORDON_NATS", "CORDON_NATS_CREDS", "CORDON_NATS_CA", "CORDON_NATS_CERT", "CORDON_NATS_KEY",
-		"CORDON_TLS_CERT", "CORDON_TLS_KEY", "CORDON_POLICY", "CORDON_ANCHOR_KEY"} {
+		"CORDON_TLS_CERT", "CORDON_TLS_KEY", "CORDON_POLICY", "CORDON_ANCHOR_KEY", "CORDON_LEAK_GITHUB_KEYS"} {
 		t.Setenv(v, "")
 	}
 }
@@ -45,7 +45,8 @@ func TestConfigFlags(t *testing.T) {
 	args := []string{"--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
 		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--data=/var/lib/cordon",
 		"--policy=/etc/cordon/policy.yaml", "--listen=0.0.0.0:7400", "--tls-cert=/run/secrets/https.pem", "--tls-key=/run/secrets/https-key.pem",
-		"--anchor-key=/run/secrets/anchor.key", "--metrics-listen=127.0.0.1:9090", "--source=issuer/a", "--admin-ttl=30d", "--grace=5m"}
+		"--anchor-key=/run/secrets/anchor.key", "--metrics-listen=127.0.0.1:9090", "--source=issuer/a", "--admin-ttl=30d", "--grace=5m",
+		"--leak-github-keys=https://api.github.com/meta/public_keys/secret_scanning", "--leak-rate=5", "--leak-burst=50"}
 	fs = flag.NewFlagSet("issuer", flag.ContinueOnError)
 	got = Config{}
 	got.RegisterFlags(fs)
@@ -62,6 +63,7 @@ func TestConfigFlags(t *testing.T) {
 		Replicas: 3, DataDir: "/var/lib/cordon", PolicyFile: "/etc/cordon/policy.yaml", Listen: "0.0.0.0:7400",
 		TLSCert: "/run/secrets/https.pem", TLSKey: "/run/secrets/https-key.pem", AnchorKey: "/run/secrets/anchor.key",
 		MetricsListen: "127.0.0.1:9090", Source: "issuer/a", AdminTTL: "30d", Grace: 5 * time.Minute,
+		LeakGitHubKeys: "https://api.github.com/meta/public_keys/secret_scanning", LeakRate: 5, LeakBurst: 50,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)

@@ -41,6 +41,8 @@ func Classify(err error) (status int, code string) {
 		return http.StatusUnprocessableEntity, "unknown_holder"
 	case errors.Is(err, policy.ErrExceedsCeiling):
 		return http.StatusUnprocessableEntity, "exceeds_ceiling"
+	case errors.Is(err, ErrRateLimited):
+		return http.StatusTooManyRequests, "rate_limited"
 	case errors.Is(err, ErrNotReady), errors.Is(err, adminauth.ErrUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	}

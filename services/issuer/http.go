@@ -32,6 +32,8 @@ const HeaderIdempotencyKey = "Idempotency-Key"
 //	GET  /v1/keys                  list keys        (cordon:read)
 //	POST /v1/keys/rotate           new signing key  (cordon:keys)
 //	POST /v1/keys/{kid}/retire     retire a key     (cordon:keys)
+//	POST /v1/leaks/github          leak reports     (GitHub's signature; leak.go)
+//	POST /v1/leaks                 leak reports     (no auth, rate-limited)
 //	GET  /healthz                  readiness        (no auth)
 //
 // Issue and rotate record where the request came from (the socket peer
@@ -48,6 +50,8 @@ func (i *Issuer) routes() http.Handler {
 	mux.HandleFunc("GET /v1/keys", i.handleKeys)
 	mux.HandleFunc("POST /v1/keys/rotate", i.handleKeyRotate)
 	mux.HandleFunc("POST /v1/keys/{kid}/retire", i.handleKeyRetire)
+	mux.HandleFunc("POST /v1/leaks/github", i.handleLeakGitHub)
+	mux.HandleFunc("POST /v1/leaks", i.handleLeakPlain)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !i.ready.Load() {
 			i.writeError(w, ErrNotReady)

@@ -27,6 +27,7 @@ package issuer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -49,6 +50,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/adminauth"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/follow"
+	"github.com/cordonhq/cordon/pkg/leak"
 	"github.com/cordonhq/cordon/pkg/policy"
 	"github.com/cordonhq/cordon/pkg/privdir"
 )
@@ -104,6 +106,14 @@ type Options struct {
 	// Empty uses DataDir/keys/anchor.key, generated on first start. The
 	// public half is written to DataDir/trust-anchor.pub.
 	AnchorFile string
+	// LeakKeys verifies GitHub's secret scanning reports (POST
+	// /v1/leaks/github); nil answers that route 404.
+	LeakKeys *leak.Keys
+	// LeakRate and LeakBurst limit unsigned leak reports (POST /v1/leaks,
+	// cordon.cmd.report-leak) per client address: requests per second
+	// (default DefaultLeakRate) and burst (default DefaultLeakBurst).
+	LeakRate  float64
+	LeakBurst int
 }
 
 // Issuer mints and rotates tokens. Create it with New, then Start (or Run).
@@ -121,20 +131,21 @@ type Issuer struct {
 
 	opMu sync.Mutex // serialises changes to the ledger
 
-	kv      jetstream.KeyValue
-	ledger  *follow.Reader // TOKENS into reg
-	subs    []*nats.Subscription
-	srv     *http.Server
-	ln      net.Listener
-	handler http.Handler
-	bg      context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	ready   atomic.Bool
-	started atomic.Bool
-	ticks   atomic.Uint64 // completed ticks, for tests
-	stats   counters
-	closed  sync.Once
+	kv        jetstream.KeyValue
+	ledger    *follow.Reader // TOKENS into reg
+	subs      []*nats.Subscription
+	srv       *http.Server
+	ln        net.Listener
+	handler   http.Handler
+	bg        context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	leakLimit *limiter
+	ready     atomic.Bool
+	started   atomic.Bool
+	ticks     atomic.Uint64 // completed ticks, for tests
+	stats     counters
+	closed    sync.Once
 }
 
 // New checks the options and opens the key store. Nothing is published
@@ -198,15 +209,16 @@ func New(o Options) (*Issuer, error) {
 		return nil, fmt.Errorf("issuer: write trust anchor: %w", err)
 	}
 	i := &Issuer{
-		opts:    o,
-		log:     log,
-		refused: log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
-		nc:      o.NC,
-		js:      o.JS,
-		policy:  o.Policy.WithAdminCeiling(),
-		keys:    ks,
-		reg:     newRegistry(),
-		idem:    newIdemTable(o.IdempotencyEntries),
+		opts:      o,
+		log:       log,
+		refused:   log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
+		nc:        o.NC,
+		js:        o.JS,
+		policy:    o.Policy.WithAdminCeiling(),
+		keys:      ks,
+		reg:       newRegistry(),
+		idem:      newIdemTable(o.IdempotencyEntries),
+		leakLimit: newLimiter(cmp.Or(o.LeakRate, DefaultLeakRate), cmp.Or(o.LeakBurst, DefaultLeakBurst)),
 	}
 	i.admins, err = adminauth.New(adminauth.Options{Keys: ks.ring, Ledger: ledgerView{i}, Now: o.Now})
 	if err != nil {
@@ -274,6 +286,11 @@ func (i *Issuer) start(ctx context.Context) error {
 		}
 		i.subs = append(i.subs, sub)
 	}
+	sub, err := i.nc.QueueSubscribe(events.SubjectCmdReportLeak, QueueGroup, i.leakHandler)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", events.SubjectCmdReportLeak, err)
+	}
+	i.subs = append(i.subs, sub)
 	if err := i.nc.FlushTimeout(10 * time.Second); err != nil {
 		return fmt.Errorf("flush subscriptions: %w", err)
 	}

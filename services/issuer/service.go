@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/leak"
 	"github.com/cordonhq/cordon/pkg/metricsserver"
 	"github.com/cordonhq/cordon/pkg/natsconn"
 )
@@ -48,8 +49,15 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
 		return nil, err
 	}
+	var leakKeys *leak.Keys
+	if c.LeakGitHubKeys != "" {
+		if leakKeys, err = leak.NewKeys(leak.KeysOptions{Source: c.LeakGitHubKeys}); err != nil {
+			return nil, err
+		}
+	}
 	s.iss, err = New(Options{NC: s.nc, JS: js, DataDir: c.DataDir, Policy: pol, Logger: c.Log, Source: c.Source,
-		Grace: c.Grace, AdminTTL: adminTTL, Listen: c.Listen, TLS: tlsConf, AnchorFile: c.AnchorKey})
+		Grace: c.Grace, AdminTTL: adminTTL, Listen: c.Listen, TLS: tlsConf, AnchorFile: c.AnchorKey,
+		LeakKeys: leakKeys, LeakRate: c.LeakRate, LeakBurst: c.LeakBurst})
 	if err != nil {
 		return nil, err
 	}
