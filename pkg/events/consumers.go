@@ -51,7 +51,14 @@ func AuditorDurables(prefix string) []Durable {
 
 // RevokerDurables are every durable consumer a revoker with prefix creates.
 func RevokerDurables(prefix string) []Durable {
-	return []Durable{RevokerTokensDurable(prefix), RevokerAnomaliesDurable(prefix)}
+	return []Durable{RevokerTokensDurable(prefix), RevokerAnomaliesDurable(prefix), RevokerSSFDurable(prefix)}
+}
+
+// RevokerSSFDurable is the revoker's durable consumer of the ledger's
+// revocations that pushes them as Shared Signals events, for its durable
+// prefix (created only when receivers are configured).
+func RevokerSSFDurable(prefix string) Durable {
+	return Durable{Stream: StreamTokens, Name: prefix + "-ssf"}
 }
 
 // Dead-letter names: the consumer token of the subject each service moves

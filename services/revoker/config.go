@@ -63,6 +63,8 @@ type Config struct {
 	LedgerWait time.Duration
 	// DataDir, when set, keeps the journal of pending revocations there.
 	DataDir string
+	// SSF is Shared Signals (--ssf-* flags, ssfconfig.go).
+	SSF SSFConfig
 	// Log receives the revoker's logs.
 	Log zerolog.Logger
 }
@@ -85,6 +87,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", DefaultHeartbeatInterval, "interval of the denylist broadcast's heartbeat, which tells enforcers how far the denylist has got")
 	fs.DurationVar(&c.LedgerWait, "ledger-wait", DefaultLedgerWait, "how long a revocation waits for JetStream to accept its ledger event and denylist entry before replying \"pending\" (broadcast to enforcers, written when JetStream accepts it)")
 	fs.StringVar(&c.DataDir, "data-dir", os.Getenv("CORDON_REVOKER_DATA"), "directory of the journal of pending revocations, replayed at start (none when empty) ($CORDON_REVOKER_DATA)")
+	c.SSF.RegisterFlags(fs)
 }
 
 // withDefaults fills the zero values that have a default.
@@ -118,6 +121,9 @@ func (c *Config) Validate() error {
 		return svcconfig.Invalidf("--replicas %d: want 1 to 5", c.Replicas)
 	}
 	if err := svcconfig.CheckListen("metrics-listen", c.MetricsListen); err != nil {
+		return err
+	}
+	if err := c.SSF.validate(c.DataDir); err != nil {
 		return err
 	}
 	_, err := c.sinks()

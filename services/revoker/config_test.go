@@ -25,7 +25,7 @@ import (
 func clearEnv(t *testing.T) {
 	for _, v := range []string{"CORDON_NATS", "CORDON_NATS_CREDS", "CORDON_NATS_CA", "CORDON_NATS_CERT", "CORDON_NATS_KEY",
 		"CORDON_POLICY", "CORDON_TRUST_ANCHOR", "CORDON_ALERT_WEBHOOK", "CORDON_SLACK_WEBHOOK", "CORDON_PAGERDUTY_KEY", "CORDON_PAGERDUTY_URL",
-		"CORDON_REVOKER_DATA"} {
+		"CORDON_REVOKER_DATA", "CORDON_SSF_PUSH"} {
 		t.Setenv(v, "")
 	}
 }
@@ -56,7 +56,11 @@ func TestConfigFlags(t *testing.T) {
 		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--policy=/etc/cordon/policy.yaml",
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--alert-webhook=https://am.example/hook",
 		"--slack-webhook=https://hooks.example/s", "--pagerduty-key=k", "--pagerduty-url=https://pd.example/v2", "--external-url=https://cordon.example",
-		"--max-token-ttl=2160h", "--source=revoker/a", "--dry-run", "--heartbeat=100ms", "--ledger-wait=5s", "--data-dir=/var/lib/cordon/revoker")
+		"--max-token-ttl=2160h", "--source=revoker/a", "--dry-run", "--heartbeat=100ms", "--ledger-wait=5s", "--data-dir=/var/lib/cordon/revoker",
+		"--ssf-push=https://a.example/events, https://b.example/events", "--ssf-push-auth-file=/run/secrets/ssf-push", "--ssf-key=/run/secrets/ssf.pem",
+		"--ssf-issuer=https://cordon.example", "--ssf-audience=https://idp.example", "--ssf-listen=127.0.0.1:7600",
+		"--ssf-receive-keys=https://idp.example/jwks.json", "--ssf-receive-issuer=https://idp.example", "--ssf-receive-audience=https://cordon.example",
+		"--ssf-receive-auth-file=/run/secrets/ssf-receive", "--ssf-tenant=acme")
 	want := revoker.Config{
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
@@ -64,6 +68,10 @@ func TestConfigFlags(t *testing.T) {
 		AlertWebhook: "https://am.example/hook", SlackWebhook: "https://hooks.example/s", PagerDutyKey: "k", PagerDutyURL: "https://pd.example/v2",
 		ExternalURL: "https://cordon.example", DryRun: true, Source: "revoker/a", MetricsListen: "127.0.0.1:9090",
 		HeartbeatInterval: 100 * time.Millisecond, LedgerWait: 5 * time.Second, DataDir: "/var/lib/cordon/revoker",
+		SSF: revoker.SSFConfig{Push: "https://a.example/events, https://b.example/events", PushAuthFile: "/run/secrets/ssf-push",
+			Key: "/run/secrets/ssf.pem", Issuer: "https://cordon.example", Audience: "https://idp.example", Listen: "127.0.0.1:7600",
+			ReceiveKeys: "https://idp.example/jwks.json", ReceiveIssuer: "https://idp.example", ReceiveAudience: "https://cordon.example",
+			ReceiveAuthFile: "/run/secrets/ssf-receive", Tenant: "acme"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -89,6 +97,10 @@ func TestConfigValidate(t *testing.T) {
 		{"webhook", func(c *revoker.Config) { c.AlertWebhook = "am.example/secret" }, "--alert-webhook"},
 		{"slack", func(c *revoker.Config) { c.SlackWebhook = "hooks.example/services/secret" }, "--slack-webhook"},
 		{"pagerduty url", func(c *revoker.Config) { c.PagerDutyKey, c.PagerDutyURL = "secret", "nope/secret" }, "--pagerduty-key"},
+		{"ssf push url", func(c *revoker.Config) { c.SSF.Push, c.SSF.Key = "idp.example/secret", "k.pem" }, "--ssf-push: an endpoint is not"},
+		{"ssf push without key", func(c *revoker.Config) { c.SSF.Push = "https://idp.example/events" }, "--ssf-push needs a signing key"},
+		{"ssf receive without listen", func(c *revoker.Config) { c.SSF.ReceiveKeys = "jwks.json" }, "--ssf-receive-keys needs --ssf-listen"},
+		{"ssf listen", func(c *revoker.Config) { c.SSF.Listen = "nope" }, `--ssf-listen "nope"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

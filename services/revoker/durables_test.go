@@ -3,6 +3,9 @@ package revoker_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -13,14 +16,16 @@ import (
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsauth"
+	"github.com/cordonhq/cordon/pkg/ssf"
 	"github.com/cordonhq/cordon/pkg/token"
 	"github.com/cordonhq/cordon/services/revoker"
 )
 
 // TestDurablesAreTheRolesGrants: the revoker, connected with its role's
 // credentials to a server that enforces them, creates exactly the durable
-// consumers the role is granted (natsauth.Durables), with no permission
-// violation.
+// consumers the role is granted (natsauth.Durables; Shared Signals
+// receivers configured, so the one that pushes them too), with no
+// permission violation.
 func TestDurablesAreTheRolesGrants(t *testing.T) {
 	sec := natstest.RunSecured(t)
 	nc, js := sec.Connect(t, natsauth.RoleRevoker)
@@ -30,7 +35,15 @@ func TestDurablesAreTheRolesGrants(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	r, err := revoker.New(revoker.Options{NC: nc, JS: js, TrustAnchors: token.Anchors{anchor.Public()}, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	// With a Shared Signals receiver, so that every durable is made.
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	defer receiver.Close()
+	signer, err := ssf.LoadOrCreateSigner(filepath.Join(t.TempDir(), "ssf.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := revoker.New(revoker.Options{NC: nc, JS: js, TrustAnchors: token.Anchors{anchor.Public()}, Log: zerolog.New(zerolog.NewTestWriter(t)),
+		SSF: revoker.SSFOptions{Signer: signer, Receivers: []*ssf.Pusher{{Endpoint: receiver.URL}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,9 @@ type Options struct {
 	// authenticate cordon.cmd.revoke callers; a key without a valid
 	// endorsement is ignored. Required.
 	TrustAnchors token.Anchors
+	// SSF configures Shared Signals: revocations pushed as SETs, account
+	// events received (ssf.go). Zero: off.
+	SSF SSFOptions
 	// HeartbeatInterval is how often the denylist broadcast's heartbeat
 	// goes out (default 250ms).
 	HeartbeatInterval time.Duration
@@ -221,7 +224,8 @@ type Revoker struct {
 	// the admin records confirmed within AuthGrace.
 	jsDown atomic.Bool
 
-	stats counters
+	stats    counters
+	ssfStats ssfCounters
 }
 
 // New validates the options and builds a revoker; Start runs it.
@@ -292,6 +296,9 @@ func (r *Revoker) start(ctx context.Context) error {
 		return err
 	}
 	if err := r.startAdmin(ctx); err != nil {
+		return err
+	}
+	if err := r.startSSF(ctx); err != nil {
 		return err
 	}
 	tokensDurable, anomaliesDurable := events.RevokerTokensDurable(r.o.Durable), events.RevokerAnomaliesDurable(r.o.Durable)

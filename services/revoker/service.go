@@ -20,6 +20,7 @@ type Service struct {
 	r       *Revoker
 	nc      *nats.Conn
 	metrics *metricsserver.Server
+	ssf     *ssfServer
 
 	closeOnce sync.Once
 	closeErr  error
@@ -53,9 +54,13 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
 		return nil, err
 	}
+	ssfOpts, err := c.SSF.options(ctx, c.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	s.r, err = New(Options{NC: s.nc, JS: js, Policy: resp, Sinks: sinks, Alerts: c.Alerts, Log: c.Log, Source: c.Source,
 		MaxTokenTTL: maxTTL, TrustAnchors: anchors, HeartbeatInterval: c.HeartbeatInterval, LedgerWait: c.LedgerWait,
-		DataDir: c.DataDir})
+		DataDir: c.DataDir, SSF: ssfOpts})
 	if err != nil {
 		return nil, err
 	}
@@ -64,6 +69,11 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	}
 	if c.MetricsListen != "" {
 		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "revoker", Collector: s.r, Log: c.Log}); err != nil {
+			return nil, err
+		}
+	}
+	if c.SSF.Listen != "" {
+		if s.ssf, err = startSSFServer(c.SSF.Listen, s.r.SSFHandler()); err != nil {
 			return nil, err
 		}
 	}
@@ -86,11 +96,14 @@ func (s *Service) Revoker() *Revoker { return s.r }
 // MetricsAddr is the metrics listener's address ("" when off).
 func (s *Service) MetricsAddr() string { return s.metrics.Addr() }
 
+// SSFAddr is the Shared Signals listener's address ("" when off).
+func (s *Service) SSFAddr() string { return s.ssf.Addr() }
+
 // Close stops the metrics listener and the revoker and closes the NATS
 // connection. Safe to call more than once.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
-		errs := []error{s.metrics.Close()}
+		errs := []error{s.metrics.Close(), s.ssf.Close()}
 		if s.r != nil {
 			errs = append(errs, s.r.Close())
 		}
