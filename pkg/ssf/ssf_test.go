@@ -36,7 +36,7 @@ func newSigner(t *testing.T) *ssf.Signer {
 func revocationSET(now time.Time) ssf.SET {
 	return ssf.SET{Issuer: "https://cordon.example", ID: "e1", IssuedAt: now.Unix(), Audience: ssf.Audience{"https://idp.example"},
 		Subject: &ssf.Subject{Format: "opaque", ID: "tok-1"},
-		Events: ssf.EventsMap{ssf.EventCredentialChange: {"credential_type": "api_key", "change_type": "revoke", "event_timestamp": now.Unix()}}}
+		Events:  ssf.EventsMap{ssf.EventCredentialChange: {"credential_type": "api_key", "change_type": "revoke", "event_timestamp": now.Unix()}}}
 }
 
 // TestSignVerify: a signed SET verifies with the published JWKS (after a
