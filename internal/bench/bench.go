@@ -83,6 +83,7 @@ func Suites() []Suite {
 		FaultsSuite(),
 		NodeLossSuite(),
 		ScaleOutSuite(),
+		LeakSuite(),
 	}
 }
 
