@@ -84,6 +84,7 @@ func Suites() []Suite {
 		NodeLossSuite(),
 		ScaleOutSuite(),
 		LeakSuite(),
+		CanarySuite(),
 	}
 }
 

@@ -14,6 +14,8 @@ const tokenUsage = `Usage: cordon token <command> [flags]
 
 Commands:
   issue    mint a token within the holder's ceiling (prints it on stdout)
+  canary   mint a canary: a real-looking token every enforcer denies, whose
+           first use pages on-call (plant it where a thief would look)
   list     list tokens (--tenant, --holder, --status)
   inspect  show a token's claims, status and ledger history
   rotate   mint a successor and revoke the token after a grace period
@@ -33,7 +35,7 @@ Commands:
 
 func runToken(ctx context.Context, env *Env, args []string) error {
 	return subcommand(ctx, env, args, tokenUsage, map[string]func(context.Context, *Env, []string) error{
-		"issue": runTokenIssue, "list": runTokenList, "inspect": runTokenInspect, "rotate": runTokenRotate,
+		"issue": runTokenIssue, "canary": runTokenCanary, "list": runTokenList, "inspect": runTokenInspect, "rotate": runTokenRotate,
 	})
 }
 
@@ -133,7 +135,20 @@ func (f *apiFlags) reply(env *Env, what string, v any, err error, text func() er
 }
 
 func runTokenIssue(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags(env, "token issue", "token issue --tenant T --holder H --scope s1,s2 [--audience a] [--network CIDR] [--env E] "+
+	return issueToken(ctx, env, args, false)
+}
+
+// runTokenCanary mints a canary: the issue flags, Canary set.
+func runTokenCanary(ctx context.Context, env *Env, args []string) error {
+	return issueToken(ctx, env, args, true)
+}
+
+func issueToken(ctx context.Context, env *Env, args []string, canary bool) error {
+	name := "token issue"
+	if canary {
+		name = "token canary"
+	}
+	fs := newFlags(env, name, name+" --tenant T --holder H --scope s1,s2 [--audience a] [--network CIDR] [--env E] "+
 		"[--window 'mon-fri 08:00-18:00 Europe/Paris'] [--device THUMB] [--ttl 1h] [-o json]")
 	af := addAPIFlags(fs)
 	var f issuer.IssueFlags
@@ -143,6 +158,7 @@ func runTokenIssue(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	req.Canary = canary
 	res, err := c.Issue(ctx, req, f.IdempotencyKey)
 	return af.reply(env, "issue", res, err, func() error {
 		if _, err := fmt.Fprintln(env.Stdout, res.Token); err != nil {

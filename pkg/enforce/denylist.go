@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -20,6 +21,9 @@ type holderKey struct{ tenant, holder string }
 // delete of that bucket key removes exactly one index entry.
 type denySet struct {
 	tokens map[string]struct{}
+	// canaries are the token entries that mark canary tokens (also in
+	// tokens): their holder, for the report.
+	canaries map[string]holderKey
 	// holders and tenants map to the revocation time (Unix seconds): a
 	// token issued at or before it is revoked, one issued later is not, so
 	// a holder can be given fresh tokens after an incident.
@@ -33,11 +37,12 @@ type denySet struct {
 
 func newDenySet() *denySet {
 	return &denySet{
-		tokens:  map[string]struct{}{},
-		holders: map[holderKey]int64{},
-		kids:    map[string]struct{}{},
-		tenants: map[string]int64{},
-		before:  map[string]int64{},
+		tokens:   map[string]struct{}{},
+		canaries: map[string]holderKey{},
+		holders:  map[holderKey]int64{},
+		kids:     map[string]struct{}{},
+		tenants:  map[string]int64{},
+		before:   map[string]int64{},
 	}
 }
 
@@ -92,6 +97,12 @@ func (s *denySet) put(key string, value []byte, now time.Time) error {
 	switch r.kind {
 	case events.RevokeToken:
 		s.tokens[r.id] = struct{}{}
+		if bytes.Contains(value, canaryMark) {
+			var rec events.DenyRecord
+			if json.Unmarshal(value, &rec) == nil && rec.Canary {
+				s.canaries[r.id] = holderKey{rec.Tenant, rec.Holder}
+			}
+		}
 	case events.RevokeKey:
 		s.kids[r.id] = struct{}{}
 	case events.RevokeTenant, events.RevokeHolder:
@@ -138,6 +149,7 @@ func (s *denySet) remove(key string) error {
 	switch r.kind {
 	case events.RevokeToken:
 		delete(s.tokens, r.id)
+		delete(s.canaries, r.id)
 	case events.RevokeKey:
 		delete(s.kids, r.id)
 	case events.RevokeTenant:
@@ -243,6 +255,18 @@ type denylist struct {
 
 func newDenylist() *denylist {
 	return &denylist{set: newDenySet(), unconf: map[string]*unconfirmed{}}
+}
+
+// canaryMark is in the record of every canary token entry.
+var canaryMark = []byte(`"canary":true`)
+
+// canary reports whether t is a canary token, and the holder it was
+// planted for.
+func (d *denylist) canary(t *token.Token) (holderKey, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	h, ok := d.set.canaries[t.ID]
+	return h, ok
 }
 
 // revoked reports whether the denylist revokes t.

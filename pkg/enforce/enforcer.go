@@ -104,6 +104,7 @@ type Enforcer struct {
 
 	decisions   atomic.Uint64
 	denied      atomic.Uint64
+	canaries    canaryCounters
 	cacheMisses atomic.Uint64
 	keysRev     atomic.Uint64
 
@@ -249,6 +250,9 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 		d.Reason = ReasonDenylistStale
 	case e.dl.revoked(t):
 		d.Reason = ReasonRevoked
+		if h, ok := e.dl.canary(t); ok {
+			e.tripCanary(req, t, h, now)
+		}
 	case !t.HasAudience(e.opts.Service):
 		d.Reason = ReasonWrongAudience
 	case req.Scope == "" || !t.HasScope(req.Scope):
@@ -393,12 +397,16 @@ type Stats struct {
 	// were dropped because it was full; UsagePublished were acknowledged
 	// by JetStream, in UsageBatches messages (batches, or one per event in
 	// the event format); UsageFailed could not be published.
-	UsageQueued    int
-	UsageCapacity  int
-	UsageDropped   uint64
-	UsagePublished uint64
-	UsageBatches   uint64
-	UsageFailed    uint64
+	// CanaryTrips counts decisions on canary tokens (each reported on
+	// events.CanarySubject); CanaryReportsLost those NATS did not take.
+	CanaryTrips       uint64
+	CanaryReportsLost uint64
+	UsageQueued       int
+	UsageCapacity     int
+	UsageDropped      uint64
+	UsagePublished    uint64
+	UsageBatches      uint64
+	UsageFailed       uint64
 	// With a spool (Options.SpoolDir): UsageSpooled events were written to
 	// it because JetStream did not acknowledge them. Since it was opened,
 	// counted in messages (batches, or events in the event format):
@@ -429,6 +437,8 @@ func (e *Enforcer) Stats() Stats {
 		DenyEntries:       e.dl.len(),
 		DenylistRevision:  e.dl.revision.Load(),
 		DenylistCurrentAt: e.fresh.currentAt(),
+		CanaryTrips:       e.canaries.trips.Load(),
+		CanaryReportsLost: e.canaries.lost.Load(),
 	}
 	s.DenyUnconfirmed = e.dl.unconfirmedLen()
 	if b := e.bcast.Load(); b != nil {

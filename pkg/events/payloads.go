@@ -41,6 +41,10 @@ type TokenIssued struct {
 	Actor       string      `json:"actor"`
 	RotatedFrom string      `json:"rotated_from,omitempty"`
 	BreakGlass  bool        `json:"break_glass,omitempty"`
+	// Canary marks a canary token: minted like any other, denied by every
+	// enforcer from the start, its first use a critical alert (canary.go).
+	// Only the ledger says so; the token string does not.
+	Canary bool `json:"canary,omitempty"`
 	// Requested is where the token was asked for, as the issuer saw the
 	// request; absent when unknown (a NATS command, whose sender's address
 	// the issuer cannot see, or a token the issuer minted for itself).

@@ -33,6 +33,9 @@ type DenyRecord struct {
 	Actor     string    `json:"actor"`
 	RevokedAt time.Time `json:"revoked_at"`
 	Expiry    time.Time `json:"exp"`
+	// Canary, on a token entry, marks a canary token: enforcers deny it
+	// like a revoked token and report its use on CanarySubject.
+	Canary bool `json:"canary,omitempty"`
 }
 
 // DenyKeyToken is the denylist key revoking one token.

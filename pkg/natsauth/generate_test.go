@@ -219,6 +219,8 @@ func TestPermissionsShape(t *testing.T) {
 		"cordon.anomaly.high.t.x":           {natsauth.RoleAuditor},
 		"cordon.anomaly.critical.t.x":       {natsauth.RoleAuditor, natsauth.RoleIssuer},
 		"cordon.cmd.report-leak":            {natsauth.RoleAdmin},
+		"cordon.canary.edge-1":              {natsauth.RoleEnforcer},
+		"cordon.canary.edge-2":              nil,
 		"$JS.API.STREAM.UPDATE.TOKENS":      nil,
 		"$JS.API.STREAM.DELETE.KV_denylist": nil,
 		"$JS.API.STREAM.PURGE.USAGE":        nil,

@@ -173,6 +173,8 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 	switch r {
 	case RoleEnforcer:
 		p.pub(UsagePublishSubject(enforcer), UsageBatchPublishSubject(enforcer))
+		// Canary tokens presented to it, under its own name only.
+		p.pub(events.CanarySubject(enforcer))
 		// The denylist broadcast: listen, and ask a revoker for changes
 		// missed while disconnected.
 		p.subs = append(p.subs, events.SubjectDenyChange, events.SubjectDenyHeartbeat)
@@ -185,6 +187,8 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		// found in public (services/issuer leak.go).
 		p.pub(events.SubjectAnomalyPrefix + events.SeverityCritical + ".>")
 		p.kvRead(events.BucketKeys)
+		// A canary is handed out once the revoker has denied it.
+		p.kvRead(events.BucketDenylist)
 		p.kvWrite(events.BucketKeys)
 		p.ordered(events.StreamTokens)
 		p.bootstrap()
@@ -197,6 +201,8 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		// heartbeats, follows the other replicas' and answers resyncs.
 		p.pub(events.SubjectDenyChange, events.SubjectDenyHeartbeat)
 		p.subs = append(p.subs, events.SubjectDenyChange)
+		// Canary tokens presented to the enforcers (canary.go).
+		p.subs = append(p.subs, events.SubjectCanaryPrefix+">")
 		p.kvRead(events.BucketKeys)
 		p.ordered(events.StreamTokens)
 		p.durables(Durables(r))
@@ -256,6 +262,7 @@ var guarded = []string{
 	"$KV." + events.BucketKeys + ".>",
 	events.SubjectDenyChange,
 	events.SubjectDenyHeartbeat,
+	events.SubjectCanaryPrefix + ">",
 	"$JS.API.STREAM.UPDATE.>",
 	"$JS.API.STREAM.DELETE.>",
 	"$JS.API.STREAM.PURGE.>",

@@ -60,6 +60,11 @@ type IssueRequest struct {
 	// NotBefore defaults to now.
 	NotBefore  *time.Time `json:"not_before,omitempty"`
 	BreakGlass bool       `json:"break_glass,omitempty"`
+	// Canary mints a canary token: a real token no enforcer ever accepts,
+	// whose first use anywhere is a critical alert. Plant it where a thief
+	// would look; give it a believable holder and scopes and the longest
+	// TTL the holder allows (a canary past its expiry no longer reports).
+	Canary bool `json:"canary,omitempty"`
 }
 
 // Window is a time-of-use window on the wire: either the object
@@ -124,8 +129,10 @@ type TokenInfo struct {
 	Status     string             `json:"status"`
 	Claims     events.TokenClaims `json:"claims"`
 	BreakGlass bool               `json:"break_glass,omitempty"`
-	IssuedAt   time.Time          `json:"issued_at"`
-	IssuedBy   string             `json:"issued_by"`
+	// Canary marks a canary token (IssueRequest.Canary).
+	Canary   bool      `json:"canary,omitempty"`
+	IssuedAt time.Time `json:"issued_at"`
+	IssuedBy string    `json:"issued_by"`
 	// RotatedFrom is the predecessor of a successor token.
 	RotatedFrom string `json:"rotated_from,omitempty"`
 	// SuccessorID and GraceUntil are set once the token is rotated.
@@ -164,6 +171,9 @@ type TokenList struct {
 type IssueResponse struct {
 	Token string `json:"token"`
 	TokenInfo
+	// Warning says what is not done yet: for a canary, that no revoker
+	// has put it on the denylist within canaryWait (is one running?).
+	Warning string `json:"warning,omitempty"`
 }
 
 // RotateResponse carries the successor token and both registry entries.

@@ -588,7 +588,7 @@ func (i *Issuer) ensureAdminToken(ctx context.Context) (bool, error) {
 	if err := policy.Check(c, req); err != nil {
 		return false, fmt.Errorf("bootstrap admin token: %w", err)
 	}
-	resp, err := i.mint(ctx, "issuer:bootstrap", req, i.now(), "", nil)
+	resp, err := i.mint(ctx, "issuer:bootstrap", req, i.now(), "", nil, false)
 	if err != nil {
 		return false, fmt.Errorf("bootstrap admin token: %w", err)
 	}

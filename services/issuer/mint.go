@@ -41,6 +41,10 @@ func (i *Issuer) issueFrom(ctx context.Context, actor string, from *events.Issua
 		return nil, err
 	}
 	i.stats.issued.Add(1)
+	if in.Canary {
+		// Outside opMu: other issuances do not wait for the revoker.
+		res.Warning = i.awaitDenied(ctx, res.ID)
+	}
 	return res, nil
 }
 
@@ -74,13 +78,45 @@ func (i *Issuer) issue(ctx context.Context, actor string, from *events.IssuanceC
 	}
 	i.opMu.Lock()
 	defer i.opMu.Unlock()
-	return i.mint(ctx, actor, req, nbf, "", from)
+	if in.Canary && in.BreakGlass {
+		return nil, fmt.Errorf("%w: a canary cannot be a break-glass token", ErrBadRequest)
+	}
+	return i.mint(ctx, actor, req, nbf, "", from, in.Canary)
+}
+
+// canaryWait bounds how long minting a canary waits for the revoker to
+// put it on the denylist.
+const canaryWait = 10 * time.Second
+
+// awaitDenied waits until the denylist bucket holds token id's entry, so
+// that a canary is denied everywhere before it is handed out; it returns
+// a warning when that did not happen within canaryWait.
+func (i *Issuer) awaitDenied(ctx context.Context, id string) string {
+	ctx, cancel := context.WithTimeout(ctx, canaryWait)
+	defer cancel()
+	kv, err := i.js.KeyValue(ctx, events.BucketDenylist)
+	for err == nil {
+		if _, err = kv.Get(ctx, events.DenyKeyToken(id)); err == nil {
+			return ""
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		err = nil
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	i.log.Warn().Err(err).Str("token_id", id).Msg("canary minted, not on the denylist yet")
+	return fmt.Sprintf("the canary is not on the denylist after %v (is a revoker running?): enforcers accept it until it is", canaryWait)
 }
 
 // mint signs a token for a checked request and records it on the ledger,
 // with from, where it was requested from, when known. Callers hold opMu
 // (or run before serving).
-func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf time.Time, rotatedFrom string, from *events.IssuanceContext) (*IssueResponse, error) {
+func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf time.Time, rotatedFrom string, from *events.IssuanceContext, canary bool) (*IssueResponse, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, fmt.Errorf("token id: %w", err)
@@ -97,7 +133,7 @@ func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf
 	evt := &events.TokenIssued{
 		TokenID: claims.ID, Tenant: claims.Tenant, Holder: claims.Holder, KeyID: signer.KeyID,
 		Claims: adminauth.LedgerClaims(claims), Actor: actor, RotatedFrom: rotatedFrom, BreakGlass: claims.BreakGlass,
-		Requested: from,
+		Requested: from, Canary: canary,
 	}
 	if _, err := i.publish(ctx, evt); err != nil {
 		return nil, err
@@ -105,7 +141,7 @@ func (i *Issuer) mint(ctx context.Context, actor string, req policy.Request, nbf
 	info, _ := i.reg.get(claims.ID, i.now())
 	l := i.log.Info().Str("token_id", claims.ID).Str("tenant", claims.Tenant).Str("holder", claims.Holder).
 		Str("kid", signer.KeyID).Strs("scopes", claims.Scopes).Time("expires", time.Unix(claims.Expiry, 0)).
-		Str("actor", actor).Str("rotated_from", rotatedFrom)
+		Str("actor", actor).Str("rotated_from", rotatedFrom).Bool("canary", canary)
 	if from != nil {
 		l = l.Str("requested_ip", from.SourceIP).Str("requested_client", from.Client)
 	}
@@ -178,6 +214,9 @@ func (i *Issuer) rotate(ctx context.Context, actor string, from *events.Issuance
 	case StatusRotated:
 		return nil, fmt.Errorf("%w: token %s was already rotated to %s", ErrConflict, id, pred.SuccessorID)
 	}
+	if pred.Canary {
+		return nil, fmt.Errorf("%w: token %s is a canary; mint another canary instead of rotating it", ErrConflict, id)
+	}
 	c, err := i.policy.Lookup(pred.Tenant, pred.Holder)
 	if err != nil {
 		return nil, err
@@ -192,7 +231,7 @@ func (i *Issuer) rotate(ctx context.Context, actor string, from *events.Issuance
 	if err := policy.Check(c, req); err != nil {
 		return nil, fmt.Errorf("rotate %s: %w", id, err)
 	}
-	succ, err := i.mint(ctx, actor, req, now, id, from)
+	succ, err := i.mint(ctx, actor, req, now, id, from, false)
 	if err != nil {
 		return nil, err
 	}

@@ -82,7 +82,7 @@ func (r *registry) apply(seq uint64, env events.Envelope) {
 		r.tokens[p.TokenID] = &entry{
 			info: TokenInfo{
 				ID: p.TokenID, Tenant: p.Tenant, Holder: p.Holder, KeyID: p.KeyID,
-				Claims: p.Claims, BreakGlass: p.BreakGlass, IssuedAt: env.Time,
+				Claims: p.Claims, BreakGlass: p.BreakGlass, Canary: p.Canary, IssuedAt: env.Time,
 				IssuedBy: p.Actor, RotatedFrom: p.RotatedFrom,
 			},
 			issued:  env.Time,

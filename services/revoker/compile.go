@@ -52,7 +52,11 @@ func (r *Revoker) compileMsg(msg jetstream.Msg) {
 		r.alerts.ResolveOpenedBefore(p.TokenID, fmt.Sprintf("token revoked by %s (kind %s): %s", p.Actor, p.Kind, p.Reason), env.Time)
 	case *events.TokenExpired:
 		r.alerts.Resolve(p.TokenID, "token expired")
-	case *events.TokenIssued, *events.TokenRotated:
+	case *events.TokenIssued:
+		if p.Canary && !r.denyCanary(msg, env, p) {
+			return
+		}
+	case *events.TokenRotated:
 	default:
 		r.deadLetter(msg, fmt.Sprintf("unexpected event type %q on the token ledger", env.Type))
 		return

@@ -20,6 +20,8 @@ type TokenInfo struct {
 	Expiry   time.Time
 	// BreakGlass marks an emergency token: never revoked automatically.
 	BreakGlass bool
+	// Canary marks a canary token (denied from the start; canary.go).
+	Canary bool
 	// Revoked is set once a TokenRevoked for it was seen or published.
 	Revoked bool
 }
@@ -55,7 +57,7 @@ func (x *index) issued(p *events.TokenIssued, at, now time.Time) {
 	x.pruneLocked(now)
 	if e, ok := x.byID[p.TokenID]; ok {
 		// A replay of the same issuance: keep the revoked flag.
-		e.Tenant, e.Holder, e.KeyID, e.IssuedAt, e.BreakGlass = p.Tenant, p.Holder, p.KeyID, at, p.BreakGlass
+		e.Tenant, e.Holder, e.KeyID, e.IssuedAt, e.BreakGlass, e.Canary = p.Tenant, p.Holder, p.KeyID, at, p.BreakGlass, p.Canary
 		if !e.Expiry.Equal(p.Claims.Expiry) {
 			e.Expiry = p.Claims.Expiry
 			heap.Fix(&x.exp, e.pos)
@@ -68,7 +70,7 @@ func (x *index) issued(p *events.TokenIssued, at, now time.Time) {
 		x.evicted.Add(1)
 	}
 	e := &entry{TokenInfo: TokenInfo{ID: p.TokenID, Tenant: p.Tenant, Holder: p.Holder, KeyID: p.KeyID,
-		IssuedAt: at, Expiry: p.Claims.Expiry, BreakGlass: p.BreakGlass}}
+		IssuedAt: at, Expiry: p.Claims.Expiry, BreakGlass: p.BreakGlass, Canary: p.Canary}}
 	x.byID[p.TokenID] = e
 	heap.Push(&x.exp, e)
 }

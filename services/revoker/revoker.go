@@ -106,6 +106,9 @@ type Options struct {
 	// SSF configures Shared Signals: revocations pushed as SETs, account
 	// events received (ssf.go). Zero: off.
 	SSF SSFOptions
+	// Canary recognises secret scanners' verification of canary tokens
+	// (canary.go).
+	Canary CanaryOptions
 	// HeartbeatInterval is how often the denylist broadcast's heartbeat
 	// goes out (default 250ms).
 	HeartbeatInterval time.Duration
@@ -224,8 +227,10 @@ type Revoker struct {
 	// the admin records confirmed within AuthGrace.
 	jsDown atomic.Bool
 
-	stats    counters
-	ssfStats ssfCounters
+	stats       counters
+	ssfStats    ssfCounters
+	canaryStats canaryCounters
+	canarySub   *nats.Subscription
 }
 
 // New validates the options and builds a revoker; Start runs it.
@@ -299,6 +304,9 @@ func (r *Revoker) start(ctx context.Context) error {
 		return err
 	}
 	if err := r.startSSF(ctx); err != nil {
+		return err
+	}
+	if err := r.startCanaries(); err != nil {
 		return err
 	}
 	tokensDurable, anomaliesDurable := events.RevokerTokensDurable(r.o.Durable), events.RevokerAnomaliesDurable(r.o.Durable)
@@ -420,8 +428,10 @@ func (r *Revoker) consumeErr(_ jetstream.ConsumeContext, err error) {
 // moment to go out, and stops alert delivery. It is safe to call twice.
 func (r *Revoker) Close() error {
 	r.closeOnce.Do(func() {
-		if r.sub != nil {
-			_ = r.sub.Unsubscribe()
+		for _, sub := range []*nats.Subscription{r.sub, r.canarySub} {
+			if sub != nil {
+				_ = sub.Unsubscribe()
+			}
 		}
 		for _, cc := range r.consumers {
 			cc.Stop()
