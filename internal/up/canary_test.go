@@ -1,14 +1,11 @@
 package up_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,16 +27,7 @@ func TestCanaryToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end system skipped with -short")
 	}
-	var mu sync.Mutex
-	var alerts []string
-	pager := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(r.Body)
-		mu.Lock()
-		alerts = append(alerts, b.String())
-		mu.Unlock()
-	}))
-	defer pager.Close()
+	pager := newPager(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sys, err := up.Start(ctx, up.Options{DataDir: filepath.Join(t.TempDir(), "data"), NATSPort: -1, IssuerListen: "127.0.0.1:0",
@@ -94,7 +82,7 @@ func TestCanaryToken(t *testing.T) {
 	// Handed out once the revoker has it on the denylist; planted tokens
 	// are not used the same millisecond: the enforcer has both entries
 	// once the broadcast arrives.
-	natstestWait(t, func() bool { return sys.Enforcer.Stats().DenyEntries >= 2 })
+	waitUntil(t, func() bool { return sys.Enforcer.Stats().DenyEntries >= 2 })
 	if st := do(canary.Token, "curl/8.5.0"); st != http.StatusForbidden {
 		t.Fatalf("canary's first use answered %d, want 403", st)
 	}
@@ -104,54 +92,22 @@ func TestCanaryToken(t *testing.T) {
 	if st := do(real.Token, "billing/1.0"); st != http.StatusOK {
 		t.Fatalf("the holder's real token answered %d", st)
 	}
-	wait := func(what string, ok func(string) bool) string {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			mu.Lock()
-			all := append([]string(nil), alerts...)
-			mu.Unlock()
-			for _, a := range all {
-				if ok(a) {
-					return a
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no alert %s; got %q", what, all)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	a := wait("for the canary", func(a string) bool { return strings.Contains(a, canary.ID) && strings.Contains(a, "canary_used") })
+	a := pager.await(t, "for the canary", func(a string) bool { return strings.Contains(a, canary.ID) && strings.Contains(a, "canary_used") })
 	for _, want := range []string{`"critical"`, "curl/8.5.0", "/invoices", "acme/billing-api", "127.0.0.1"} {
 		if !strings.Contains(a, want) {
 			t.Errorf("the canary alert does not name %q: %s", want, a)
 		}
 	}
-	p := wait("for the scanner's probe", func(a string) bool { return strings.Contains(a, probed.ID) })
+	p := pager.await(t, "for the scanner's probe", func(a string) bool { return strings.Contains(a, probed.ID) })
 	if !strings.Contains(p, "secret scanner") || strings.Contains(p, `"critical"`) {
 		t.Errorf("a scanner's verification alerted as %s", p)
 	}
 	if st := sys.Revoker.CanaryStats(); st.Trips != 1 || st.Probes != 1 || st.Refused != 0 {
 		t.Errorf("revoker canary stats %+v", st)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, a := range alerts {
+	for _, a := range pager.all() {
 		if strings.Contains(a, canary.Token) || strings.Contains(a, real.Token) {
 			t.Fatal("an alert carries a token string")
 		}
-	}
-}
-
-// natstestWait polls ok for up to 30 s.
-func natstestWait(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30 s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -15,11 +15,9 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -127,16 +125,7 @@ func TestGitHubLeakReports(t *testing.T) {
 	}
 	dir := t.TempDir()
 	gh, keysFile := newGitHubStandIn(t, dir, "gh-test-key-1")
-	var mu sync.Mutex
-	var alerts []string
-	pager := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(r.Body)
-		mu.Lock()
-		alerts = append(alerts, b.String())
-		mu.Unlock()
-	}))
-	defer pager.Close()
+	pager := newPager(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	sys, err := up.Start(ctx, up.Options{DataDir: filepath.Join(dir, "data"), NATSPort: -1, IssuerListen: "127.0.0.1:0",
@@ -254,22 +243,11 @@ func TestGitHubLeakReports(t *testing.T) {
 		}
 	}
 	// On-call is told where the tokens were found.
-	for {
-		mu.Lock()
-		got := strings.Join(alerts, "\n")
-		mu.Unlock()
-		if strings.Contains(got, "https://github.com/octo/repo-") && strings.Contains(got, "leaked_public") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no alert names where a token was found; got %.2000s", got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
+	pager.await(t, "naming where a token was found", func(a string) bool {
+		return strings.Contains(a, "https://github.com/octo/repo-") && strings.Contains(a, "leaked_public")
+	})
 	for _, tok := range leaked {
-		if strings.Contains(strings.Join(alerts, "\n"), tok) {
+		if strings.Contains(strings.Join(pager.all(), "\n"), tok) {
 			t.Fatal("an alert carries a token string")
 		}
 	}

@@ -3,11 +3,8 @@ package up_test
 import (
 	"bytes"
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,16 +38,7 @@ func TestLeakDrill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end drill skipped with -short")
 	}
-	var mu sync.Mutex
-	var alerts []string
-	pager := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var b bytes.Buffer
-		b.ReadFrom(r.Body)
-		mu.Lock()
-		alerts = append(alerts, b.String())
-		mu.Unlock()
-	}))
-	defer pager.Close()
+	pager := newPager(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -100,19 +88,7 @@ func TestLeakDrill(t *testing.T) {
 		t.Error("no revoked denial recorded in clickhouse")
 	}
 	// On-call got an alert naming the token and what Cordon did.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		got := strings.Join(alerts, "\n")
-		mu.Unlock()
-		if strings.Contains(got, rep.LeakedToken) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no alert for the leaked token reached on-call; got %q", got)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	pager.await(t, "for the leaked token", func(a string) bool { return strings.Contains(a, rep.LeakedToken) })
 }
 
 // TestAnalystAPI: cordon sql / anomalies / report reach the running
