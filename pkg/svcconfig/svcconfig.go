@@ -130,7 +130,7 @@ func UsagePartitionsFlag(fs *flag.FlagSet, p *int) {
 		}
 		*p = n
 	}
-	fs.Func("usage-partitions", fmt.Sprintf("partitions of the USAGE stream, 1 to %d (default %d; $%s): the same on every service; "+
+	fs.Func("usage-partitions", fmt.Sprintf("partitions of the USAGE stream: a `count` from 1 to %d (default %d; $%s): the same on every service; "+
 		"a stream that exists keeps its count and another one is refused (docs/operations.md says how to change it)",
 		events.MaxUsagePartitions, events.DefaultUsagePartitions, usagePartitionsEnv), func(v string) error {
 		n, err := strconv.Atoi(v)

@@ -25,6 +25,12 @@ type Config struct {
 	NATS natsconn.Config
 	// Replicas of the streams and buckets created when missing (default 1).
 	Replicas int
+	// UsagePartitions is the USAGE stream's partition count (flag
+	// --usage-partitions, default events.DefaultUsagePartitions): the count
+	// a missing stream is created with; an existing stream with another
+	// count is refused at start (natsconn.CheckUsagePartitions). 0 (a
+	// program's zero value) accepts the stream's.
+	UsagePartitions int
 	// DataDir holds the signing keys (keys/), the bootstrap admin token
 	// (admin.token) and the trust anchor's public half (default .cordon).
 	DataDir string
@@ -70,6 +76,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AnchorKey, "anchor-key", os.Getenv("CORDON_ANCHOR_KEY"), "trust anchor private key `file` from cordon anchor generate ($CORDON_ANCHOR_KEY; default: DATA/keys/"+AnchorFile+", generated on first start)")
 	fs.DurationVar(&c.Grace, "grace", DefaultGrace, "default grace period of a rotated token")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
+	svcconfig.UsagePartitionsFlag(fs, &c.UsagePartitions)
 }
 
 // DefaultListen is the HTTP API's address of `cordon issuer` and `cordon up`.
@@ -103,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return svcconfig.Invalidf("--replicas %d: want 1 to 5", c.Replicas)
+	}
+	if err := svcconfig.CheckUsagePartitions(c.UsagePartitions); err != nil {
+		return err
 	}
 	if err := svcconfig.CheckListen("listen", c.Listen); err != nil {
 		return err

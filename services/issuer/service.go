@@ -45,7 +45,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		}
 	}()
 	var js jetstream.JetStream
-	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
+	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas, UsagePartitions: c.UsagePartitions}, c.Log); err != nil {
 		return nil, err
 	}
 	s.iss, err = New(Options{NC: s.nc, JS: js, DataDir: c.DataDir, Policy: pol, Logger: c.Log, Source: c.Source,
