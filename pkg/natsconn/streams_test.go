@@ -293,3 +293,81 @@ func TestUsagePartitionsOfALegacyStream(t *testing.T) {
 		t.Fatalf("bootstrap of a legacy stream: %d partitions, %v; want 4", p, err)
 	}
 }
+
+// TestChangeUsagePartitions walks the NATS steps docs/operations.md gives
+// for changing the partition count of a deployment (with the auditors
+// stopped after they caught up): the operator changes only the USAGE
+// stream's subject transform, then purges the stream. New batches land on
+// the new partitions, with sequences above every old one (the auditors'
+// insert de-duplication tokens are made of sequences: a recreated stream
+// would start again at 1 and could repeat a token ClickHouse still
+// remembers, dropping new rows), and the services accept the new count
+// only.
+func TestChangeUsagePartitions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := startBare(t)
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := js.Publish(ctx, events.UsageBatchSubject("acme", "edge-1", fmt.Sprintf("holder-%d", i)), []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(40)
+	before := streamInfo(ctx, t, js, events.StreamUsage)
+
+	// The operator's edit: the transform of 16 partitions, nothing else.
+	cfg := before.Config
+	cfg.SubjectTransform.Destination = events.Streams(events.StreamOptions{UsagePartitions: 16})[1].SubjectTransform.Destination
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("update the transform: %v", err)
+	}
+	s, err := js.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := natsconn.UsagePartitions(ctx, js); err != nil || p != 16 {
+		t.Fatalf("after the edit: %d partitions (%v), want 16", p, err)
+	}
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{UsagePartitions: 8}, zerolog.Nop()); !errors.Is(err, natsconn.ErrUsagePartitions) {
+		t.Fatalf("a service still given 8: %v", err)
+	}
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{UsagePartitions: 16}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	publish(40)
+	after := streamInfo(ctx, t, js, events.StreamUsage)
+	if after.State.Msgs != 40 || after.State.FirstSeq != before.State.LastSeq+1 {
+		t.Fatalf("after the purge: %d messages from sequence %d, want 40 from %d", after.State.Msgs, after.State.FirstSeq, before.State.LastSeq+1)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(40, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range msgs.Messages() {
+		p, tenant, _, holder, err := events.ParseUsagePartSubject(m.Subject())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := events.UsagePartition(tenant, holder, 16); p != want {
+			t.Errorf("%s: partition %d, want %d of 16", m.Subject(), p, want)
+		}
+		n++
+	}
+	if n != 40 {
+		t.Fatalf("read %d of 40 (%v)", n, msgs.Error())
+	}
+}
