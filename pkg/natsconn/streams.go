@@ -130,7 +130,7 @@ func CheckUsagePartitions(existing jetstream.StreamConfig, want int) error {
 	}
 	return svcconfig.Invalidf("%w: the %s stream has %d partitions and this service was given --usage-partitions %d; "+
 		"a stream's partition count is never changed by a service: pass --usage-partitions %d ($CORDON_USAGE_PARTITIONS) to every service, "+
-		"or change the stream's count as docs/operations.md says (drain the auditors, then delete and recreate %s)",
+		"or change the stream's count as docs/operations.md says (drain the auditors, change %s's subject transform and purge it)",
 		ErrUsagePartitions, events.StreamUsage, have, want, have, events.StreamUsage)
 }
 
