@@ -107,6 +107,14 @@ func TestStatusAllGathersEveryInstance(t *testing.T) {
 	// responders, and StatusAll says so without waiting out its wait.
 	q.srv.Close()
 	srv2.Close()
+	// Their unsubscriptions reach the server before the next request
+	// (a request sent while a closing subscription is still known to the
+	// server gets neither a reply nor a no-responders status).
+	for _, nc := range []*nats.Conn{q.env.NC, nc2} {
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	natstest.WaitFor(t, 20*time.Second, func() error {
 		start := time.Now()
 		_, err := admin.StatusAll(ctx, time.Minute)
