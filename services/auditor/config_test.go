@@ -260,15 +260,20 @@ func TestServiceStartAndClose(t *testing.T) {
 				}
 				return nil
 			})
-			resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !strings.Contains(string(body), "cordon_auditor_") {
-				t.Errorf("metrics:\n%s", body)
-			}
+			// Every partition reports its checkpoint's time once it saved
+			// one (within its checkpoint interval).
+			natstest.WaitFor(t, 30*time.Second, func() error {
+				resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
+				if err != nil {
+					return err
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if n := strings.Count(string(body), "\ncordon_auditor_partition_checkpoint_timestamp_seconds{partition="); n != events.DefaultUsagePartitions {
+					return fmt.Errorf("%d partitions report a checkpoint time:\n%s", n, body)
+				}
+				return nil
+			})
 			_, err = env.NC.Request(auditor.SubjectCmdStatus, []byte(`{}`), 10*time.Second)
 			if noAPI != errors.Is(err, nats.ErrNoResponders) {
 				t.Errorf("status request: %v (analyst API %v)", err, !noAPI)

@@ -146,7 +146,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		}
 	}
 	if c.MetricsListen != "" {
-		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: s.a.Collector(), Log: c.Log}); err != nil {
+		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: checkpointCollector{s.a.Collector(), s.ckpt.last}, Log: c.Log}); err != nil {
 			return nil, err
 		}
 	}
