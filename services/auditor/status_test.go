@@ -95,6 +95,17 @@ func TestStatusAllGathersEveryInstance(t *testing.T) {
 		t.Errorf("fleet error %v", err)
 	}
 
+	// A reply that is not a status is an error that says so.
+	liar, err := q.env.NC.Subscribe(auditor.SubjectCmdStatus, func(m *nats.Msg) { _ = m.Respond([]byte("not json")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.StatusAll(ctx, time.Second); err == nil || !strings.Contains(err.Error(), "malformed reply") {
+		t.Errorf("a malformed reply: %v", err)
+	}
+	if err := liar.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
 	// A single-reply Status still gets one instance's counters.
 	if st, err := admin.Status(ctx); err != nil || st.PartitionCount != 4 {
 		t.Errorf("status %+v, %v", st, err)
