@@ -172,6 +172,90 @@ func TestAuditorStatusEveryInstance(t *testing.T) {
 	}
 }
 
+// TestAuditorStatusLeaseFleet: with --lease, more instances than
+// partitions — here a stream of 2 partitions and 3 instances — leave one
+// idle, which the status lists; every partition has one owner.
+func TestAuditorStatusLeaseFleet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	nenv := natstest.Run(t)
+	// A deployment made with --usage-partitions 2 (the test server's
+	// bootstrap made the default 8; nothing is stored yet).
+	if err := nenv.JS.DeleteStream(ctx, events.StreamUsage); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nenv.JS.CreateStream(ctx, events.Streams(events.StreamOptions{UsagePartitions: 2})[1]); err != nil {
+		t.Fatal(err)
+	}
+	signer, err := token.GenerateSigner(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nenv.PublishKey(t, signer)
+	now := time.Now()
+	claims := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "cordon", Holder: "admin", Scopes: []string{"cordon:read"},
+		Audience: []string{"cordon"}, IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()}
+	admin, _ := signer.Mint(claims)
+	recordIssued(t, nenv.JS, signer.KeyID, claims)
+	tf := writeFile(t, "admin.token", admin)
+	url := nenv.Server.ClientURL()
+
+	var dones []chan error
+	for _, name := range []string{"lease-a", "lease-b", "lease-c"} {
+		aenv, _, _ := testEnv()
+		done := make(chan error, 1)
+		dones = append(dones, done)
+		go func() {
+			done <- runAuditor(ctx, aenv, []string{"--nats", url, "--chdb-path", chdbPath, "--clickhouse-database", fmt.Sprintf("cli_status_%d", dbSeq.Add(1)),
+				"--state", t.TempDir(), "--batch-wait", "20ms", "--trust-anchor", nenv.Anchor.Public().String(), "--instance", name,
+				"--lease", "--lease-ttl", "2s", "--usage-partitions", "2"})
+		}()
+	}
+	var f auditor.Fleet
+	natstest.WaitFor(t, 60*time.Second, func() error {
+		for _, d := range dones {
+			select {
+			case err := <-d:
+				t.Fatalf("an auditor stopped: %v", err)
+			default:
+			}
+		}
+		env, out, _ := testEnv()
+		if err := runAuditorStatus(ctx, env, []string{"--nats", url, "--token-file", tf, "--wait", "1s", "-o", "json"}); err != nil {
+			return err
+		}
+		f = auditor.Fleet{}
+		if err := json.Unmarshal(out.Bytes(), &f); err != nil {
+			return err
+		}
+		if len(f.Instances) != 3 || len(f.Idle) != 1 {
+			return fmt.Errorf("%d instances, %d idle", len(f.Instances), len(f.Idle))
+		}
+		return nil
+	})
+	if f.PartitionCount != 2 || !f.Idle[0].Lease {
+		t.Fatalf("fleet %+v", f)
+	}
+	owners := map[string]bool{f.Idle[0].Name: true}
+	for _, p := range f.Partitions {
+		if len(p.Owners) != 1 || owners[p.Owners[0]] {
+			t.Fatalf("partition %d: owners %v (the idle one, or another partition's: %v)", p.Partition, p.Owners, owners)
+		}
+		owners[p.Owners[0]] = true
+	}
+	cancel()
+	for _, d := range dones {
+		select {
+		case err := <-d:
+			if err != nil {
+				t.Errorf("auditor: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("an auditor did not stop")
+		}
+	}
+}
+
 // lineOf is the first line of text that starts with prefix.
 func lineOf(text, prefix string) string {
 	for _, l := range strings.Split(text, "\n") {
