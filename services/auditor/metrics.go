@@ -160,7 +160,7 @@ func addStats(t, s detect.Stats, started bool) detect.Stats {
 }
 
 var mPartCkpt = prometheus.NewDesc("cordon_auditor_partition_checkpoint_timestamp_seconds",
-	"Per USAGE partition this process runs or ran: when it last saved its checkpoint (Unix time; an idle partition saves none until it reads something).", []string{"partition"}, nil)
+	"Per owned USAGE partition: when it last saved its checkpoint (Unix time; an idle partition saves none until it reads something).", []string{"partition"}, nil)
 
 // checkpointCollector reports when each partition last saved its
 // checkpoint (last is the service's record of it).

@@ -137,7 +137,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 			return nil, err
 		}
 		if s.qs, err = NewQueryServer(QueryOptions{NC: s.nc, Store: s.st, Auth: s.auth, Status: s.a.Stats,
-			Instance: InstanceInfo{Name: c.Instance, Source: c.Source, Lease: c.Lease}, Checkpoints: s.ckpt.last, Log: c.Log}); err != nil {
+			Instance: InstanceInfo{Name: c.Instance, Source: c.Source, Lease: c.Lease}, Checkpoints: s.checkpoints, Log: c.Log}); err != nil {
 			return nil, err
 		}
 		if err := s.qs.Start(); err != nil {
@@ -146,7 +146,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		}
 	}
 	if c.MetricsListen != "" {
-		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: checkpointCollector{s.a.Collector(), s.ckpt.last}, Log: c.Log}); err != nil {
+		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: checkpointCollector{s.a.Collector(), s.checkpoints}, Log: c.Log}); err != nil {
 			return nil, err
 		}
 	}
@@ -317,4 +317,18 @@ func (c *checkpointClock) last() map[int]time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return maps.Clone(c.at)
+}
+
+// checkpoints returns when each partition the auditor runs now saved its
+// last checkpoint (one it handed over is left out: its new owner reports
+// it).
+func (s *Service) checkpoints() map[int]time.Time {
+	at := s.ckpt.last()
+	out := make(map[int]time.Time, len(at))
+	for _, p := range s.a.Stats().Partitions {
+		if t, ok := at[p.Partition]; ok {
+			out[p.Partition] = t
+		}
+	}
+	return out
 }
