@@ -14,6 +14,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/natsauth"
 	"github.com/cordonhq/cordon/pkg/natsconn"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 )
 
 func runUp(ctx context.Context, env *Env, args []string) error {
@@ -28,10 +29,14 @@ func runUp(ctx context.Context, env *Env, args []string) error {
 	fs.StringVar(&o.AlertWebhook, "alert-webhook", getenvDefault("CORDON_ALERT_WEBHOOK", ""), "Alertmanager-compatible webhook for on-call alerts ($CORDON_ALERT_WEBHOOK)")
 	fs.DurationVar(&o.MaxStaleness, "max-staleness", enforce.DefaultMaxStaleness, "how old the proxy's denylist view may get before it counts as stale")
 	failClosed := fs.Bool("fail-closed", true, "the proxy denies every request (denylist_stale) while its denylist view is stale")
+	svcconfig.UsagePartitionsFlag(fs, &o.UsagePartitions)
 	demo := fs.Bool("demo", false, "run the leak drill once everything is up")
 	exit := fs.Bool("exit", false, "stop after the drill instead of serving until interrupted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := svcconfig.CheckUsagePartitions(o.UsagePartitions); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if o.MaxStaleness <= 0 {
 		return fmt.Errorf("%w: --max-staleness must be positive", errUsage)

@@ -90,6 +90,12 @@ type Options struct {
 	// identities for, to be run next to the system (EnforcerCredsFile,
 	// Connect), such as the benchmarks'.
 	ExtraEnforcers []string
+	// UsagePartitions is the USAGE stream's partition count (flag
+	// --usage-partitions): the count the stream is created with; a stream
+	// that exists with another count is refused
+	// (natsconn.CheckUsagePartitions). 0 keeps the stream's count
+	// (events.DefaultUsagePartitions for a new one).
+	UsagePartitions int
 	// Log receives every service's logs.
 	Log zerolog.Logger
 }
@@ -205,7 +211,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// definitions by a one-time identity that exists only in memory for
 	// the time of it (natsrun.Server.Bootstrap): no role may update a
 	// stream, on purpose, and none is given the right here either.
-	if err := s.NATS.Bootstrap(ctx, events.StreamOptions{}); err != nil {
+	if err := s.NATS.Bootstrap(ctx, events.StreamOptions{UsagePartitions: o.UsagePartitions}); err != nil {
 		return nil, err
 	}
 	if s.NC, s.JS, err = s.connectAs("cordon-up-admin", s.CredsFile(natsauth.RoleAdmin)); err != nil {
@@ -215,7 +221,8 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// Issuer.
 	iss, err := issuer.Start(ctx, issuer.Config{NATS: s.natsAs("cordon-up-issuer", s.CredsFile(natsauth.RoleIssuer)),
 		DataDir: o.DataDir, Policy: s.Policy, Listen: o.IssuerListen, Source: "issuer/up", LeakGitHubKeys: o.LeakGitHubKeys,
-		Log: o.Log.With().Str("svc", "issuer").Logger()})
+		UsagePartitions: o.UsagePartitions,
+		Log:             o.Log.With().Str("svc", "issuer").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("start issuer: %w", err)
 	}
@@ -236,7 +243,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	}
 	rev, err := revoker.Start(ctx, revoker.Config{NATS: s.natsAs("cordon-up-revoker", s.CredsFile(natsauth.RoleRevoker)),
 		TrustAnchors: anchors, Response: respPolicy, MaxTokenTTL: s.Policy.MaxTokenLife(), Sinks: sinks,
-		Alerts: alert.Options{Backoff: 100 * time.Millisecond}, Source: "revoker/up", DataDir: filepath.Join(o.DataDir, "revoker"),
+		Alerts: alert.Options{Backoff: 100 * time.Millisecond}, Source: "revoker/up", DataDir: filepath.Join(o.DataDir, "revoker"), UsagePartitions: o.UsagePartitions,
 		Log: o.Log.With().Str("svc", "revoker").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("start revoker: %w", err)
@@ -251,7 +258,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// the keys, the denylist and the ledger and answers cordon.cmd.sql).
 	aud, err := auditor.Start(ctx, auditor.Config{NATS: s.natsAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor)),
 		TrustAnchors: anchors, Store: auditor.StoreCHDB, ChDBPath: o.ChDBPath, Database: o.Database, Detectors: &detCfg,
-		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond, Source: "auditor/up",
+		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond, Source: "auditor/up", UsagePartitions: o.UsagePartitions,
 		Log: o.Log.With().Str("svc", "auditor").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("start auditor: %w", err)

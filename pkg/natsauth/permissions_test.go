@@ -988,3 +988,107 @@ func TestEnforcerCannotFeedTheLedgerThroughAConsumer(t *testing.T) {
 	t.Logf("no delivery into the ledger in %v (control delivered at once)", time.Since(start).Round(time.Millisecond))
 	enf.noViolations(t)
 }
+
+// TestAuditorStatusPermissions: `cordon auditor status` asks every auditor
+// instance at once (no queue group) and gathers their replies in the
+// admin's private inbox; it reads the USAGE stream's partition count. The
+// admin may do all of it and every auditor may answer. An enforcer may not
+// send the request, nor listen on the subject (the request carries an
+// admin token).
+func TestAuditorStatusPermissions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real NATS server; skipped with -short")
+	}
+	f := secured(t, setup{ensure: true})
+	ctx := ctxT(t)
+	admin := f.connect(t, natsauth.RoleAdmin)
+	enf := f.connectEnforcer(t, edge1)
+	subj := events.SubjectCmdAuditorStatus
+	var auditors []*client
+	var got []*atomic.Int64
+	for i := range 2 {
+		aud := f.connect(t, natsauth.RoleAuditor)
+		var n atomic.Int64
+		sub, err := aud.nc.Subscribe(subj, func(m *nats.Msg) {
+			n.Add(1)
+			_ = m.Respond([]byte(fmt.Sprintf(`{"ok":true,"instance":{"name":"aud-%d"}}`, i)))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		if err := aud.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		auditors, got = append(auditors, aud), append(got, &n)
+	}
+
+	t.Run("the admin gathers every instance", func(t *testing.T) {
+		inbox := admin.nc.NewInbox()
+		replies, err := admin.nc.SubscribeSync(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer replies.Unsubscribe()
+		if err := admin.nc.PublishRequest(subj, inbox, []byte(`{"auth":""}`)); err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for range 2 {
+			m, err := replies.NextMsg(10 * time.Second)
+			if err != nil {
+				t.Fatalf("replies %v: %v", seen, err)
+			}
+			seen[string(m.Data)] = true
+		}
+		if len(seen) != 2 {
+			t.Fatalf("replies %v, want one from each instance", seen)
+		}
+		if _, err := admin.js.Stream(ctx, events.StreamUsage); err != nil {
+			t.Fatalf("the admin reads the USAGE stream's partition count: %v", err)
+		}
+		admin.noViolations(t)
+		for _, a := range auditors {
+			a.noViolations(t)
+		}
+	})
+
+	t.Run("an enforcer may not ask", func(t *testing.T) {
+		before := got[0].Load() + got[1].Load()
+		enf.refused(t, "Publish", subj, func(ctx context.Context) error {
+			_, err := enf.nc.RequestWithContext(ctx, subj, []byte(`{}`))
+			return err
+		})
+		if after := got[0].Load() + got[1].Load(); after != before {
+			t.Fatalf("the auditors got %d requests from an enforcer", after-before)
+		}
+	})
+	t.Run("an enforcer may not listen", func(t *testing.T) {
+		enf.refused(t, "Subscription", subj, func(ctx context.Context) error {
+			sub, err := enf.nc.SubscribeSync(subj)
+			if err != nil {
+				return err
+			}
+			defer sub.Unsubscribe()
+			if err := enf.nc.Flush(); err != nil {
+				return err
+			}
+			_, err = sub.NextMsgWithContext(ctx)
+			return err
+		})
+	})
+	t.Run("the admin may not listen", func(t *testing.T) {
+		admin.refused(t, "Subscription", subj, func(ctx context.Context) error {
+			sub, err := admin.nc.SubscribeSync(subj)
+			if err != nil {
+				return err
+			}
+			defer sub.Unsubscribe()
+			if err := admin.nc.Flush(); err != nil {
+				return err
+			}
+			_, err = sub.NextMsgWithContext(ctx)
+			return err
+		})
+	})
+}

@@ -26,7 +26,7 @@ const (
 	// publishes anomalies (and writes their rows itself) and dead letters,
 	// reads the keys and denylist buckets (to authenticate analysts) and
 	// answers the analysts' requests: cordon.cmd.sql, anomalies, report,
-	// auditor.status. Its analyst API's enforcer follows the denylist
+	// auditor.status (that one from every instance, not a queue group). Its analyst API's enforcer follows the denylist
 	// broadcast (cordon.denylist.change, heartbeat, resync requests). In
 	// lease mode it creates and writes the auditor-leases and
 	// auditor-state buckets and the auditor-checkpoints object store.
@@ -439,8 +439,10 @@ func (p *perms) manage() {
 	}
 }
 
-// serve lets a service subscribe (in a queue group) to request subjects
-// and answer each request once.
+// serve lets a service subscribe to request subjects (in a queue group,
+// or, for cordon.cmd.auditor.status, each instance: every auditor answers
+// and the requester gathers the replies in its private inbox) and answer
+// each request once.
 func (p *perms) serve(subjects ...string) {
 	p.subs = append(p.subs, subjects...)
 	p.responses = true

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 )
 
 // EnsureMissing creates Cordon's streams and buckets that do not exist
@@ -26,17 +27,30 @@ func EnsureMissing(ctx context.Context, js jetstream.JetStream, o events.StreamO
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, cfg := range events.Streams(o) {
+		var existing *jetstream.StreamConfig
 		err := Retry(ctx, log, "stream "+cfg.Name, func(ctx context.Context) error {
-			_, err := js.Stream(ctx, cfg.Name)
+			s, err := js.Stream(ctx, cfg.Name)
 			if errors.Is(err, jetstream.ErrStreamNotFound) {
 				if _, err = js.CreateStream(ctx, cfg); err == nil {
 					log.Info().Str("stream", cfg.Name).Int("replicas", cfg.Replicas).Msg("created stream")
 				}
+			} else if err == nil {
+				c := s.CachedInfo().Config
+				existing = &c
 			}
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+		if existing != nil && cfg.Name == events.StreamUsage {
+			if err := CheckUsagePartitions(*existing, o.UsagePartitions); err != nil {
+				return err
+			}
+			if events.UsagePartitionsOf(*existing) == 0 {
+				log.Warn().Str("stream", cfg.Name).Msg("the USAGE stream has no partitions (made before partitioned usage): auditors read it as one partition; " +
+					"the embedded bootstrap (cordon up) adds them, or see docs/operations.md")
+			}
 		}
 	}
 	for _, cfg := range events.Buckets(o) {
@@ -99,11 +113,61 @@ func transient(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.Code == 503
 }
 
+// ErrUsagePartitions marks a USAGE stream whose partition count is not the
+// one configured (--usage-partitions): a service never changes it.
+var ErrUsagePartitions = errors.New("USAGE partition count differs from the configured one")
+
+// CheckUsagePartitions compares an existing USAGE stream's partition count
+// with want, the configured one: 0 (not configured: any count is fine) or
+// the same count is fine, and so is a stream without partitions (made
+// before partitioned usage; auditors read it as one partition). Another
+// count is a configuration mistake (svcconfig.ErrInvalid and
+// ErrUsagePartitions) whose message names both counts and what to do.
+func CheckUsagePartitions(existing jetstream.StreamConfig, want int) error {
+	have := events.UsagePartitionsOf(existing)
+	if want == 0 || have == 0 || have == want {
+		return nil
+	}
+	return svcconfig.Invalidf("%w: the %s stream has %d partitions and this service was given --usage-partitions %d; "+
+		"a stream's partition count is never changed by a service: pass --usage-partitions %d ($CORDON_USAGE_PARTITIONS) to every service, "+
+		"or change the stream's count as docs/operations.md says (drain the auditors, change %s's subject transform and purge it)",
+		ErrUsagePartitions, events.StreamUsage, have, want, have, events.StreamUsage)
+}
+
+// UsagePartitions reads the partition count of the USAGE stream: 0 when
+// it has none (made before partitioned usage). It is an error when the
+// stream does not exist.
+func UsagePartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", events.StreamUsage, err)
+	}
+	return events.UsagePartitionsOf(s.CachedInfo().Config), nil
+}
+
 // Ensure creates Cordon's streams and buckets or updates them to this
 // version's definitions: what the embedded server's bootstrap
 // (natsrun.Server.Bootstrap) and test harnesses do. Services use
 // EnsureMissing: no service identity may update a stream.
+//
+// The USAGE stream's partition count is never changed: with
+// o.UsagePartitions 0 an existing partitioned stream keeps its count, and
+// another count than the stream's is refused (CheckUsagePartitions). A
+// stream without partitions (made before partitioned usage) is given them.
 func Ensure(ctx context.Context, js jetstream.JetStream, o events.StreamOptions) error {
+	s, err := js.Stream(ctx, events.StreamUsage)
+	switch {
+	case err == nil:
+		existing := s.CachedInfo().Config
+		if err := CheckUsagePartitions(existing, o.UsagePartitions); err != nil {
+			return err
+		}
+		if p := events.UsagePartitionsOf(existing); p > 0 {
+			o.UsagePartitions = p
+		}
+	case !errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("ensure stream %s: %w", events.StreamUsage, err)
+	}
 	for _, cfg := range events.Streams(o) {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)

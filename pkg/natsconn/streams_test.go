@@ -3,6 +3,7 @@ package natsconn_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/natsconn"
 	"github.com/cordonhq/cordon/pkg/natsrun"
+	"github.com/cordonhq/cordon/pkg/svcconfig"
 )
 
 // startBare starts a NATS server with no stream at all.
@@ -199,5 +201,173 @@ func TestEnsureMissingStopsOnPermanentErrors(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "asking again") {
 		t.Errorf("a permanent refusal was retried: %v\n%s", err, logs.String())
+	}
+}
+
+// TestUsagePartitionsNeverChangeSilently: a USAGE stream keeps the
+// partition count it was made with. A service given another count refuses
+// to start with both counts and what to do; the bootstrap (Ensure) keeps
+// the count when given none and refuses another one; the same count, or
+// none, is fine everywhere.
+func TestUsagePartitionsNeverChangeSilently(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := startBare(t)
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{UsagePartitions: 16}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	parts := func() int {
+		t.Helper()
+		p, err := natsconn.UsagePartitions(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if p := parts(); p != 16 {
+		t.Fatalf("created with %d partitions, want 16", p)
+	}
+	for _, c := range []struct {
+		name string
+		run  func(o events.StreamOptions) error
+	}{
+		{"service", func(o events.StreamOptions) error { return natsconn.EnsureMissing(ctx, js, o, zerolog.Nop()) }},
+		{"bootstrap", func(o events.StreamOptions) error { return natsconn.Ensure(ctx, js, o) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, want := range []int{8, 1, 64} {
+				err := c.run(events.StreamOptions{UsagePartitions: want})
+				if !errors.Is(err, natsconn.ErrUsagePartitions) || !errors.Is(err, svcconfig.ErrInvalid) {
+					t.Fatalf("--usage-partitions %d against 16: %v, want ErrUsagePartitions", want, err)
+				}
+				for _, say := range []string{"has 16 partitions", fmt.Sprintf("--usage-partitions %d;", want), "--usage-partitions 16 ($CORDON_USAGE_PARTITIONS)", "docs/operations.md"} {
+					if !strings.Contains(err.Error(), say) {
+						t.Errorf("error %q does not say %q", err, say)
+					}
+				}
+				if p := parts(); p != 16 {
+					t.Fatalf("the refused %d changed the stream to %d partitions", want, p)
+				}
+			}
+			for _, o := range []events.StreamOptions{{UsagePartitions: 16}, {}} {
+				if err := c.run(o); err != nil {
+					t.Fatalf("%+v: %v", o, err)
+				}
+				if p := parts(); p != 16 {
+					t.Fatalf("%+v changed the stream to %d partitions", o, p)
+				}
+			}
+		})
+	}
+}
+
+// TestUsagePartitionsOfALegacyStream: a USAGE stream made before
+// partitioned usage is not refused by a service (auditors read it as one
+// partition) and is given its partitions by the bootstrap.
+func TestUsagePartitionsOfALegacyStream(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := startBare(t)
+	legacy := events.Streams(events.StreamOptions{})[1]
+	if legacy.Name != events.StreamUsage {
+		t.Fatalf("stream 1 is %s", legacy.Name)
+	}
+	legacy.SubjectTransform = nil
+	if _, err := js.CreateStream(ctx, legacy); err != nil {
+		t.Fatal(err)
+	}
+	var logs natstest.LogBuffer
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{UsagePartitions: 8}, zerolog.New(&logs)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "no partitions") {
+		t.Errorf("no warning about the unpartitioned stream: %s", logs.String())
+	}
+	if p, err := natsconn.UsagePartitions(ctx, js); err != nil || p != 0 {
+		t.Fatalf("EnsureMissing changed the legacy stream: %d partitions, %v", p, err)
+	}
+	if err := natsconn.Ensure(ctx, js, events.StreamOptions{UsagePartitions: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := natsconn.UsagePartitions(ctx, js); err != nil || p != 4 {
+		t.Fatalf("bootstrap of a legacy stream: %d partitions, %v; want 4", p, err)
+	}
+}
+
+// TestChangeUsagePartitions walks the NATS steps docs/operations.md gives
+// for changing the partition count of a deployment (with the auditors
+// stopped after they caught up): the operator changes only the USAGE
+// stream's subject transform, then purges the stream. New batches land on
+// the new partitions, with sequences above every old one (the auditors'
+// insert de-duplication tokens are made of sequences: a recreated stream
+// would start again at 1 and could repeat a token ClickHouse still
+// remembers, dropping new rows), and the services accept the new count
+// only.
+func TestChangeUsagePartitions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := startBare(t)
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		t.Helper()
+		for i := range n {
+			if _, err := js.Publish(ctx, events.UsageBatchSubject("acme", "edge-1", fmt.Sprintf("holder-%d", i)), []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(40)
+	before := streamInfo(ctx, t, js, events.StreamUsage)
+
+	// The operator's edit: the transform of 16 partitions, nothing else.
+	cfg := before.Config
+	cfg.SubjectTransform.Destination = events.Streams(events.StreamOptions{UsagePartitions: 16})[1].SubjectTransform.Destination
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("update the transform: %v", err)
+	}
+	s, err := js.Stream(ctx, events.StreamUsage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := natsconn.UsagePartitions(ctx, js); err != nil || p != 16 {
+		t.Fatalf("after the edit: %d partitions (%v), want 16", p, err)
+	}
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{UsagePartitions: 8}, zerolog.Nop()); !errors.Is(err, natsconn.ErrUsagePartitions) {
+		t.Fatalf("a service still given 8: %v", err)
+	}
+	if err := natsconn.EnsureMissing(ctx, js, events.StreamOptions{UsagePartitions: 16}, zerolog.Nop()); err != nil {
+		t.Fatal(err)
+	}
+	publish(40)
+	after := streamInfo(ctx, t, js, events.StreamUsage)
+	if after.State.Msgs != 40 || after.State.FirstSeq != before.State.LastSeq+1 {
+		t.Fatalf("after the purge: %d messages from sequence %d, want 40 from %d", after.State.Msgs, after.State.FirstSeq, before.State.LastSeq+1)
+	}
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := c.Fetch(40, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for m := range msgs.Messages() {
+		p, tenant, _, holder, err := events.ParseUsagePartSubject(m.Subject())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := events.UsagePartition(tenant, holder, 16); p != want {
+			t.Errorf("%s: partition %d, want %d of 16", m.Subject(), p, want)
+		}
+		n++
+	}
+	if n != 40 {
+		t.Fatalf("read %d of 40 (%v)", n, msgs.Error())
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
+	"github.com/cordonhq/cordon/pkg/events"
 	"github.com/cordonhq/cordon/pkg/token"
 )
 
@@ -112,4 +114,42 @@ func TrustAnchors(v string, given token.Anchors) (token.Anchors, error) {
 func DefaultSource(kind string) string {
 	host, _ := os.Hostname()
 	return kind + "/" + strings.SplitN(host, ".", 2)[0]
+}
+
+// UsagePartitionsFlag registers --usage-partitions into p: the USAGE
+// stream's partition count (1 to events.MaxUsagePartitions), defaulting to
+// $CORDON_USAGE_PARTITIONS or events.DefaultUsagePartitions. A value out
+// of range is refused when parsed; one from the environment by
+// CheckUsagePartitions (Validate).
+func UsagePartitionsFlag(fs *flag.FlagSet, p *int) {
+	*p = events.DefaultUsagePartitions
+	if v := os.Getenv(usagePartitionsEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			n = -1 // refused by CheckUsagePartitions
+		}
+		*p = n
+	}
+	fs.Func("usage-partitions", fmt.Sprintf("partitions of the USAGE stream: a `count` from 1 to %d (default %d; $%s): the same on every service; "+
+		"a stream that exists keeps its count and another one is refused (docs/operations.md says how to change it)",
+		events.MaxUsagePartitions, events.DefaultUsagePartitions, usagePartitionsEnv), func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > events.MaxUsagePartitions {
+			return fmt.Errorf("%q: want a partition count from 1 to %d", v, events.MaxUsagePartitions)
+		}
+		*p = n
+		return nil
+	})
+}
+
+const usagePartitionsEnv = "CORDON_USAGE_PARTITIONS"
+
+// CheckUsagePartitions checks a configured USAGE partition count: 0 (not
+// configured: the stream's own, events.DefaultUsagePartitions when it is
+// created) or 1 to events.MaxUsagePartitions.
+func CheckUsagePartitions(n int) error {
+	if n < 0 || n > events.MaxUsagePartitions {
+		return Invalidf("--usage-partitions ($%s): %d is not a partition count: want 1 to %d", usagePartitionsEnv, n, events.MaxUsagePartitions)
+	}
+	return nil
 }

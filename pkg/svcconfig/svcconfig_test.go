@@ -2,7 +2,9 @@ package svcconfig_test
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -105,5 +107,62 @@ func TestDefaults(t *testing.T) {
 	}
 	if svcconfig.DefaultTrustAnchor != filepath.Join(".cordon", "trust-anchor.pub") {
 		t.Errorf("default trust anchor %q", svcconfig.DefaultTrustAnchor)
+	}
+}
+
+// TestUsagePartitionsFlag: --usage-partitions takes 1 to 64, defaults to
+// $CORDON_USAGE_PARTITIONS or 8, and refuses anything else with a message
+// that names the flag; a bad environment value is refused by the check.
+func TestUsagePartitionsFlag(t *testing.T) {
+	for _, c := range []struct {
+		name, env string
+		args      []string
+		want      int
+		parseErr  string
+		checkErr  string
+	}{
+		{name: "default", want: 8},
+		{name: "flag", args: []string{"--usage-partitions", "16"}, want: 16},
+		{name: "one", args: []string{"--usage-partitions", "1"}, want: 1},
+		{name: "most", args: []string{"--usage-partitions", "64"}, want: 64},
+		{name: "env", env: "4", want: 4},
+		{name: "flag over env", env: "4", args: []string{"--usage-partitions", "32"}, want: 32},
+		{name: "zero", args: []string{"--usage-partitions", "0"}, parseErr: "want a partition count from 1 to 64"},
+		{name: "too many", args: []string{"--usage-partitions", "65"}, parseErr: "want a partition count from 1 to 64"},
+		{name: "negative", args: []string{"--usage-partitions", "-2"}, parseErr: "usage-partitions"},
+		{name: "not a number", args: []string{"--usage-partitions", "eight"}, parseErr: `"eight"`},
+		{name: "bad env", env: "lots", checkErr: "$CORDON_USAGE_PARTITIONS"},
+		{name: "env too many", env: "100", checkErr: "want 1 to 64"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("CORDON_USAGE_PARTITIONS", c.env)
+			set := flag.NewFlagSet("t", flag.ContinueOnError)
+			set.SetOutput(io.Discard)
+			var n int
+			svcconfig.UsagePartitionsFlag(set, &n)
+			err := set.Parse(c.args)
+			if c.parseErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.parseErr) {
+					t.Fatalf("parse error %v, want one with %q", err, c.parseErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = svcconfig.CheckUsagePartitions(n)
+			if c.checkErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.checkErr) || !errors.Is(err, svcconfig.ErrInvalid) {
+					t.Fatalf("check error %v, want an invalid configuration with %q", err, c.checkErr)
+				}
+				return
+			}
+			if err != nil || n != c.want {
+				t.Fatalf("partitions %d (%v), want %d", n, err, c.want)
+			}
+		})
+	}
+	if err := svcconfig.CheckUsagePartitions(0); err != nil {
+		t.Errorf("0 (not configured, as a program leaves it) refused: %v", err)
 	}
 }

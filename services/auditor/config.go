@@ -41,6 +41,12 @@ type Config struct {
 	NATS natsconn.Config
 	// Replicas of the streams and buckets created when missing (default 1).
 	Replicas int
+	// UsagePartitions is the USAGE stream's partition count (flag
+	// --usage-partitions, default events.DefaultUsagePartitions): the count
+	// a missing stream is created with; an existing stream with another
+	// count is refused at start (natsconn.CheckUsagePartitions). 0 (a
+	// program's zero value) accepts the stream's.
+	UsagePartitions int
 
 	// TrustAnchor is the issuer's trust anchor (a file or the key's text),
 	// which endorses the keys that authenticate analysts; TrustAnchors,
@@ -168,6 +174,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PolicyFile, "policy", os.Getenv("CORDON_POLICY"), "policy file; its detectors: section sets the thresholds ($CORDON_POLICY; default thresholds without)")
 	fs.IntVar(&c.RetentionDays, "retention-days", 0, "days usage events and anomalies are kept in ClickHouse (0: forever)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
+	svcconfig.UsagePartitionsFlag(fs, &c.UsagePartitions)
 	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most rows of one insert (a partition's group closes at the message that reaches it)")
 	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "longest a partition's insert group stays open, and an anomaly waits to be made durable")
 	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
@@ -294,12 +301,30 @@ func (c *Config) Validate() error {
 	if c.Lease && (c.LeaseTTL < MinLeaseTTL || c.LeaseTTL%time.Second != 0) {
 		return svcconfig.Invalidf("--lease-ttl %v: want whole seconds, at least %v", c.LeaseTTL, MinLeaseTTL)
 	}
-	for _, p := range c.Partitions {
-		if p < 0 || p >= events.MaxUsagePartitions {
-			return svcconfig.Invalidf("--partitions: partition %d: want 0 to %d", p, events.MaxUsagePartitions-1)
-		}
+	if err := svcconfig.CheckUsagePartitions(c.UsagePartitions); err != nil {
+		return err
+	}
+	if err := c.checkPartitions(c.UsagePartitions, "--usage-partitions is"); err != nil {
+		return err
 	}
 	return svcconfig.CheckListen("metrics-listen", c.MetricsListen)
+}
+
+// checkPartitions checks the static partition list (--partitions) against
+// parts, the USAGE partition count that whose says ("--usage-partitions
+// is", "the USAGE stream has"); 0 (not configured) checks against the
+// largest count possible.
+func (c *Config) checkPartitions(parts int, whose string) error {
+	if parts <= 0 {
+		parts, whose = events.MaxUsagePartitions, "the most USAGE partitions possible is"
+	}
+	for _, p := range c.Partitions {
+		if p < 0 || p >= parts {
+			return svcconfig.Invalidf("--partitions: partition %d does not exist: %s %d (partitions 0 to %d); "+
+				"list partitions below the count, or leave --partitions out to run all of them", p, whose, parts, parts-1)
+		}
+	}
+	return nil
 }
 
 // ParsePartitions parses a partition list: comma-separated numbers and
@@ -362,8 +387,48 @@ func (c *Config) Check() (string, error) {
 	case c.PolicyFile != "":
 		src = "policy " + c.PolicyFile
 	}
-	return fmt.Sprintf("auditor config: ok (detectors from %s: %s; store %s, database %s, retention %s; analyst queries: %s, %d MiB, %d rows)",
-		src, strings.Join(enabledDetectors(l.detectors), ", "), where, c.Database, retentionText(c.RetentionDays), c.SQLTimeout, c.SQLMaxMemoryMiB, c.SQLMaxRows), nil
+	return fmt.Sprintf("auditor config: ok (detectors from %s: %s; store %s, database %s, retention %s; analyst queries: %s, %d MiB, %d rows; %s)",
+		src, strings.Join(enabledDetectors(l.detectors), ", "), where, c.Database, retentionText(c.RetentionDays), c.SQLTimeout, c.SQLMaxMemoryMiB, c.SQLMaxRows,
+		c.partitionsText()), nil
+}
+
+// partitionsText says which USAGE partitions the auditor runs, for
+// --check-config. The check needs no NATS: the stream's own count is
+// compared with --usage-partitions and --partitions when the auditor starts.
+func (c *Config) partitionsText() string {
+	parts := "the stream's count"
+	if c.UsagePartitions > 0 {
+		parts = strconv.Itoa(c.UsagePartitions)
+	}
+	run := "all of them"
+	switch {
+	case c.Lease:
+		run = "its share, by leases with the other --lease instances"
+	case len(c.Partitions) > 0:
+		run = "partitions " + FormatPartitions(c.Partitions)
+	}
+	return fmt.Sprintf("USAGE partitions: %s, this instance runs %s; the stream's count is compared at start", parts, run)
+}
+
+// FormatPartitions writes a sorted partition list the way ParsePartitions
+// reads it, with ranges (0-3,6).
+func FormatPartitions(ps []int) string {
+	var b strings.Builder
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(ps[i]))
+		if j > i {
+			b.WriteString("-" + strconv.Itoa(ps[j]))
+		}
+		i = j + 1
+	}
+	return b.String()
 }
 
 // loaded is what the files of a configuration hold.

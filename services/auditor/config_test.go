@@ -32,7 +32,7 @@ import (
 func clearEnv(t *testing.T) {
 	for _, v := range []string{"CORDON_NATS", "CORDON_NATS_CREDS", "CORDON_NATS_CA", "CORDON_NATS_CERT", "CORDON_NATS_KEY",
 		"CORDON_POLICY", "CORDON_TRUST_ANCHOR", "CORDON_CLICKHOUSE_ADDR", "CORDON_CLICKHOUSE_USER", "CORDON_CLICKHOUSE_PASSWORD_FILE",
-		"CORDON_CLICKHOUSE_ANALYST_USER", "CORDON_CLICKHOUSE_ANALYST_PASSWORD_FILE"} {
+		"CORDON_CLICKHOUSE_ANALYST_USER", "CORDON_CLICKHOUSE_ANALYST_PASSWORD_FILE", "CORDON_USAGE_PARTITIONS"} {
 		t.Setenv(v, "")
 	}
 }
@@ -63,7 +63,7 @@ func TestConfigFlags(t *testing.T) {
 		def.ClickHouse.Addr != "localhost:8123" || def.ClickHouse.User != "default" || def.BatchSize != auditor.DefaultBatchSize ||
 		def.BatchWait != auditor.DefaultBatchWait || def.Writers != auditor.DefaultWriters || def.SQLTimeout != store.DefaultQueryTimeout ||
 		def.SQLMaxRows != store.DefaultMaxResultRows || def.SQLMaxMemoryMiB != int(store.DefaultMaxQueryMemory>>20) || def.Replicas != 1 ||
-		def.TrustAnchor != ".cordon/trust-anchor.pub" {
+		def.TrustAnchor != ".cordon/trust-anchor.pub" || def.UsagePartitions != events.DefaultUsagePartitions {
 		t.Errorf("defaults: %+v", def)
 	}
 	if err := def.Validate(); err != nil {
@@ -76,11 +76,11 @@ func TestConfigFlags(t *testing.T) {
 		"--clickhouse-analyst-password-file=/run/secrets/ch-analyst-password", "--clickhouse-database=audit", "--state=/var/lib/cordon",
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--policy=/etc/cordon/policy.yaml",
 		"--retention-days=30", "--batch-size=5000", "--batch-wait=50ms", "--writers=4", "--source=auditor/a",
-		"--sql-timeout=30s", "--sql-max-rows=500", "--sql-max-memory-mb=256", "--chdb-path=/data/chdb")
+		"--sql-timeout=30s", "--sql-max-rows=500", "--sql-max-memory-mb=256", "--chdb-path=/data/chdb", "--usage-partitions=16")
 	want := auditor.Config{
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
-		Replicas: 3, LeaseTTL: auditor.DefaultLeaseTTL, TrustAnchor: "/run/secrets/trust-anchor.pub", Store: auditor.StoreClickHouse, ChDBPath: "/data/chdb", Database: "audit",
+		Replicas: 3, UsagePartitions: 16, LeaseTTL: auditor.DefaultLeaseTTL, TrustAnchor: "/run/secrets/trust-anchor.pub", Store: auditor.StoreClickHouse, ChDBPath: "/data/chdb", Database: "audit",
 		ClickHouse: auditor.ClickHouseConfig{Addr: "clickhouse:8443", User: "cordon", PasswordFile: "/run/secrets/ch-password",
 			AnalystUser: "cordon_analyst", AnalystPasswordFile: "/run/secrets/ch-analyst-password", TLS: true, CAFile: "/run/secrets/ca.pem"},
 		RetentionDays: 30, SQLTimeout: 30 * time.Second, SQLMaxRows: 500, SQLMaxMemoryMiB: 256, PolicyFile: "/etc/cordon/policy.yaml",
@@ -132,6 +132,14 @@ func TestConfigValidate(t *testing.T) {
 		{name: "sql timeout unbounded", args: []string{"--sql-timeout", "0s"}, want: "--sql-timeout 0s: analyst queries always have a time limit"},
 		{name: "sql rows", args: []string{"--sql-max-rows", "0"}, want: "--sql-max-rows 0, --sql-max-memory-mb"},
 		{name: "sql memory", args: []string{"--sql-max-memory-mb", "8"}, want: "--sql-max-rows"},
+		{name: "partitions within the count", args: []string{"--usage-partitions", "16", "--partitions", "8-15"}},
+		{name: "partition beyond the default count", args: []string{"--partitions", "0,8"},
+			want: "--partitions: partition 8 does not exist: --usage-partitions is 8 (partitions 0 to 7)"},
+		{name: "partition beyond the count", args: []string{"--usage-partitions", "4", "--partitions", "2-5"},
+			want: "--partitions: partition 4 does not exist: --usage-partitions is 4 (partitions 0 to 3)"},
+		{name: "usage partitions of a program", set: func(c *auditor.Config) { c.UsagePartitions = 65 }, want: "--usage-partitions ($CORDON_USAGE_PARTITIONS): 65"},
+		{name: "partition beyond any count", args: []string{"--partitions", "3"}, set: func(c *auditor.Config) { c.UsagePartitions, c.Partitions = 0, []int{64} },
+			want: "--partitions: partition 64 does not exist: the most USAGE partitions possible is 64"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,6 +192,11 @@ func TestConfigCheck(t *testing.T) {
 		{name: "missing password file", args: []string{"--store", "clickhouse", "--clickhouse-password-file", "/nonexistent/pw"},
 			wantErr: "read ClickHouse password: open /nonexistent/pw"},
 		{name: "bad policy", args: []string{"--policy", "/nonexistent/policy.yaml"}, wantErr: "nonexistent"},
+		{name: "partitions", want: "; USAGE partitions: 8, this instance runs all of them; the stream's count is compared at start)"},
+		{name: "static partitions", args: []string{"--usage-partitions", "16", "--partitions", "0-3,6,9-10"},
+			want: "; USAGE partitions: 16, this instance runs partitions 0-3,6,9-10;"},
+		{name: "leases", args: []string{"--lease"}, want: "this instance runs its share, by leases"},
+		{name: "a program's partitions", set: func(c *auditor.Config) { c.UsagePartitions = 0 }, want: "USAGE partitions: the stream's count"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -247,15 +260,20 @@ func TestServiceStartAndClose(t *testing.T) {
 				}
 				return nil
 			})
-			resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if !strings.Contains(string(body), "cordon_auditor_") {
-				t.Errorf("metrics:\n%s", body)
-			}
+			// Every partition reports its checkpoint's time once it saved
+			// one (within its checkpoint interval).
+			natstest.WaitFor(t, 30*time.Second, func() error {
+				resp, err := http.Get("http://" + s.MetricsAddr() + "/metrics")
+				if err != nil {
+					return err
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if n := strings.Count(string(body), "\ncordon_auditor_partition_checkpoint_timestamp_seconds{partition="); n != events.DefaultUsagePartitions {
+					return fmt.Errorf("%d partitions report a checkpoint time:\n%s", n, body)
+				}
+				return nil
+			})
 			_, err = env.NC.Request(auditor.SubjectCmdStatus, []byte(`{}`), 10*time.Second)
 			if noAPI != errors.Is(err, nats.ErrNoResponders) {
 				t.Errorf("status request: %v (analyst API %v)", err, !noAPI)
@@ -336,5 +354,54 @@ func TestPartitionsFlag(t *testing.T) {
 	}
 	if err := fs.Parse([]string{"--partitions", "9-2"}); err == nil || !strings.Contains(err.Error(), "is not a partition") {
 		t.Fatalf("a bad list: %v", err)
+	}
+}
+
+// TestStartRefusesAnotherPartitionCount: an auditor refuses to start,
+// before it opens its store, when its --usage-partitions is not the
+// stream's (the stream is never changed) or its static --partitions list
+// names a partition the stream does not have (it would never be read).
+func TestStartRefusesAnotherPartitionCount(t *testing.T) {
+	clearEnv(t)
+	env := natstest.Run(t) // USAGE with events.DefaultUsagePartitions
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		set  func(*auditor.Config)
+		want []string
+		is   error
+	}{
+		{name: "another count", set: func(c *auditor.Config) { c.UsagePartitions = 16 },
+			want: []string{"has 8 partitions", "--usage-partitions 16;", "pass --usage-partitions 8"}, is: natsconn.ErrUsagePartitions},
+		{name: "a partition the stream lacks", set: func(c *auditor.Config) { c.Partitions = []int{6, 7, 8} },
+			want: []string{"--partitions: partition 8 does not exist: the USAGE stream has 8 (partitions 0 to 7)"}},
+		{name: "a partition the stream lacks, count given", set: func(c *auditor.Config) { c.UsagePartitions, c.Partitions = 8, []int{9} },
+			want: []string{"--partitions: partition 9 does not exist: --usage-partitions is 8"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := auditor.Config{NATS: natsconn.Config{URL: env.Server.ClientURL()}, StateDir: t.TempDir(), NoAnalystAPI: true,
+				Backend: func(context.Context) (store.Backend, error) {
+					t.Error("the store was opened")
+					return nil, errors.New("unused")
+				}, Log: zerolog.Nop()}
+			tc.set(&c)
+			s, err := auditor.Start(ctx, c)
+			if err == nil {
+				s.Close()
+				t.Fatal("started")
+			}
+			if !errors.Is(err, svcconfig.ErrInvalid) || (tc.is != nil && !errors.Is(err, tc.is)) {
+				t.Errorf("error %v is not a configuration mistake (%v)", err, tc.is)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	if p, err := natsconn.UsagePartitions(ctx, env.JS); err != nil || p != events.DefaultUsagePartitions {
+		t.Fatalf("the stream has %d partitions (%v) after the refusals", p, err)
 	}
 }

@@ -2,6 +2,7 @@ package auditor
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -156,4 +157,28 @@ func addStats(t, s detect.Stats, started bool) detect.Stats {
 		t.Suppressed[k] += v
 	}
 	return t
+}
+
+var mPartCkpt = prometheus.NewDesc("cordon_auditor_partition_checkpoint_timestamp_seconds",
+	"Per owned USAGE partition: when it last saved its checkpoint (Unix time; an idle partition saves none until it reads something).", []string{"partition"}, nil)
+
+// checkpointCollector reports when each partition last saved its
+// checkpoint (last is the service's record of it).
+type checkpointCollector struct {
+	prometheus.Collector
+	last func() map[int]time.Time
+}
+
+// Describe implements prometheus.Collector.
+func (c checkpointCollector) Describe(ch chan<- *prometheus.Desc) {
+	c.Collector.Describe(ch)
+	ch <- mPartCkpt
+}
+
+// Collect implements prometheus.Collector.
+func (c checkpointCollector) Collect(ch chan<- prometheus.Metric) {
+	c.Collector.Collect(ch)
+	for p, at := range c.last() {
+		ch <- prometheus.MustNewConstMetric(mPartCkpt, prometheus.GaugeValue, float64(at.UnixNano())/1e9, strconv.Itoa(p))
+	}
 }

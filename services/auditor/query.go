@@ -154,10 +154,28 @@ type ReportReply struct {
 	Truncated bool `json:"truncated,omitempty"`
 }
 
-// StatusReply answers a StatusRequest.
+// StatusReply answers a StatusRequest. Every auditor instance answers it
+// (no queue group): Client.StatusAll gathers the replies.
 type StatusReply struct {
 	Reply
 	Stats Stats `json:"stats"`
+	// Instance says which instance answered.
+	Instance InstanceInfo `json:"instance,omitzero"`
+	// Checkpoints are when each owned partition last saved its
+	// checkpoint in this process (none yet: absent).
+	Checkpoints map[int]time.Time `json:"checkpoints,omitempty"`
+}
+
+// InstanceInfo names an auditor instance in its status.
+type InstanceInfo struct {
+	// Name is its instance name (--instance; the lease holder's name in
+	// lease mode).
+	Name string `json:"name,omitempty"`
+	// Source is the name it records in its events (--source).
+	Source string `json:"source,omitempty"`
+	// Lease says it shares the partitions by leases (--lease); otherwise
+	// it runs a static list (--partitions) or every partition.
+	Lease bool `json:"lease,omitempty"`
 }
 
 // QueryOptions configure a QueryServer.
@@ -170,6 +188,10 @@ type QueryOptions struct {
 	Auth Authorizer
 	// Status, when set, answers SubjectCmdStatus (an Auditor's Stats).
 	Status func() Stats
+	// Instance names this instance in its status replies; Checkpoints,
+	// when set, says when each partition last saved its checkpoint.
+	Instance    InstanceInfo
+	Checkpoints func() map[int]time.Time
 	// Timeout bounds each request (default 60s).
 	Timeout time.Duration
 	// MaxConcurrent bounds the requests served at once (default 4).
@@ -204,13 +226,18 @@ func NewQueryServer(o QueryOptions) (*QueryServer, error) {
 	return &QueryServer{o: o, sem: make(chan struct{}, o.MaxConcurrent), ctx: ctx, stop: stop}, nil
 }
 
-// Start subscribes to the query subjects (in QueueGroup).
+// Start subscribes to the query subjects: in QueueGroup, except the status
+// subject, which every instance answers (Client.StatusAll gathers them).
 func (s *QueryServer) Start() error {
 	for _, subj := range QuerySubjects() {
 		if subj == SubjectCmdStatus && s.o.Status == nil {
 			continue
 		}
-		sub, err := s.o.NC.QueueSubscribe(subj, QueueGroup, s.dispatch)
+		queue := QueueGroup
+		if subj == SubjectCmdStatus {
+			queue = ""
+		}
+		sub, err := s.o.NC.QueueSubscribe(subj, queue, s.dispatch)
 		if err != nil {
 			s.Close()
 			return fmt.Errorf("auditor query service: subscribe %s: %w", subj, err)
@@ -299,7 +326,10 @@ func (s *QueryServer) serve(m *nats.Msg) {
 		r := &StatusReply{}
 		rep = &r.Reply
 		if caller = s.begin(ctx, m.Data, &req, &req.Auth, rep); rep.Code == "" {
-			r.OK, r.Stats = true, s.o.Status()
+			r.OK, r.Stats, r.Instance = true, s.o.Status(), s.o.Instance
+			if s.o.Checkpoints != nil {
+				r.Checkpoints = s.o.Checkpoints()
+			}
 		}
 		out = s.marshal(r)
 	default:

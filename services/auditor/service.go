@@ -31,6 +31,7 @@ type Service struct {
 	detMu   sync.Mutex
 	dets    map[int]*detect.Engine
 	nc      *nats.Conn
+	ckpt    *checkpointClock
 	auth    *AdminAuth
 	qs      *QueryServer
 	metrics *metricsserver.Server
@@ -70,8 +71,23 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		}
 	}()
 	var js jetstream.JetStream
-	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
+	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas, UsagePartitions: c.UsagePartitions}, c.Log); err != nil {
 		return nil, err
+	}
+	// A static list naming a partition the stream does not have would
+	// leave it unread: refused here, where the stream's count is known
+	// (--check-config works without NATS and checks --usage-partitions).
+	if len(c.Partitions) > 0 {
+		parts, err := natsconn.UsagePartitions(ctx, js)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.checkPartitions(max(parts, 1), "the USAGE stream has"); err != nil {
+			return nil, err
+		}
+	}
+	if c.Instance == "" {
+		c.Instance = DefaultInstance()
 	}
 	b, err := c.openBackend(ctx, l)
 	if err != nil {
@@ -96,13 +112,14 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		return d, nil
 	}
 	var owner Owner = StaticOwner{Own: c.Partitions}
-	var state PartitionState
+	var state PartitionState = DirState{Dir: c.StateDir}
 	if c.Lease {
 		if owner, state, err = c.leaseMode(ctx, js); err != nil {
 			return nil, err
 		}
 	}
-	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: owner, State: state, StateDir: c.StateDir, Durable: c.Durable,
+	s.ckpt = &checkpointClock{PartitionState: state, at: map[int]time.Time{}}
+	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: owner, State: s.ckpt, StateDir: c.StateDir, Durable: c.Durable,
 		BatchSize: c.BatchSize, BatchWait: c.BatchWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
 		Source: c.Source, Log: c.Log})
 	if err != nil {
@@ -119,7 +136,8 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.qs, err = NewQueryServer(QueryOptions{NC: s.nc, Store: s.st, Auth: s.auth, Status: s.a.Stats, Log: c.Log}); err != nil {
+		if s.qs, err = NewQueryServer(QueryOptions{NC: s.nc, Store: s.st, Auth: s.auth, Status: s.a.Stats,
+			Instance: InstanceInfo{Name: c.Instance, Source: c.Source, Lease: c.Lease}, Checkpoints: s.checkpoints, Log: c.Log}); err != nil {
 			return nil, err
 		}
 		if err := s.qs.Start(); err != nil {
@@ -128,7 +146,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		}
 	}
 	if c.MetricsListen != "" {
-		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: s.a.Collector(), Log: c.Log}); err != nil {
+		if s.metrics, err = metricsserver.Start(metricsserver.Options{Addr: c.MetricsListen, Name: "auditor", Collector: checkpointCollector{s.a.Collector(), s.checkpoints}, Log: c.Log}); err != nil {
 			return nil, err
 		}
 	}
@@ -272,4 +290,45 @@ func (c *Config) leaseMode(ctx context.Context, js jetstream.JetStream) (Owner, 
 		return nil, nil, fmt.Errorf("--lease: %w", err)
 	}
 	return owner, state, nil
+}
+
+// checkpointClock is the auditor's PartitionState, remembering when each
+// partition last saved its checkpoint: what `cordon auditor status` shows.
+type checkpointClock struct {
+	PartitionState
+	mu sync.Mutex
+	at map[int]time.Time
+}
+
+// SaveCheckpoint implements PartitionState.
+func (c *checkpointClock) SaveCheckpoint(ctx context.Context, p int, data []byte) error {
+	err := c.PartitionState.SaveCheckpoint(ctx, p, data)
+	if err == nil {
+		c.mu.Lock()
+		c.at[p] = time.Now().UTC()
+		c.mu.Unlock()
+	}
+	return err
+}
+
+// last returns when each partition saved its last checkpoint in this
+// process.
+func (c *checkpointClock) last() map[int]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.at)
+}
+
+// checkpoints returns when each partition the auditor runs now saved its
+// last checkpoint (one it handed over is left out: its new owner reports
+// it).
+func (s *Service) checkpoints() map[int]time.Time {
+	at := s.ckpt.last()
+	out := make(map[int]time.Time, len(at))
+	for _, p := range s.a.Stats().Partitions {
+		if t, ok := at[p.Partition]; ok {
+			out[p.Partition] = t
+		}
+	}
+	return out
 }

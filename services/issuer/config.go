@@ -26,6 +26,12 @@ type Config struct {
 	NATS natsconn.Config
 	// Replicas of the streams and buckets created when missing (default 1).
 	Replicas int
+	// UsagePartitions is the USAGE stream's partition count (flag
+	// --usage-partitions, default events.DefaultUsagePartitions): the count
+	// a missing stream is created with; an existing stream with another
+	// count is refused at start (natsconn.CheckUsagePartitions). 0 (a
+	// program's zero value) accepts the stream's.
+	UsagePartitions int
 	// DataDir holds the signing keys (keys/), the bootstrap admin token
 	// (admin.token) and the trust anchor's public half (default .cordon).
 	DataDir string
@@ -82,6 +88,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LeakGitHubKeys, "leak-github-keys", os.Getenv("CORDON_LEAK_GITHUB_KEYS"), "`source` of GitHub's secret scanning public keys, a URL or a file (e.g. https://api.github.com/meta/public_keys/secret_scanning), that verify POST /v1/leaks/github; off when empty ($CORDON_LEAK_GITHUB_KEYS)")
 	fs.Float64Var(&c.LeakRate, "leak-rate", DefaultLeakRate, "unsigned leak reports (POST /v1/leaks, cordon.cmd.report-leak) allowed per second per client address")
 	fs.IntVar(&c.LeakBurst, "leak-burst", DefaultLeakBurst, "burst of unsigned leak reports per client address")
+	svcconfig.UsagePartitionsFlag(fs, &c.UsagePartitions)
 }
 
 // DefaultListen is the HTTP API's address of `cordon issuer` and `cordon up`.
@@ -123,6 +130,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return svcconfig.Invalidf("--replicas %d: want 1 to 5", c.Replicas)
+	}
+	if err := svcconfig.CheckUsagePartitions(c.UsagePartitions); err != nil {
+		return err
 	}
 	if err := svcconfig.CheckListen("listen", c.Listen); err != nil {
 		return err

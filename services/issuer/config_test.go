@@ -43,7 +43,7 @@ func TestConfigFlags(t *testing.T) {
 		t.Errorf("defaults: %+v", got)
 	}
 	args := []string{"--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
-		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--data=/var/lib/cordon",
+		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--usage-partitions=16", "--data=/var/lib/cordon",
 		"--policy=/etc/cordon/policy.yaml", "--listen=0.0.0.0:7400", "--tls-cert=/run/secrets/https.pem", "--tls-key=/run/secrets/https-key.pem",
 		"--anchor-key=/run/secrets/anchor.key", "--metrics-listen=127.0.0.1:9090", "--source=issuer/a", "--admin-ttl=30d", "--grace=5m",
 		"--leak-github-keys=https://api.github.com/meta/public_keys/secret_scanning", "--leak-rate=5", "--leak-burst=50"}
@@ -60,7 +60,7 @@ func TestConfigFlags(t *testing.T) {
 	want := Config{
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
-		Replicas: 3, DataDir: "/var/lib/cordon", PolicyFile: "/etc/cordon/policy.yaml", Listen: "0.0.0.0:7400",
+		Replicas: 3, UsagePartitions: 16, DataDir: "/var/lib/cordon", PolicyFile: "/etc/cordon/policy.yaml", Listen: "0.0.0.0:7400",
 		TLSCert: "/run/secrets/https.pem", TLSKey: "/run/secrets/https-key.pem", AnchorKey: "/run/secrets/anchor.key",
 		MetricsListen: "127.0.0.1:9090", Source: "issuer/a", AdminTTL: "30d", Grace: 5 * time.Minute,
 		LeakGitHubKeys: "https://api.github.com/meta/public_keys/secret_scanning", LeakRate: 5, LeakBurst: 50,

@@ -46,7 +46,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 		}
 	}()
 	var js jetstream.JetStream
-	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas}, c.Log); err != nil {
+	if s.nc, js, err = natsconn.Open(ctx, c.NATS, events.StreamOptions{Replicas: c.Replicas, UsagePartitions: c.UsagePartitions}, c.Log); err != nil {
 		return nil, err
 	}
 	var leakKeys *leak.Keys

@@ -27,6 +27,12 @@ type Config struct {
 	NATS natsconn.Config
 	// Replicas of the streams and buckets created when missing (default 1).
 	Replicas int
+	// UsagePartitions is the USAGE stream's partition count (flag
+	// --usage-partitions, default events.DefaultUsagePartitions): the count
+	// a missing stream is created with; an existing stream with another
+	// count is refused at start (natsconn.CheckUsagePartitions). 0 (a
+	// program's zero value) accepts the stream's.
+	UsagePartitions int
 	// TrustAnchor is the issuer's trust anchor (a file or the key's text),
 	// which endorses the keys that authenticate cordon.cmd.revoke callers;
 	// TrustAnchors, when set, are used instead. One of them is required.
@@ -83,6 +89,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in events (default revoker/<hostname>)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
+	svcconfig.UsagePartitionsFlag(fs, &c.UsagePartitions)
 	fs.BoolVar(&c.DryRun, "dry-run", false, "record what would be revoked, revoke nothing (overrides the policy)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", DefaultHeartbeatInterval, "interval of the denylist broadcast's heartbeat, which tells enforcers how far the denylist has got")
 	fs.DurationVar(&c.LedgerWait, "ledger-wait", DefaultLedgerWait, "how long a revocation waits for JetStream to accept its ledger event and denylist entry before replying \"pending\" (broadcast to enforcers, written when JetStream accepts it)")
@@ -119,6 +126,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		return svcconfig.Invalidf("--replicas %d: want 1 to 5", c.Replicas)
+	}
+	if err := svcconfig.CheckUsagePartitions(c.UsagePartitions); err != nil {
+		return err
 	}
 	if err := svcconfig.CheckListen("metrics-listen", c.MetricsListen); err != nil {
 		return err

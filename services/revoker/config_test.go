@@ -53,7 +53,7 @@ func TestConfigFlags(t *testing.T) {
 		t.Errorf("defaults: %+v", c)
 	}
 	got := parse("--nats=tls://nats-1:4222,tls://nats-2:4222", "--nats-creds=/run/secrets/nats.nk", "--nats-ca=/run/secrets/ca.pem",
-		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--policy=/etc/cordon/policy.yaml",
+		"--nats-cert=/run/secrets/client.pem", "--nats-key=/run/secrets/client-key.pem", "--replicas=3", "--usage-partitions=16", "--policy=/etc/cordon/policy.yaml",
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--alert-webhook=https://am.example/hook",
 		"--slack-webhook=https://hooks.example/s", "--pagerduty-key=k", "--pagerduty-url=https://pd.example/v2", "--external-url=https://cordon.example",
 		"--max-token-ttl=2160h", "--source=revoker/a", "--dry-run", "--heartbeat=100ms", "--ledger-wait=5s", "--data-dir=/var/lib/cordon/revoker",
@@ -64,7 +64,7 @@ func TestConfigFlags(t *testing.T) {
 	want := revoker.Config{
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
 			Cert: "/run/secrets/client.pem", Key: "/run/secrets/client-key.pem"},
-		Replicas: 3, TrustAnchor: "/run/secrets/trust-anchor.pub", PolicyFile: "/etc/cordon/policy.yaml", MaxTokenTTL: 2160 * time.Hour,
+		Replicas: 3, UsagePartitions: 16, TrustAnchor: "/run/secrets/trust-anchor.pub", PolicyFile: "/etc/cordon/policy.yaml", MaxTokenTTL: 2160 * time.Hour,
 		AlertWebhook: "https://am.example/hook", SlackWebhook: "https://hooks.example/s", PagerDutyKey: "k", PagerDutyURL: "https://pd.example/v2",
 		ExternalURL: "https://cordon.example", DryRun: true, Source: "revoker/a", MetricsListen: "127.0.0.1:9090",
 		HeartbeatInterval: 100 * time.Millisecond, LedgerWait: 5 * time.Second, DataDir: "/var/lib/cordon/revoker",
