@@ -256,7 +256,7 @@ var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
 func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope, opts InsertOptions) error {
 	// A copy of an event within one insert is then kept until a merge,
 	// as a copy in another insert is: the same for every view.
-	opts.NoInsertMerge = true
+	opts.NoInsertMerge = !s.insertMerge
 	bin, isBin := s.b.(BinaryInserter)
 	bp := usageBufs.Get().(*[]byte)
 	defer usageBufs.Put(bp)
