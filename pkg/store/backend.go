@@ -63,6 +63,15 @@ type InsertOptions struct {
 	// insert carrying the same token, whatever its rows, and so do the
 	// materialized views fed by the table. It must pass ValidateDedupToken.
 	DedupToken string
+	// NoInsertMerge turns off the merge of the inserted block's rows
+	// that share a sorting key (ClickHouse's optimize_on_insert = 0):
+	// a ReplacingMergeTree then keeps an event written twice in one
+	// insert until a background merge, as it keeps an event written in
+	// two inserts, and a view reading FINAL still shows it once. The
+	// store sets it on usage inserts, whose rows hold each event once
+	// (measured in docs/schema.md: the merge cost about a fifth of the
+	// insert's CPU and removed nothing).
+	NoInsertMerge bool
 }
 
 // MaxDedupTokenLen is the longest deduplication token accepted, in bytes.

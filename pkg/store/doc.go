@@ -39,7 +39,10 @@
 //
 //   - usage_events_raw, anomalies_raw and token_ledger_raw are
 //     ReplacingMergeTree tables whose sorting key ends in the event's own
-//     id; every copy of an event has the same key, so copies collapse;
+//     id; every copy of an event has the same key, so copies collapse
+//     when parts merge (usage inserts skip the merge of the inserted
+//     block, InsertOptions.NoInsertMerge: a copy within one insert waits
+//     for a merge like a copy in another);
 //   - the views read FINAL, so they show each event once even before
 //     background merges run; with Options.TokenInserts (every usage insert
 //     carries a deduplication token, below, so an event is stored once),

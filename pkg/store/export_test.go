@@ -71,3 +71,7 @@ func UsageWireSchema() [][2]string {
 	}
 	return out
 }
+
+// SetUsageInsertMerge makes usage inserts keep (true) or skip (false, the
+// default) the engine's merge of the inserted block, for benchmarks.
+func (s *Store) SetUsageInsertMerge(on bool) { s.insertMerge = on }

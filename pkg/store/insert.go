@@ -238,6 +238,10 @@ func (s *Store) insertOpts(ctx context.Context, table string, evs []events.Envel
 	return nil
 }
 
+// usageRowBytes is about the size of an encoded usage row, to size the
+// buffer of an insert once.
+const usageRowBytes = 192
+
 // usageBufs recycles the row buffers of usage inserts (megabytes each).
 var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
 
@@ -247,12 +251,19 @@ var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
 // is a BinaryInserter, which ClickHouse reads about three times faster,
 // else in JSONCompactEachRow (appendUsageRow). With a deduplication token
 // the rows go in one insert, never split at maxInsertBytes; every row is
-// encoded before anything is written.
+// encoded before anything is written. Usage inserts skip the engine's merge
+// of the block (InsertOptions.NoInsertMerge).
 func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.Envelope, opts InsertOptions) error {
+	// A copy of an event within one insert is then kept until a merge,
+	// as a copy in another insert is: the same for every view.
+	opts.NoInsertMerge = !s.insertMerge
 	bin, isBin := s.b.(BinaryInserter)
 	bp := usageBufs.Get().(*[]byte)
 	defer usageBufs.Put(bp)
 	buf := (*bp)[:0]
+	if want := len(evs) * usageRowBytes; cap(buf) < want && (opts.DedupToken != "" || want <= maxInsertBytes) {
+		buf = make([]byte, 0, want) // one allocation, not a doubling per megabyte
+	}
 	defer func() { *bp = buf[:0] }()
 	for _, e := range evs {
 		p, ok := e.Data.(*events.UsageDecided)

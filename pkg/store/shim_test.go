@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cordonhq/cordon/internal/chshim"
 	"github.com/cordonhq/cordon/pkg/store"
@@ -21,6 +22,9 @@ func shimEngine() engine {
 		t.Cleanup(func() { srv.Close(); _ = shim.Close() })
 		b, err := chserver.Open(context.Background(), chserver.Options{
 			Addr: strings.TrimPrefix(srv.URL, "http://"), Database: db, User: "default",
+			// The shim's first query waits for the one chDB session: on a
+			// loaded machine, 10 s (the default) was seen to run out.
+			DialTimeout: time.Minute,
 		})
 		if err != nil {
 			t.Fatalf("open chserver on the shim: %v", err)

@@ -116,6 +116,10 @@ type Store struct {
 	db   string
 	opts Options
 	log  zerolog.Logger
+	// insertMerge keeps the engine's merge of the inserted block on usage
+	// inserts (InsertOptions.NoInsertMerge false): set only by benchmarks
+	// that measure what skipping it saves.
+	insertMerge bool
 
 	// Analyst queries (query.go).
 	querySettings []Setting     // the limits, readonly last

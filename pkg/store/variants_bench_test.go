@@ -22,6 +22,9 @@ import (
 type schemaVariant struct {
 	name string
 	sql  []string // {db} is the quoted database
+	// insertMerge keeps the engine's merge of each inserted block, as
+	// usage inserts did before they set optimize_on_insert = 0.
+	insertMerge bool
 }
 
 // Statements shared by several variants. The store's migrations are the
@@ -77,6 +80,29 @@ SELECT day, tenant, holder, sum(requests) AS requests, sum(allows) AS allows, su
 FROM {db}.holder_usage_daily_counts GROUP BY day, tenant, holder`,
 	}
 	noRollups = []string{"DROP VIEW IF EXISTS {db}.token_usage_daily_counts_mv"}
+	// addressScopeRollup replaces 0008's token rollup by plain counters
+	// keyed by address and scope too (no aggregate states), the distinct
+	// counts computed by the views.
+	addressScopeRollup = []string{
+		"DROP VIEW IF EXISTS {db}.token_usage_daily_counts_mv",
+		`CREATE TABLE {db}.token_usage_daily_by_address (
+    day Date, tenant LowCardinality(String), token_id String, holder LowCardinality(String),
+    source_ip String, scope LowCardinality(String), requests UInt64, allows UInt64, denies UInt64
+) ENGINE = SummingMergeTree PARTITION BY toYYYYMM(day) ORDER BY (tenant, token_id, day, holder, source_ip, scope)
+SETTINGS non_replicated_deduplication_window = 10000`,
+		`CREATE MATERIALIZED VIEW {db}.token_usage_daily_by_address_mv TO {db}.token_usage_daily_by_address AS
+SELECT toDate(time) AS day, tenant, token_id, holder, source_ip, scope,
+    count() AS requests, countIf(decision = 'allow') AS allows, countIf(decision = 'deny') AS denies
+FROM {db}.usage_events_raw GROUP BY day, tenant, token_id, holder, source_ip, scope`,
+		`CREATE OR REPLACE VIEW {db}.token_usage_daily AS
+SELECT day, tenant, token_id, holder, sum(requests) AS requests, sum(allows) AS allows, sum(denies) AS denies,
+    uniqExact(source_ip) AS distinct_ips, uniqExactIf(toString(scope), scope != '') AS distinct_scopes
+FROM {db}.token_usage_daily_by_address GROUP BY day, tenant, token_id, holder`,
+		`CREATE OR REPLACE VIEW {db}.holder_usage_daily AS
+SELECT day, tenant, holder, sum(requests) AS requests, sum(allows) AS allows, sum(denies) AS denies,
+    uniqExact(token_id) AS distinct_tokens, uniqExact(source_ip) AS distinct_ips, uniqExactIf(toString(scope), scope != '') AS distinct_scopes
+FROM {db}.token_usage_daily_by_address GROUP BY day, tenant, holder`,
+	}
 )
 
 // cat concatenates statement lists.
@@ -84,14 +110,16 @@ func cat(lists ...[]string) []string { return slices.Concat(lists...) }
 
 // schemaVariants are the variants measured, today's schema first.
 var schemaVariants = []schemaVariant{
-	{"today (0006: no window, uniqExact rollups, FINAL)", cat(before0008, noWindow, withFinal)},
-	{"0007 (window)", cat(before0008, withFinal)},
-	{"0007 no bloom index", cat(before0008, noBloom, withFinal)},
-	{"0007 holder from token", cat(before0008, holderFromToken, withFinal)},
-	{"0008 with a holder counters MV", cat(holderCounters, withFinal)},
-	{"0008 (counters, holder from token, FINAL)", withFinal},
-	{"0008 no bloom index", cat(noBloom, withFinal)},
-	{"raw only (no rollups)", cat(noRollups, withFinal)},
+	{"today (0006: no window, uniqExact rollups, FINAL)", cat(before0008, noWindow, withFinal), true},
+	{"0007 (window)", cat(before0008, withFinal), true},
+	{"0007 no bloom index", cat(before0008, noBloom, withFinal), true},
+	{"0007 holder from token", cat(before0008, holderFromToken, withFinal), true},
+	{"0008 with a holder counters MV", cat(holderCounters, withFinal), true},
+	{"0008 merge on insert", withFinal, true},
+	{"0008 (counters, holder from token, FINAL)", withFinal, false},
+	{"0008 no bloom index", cat(noBloom, withFinal), false},
+	{"0008 rollup by address and scope", cat(addressScopeRollup, withFinal), false},
+	{"raw only (no rollups)", cat(noRollups, withFinal), false},
 }
 
 // applyVariant applies v to the store's database through its backend.
@@ -103,7 +131,7 @@ func applyVariant(tb testing.TB, b store.Backend, db string, v schemaVariant) {
 			if err != nil || ms[3].Version != 4 {
 				tb.Fatalf("migration 0004: %v", err)
 			}
-			applyVariant(tb, b, db, schemaVariant{v.name, ms[3].Statements})
+			applyVariant(tb, b, db, schemaVariant{name: v.name, sql: ms[3].Statements})
 			continue
 		}
 		if err := b.Exec(context.Background(), strings.ReplaceAll(stmt, "{db}", "`"+db+"`")); err != nil {
@@ -133,12 +161,13 @@ func envInt(tb testing.TB, name string, def int) int {
 	return n
 }
 
-// insertGenerated inserts rows usage events, 20,000 per InsertUsageOnce
-// (a token each) for 20,000 tokens of 200 holders over the last 47 hours,
+// insertGenerated inserts rows usage events, 20,000 (CORDON_BENCH_BATCH) per InsertUsageOnce
+// (a token each; InsertUsage, without one, when CORDON_BENCH_INSERT=usage)
+// for 20,000 tokens of 200 holders over the last 47 hours,
 // and returns the wall and CPU time of the inserts alone (generating the
 // events is not counted).
 func insertGenerated(b *testing.B, s *store.Store, rows int, seed string) (wall, cpu time.Duration) {
-	const batch = 20_000
+	batch := envInt(b, "CORDON_BENCH_BATCH", 20_000)
 	tokens := make([]string, 20_000)
 	for i := range tokens {
 		tokens[i] = newID()
@@ -148,10 +177,20 @@ func insertGenerated(b *testing.B, s *store.Store, rows int, seed string) (wall,
 		holders[i] = fmt.Sprintf("svc-%03d", i)
 	}
 	start := time.Now().UTC().Add(-47 * time.Hour)
+	withoutToken := os.Getenv("CORDON_BENCH_INSERT") == "usage"
+	if v := os.Getenv("CORDON_BENCH_INSERT"); v != "" && v != "usage" && v != "once" {
+		b.Fatalf("CORDON_BENCH_INSERT=%q: want once (InsertUsageOnce, the default) or usage (InsertUsage, no token)", v)
+	}
 	for i := 0; i < rows; i += batch {
 		evs := genUsage(b, batch, tokens, holders, start).events
 		w0, c0 := time.Now(), cpuTime()
-		if err := s.InsertUsageOnce(b.Context(), fmt.Sprintf("bench:%s:%d", seed, i), evs); err != nil {
+		var err error
+		if withoutToken {
+			err = s.InsertUsage(b.Context(), evs)
+		} else {
+			err = s.InsertUsageOnce(b.Context(), fmt.Sprintf("bench:%s:%d", seed, i), evs)
+		}
+		if err != nil {
 			b.Fatal(err)
 		}
 		wall += time.Since(w0)
@@ -183,6 +222,7 @@ func BenchmarkInsertUsageVariants(b *testing.B) {
 						db := fmt.Sprintf("benchv%d", dbSeq.Add(1))
 						s, be := openStore(b, f, db, store.Options{})
 						applyVariant(b, be, db, v)
+						s.SetUsageInsertMerge(v.insertMerge)
 						w, c := insertGenerated(b, s, rows, db)
 						wall, cpu = wall+w, cpu+c
 						_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"`")
@@ -197,19 +237,71 @@ func BenchmarkInsertUsageVariants(b *testing.B) {
 	}
 }
 
+// BenchmarkInsertUsageInterleaved measures the CPU per row of the RowBinary
+// insert (the store's path on chDB) for the variants named in
+// CORDON_BENCH_VARIANTS (names separated by ';'; by default the store's
+// schema with and without the merge on insert, and the raw table alone),
+// CORDON_BENCH_REPS times each (3 by default), one variant after the other
+// in turn, so that a load that changes during the run weighs on each
+// alike; it reports each variant's median. Rows and inserts are as for
+// BenchmarkInsertUsageVariants (CORDON_BENCH_ROWS, 400,000 by default;
+// CORDON_BENCH_BATCH rows an insert).
+//
+//	go test ./pkg/store -run '^$' -bench InsertUsageInterleaved -benchtime=1x
+func BenchmarkInsertUsageInterleaved(b *testing.B) {
+	rows := envInt(b, "CORDON_BENCH_ROWS", 400_000)
+	reps := envInt(b, "CORDON_BENCH_REPS", 3)
+	vs := pickVariants(b, []string{"0008 merge on insert", "0008 (counters, holder from token, FINAL)", "raw only (no rollups)"})
+	cpu := make([][]float64, len(vs))
+	for r := 0; r < reps; r++ {
+		for i, v := range vs {
+			db := fmt.Sprintf("benchi%d", dbSeq.Add(1))
+			s, be := openStore(b, engines()[0], db, store.Options{})
+			applyVariant(b, be, db, v)
+			s.SetUsageInsertMerge(v.insertMerge)
+			_, c := insertGenerated(b, s, rows, db)
+			cpu[i] = append(cpu[i], float64(c.Microseconds())/float64(rows))
+			_ = be.Exec(context.Background(), "DROP DATABASE `"+db+"`")
+		}
+	}
+	for i, v := range vs {
+		b.Run(strings.ReplaceAll(v.name, " ", "_"), func(b *testing.B) {
+			xs := slices.Clone(cpu[i])
+			slices.Sort(xs)
+			b.Logf("cpu-µs/row of each run: %.2f", cpu[i])
+			b.ReportMetric(xs[len(xs)/2], "median-cpu-µs/row")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// pickVariants returns the variants named in CORDON_BENCH_VARIANTS (names
+// separated by ';', as they hold commas), def when it is unset.
+func pickVariants(tb testing.TB, def []string) []schemaVariant {
+	names := def
+	if v := os.Getenv("CORDON_BENCH_VARIANTS"); v != "" {
+		names = strings.Split(v, ";")
+	}
+	all := append(slices.Clone(schemaVariants), schemaVariant{name: "0008 TokenInserts (no FINAL)", sql: noFinal})
+	out := make([]schemaVariant, 0, len(names))
+	for _, name := range names {
+		i := slices.IndexFunc(all, func(v schemaVariant) bool { return v.name == name })
+		if i < 0 {
+			tb.Fatalf("no variant %q", name)
+		}
+		out = append(out, all[i])
+	}
+	return out
+}
+
 // BenchmarkSchemaQueries measures the p50 of every docs/schema.md example
 // query, and of the store's reports, on CORDON_BENCH_ROWS rows (2,000,000
-// by default) for the variants named in CORDON_BENCH_VARIANTS (a
-// comma-separated list of names; by default the baseline and the
-// candidate). Each query runs 7 times after one warm-up.
+// by default) for the variants named in CORDON_BENCH_VARIANTS (names
+// separated by ';'; by default the baseline and the candidate). Each query runs 7 times after one warm-up.
 //
 //	go test ./pkg/store -run '^$' -bench SchemaQueries -benchtime=1x -v
 func BenchmarkSchemaQueries(b *testing.B) {
 	rows := envInt(b, "CORDON_BENCH_ROWS", 2_000_000)
-	want := []string{"0007 (window)", "0008 (counters, holder from token, FINAL)", "0008 TokenInserts (no FINAL)"}
-	if v := os.Getenv("CORDON_BENCH_VARIANTS"); v != "" {
-		want = strings.Split(v, ",")
-	}
 	doc, err := os.ReadFile("../../docs/schema.md")
 	if err != nil {
 		b.Fatal(err)
@@ -221,14 +313,8 @@ func BenchmarkSchemaQueries(b *testing.B) {
 	queries = append(queries,
 		"SELECT count() FROM usage_events",
 		"SELECT token_id, day, requests, allows, denies, distinct_ips, distinct_scopes FROM token_usage_daily WHERE day >= today() - 7 ORDER BY requests DESC LIMIT 20")
-	variants := append(slices.Clone(schemaVariants), schemaVariant{"0008 TokenInserts (no FINAL)", noFinal})
 	chdb := engines()[0]
-	for _, name := range want {
-		i := slices.IndexFunc(variants, func(v schemaVariant) bool { return v.name == name })
-		if i < 0 {
-			b.Fatalf("no variant %q", name)
-		}
-		v := variants[i]
+	for _, v := range pickVariants(b, []string{"0007 (window)", "0008 (counters, holder from token, FINAL)", "0008 TokenInserts (no FINAL)"}) {
 		b.Run(strings.ReplaceAll(v.name, " ", "_"), func(b *testing.B) {
 			db := fmt.Sprintf("benchq%d", dbSeq.Add(1))
 			s, be := openStore(b, chdb, db, store.Options{MaxResultRows: -1, MaxResultBytes: -1, QueryTimeout: 10 * time.Minute})
@@ -265,7 +351,7 @@ func BenchmarkSchemaQueries(b *testing.B) {
 // must not take the second for a copy of the first.
 func TestSchemaVariants(t *testing.T) {
 	chdb := engines()[0]
-	variants := append(slices.Clone(schemaVariants), schemaVariant{"0008 TokenInserts (no FINAL)", noFinal})
+	variants := append(slices.Clone(schemaVariants), schemaVariant{name: "0008 TokenInserts (no FINAL)", sql: noFinal})
 	for _, v := range variants {
 		if v.name == "raw only (no rollups)" {
 			continue

@@ -190,7 +190,8 @@ func (b *Backend) Exec(ctx context.Context, query string) error {
 
 // Insert implements store.Backend: one INSERT … FORMAT JSONCompactEachRow
 // call with the rows inline, and with opts.DedupToken as
-// SETTINGS insert_deduplication_token = '…' before FORMAT.
+// SETTINGS insert_deduplication_token = '…' before FORMAT, and
+// optimize_on_insert = 0 with opts.NoInsertMerge.
 func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte, opts store.InsertOptions) error {
 	if opts.DedupToken != "" {
 		if err := store.ValidateDedupToken(opts.DedupToken); err != nil {
@@ -211,12 +212,18 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 		q.WriteString("`" + c + "`")
 	}
 	q.WriteString(")")
+	var settings []string
 	if opts.DedupToken != "" {
 		// Validated above: printable ASCII without a quote or a
 		// backslash, so it stands between quotes as it is.
-		q.WriteString(" SETTINGS insert_deduplication_token = '")
-		q.WriteString(opts.DedupToken)
-		q.WriteByte('\'')
+		settings = append(settings, "insert_deduplication_token = '"+opts.DedupToken+"'")
+	}
+	if opts.NoInsertMerge {
+		settings = append(settings, "optimize_on_insert = 0")
+	}
+	if len(settings) > 0 {
+		q.WriteString(" SETTINGS ")
+		q.WriteString(strings.Join(settings, ", "))
 	}
 	q.WriteString(" FORMAT JSONCompactEachRow\n")
 	q.Write(rows)
@@ -265,7 +272,9 @@ func checkSQLText(what, text string) error {
 // the process (a 0600 file in the 0700 directory cordon-insert of the
 // session's data path, emptied when the session opens), read by one
 // INSERT INTO … (columns) SETTINGS insert_deduplication_token = '…'
-// SELECT * FROM file('…', 'RowBinary', 'structure'), de-duplicated as
+// SELECT * FROM file('…', 'RowBinary', 'structure') (with
+// optimize_on_insert = 0 among the settings for opts.NoInsertMerge),
+// de-duplicated as
 // Insert is: by the token, or without one by the hash of the rows (a
 // repeated insert of the same rows is dropped). The file is removed
 // when the call returns, whatever happened. Concurrent calls use
@@ -330,6 +339,9 @@ func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []s
 		q.WriteByte('\'')
 	} else {
 		q.WriteString(" SETTINGS deduplicate_insert_select = 'enable_even_for_bad_queries'")
+	}
+	if opts.NoInsertMerge {
+		q.WriteString(", optimize_on_insert = 0")
 	}
 	q.WriteString(" SELECT * FROM file('")
 	q.WriteString(path)

@@ -220,13 +220,21 @@ func (b *Backend) Exec(ctx context.Context, query string) error {
 
 // Insert implements store.Backend: the rows stream as the body of
 // INSERT INTO db.table (columns) FORMAT JSONCompactEachRow, with
-// opts.DedupToken as the request's insert_deduplication_token setting.
+// opts.DedupToken as the request's insert_deduplication_token setting and
+// optimize_on_insert = 0 with opts.NoInsertMerge.
 func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte, opts store.InsertOptions) error {
+	settings := clickhouse.Settings{}
 	if opts.DedupToken != "" {
 		if err := store.ValidateDedupToken(opts.DedupToken); err != nil {
 			return fmt.Errorf("clickhouse insert into %s: %w", table, err)
 		}
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": opts.DedupToken}))
+		settings["insert_deduplication_token"] = opts.DedupToken
+	}
+	if opts.NoInsertMerge {
+		settings["optimize_on_insert"] = 0
+	}
+	if len(settings) > 0 {
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 	}
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
