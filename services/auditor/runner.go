@@ -57,14 +57,41 @@ func groupToken(p int, first, last uint64) string {
 type group struct {
 	first, last uint64
 	envs        []events.Envelope
-	// us holds the payloads of envs decoded from batches (one allocation
-	// per group, reused once the group is written).
-	us []events.UsageDecided
+	// us holds the payloads of envs decoded from batches, in chunks of
+	// rowChunk that never move (envs point into them), taken from and
+	// given back to the runner's free chunks: a growing group copies
+	// none of them, and a written group's chunks serve the next.
+	us [][]events.UsageDecided
 	// fixed: an intent found at start, rebuilt with exactly its range.
 	fixed bool
 }
 
 func (g *group) empty() bool { return g.first == 0 }
+
+// rowChunk is how many payloads one chunk of a group holds.
+const rowChunk = 512
+
+// initialEnvs is the capacity of a runner's first row buffers.
+const initialEnvs = 4096
+
+// keep copies u into g's chunks and returns the copy.
+func (g *group) keep(u *events.UsageDecided, free *[][]events.UsageDecided) *events.UsageDecided {
+	n := len(g.us)
+	if n == 0 || len(g.us[n-1]) == cap(g.us[n-1]) {
+		var c []events.UsageDecided
+		if k := len(*free); k > 0 {
+			c, (*free)[k-1] = (*free)[k-1], nil
+			*free = (*free)[:k-1]
+		} else {
+			c = make([]events.UsageDecided, 0, rowChunk)
+		}
+		g.us = append(g.us, c)
+		n++
+	}
+	c := &g.us[n-1]
+	*c = append(*c, *u)
+	return &(*c)[len(*c)-1]
+}
 
 // partStats are one partition's counters, read by Stats and the metrics.
 type partStats struct {
@@ -101,7 +128,8 @@ type runner struct {
 	// is full) while another is still being written; the loop closes it
 	// when that write ends, so detection never waits on a write.
 	closeDue bool
-	spare    group // a written group's buffers, for the next
+	spare    group                   // a written group's empty buffers, for the next
+	free     [][]events.UsageDecided // chunks of written groups, for the next
 	rowsDone uint64
 	anomDone uint64
 
@@ -389,8 +417,7 @@ func (r *runner) handle(m runnerMsg) error {
 	}
 	keep := seq >= r.floor // rows not written yet
 	if keep && r.cur.empty() {
-		r.cur = group{first: seq, envs: r.spare.envs, us: r.spare.us}
-		r.spare = group{}
+		r.cur = r.newGroup(seq)
 		r.timer.Reset(r.a.o.BatchWait)
 	}
 	r.observeUsage(m.m, keep)
@@ -492,8 +519,7 @@ func (r *runner) observe(e events.Envelope, u *events.UsageDecided, keep, owned 
 		return
 	}
 	if !owned {
-		r.cur.us = append(r.cur.us, *u)
-		u = &r.cur.us[len(r.cur.us)-1]
+		u = r.cur.keep(u, &r.free)
 	}
 	e.Data = u
 	r.cur.envs = append(r.cur.envs, e)
@@ -614,11 +640,31 @@ func (r *runner) written(err error) error {
 	return nil
 }
 
-// recycle keeps a written group's buffers for the next group.
+// newGroup opens a group at seq on the spare buffers.
+func (r *runner) newGroup(seq uint64) group {
+	g := group{first: seq, envs: r.spare.envs, us: r.spare.us}
+	if g.envs == nil {
+		g.envs = make([]events.Envelope, 0, min(r.a.o.BatchSize, initialEnvs))
+	}
+	r.spare = group{}
+	return g
+}
+
+// recycle keeps a written group's buffers for the next groups.
 func (r *runner) recycle(g *group) {
 	clear(g.envs)
+	if cap(g.envs) > cap(r.spare.envs) {
+		r.spare.envs = g.envs[:0]
+	}
+	for _, c := range g.us {
+		clear(c)
+		r.free = append(r.free, c[:0])
+	}
 	clear(g.us)
-	r.spare = group{envs: g.envs[:0], us: g.us[:0]}
+	if cap(g.us) > cap(r.spare.us) {
+		r.spare.us = g.us[:0]
+	}
+	g.envs, g.us = nil, nil
 }
 
 // write saves g's intent (unless it is the replayed one) and inserts it
