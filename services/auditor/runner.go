@@ -136,6 +136,22 @@ type runner struct {
 	pending []pendingAnomaly
 	flushT  *time.Timer
 	armed   bool
+	// raised counts the anomalies published; flushed is raised as of
+	// the last flush (every one up to it durable).
+	raised, flushed uint64
+	// flight is the flush running (flushSoon), nil when none; flushAgain:
+	// anomalies wait for it to end; spareAnoms a flushed slice, reused.
+	flight     *anomalyFlight
+	flushAgain bool
+	spareAnoms []pendingAnomaly
+
+	// A periodic checkpoint (see startCheckpoint): ckptWait is the
+	// snapshot waiting for its rows and anomalies to be durable, saving
+	// the one being saved by its goroutine (nil when none).
+	ckptWait *pendingCheckpoint
+	saving   chan error
+	savingCp pendingCheckpoint
+	ckptDue  bool // a checkpoint waits for the write in flight
 
 	ub  events.UsageBatch
 	env events.Envelope
@@ -232,6 +248,18 @@ func (r *runner) run() error {
 	r.flushT.Stop()
 	err = r.loop(in, fetchErr, usage, ledger)
 	stopFetch()
+	// A checkpoint being saved ends first: the final one must not be
+	// overwritten by an older one.
+	if r.saving != nil {
+		_ = r.checkpointSaved(<-r.saving)
+	}
+	r.ckptWait = nil
+	if r.flight != nil {
+		// Given up: its anomalies are pending again, for the final
+		// checkpoint (which has ShutdownGrace to make them durable).
+		r.flight.cancel()
+		r.flightEnded(<-r.flight.done)
+	}
 	if errors.Is(err, errLost) {
 		a.o.Log.Warn().Int("partition", r.p).Msg("partition lost: stopped writing for it")
 		return nil
@@ -258,6 +286,13 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 		if r.inflight != nil {
 			inflight = r.inflight
 		}
+		var saving, flight <-chan error
+		if r.saving != nil {
+			saving = r.saving
+		}
+		if r.flight != nil {
+			flight = r.flight.done
+		}
 		select {
 		case <-r.ctx.Done():
 			return nil
@@ -278,6 +313,14 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 					return err
 				}
 			}
+			if r.ckptDue {
+				if err := r.startCheckpoint(); err != nil {
+					if errors.Is(err, errLost) || r.ctx.Err() != nil {
+						return err
+					}
+					a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
+				}
+			}
 		case <-r.timer.C:
 			if !r.cur.fixed {
 				if err := r.closeGroupSoon(); err != nil {
@@ -286,7 +329,10 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			}
 		case <-r.flushT.C:
 			r.armed = false
-			if err := r.flush(r.ctx); err != nil {
+			r.flushSoon()
+		case err := <-flight:
+			r.flightEnded(err)
+			if err != nil && r.ctx.Err() != nil {
 				return nil
 			}
 		case <-idle.t.C:
@@ -296,13 +342,18 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 				}
 			}
 		case <-ckpt.C:
-			if err := r.checkpoint(); err != nil {
+			if err := r.startCheckpoint(); err != nil {
 				if errors.Is(err, errLost) || r.ctx.Err() != nil {
 					return err
 				}
 				a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
 			}
+		case err := <-saving:
+			if err := r.checkpointSaved(err); err != nil {
+				return err
+			}
 		}
+		r.maybeSave()
 	}
 }
 
@@ -368,11 +419,7 @@ func (r *runner) probe(usage, ledger jetstream.Consumer) error {
 	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
 		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
 	}
-	if len(r.pending) > 0 {
-		if err := r.flush(r.ctx); err != nil {
-			return nil
-		}
-	}
+	r.flushSoon()
 	r.progress()
 	return nil
 }
@@ -437,7 +484,7 @@ func (r *runner) handle(m runnerMsg) error {
 			r.closeDue = true
 		}
 	}
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 && r.flight == nil {
 		r.anomDone = seq
 	}
 	return nil
@@ -711,15 +758,109 @@ func (r *runner) progress() {
 		rows = max(rows, r.st.seen.Load())
 	}
 	anom := r.anomDone
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 && r.flight == nil {
 		anom = max(anom, r.st.seen.Load())
 	}
 	r.st.written.Store(max(r.st.written.Load(), min(rows, anom)))
 }
 
+// pendingCheckpoint is a checkpoint encoded at usage sequence usage and
+// ledger sequence ledger, with raised anomalies published by then.
+type pendingCheckpoint struct {
+	data          []byte
+	usage, ledger uint64
+	raised        uint64
+}
+
+// startCheckpoint is the periodic checkpoint, made without stopping
+// detection. It snapshots the detector state in the loop (the state must
+// be the one at these sequences) and closes the open group there, so
+// that the group ends at the snapshot's sequence and every later intent
+// starts after it. The open group can close at once only when no write
+// is in flight: otherwise the snapshot waits for that write's end
+// (ckptDue). The loop saves the snapshot (maybeSave, on another
+// goroutine) once every row and anomaly it covers is durable. Before,
+// the loop itself waited for the write in flight, the open group's
+// write, the anomalies and the checkpoint's fsyncs while the partition's
+// events queued up (detection latency).
+func (r *runner) startCheckpoint() error {
+	if r.cur.fixed || r.ckptWait != nil || r.saving != nil {
+		return nil
+	}
+	if r.saved && r.savedUsage == r.usageSeq && r.savedLg == r.ledgerSeq {
+		return nil
+	}
+	if !r.cur.empty() && r.inflight != nil {
+		r.ckptDue = true
+		return nil
+	}
+	r.ckptDue = false
+	if !r.a.owner.Valid(r.p) {
+		return errLost
+	}
+	r.pruneBatchIDs()
+	data, err := encodeCheckpoint(checkpointV2{Partition: r.p, Partitions: r.parts, UsageSeq: r.usageSeq, LedgerSeq: r.ledgerSeq, Batches: r.batchList()}, r.det)
+	if err != nil {
+		return fmt.Errorf("partition %d: checkpoint: %w", r.p, err)
+	}
+	r.ckptWait = &pendingCheckpoint{data: data, usage: r.usageSeq, ledger: r.ledgerSeq, raised: r.raised}
+	return r.closeGroup() // nothing in flight: it does not wait
+}
+
+// maybeSave starts saving the waiting checkpoint once what it covers is
+// durable: every row of the messages up to its usage sequence written
+// (the groups holding them, or nothing open nor in flight), and every
+// anomaly published before it flushed.
+func (r *runner) maybeSave() {
+	c := r.ckptWait
+	if c == nil || r.saving != nil {
+		return
+	}
+	rows := r.rowsDone >= c.usage || (r.cur.empty() && r.inflight == nil)
+	if !rows || r.flushed < c.raised {
+		return
+	}
+	r.ckptWait = nil
+	r.savingCp = *c
+	done := make(chan error, 1)
+	r.saving = done
+	a, p, ctx := r.a, r.p, r.wctx
+	go func() {
+		done <- func() error {
+			if !a.owner.Valid(p) {
+				return errLost
+			}
+			if err := a.hook(stepBeforeCheckpoint, p); err != nil {
+				return err
+			}
+			if err := a.o.State.SaveCheckpoint(ctx, p, c.data); err != nil {
+				return fmt.Errorf("partition %d: checkpoint: %w", p, err)
+			}
+			return nil
+		}()
+	}()
+}
+
+// checkpointSaved records the end of a checkpoint's save.
+func (r *runner) checkpointSaved(err error) error {
+	r.saving = nil
+	c := r.savingCp
+	r.savingCp = pendingCheckpoint{}
+	if err != nil {
+		if errors.Is(err, errLost) || r.ctx.Err() != nil {
+			return err
+		}
+		r.a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
+		return nil
+	}
+	r.saved, r.savedUsage, r.savedLg = true, c.usage, c.ledger
+	return nil
+}
+
 // checkpoint writes the open group, makes the anomalies durable and saves
-// the detector state with the sequences it covers. An open replayed group
-// is never cut short: the checkpoint waits for it to complete.
+// the detector state with the sequences it covers, waiting for each: the
+// final checkpoint of a stopping runner. An open replayed group is never
+// cut short: the checkpoint waits for it to complete.
 func (r *runner) checkpoint() error {
 	a := r.a
 	if r.cur.fixed {
