@@ -467,7 +467,7 @@ func (r *runner) handle(m runnerMsg) error {
 		r.cur = r.newGroup(seq)
 		r.timer.Reset(r.a.o.BatchWait)
 	}
-	r.observeUsage(m.m, keep)
+	r.observeUsage(m.m, seq, keep)
 	r.usageSeq = seq
 	r.st.seen.Store(seq)
 	if keep {
@@ -492,10 +492,13 @@ func (r *runner) handle(m runnerMsg) error {
 
 // observeUsage decodes a usage message once, analyses its events and
 // appends their rows (keep) to the open group.
-func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
+func (r *runner) observeUsage(m jetstream.Msg, seq uint64, keep bool) {
 	a := r.a
 	subject := m.Subject()
 	if isLegacyUsage(subject) {
+		if p, ok := a.legacy.get(seq); ok && !r.all && p != r.p {
+			return // another partition's, as the runner that decoded it found
+		}
 		e, u, err := decodeAttributedUsage(subject, m.Data())
 		if err != nil {
 			if r.p == 0 || r.all { // every runner reads legacy subjects: one dead-letters
@@ -503,8 +506,12 @@ func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
 			}
 			return
 		}
-		if !r.all && events.UsagePartition(u.Tenant, u.Holder, r.parts) != r.p {
-			return // another partition's
+		if !r.all {
+			p := events.UsagePartition(u.Tenant, u.Holder, r.parts)
+			a.legacy.put(seq, p)
+			if p != r.p {
+				return // another partition's
+			}
 		}
 		r.observe(e, u, keep, true)
 		return
@@ -531,6 +538,33 @@ func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
 	for r.ub.Next(&r.env, &r.ud) {
 		r.observe(r.env, &r.ud, keep, false)
 	}
+}
+
+// legacyMemo remembers the partition of recent legacy per-event messages
+// by stream sequence. Every runner reads every legacy message (its subject
+// names no holder): the first to decode one records its partition, and
+// the runners it is not for skip it without decoding it (a JSON decode
+// each, P times over, before). A slot holds one sequence; a miss, or a
+// slot taken by another sequence, means decoding as before.
+type legacyMemo struct {
+	slots [legacyMemoSlots]atomic.Uint64 // seq<<7 | partition+1
+}
+
+const legacyMemoSlots = 4096
+
+func (m *legacyMemo) put(seq uint64, p int) {
+	if p < 0 || p >= events.MaxUsagePartitions || seq >= 1<<57 {
+		return
+	}
+	m.slots[seq%legacyMemoSlots].Store(seq<<7 | uint64(p+1))
+}
+
+func (m *legacyMemo) get(seq uint64) (int, bool) {
+	v := m.slots[seq%legacyMemoSlots].Load()
+	if v&127 == 0 || v>>7 != seq {
+		return 0, false
+	}
+	return int(v&127) - 1, true
 }
 
 // isBatchUsage: a batch subject, as published or as stored.

@@ -77,3 +77,36 @@ func TestGroupRowsOwnTheirPayloads(t *testing.T) {
 		t.Fatalf("a warm group allocates %v times, want 0", allocs)
 	}
 }
+
+// TestLegacyMemo: a legacy message's partition is found again by its
+// sequence only; a slot reused by another sequence, or a partition out of
+// range, is a miss (the runner decodes the message as before).
+func TestLegacyMemo(t *testing.T) {
+	var m legacyMemo
+	for _, tc := range []struct {
+		seq uint64
+		p   int
+	}{{1, 0}, {2, 7}, {3, events.MaxUsagePartitions - 1}, {1 << 40, 5}} {
+		m.put(tc.seq, tc.p)
+		if p, ok := m.get(tc.seq); !ok || p != tc.p {
+			t.Fatalf("seq %d: got %d, %v, want %d", tc.seq, p, ok, tc.p)
+		}
+	}
+	if _, ok := m.get(4); ok {
+		t.Fatal("a sequence never put was found")
+	}
+	m.put(5, 3)
+	m.put(5+legacyMemoSlots, 4) // the same slot
+	if _, ok := m.get(5); ok {
+		t.Fatal("a sequence whose slot was reused was found")
+	}
+	if p, ok := m.get(5 + legacyMemoSlots); !ok || p != 4 {
+		t.Fatalf("the slot's new sequence: %d, %v", p, ok)
+	}
+	for _, bad := range []int{-1, events.MaxUsagePartitions} {
+		m.put(9, bad)
+		if _, ok := m.get(9); ok {
+			t.Fatalf("partition %d was recorded", bad)
+		}
+	}
+}
