@@ -7,8 +7,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"syscall"
@@ -89,7 +91,7 @@ func runAuditorSuite(ctx context.Context, env Env) ([]Figure, error) {
 	sz := ingestSize{events: env.size(auditorEvents, 4000), tokens: env.size(auditorTokens, 200)}
 	fmt.Fprintf(progress, "   ingestion: %d decisions by %d enforcers over %d tokens of %d holders, every detector on (default thresholds), chDB store\n",
 		sz.events, ingestEnforcers, sz.tokens, auditorHolders)
-	f, err := benchIngestion(ctx, progress, sz)
+	f, err := benchIngestion(ctx, progress, sz, env.CPUProfile)
 	if err != nil {
 		return nil, fmt.Errorf("ingestion: %w", err)
 	}
@@ -208,6 +210,25 @@ func measure(fn func() error) (phase, error) {
 	g0, c0, t0 := gcCPU(), cpuTime(), time.Now()
 	err := fn()
 	return phase{wall: time.Since(t0), cpu: cpuTime() - c0, gc: gcCPU() - g0}, err
+}
+
+// profiled runs measure(fn) under a CPU profile written to
+// <prefix>.<stage>.pprof when prefix is set (cordon-bench --cpuprofile).
+func profiled(prefix, stage string, fn func() error) (phase, error) {
+	if prefix == "" {
+		return measure(fn)
+	}
+	f, err := os.Create(prefix + "." + stage + ".pprof")
+	if err != nil {
+		return phase{}, fmt.Errorf("cpu profile: %w", err)
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return phase{}, fmt.Errorf("cpu profile: %w", err)
+	}
+	ph, err := measure(fn)
+	pprof.StopCPUProfile()
+	return ph, err
 }
 
 // gcCPU is the CPU time the Go garbage collector used so far, as the
@@ -472,7 +493,7 @@ func streamState(ctx context.Context, js jetstream.JetStream) (msgs, bytes, last
 	return info.State.Msgs, info.State.Bytes, info.State.LastSeq, nil
 }
 
-func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize) ([]Figure, error) {
+func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize, prof string) ([]Figure, error) {
 	fleet, err := newIngestFleet(sz.tokens)
 	if err != nil {
 		return nil, err
@@ -506,7 +527,7 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize) ([]F
 		if err := fleet.decide(ctx, warm); err != nil {
 			return err
 		}
-		if enfOnly, err = measure(func() error { return fleet.decide(ctx, measured) }); err != nil {
+		if enfOnly, err = profiled(prof, "enforcers", func() error { return fleet.decide(ctx, measured) }); err != nil {
 			return err
 		}
 		report("enforcers only (decide + publish)", enfOnly, len(measured))
@@ -520,7 +541,7 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize) ([]F
 		// The backlog is every event published (learning, warm-up and
 		// measured), in last (a message count: batches) messages.
 		backlog = len(fleet.learn) + len(warm) + len(measured)
-		audOnly, err = measure(func() error {
+		audOnly, err = profiled(prof, "auditor", func() error {
 			if err := p.StartAuditor(ctx); err != nil {
 				return err
 			}
@@ -552,7 +573,7 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize) ([]F
 			return phase{}, err
 		}
 		defer s.Close()
-		return measure(func() error {
+		return profiled(prof, "store", func() error {
 			work := make(chan []events.Envelope)
 			errc := make(chan error, auditor.DefaultWriters)
 			var wg sync.WaitGroup
@@ -615,7 +636,7 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize) ([]F
 		}
 		st0 := p.Auditor.Stats()
 		runtime.GC()
-		ph, err := measure(func() error {
+		ph, err := profiled(prof, "e2e", func() error {
 			if err := fleet.decide(ctx, measured); err != nil {
 				return err
 			}

@@ -44,6 +44,9 @@ type Env struct {
 	// Smoke runs the suite at tiny sizes: every code path runs, the
 	// figures mean nothing and no target is judged (make bench-smoke, CI).
 	Smoke bool
+	// CPUProfile, when set, is the prefix of the CPU profiles the auditor
+	// suite writes, one per measured stage: <prefix>.<stage>.pprof.
+	CPUProfile string
 }
 
 // size is full in a measured run and smoke in a smoke run.

@@ -32,6 +32,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	only := fs.String("only", "", "run only the suites whose name contains this `text`")
 	list := fs.Bool("list", false, "list the suites and exit")
 	smoke := fs.Bool("smoke", false, "run every suite at tiny sizes to show it still runs, judging no target (make bench-smoke, CI); the figures mean nothing")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of each measured stage of the auditor suite to `prefix`.<stage>.pprof (go tool pprof reads them)")
 	fs.Usage = func() { usage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -59,7 +60,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cordon-bench: %v\n", err)
 		return 3
 	}
-	return run(ctx, Suites(), Env{Progress: stdout, Smoke: *smoke}, *only, *out, stderr)
+	return run(ctx, Suites(), Env{Progress: stdout, Smoke: *smoke, CPUProfile: *cpuprofile}, *only, *out, stderr)
 }
 
 // usage is cordon-bench -h: what the command does, in a user's words, then
@@ -74,7 +75,7 @@ beside the target it is held to, and with --out writes them, with the machine
 they ran on, as markdown. A full run takes several minutes and needs the chDB
 library (make chdb).
 
-Usage: cordon-bench [--only TEXT] [--out FILE] [--smoke]
+Usage: cordon-bench [--only TEXT] [--out FILE] [--smoke] [--cpuprofile PREFIX]
 
 It exits 1 when a suite fails or a target is missed, after every suite ran
 and the results file was written; --smoke judges no target.

@@ -82,6 +82,32 @@ func BenchmarkCheckSeenParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkCheckSeenMany decides over 20,000 cached tokens in a scattered
+// order (the cordon-bench ingestion's fleet), without usage: what the
+// cache and the checks cost when their data is not in the CPU's caches.
+func BenchmarkCheckSeenMany(b *testing.B) {
+	e, s := benchEnforcer(b, func(o *Options) { o.DisableUsage = true; o.CacheSize = 40_000 })
+	reqs := make([]*Request, 20_000)
+	for i := range reqs {
+		tok, _ := mint(b, s, nil)
+		reqs[i] = readReq(tok)
+		if d := e.Check(reqs[i]); !d.Allow {
+			b.Fatal(d)
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	var cpu0 time.Duration
+	for b.Loop() {
+		if cpu0 == 0 {
+			cpu0 = cpuTime()
+		}
+		e.Check(reqs[i])
+		i = (i + 7919) % len(reqs)
+	}
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/decision")
+}
+
 func BenchmarkCheckFirstSeen(b *testing.B) {
 	e, s := benchEnforcer(b, nil)
 	toks := make([]string, 4096)

@@ -64,15 +64,34 @@ func TestCheckOrder(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tok, c := mint(t, s, tc.claims)
-			d := e.Check(readReq(tok))
-			if d.Allow || d.Reason != tc.want {
-				t.Fatalf("got %+v, want %s", d, tc.want)
-			}
-			if d.TokenID != c.ID || d.Tenant != c.Tenant || d.Holder != c.Holder || d.KeyID != s.KeyID {
-				t.Fatalf("identity not reported: %+v", d)
+			for _, when := range []string{"first use", "from the cache"} {
+				d := e.Check(readReq(tok))
+				if d.Allow || d.Reason != tc.want {
+					t.Fatalf("%s: got %+v, want %s", when, d, tc.want)
+				}
+				if d.TokenID != c.ID || d.Tenant != c.Tenant || d.Holder != c.Holder || d.KeyID != s.KeyID {
+					t.Fatalf("%s: identity not reported: %+v", when, d)
+				}
 			}
 		})
 	}
+	t.Run("audience of a cached token", func(t *testing.T) {
+		for _, tc := range []struct {
+			aud  []string
+			want Reason
+		}{
+			{[]string{"payments"}, ReasonWrongAudience},
+			{[]string{"payments", "invoices"}, ReasonOK},
+			{[]string{"*"}, ReasonOK},
+		} {
+			tok, _ := mint(t, s, func(c *token.Claims) { c.Audience = tc.aud })
+			for i := range 3 { // verified, then cached
+				if d := e.Check(readReq(tok)); d.Reason != tc.want {
+					t.Fatalf("audience %q, check %d: got %+v, want %s", tc.aud, i, d, tc.want)
+				}
+			}
+		}
+	})
 	t.Run("empty route scope is never covered", func(t *testing.T) {
 		tok, _ := mint(t, s, func(c *token.Claims) { c.Scopes = []string{"invoices:*"} })
 		r := readReq(tok)

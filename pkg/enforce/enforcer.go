@@ -66,10 +66,14 @@ type Decision struct {
 
 // cachedToken is a verified token and the key that verified it, stamped
 // with the keyring generation at which that key was last seen current.
+// aud caches the token's audience check for this enforcer's service
+// (Options.Service never changes), which a decision would otherwise read
+// from the token's audience list each time.
 type cachedToken struct {
 	tok *token.Token
 	key ed25519.PublicKey
 	gen atomic.Uint64
+	aud bool
 }
 
 // rejected is a negative cache entry.
@@ -202,7 +206,8 @@ func (e *Enforcer) checkUnrouted(req *Request, reason Reason) Decision {
 	}
 	d := Decision{Reason: reason}
 	if req.Token != "" {
-		if t, r, kid := e.verify(req.Token, req.RemoteAddr, start); t != nil && r == "" {
+		if c, r, kid := e.verify(req.Token, req.RemoteAddr, start); c != nil && r == "" {
+			t := c.tok
 			d.TokenID, d.Tenant, d.Holder, d.KeyID = t.ID, t.Tenant, t.Holder, t.KeyID
 		} else {
 			d.KeyID = kid
@@ -230,10 +235,11 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 	if req.Token == "" {
 		return Decision{Reason: ReasonMissing}
 	}
-	t, reason, kid := e.verify(req.Token, req.RemoteAddr, wall)
-	if t == nil {
+	c, reason, kid := e.verify(req.Token, req.RemoteAddr, wall)
+	if c == nil {
 		return Decision{Reason: reason, KeyID: kid}
 	}
+	t := c.tok
 	d := Decision{TokenID: t.ID, Tenant: t.Tenant, Holder: t.Holder, KeyID: t.KeyID}
 	if reason != "" { // a cached token whose key was retired
 		d.Reason = reason
@@ -253,7 +259,7 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 		if h, ok := e.dl.canary(t); ok {
 			e.tripCanary(req, t, h, now)
 		}
-	case !t.HasAudience(e.opts.Service):
+	case !c.aud: // t.HasAudience(e.opts.Service)
 		d.Reason = ReasonWrongAudience
 	case req.Scope == "" || !t.HasScope(req.Scope):
 		d.Reason = ReasonScopeMissing
@@ -277,19 +283,19 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 // well formed, the key id its header claims. A token not verified before
 // is refused with ReasonThrottled, unverified, while src is throttled, and
 // a failed verification counts against src.
-func (e *Enforcer) verify(s string, src netip.Addr, wall time.Time) (*token.Token, Reason, string) {
+func (e *Enforcer) verify(s string, src netip.Addr, wall time.Time) (*cachedToken, Reason, string) {
 	gen := e.keyGen.Load()
 	if c, ok := e.cache.get(s); ok {
 		if c.gen.Load() == gen {
-			return c.tok, "", ""
+			return c, "", ""
 		}
 		key, ok := e.keys.Key(c.tok.KeyID)
 		if !ok {
-			return c.tok, ReasonUnknownKey, ""
+			return c, ReasonUnknownKey, ""
 		}
 		if bytes.Equal(key, c.key) {
 			c.gen.Store(gen)
-			return c.tok, "", ""
+			return c, "", ""
 		}
 		// The key id now names another key: verify again below.
 	} else if e.thr.blocked(src, wall) {
@@ -306,10 +312,10 @@ func (e *Enforcer) verify(s string, src netip.Addr, wall time.Time) (*token.Toke
 		}
 		return nil, reason, kid
 	}
-	c := &cachedToken{tok: t, key: key}
+	c := &cachedToken{tok: t, key: key, aud: t.HasAudience(e.opts.Service)}
 	c.gen.Store(gen)
 	e.cache.put(strings.Clone(s), c)
-	return t, "", ""
+	return c, "", ""
 }
 
 func (e *Enforcer) verifySlow(s string) (*token.Token, ed25519.PublicKey, Reason, string) {

@@ -21,11 +21,11 @@ var ErrRejected = errors.New("token rejected")
 // them for a request).
 func (e *Enforcer) Verify(s string) (*token.Token, error) {
 	// No source address: a control-plane caller is never throttled here.
-	t, reason, _ := e.verify(s, netip.Addr{}, time.Now())
-	if t == nil || reason != "" {
+	c, reason, _ := e.verify(s, netip.Addr{}, time.Now())
+	if c == nil || reason != "" {
 		return nil, fmt.Errorf("%w: %s", ErrRejected, reason)
 	}
-	return t, nil
+	return c.tok, nil
 }
 
 // Revoked reports whether the replicated denylist revokes t: its own entry

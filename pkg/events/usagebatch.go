@@ -168,6 +168,13 @@ type UsageBatchBuilder struct {
 	strSize int
 	recs    []byte
 	scratch [batchRefs]uint64
+	// last and lastRef are the previous record's strings and their
+	// references (valid when n > 0): most fields repeat from one record
+	// to the next (the same service, method, decision, client, often the
+	// same token), and comparing with the previous value is cheaper than
+	// a dictionary lookup.
+	last    [batchRefs]string
+	lastRef [batchRefs]uint64
 }
 
 // Reset starts a new batch of (tenant, holder) from enforcer; source is
@@ -195,6 +202,7 @@ func (b *UsageBatchBuilder) Reset(source, tenant, enforcer, holder string) error
 	clear(b.dict)
 	b.strs = b.strs[:0]
 	b.recs = b.recs[:0]
+	clear(b.last[:]) // keeps no string of the last batch alive
 	return nil
 }
 
@@ -255,6 +263,10 @@ func (b *UsageBatchBuilder) Add(at time.Time, u *UsageDecided) error {
 	fields := [batchRefs]string{u.TokenID, u.KeyID, u.Service, u.SourceIP, u.UserAgent, u.Method, u.Route, u.Scope, u.Decision, u.Reason, u.Resource, u.Client, u.Device}
 	mark := len(b.strs)
 	for i, s := range fields {
+		if b.n > 0 && s == b.last[i] {
+			b.scratch[i] = b.lastRef[i]
+			continue
+		}
 		r, err := b.ref(s)
 		if err != nil {
 			for _, s := range b.strs[mark:] {
@@ -272,6 +284,7 @@ func (b *UsageBatchBuilder) Add(at time.Time, u *UsageDecided) error {
 	for _, r := range b.scratch {
 		b.recs = binary.AppendUvarint(b.recs, r)
 	}
+	b.last, b.lastRef = fields, b.scratch
 	b.n++
 	return nil
 }

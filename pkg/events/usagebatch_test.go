@@ -189,6 +189,59 @@ func TestUsageBatchBuilderRefuses(t *testing.T) {
 	}
 }
 
+// TestUsageBatchBuilderRepeatsAndRollback: a builder reused batch after
+// batch, with records that repeat the previous one's strings and an Add
+// refused halfway through its fields (its new strings rolled back), still
+// encodes every accepted record as it was: a reference taken from the
+// previous record never names a string the batch lost or another batch's.
+func TestUsageBatchBuilderRepeatsAndRollback(t *testing.T) {
+	var b events.UsageBatchBuilder
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	for round := range 3 {
+		if err := b.Reset("enforcer/edge-1", "acme", "edge-1", "billing"); err != nil {
+			t.Fatal(err)
+		}
+		var want []events.UsageDecided
+		for i := range 40 {
+			u := batchEvent(round*1000 + i/3) // each record three times in a row
+			u.TokenID = fmt.Sprintf("r%d-tok-%d", round, i/2)
+			if i%10 == 4 {
+				// A new token id is added to the dictionary, then the user
+				// agent is refused: both must leave the batch unchanged.
+				bad := u
+				bad.TokenID = fmt.Sprintf("r%d-tok-refused-%d", round, i)
+				bad.UserAgent = strings.Repeat("x", 5000)
+				if err := b.Add(at, &bad); err == nil {
+					t.Fatal("a 5000-byte user agent was accepted")
+				}
+				u.TokenID = bad.TokenID // the next record uses it after all
+			}
+			if err := b.Add(at.Add(time.Duration(i)*time.Millisecond), &u); err != nil {
+				t.Fatalf("round %d, Add %d: %v", round, i, err)
+			}
+			want = append(want, u)
+		}
+		subject, _, data, err := b.Finish(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got events.UsageBatch
+		if err := events.DecodeUsageBatch(subject, data, &got); err != nil {
+			t.Fatal(err)
+		}
+		var e events.Envelope
+		var u events.UsageDecided
+		for i := 0; got.Next(&e, &u); i++ {
+			if !reflect.DeepEqual(u, want[i]) {
+				t.Fatalf("round %d, record %d:\n got %+v\nwant %+v", round, i, u, want[i])
+			}
+		}
+		if got.Len() != len(want) {
+			t.Fatalf("round %d: %d records, want %d", round, got.Len(), len(want))
+		}
+	}
+}
+
 // TestDecodeUsageBatchRejects: every malformed or misattributed batch is
 // refused with a reason, and leaves no records behind.
 func TestDecodeUsageBatchRejects(t *testing.T) {

@@ -253,6 +253,7 @@ type Auditor struct {
 	lastLedgerSeq                                                atomic.Uint64
 	// activity counts the messages the runners handled (idleProbe).
 	activity       atomic.Uint64
+	legacy         legacyMemo
 	ledgerInflight atomic.Int64
 }
 

@@ -37,6 +37,7 @@ func (r *runner) publish(an events.AnomalyDetected) {
 		f, _ = a.o.JS.PublishAsync(events.Subject(env), data, jetstream.WithMsgID(env.MsgID()))
 	}
 	r.pending = append(r.pending, pendingAnomaly{env: env, f: f})
+	r.raised++
 	r.st.anomalies.Add(1)
 	a.anomalies.Add(1)
 	if a.o.OnAnomaly != nil {
@@ -51,21 +52,92 @@ func (r *runner) publish(an events.AnomalyDetected) {
 	}
 }
 
-// flush makes the pending anomalies durable: acknowledged by JetStream
-// (publishing again, de-duplicated by message id, those that failed) and
-// written to the store, retrying until it succeeds or ctx ends.
-func (r *runner) flush(ctx context.Context) error {
+// anomalyFlight is a flush running on its own goroutine: the anomalies
+// raised up to raised, pending when it started at usage sequence seq.
+type anomalyFlight struct {
+	anoms  []pendingAnomaly
+	seq    uint64
+	raised uint64
+	done   chan error
+	cancel context.CancelFunc // gives up (the runner is stopping)
+}
+
+// flushSoon starts making the pending anomalies durable on another
+// goroutine, so that detection goes on meanwhile (a store insert and
+// JetStream acknowledgements can take long on a loaded machine); the loop
+// records the end (flushed). With a flush running already, the pending
+// ones follow when it ends.
+func (r *runner) flushSoon() {
+	if r.flight != nil {
+		r.flushAgain = true
+		return
+	}
+	if len(r.pending) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	f := &anomalyFlight{anoms: r.pending, seq: r.usageSeq, raised: r.raised, done: make(chan error, 1), cancel: cancel}
+	r.pending = r.spareAnoms[:0]
+	r.spareAnoms = nil
+	r.flight = f
 	a := r.a
+	go func() { f.done <- a.makeDurable(ctx, f.anoms) }()
+}
+
+// flightEnded records the end of the flush in flight: on success its
+// anomalies are durable; otherwise (ctx ended) they are pending again.
+func (r *runner) flightEnded(err error) {
+	f := r.flight
+	r.flight = nil
+	f.cancel()
+	if err != nil {
+		r.pending = append(f.anoms, r.pending...)
+		return
+	}
+	r.flushed = max(r.flushed, f.raised)
+	r.anomDone = max(r.anomDone, f.seq)
+	clear(f.anoms)
+	r.spareAnoms = f.anoms[:0]
+	if r.flushAgain {
+		r.flushAgain = false
+		r.flushSoon()
+	}
+	r.progress()
+}
+
+// flush makes the pending anomalies durable, waiting for it (and first for
+// the flush in flight): the final checkpoint, and the back-pressure of
+// too many pending ones.
+func (r *runner) flush(ctx context.Context) error {
+	if r.flight != nil {
+		r.flushAgain = false
+		r.flightEnded(<-r.flight.done)
+	}
 	if len(r.pending) == 0 {
 		return nil
 	}
-	envs := make([]events.Envelope, len(r.pending))
-	for i, p := range r.pending {
+	if err := r.a.makeDurable(ctx, r.pending); err != nil {
+		return err
+	}
+	clear(r.pending)
+	r.pending = r.pending[:0]
+	r.flushed = r.raised
+	r.anomDone = r.usageSeq
+	r.progress()
+	return nil
+}
+
+// makeDurable makes anomalies durable: acknowledged by JetStream
+// (publishing again, de-duplicated by message id, those that failed) and
+// written to the store, retrying until it succeeds or ctx ends.
+func (a *Auditor) makeDurable(ctx context.Context, anoms []pendingAnomaly) error {
+	envs := make([]events.Envelope, len(anoms))
+	for i, p := range anoms {
 		envs[i] = p.env
 	}
-	err := a.retry(ctx, len(envs), func() error {
-		for i := range r.pending {
-			if err := confirm(ctx, a.o.JS, &r.pending[i]); err != nil {
+	return a.retry(ctx, len(envs), func() error {
+		for i := range anoms {
+			if err := confirm(ctx, a.o.JS, &anoms[i]); err != nil {
 				return err
 			}
 		}
@@ -74,13 +146,6 @@ func (r *runner) flush(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	r.pending = r.pending[:0]
-	r.anomDone = r.usageSeq
-	r.progress()
-	return nil
 }
 
 // confirm waits for an anomaly's publication to be acknowledged,

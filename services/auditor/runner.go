@@ -57,14 +57,41 @@ func groupToken(p int, first, last uint64) string {
 type group struct {
 	first, last uint64
 	envs        []events.Envelope
-	// us holds the payloads of envs decoded from batches (one allocation
-	// per group, reused once the group is written).
-	us []events.UsageDecided
+	// us holds the payloads of envs decoded from batches, in chunks of
+	// rowChunk that never move (envs point into them), taken from and
+	// given back to the runner's free chunks: a growing group copies
+	// none of them, and a written group's chunks serve the next.
+	us [][]events.UsageDecided
 	// fixed: an intent found at start, rebuilt with exactly its range.
 	fixed bool
 }
 
 func (g *group) empty() bool { return g.first == 0 }
+
+// rowChunk is how many payloads one chunk of a group holds.
+const rowChunk = 512
+
+// initialEnvs is the capacity of a runner's first row buffers.
+const initialEnvs = 4096
+
+// keep copies u into g's chunks and returns the copy.
+func (g *group) keep(u *events.UsageDecided, free *[][]events.UsageDecided) *events.UsageDecided {
+	n := len(g.us)
+	if n == 0 || len(g.us[n-1]) == cap(g.us[n-1]) {
+		var c []events.UsageDecided
+		if k := len(*free); k > 0 {
+			c, (*free)[k-1] = (*free)[k-1], nil
+			*free = (*free)[:k-1]
+		} else {
+			c = make([]events.UsageDecided, 0, rowChunk)
+		}
+		g.us = append(g.us, c)
+		n++
+	}
+	c := &g.us[n-1]
+	*c = append(*c, *u)
+	return &(*c)[len(*c)-1]
+}
 
 // partStats are one partition's counters, read by Stats and the metrics.
 type partStats struct {
@@ -101,13 +128,30 @@ type runner struct {
 	// is full) while another is still being written; the loop closes it
 	// when that write ends, so detection never waits on a write.
 	closeDue bool
-	spare    group // a written group's buffers, for the next
+	spare    group                   // a written group's empty buffers, for the next
+	free     [][]events.UsageDecided // chunks of written groups, for the next
 	rowsDone uint64
 	anomDone uint64
 
 	pending []pendingAnomaly
 	flushT  *time.Timer
 	armed   bool
+	// raised counts the anomalies published; flushed is raised as of
+	// the last flush (every one up to it durable).
+	raised, flushed uint64
+	// flight is the flush running (flushSoon), nil when none; flushAgain:
+	// anomalies wait for it to end; spareAnoms a flushed slice, reused.
+	flight     *anomalyFlight
+	flushAgain bool
+	spareAnoms []pendingAnomaly
+
+	// A periodic checkpoint (see startCheckpoint): ckptWait is the
+	// snapshot waiting for its rows and anomalies to be durable, saving
+	// the one being saved by its goroutine (nil when none).
+	ckptWait *pendingCheckpoint
+	saving   chan error
+	savingCp pendingCheckpoint
+	ckptDue  bool // a checkpoint waits for the write in flight
 
 	ub  events.UsageBatch
 	env events.Envelope
@@ -204,6 +248,18 @@ func (r *runner) run() error {
 	r.flushT.Stop()
 	err = r.loop(in, fetchErr, usage, ledger)
 	stopFetch()
+	// A checkpoint being saved ends first: the final one must not be
+	// overwritten by an older one.
+	if r.saving != nil {
+		_ = r.checkpointSaved(<-r.saving)
+	}
+	r.ckptWait = nil
+	if r.flight != nil {
+		// Given up: its anomalies are pending again, for the final
+		// checkpoint (which has ShutdownGrace to make them durable).
+		r.flight.cancel()
+		r.flightEnded(<-r.flight.done)
+	}
 	if errors.Is(err, errLost) {
 		a.o.Log.Warn().Int("partition", r.p).Msg("partition lost: stopped writing for it")
 		return nil
@@ -230,6 +286,13 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 		if r.inflight != nil {
 			inflight = r.inflight
 		}
+		var saving, flight <-chan error
+		if r.saving != nil {
+			saving = r.saving
+		}
+		if r.flight != nil {
+			flight = r.flight.done
+		}
 		select {
 		case <-r.ctx.Done():
 			return nil
@@ -250,6 +313,14 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 					return err
 				}
 			}
+			if r.ckptDue {
+				if err := r.startCheckpoint(); err != nil {
+					if errors.Is(err, errLost) || r.ctx.Err() != nil {
+						return err
+					}
+					a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
+				}
+			}
 		case <-r.timer.C:
 			if !r.cur.fixed {
 				if err := r.closeGroupSoon(); err != nil {
@@ -258,7 +329,10 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			}
 		case <-r.flushT.C:
 			r.armed = false
-			if err := r.flush(r.ctx); err != nil {
+			r.flushSoon()
+		case err := <-flight:
+			r.flightEnded(err)
+			if err != nil && r.ctx.Err() != nil {
 				return nil
 			}
 		case <-idle.t.C:
@@ -268,13 +342,18 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 				}
 			}
 		case <-ckpt.C:
-			if err := r.checkpoint(); err != nil {
+			if err := r.startCheckpoint(); err != nil {
 				if errors.Is(err, errLost) || r.ctx.Err() != nil {
 					return err
 				}
 				a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
 			}
+		case err := <-saving:
+			if err := r.checkpointSaved(err); err != nil {
+				return err
+			}
 		}
+		r.maybeSave()
 	}
 }
 
@@ -340,11 +419,7 @@ func (r *runner) probe(usage, ledger jetstream.Consumer) error {
 	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
 		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
 	}
-	if len(r.pending) > 0 {
-		if err := r.flush(r.ctx); err != nil {
-			return nil
-		}
-	}
+	r.flushSoon()
 	r.progress()
 	return nil
 }
@@ -389,11 +464,10 @@ func (r *runner) handle(m runnerMsg) error {
 	}
 	keep := seq >= r.floor // rows not written yet
 	if keep && r.cur.empty() {
-		r.cur = group{first: seq, envs: r.spare.envs, us: r.spare.us}
-		r.spare = group{}
+		r.cur = r.newGroup(seq)
 		r.timer.Reset(r.a.o.BatchWait)
 	}
-	r.observeUsage(m.m, keep)
+	r.observeUsage(m.m, seq, keep)
 	r.usageSeq = seq
 	r.st.seen.Store(seq)
 	if keep {
@@ -410,7 +484,7 @@ func (r *runner) handle(m runnerMsg) error {
 			r.closeDue = true
 		}
 	}
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 && r.flight == nil {
 		r.anomDone = seq
 	}
 	return nil
@@ -418,10 +492,13 @@ func (r *runner) handle(m runnerMsg) error {
 
 // observeUsage decodes a usage message once, analyses its events and
 // appends their rows (keep) to the open group.
-func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
+func (r *runner) observeUsage(m jetstream.Msg, seq uint64, keep bool) {
 	a := r.a
 	subject := m.Subject()
 	if isLegacyUsage(subject) {
+		if p, ok := a.legacy.get(seq); ok && !r.all && p != r.p {
+			return // another partition's, as the runner that decoded it found
+		}
 		e, u, err := decodeAttributedUsage(subject, m.Data())
 		if err != nil {
 			if r.p == 0 || r.all { // every runner reads legacy subjects: one dead-letters
@@ -429,8 +506,12 @@ func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
 			}
 			return
 		}
-		if !r.all && events.UsagePartition(u.Tenant, u.Holder, r.parts) != r.p {
-			return // another partition's
+		if !r.all {
+			p := events.UsagePartition(u.Tenant, u.Holder, r.parts)
+			a.legacy.put(seq, p)
+			if p != r.p {
+				return // another partition's
+			}
 		}
 		r.observe(e, u, keep, true)
 		return
@@ -457,6 +538,33 @@ func (r *runner) observeUsage(m jetstream.Msg, keep bool) {
 	for r.ub.Next(&r.env, &r.ud) {
 		r.observe(r.env, &r.ud, keep, false)
 	}
+}
+
+// legacyMemo remembers the partition of recent legacy per-event messages
+// by stream sequence. Every runner reads every legacy message (its subject
+// names no holder): the first to decode one records its partition, and
+// the runners it is not for skip it without decoding it (a JSON decode
+// each, P times over, before). A slot holds one sequence; a miss, or a
+// slot taken by another sequence, means decoding as before.
+type legacyMemo struct {
+	slots [legacyMemoSlots]atomic.Uint64 // seq<<7 | partition+1
+}
+
+const legacyMemoSlots = 4096
+
+func (m *legacyMemo) put(seq uint64, p int) {
+	if p < 0 || p >= events.MaxUsagePartitions || seq >= 1<<57 {
+		return
+	}
+	m.slots[seq%legacyMemoSlots].Store(seq<<7 | uint64(p+1))
+}
+
+func (m *legacyMemo) get(seq uint64) (int, bool) {
+	v := m.slots[seq%legacyMemoSlots].Load()
+	if v&127 == 0 || v>>7 != seq {
+		return 0, false
+	}
+	return int(v&127) - 1, true
 }
 
 // isBatchUsage: a batch subject, as published or as stored.
@@ -492,8 +600,7 @@ func (r *runner) observe(e events.Envelope, u *events.UsageDecided, keep, owned 
 		return
 	}
 	if !owned {
-		r.cur.us = append(r.cur.us, *u)
-		u = &r.cur.us[len(r.cur.us)-1]
+		u = r.cur.keep(u, &r.free)
 	}
 	e.Data = u
 	r.cur.envs = append(r.cur.envs, e)
@@ -614,11 +721,31 @@ func (r *runner) written(err error) error {
 	return nil
 }
 
-// recycle keeps a written group's buffers for the next group.
+// newGroup opens a group at seq on the spare buffers.
+func (r *runner) newGroup(seq uint64) group {
+	g := group{first: seq, envs: r.spare.envs, us: r.spare.us}
+	if g.envs == nil {
+		g.envs = make([]events.Envelope, 0, min(r.a.o.BatchSize, initialEnvs))
+	}
+	r.spare = group{}
+	return g
+}
+
+// recycle keeps a written group's buffers for the next groups.
 func (r *runner) recycle(g *group) {
 	clear(g.envs)
+	if cap(g.envs) > cap(r.spare.envs) {
+		r.spare.envs = g.envs[:0]
+	}
+	for _, c := range g.us {
+		clear(c)
+		r.free = append(r.free, c[:0])
+	}
 	clear(g.us)
-	r.spare = group{envs: g.envs[:0], us: g.us[:0]}
+	if cap(g.us) > cap(r.spare.us) {
+		r.spare.us = g.us[:0]
+	}
+	g.envs, g.us = nil, nil
 }
 
 // write saves g's intent (unless it is the replayed one) and inserts it
@@ -665,15 +792,109 @@ func (r *runner) progress() {
 		rows = max(rows, r.st.seen.Load())
 	}
 	anom := r.anomDone
-	if len(r.pending) == 0 {
+	if len(r.pending) == 0 && r.flight == nil {
 		anom = max(anom, r.st.seen.Load())
 	}
 	r.st.written.Store(max(r.st.written.Load(), min(rows, anom)))
 }
 
+// pendingCheckpoint is a checkpoint encoded at usage sequence usage and
+// ledger sequence ledger, with raised anomalies published by then.
+type pendingCheckpoint struct {
+	data          []byte
+	usage, ledger uint64
+	raised        uint64
+}
+
+// startCheckpoint is the periodic checkpoint, made without stopping
+// detection. It snapshots the detector state in the loop (the state must
+// be the one at these sequences) and closes the open group there, so
+// that the group ends at the snapshot's sequence and every later intent
+// starts after it. The open group can close at once only when no write
+// is in flight: otherwise the snapshot waits for that write's end
+// (ckptDue). The loop saves the snapshot (maybeSave, on another
+// goroutine) once every row and anomaly it covers is durable. Before,
+// the loop itself waited for the write in flight, the open group's
+// write, the anomalies and the checkpoint's fsyncs while the partition's
+// events queued up (detection latency).
+func (r *runner) startCheckpoint() error {
+	if r.cur.fixed || r.ckptWait != nil || r.saving != nil {
+		return nil
+	}
+	if r.saved && r.savedUsage == r.usageSeq && r.savedLg == r.ledgerSeq {
+		return nil
+	}
+	if !r.cur.empty() && r.inflight != nil {
+		r.ckptDue = true
+		return nil
+	}
+	r.ckptDue = false
+	if !r.a.owner.Valid(r.p) {
+		return errLost
+	}
+	r.pruneBatchIDs()
+	data, err := encodeCheckpoint(checkpointV2{Partition: r.p, Partitions: r.parts, UsageSeq: r.usageSeq, LedgerSeq: r.ledgerSeq, Batches: r.batchList()}, r.det)
+	if err != nil {
+		return fmt.Errorf("partition %d: checkpoint: %w", r.p, err)
+	}
+	r.ckptWait = &pendingCheckpoint{data: data, usage: r.usageSeq, ledger: r.ledgerSeq, raised: r.raised}
+	return r.closeGroup() // nothing in flight: it does not wait
+}
+
+// maybeSave starts saving the waiting checkpoint once what it covers is
+// durable: every row of the messages up to its usage sequence written
+// (the groups holding them, or nothing open nor in flight), and every
+// anomaly published before it flushed.
+func (r *runner) maybeSave() {
+	c := r.ckptWait
+	if c == nil || r.saving != nil {
+		return
+	}
+	rows := r.rowsDone >= c.usage || (r.cur.empty() && r.inflight == nil)
+	if !rows || r.flushed < c.raised {
+		return
+	}
+	r.ckptWait = nil
+	r.savingCp = *c
+	done := make(chan error, 1)
+	r.saving = done
+	a, p, ctx := r.a, r.p, r.wctx
+	go func() {
+		done <- func() error {
+			if !a.owner.Valid(p) {
+				return errLost
+			}
+			if err := a.hook(stepBeforeCheckpoint, p); err != nil {
+				return err
+			}
+			if err := a.o.State.SaveCheckpoint(ctx, p, c.data); err != nil {
+				return fmt.Errorf("partition %d: checkpoint: %w", p, err)
+			}
+			return nil
+		}()
+	}()
+}
+
+// checkpointSaved records the end of a checkpoint's save.
+func (r *runner) checkpointSaved(err error) error {
+	r.saving = nil
+	c := r.savingCp
+	r.savingCp = pendingCheckpoint{}
+	if err != nil {
+		if errors.Is(err, errLost) || r.ctx.Err() != nil {
+			return err
+		}
+		r.a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
+		return nil
+	}
+	r.saved, r.savedUsage, r.savedLg = true, c.usage, c.ledger
+	return nil
+}
+
 // checkpoint writes the open group, makes the anomalies durable and saves
-// the detector state with the sequences it covers. An open replayed group
-// is never cut short: the checkpoint waits for it to complete.
+// the detector state with the sequences it covers, waiting for each: the
+// final checkpoint of a stopping runner. An open replayed group is never
+// cut short: the checkpoint waits for it to complete.
 func (r *runner) checkpoint() error {
 	a := r.a
 	if r.cur.fixed {
