@@ -312,6 +312,11 @@ func TestCrashAtEachWriteStep(t *testing.T) {
 			var crashed atomic.Bool
 			o := partitioned(t, env.JS, s, dir, nil, durable, &an)
 			o.BatchSize = 100
+			// Partition 3 must reach the step three times with work left:
+			// checkpoints are taken often, and each insert is slowed so that
+			// the usage is not all analysed and written between two of them
+			// (a checkpoint is taken only when something new is durable).
+			o.CheckpointEvery = 10 * time.Millisecond
 			a1, err := auditor.New(o)
 			if err != nil {
 				t.Fatal(err)
@@ -326,6 +331,9 @@ func TestCrashAtEachWriteStep(t *testing.T) {
 					crashed.Store(true)
 					cancel()
 					return errCrash
+				}
+				if at == "after-insert" {
+					time.Sleep(20 * time.Millisecond)
 				}
 				return nil
 			})
