@@ -2,6 +2,8 @@ package events
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -215,4 +217,20 @@ func newPayload(t Type) (Payload, error) {
 		return &PolicyChanged{}, nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownType, t)
+}
+
+// DerivedID is a UUIDv7 whose timestamp is at and whose other bits are a
+// hash of key: the same key and time always give the same id, so a
+// re-derived event (an anomaly raised again after a restart, a report sent
+// again) is de-duplicated by JetStream and ClickHouse.
+func DerivedID(at time.Time, key string) uuid.UUID {
+	h := sha256.Sum256([]byte(key))
+	var u uuid.UUID
+	copy(u[:], h[:16])
+	var ts [8]byte
+	binary.BigEndian.PutUint64(ts[:], uint64(at.UnixMilli()))
+	copy(u[0:6], ts[2:8])
+	u[6] = (u[6] & 0x0f) | 0x70 // version 7
+	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
+	return u
 }

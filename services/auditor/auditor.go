@@ -15,8 +15,6 @@ package auditor
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -884,25 +881,10 @@ func (a *Auditor) retry(ctx context.Context, batch int, fn func() error) error {
 // restart is de-duplicated by JetStream and ClickHouse instead of alerting
 // twice.
 func (a *Auditor) anomalyEnvelope(an events.AnomalyDetected) (events.Envelope, error) {
-	id := deterministicV7(an.EventTime, an.Detector+"\x00"+an.TokenID+"\x00"+an.EventID)
+	id := events.DerivedID(an.EventTime, an.Detector+"\x00"+an.TokenID+"\x00"+an.EventID)
 	an.AnomalyID = id.String()
 	env := events.Envelope{ID: id, Type: events.TypeAnomalyDetected, Time: an.EventTime.UTC(), Source: a.o.Source, Version: events.SchemaVersion, Data: &an}
 	return env, env.Validate()
-}
-
-// deterministicV7 builds a UUIDv7 whose timestamp is at and whose other
-// bits are a hash of key.
-func deterministicV7(at time.Time, key string) uuid.UUID {
-	h := sha256.Sum256([]byte(key))
-	var u uuid.UUID
-	copy(u[:], h[:16])
-	ms := uint64(at.UnixMilli())
-	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], ms)
-	copy(u[0:6], ts[2:8])
-	u[6] = (u[6] & 0x0f) | 0x70 // version 7
-	u[8] = (u[8] & 0x3f) | 0x80 // RFC 4122 variant
-	return u
 }
 
 // deadLetter moves a message that cannot be decoded aside with the reason.

@@ -3,7 +3,6 @@ package issuer
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -291,16 +289,9 @@ func (i *Issuer) ReportLeaks(ctx context.Context, body []byte, reporter string) 
 // anomaly (JetStream drops it within the stream's duplicate window; the
 // revoker finds the token already revoked after it).
 func leakAnomaly(tok *token.Token, rep leak.Report, reporter string, now time.Time, source string) (events.Envelope, error) {
-	h := sha256.Sum256([]byte(events.DetectorLeakedPublic + "\x00" + tok.ID + "\x00" + rep.URL))
-	var id uuid.UUID
-	copy(id[:], h[:16])
 	// The time bits are the token's issue time, so the id is the same
 	// whenever the report is sent again.
-	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], uint64(tok.IssuedAt)*1000)
-	copy(id[:6], ts[2:])
-	id[6] = (id[6] & 0x0f) | 0x70
-	id[8] = (id[8] & 0x3f) | 0x80
+	id := events.DerivedID(time.Unix(tok.IssuedAt, 0), events.DetectorLeakedPublic+"\x00"+tok.ID+"\x00"+rep.URL)
 	where := rep.URL
 	if where == "" {
 		where = "an unnamed place"
