@@ -59,27 +59,12 @@ func TestDetectionDoesNotWaitOnWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	raised := map[string]bool{}
+	var fl flagged
 	const wait = 20 * time.Millisecond
 	run(t, auditor.Options{JS: env.JS, Store: s, Detector: det, StateDir: t.TempDir(), BatchWait: wait,
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-		OnAnomaly: func(e events.Envelope) {
-			mu.Lock()
-			raised[e.Data.(*events.AnomalyDetected).TokenID] = true
-			mu.Unlock()
-		}})
+		Log:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+		OnAnomaly: fl.add})
 	subject := events.UsageSubject("acme", "edge-1")
-	flagged := func(tok string) func() error {
-		return func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !raised[tok] {
-				return fmt.Errorf("%s not flagged yet", tok)
-			}
-			return nil
-		}
-	}
 	// The first group's write stalls.
 	publish(t, env.JS, subject, [][]byte{revokedUseBy(t, "tok-first", "edge-1")})
 	select {
@@ -90,11 +75,11 @@ func TestDetectionDoesNotWaitOnWrites(t *testing.T) {
 	// A second group opens, and its wait runs out while the first is
 	// still being written.
 	publish(t, env.JS, subject, [][]byte{revokedUseBy(t, "tok-second", "edge-1")})
-	natstest.WaitFor(t, 20*time.Second, flagged("tok-second"))
+	natstest.WaitFor(t, 20*time.Second, fl.has("tok-second"))
 	time.Sleep(10 * wait) // not a bound: lets the second group's wait run out
 	// What arrives now is analysed at once, the write still stalled.
 	publish(t, env.JS, subject, [][]byte{revokedUseBy(t, "tok-third", "edge-1")})
-	natstest.WaitFor(t, 20*time.Second, flagged("tok-third"))
+	natstest.WaitFor(t, 20*time.Second, fl.has("tok-third"))
 	if n := s.calls.Load(); n != 1 {
 		t.Fatalf("%d usage inserts began while the first was stalled, want 1 (one group in flight)", n)
 	}
@@ -171,26 +156,11 @@ func TestDetectionDoesNotWaitOnCheckpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	raised := map[string]bool{}
+	var fl flagged
 	a, _, _ := run(t, auditor.Options{JS: env.JS, Store: s, Detector: det, State: state, BatchWait: 20 * time.Millisecond, CheckpointEvery: 20 * time.Millisecond,
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-		OnAnomaly: func(e events.Envelope) {
-			mu.Lock()
-			raised[e.Data.(*events.AnomalyDetected).TokenID] = true
-			mu.Unlock()
-		}})
+		Log:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+		OnAnomaly: fl.add})
 	subject := events.UsageSubject("acme", "edge-1")
-	flagged := func(tok string) func() error {
-		return func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !raised[tok] {
-				return fmt.Errorf("%s not flagged yet", tok)
-			}
-			return nil
-		}
-	}
 	publish(t, env.JS, subject, [][]byte{revokedUseBy(t, "tok-first", "edge-1")})
 	select {
 	case <-state.entered:
@@ -201,7 +171,7 @@ func TestDetectionDoesNotWaitOnCheckpoints(t *testing.T) {
 	for i := range 3 {
 		tok := fmt.Sprintf("tok-during-%d", i)
 		publish(t, env.JS, subject, [][]byte{revokedUseBy(t, tok, "edge-1")})
-		natstest.WaitFor(t, 20*time.Second, flagged(tok))
+		natstest.WaitFor(t, 20*time.Second, fl.has(tok))
 	}
 	natstest.WaitFor(t, 20*time.Second, func() error {
 		if n, err := s.CountUsage(context.Background()); err != nil || n != 4 {
@@ -271,26 +241,11 @@ func TestDetectionDoesNotWaitOnAnomalyWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	raised := map[string]bool{}
+	var fl flagged
 	a, _, _ := run(t, auditor.Options{JS: env.JS, Store: s, Detector: det, StateDir: t.TempDir(), BatchWait: 20 * time.Millisecond,
-		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
-		OnAnomaly: func(e events.Envelope) {
-			mu.Lock()
-			raised[e.Data.(*events.AnomalyDetected).TokenID] = true
-			mu.Unlock()
-		}})
+		Log:       zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel),
+		OnAnomaly: fl.add})
 	subject := events.UsageSubject("acme", "edge-1")
-	flagged := func(tok string) func() error {
-		return func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if !raised[tok] {
-				return fmt.Errorf("%s not flagged yet", tok)
-			}
-			return nil
-		}
-	}
 	publish(t, env.JS, subject, [][]byte{revokedUseBy(t, "tok-first", "edge-1")})
 	select {
 	case <-s.entered:
@@ -300,7 +255,7 @@ func TestDetectionDoesNotWaitOnAnomalyWrites(t *testing.T) {
 	for i := range 3 {
 		tok := fmt.Sprintf("tok-during-%d", i)
 		publish(t, env.JS, subject, [][]byte{revokedUseBy(t, tok, "edge-1")})
-		natstest.WaitFor(t, 20*time.Second, flagged(tok))
+		natstest.WaitFor(t, 20*time.Second, fl.has(tok))
 	}
 	if st := a.Stats(); st.LastUsageSeq != 0 {
 		t.Fatalf("usage durable up to %d while the first anomaly is not", st.LastUsageSeq)
@@ -314,5 +269,32 @@ func TestDetectionDoesNotWaitOnAnomalyWrites(t *testing.T) {
 	})
 	if got := storedAnomalies(t, s.Store); len(got) != 4 {
 		t.Fatalf("%d anomalies stored, want 4", len(got))
+	}
+}
+
+// flagged records the tokens the auditor raised anomalies for (OnAnomaly).
+type flagged struct {
+	mu     sync.Mutex
+	raised map[string]bool
+}
+
+func (f *flagged) add(e events.Envelope) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.raised == nil {
+		f.raised = map[string]bool{}
+	}
+	f.raised[e.Data.(*events.AnomalyDetected).TokenID] = true
+}
+
+// has is a natstest.WaitFor condition: tok was flagged.
+func (f *flagged) has(tok string) func() error {
+	return func() error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if !f.raised[tok] {
+			return fmt.Errorf("%s not flagged yet", tok)
+		}
+		return nil
 	}
 }
