@@ -29,6 +29,8 @@ const (
 	TypeUsageDecided    Type = "usage.decided"
 	TypeAnomalyDetected Type = "anomaly.detected"
 	TypePolicyChanged   Type = "policy.changed"
+	TypeTokenRestricted Type = "token.restricted"
+	TypeTokenReleased   Type = "token.released"
 )
 
 // Sentinel errors callers may branch on; decode errors wrap one of them.
@@ -215,6 +217,10 @@ func newPayload(t Type) (Payload, error) {
 		return &AnomalyDetected{}, nil
 	case TypePolicyChanged:
 		return &PolicyChanged{}, nil
+	case TypeTokenRestricted:
+		return &TokenRestricted{}, nil
+	case TypeTokenReleased:
+		return &TokenReleased{}, nil
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownType, t)
 }

@@ -62,6 +62,14 @@ const (
 	// ReasonDeviceBinding: the token is bound to a client certificate and
 	// the request did not present that certificate.
 	ReasonDeviceBinding = "device_binding"
+	// ReasonQuarantined: the token is quarantined (graduated response,
+	// step narrow) and the request is not a read of one of its read scopes
+	// from its holder's known networks.
+	ReasonQuarantined = "quarantined"
+	// ReasonStepUpRequired: the token must be stepped up (graduated
+	// response, step step_up) and the request did not present the client
+	// certificate the token is bound to.
+	ReasonStepUpRequired = "step_up_required"
 	// ReasonBadPath: the request path is not in canonical form (enforcing
 	// proxy and HTTP middleware only): an encoded slash, backslash or
 	// percent sign (%2F, %5C, %25), a dot segment ("." or "..", encoded or
@@ -82,7 +90,8 @@ var denyReasons = []string{
 	ReasonMissing, ReasonThrottled, ReasonMalformed, ReasonUnknownKey, ReasonBadSignature,
 	ReasonNotYetValid, ReasonExpired, ReasonDenylistStale, ReasonRevoked,
 	ReasonWrongAudience, ReasonScopeMissing, ReasonSourceNetwork,
-	ReasonEnvironment, ReasonTimeWindow, ReasonDeviceBinding, ReasonBadPath, ReasonNoRoute,
+	ReasonEnvironment, ReasonTimeWindow, ReasonDeviceBinding, ReasonQuarantined, ReasonStepUpRequired,
+	ReasonBadPath, ReasonNoRoute,
 }
 
 // DenyReasons returns every deny reason, in the order an enforcer tests

@@ -36,6 +36,14 @@ type DenyRecord struct {
 	// Canary, on a token entry, marks a canary token: enforcers deny it
 	// like a revoked token and report its use on CanarySubject.
 	Canary bool `json:"canary,omitempty"`
+	// Step, on a DenyKeyNarrow or DenyKeyStepUp entry, is the restriction
+	// (StepNarrow, StepStepUp); Until is when it ends.
+	Step  string    `json:"step,omitempty"`
+	Until time.Time `json:"until,omitempty"`
+	// Scopes and Networks, for StepNarrow, are what the quarantined
+	// token keeps: its read scopes, from these networks (CIDR prefixes).
+	Scopes   []string `json:"scopes,omitempty"`
+	Networks []string `json:"networks,omitempty"`
 }
 
 // DenyKeyToken is the denylist key revoking one token.

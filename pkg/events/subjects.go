@@ -61,6 +61,10 @@ func Subject(e Envelope) string {
 		return SubjectTokenPrefix + "revoked." + p.Tenant + "." + p.TokenID
 	case *TokenExpired:
 		return SubjectTokenPrefix + "expired." + p.Tenant + "." + p.TokenID
+	case *TokenRestricted:
+		return SubjectTokenPrefix + "restricted." + p.Tenant + "." + p.TokenID
+	case *TokenReleased:
+		return SubjectTokenPrefix + "released." + p.Tenant + "." + p.TokenID
 	case *KeyPublished:
 		return SubjectKeyPrefix + "published." + p.KeyID
 	case *KeyRetired:
