@@ -43,7 +43,7 @@ func TestRevokerFlags(t *testing.T) {
 		{name: "dry run flag", args: []string{"--check-config", "--dry-run", "--slack-webhook", "https://hooks.example/services/secret"},
 			wantOut: "dry-run: critical→revoke"},
 		{name: "bad response section", args: []string{"--policy", badPolicy, "--check-config"},
-			wantErr: "bad.yaml:6: response.rules[0].action: \"revok\" is not one of revoke, alert"},
+			wantErr: "bad.yaml:6: response.rules[0].action: \"revok\" is not one of alert, shadow, narrow, step_up, revoke"},
 		{name: "bad webhook", args: []string{"--check-config", "--slack-webhook", "hooks.example/services/secret"},
 			usage: true, wantErr: "--slack-webhook"},
 		{name: "argument", args: []string{"now"}, usage: true, wantErr: "unexpected argument"},

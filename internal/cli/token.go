@@ -19,10 +19,14 @@ Commands:
   list     list tokens (--tenant, --holder, --status)
   inspect  show a token's claims, status and ledger history
   rotate   mint a successor and revoke the token after a grace period
+  restrict quarantine a token (--narrow: read scopes from known networks only)
+           or step it up (--step-up: its bound client certificate only), for a while
+  release  lift a token's restriction before it ends
 
-Every command talks to the issuer's HTTP API (--api, $CORDON_API, default
-` + issuer.DefaultAPIURL + `) with an admin token (--token-file, $CORDON_TOKEN_FILE,
-default ` + issuer.DefaultAdminTokenFile + `).
+issue, canary, list, inspect and rotate talk to the issuer's HTTP API (--api,
+$CORDON_API, default ` + issuer.DefaultAPIURL + `) with an admin token (--token-file,
+$CORDON_TOKEN_FILE, default ` + issuer.DefaultAdminTokenFile + `); restrict and release
+ask the revoker over NATS (--nats), as cordon revoke does.
 `
 
 const keyUsage = `Usage: cordon key <command> [flags]
@@ -36,6 +40,7 @@ Commands:
 func runToken(ctx context.Context, env *Env, args []string) error {
 	return subcommand(ctx, env, args, tokenUsage, map[string]func(context.Context, *Env, []string) error{
 		"issue": runTokenIssue, "canary": runTokenCanary, "list": runTokenList, "inspect": runTokenInspect, "rotate": runTokenRotate,
+		"restrict": runTokenRestrict, "release": runTokenRelease,
 	})
 }
 

@@ -33,6 +33,13 @@ const (
 	OutcomeBreakGlass Outcome = "break_glass"
 	// OutcomeAlreadyRevoked: the token was already revoked or expired.
 	OutcomeAlreadyRevoked Outcome = "already_revoked"
+	// OutcomeQuarantined: Cordon quarantined the token for a while
+	// (graduated response, narrow): only its read scopes, only from its
+	// holder's known networks.
+	OutcomeQuarantined Outcome = "quarantined"
+	// OutcomeSteppedUp: Cordon denies the token for a while unless its
+	// holder proves possession (graduated response, step_up).
+	OutcomeSteppedUp Outcome = "stepped_up"
 )
 
 // Describe is a sentence saying what the outcome means.
@@ -48,6 +55,10 @@ func (o Outcome) Describe() string {
 		return "Break-glass token: never revoked automatically. Check who is using it now."
 	case OutcomeAlreadyRevoked:
 		return "The token was already revoked or expired; this is use of a dead token."
+	case OutcomeQuarantined:
+		return "Cordon quarantined the token: enforcers allow only its read scopes from its holder's known networks until the quarantine ends. Lift it with `cordon token release <id>`, or revoke it."
+	case OutcomeSteppedUp:
+		return "Cordon denies the token unless its holder presents the client certificate it is bound to, until the step-up ends. Lift it with `cordon token release <id>`, or revoke it."
 	}
 	return string(o)
 }
@@ -140,6 +151,7 @@ func (a *Alert) Summary() string {
 	did := map[Outcome]string{
 		OutcomeRevoked: "revoked", OutcomeDryRun: "would revoke (dry run)", OutcomeAlertOnly: "alert only",
 		OutcomeBreakGlass: "BREAK-GLASS token", OutcomeAlreadyRevoked: "already revoked",
+		OutcomeQuarantined: "quarantined", OutcomeSteppedUp: "stepped up",
 	}[a.Outcome]
 	if did == "" {
 		did = string(a.Outcome)

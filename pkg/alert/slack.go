@@ -89,6 +89,7 @@ func SlackPayload(a *Alert) SlackMessage {
 	did := map[Outcome]string{
 		OutcomeRevoked: "revoked", OutcomeDryRun: "would revoke (dry run)", OutcomeAlertOnly: "alert only",
 		OutcomeBreakGlass: "paged (break-glass)", OutcomeAlreadyRevoked: "already revoked",
+		OutcomeQuarantined: "quarantined", OutcomeSteppedUp: "stepped up",
 	}[a.Outcome]
 	e := slackEscape.Replace
 	ctx := fmt.Sprintf("anomaly %s · %d in group", e(a.Latest().AnomalyID), a.Count)

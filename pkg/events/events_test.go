@@ -236,3 +236,17 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestIsReadScope: only a last segment that is a read verb makes a read
+// scope; look-alikes do not.
+func TestIsReadScope(t *testing.T) {
+	for scope, want := range map[string]bool{
+		"invoices:read": true, "invoices:list": true, "orders.invoices.view": true, "a:b:read": true,
+		"invoices:write": false, "read": false, "thread": false, "invoices:thread": false, "bread:x": false,
+		"invoices:read:all": false, "invoices:readonly": false, "invoices:": false, ":read": true, "": false, "invoices:READ": false,
+	} {
+		if got := events.IsReadScope(scope); got != want {
+			t.Errorf("IsReadScope(%q) = %v, want %v", scope, got, want)
+		}
+	}
+}

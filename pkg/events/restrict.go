@@ -53,10 +53,9 @@ const (
 // Commands of the graduated response (request/reply, answered by the
 // revoker).
 const (
-	// SubjectCmdRestrict narrows or steps up a token by hand
-	// (RestrictCommand).
+	// SubjectCmdRestrict narrows or steps up a token by hand.
 	SubjectCmdRestrict = "cordon.cmd.restrict"
-	// SubjectCmdRelease lifts a token's restriction (ReleaseCommand).
+	// SubjectCmdRelease lifts a token's restrictions.
 	SubjectCmdRelease = "cordon.cmd.release"
 )
 
@@ -66,15 +65,28 @@ func DenyKeyNarrow(tokenID string) string { return "narrow." + tokenID }
 // DenyKeyStepUp is the denylist key of a token's step-up restriction.
 func DenyKeyStepUp(tokenID string) string { return "stepup." + tokenID }
 
-// IsReadScope reports whether a scope only reads: its last segment
-// (after the last ':' or '.') is "read", such as "billing:read" or
-// "orders.invoices.read". A quarantined token keeps only these.
+// ReadVerbs are the last segments of a read scope.
+var ReadVerbs = []string{"read", "list", "view"}
+
+// IsReadScope reports whether a scope only reads: its last segment (after
+// the last ':' or '.') is one of ReadVerbs, such as "billing:read",
+// "invoices:list" or "orders.invoices.view". A quarantined token keeps only
+// these.
 func IsReadScope(scope string) bool {
 	i := len(scope) - 1
 	for i >= 0 && scope[i] != ':' && scope[i] != '.' {
 		i--
 	}
-	return i >= 0 && scope[i+1:] == "read"
+	if i < 0 {
+		return false
+	}
+	verb := scope[i+1:]
+	for _, v := range ReadVerbs {
+		if verb == v {
+			return true
+		}
+	}
+	return false
 }
 
 // TokenRestricted records one step of a graduated response on a token:
@@ -175,28 +187,4 @@ func (p *TokenReleased) Validate() error {
 		return fmt.Errorf("%w: step: %q is not one of narrow, step_up", ErrInvalidField, p.Step)
 	}
 	return validName("tenant", p.Tenant)
-}
-
-// RestrictCommand is the body of SubjectCmdRestrict.
-type RestrictCommand struct {
-	// Token is the admin token that authorises the command.
-	Token   string `json:"token"`
-	TokenID string `json:"token_id"`
-	// Step is StepNarrow or StepStepUp.
-	Step string `json:"step"`
-	// For is how long the restriction lasts (Go duration, such as "1h";
-	// default one hour, at most MaxRestriction).
-	For string `json:"for,omitempty"`
-	// Networks, for narrow, are the networks the token keeps (CIDR
-	// prefixes or addresses); default: the token's own networks.
-	Networks []string `json:"networks,omitempty"`
-	Reason   string   `json:"reason"`
-}
-
-// ReleaseCommand is the body of SubjectCmdRelease.
-type ReleaseCommand struct {
-	// Token is the admin token that authorises the command.
-	Token   string `json:"token"`
-	TokenID string `json:"token_id"`
-	Reason  string `json:"reason"`
 }

@@ -195,6 +195,8 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.serve(events.SubjectCmdIssue, events.SubjectCmdRotate, events.SubjectCmdList, events.SubjectCmdInspect, events.SubjectCmdReportLeak)
 	case RoleRevoker:
 		p.pub(events.SubjectTokenPrefix+"revoked.>", events.SubjectDeadPrefix+">")
+		// Graduated response (restrict.go): restrictions and releases.
+		p.pub(events.SubjectTokenPrefix+"restricted.>", events.SubjectTokenPrefix+"released.>")
 		p.kvRead(events.BucketDenylist)
 		p.kvWrite(events.BucketDenylist)
 		// The denylist broadcast: each replica announces its changes and
@@ -207,7 +209,7 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.ordered(events.StreamTokens)
 		p.durables(Durables(r))
 		p.bootstrap()
-		p.serve(events.SubjectCmdRevoke, events.SubjectDenyResyncPrefix+">")
+		p.serve(events.SubjectCmdRevoke, events.SubjectCmdRestrict, events.SubjectCmdRelease, events.SubjectDenyResyncPrefix+">")
 	case RoleAuditor:
 		p.pub(events.SubjectAnomalyPrefix+">", events.SubjectDeadPrefix+">")
 		p.durables(Durables(r))
@@ -254,6 +256,8 @@ var guarded = []string{
 	events.SubjectTokenPrefix + "rotated.>",
 	events.SubjectTokenPrefix + "revoked.>",
 	events.SubjectTokenPrefix + "expired.>",
+	events.SubjectTokenPrefix + "restricted.>",
+	events.SubjectTokenPrefix + "released.>",
 	events.SubjectKeyPrefix + ">",
 	events.SubjectPolicyChanged,
 	events.SubjectAnomalyPrefix + ">",

@@ -22,7 +22,7 @@ const MaxFileSize = 4 << 20
 
 var (
 	sectionFields = []string{"dry_run", "rules"}
-	ruleFields    = []string{"name", "detectors", "min_severity", "min_risk", "tenants", "holders", "all_of", "within", "action", "corroborate", "dry_run"}
+	ruleFields    = []string{"name", "detectors", "min_severity", "min_risk", "tenants", "holders", "all_of", "within", "action", "for", "would", "corroborate", "dry_run"}
 	corrFields    = []string{"min_enforcers", "require_allowed", "within"}
 	severities    = []string{events.SeverityLow, events.SeverityMedium, events.SeverityHigh, events.SeverityCritical}
 )
@@ -220,21 +220,47 @@ func (d *decoder) rule(n *yaml.Node, path string, i int) (Rule, error) {
 	}
 	f, ok := fields["action"]
 	if !ok {
-		return r, d.Errorf(yamlnode.Resolve(n), path+".action", "missing: every rule needs an action (revoke or alert)")
+		return r, d.Errorf(yamlnode.Resolve(n), path+".action", "missing: every rule needs an action (%s)", actionList())
 	}
 	act, err := d.Str(f.Val, path+".action")
 	if err != nil {
 		return r, err
 	}
-	switch Action(act) {
-	case ActionRevoke, ActionAlert:
-		r.Action = Action(act)
-	default:
-		return r, d.Errorf(yamlnode.Resolve(f.Val), path+".action", "%q is not one of revoke, alert", act)
+	if !slices.Contains(Actions, Action(act)) {
+		return r, d.Errorf(yamlnode.Resolve(f.Val), path+".action", "%q is not one of %s", act, actionList())
+	}
+	r.Action = Action(act)
+	if f, ok := fields["for"]; ok {
+		if r.Action != ActionNarrow && r.Action != ActionStepUp {
+			return r, d.Errorf(yamlnode.Resolve(f.Key), path+".for", "applies to action: narrow or step_up only (how long the restriction lasts)")
+		}
+		if r.For, err = d.Duration(f.Val, path+".for"); err != nil {
+			return r, err
+		}
+		if r.For <= 0 || r.For > events.MaxRestriction {
+			return r, d.Errorf(yamlnode.Resolve(f.Val), path+".for", "%q must be more than 0 and at most %s", yamlnode.Resolve(f.Val).Value, events.MaxRestriction)
+		}
+	} else if r.Action == ActionNarrow || r.Action == ActionStepUp {
+		r.For = DefaultRestriction
+	}
+	if f, ok := fields["would"]; ok {
+		if r.Action != ActionShadow {
+			return r, d.Errorf(yamlnode.Resolve(f.Key), path+".would", "applies to action: shadow only (the step it records)")
+		}
+		w, err := d.Str(f.Val, path+".would")
+		if err != nil {
+			return r, err
+		}
+		if !Action(w).restricts() {
+			return r, d.Errorf(yamlnode.Resolve(f.Val), path+".would", "%q is not one of narrow, step_up, revoke", w)
+		}
+		r.Would = Action(w)
+	} else if r.Action == ActionShadow {
+		r.Would = ActionRevoke
 	}
 	if f, ok := fields["corroborate"]; ok {
-		if r.Action != ActionRevoke {
-			return r, d.Errorf(yamlnode.Resolve(f.Key), path+".corroborate", "applies to action: revoke only (an alert needs no corroboration)")
+		if !r.Action.restricts() {
+			return r, d.Errorf(yamlnode.Resolve(f.Key), path+".corroborate", "applies to actions revoke, narrow and step_up only (%s needs no corroboration)", r.Action)
 		}
 		if r.Corroborate, err = d.corroboration(f.Val, path+".corroborate", r.Within); err != nil {
 			return r, err
@@ -287,6 +313,15 @@ func (d *decoder) corroboration(n *yaml.Node, path string, ruleWithin time.Durat
 		return nil, d.Errorf(yamlnode.Resolve(n), path, "asks for nothing: set min_enforcers (2 or more) and/or require_allowed: true")
 	}
 	return c, nil
+}
+
+// actionList is the actions, for errors.
+func actionList() string {
+	s := make([]string, len(Actions))
+	for i, a := range Actions {
+		s[i] = string(a)
+	}
+	return strings.Join(s, ", ")
 }
 
 // knownDetector rejects a detector name that is not in KnownDetectors.

@@ -1,11 +1,13 @@
 // Package response is Cordon's response policy: what the revoker does about
-// an anomaly — revoke the token, or alert on-call and leave it alive.
+// an anomaly — revoke the token, restrict it for a while (narrow, step_up),
+// record what a rule on trial would do (shadow), or alert on-call and leave
+// it alive.
 //
 // The policy is the `response:` section of the policy file. It is decoded
 // from a yaml.Node, so every error names the file, the line and the field
 // and quotes the offending value:
 //
-//	policy.yaml:57: response.rules[1].action: "revok" is not one of revoke, alert
+//	policy.yaml:57: response.rules[1].action: "revok" is not one of alert, shadow, narrow, step_up, revoke
 //
 // # Format
 //
@@ -15,7 +17,7 @@
 //	    - name: exfiltration         # optional, unique; defaults to "rules[i]"
 //	      all_of: [new_network, odd_hours]  # optional: a combination — every one of these
 //	      within: 10m                #   detectors fired for the same token within this window
-//	      action: revoke             # required: revoke | alert
+//	      action: revoke             # required: alert | shadow | narrow | step_up | revoke
 //	    - name: probing
 //	      detectors: [scope_probing] # optional: any of these detectors (default: any)
 //	      min_severity: high         # optional: low | medium | high | critical (default: low)
@@ -26,6 +28,47 @@
 //	      dry_run: true              # optional: this rule only records what it would revoke
 //	    - name: everything-else
 //	      action: alert
+//
+// # Graduated response
+//
+// Between alerting and revoking, a rule may restrict a token for a while,
+// and the first matching rule decides, so the risk score and the detectors
+// choose the step:
+//
+//	rules:
+//	  - name: very-risky
+//	    min_risk: 0.9
+//	    action: revoke
+//	  - name: prove-it
+//	    min_risk: 0.75
+//	    action: step_up              # deny until the holder proves possession
+//	    for: 30m                     # optional (default 1h, at most 168h; never past the token's expiry)
+//	  - name: quarantine
+//	    detectors: [new_network, new_client]
+//	    min_risk: 0.5
+//	    action: narrow               # only its read scopes, only from its holder's known networks
+//	    for: 2h
+//	  - name: trial
+//	    detectors: [odd_hours]
+//	    action: shadow               # record on the ledger what would have been done
+//	    would: narrow                # optional: narrow | step_up | revoke (default revoke)
+//
+// narrow quarantines the token: enforcers allow only requests for its read
+// scopes (a scope whose last segment is "read", events.IsReadScope) from
+// the networks its holder is known to use — the known networks the
+// auditor's detectors put in the anomaly's evidence (known_networks) or,
+// without them, the token's own networks. A token with neither cannot be
+// narrowed to anything meaningful, so the revoker steps it up instead:
+// a step the evidence cannot support is taken one step stronger, never
+// weaker. step_up denies the token except on requests that present the
+// client certificate the token is bound to (its device binding); a token
+// with no binding is denied until the restriction ends or is released.
+// Both reach every enforcer through the denylist broadcast, like a
+// revocation, and end by themselves after `for`, or earlier with
+// `cordon token release`. Each step is a ledger event (token.restricted,
+// token.released) naming the rule, the anomaly and the actor. dry_run and
+// the global dry_run apply to narrow and step_up as to revoke, and
+// corroborate may guard them too.
 //
 // # Risk
 //

@@ -18,9 +18,19 @@ type Outcome string
 const (
 	// OutcomeRevoke: revoke the token and alert.
 	OutcomeRevoke Outcome = "revoke"
-	// OutcomeDryRun: the policy says revoke, but in dry-run mode; record
-	// and alert what would have been revoked.
+	// OutcomeDryRun: the policy says revoke (or narrow, or step up:
+	// Decision.Step), but in dry-run mode; record and alert what would
+	// have been done.
 	OutcomeDryRun Outcome = "dry_run"
+	// OutcomeNarrow: quarantine the token for Decision.For (only its read
+	// scopes, only from its holder's known networks) and alert.
+	OutcomeNarrow Outcome = "narrow"
+	// OutcomeStepUp: deny the token for Decision.For unless the request
+	// presents the client certificate it is bound to, and alert.
+	OutcomeStepUp Outcome = "step_up"
+	// OutcomeShadow: record on the ledger the step the rule would have
+	// taken (Decision.Step) and change nothing.
+	OutcomeShadow Outcome = "shadow"
 	// OutcomeAlert: alert only; the token stays alive.
 	OutcomeAlert Outcome = "alert"
 	// OutcomeBreakGlass: a break-glass token; never auto-revoked, paged
@@ -42,6 +52,12 @@ type Decision struct {
 	// WouldRevoke is true when the matching rule's action is revoke, even
 	// if the outcome is a dry run or a break-glass page.
 	WouldRevoke bool
+	// Step is the graduated-response step the matching rule takes or,
+	// for a dry run, a shadow or a break-glass page, would take
+	// (events.StepNarrow, StepStepUp, StepRevoke); "" for an alert.
+	Step string
+	// For is how long a narrow or step_up restriction lasts.
+	For time.Duration
 	// Severity is the severity to alert with: the anomaly's (the highest
 	// of a combination), critical for a break-glass token.
 	Severity string
@@ -134,8 +150,8 @@ func (e *Engine) Decide(a *events.AnomalyDetected, breakGlass bool) Decision {
 				continue
 			}
 			d.Rule = r.Name
-			if r.Action == ActionRevoke {
-				d.Corroboration = "source-level anomaly: no token to revoke"
+			if r.Action.restricts() {
+				d.Corroboration = "source-level anomaly: no token to " + string(r.Action)
 			}
 			break
 		}
@@ -155,7 +171,12 @@ func (e *Engine) Decide(a *events.AnomalyDetected, breakGlass bool) Decision {
 		if events.SeverityRank(sev) > events.SeverityRank(d.Severity) {
 			d.Severity = sev
 		}
-		if r.Action == ActionRevoke {
+		if r.Action == ActionShadow {
+			d.Outcome, d.Step = OutcomeShadow, r.Would.Step()
+			d.WouldRevoke = r.Would == ActionRevoke
+			break
+		}
+		if r.Action.restricts() {
 			if r.Corroborate != nil {
 				ok, why := corroborated(r.Corroborate, a, hist)
 				d.Corroboration = why
@@ -164,8 +185,16 @@ func (e *Engine) Decide(a *events.AnomalyDetected, breakGlass bool) Decision {
 					break
 				}
 			}
-			d.WouldRevoke = true
-			d.Outcome = OutcomeRevoke
+			d.Step, d.For = r.Action.Step(), r.For
+			d.WouldRevoke = r.Action == ActionRevoke
+			switch r.Action {
+			case ActionNarrow:
+				d.Outcome = OutcomeNarrow
+			case ActionStepUp:
+				d.Outcome = OutcomeStepUp
+			default:
+				d.Outcome = OutcomeRevoke
+			}
 			if e.p.DryRun || r.DryRun {
 				d.Outcome = OutcomeDryRun
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("response: {rules: [{action: revoke, corroborate: {min_enforcers: 0x10, within: 1ns}}]}"))
 	f.Add([]byte("response: {rules: [{action: revoke, corroborate: &c {min_enforcers: 2}}, {action: revoke, corroborate: *c}]}"))
 	f.Add([]byte("response: {rules: [{action: revoke, corroborate: {<<: {require_allowed: true}}}]}"))
+	f.Add([]byte("response: {rules: [{action: narrow, for: 1ns}, {action: shadow, would: step_up}, {action: step_up, corroborate: {require_allowed: true}}]}"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := response.Parse("fuzz.yaml", data)
@@ -47,12 +49,23 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted a policy without rules")
 		}
 		for _, r := range p.Rules {
-			if r.Action != response.ActionRevoke && r.Action != response.ActionAlert {
+			if !slices.Contains(response.Actions, r.Action) {
 				t.Fatalf("rule %s: action %q", r.Name, r.Action)
+			}
+			restricts := r.Action == response.ActionRevoke || r.Action == response.ActionNarrow || r.Action == response.ActionStepUp
+			switch {
+			case (r.Action == response.ActionNarrow || r.Action == response.ActionStepUp) != (r.For != 0):
+				t.Fatalf("rule %s: action %s for %s", r.Name, r.Action, r.For)
+			case r.For < 0 || r.For > events.MaxRestriction:
+				t.Fatalf("rule %s: for %s", r.Name, r.For)
+			case (r.Action == response.ActionShadow) != (r.Would != ""):
+				t.Fatalf("rule %s: action %s would %q", r.Name, r.Action, r.Would)
+			case r.Would != "" && r.Would.Step() == "":
+				t.Fatalf("rule %s: would %q is no step", r.Name, r.Would)
 			}
 			if c := r.Corroborate; c != nil {
 				switch {
-				case r.Action != response.ActionRevoke:
+				case !restricts:
 					t.Fatalf("rule %s: corroboration on %s", r.Name, r.Action)
 				case c.MinEnforcers != 0 && (c.MinEnforcers < 2 || c.MinEnforcers > response.MaxMinEnforcers):
 					t.Fatalf("rule %s: min_enforcers %d", r.Name, c.MinEnforcers)

@@ -30,7 +30,42 @@ const (
 	ActionRevoke Action = "revoke"
 	// ActionAlert alerts on-call and leaves the token alive.
 	ActionAlert Action = "alert"
+	// ActionShadow records on the ledger the step the rule would take
+	// (Rule.Would) and changes nothing: a rule on trial.
+	ActionShadow Action = "shadow"
+	// ActionNarrow quarantines the token for Rule.For: only its read
+	// scopes, only from its holder's known networks.
+	ActionNarrow Action = "narrow"
+	// ActionStepUp denies the token for Rule.For unless the request
+	// presents the client certificate the token is bound to.
+	ActionStepUp Action = "step_up"
 )
+
+// Actions are the rule actions, weakest first.
+var Actions = []Action{ActionAlert, ActionShadow, ActionNarrow, ActionStepUp, ActionRevoke}
+
+// restricts reports whether a changes what enforcers allow.
+func (a Action) restricts() bool {
+	return a == ActionNarrow || a == ActionStepUp || a == ActionRevoke
+}
+
+// Step is the graduated-response step of an enforcing action
+// (events.StepNarrow, StepStepUp, StepRevoke; "" otherwise).
+func (a Action) Step() string {
+	switch a {
+	case ActionNarrow:
+		return events.StepNarrow
+	case ActionStepUp:
+		return events.StepStepUp
+	case ActionRevoke:
+		return events.StepRevoke
+	}
+	return ""
+}
+
+// DefaultRestriction is how long a narrow or step_up rule restricts a
+// token when it sets no `for`.
+const DefaultRestriction = time.Hour
 
 // KnownDetectors are the detector names the response policy accepts:
 // pkg/detect's own list (so that the two cannot drift) and the issuer's
@@ -100,11 +135,17 @@ type Rule struct {
 	Within time.Duration
 	// Action is what a match does.
 	Action Action
-	// Corroborate, when set (action revoke only), is the evidence a
-	// revoke needs: without it the match alerts instead, saying why
+	// For, for narrow and step_up, is how long the restriction lasts
+	// (DefaultRestriction when unset; never past the token's expiry).
+	For time.Duration
+	// Would, for shadow, is the step recorded as what the rule would have
+	// taken (narrow, step_up or revoke; revoke when unset).
+	Would Action
+	// Corroborate, when set (revoke, narrow and step_up), is the evidence
+	// the step needs: without it the match alerts instead, saying why
 	// (OutcomeUncorroborated).
 	Corroborate *Corroboration
-	// DryRun makes a revoke of this rule a dry run.
+	// DryRun makes a revoke, narrow or step_up of this rule a dry run.
 	DryRun bool
 	// Line is where the rule is declared (0 for the defaults).
 	Line int
@@ -144,6 +185,12 @@ func (p *Policy) String() string {
 	names := make([]string, len(p.Rules))
 	for i := range p.Rules {
 		names[i] = p.Rules[i].Name + "→" + string(p.Rules[i].Action)
+		switch r := &p.Rules[i]; r.Action {
+		case ActionNarrow, ActionStepUp:
+			names[i] += "(" + r.For.String() + ")"
+		case ActionShadow:
+			names[i] += "(would " + string(r.Would) + ")"
+		}
 		if c := p.Rules[i].Corroborate; c != nil {
 			names[i] += "(corroborated: " + c.String() + ")"
 		}

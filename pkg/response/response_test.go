@@ -452,3 +452,56 @@ func TestSourceAnomalyNeverRevokes(t *testing.T) {
 		})
 	}
 }
+
+// TestGraduated: the risk score and the detector choose among shadow,
+// narrow, step_up and revoke; each carries its step and how long it lasts,
+// a shadow says what it would have done, and a dry run of a restriction
+// restricts nothing.
+func TestGraduated(t *testing.T) {
+	p, err := response.LoadFile(filepath.Join(fixtures, "good", "graduated.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.String(); !strings.Contains(got, "prove-it→step_up(30m0s)") || !strings.Contains(got, "trial→shadow(would narrow)") {
+		t.Fatalf("policy summary %q", got)
+	}
+	tests := []struct {
+		name        string
+		det         string
+		risk        float64
+		want        response.Outcome
+		rule        string
+		step        string
+		for_        time.Duration
+		wouldRevoke bool
+	}{
+		{"leak revokes", "leaked_public", 0, response.OutcomeRevoke, "leaked", events.StepRevoke, 0, true},
+		{"very risky revokes", "new_network", 0.95, response.OutcomeRevoke, "very-risky", events.StepRevoke, 0, true},
+		{"risky steps up", "new_network", 0.8, response.OutcomeStepUp, "prove-it", events.StepStepUp, 30 * time.Minute, false},
+		{"new network quarantines", "new_network", 0.6, response.OutcomeNarrow, "quarantine", events.StepNarrow, 2 * time.Hour, false},
+		{"new client quarantines", "new_client", 0.5, response.OutcomeNarrow, "quarantine", events.StepNarrow, 2 * time.Hour, false},
+		{"weak new network alerts", "new_network", 0.3, response.OutcomeAlert, "everything-else", "", 0, false},
+		{"default restriction time", "scope_probing", 0, response.OutcomeNarrow, "quarantine-default-time", events.StepNarrow, response.DefaultRestriction, false},
+		{"shadow records narrow", "odd_hours", 0, response.OutcomeShadow, "trial", events.StepNarrow, 0, false},
+		{"shadow defaults to revoke", "volume_spike", 0, response.OutcomeShadow, "trial-revoke", events.StepRevoke, 0, true},
+		{"dry-run step-up", "use_after_revoke", 0, response.OutcomeDryRun, "cautious", events.StepStepUp, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := response.NewEngine(p, response.EngineOptions{})
+			a := anomaly("a-"+tt.name, "t1", tt.det, "high", 0)
+			a.Risk = tt.risk
+			d := e.Decide(a, false)
+			if d.Outcome != tt.want || d.Rule != tt.rule || d.Step != tt.step || d.WouldRevoke != tt.wouldRevoke {
+				t.Fatalf("decision %+v, want %s by %q, step %q", d, tt.want, tt.rule, tt.step)
+			}
+			if tt.want != response.OutcomeDryRun && d.For != tt.for_ {
+				t.Fatalf("for %s, want %s", d.For, tt.for_)
+			}
+			// A break-glass token is never restricted automatically either.
+			if bg := e.Decide(a, true); bg.Outcome != response.OutcomeBreakGlass || bg.Step != tt.step {
+				t.Fatalf("break glass: %+v", bg)
+			}
+		})
+	}
+}

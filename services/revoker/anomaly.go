@@ -2,6 +2,7 @@ package revoker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -86,7 +87,7 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 	switch {
 	case dec.Outcome == response.OutcomeBreakGlass:
 		n.Outcome = alert.OutcomeBreakGlass
-		n.Action = "Break-glass token: the policy would have " + map[bool]string{true: "revoked it", false: "only alerted"}[dec.WouldRevoke] + "."
+		n.Action = "Break-glass token: the policy would have " + wouldHave(dec.Step) + "."
 	case dead:
 		n.Outcome = alert.OutcomeAlreadyRevoked
 		n.Action = "No action needed: enforcers already deny it."
@@ -103,19 +104,63 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 			n.Outcome = alert.OutcomeAlreadyRevoked
 		}
 		n.Action = "Reason: " + reason + "."
+	case dec.Outcome == response.OutcomeNarrow || dec.Outcome == response.OutcomeStepUp:
+		q := RestrictRequest{TokenID: a.TokenID, Step: dec.Step, For: dec.For, Networks: knownNetworks(a), Escalate: true,
+			Actor: r.o.Source, Reason: reason, Rule: dec.Rule, AnomalyID: a.AnomalyID, Risk: a.Risk}
+		res, err := r.restrict(ctx, info, q, now)
+		if errors.Is(err, ErrBadRequest) && len(q.Networks) > 0 {
+			// Evidence the revoker cannot read: the token's own networks
+			// (or a step-up) instead.
+			log.Warn().Err(err).Msg("known networks of the evidence unusable; narrowing to the token's own")
+			q.Networks = nil
+			res, err = r.restrict(ctx, info, q, now)
+		}
+		if err != nil {
+			return fmt.Errorf("%s token %s: %w", dec.Step, a.TokenID, err)
+		}
+		switch {
+		case res.Already == "revoked":
+			n.Outcome = alert.OutcomeAlreadyRevoked
+			n.Action = "No action needed: enforcers already deny it."
+		case res.Step == events.StepNarrow:
+			n.Outcome = alert.OutcomeQuarantined
+			n.Action = fmt.Sprintf("Quarantined until %s: only its read scopes (%s) from its holder's known networks (%s). Reason: %s.",
+				res.Until.UTC().Format(time.RFC3339), orNone(res.Scopes), orNone(res.Networks), reason)
+		default:
+			n.Outcome = alert.OutcomeSteppedUp
+			n.Action = fmt.Sprintf("Stepped up until %s: denied unless the request presents the client certificate the token is bound to. Reason: %s.",
+				res.Until.UTC().Format(time.RFC3339), reason)
+			if res.Escalated != "" {
+				n.Action += " (" + res.Escalated + ")"
+			}
+		}
+		if res.Already == "restricted" {
+			n.Action += " Already in force: unchanged."
+		}
+	case dec.Outcome == response.OutcomeShadow:
+		if err := r.Shadow(ctx, info, dec.Step, r.o.Source, reason, dec.Rule, a.AnomalyID, a.Risk); err != nil {
+			return fmt.Errorf("shadow of token %s: %w", a.TokenID, err)
+		}
+		n.Outcome = alert.OutcomeAlertOnly
+		n.Action = "Shadow rule " + dec.Rule + ": the policy would have " + wouldHave(dec.Step) + " (recorded on the ledger; nothing changed)."
+		log.Info().Bool("audit", true).Bool("shadow", true).Str("would", dec.Step).Str("reason", reason).
+			Msg("shadow: step recorded, nothing changed")
 	case dec.Outcome == response.OutcomeUncorroborated:
 		// One enforcer's word (possibly a forged or stolen credential's),
 		// or denials only: on-call decides.
 		n.Outcome = alert.OutcomeAlertOnly
-		n.Action = fmt.Sprintf("Not revoked: response rule %s revokes only on corroborated evidence, %s.", dec.Rule, dec.Corroboration)
-		log.Info().Bool("audit", true).Str("would", "revoke").Str("corroboration", dec.Corroboration).
-			Msg("revoke rule matched without corroboration: alerted only")
+		n.Action = fmt.Sprintf("Not acted on: response rule %s acts only on corroborated evidence, %s.", dec.Rule, dec.Corroboration)
+		log.Info().Bool("audit", true).Str("would", ruleStep(r.engine.Policy(), dec.Rule)).Str("corroboration", dec.Corroboration).
+			Msg("rule matched without corroboration: alerted only")
 	case dec.Outcome == response.OutcomeDryRun:
 		n.Outcome = alert.OutcomeDryRun
-		n.Action = "The policy would have revoked it: " + reason + "."
+		n.Action = "The policy would have " + wouldHave(dec.Step) + ": " + reason + "."
 		// The audit line of a dry run: no ledger event, no denylist entry.
-		log.Info().Bool("audit", true).Bool("dry_run", true).Str("would", "revoke").Str("reason", reason).
-			Msg("dry run: token would have been revoked")
+		msg := "dry run: token would have been revoked"
+		if dec.Step != events.StepRevoke {
+			msg = "dry run: token would have been restricted (" + dec.Step + ")"
+		}
+		log.Info().Bool("audit", true).Bool("dry_run", true).Str("would", dec.Step).Str("reason", reason).Msg(msg)
 	default:
 		n.Outcome = alert.OutcomeAlertOnly
 	}
@@ -165,6 +210,29 @@ func (r *Revoker) respondSource(now time.Time, a *events.AnomalyDetected) {
 	r.o.Log.Info().Str("anomaly_id", a.AnomalyID).Str("subject", events.AnomalySource).Str("source_ip", a.SourceIP).
 		Str("tenant", a.Tenant).Str("detector", a.Detector).Str("severity", a.Severity).Str("rule", dec.Rule).
 		Str("decision", string(dec.Outcome)).Str("outcome", string(n.Outcome)).Msg("source anomaly alerted")
+}
+
+// wouldHave says what a step would have done, for alerts.
+func wouldHave(step string) string {
+	switch step {
+	case events.StepRevoke:
+		return "revoked it"
+	case events.StepNarrow:
+		return "quarantined it (narrow)"
+	case events.StepStepUp:
+		return "stepped it up"
+	}
+	return "only alerted"
+}
+
+// ruleStep is the step the named rule of p takes ("" when it takes none).
+func ruleStep(p *response.Policy, name string) string {
+	for i := range p.Rules {
+		if p.Rules[i].Name == name {
+			return p.Rules[i].Action.Step()
+		}
+	}
+	return ""
 }
 
 func ruleName(r string) string {

@@ -24,6 +24,12 @@ type TokenInfo struct {
 	Canary bool
 	// Revoked is set once a TokenRevoked for it was seen or published.
 	Revoked bool
+	// ReadScopes are its read scopes (events.IsReadScope), Networks its
+	// own networks, Bound whether it is bound to a client certificate:
+	// what a graduated response can narrow it to (restrict.go).
+	ReadScopes []string
+	Networks   []string
+	Bound      bool
 }
 
 // index holds the live (unexpired) issued tokens, bounded in number; the
@@ -58,6 +64,7 @@ func (x *index) issued(p *events.TokenIssued, at, now time.Time) {
 	if e, ok := x.byID[p.TokenID]; ok {
 		// A replay of the same issuance: keep the revoked flag.
 		e.Tenant, e.Holder, e.KeyID, e.IssuedAt, e.BreakGlass, e.Canary = p.Tenant, p.Holder, p.KeyID, at, p.BreakGlass, p.Canary
+		e.ReadScopes, e.Networks, e.Bound = readScopes(p.Claims.Scopes), p.Claims.Networks, p.Claims.Device != ""
 		if !e.Expiry.Equal(p.Claims.Expiry) {
 			e.Expiry = p.Claims.Expiry
 			heap.Fix(&x.exp, e.pos)
@@ -70,7 +77,8 @@ func (x *index) issued(p *events.TokenIssued, at, now time.Time) {
 		x.evicted.Add(1)
 	}
 	e := &entry{TokenInfo: TokenInfo{ID: p.TokenID, Tenant: p.Tenant, Holder: p.Holder, KeyID: p.KeyID,
-		IssuedAt: at, Expiry: p.Claims.Expiry, BreakGlass: p.BreakGlass, Canary: p.Canary}}
+		IssuedAt: at, Expiry: p.Claims.Expiry, BreakGlass: p.BreakGlass, Canary: p.Canary,
+		ReadScopes: readScopes(p.Claims.Scopes), Networks: p.Claims.Networks, Bound: p.Claims.Device != ""}}
 	x.byID[p.TokenID] = e
 	heap.Push(&x.exp, e)
 }
@@ -159,4 +167,15 @@ func (h *expiryHeap) Pop() any {
 	*h = old[:len(old)-1]
 	e.pos = -1
 	return e
+}
+
+// readScopes returns the read scopes of scopes (nil when none).
+func readScopes(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if events.IsReadScope(s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -17,6 +17,7 @@ type counters struct {
 	broadcasts, broadcastErrors   atomic.Uint64
 	heartbeats, ledgerRetries     atomic.Uint64
 	resyncs, resyncsIncomplete    atomic.Uint64
+	restricted, released          atomic.Uint64
 	mu                            sync.Mutex
 	responses, requests           map[string]uint64
 }
@@ -90,6 +91,9 @@ type Stats struct {
 	// retrier's attempts.
 	LedgerPending, PendingChanges int
 	LedgerRetries                 uint64
+	// Restricted counts restrictions (narrow, step_up) put in force or
+	// extended, automatic or by command; Released those lifted by command.
+	Restricted, Released uint64
 }
 
 // Stats returns a snapshot of the counters.
@@ -104,6 +108,7 @@ func (r *Revoker) Stats() Stats {
 		Broadcasts: r.stats.broadcasts.Load(), Heartbeats: r.stats.heartbeats.Load(), BroadcastErrors: r.stats.broadcastErrors.Load(),
 		Resyncs: r.stats.resyncs.Load(), ResyncsIncomplete: r.stats.resyncsIncomplete.Load(),
 		LedgerPending: r.pend.len(), PendingChanges: r.bc.pendingLen(), LedgerRetries: r.stats.ledgerRetries.Load(),
+		Restricted: r.stats.restricted.Load(), Released: r.stats.released.Load(),
 	}
 	if r.idx != nil {
 		s.IndexRewatches = r.idx.Stats().Rewatches
@@ -156,13 +161,16 @@ var (
 	mPending      = newDesc("ledger_pending", "Revocations broadcast whose ledger events or denylist entries JetStream has not accepted yet.")
 	mPendChanges  = newDesc("denylist_pending_changes", "Broadcast denylist changes not yet written to the bucket.")
 	mRetries      = newDesc("ledger_retries_total", "Attempts to write pending revocations to JetStream.")
+	mRestricted   = newDesc("tokens_restricted_total", "Restrictions (narrow, step_up) put in force or extended.")
+	mReleased     = newDesc("token_restrictions_released_total", "Restrictions lifted by command.")
 )
 
 // Describe implements prometheus.Collector.
 func (r *Revoker) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mRevoked, mAlready, mRules, mDenyWrites, mDenySkipped, mDead, mAnomalies, mStale,
 		mResponses, mRequests, mIndex, mIndexMax, mIndexEvicted, mWindow, mIdem, mKeys, mAlertsOpen, mAlertSent, mAlertRetry,
-		mAlertFailed, mAlertDropped, mBroadcasts, mHeartbeats, mBcastErrors, mResyncs, mPending, mPendChanges, mRetries} {
+		mAlertFailed, mAlertDropped, mBroadcasts, mHeartbeats, mBcastErrors, mResyncs, mPending, mPendChanges, mRetries,
+		mRestricted, mReleased} {
 		ch <- d
 	}
 	ch <- mIndexRewatch
@@ -186,6 +194,8 @@ func (r *Revoker) Collect(ch chan<- prometheus.Metric) {
 	c(mDead, s.DeadLetters)
 	c(mAnomalies, s.Anomalies)
 	c(mStale, s.Stale)
+	c(mRestricted, s.Restricted)
+	c(mReleased, s.Released)
 	for k, v := range s.Responses {
 		c(mResponses, v, k)
 	}

@@ -231,6 +231,7 @@ type Revoker struct {
 	ssfStats    ssfCounters
 	canaryStats canaryCounters
 	canarySub   *nats.Subscription
+	cmdSubs     []*nats.Subscription // cordon.cmd.restrict, cordon.cmd.release
 }
 
 // New validates the options and builds a revoker; Start runs it.
@@ -353,6 +354,9 @@ func (r *Revoker) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("revoker: subscribe %s: %w", events.SubjectCmdRevoke, err)
 	}
+	if err := r.startRestrictCommands(); err != nil {
+		return err
+	}
 	fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer fcancel()
 	if err := r.o.NC.FlushWithContext(fctx); err != nil {
@@ -428,7 +432,7 @@ func (r *Revoker) consumeErr(_ jetstream.ConsumeContext, err error) {
 // moment to go out, and stops alert delivery. It is safe to call twice.
 func (r *Revoker) Close() error {
 	r.closeOnce.Do(func() {
-		for _, sub := range []*nats.Subscription{r.sub, r.canarySub} {
+		for _, sub := range append([]*nats.Subscription{r.sub, r.canarySub}, r.cmdSubs...) {
 			if sub != nil {
 				_ = sub.Unsubscribe()
 			}

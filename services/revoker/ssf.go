@@ -91,12 +91,12 @@ func (r *Revoker) startSSF(ctx context.Context) error {
 	}
 	d := events.RevokerSSFDurable(r.o.Durable)
 	cons, err := r.o.JS.CreateOrUpdateConsumer(ctx, d.Stream, jetstream.ConsumerConfig{
-		Durable:       d.Name,
-		Description:   "cordon revoker: pushes revocations as Shared Signals events",
-		FilterSubject: events.SubjectTokenPrefix + "revoked.>",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       2 * time.Minute,
-		MaxAckPending: 64,
+		Durable:        d.Name,
+		Description:    "cordon revoker: pushes revocations and restrictions as Shared Signals events",
+		FilterSubjects: []string{events.SubjectTokenPrefix + "revoked.>", events.SubjectTokenPrefix + "restricted.>"},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        2 * time.Minute,
+		MaxAckPending:  64,
 		// Revocations from now on: a new receiver is not sent history.
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 	})
@@ -112,7 +112,8 @@ func (r *Revoker) startSSF(ctx context.Context) error {
 	return nil
 }
 
-// ssfMsg pushes one revocation to every receiver.
+// ssfMsg pushes one revocation (credential-change) or restriction
+// (session-revoked) to every receiver.
 func (r *Revoker) ssfMsg(m jetstream.Msg) {
 	env, err := events.Decode(m.Data())
 	if err != nil {
@@ -120,14 +121,24 @@ func (r *Revoker) ssfMsg(m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
-	rev, ok := env.Data.(*events.TokenRevoked)
-	if !ok {
+	var set ssf.SET
+	var tokenID string
+	switch p := env.Data.(type) {
+	case *events.TokenRevoked:
+		set, tokenID = r.revocationSET(env.ID.String(), p, r.now()), p.TokenID
+	case *events.TokenRestricted:
+		if p.Step != events.StepNarrow && p.Step != events.StepStepUp {
+			_ = m.Ack() // a shadow changes nothing: nothing to signal
+			return
+		}
+		set, tokenID = r.restrictionSET(env.ID.String(), p, r.now()), p.TokenID
+	default:
 		_ = m.Ack()
 		return
 	}
-	tok, err := r.o.SSF.Signer.Sign(r.revocationSET(env.ID.String(), rev, r.now()))
+	tok, err := r.o.SSF.Signer.Sign(set)
 	if err != nil {
-		r.o.Log.Error().Err(err).Str("token_id", rev.TokenID).Msg("shared signals: could not sign the event")
+		r.o.Log.Error().Err(err).Str("token_id", tokenID).Msg("shared signals: could not sign the event")
 		_ = m.Term()
 		return
 	}
@@ -141,10 +152,10 @@ func (r *Revoker) ssfMsg(m jetstream.Msg) {
 			r.ssfStats.sent.Add(1)
 		case errors.Is(err, ssf.ErrRejected):
 			r.ssfStats.rejected.Add(1)
-			r.o.Log.Error().Err(err).Str("token_id", rev.TokenID).Msg("shared signals: a receiver refused the revocation event for good")
+			r.o.Log.Error().Err(err).Str("token_id", tokenID).Msg("shared signals: a receiver refused the event for good")
 		default:
 			retry = true
-			r.o.Log.Warn().Err(err).Str("token_id", rev.TokenID).Msg("shared signals: push failed; retrying")
+			r.o.Log.Warn().Err(err).Str("token_id", tokenID).Msg("shared signals: push failed; retrying")
 		}
 	}
 	if !retry {
@@ -181,6 +192,38 @@ func (r *Revoker) revocationSET(id string, rev *events.TokenRevoked, now time.Ti
 			Tenant: &ssf.Subject{Format: "opaque", ID: rev.Tenant},
 			Token:  &ssf.Subject{Format: "opaque", ID: rev.TokenID}},
 		Events: ssf.EventsMap{ssf.EventCredentialChange: ev}}
+	if set.Issuer == "" {
+		set.Issuer = DefaultSSFIssuer
+	}
+	if r.o.SSF.Audience != "" {
+		set.Audience = ssf.Audience{r.o.SSF.Audience}
+	}
+	return set
+}
+
+// restrictionSET is the CAEP session-revoked event of a quarantine or a
+// step-up: the token's sessions end and it must be re-established (within
+// its read scopes from its known networks, or with its bound certificate)
+// until the restriction ends.
+func (r *Revoker) restrictionSET(id string, p *events.TokenRestricted, now time.Time) ssf.SET {
+	initiator := "admin"
+	if p.AnomalyID != "" {
+		initiator = "policy"
+	}
+	ev := map[string]any{
+		"event_timestamp":   now.Unix(),
+		"initiating_entity": initiator,
+		"reason_admin":      map[string]string{"en": p.Reason},
+		"token_id":          p.TokenID,
+		"cordon_step":       p.Step,
+		"cordon_until":      p.Until.Unix(),
+	}
+	set := ssf.SET{Issuer: r.o.SSF.Issuer, ID: id, IssuedAt: now.Unix(),
+		Subject: &ssf.Subject{Format: "complex",
+			User:   &ssf.Subject{Format: "opaque", ID: p.Holder},
+			Tenant: &ssf.Subject{Format: "opaque", ID: p.Tenant},
+			Token:  &ssf.Subject{Format: "opaque", ID: p.TokenID}},
+		Events: ssf.EventsMap{ssf.EventSessionRevoked: ev}}
 	if set.Issuer == "" {
 		set.Issuer = DefaultSSFIssuer
 	}

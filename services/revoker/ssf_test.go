@@ -2,6 +2,7 @@ package revoker_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -109,6 +110,32 @@ func TestSSFTransmitsRevocations(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A quarantine is a session-revoked event; a shadow step is nothing.
+	q := f.issue("acme", "billing-api", f.signer.KeyID, time.Minute, time.Hour, false)
+	f.waitKnown(q)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := f.r.Shadow(ctx, revoker.TokenInfo{ID: q.id, Tenant: q.tenant, Holder: q.holder, Expiry: q.expiry}, events.StepRevoke,
+		"test", "trial", "trial", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := revoker.CallRestrict(ctx, f.env.NC, revoker.RestrictCommand{Auth: f.admin, TokenID: q.id, Step: events.StepNarrow,
+		Networks: []string{"10.20.0.0/16"}, Reason: "odd use"}); err != nil || !rep.OK {
+		t.Fatalf("restrict: %+v %v", rep, err)
+	}
+	natstest.WaitFor(t, time.Minute, func() error {
+		if n := len(rcv.got()); n != 2 {
+			return fmt.Errorf("%d SETs received (stats %+v)", n, f.r.SSFStats())
+		}
+		return nil
+	})
+	set = rcv.got()[1]
+	ev, ok := set.Events[ssf.EventSessionRevoked]
+	if !ok || len(set.Events) != 1 || ev["token_id"] != q.id || ev["cordon_step"] != events.StepNarrow || ev["initiating_entity"] != "admin" ||
+		set.Subject.Name() != "billing-api" || set.Subject.Token.ID != q.id {
+		t.Fatalf("restriction SET %+v", set)
+	}
 }
 
 // TestSSFReceivesAccountDisabled: an identity provider's account-disabled
