@@ -85,6 +85,10 @@
 // same (token, detector) pair does not alert again within a cooldown: a
 // leaked token replayed 500 times is one anomaly per detector, not 500,
 // and an episode (above) is one anomaly however many cooldowns it spans.
+// Every token anomaly also names the known networks of the baseline that
+// judges the token (Details[DetailKnownNetworks], its level in
+// Details[DetailKnownNetworksLevel]): the revoker, which keeps no
+// baselines, quarantines a token to them (events.StepNarrow).
 //
 // # Time, bounds, checkpoints
 //

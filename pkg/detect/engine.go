@@ -449,10 +449,12 @@ func (e *Engine) admit(s *tokenState, o *obs, d detectorID) bool {
 // emit appends an anomaly for the event to o.out. The caller has admitted
 // it; details may be nil. level is the baseline broken (LevelToken,
 // LevelHolder, LevelTenant); "" for detectors that judge no baseline.
+// Every token anomaly carries the known networks of the baseline judging
+// the token (DetailKnownNetworks) when it has any.
 func (e *Engine) emit(s *tokenState, o *obs, d detectorID, level, severity, seen, baseline string, details map[string]string) {
 	e.stats.anomalies[d]++
 	if details == nil {
-		details = make(map[string]string, 12)
+		details = make(map[string]string, 14)
 	}
 	u := o.u
 	details["decision"] = u.Decision
@@ -476,6 +478,10 @@ func (e *Engine) emit(s *tokenState, o *obs, d detectorID, level, severity, seen
 		details["level"] = level
 	}
 	details["zone"] = e.zones.name(s.zone)
+	if nets, lvl := e.knownNetworks(s, o); nets != "" {
+		details[DetailKnownNetworks] = nets
+		details[DetailKnownNetworksLevel] = lvl
+	}
 	tenant := s.tenant
 	if tenant == "" {
 		tenant = "_"

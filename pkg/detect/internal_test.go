@@ -157,3 +157,41 @@ func TestTableEvictsLeastRecentlySeen(t *testing.T) {
 		t.Fatalf("order %s, %d evicted, %d held", got, tab.evicted, tab.len())
 	}
 }
+
+// TestKnownNetworksOrder: the known networks of a baseline are listed most
+// recently used first, ties in address order (IPv4 first) whatever slots
+// they occupy, networks merely seen left out.
+func TestKnownNetworksOrder(t *testing.T) {
+	e, err := New(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(s string) (uint64, bool) { return netKey(netip.MustParseAddr(s), 24, 64) }
+	h := &holderState{}
+	for _, n := range []struct {
+		ip    string
+		last  uint32
+		known bool
+	}{
+		{"2001:db8::1", 100, true},
+		{"10.9.0.1", 100, true},
+		{"10.2.0.1", 100, true},
+		{"10.3.0.1", 300, false},
+		{"10.4.0.1", 200, true},
+		{"10.1.0.1", 50, true},
+	} {
+		k, v6 := key(n.ip)
+		i := h.nets.insert(k, v6, n.last)
+		if n.known {
+			h.nets.known |= bit32(i)
+		}
+	}
+	s := &tokenState{}
+	list, level := e.knownNetworks(s, &obs{h: h, holderLearned: true})
+	if want := "10.4.0.0/24,10.2.0.0/24,10.9.0.0/24,2001:db8::/64,10.1.0.0/24"; list != want || level != LevelHolder {
+		t.Fatalf("known networks %q (level %q), want %q (level holder)", list, level, want)
+	}
+	if list, level := e.knownNetworks(s, &obs{h: h, tokLearned: false}); list != "" || level != "" {
+		t.Fatalf("no learnt baseline: known networks %q (level %q), want none", list, level)
+	}
+}

@@ -94,11 +94,11 @@ func (e *Engine) checkNewNetwork(s *tokenState, o *obs) {
 		baseline += "; judged by the tenant's address spaces (neither the holder nor the token is learnt)"
 	}
 	e.emit(s, o, detNewNetwork, level, sev, seen, baseline, map[string]string{
-		"network":        network,
-		"address_space":  space,
-		"foreign":        "true",
-		"judged_by":      judged,
-		"known_networks": itoa(known),
+		"network":              network,
+		"address_space":        space,
+		"foreign":              "true",
+		"judged_by":            judged,
+		"known_networks_count": itoa(known),
 	})
 }
 
