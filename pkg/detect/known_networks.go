@@ -3,6 +3,8 @@ package detect
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/cordonhq/cordon/pkg/events"
 )
 
 // Keys of Evidence.Details that every token anomaly carries when the
@@ -19,7 +21,7 @@ const (
 	// by issuance) are listed, never one merely seen. The key is absent
 	// when that baseline holds none or neither level is learnt, and from
 	// source-level anomalies (forging_burst).
-	DetailKnownNetworks = "known_networks"
+	DetailKnownNetworks = events.DetailKnownNetworks
 	// DetailKnownNetworksLevel is the level of the baseline listed in
 	// DetailKnownNetworks: LevelHolder or LevelToken.
 	DetailKnownNetworksLevel = "known_networks_level"

@@ -59,6 +59,12 @@ const (
 	SubjectCmdRelease = "cordon.cmd.release"
 )
 
+// DetailKnownNetworks is the key of AnomalyDetected.Evidence.Details under
+// which the auditor's detectors list the known networks of the baseline
+// that judges the token (its holder's, else its own), as comma-separated
+// CIDR prefixes: what a quarantine (StepNarrow) keeps.
+const DetailKnownNetworks = "known_networks"
+
 // DenyKeyNarrow is the denylist key of a token's quarantine (step narrow).
 func DenyKeyNarrow(tokenID string) string { return "narrow." + tokenID }
 

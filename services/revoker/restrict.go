@@ -324,7 +324,7 @@ func restrictNetworks(given, own []string) ([]string, error) {
 // knownNetworks reads the holder's known networks from an anomaly's
 // evidence (pkg/detect puts them there as comma-separated prefixes).
 func knownNetworks(a *events.AnomalyDetected) []string {
-	v := a.Evidence.Details["known_networks"]
+	v := a.Evidence.Details[events.DetailKnownNetworks]
 	if v == "" {
 		return nil
 	}
