@@ -54,7 +54,8 @@
 //	    would: narrow                # optional: narrow | step_up | revoke (default revoke)
 //
 // narrow quarantines the token: enforcers allow only requests for its read
-// scopes (a scope whose last segment is "read", events.IsReadScope) from
+// scopes (a scope whose last segment is read, list or view,
+// events.IsReadScope) from
 // the networks its holder is known to use — the known networks the
 // auditor's detectors put in the anomaly's evidence (known_networks) or,
 // without them, the token's own networks. A token with neither cannot be
