@@ -101,10 +101,17 @@ func Retry(ctx context.Context, log zerolog.Logger, what string, op func(context
 	}
 }
 
+// ErrNotVisibleYet marks an error of an operation passed to Retry that is
+// worth asking again: a stream, bucket or object store another process
+// created a moment ago that a JetStream cluster does not know everywhere
+// yet ("stream not found" right after "already exists").
+var ErrNotVisibleYet = errors.New("created a moment ago, not visible yet")
+
 // transient reports whether err may go away by asking again: no reply in
-// time, nobody listening yet, or JetStream saying it is not ready.
+// time, nobody listening yet, JetStream saying it is not ready, or
+// ErrNotVisibleYet.
 func transient(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+	if errors.Is(err, ErrNotVisibleYet) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
 		return true

@@ -170,7 +170,10 @@ const openTimeout = time.Minute
 // OpenLeaseBucket opens the lease bucket, creating it when missing. An
 // existing bucket must have the same TTL and keep limit markers.
 func OpenLeaseBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
+	var (
+		kv jetstream.KeyValue
+		st jetstream.KeyValueStatus
+	)
 	rctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	err := natsconn.Retry(rctx, zerolog.Nop(), "bucket "+events.BucketAuditorLeases, func(ctx context.Context) (err error) {
@@ -181,14 +184,22 @@ func OpenLeaseBucket(ctx context.Context, js jetstream.JetStream, ttl time.Durat
 				kv, err = js.KeyValue(ctx, events.BucketAuditorLeases)
 			}
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		// Instances starting together: the bucket another one created a
+		// moment ago may not be known to every server of a cluster yet.
+		st, err = kv.Status(ctx)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("status: %w: %w", natsconn.ErrNotVisibleYet, err)
+		}
+		if err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open lease bucket %s: %w", events.BucketAuditorLeases, err)
-	}
-	st, err := kv.Status(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("lease bucket %s status: %w", events.BucketAuditorLeases, err)
 	}
 	if st.TTL() != ttl {
 		return nil, fmt.Errorf("%w %s: its TTL is %v, this auditor's lease TTL %v: every instance must use the bucket's", ErrLeaseBucket, events.BucketAuditorLeases, st.TTL(), ttl)
