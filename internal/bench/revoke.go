@@ -61,6 +61,25 @@ func runRevocationSuite(ctx context.Context, env Env) ([]Figure, error) {
 			Figure{Name: fmt.Sprintf("revoke → denied by all %d enforcers, %s", n, q[0].Label), Value: Millis(q[0].Value), Unit: "ms", OK: true, How: how},
 			p99)
 	}
+	// The graduated response's restrictions ride the same broadcast.
+	rn := 10
+	if env.Smoke {
+		rn = 3
+	}
+	for _, step := range []string{events.StepNarrow, events.StepStepUp} {
+		fmt.Fprintf(progress, "   %s propagation to %d enforcers over TCP to a nats-server process, %d restrictions…\n", step, rn, trials)
+		samples, err := propagationStep(ctx, rn, trials, step)
+		if err != nil {
+			return nil, fmt.Errorf("%s propagation: %w", step, err)
+		}
+		q := Percentiles(samples, 50, 99)
+		want := restrictedReason(step)
+		how := fmt.Sprintf("timer from the Restrict call (revoker service, step %s) to the last enforcer's first '%s' decision, enforcers polling every 50 µs; n=%d; one nats-server process over loopback TCP, every client on its own connection; the same set-up as the revocation figures", step, want, len(samples))
+		figs = append(figs,
+			Figure{Name: fmt.Sprintf("%s → denied (%s) by all %d enforcers, %s", step, want, rn, q[0].Label), Value: Millis(q[0].Value), Unit: "ms", OK: true, How: how},
+			Figure{Name: fmt.Sprintf("%s → denied (%s) by all %d enforcers, %s", step, want, rn, q[1].Label), Value: Millis(q[1].Value), Unit: "ms",
+				Target: "≤ 10 ms", OK: !q[1].Max && q[1].Value <= 10*time.Millisecond, How: how})
+	}
 	dtrials, denf := env.size(40, 2), env.size(10, 2)
 	fmt.Fprintf(progress, "   detection to denial on the whole embedded system (cordon up, demo thresholds), %d enforcers, %d leaks…\n", denf, dtrials)
 	samples, err := detectionToDenial(ctx, denf, dtrials, false)
@@ -134,13 +153,19 @@ func benchEnforcerID(i int) string { return fmt.Sprintf("bench-%d", i) }
 // untilAllDeny polls the enforcers until each denies req as revoked and
 // returns when the last one did.
 func untilAllDeny(ctx context.Context, es []*enforce.Enforcer, req func() *enforce.Request, timeout time.Duration) (time.Time, error) {
+	return untilAllDenyAs(ctx, es, req, enforce.ReasonRevoked, timeout)
+}
+
+// untilAllDenyAs polls the enforcers until each denies req with reason
+// and returns when the last one did.
+func untilAllDenyAs(ctx context.Context, es []*enforce.Enforcer, req func() *enforce.Request, reason enforce.Reason, timeout time.Duration) (time.Time, error) {
 	pending := append([]*enforce.Enforcer(nil), es...)
 	deadline := time.Now().Add(timeout)
 	var last time.Time
 	for len(pending) > 0 {
 		rest := pending[:0]
 		for _, e := range pending {
-			if d := e.Check(req()); d.Reason == enforce.ReasonRevoked {
+			if d := e.Check(req()); d.Reason == reason {
 				last = time.Now()
 				continue
 			}
@@ -151,7 +176,7 @@ func untilAllDeny(ctx context.Context, es []*enforce.Enforcer, req func() *enfor
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return last, fmt.Errorf("%d of %d enforcers still allow the token after %v", len(pending), len(es), timeout)
+			return last, fmt.Errorf("%d of %d enforcers still do not deny the token as %s after %v", len(pending), len(es), reason, timeout)
 		}
 		time.Sleep(50 * time.Microsecond)
 	}
@@ -164,12 +189,31 @@ func untilAllDeny(ctx context.Context, es []*enforce.Enforcer, req func() *enfor
 // trials revocations from the Revoke call until every enforcer denies the
 // token as revoked.
 func propagation(ctx context.Context, progress io.Writer, n, trials int) ([]time.Duration, error) {
+	return propagationStep(ctx, n, trials, events.StepRevoke)
+}
+
+// propagationStep is propagation for one step of the graduated response:
+// revoke, narrow (timed until every enforcer denies a write as
+// quarantined) or step_up (until every enforcer denies as
+// step_up_required).
+func propagationStep(ctx context.Context, n, trials int, step string) ([]time.Duration, error) {
 	srv, err := startNATSProcess(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.stop()
-	return propagationOn(ctx, srv.url, n, trials)
+	return propagationOn(ctx, srv.url, n, trials, step)
+}
+
+// restrictedReason is the deny reason of a step.
+func restrictedReason(step string) enforce.Reason {
+	switch step {
+	case events.StepNarrow:
+		return enforce.Reason(events.ReasonQuarantined)
+	case events.StepStepUp:
+		return enforce.Reason(events.ReasonStepUpRequired)
+	}
+	return enforce.ReasonRevoked
 }
 
 // natsProcess is a nats-server process with JetStream on a loopback port.
@@ -260,7 +304,7 @@ func (p *natsProcess) stop() {
 	os.RemoveAll(p.dir)
 }
 
-func propagationOn(ctx context.Context, url string, n, trials int) ([]time.Duration, error) {
+func propagationOn(ctx context.Context, url string, n, trials int, step string) ([]time.Duration, error) {
 	nc, err := natsconn.Dial(natsconn.Config{URL: url, Name: "bench-keys"})
 	if err != nil {
 		return nil, err
@@ -305,14 +349,21 @@ func propagationOn(ctx context.Context, url string, n, trials int) ([]time.Durat
 	samples := make([]time.Duration, 0, trials)
 	for i := 0; i < trials; i++ {
 		now := time.Now()
-		c := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "bench", Holder: "svc", Scopes: []string{"x:read"},
+		c := token.Claims{ID: uuid.Must(uuid.NewV7()).String(), Tenant: "bench", Holder: "svc", Scopes: []string{"x:read", "x:write"},
 			Audience: []string{"bench"}, IssuedAt: now.Unix(), NotBefore: now.Add(-time.Minute).Unix(), Expiry: now.Add(time.Hour).Unix()}
 		tok, err := signer.Mint(c)
 		if err != nil {
 			return nil, err
 		}
+		// A quarantine is timed on a write, which it denies.
 		req := func() *enforce.Request {
-			return &enforce.Request{Token: tok, Method: "GET", Route: "/x", Scope: "x:read", RemoteAddr: netip.MustParseAddr("127.0.0.1")}
+			return &enforce.Request{Token: tok, Method: "PUT", Route: "/x", Scope: "x:write", RemoteAddr: netip.MustParseAddr("127.0.0.1")}
+		}
+		if step != events.StepRevoke {
+			// Restrictions act on tokens the ledger knows.
+			if err := publishIssued(ctx, js, c, signer.KeyID); err != nil {
+				return nil, err
+			}
 		}
 		// Every enforcer has the token cached as good before it is revoked.
 		for _, e := range es {
@@ -321,16 +372,44 @@ func propagationOn(ctx context.Context, url string, n, trials int) ([]time.Durat
 			}
 		}
 		start := time.Now()
-		if _, err := rv.Revoke(ctx, revoker.Request{Kind: events.RevokeToken, TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder, Actor: "bench", Reason: "bench"}); err != nil {
-			return nil, err
+		if step == events.StepRevoke {
+			if _, err := rv.Revoke(ctx, revoker.Request{Kind: events.RevokeToken, TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder, Actor: "bench", Reason: "bench"}); err != nil {
+				return nil, err
+			}
+		} else {
+			q := revoker.RestrictRequest{TokenID: c.ID, Step: step, For: time.Hour, Actor: "bench", Reason: "bench"}
+			if step == events.StepNarrow {
+				q.Networks = []string{"10.0.0.0/8"}
+			}
+			if _, err := rv.Restrict(ctx, q); err != nil {
+				return nil, err
+			}
 		}
-		last, err := untilAllDeny(ctx, es, req, 10*time.Second)
+		last, err := untilAllDenyAs(ctx, es, req, restrictedReason(step), 10*time.Second)
 		if err != nil {
 			return nil, err
 		}
 		samples = append(samples, last.Sub(start))
 	}
 	return samples, nil
+}
+
+// publishIssued records a minted token on the ledger, as the issuer does.
+func publishIssued(ctx context.Context, js jetstream.JetStream, c token.Claims, kid string) error {
+	ev, err := events.New("bench", time.Unix(c.IssuedAt, 0), &events.TokenIssued{TokenID: c.ID, Tenant: c.Tenant, Holder: c.Holder, KeyID: kid,
+		Actor: "bench", Claims: events.TokenClaims{Scopes: c.Scopes, Audience: c.Audience, NotBefore: time.Unix(c.NotBefore, 0).UTC(),
+			Expiry: time.Unix(c.Expiry, 0).UTC()}})
+	if err != nil {
+		return err
+	}
+	b, err := events.Encode(ev)
+	if err != nil {
+		return err
+	}
+	if _, err := js.Publish(ctx, events.Subject(ev), b, jetstream.WithMsgID(ev.MsgID())); err != nil {
+		return fmt.Errorf("publish issued token: %w", err)
+	}
+	return nil
 }
 
 // defaultsPolicy is the demo policy's holders and response rules with no
