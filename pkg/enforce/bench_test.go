@@ -65,6 +65,47 @@ func BenchmarkCheckSeenNoUsage(b *testing.B) {
 	}
 }
 
+// BenchmarkCheckSeenRestricted decides, without usage, while 1,000 tokens
+// are quarantined and stepped up: on a token without a restriction (the
+// denylist lookup each decision then pays) and on a quarantined token's
+// allowed read.
+func BenchmarkCheckSeenRestricted(b *testing.B) {
+	e, s := benchEnforcer(b, func(o *Options) { o.DisableUsage = true })
+	now := time.Now()
+	rev := uint64(0)
+	restrict := func(id string) {
+		rev++
+		if err := e.dl.apply(events.DenyKeyNarrow(id), narrowValue(b, id, time.Time{}, []string{"invoices:read"}, "10.0.0.0/8", "192.0.2.0/24"), false, rev, now); err != nil {
+			b.Fatal(err)
+		}
+		rev++
+		if err := e.dl.apply(events.DenyKeyStepUp(id+"-other"), stepUpValue(b, id+"-other", time.Time{}), false, rev, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range 1000 {
+		restrict(fmt.Sprintf("other-%d", i))
+	}
+	free, _ := mint(b, s, nil)
+	held, c := mint(b, s, nil)
+	restrict(c.ID)
+	for _, bc := range []struct {
+		name string
+		tok  string
+	}{{"unrestricted", free}, {"quarantined read", held}} {
+		b.Run(bc.name, func(b *testing.B) {
+			req := readReq(bc.tok)
+			if d := e.Check(req); !d.Allow {
+				b.Fatal(d)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Check(req)
+			}
+		})
+	}
+}
+
 func BenchmarkCheckSeenParallel(b *testing.B) {
 	e, s := benchEnforcer(b, nil)
 	toks := make([]string, 64)

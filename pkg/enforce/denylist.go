@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,7 +35,26 @@ type denySet struct {
 	kids    map[string]struct{}
 	tenants map[string]int64
 	before  map[string]int64 // tenant → Unix seconds; iat < before is revoked
+
+	// narrow and stepup are the graduated response's restrictions, by
+	// token id (events.DenyKeyNarrow, events.DenyKeyStepUp): in force
+	// while the request time is before until (Unix seconds, rounded up;
+	// forever for a record that cannot be read).
+	narrow map[string]narrowRule
+	stepup map[string]int64
 }
+
+// narrowRule is a quarantine (events.StepNarrow): until it ends, the token
+// may only read, within scopes when there are any, from nets.
+type narrowRule struct {
+	until  int64
+	scopes []string
+	nets   []netip.Prefix
+}
+
+// forever is the end of a restriction whose record cannot be read: it
+// lasts until its bucket entry is deleted.
+const forever = math.MaxInt64
 
 func newDenySet() *denySet {
 	return &denySet{
@@ -43,16 +64,25 @@ func newDenySet() *denySet {
 		kids:     map[string]struct{}{},
 		tenants:  map[string]int64{},
 		before:   map[string]int64{},
+		narrow:   map[string]narrowRule{},
+		stepup:   map[string]int64{},
 	}
 }
 
-func (s *denySet) len() int {
+// len is the number of entries: revocations and restrictions.
+func (s *denySet) len() int { return s.revocations() + s.restrictions() }
+
+// revocations is the number of revoking entries.
+func (s *denySet) revocations() int {
 	return len(s.tokens) + len(s.holders) + len(s.kids) + len(s.tenants) + len(s.before)
 }
 
-// denyRule is what one denylist bucket key revokes.
+// restrictions is the number of restricting entries (narrow and step-up).
+func (s *denySet) restrictions() int { return len(s.narrow) + len(s.stepup) }
+
+// denyRule is what one denylist bucket key revokes or restricts.
 type denyRule struct {
-	kind   string // one of the events.Revoke… kinds
+	kind   string // one of the events.Revoke… kinds, events.StepNarrow or events.StepStepUp
 	id     string // token id, kid or tenant
 	holder holderKey
 }
@@ -74,6 +104,10 @@ func parseDenyKey(key string) (denyRule, error) {
 		return denyRule{kind: events.RevokeTenant, id: rest}, nil
 	case "before":
 		return denyRule{kind: events.RevokeBefore, id: rest}, nil
+	case "narrow":
+		return denyRule{kind: events.StepNarrow, id: rest}, nil
+	case "stepup":
+		return denyRule{kind: events.StepStepUp, id: rest}, nil
 	case "holder":
 		// Tenants are subject tokens without dots (events.ValidateName);
 		// a holder may contain dots.
@@ -86,9 +120,12 @@ func parseDenyKey(key string) (denyRule, error) {
 	return denyRule{}, fmt.Errorf("denylist key %q: unknown kind %q", key, kind)
 }
 
-// put adds the rule of a bucket entry. For an "issued before" rule the time
-// comes from the record; a record that cannot be read revokes everything of
-// the tenant issued up to now (fail closed) and returns the error to log.
+// put adds the rule of a bucket entry, replacing the one the key had. For
+// an "issued before" rule the time comes from the record; a record that
+// cannot be read revokes everything of the tenant issued up to now (fail
+// closed) and returns the error to log. A restriction's end, scopes and
+// networks come from the record too; one that cannot be read restricts as
+// tightly as its step can until its entry is deleted (see restriction).
 func (s *denySet) put(key string, value []byte, now time.Time) error {
 	r, err := parseDenyKey(key)
 	if err != nil {
@@ -123,8 +160,72 @@ func (s *denySet) put(key string, value []byte, now time.Time) error {
 			return fmt.Errorf("denylist %s: unreadable record, revoking everything issued until now: %w", key, err)
 		}
 		s.before[r.id] = rec.Before.Unix()
+	case events.StepNarrow:
+		n, err := readNarrow(value)
+		s.narrow[r.id] = n
+		if err != nil {
+			return fmt.Errorf("denylist %s: unreadable record, allowing nothing until the entry is deleted: %w", key, err)
+		}
+	case events.StepStepUp:
+		until, err := readUntil(value)
+		s.stepup[r.id] = until
+		if err != nil {
+			return fmt.Errorf("denylist %s: unreadable record, requiring step-up until the entry is deleted: %w", key, err)
+		}
 	}
 	return nil
+}
+
+// readNarrow reads a quarantine record. One that cannot be read (not
+// JSON, no end, a network that does not parse, more networks than
+// events.MaxRestrictNetworks) gives the tightest quarantine: no network,
+// so nothing is allowed, forever.
+func readNarrow(value []byte) (narrowRule, error) {
+	var rec events.DenyRecord
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return narrowRule{until: forever}, err
+	}
+	if rec.Until.IsZero() {
+		return narrowRule{until: forever}, fmt.Errorf("record has no until time")
+	}
+	if len(rec.Networks) > events.MaxRestrictNetworks {
+		return narrowRule{until: forever}, fmt.Errorf("%d networks, at most %d", len(rec.Networks), events.MaxRestrictNetworks)
+	}
+	n := narrowRule{until: untilUnix(rec.Until), scopes: rec.Scopes}
+	if len(rec.Networks) > 0 {
+		n.nets = make([]netip.Prefix, 0, len(rec.Networks))
+	}
+	for _, s := range rec.Networks {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return narrowRule{until: forever}, fmt.Errorf("network %q: %w", s, err)
+		}
+		n.nets = append(n.nets, p.Masked())
+	}
+	return n, nil
+}
+
+// readUntil reads the end of a step-up record: forever when it cannot be
+// read.
+func readUntil(value []byte) (int64, error) {
+	var rec events.DenyRecord
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return forever, err
+	}
+	if rec.Until.IsZero() {
+		return forever, fmt.Errorf("record has no until time")
+	}
+	return untilUnix(rec.Until), nil
+}
+
+// untilUnix is the end of a restriction in Unix seconds, rounded up so that
+// a restriction never ends early.
+func untilUnix(t time.Time) int64 {
+	u := t.Unix()
+	if t.Nanosecond() > 0 && u < forever {
+		u++
+	}
+	return u
 }
 
 // revokedAt reads the revocation time of a holder or tenant rule. A record
@@ -158,8 +259,71 @@ func (s *denySet) remove(key string) error {
 		delete(s.holders, r.holder)
 	case events.RevokeBefore:
 		delete(s.before, r.id)
+	case events.StepNarrow:
+		delete(s.narrow, r.id)
+	case events.StepStepUp:
+		delete(s.stepup, r.id)
 	}
 	return nil
+}
+
+// restriction is the reason a restriction in force at sec (Unix seconds)
+// denies the request of t, or ReasonOK. A quarantine (narrow) allows only a
+// read scope (events.IsReadScope), covered by one of its scopes when it
+// names any, from inside one of its networks; a step-up allows only a token
+// bound to a device that presented it. Both may be in force: both must
+// pass, and a failed quarantine is reported first (the order of
+// events.DenyReasons).
+func (s *denySet) restriction(t *token.Token, req *Request, sec int64) Reason {
+	if n, ok := s.narrow[t.ID]; ok && sec < n.until && !n.allows(req) {
+		return ReasonQuarantined
+	}
+	if until, ok := s.stepup[t.ID]; ok && sec < until &&
+		(t.Device == "" || req.Device == "" || !t.AllowsDevice(req.Device)) {
+		return ReasonStepUpRequired
+	}
+	return ReasonOK
+}
+
+// allows reports whether a quarantine lets req through.
+func (n *narrowRule) allows(req *Request) bool {
+	if !events.IsReadScope(req.Scope) {
+		return false
+	}
+	if len(n.scopes) > 0 {
+		covered := false
+		for _, g := range n.scopes {
+			if token.ScopeCovers(g, req.Scope) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			return false
+		}
+	}
+	addr := req.RemoteAddr.Unmap()
+	for _, p := range n.nets {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// inForce counts the quarantines and step-ups in force at sec.
+func (s *denySet) inForce(sec int64) (narrow, stepup int) {
+	for _, n := range s.narrow {
+		if sec < n.until {
+			narrow++
+		}
+	}
+	for _, until := range s.stepup {
+		if sec < until {
+			stepup++
+		}
+	}
+	return narrow, stepup
 }
 
 // revoked reports whether any rule revokes t.
@@ -194,7 +358,9 @@ func (s *denySet) revoked(t *token.Token) bool {
 
 // merge adds the rule of a broadcast change without narrowing what the set
 // already revokes: holder, tenant and "issued before" rules keep the later
-// of the two cut-off times, so changes may be applied in any order.
+// of the two cut-off times, so changes may be applied in any order. A
+// restriction is replaced by the change's (a restriction is re-applied
+// with a new end; the later write wins).
 func (s *denySet) merge(key string, value []byte, now time.Time) error {
 	r, err := parseDenyKey(key)
 	if err != nil {
@@ -244,10 +410,13 @@ const maxUnconfirmed = 65536
 // read-write lock, plus the last applied bucket revision and the entries
 // broadcasts put that the bucket has not confirmed.
 type denylist struct {
-	mu       sync.RWMutex
-	set      *denySet
-	size     atomic.Int64 // entries, read without the lock to skip an empty list
-	revision atomic.Uint64
+	mu  sync.RWMutex
+	set *denySet
+	// revokes and restricts count the set's revoking and restricting
+	// entries, read without the lock to skip an empty kind.
+	revokes   atomic.Int64
+	restricts atomic.Int64
+	revision  atomic.Uint64
 	// unconf is keyed by bucket key (guarded by mu).
 	unconf  map[string]*unconfirmed
 	unconfN atomic.Int64
@@ -271,13 +440,47 @@ func (d *denylist) canary(t *token.Token) (holderKey, bool) {
 
 // revoked reports whether the denylist revokes t.
 func (d *denylist) revoked(t *token.Token) bool {
-	if d.size.Load() == 0 {
+	if d.revokes.Load() == 0 {
 		return false
 	}
 	d.mu.RLock()
 	r := d.set.revoked(t)
 	d.mu.RUnlock()
 	return r
+}
+
+// restricted is the reason a restriction of t in force at now denies req,
+// or ReasonOK (at once while no token is restricted).
+func (d *denylist) restricted(t *token.Token, req *Request, now time.Time) Reason {
+	if d.restricts.Load() == 0 {
+		return ReasonOK
+	}
+	return d.restrictedSlow(t, req, now)
+}
+
+func (d *denylist) restrictedSlow(t *token.Token, req *Request, now time.Time) Reason {
+	sec := now.Unix()
+	d.mu.RLock()
+	r := d.set.restriction(t, req, sec)
+	d.mu.RUnlock()
+	return r
+}
+
+// inForce counts the quarantines and step-ups in force at now.
+func (d *denylist) inForce(now time.Time) (narrow, stepup int) {
+	if d.restricts.Load() == 0 {
+		return 0, 0
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.set.inForce(now.Unix())
+}
+
+// counted stores the set's counts for lock-free readers (d.mu held).
+func (d *denylist) counted() {
+	d.revokes.Store(int64(d.set.revocations()))
+	d.restricts.Store(int64(d.set.restrictions()))
+	d.unconfN.Store(int64(len(d.unconf)))
 }
 
 // apply applies one watched bucket entry to the live view. An entry a
@@ -305,8 +508,7 @@ func (d *denylist) apply(key string, value []byte, deleted bool, rev uint64, now
 			_ = d.set.merge(key, u.value, now)
 		}
 	}
-	d.size.Store(int64(d.set.len()))
-	d.unconfN.Store(int64(len(d.unconf)))
+	d.counted()
 	if rev > d.revision.Load() {
 		d.revision.Store(rev)
 	}
@@ -323,12 +525,19 @@ func (d *denylist) applyBroadcast(key string, value []byte, kvRev uint64, now ti
 	if kvRev != 0 && kvRev <= d.revision.Load() && u == nil {
 		return false, nil
 	}
-	if _, err := parseDenyKey(key); err != nil {
+	r, err := parseDenyKey(key)
+	if err != nil {
 		return false, err // revokes nothing: not tracked
 	}
-	// An unreadable record still revokes (fail closed); its error is
-	// returned to be logged.
-	err := d.set.merge(key, value, now)
+	// A restriction is replaced, not merged: one the bucket wrote before
+	// the tracked one (both revisions known) is old news.
+	restriction := r.kind == events.StepNarrow || r.kind == events.StepStepUp
+	older := restriction && u != nil && kvRev != 0 && u.kvRev != 0 && kvRev < u.kvRev
+	// An unreadable record still revokes or restricts (fail closed); its
+	// error is returned to be logged.
+	if !older {
+		err = d.set.merge(key, value, now)
+	}
 	exp := recordExpiry(value)
 	switch {
 	case u == nil:
@@ -336,13 +545,13 @@ func (d *denylist) applyBroadcast(key string, value []byte, kvRev uint64, now ti
 			d.unconf[key] = &unconfirmed{value: value, kvRev: kvRev, expiry: exp}
 		}
 	default:
-		if laterCutoff(key, value, u.value, now) {
+		if !older && laterCutoff(key, value, u.value, now) {
 			u.value = value
 		}
 		if kvRev != 0 && (u.kvRev == 0 || kvRev > u.kvRev) {
 			u.kvRev = kvRev
 		}
-		if exp.After(u.expiry) {
+		if !older && exp.After(u.expiry) {
 			u.expiry = exp
 		}
 	}
@@ -351,8 +560,7 @@ func (d *denylist) applyBroadcast(key string, value []byte, kvRev uint64, now ti
 			delete(d.unconf, key)
 		}
 	}
-	d.size.Store(int64(d.set.len()))
-	d.unconfN.Store(int64(len(d.unconf)))
+	d.counted()
 	return true, err
 }
 
@@ -370,8 +578,7 @@ func (d *denylist) replace(s *denySet, rev uint64) {
 		_ = s.merge(key, u.value, now)
 	}
 	d.set = s
-	d.size.Store(int64(s.len()))
-	d.unconfN.Store(int64(len(d.unconf)))
+	d.counted()
 	if rev > d.revision.Load() {
 		d.revision.Store(rev)
 	}
@@ -379,19 +586,25 @@ func (d *denylist) replace(s *denySet, rev uint64) {
 }
 
 // len is the number of denylist entries.
-func (d *denylist) len() int { return int(d.size.Load()) }
+func (d *denylist) len() int { return int(d.revokes.Load() + d.restricts.Load()) }
 
 // unconfirmedLen is the number of broadcast entries the bucket has not
 // confirmed yet.
 func (d *denylist) unconfirmedLen() int { return int(d.unconfN.Load()) }
 
-// recordExpiry reads the expiry of a denylist record (zero when unreadable).
+// recordExpiry reads the expiry of a denylist record (zero when
+// unreadable): the end of a restriction when it comes first, since the
+// entry restricts nothing past it.
 func recordExpiry(value []byte) time.Time {
 	var rec struct {
 		Expiry time.Time `json:"exp"`
+		Until  time.Time `json:"until"`
 	}
 	if json.Unmarshal(value, &rec) != nil {
 		return time.Time{}
+	}
+	if !rec.Until.IsZero() && (rec.Expiry.IsZero() || rec.Until.Before(rec.Expiry)) {
+		return rec.Until
 	}
 	return rec.Expiry
 }

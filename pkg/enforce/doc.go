@@ -19,6 +19,17 @@
 // or from the bucket, and counts its view current only as of the last
 // heartbeat by which it had every announced change (Options.MaxStaleness).
 //
+// Between alerting and revoking, the graduated response restricts a token
+// for a while through the same denylist and broadcast: a quarantine
+// (events.DenyKeyNarrow) keeps only reads (events.IsReadScope) of its
+// scopes from its holder's known networks (else ReasonQuarantined), a
+// step-up (events.DenyKeyStepUp) allows only a device-bound token with its
+// client certificate (else ReasonStepUpRequired). Both are checked after
+// every other check has passed, until the record's end or the entry's
+// delete (a release); a record that cannot be read restricts as tightly as
+// its step can until it is deleted. While no token is restricted a
+// decision pays one atomic load for them.
+//
 // Verified tokens are kept in a bounded cache keyed by the token string, so
 // a token seen before costs a map hit; cached tokens are still re-checked
 // for time, the denylist and key retirement on every request. A small

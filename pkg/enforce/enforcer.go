@@ -108,6 +108,8 @@ type Enforcer struct {
 
 	decisions   atomic.Uint64
 	denied      atomic.Uint64
+	quarantined atomic.Uint64 // denials with ReasonQuarantined
+	steppedUp   atomic.Uint64 // denials with ReasonStepUpRequired
 	canaries    canaryCounters
 	cacheMisses atomic.Uint64
 	keysRev     atomic.Uint64
@@ -221,6 +223,12 @@ func (e *Enforcer) record(req *Request, d *Decision, now, start time.Time) {
 	e.decisions.Add(1)
 	if !d.Allow {
 		e.denied.Add(1)
+		switch d.Reason {
+		case ReasonQuarantined:
+			e.quarantined.Add(1)
+		case ReasonStepUpRequired:
+			e.steppedUp.Add(1)
+		}
 		e.deny.Debug().Str("reason", string(d.Reason)).Str("token_id", d.TokenID).
 			Str("route", req.Route).Str("method", req.Method).Msg("request denied")
 	}
@@ -272,7 +280,10 @@ func (e *Enforcer) decide(req *Request, now, wall time.Time) Decision {
 	case !t.AllowsDevice(req.Device):
 		d.Reason = ReasonDeviceBinding
 	default:
-		d.Allow, d.Reason = true, ReasonOK
+		// The graduated response's restrictions (ReasonOK at once while
+		// no token is restricted).
+		d.Reason = e.dl.restricted(t, req, now)
+		d.Allow = d.Reason == ReasonOK
 	}
 	return d
 }
@@ -380,6 +391,16 @@ type Stats struct {
 	DenyEntries       int
 	DenylistRevision  uint64
 	DenylistCurrentAt time.Time
+	// The graduated response: Quarantined tokens are restricted to
+	// reads from their known networks (step narrow) and SteppedUp tokens
+	// to their bound device (step step_up), counting the restrictions in
+	// force now (those that ended wait in DenyEntries for their delete).
+	// QuarantineDenials and StepUpDenials count the decisions they denied
+	// (ReasonQuarantined, ReasonStepUpRequired).
+	Quarantined       int
+	SteppedUp         int
+	QuarantineDenials uint64
+	StepUpDenials     uint64
 	// The denylist broadcast (revokers' core-NATS changes and heartbeats,
 	// see Options.MaxStaleness): BroadcastChanges were applied (changes
 	// not seen before), BroadcastDuplicates arrived again, BroadcastGaps
@@ -447,6 +468,9 @@ func (e *Enforcer) Stats() Stats {
 		CanaryReportsLost: e.canaries.lost.Load(),
 	}
 	s.DenyUnconfirmed = e.dl.unconfirmedLen()
+	s.Quarantined, s.SteppedUp = e.dl.inForce(time.Now())
+	s.QuarantineDenials = e.quarantined.Load()
+	s.StepUpDenials = e.steppedUp.Load()
 	if b := e.bcast.Load(); b != nil {
 		s.BroadcastChanges = b.changes.Load()
 		s.BroadcastDuplicates = b.duplicates.Load()

@@ -109,6 +109,16 @@ func TestProxyDenyReasons(t *testing.T) {
 		{name: "environment", claims: func(c *token.Claims) { c.Environment = "staging" }, want: ReasonEnvironment},
 		{name: "time window", claims: func(c *token.Claims) { c.Windows = []token.Window{notToday()} }, want: ReasonTimeWindow},
 		{name: "device binding", claims: func(c *token.Claims) { c.Device = token.Thumbprint(otherCert.Certificate[0]) }, want: ReasonDeviceBinding},
+		{name: "quarantined", setup: func(t *testing.T, c token.Claims) uint64 {
+			// A read, from loopback: not one of the networks it keeps.
+			return f.revoke(t, events.DenyKeyNarrow(c.ID), events.DenyRecord{Kind: events.StepNarrow, TokenID: c.ID, Step: events.StepNarrow,
+				Until: time.Now().Add(time.Hour).UTC(), Networks: []string{"10.0.0.0/8"}})
+		}, want: ReasonQuarantined},
+		{name: "step up required", setup: func(t *testing.T, c token.Claims) uint64 {
+			// The token has no device binding to step up with.
+			return f.revoke(t, events.DenyKeyStepUp(c.ID), events.DenyRecord{Kind: events.StepStepUp, TokenID: c.ID, Step: events.StepStepUp,
+				Until: time.Now().Add(time.Hour).UTC()})
+		}, want: ReasonStepUpRequired},
 		{name: "no route", path: "/payments/42", want: ReasonNoRoute},
 		{name: "no route for method", path: "PATCH /invoices/42", want: ReasonNoRoute},
 		{name: "unclean path", path: "/invoices/../admin/x", want: ReasonBadPath},

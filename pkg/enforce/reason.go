@@ -35,8 +35,13 @@ const (
 	ReasonEnvironment   Reason = events.ReasonEnvironment
 	ReasonTimeWindow    Reason = events.ReasonTimeWindow
 	ReasonDeviceBinding Reason = events.ReasonDeviceBinding
-	ReasonBadPath       Reason = events.ReasonBadPath // proxy and middleware only
-	ReasonNoRoute       Reason = events.ReasonNoRoute // proxy and middleware only
+	// ReasonQuarantined and ReasonStepUpRequired come from the graduated
+	// response's restrictions (denylist entries events.DenyKeyNarrow and
+	// events.DenyKeyStepUp), checked after every other check has passed.
+	ReasonQuarantined    Reason = events.ReasonQuarantined
+	ReasonStepUpRequired Reason = events.ReasonStepUpRequired
+	ReasonBadPath        Reason = events.ReasonBadPath // proxy and middleware only
+	ReasonNoRoute        Reason = events.ReasonNoRoute // proxy and middleware only
 )
 
 // Reasons lists every deny reason, in check order (the middleware's
