@@ -56,7 +56,9 @@ func (r *Revoker) compileMsg(msg jetstream.Msg) {
 		if p.Canary && !r.denyCanary(msg, env, p) {
 			return
 		}
-	case *events.TokenRotated:
+	case *events.TokenRotated, *events.TokenRestricted, *events.TokenReleased:
+		// Restrictions are written to the denylist by the step that
+		// records them (restrict.go).
 	default:
 		r.deadLetter(msg, fmt.Sprintf("unexpected event type %q on the token ledger", env.Type))
 		return
