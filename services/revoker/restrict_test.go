@@ -140,6 +140,22 @@ func TestGraduatedResponse(t *testing.T) {
 	if p := led[bare.id][0]; !strings.Contains(p.Reason, "new_network") {
 		t.Errorf("reason %q", p.Reason)
 	}
+	// The ledger consumer has taken every restriction event, none as poison.
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		d := events.RevokerTokensDurable(events.DurableRevoker)
+		c, err := f.env.JS.Consumer(f.ctx(), d.Stream, d.Name)
+		if err != nil {
+			return err
+		}
+		info, err := c.Info(f.ctx())
+		if err != nil {
+			return err
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return fmt.Errorf("ledger consumer: %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+		}
+		return nil
+	})
 	if st := f.r.Stats(); st.Restricted != 3 || st.DeadLetters != 0 {
 		t.Errorf("stats: %d restricted, want 3; %d dead letters (the ledger consumer must take its own restriction events)", st.Restricted, st.DeadLetters)
 	}
