@@ -163,6 +163,43 @@ func TestRevokeCommand(t *testing.T) {
 		}
 		return rep, out.String(), err
 	}
+	// cordon token restrict / release, before the holder is revoked below.
+	cmd := func(run func(context.Context, *Env, []string) error, args ...string) (revoker.RestrictReply, error) {
+		env, out, _ := testEnv()
+		err := run(ctx, env, append([]string{"--nats", nt.Server.ClientURL(), "--token-file", tokenFile}, args...))
+		var rep revoker.RestrictReply
+		if out.Len() > 0 {
+			if jerr := json.Unmarshal(out.Bytes(), &rep); jerr != nil {
+				t.Fatalf("output is not a reply: %v: %q", jerr, out.String())
+			}
+		}
+		return rep, err
+	}
+	for _, bad := range [][]string{
+		{"--token", victim, "--reason", "x"},                                          // no step
+		{"--token", victim, "--narrow", "--step-up", "--reason", "x"},                 // two steps
+		{"--token", victim, "--step-up", "--networks", "10.0.0.0/8", "--reason", "x"}, // networks on a step-up
+		{"--narrow", "--networks", "10.0.0.0/8", "--reason", "x"},                     // no token
+		{"--token", victim, "--step-up"},                                              // no reason
+	} {
+		if _, err := cmd(runTokenRestrict, bad...); !errors.Is(err, errUsage) {
+			t.Errorf("token restrict %v: %v, want a usage error", bad, err)
+		}
+	}
+	rr, err := cmd(runTokenRestrict, "--token", victim, "--narrow", "--networks", "10.20.0.0/16, 192.0.2.7", "--for", "30m", "--reason", "odd use")
+	if err != nil || !rr.OK || rr.Step != events.StepNarrow || len(rr.Networks) != 2 || rr.Networks[1] != "192.0.2.7/32" {
+		t.Fatalf("token restrict: %+v %v", rr, err)
+	}
+	if rr, err := cmd(runTokenRestrict, "--token", victim, "--narrow", "--reason", "no networks"); err == nil || rr.OK || rr.Code != revoker.CodeBadRequest {
+		t.Fatalf("narrowing a token without networks: %+v %v", rr, err)
+	}
+	if rr, err := cmd(runTokenRelease, "--token", victim, "--reason", "false alarm"); err != nil || !rr.OK || len(rr.Released) != 1 {
+		t.Fatalf("token release: %+v %v", rr, err)
+	}
+	if rr, err := cmd(runTokenRelease, "--token", victim, "--reason", "again"); err == nil || rr.Code != revoker.CodeNotFound {
+		t.Fatalf("second release: %+v %v", rr, err)
+	}
+
 	rep, out, err := revoke("--token", victim, "--reason", "found in a paste", "--idempotency-key", "k1")
 	if err != nil || !rep.OK || len(rep.Revoked) != 1 || rep.Revoked[0] != victim {
 		t.Fatalf("revoke: %v\n%s", err, out)
