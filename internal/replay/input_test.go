@@ -182,3 +182,63 @@ func TestBadLinesSummary(t *testing.T) {
 		t.Errorf("control characters in the summary: %q", s)
 	}
 }
+
+// graduatedLines are the graduated response's ledger events of token tok
+// from at, one a minute, as JSONL lines: a quarantine, its release, a
+// step-up and a shadow step.
+func graduatedLines(t testing.TB, at time.Time, tok string) []string {
+	t.Helper()
+	exp := at.Add(24 * time.Hour)
+	payloads := []events.Payload{
+		&events.TokenRestricted{TokenID: tok, Tenant: "acme", Holder: "billing", Step: events.StepNarrow, Until: at.Add(time.Hour),
+			Scopes: []string{"invoices:read"}, Networks: []string{"10.0.0.0/8"}, Actor: "revoker/auditor", Reason: "new_network anomaly",
+			Rule: "quarantine-new-network", AnomalyID: "an-1", Risk: 0.75, Expiry: exp},
+		&events.TokenReleased{TokenID: tok, Tenant: "acme", Holder: "billing", Step: events.StepNarrow, Actor: "ops", Reason: "false alarm"},
+		&events.TokenRestricted{TokenID: tok, Tenant: "acme", Holder: "billing", Step: events.StepStepUp, Until: at.Add(2 * time.Hour),
+			Actor: "ops", Reason: "device check", Expiry: exp},
+		&events.TokenRestricted{TokenID: tok, Tenant: "acme", Holder: "billing", Step: events.StepShadow, Would: events.StepRevoke,
+			Actor: "revoker/auditor", Reason: "impossible travel", Rule: "revoke-travel", Risk: 0.5, Expiry: exp},
+	}
+	lines := make([]string, len(payloads))
+	for i, p := range payloads {
+		e, err := events.New("revoker/test", at.Add(time.Duration(i)*time.Minute), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := events.Encode(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines[i] = string(b)
+	}
+	return lines
+}
+
+// TestCheckGraduatedResponse: the graduated response's restricted and
+// released events are ledger events to replay (on the TOKENS stream), not
+// events of other types to skip; SkipLedger leaves them out with the rest
+// of the ledger.
+func TestCheckGraduatedResponse(t *testing.T) {
+	lines := append([]string{issuedLine(t, t0, "tok-1"), usageLine(t, t0.Add(time.Second), "tok-1")},
+		graduatedLines(t, t0.Add(time.Minute), "tok-1")...)
+	lines = append(lines, anomalyLine(t))
+	cases := []struct {
+		name                   string
+		o                      replay.Options
+		usage, ledger, skipped int
+	}{
+		{"replayed", replay.Options{Tolerance: -1}, 1, 5, 1},
+		{"ledger left out", replay.Options{Tolerance: -1, SkipLedger: true}, 1, 0, 6},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := replay.Check(strings.NewReader(jsonl(lines...)), tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Usage != tc.usage || res.Ledger != tc.ledger || res.Skipped != tc.skipped || res.Bad != 0 {
+				t.Errorf("usage %d ledger %d skipped %d bad %d, want %d %d %d 0", res.Usage, res.Ledger, res.Skipped, res.Bad, tc.usage, tc.ledger, tc.skipped)
+			}
+		})
+	}
+}

@@ -91,7 +91,8 @@ func (lr *lineReader) next() (rec record, bad *BadLine, err error) {
 		switch e.Type {
 		case events.TypeUsageDecided:
 			rec.kind = kindUsage
-		case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired:
+		case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired,
+			events.TypeTokenRestricted, events.TypeTokenReleased:
 			rec.kind = kindLedger
 		default:
 			rec.kind = kindOther

@@ -272,8 +272,8 @@ func TestDedupWindowMigration(t *testing.T) {
 				t.Errorf("%s has no deduplication window after migrating", table)
 			}
 		}
-		// The old copies show until their parts merge (usage_events reads
-		// without FINAL, migration 0009).
+		// The old copies are merged, so that the count holds whether
+		// usage_events reads FINAL or not (Options.TokenInserts).
 		if err := b.Exec(ctx, "OPTIMIZE TABLE `"+db+"`.usage_events_raw FINAL"); err != nil {
 			t.Fatal(err)
 		}

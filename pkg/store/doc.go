@@ -24,7 +24,9 @@
 //
 //	usage_events        one row per enforcement decision
 //	anomalies           one row per anomaly found by a detector
-//	token_ledger        issued / rotated / revoked / expired, one row each
+//	token_ledger        issued / rotated / revoked / expired, and the
+//	                    graduated response's restricted / released, one
+//	                    row each
 //	token_usage_daily   per token and UTC day: requests, allows, denies,
 //	                    distinct IPs, distinct scopes
 //	holder_usage_daily  the same per holder, plus distinct tokens

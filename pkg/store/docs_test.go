@@ -41,6 +41,16 @@ func TestSchemaDocQueries(t *testing.T) {
 			grant,
 			mustEnvelope(t, now.Add(-30*time.Hour), &events.TokenRevoked{TokenID: tokens[1], Tenant: "acme", Holder: "search",
 				Kind: events.RevokeToken, Actor: "revoker", Reason: "test", Expiry: now.Add(time.Hour)}),
+			// tokens[0] was quarantined two hours ago, released an hour
+			// later; a shadow rule would have revoked it.
+			mustEnvelope(t, now.Add(-2*time.Hour), &events.TokenRestricted{TokenID: tokens[0], Tenant: "acme", Holder: "billing",
+				Step: events.StepNarrow, Until: now.Add(22 * time.Hour), Scopes: []string{"orders:read"}, Networks: []string{"10.0.0.0/16"},
+				Actor: "revoker/auditor", Reason: "new_ip anomaly", Rule: "quarantine-new-ip", Risk: 0.8, Expiry: now.Add(29 * 24 * time.Hour)}),
+			mustEnvelope(t, now.Add(-2*time.Hour), &events.TokenRestricted{TokenID: tokens[0], Tenant: "acme", Holder: "billing",
+				Step: events.StepShadow, Would: events.StepRevoke, Actor: "revoker/auditor", Reason: "new_ip anomaly", Rule: "revoke-new-ip",
+				Risk: 0.8, Expiry: now.Add(29 * 24 * time.Hour)}),
+			mustEnvelope(t, now.Add(-time.Hour), &events.TokenReleased{TokenID: tokens[0], Tenant: "acme", Holder: "billing",
+				Step: events.StepNarrow, Actor: "ops@example.com", Reason: "holder moved office"}),
 			mustEnvelope(t, now.Add(-time.Hour), &events.AnomalyDetected{AnomalyID: newID(), Detector: "new_ip",
 				Severity: events.SeverityHigh, TokenID: tokens[0], Tenant: "acme", Holder: "billing", EventID: newID(),
 				EventTime: now.Add(-time.Hour), SourceIP: "198.51.100.7", Evidence: events.Evidence{Seen: "198.51.100.7", Baseline: "10.0.0.0/16"}}),

@@ -75,3 +75,7 @@ func UsageWireSchema() [][2]string {
 // SetUsageInsertMerge makes usage inserts keep (true) or skip (false, the
 // default) the engine's merge of the inserted block, for benchmarks.
 func (s *Store) SetUsageInsertMerge(on bool) { s.insertMerge = on }
+
+// LedgerColumns is ledgerColumns for tests: the columns of token_ledger_raw
+// the ledger encoder writes, in order.
+func LedgerColumns() []string { return ledgerColumns }

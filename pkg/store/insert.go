@@ -85,7 +85,8 @@ var (
 		"event_time", "source_ip", "evidence_seen", "evidence_baseline", "evidence_details"}
 	ledgerColumns = []string{"event_id", "time", "type", "token_id", "tenant", "holder", "kid", "scopes", "audience",
 		"networks", "environment", "windows", "device", "nbf", "exp", "grace_until", "actor", "reason", "kind",
-		"successor_id", "rotated_from", "break_glass", "anomaly_id", "requested_ip", "requested_client"}
+		"successor_id", "rotated_from", "break_glass", "anomaly_id", "requested_ip", "requested_client", "step", "would",
+		"until", "rule", "risk"}
 )
 
 // Table names rows of each kind are written to.
@@ -103,7 +104,8 @@ func TableFor(t events.Type) (string, bool) {
 		return tableUsage, true
 	case events.TypeAnomalyDetected:
 		return tableAnomalies, true
-	case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired:
+	case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired,
+		events.TypeTokenRestricted, events.TypeTokenReleased:
 		return tableLedger, true
 	}
 	return "", false
@@ -188,8 +190,9 @@ func (s *Store) InsertAnomaliesOnce(ctx context.Context, token string, evs []eve
 	return s.insertOpts(ctx, tableAnomalies, evs, InsertOptions{DedupToken: token})
 }
 
-// InsertLedger writes token.issued, token.rotated, token.revoked and
-// token.expired events to token_ledger.
+// InsertLedger writes token.issued, token.rotated, token.revoked,
+// token.expired, token.restricted and token.released events to
+// token_ledger.
 func (s *Store) InsertLedger(ctx context.Context, evs []events.Envelope) error {
 	return s.insert(ctx, tableLedger, evs)
 }
@@ -515,6 +518,13 @@ func toRow(table string, e events.Envelope) ([]any, error) {
 	case *events.TokenExpired:
 		r := ledgerRow{exp: p.Expiry}
 		return r.values(e, "expired", p.TokenID, p.Tenant, p.Holder), nil
+	case *events.TokenRestricted:
+		r := ledgerRow{kid: p.KeyID, step: p.Step, would: p.Would, until: p.Until, scopes: p.Scopes, networks: p.Networks,
+			actor: p.Actor, reason: p.Reason, rule: p.Rule, anomalyID: p.AnomalyID, risk: p.Risk, exp: p.Expiry}
+		return r.values(e, "restricted", p.TokenID, p.Tenant, p.Holder), nil
+	case *events.TokenReleased:
+		r := ledgerRow{step: p.Step, actor: p.Actor, reason: p.Reason}
+		return r.values(e, "released", p.TokenID, p.Tenant, p.Holder), nil
 	}
 	return nil, fmt.Errorf("event %s: %w: payload %T does not match type %q", e.ID, ErrUnsupportedEvent, e.Data, e.Type)
 }
@@ -524,9 +534,11 @@ type ledgerRow struct {
 	kid, environment, windows, device, actor, reason, kind string
 	successorID, rotatedFrom, anomalyID                    string
 	requestedIP, requestedClient                           string
+	step, would, rule                                      string
 	scopes, audience, networks                             []string
-	nbf, exp, graceUntil                                   time.Time
+	nbf, exp, graceUntil, until                            time.Time
 	breakGlass                                             bool
+	risk                                                   float64
 }
 
 func (r ledgerRow) values(e events.Envelope, typ, tokenID, tenant, holder string) []any {
@@ -536,7 +548,7 @@ func (r ledgerRow) values(e events.Envelope, typ, tokenID, tenant, holder string
 	return []any{e.ID.String(), formatTime(e.Time), typ, tokenID, tenant, holder, r.kid, nonNil(r.scopes),
 		nonNil(r.audience), nonNil(r.networks), r.environment, r.windows, r.device, optTime(r.nbf), optTime(r.exp),
 		optTime(r.graceUntil), r.actor, r.reason, r.kind, r.successorID, r.rotatedFrom, r.breakGlass, r.anomalyID,
-		r.requestedIP, r.requestedClient}
+		r.requestedIP, r.requestedClient, r.step, r.would, optTime(r.until), r.rule, r.risk}
 }
 
 // optTime is a Nullable time: nil for the zero time.

@@ -110,3 +110,59 @@ func TestAppendUsageRowBinary(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerRows: each ledger payload gives one value per ledger column,
+// and the graduated response's fields land in their columns (the JSON
+// text the insert sends), others empty.
+func TestLedgerRows(t *testing.T) {
+	at := time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+	exp := at.Add(24 * time.Hour)
+	tests := []struct {
+		name string
+		p    events.Payload
+		want map[string]string // column → JSON value
+	}{
+		{"issued", &events.TokenIssued{TokenID: "t", Tenant: "acme", Holder: "h", Actor: "ops", Claims: events.TokenClaims{Expiry: exp}},
+			map[string]string{"type": `"issued"`, "step": `""`, "would": `""`, "until": `null`, "rule": `""`, "risk": `0`}},
+		{"narrow", &events.TokenRestricted{TokenID: "t", Tenant: "acme", Holder: "h", KeyID: "k1", Step: events.StepNarrow,
+			Until: at.Add(time.Hour), Scopes: []string{"a:read"}, Networks: []string{"10.0.0.0/8"}, Actor: "revoker/auditor",
+			Reason: "r", Rule: "q", AnomalyID: "an", Risk: 0.25, Expiry: exp},
+			map[string]string{"type": `"restricted"`, "kid": `"k1"`, "step": `"narrow"`, "would": `""`, "until": `"2026-03-02 11:00:00.000000"`,
+				"scopes": `["a:read"]`, "networks": `["10.0.0.0/8"]`, "actor": `"revoker/auditor"`, "reason": `"r"`, "rule": `"q"`,
+				"anomaly_id": `"an"`, "risk": `0.25`, "exp": `"2026-03-03 10:00:00.000000"`, "kind": `""`}},
+		{"shadow", &events.TokenRestricted{TokenID: "t", Tenant: "acme", Holder: "h", Step: events.StepShadow, Would: events.StepStepUp,
+			Actor: "revoker/auditor", Reason: "r", Expiry: exp},
+			map[string]string{"step": `"shadow"`, "would": `"step_up"`, "until": `null`, "scopes": `[]`, "networks": `[]`, "risk": `0`}},
+		{"released", &events.TokenReleased{TokenID: "t", Tenant: "acme", Holder: "h", Step: events.StepStepUp, Actor: "ops", Reason: "ok"},
+			map[string]string{"type": `"released"`, "step": `"step_up"`, "actor": `"ops"`, "reason": `"ok"`, "until": `null`, "exp": `null`,
+				"scopes": `[]`, "rule": `""`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := events.New("test/1", at, tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row, err := toRow(tableLedger, e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(row) != len(ledgerColumns) {
+				t.Fatalf("%d values for %d columns", len(row), len(ledgerColumns))
+			}
+			for i, c := range ledgerColumns {
+				want, ok := tc.want[c]
+				if !ok {
+					continue
+				}
+				got, err := json.Marshal(row[i])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if string(got) != want {
+					t.Errorf("%s = %s, want %s", c, got, want)
+				}
+			}
+		})
+	}
+}

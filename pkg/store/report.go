@@ -44,7 +44,7 @@ type Anomaly struct {
 type LedgerEntry struct {
 	EventID     string          `json:"event_id"`
 	Time        time.Time       `json:"time"`
-	Type        string          `json:"type"` // issued, rotated, revoked, expired
+	Type        string          `json:"type"` // issued, rotated, revoked, expired, restricted, released
 	TokenID     string          `json:"token_id"`
 	Tenant      string          `json:"tenant"`
 	Holder      string          `json:"holder"`
@@ -69,6 +69,19 @@ type LedgerEntry struct {
 	// requested from (events.TokenIssued.Requested), when known.
 	RequestedIP     string `json:"requested_ip,omitempty"`
 	RequestedClient string `json:"requested_client,omitempty"`
+	// Step is, for a restricted entry, the step taken (events.StepNarrow,
+	// StepStepUp or StepShadow), for a released entry the step lifted.
+	// Scopes and Networks of a restricted entry are what a quarantined
+	// token keeps, Expiry the token's expiry.
+	Step string `json:"step,omitempty"`
+	// Would is, for a shadow step, the step the rule would have taken.
+	Would string `json:"would,omitempty"`
+	// Until is when a narrow or step-up restriction ends.
+	Until time.Time `json:"until,omitzero"`
+	// Rule and Risk are the response rule that chose an automatic step
+	// and its anomaly's risk score (stored as Float32).
+	Rule string  `json:"rule,omitempty"`
+	Risk float64 `json:"risk,omitempty"`
 }
 
 // UsageCount is how often one value (a scope, a service, a source IP) was
@@ -211,7 +224,7 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 	ledger, err := s.query(ctx, "SELECT event_id, time, toString(type), toString(tenant), toString(holder), toString(kid), "+
 		"arrayMap(x -> toString(x), scopes), arrayMap(x -> toString(x), audience), networks, toString(environment), windows, device, "+
 		"nbf, exp, grace_until, toString(actor), reason, toString(kind), successor_id, rotated_from, break_glass, anomaly_id, "+
-		"requested_ip, toString(requested_client) "+
+		"requested_ip, toString(requested_client), toString(step), toString(would), until, rule, risk "+
 		"FROM "+s.table("token_ledger")+" WHERE token_id = "+tok+" ORDER BY time, event_id")
 	if err != nil {
 		return nil, fmt.Errorf("token report %s: ledger: %w", tokenID, err)
@@ -224,6 +237,7 @@ func (s *Store) TokenReport(ctx context.Context, tokenID string) (*Report, error
 			Expiry: asTime(r[13]), GraceUntil: asTime(r[14]), Actor: asString(r[15]), Reason: asString(r[16]),
 			Kind: asString(r[17]), SuccessorID: asString(r[18]), RotatedFrom: asString(r[19]), BreakGlass: r[20] == true,
 			AnomalyID: asString(r[21]), RequestedIP: asString(r[22]), RequestedClient: asString(r[23]),
+			Step: asString(r[24]), Would: asString(r[25]), Until: asTime(r[26]), Rule: asString(r[27]), Risk: asFloat(r[28]),
 		}
 		if w := asString(r[10]); w != "" && w != "[]" {
 			if err := json.Unmarshal([]byte(w), &e.Windows); err != nil {

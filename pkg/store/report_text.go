@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/cordonhq/cordon/pkg/events"
 )
 
 // The text forms of the analyst replies (`cordon anomalies`, `cordon report
@@ -68,7 +71,8 @@ func clipText(s string, n int) string {
 }
 
 // WriteText writes the report for people: what the token MAY do by its
-// ledger (the grant, rotations, revocation), what it DID (requests by
+// ledger (the grant, rotations, restrictions and their release,
+// revocation), what it DID (requests by
 // scope, service, source, client, device, resource and hour; scopes granted
 // but never used and asked for but not granted), its DENIALS by reason and
 // its ANOMALIES. now dates the "expires in" of a live grant.
@@ -133,6 +137,10 @@ func (r *Report) WriteText(w io.Writer, now time.Time) error {
 			b.WriteByte('\n')
 		case "expired":
 			fmt.Fprintf(&b, "  expired     %s\n", ts(e.Time))
+		case "restricted":
+			writeRestricted(&b, e, ts)
+		case "released":
+			fmt.Fprintf(&b, "  released    %s by %s: %s lifted: %s\n", ts(e.Time), orDash(e.Actor), orDash(e.Step), orDash(e.Reason))
 		}
 	}
 
@@ -238,6 +246,44 @@ func named(cs []UsageCount) bool {
 		}
 	}
 	return false
+}
+
+// writeRestricted writes the line of a restricted ledger entry: the step
+// (a quarantine with what the token keeps, a step-up, or a shadow step
+// with what it would have done), who took it and why, and the rule,
+// risk and anomaly of an automatic step.
+func writeRestricted(b *strings.Builder, e LedgerEntry, ts func(time.Time) string) {
+	none := func(s []string) string {
+		if len(s) == 0 {
+			return "none"
+		}
+		return strings.Join(s, ", ")
+	}
+	switch e.Step {
+	case events.StepNarrow:
+		fmt.Fprintf(b, "  narrowed    %s by %s until %s: %s (keeps scopes %s from %s)", ts(e.Time), orDash(e.Actor), ts(e.Until),
+			orDash(e.Reason), none(e.Scopes), none(e.Networks))
+	case events.StepStepUp:
+		fmt.Fprintf(b, "  step-up     %s by %s until %s: %s", ts(e.Time), orDash(e.Actor), ts(e.Until), orDash(e.Reason))
+	case events.StepShadow:
+		fmt.Fprintf(b, "  shadow      %s by %s: would %s: %s", ts(e.Time), orDash(e.Actor), orDash(e.Would), orDash(e.Reason))
+	default:
+		fmt.Fprintf(b, "  restricted  %s by %s (step %s): %s", ts(e.Time), orDash(e.Actor), orDash(e.Step), orDash(e.Reason))
+	}
+	var auto []string
+	if e.Rule != "" {
+		auto = append(auto, "rule "+e.Rule)
+	}
+	if e.Risk != 0 {
+		auto = append(auto, "risk "+strconv.FormatFloat(e.Risk, 'g', 4, 64))
+	}
+	if e.AnomalyID != "" {
+		auto = append(auto, "anomaly "+e.AnomalyID)
+	}
+	if len(auto) > 0 {
+		fmt.Fprintf(b, " (%s)", strings.Join(auto, ", "))
+	}
+	b.WriteByte('\n')
 }
 
 func orDash(s string) string {

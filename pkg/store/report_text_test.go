@@ -184,6 +184,41 @@ ANOMALIES (1)
 		}
 	})
 
+	t.Run("graduated response", func(t *testing.T) {
+		until := textAt.Add(time.Hour)
+		tests := []struct {
+			name string
+			e    store.LedgerEntry
+			want string
+		}{
+			{"quarantine by hand, no read scope", store.LedgerEntry{Type: "restricted", Time: textAt, Actor: "ops", Reason: "leak?", Step: events.StepNarrow,
+				Until: until, Networks: []string{"10.0.0.0/8"}},
+				"  narrowed    2026-11-27T09:30:00Z by ops until 2026-11-27T10:30:00Z: leak? (keeps scopes none from 10.0.0.0/8)\n"},
+			{"automatic step-up", store.LedgerEntry{Type: "restricted", Time: textAt, Actor: "revoker/auditor", Reason: "new device", Step: events.StepStepUp,
+				Until: until, Rule: "step-up-new-device", Risk: 0.6000000238418579, AnomalyID: "a1"},
+				"  step-up     2026-11-27T09:30:00Z by revoker/auditor until 2026-11-27T10:30:00Z: new device (rule step-up-new-device, risk 0.6, anomaly a1)\n"},
+			{"shadow", store.LedgerEntry{Type: "restricted", Time: textAt, Actor: "revoker/auditor", Reason: "travel", Step: events.StepShadow,
+				Would: events.StepNarrow, Rule: "r"},
+				"  shadow      2026-11-27T09:30:00Z by revoker/auditor: would narrow: travel (rule r)\n"},
+			{"a step this build does not know", store.LedgerEntry{Type: "restricted", Time: textAt, Actor: "x", Reason: "y", Step: "sandbox"},
+				"  restricted  2026-11-27T09:30:00Z by x (step sandbox): y\n"},
+			{"release", store.LedgerEntry{Type: "released", Time: textAt, Actor: "ops", Reason: "false alarm", Step: events.StepNarrow},
+				"  released    2026-11-27T09:30:00Z by ops: narrow lifted: false alarm\n"},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				r := &store.Report{TokenID: "t1", Status: "active", Ledger: []store.LedgerEntry{tc.e}}
+				var b strings.Builder
+				if err := r.WriteText(&b, textAt); err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(b.String(), "\n"+tc.want) {
+					t.Errorf("report lacks %q:\n%s", tc.want, b.String())
+				}
+			})
+		}
+	})
+
 	t.Run("busy route", func(t *testing.T) {
 		rr := store.RouteResources{Method: "GET", Route: "/files/{name}", Requests: 500, Distinct: 400}
 		for i := range 50 {

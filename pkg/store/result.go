@@ -352,6 +352,18 @@ func asInt(v any) int64 {
 	return 0
 }
 
+func asFloat(v any) float64 {
+	switch t := v.(type) {
+	case float64:
+		return t
+	case int64:
+		return float64(t)
+	case uint64:
+		return float64(t)
+	}
+	return 0
+}
+
 func asTime(v any) time.Time {
 	if t, ok := v.(time.Time); ok {
 		return t

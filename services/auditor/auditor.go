@@ -809,14 +809,17 @@ func (a *Auditor) observe(b *batch, m jetstream.Msg) {
 	b.ledger = append(b.ledger, e)
 }
 
-// decodeLedger decodes a token ledger event, rejecting other types.
+// decodeLedger decodes a token ledger event (issued, rotated, revoked,
+// expired, and the graduated response's restricted and released),
+// rejecting other types.
 func decodeLedger(data []byte) (events.Envelope, error) {
 	e, err := events.Decode(data)
 	if err != nil {
 		return e, err
 	}
 	switch e.Type {
-	case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired:
+	case events.TypeTokenIssued, events.TypeTokenRotated, events.TypeTokenRevoked, events.TypeTokenExpired,
+		events.TypeTokenRestricted, events.TypeTokenReleased:
 		return e, nil
 	default:
 		return e, fmt.Errorf("%w: %s event on the token ledger", events.ErrTypeMismatch, e.Type)
