@@ -640,6 +640,10 @@ func ledgerKey(e events.Envelope) (tenant, holder string, ok bool) {
 		return p.Tenant, p.Holder, true
 	case *events.TokenExpired:
 		return p.Tenant, p.Holder, true
+	case *events.TokenRestricted:
+		return p.Tenant, p.Holder, true
+	case *events.TokenReleased:
+		return p.Tenant, p.Holder, true
 	}
 	return "", "", false
 }
