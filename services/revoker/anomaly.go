@@ -149,8 +149,9 @@ func (r *Revoker) respond(ctx context.Context, env events.Envelope, a *events.An
 		// One enforcer's word (possibly a forged or stolen credential's),
 		// or denials only: on-call decides.
 		n.Outcome = alert.OutcomeAlertOnly
-		n.Action = fmt.Sprintf("Not acted on: response rule %s acts only on corroborated evidence, %s.", dec.Rule, dec.Corroboration)
-		log.Info().Bool("audit", true).Str("would", ruleStep(r.engine.Policy(), dec.Rule)).Str("corroboration", dec.Corroboration).
+		step := ruleStep(r.engine.Policy(), dec.Rule)
+		n.Action = fmt.Sprintf("Not %s: response rule %s %s only on corroborated evidence, %s.", pastStep(step), dec.Rule, presentStep(step), dec.Corroboration)
+		log.Info().Bool("audit", true).Str("would", step).Str("corroboration", dec.Corroboration).
 			Msg("rule matched without corroboration: alerted only")
 	case dec.Outcome == response.OutcomeDryRun:
 		n.Outcome = alert.OutcomeDryRun
@@ -223,6 +224,27 @@ func wouldHave(step string) string {
 		return "stepped it up"
 	}
 	return "only alerted"
+}
+
+// pastStep and presentStep name a step in an alert's sentence.
+func pastStep(step string) string {
+	switch step {
+	case events.StepNarrow:
+		return "quarantined"
+	case events.StepStepUp:
+		return "stepped up"
+	}
+	return "revoked"
+}
+
+func presentStep(step string) string {
+	switch step {
+	case events.StepNarrow:
+		return "quarantines"
+	case events.StepStepUp:
+		return "steps up"
+	}
+	return "revokes"
 }
 
 // ruleStep is the step the named rule of p takes ("" when it takes none).
