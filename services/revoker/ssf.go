@@ -174,31 +174,14 @@ func (r *Revoker) ssfMsg(m jetstream.Msg) {
 // subject is the token (its id, never the string), with the holder and the
 // tenant beside it.
 func (r *Revoker) revocationSET(id string, rev *events.TokenRevoked, now time.Time) ssf.SET {
-	initiator := "admin"
-	if rev.AnomalyID != "" {
-		initiator = "policy"
-	}
-	ev := map[string]any{
+	return r.tokenSET(id, now, rev.Tenant, rev.Holder, rev.TokenID, ssf.EventCredentialChange, map[string]any{
 		"credential_type":   CredentialTypeAPIKey,
 		"change_type":       "revoke",
 		"event_timestamp":   now.Unix(),
-		"initiating_entity": initiator,
+		"initiating_entity": initiator(rev.AnomalyID),
 		"reason_admin":      map[string]string{"en": rev.Reason},
 		"token_id":          rev.TokenID,
-	}
-	set := ssf.SET{Issuer: r.o.SSF.Issuer, ID: id, IssuedAt: now.Unix(),
-		Subject: &ssf.Subject{Format: "complex",
-			User:   &ssf.Subject{Format: "opaque", ID: rev.Holder},
-			Tenant: &ssf.Subject{Format: "opaque", ID: rev.Tenant},
-			Token:  &ssf.Subject{Format: "opaque", ID: rev.TokenID}},
-		Events: ssf.EventsMap{ssf.EventCredentialChange: ev}}
-	if set.Issuer == "" {
-		set.Issuer = DefaultSSFIssuer
-	}
-	if r.o.SSF.Audience != "" {
-		set.Audience = ssf.Audience{r.o.SSF.Audience}
-	}
-	return set
+	})
 }
 
 // restrictionSET is the CAEP session-revoked event of a quarantine or a
@@ -206,24 +189,34 @@ func (r *Revoker) revocationSET(id string, rev *events.TokenRevoked, now time.Ti
 // its read scopes from its known networks, or with its bound certificate)
 // until the restriction ends.
 func (r *Revoker) restrictionSET(id string, p *events.TokenRestricted, now time.Time) ssf.SET {
-	initiator := "admin"
-	if p.AnomalyID != "" {
-		initiator = "policy"
-	}
-	ev := map[string]any{
+	return r.tokenSET(id, now, p.Tenant, p.Holder, p.TokenID, ssf.EventSessionRevoked, map[string]any{
 		"event_timestamp":   now.Unix(),
-		"initiating_entity": initiator,
+		"initiating_entity": initiator(p.AnomalyID),
 		"reason_admin":      map[string]string{"en": p.Reason},
 		"token_id":          p.TokenID,
 		"cordon_step":       p.Step,
 		"cordon_until":      p.Until.Unix(),
+	})
+}
+
+// initiator is the initiating_entity of an event: the response policy's
+// when it answers an anomaly, an admin's otherwise.
+func initiator(anomalyID string) string {
+	if anomalyID != "" {
+		return "policy"
 	}
+	return "admin"
+}
+
+// tokenSET is a SET about one token: the subject is the token (its id,
+// never the string), with the holder and the tenant beside it.
+func (r *Revoker) tokenSET(id string, now time.Time, tenant, holder, tokenID, eventType string, ev map[string]any) ssf.SET {
 	set := ssf.SET{Issuer: r.o.SSF.Issuer, ID: id, IssuedAt: now.Unix(),
 		Subject: &ssf.Subject{Format: "complex",
-			User:   &ssf.Subject{Format: "opaque", ID: p.Holder},
-			Tenant: &ssf.Subject{Format: "opaque", ID: p.Tenant},
-			Token:  &ssf.Subject{Format: "opaque", ID: p.TokenID}},
-		Events: ssf.EventsMap{ssf.EventSessionRevoked: ev}}
+			User:   &ssf.Subject{Format: "opaque", ID: holder},
+			Tenant: &ssf.Subject{Format: "opaque", ID: tenant},
+			Token:  &ssf.Subject{Format: "opaque", ID: tokenID}},
+		Events: ssf.EventsMap{eventType: ev}}
 	if set.Issuer == "" {
 		set.Issuer = DefaultSSFIssuer
 	}
