@@ -124,11 +124,10 @@ func (r *Revoker) restrict(ctx context.Context, info TokenInfo, q RestrictReques
 	res := RestrictResult{Step: q.Step}
 	dead := info.Revoked
 	if !dead {
+		// Unreadable while JetStream is away: restrict anyway (a revoked
+		// token stays denied as revoked at every enforcer).
 		d, err := r.denied(ctx, info)
-		if err != nil {
-			return res, err
-		}
-		dead = d
+		dead = err == nil && d
 	}
 	if dead {
 		res.Already = "revoked"
@@ -170,7 +169,9 @@ func (r *Revoker) restrict(ctx context.Context, info TokenInfo, q RestrictReques
 			return res, nil
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return res, fmt.Errorf("denylist get %s: %w", key, err)
+		// JetStream away: containment does not wait for it (the
+		// broadcast below); the bucket write then reports the outage.
+		r.o.Log.Warn().Err(err).Str("key", key).Msg("denylist unreadable; restricting anyway")
 	}
 	rec := events.DenyRecord{Kind: res.Step, Step: res.Step, TokenID: info.ID, Tenant: info.Tenant, Holder: info.Holder,
 		KeyID: info.KeyID, Reason: q.Reason, Actor: q.Actor, RevokedAt: now.UTC(), Expiry: res.Until.UTC(), Until: res.Until.UTC(),

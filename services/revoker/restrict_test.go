@@ -2,6 +2,7 @@ package revoker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -277,5 +278,40 @@ func TestRestrictCommands(t *testing.T) {
 	}
 	if rep := restrict(revoker.RestrictCommand{TokenID: b.id, Step: "narrow", Networks: []string{"10.0.0.0/8"}, Reason: "x"}); !rep.OK || rep.Already != "revoked" {
 		t.Fatalf("restricting a revoked token: %+v", rep)
+	}
+}
+
+// TestRestrictWhileJetStreamIsDown: containment does not wait for
+// JetStream. A restriction asked for while it is off is broadcast to the
+// enforcers at once, and the caller is told that the bucket and the ledger
+// did not take it (so that an automatic step is retried).
+func TestRestrictWhileJetStreamIsDown(t *testing.T) {
+	f := setup(t, nil)
+	l := listen(t, f.env.NC)
+	tk := f.issue("acme", "billing", "kid1", time.Minute, time.Hour, false)
+	f.waitKnown(tk)
+	start := stopJetStream(t, f.env)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := f.r.Restrict(ctx, revoker.RestrictRequest{TokenID: tk.id, Step: events.StepStepUp, For: time.Hour, Actor: "test", Reason: "outage"})
+	if err == nil {
+		t.Fatal("a restriction JetStream never took was reported done")
+	}
+	c := l.waitChange(f.r.Origin(), events.DenyKeyStepUp(tk.id), false)
+	var rec events.DenyRecord
+	if jerr := json.Unmarshal(c.Value, &rec); jerr != nil || rec.Step != events.StepStepUp || rec.TokenID != tk.id {
+		t.Fatalf("broadcast record %s (%v)", c.Value, jerr)
+	}
+	start()
+	// Asked again once JetStream is back, it is written and recorded.
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		_, err := f.r.Restrict(ctx, revoker.RestrictRequest{TokenID: tk.id, Step: events.StepStepUp, For: time.Hour, Actor: "test", Reason: "outage"})
+		return err
+	})
+	if _, _, ok := f.deny(events.DenyKeyStepUp(tk.id)); !ok {
+		t.Fatal("no step-up entry after JetStream came back")
+	}
+	if n := len(f.restrictions()[tk.id]); n != 1 {
+		t.Fatalf("%d restriction events, want 1", n)
 	}
 }
