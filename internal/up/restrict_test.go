@@ -2,6 +2,7 @@ package up_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/internal/up"
 	"github.com/cordonhq/cordon/pkg/enforce"
 	"github.com/cordonhq/cordon/pkg/events"
@@ -92,21 +94,16 @@ func TestQuarantineAtEveryEnforcer(t *testing.T) {
 	}
 	everywhere := func(what, tok string, wants ...want) {
 		t.Helper()
-		var last string
-		waitUntil(t, func() bool {
+		natstest.WaitFor(t, 30*time.Second, func() error {
 			for name, p := range proxies {
 				for _, w := range wants {
 					if got := do(p, w.method, w.path, tok); got != w.status {
-						last = name + ": " + w.method + " " + w.path + " answered " + http.StatusText(got)
-						return false
+						return fmt.Errorf("%s: %s: %s %s answered %d, want %d", what, name, w.method, w.path, got, w.status)
 					}
 				}
 			}
-			return true
+			return nil
 		})
-		if t.Failed() {
-			t.Fatalf("%s: %s", what, last)
-		}
 	}
 	restrict := func(req revoker.RestrictCommand) revoker.RestrictReply {
 		t.Helper()
@@ -155,8 +152,17 @@ func TestQuarantineAtEveryEnforcer(t *testing.T) {
 	everywhere("still quarantined elsewhere", elsewhere.Token, denied(read))
 
 	// On the ledger, and in ClickHouse for analysts.
-	waitUntil(t, func() bool {
-		rows, err := sys.Store.Query(ctx, "SELECT type, kind, token_id FROM token_ledger WHERE type IN ('restricted', 'released') ORDER BY time")
-		return err == nil && len(rows.Rows) == 5
+	// (This run's tokens only: a database of an earlier run may hold others.)
+	q := fmt.Sprintf("SELECT type, step, token_id FROM token_ledger WHERE type IN ('restricted', 'released') AND token_id IN ('%s', '%s', '%s', '%s') ORDER BY time",
+		kept.ID, elsewhere.ID, short.ID, stepped.ID)
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		rows, err := sys.Store.Query(ctx, q)
+		if err != nil {
+			return fmt.Errorf("token_ledger: %w", err)
+		}
+		if len(rows.Rows) != 5 {
+			return fmt.Errorf("token_ledger holds %d restriction rows of this run's tokens, want 5 (4 restricted, 1 released)", len(rows.Rows))
+		}
+		return nil
 	})
 }
