@@ -257,6 +257,16 @@ func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
 			case <-t.C:
 				break loop
 			case ack = <-p.flush:
+				// What was decided before the Flush joins this window's
+				// batches rather than a batch of its own after it.
+				for more := true; more && w.records < p.chunk; {
+					select {
+					case r := <-p.ch:
+						w.add(&r)
+					default:
+						more = false
+					}
+				}
 				break loop
 			case <-p.quit:
 				break loop
