@@ -150,8 +150,12 @@ func TestExactlyOnceAcrossCrashBetweenWriteAndAck(t *testing.T) {
 		t.Fatalf("crash did not happen: %d inserts", inserts.Load())
 	}
 
-	// Second run: the crashed insert is rebuilt from its intent.
+	// Second run: the crashed insert is rebuilt from its intent. Its rows
+	// may all be in ClickHouse already (the crash came after the insert),
+	// so the count can be complete before the replayed insert is: wait
+	// until the auditor has written everything it read, then count.
 	a2, _, _ := run(t, o)
+	var replayed uint64
 	natstest.WaitFor(t, 30*time.Second, func() error {
 		c, err := s.CountUsage(context.Background())
 		if err != nil {
@@ -160,12 +164,18 @@ func TestExactlyOnceAcrossCrashBetweenWriteAndAck(t *testing.T) {
 		if c != n {
 			return fmt.Errorf("rows = %d, want %d", c, n)
 		}
+		if st := a2.Stats(); st.LastUsageSeq < n {
+			return fmt.Errorf("auditor wrote up to sequence %d of %d", st.LastUsageSeq, n)
+		}
+		replayed = 0
+		for _, p := range a2.Stats().Partitions {
+			replayed += p.Replayed
+		}
+		if replayed == 0 {
+			return errors.New("no insert group replayed yet")
+		}
 		return nil
 	})
-	var replayed uint64
-	for _, p := range a2.Stats().Partitions {
-		replayed += p.Replayed
-	}
 	if replayed != 1 {
 		t.Fatalf("%d insert groups replayed, want the crashed one", replayed)
 	}
