@@ -57,8 +57,9 @@ type Detector interface {
 
 // Defaults of Options.
 const (
-	DefaultBatchSize       = 20_000
-	DefaultBatchWait       = 100 * time.Millisecond
+	DefaultBatchSize       = 50_000
+	DefaultBatchWait       = time.Second
+	DefaultAnomalyWait     = 100 * time.Millisecond
 	DefaultWriters         = 2
 	DefaultCheckpointEvery = 5 * time.Second
 	DefaultAckWait         = 30 * time.Second
@@ -91,12 +92,17 @@ type Options struct {
 	// "auditor"; see events.AuditorDurables). Only the ledger rows use a
 	// durable consumer.
 	Durable string
-	// BatchSize is the most rows of one insert group (a group is closed
-	// at the first message that reaches it; default DefaultBatchSize).
-	// BatchWait is how long a group stays open at most, and how long an
-	// anomaly waits at most to be made durable (default DefaultBatchWait).
+	// BatchSize is the most rows of one usage insert group (a group is
+	// closed at the first message that reaches it; default
+	// DefaultBatchSize). BatchWait is how long a usage group stays open at
+	// most (default DefaultBatchWait): a larger group costs the store less
+	// per row, and its rows reach ClickHouse later.
 	BatchSize int
 	BatchWait time.Duration
+	// AnomalyWait is how long an anomaly or a ledger event waits at most
+	// to be written (default DefaultAnomalyWait); anomalies are published
+	// on NATS at once whatever it is.
+	AnomalyWait time.Duration
 	// Writers is how many inserts run at once over every partition
 	// (default DefaultWriters); each partition has one group in flight.
 	Writers int
@@ -131,6 +137,9 @@ func (o *Options) defaults() error {
 	}
 	if o.BatchWait <= 0 {
 		o.BatchWait = DefaultBatchWait
+	}
+	if o.AnomalyWait <= 0 {
+		o.AnomalyWait = DefaultAnomalyWait
 	}
 	if o.Writers <= 0 {
 		o.Writers = DefaultWriters
@@ -628,7 +637,7 @@ type batch struct {
 	ledger    []events.Envelope
 	maxLedger uint64 // highest stream sequence in the batch
 	started   time.Time
-	due       bool // BatchWait has passed
+	due       bool // AnomalyWait has passed
 	err       error
 }
 
@@ -712,7 +721,7 @@ func (p *pipeline) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 		case im := <-in:
 			if p.cur.size() == 0 {
 				p.cur.started = time.Now()
-				p.timer.Reset(a.o.BatchWait)
+				p.timer.Reset(a.o.AnomalyWait)
 			}
 			a.observe(p.cur, im.m)
 			if p.cur.size() >= a.o.BatchSize {

@@ -23,7 +23,7 @@ type pendingAnomaly struct {
 
 // publish gives an anomaly its deterministic id and publishes it at once
 // (a re-derived one is de-duplicated by JetStream and ClickHouse); it is
-// made durable by flush, at the latest BatchWait later.
+// made durable by flush, at the latest AnomalyWait later.
 func (r *runner) publish(an events.AnomalyDetected) {
 	a := r.a
 	env, err := a.anomalyEnvelope(an)
@@ -45,7 +45,7 @@ func (r *runner) publish(an events.AnomalyDetected) {
 	}
 	if !r.armed {
 		r.armed = true
-		r.flushT.Reset(a.o.BatchWait)
+		r.flushT.Reset(a.o.AnomalyWait)
 	}
 	if len(r.pending) >= maxPendingAnomalies {
 		_ = r.flush(r.ctx) // on failure they stay pending

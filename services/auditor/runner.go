@@ -676,8 +676,9 @@ func (r *runner) closeGroup() error {
 
 // maxGroupFactor bounds a group that keeps growing while the one before
 // it is written: at maxGroupFactor × BatchSize rows the runner waits for
-// that write (back-pressure on a store that cannot keep up).
-const maxGroupFactor = 4
+// that write (back-pressure on a store that cannot keep up). With the
+// default BatchSize a partition holds at most 100,000 rows (about 30 MB).
+const maxGroupFactor = 2
 
 // closeGroupSoon closes the open group now if no group is being written,
 // and otherwise marks it due: the loop closes it when the write in flight

@@ -120,7 +120,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	}
 	s.ckpt = &checkpointClock{PartitionState: state, at: map[int]time.Time{}}
 	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: owner, State: s.ckpt, StateDir: c.StateDir, Durable: c.Durable,
-		BatchSize: c.BatchSize, BatchWait: c.BatchWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
+		BatchSize: c.BatchSize, BatchWait: c.BatchWait, AnomalyWait: c.AnomalyWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
 		Source: c.Source, Log: c.Log})
 	if err != nil {
 		return nil, err
