@@ -5,6 +5,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/cordonhq/cordon/services/auditor"
 )
 
 // TestServicesSmoke runs, small, what the suites run through the service
@@ -37,7 +39,7 @@ func TestServicesSmoke(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := benchPipeline(ctx, db, nil, true)
+		p, err := benchPipeline(ctx, db, nil, auditor.Config{}, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -106,6 +106,10 @@ type ScaleOutOptions struct {
 	Dir string
 	// Progress receives a line per step; nil discards them.
 	Progress io.Writer
+	// IdleWindow, when set, is how long every instance is watched idle
+	// (its partitions held, no usage yet) to learn its idle CPU rate
+	// (InstanceReport.IdleRate).
+	IdleWindow time.Duration
 	// Shared runs several instances without lease mode: today's auditors
 	// share one durable consumer (the rows split between them) and each
 	// runs the detectors over the whole stream. It exercises the harness
@@ -155,12 +159,22 @@ type InstanceReport struct {
 	PID    int
 	Killed bool
 	// Events are the usage rows it wrote; CPU its user and system time
-	// (from /proc/<pid>/stat) when it stopped or was killed.
-	Events uint64
-	CPU    time.Duration
+	// (from /proc/<pid>/stat) when it stopped or was killed; StartCPU
+	// the same when the first usage was published (start-up, migrations
+	// and the hand-out of the leases).
+	Events   uint64
+	CPU      time.Duration
+	StartCPU time.Duration
+	// IdleRate is its CPU time per second of wall time while it held its
+	// partitions and no usage came (ScaleOutOptions.IdleWindow; 0
+	// without); Work the wall time from the first usage published to its
+	// stop or kill.
+	IdleRate float64
+	Work     time.Duration
 }
 
-// CPUPerEvent is the instance's CPU time per usage row it wrote.
+// CPUPerEvent is the instance's CPU time per usage row it wrote, over
+// its whole life (start-up included).
 func (i InstanceReport) CPUPerEvent() time.Duration {
 	if i.Events == 0 {
 		return 0
@@ -168,11 +182,46 @@ func (i InstanceReport) CPUPerEvent() time.Duration {
 	return i.CPU / time.Duration(i.Events)
 }
 
+// WorkCPUPerEvent is the instance's CPU time per usage row it wrote from
+// the first usage published to its stop: the work, without the start-up
+// every instance pays once whatever its share (idle polling while it
+// waits for usage is still in).
+func (i InstanceReport) WorkCPUPerEvent() time.Duration {
+	if i.Events == 0 {
+		return 0
+	}
+	return (i.CPU - i.StartCPU) / time.Duration(i.Events)
+}
+
+// NetCPUPerEvent is WorkCPUPerEvent without what the instance spends
+// idle at the same rate over the same wall time (polling, lease
+// heartbeats): the CPU its events cost it.
+func (i InstanceReport) NetCPUPerEvent() time.Duration {
+	if i.Events == 0 {
+		return 0
+	}
+	idle := time.Duration(i.IdleRate * float64(i.Work))
+	return max(i.CPU-i.StartCPU-idle, 0) / time.Duration(i.Events)
+}
+
 // CPUPerEvent is every instance's CPU time over the run's events.
 func (r *ScaleOutRun) CPUPerEvent(events int) time.Duration {
 	var cpu time.Duration
 	for _, i := range r.Instances {
 		cpu += i.CPU
+	}
+	if events == 0 {
+		return 0
+	}
+	return cpu / time.Duration(events)
+}
+
+// WorkCPUPerEvent is every instance's CPU time from the first usage
+// published over the run's events.
+func (r *ScaleOutRun) WorkCPUPerEvent(events int) time.Duration {
+	var cpu time.Duration
+	for _, i := range r.Instances {
+		cpu += i.CPU - i.StartCPU
 	}
 	if events == 0 {
 		return 0
@@ -191,8 +240,9 @@ func (r *ScaleOutRun) String() string {
 	}
 	fmt.Fprintf(&b, "\n   chshim (ClickHouse): CPU %v", r.ShimCPU.Round(time.Millisecond))
 	for _, i := range r.Instances {
-		fmt.Fprintf(&b, "\n   %s pid %d: %d events, CPU %v, %.2f µs/event", i.Name, i.PID, i.Events, i.CPU.Round(time.Millisecond),
-			float64(i.CPUPerEvent().Nanoseconds())/1e3)
+		fmt.Fprintf(&b, "\n   %s pid %d: %d events, CPU %v (%v at the first usage; idle %.1f ms/s over %v of work), %.2f µs/event (%.2f without start-up, %.2f without idling)", i.Name, i.PID, i.Events,
+			i.CPU.Round(time.Millisecond), i.StartCPU.Round(time.Millisecond), 1000*i.IdleRate, i.Work.Round(time.Millisecond),
+			float64(i.CPUPerEvent().Nanoseconds())/1e3, float64(i.WorkCPUPerEvent().Nanoseconds())/1e3, float64(i.NetCPUPerEvent().Nanoseconds())/1e3)
 		if i.Killed {
 			b.WriteString(" (killed)")
 		}
@@ -387,6 +437,33 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 			return nil, err
 		}
 	}
+	// Each instance's idle CPU rate, its partitions held and no usage yet.
+	idleRate := make([]float64, len(procs))
+	if w := h.o.IdleWindow; w > 0 {
+		c0 := make([]time.Duration, len(procs))
+		for i, p := range procs {
+			c0[i], _ = procCPU(p.cmd.Process.Pid)
+		}
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(w):
+		}
+		el := time.Since(t0)
+		for i, p := range procs {
+			c1, _ := procCPU(p.cmd.Process.Pid)
+			idleRate[i] = float64(c1-c0[i]) / float64(el)
+		}
+	}
+	// Each instance's CPU so far is its start-up: the work is measured
+	// from here.
+	startCPU := make([]time.Duration, len(procs))
+	for i, p := range procs {
+		startCPU[i], _ = procCPU(p.cmd.Process.Pid)
+	}
+	workStart := time.Now()
+	var killedAfter time.Duration
 	// Half the usage now; with a kill, the other half only after the
 	// victim is dead, so its partitions have work it never saw.
 	half := len(msgs) / 2
@@ -418,6 +495,7 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 			}
 		}
 		cpu[1], _ = procCPU(victim.cmd.Process.Pid)
+		killedAfter = time.Since(workStart)
 		if !victim.kill() {
 			return nil, fmt.Errorf("%s was not killed by SIGKILL: %s", victim.name, victim.failure())
 		}
@@ -474,9 +552,11 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 	}
 	r.Time = time.Since(start)
 	for i, p := range procs {
-		inst := InstanceReport{Name: names[i], PID: p.cmd.Process.Pid, Killed: spec.Kill && i == 1, Events: p.Stats().Usage, CPU: cpu[i]}
+		inst := InstanceReport{Name: names[i], PID: p.cmd.Process.Pid, Killed: spec.Kill && i == 1, Events: p.Stats().Usage, CPU: cpu[i], StartCPU: startCPU[i],
+			IdleRate: idleRate[i], Work: killedAfter}
 		if !inst.Killed {
 			inst.CPU, _ = procCPU(inst.PID)
+			inst.Work = time.Since(workStart)
 			if err := p.stop(time.Minute); err != nil {
 				return nil, err
 			}

@@ -20,8 +20,8 @@ func judgeScaleOut(t *testing.T, rep *faults.ScaleOutReport) {
 	t.Logf("%d events in %d messages (batches %v)", rep.Events, rep.Messages, rep.Batches)
 	for _, r := range rep.Runs {
 		t.Logf("%s", r)
-		t.Logf("%s: CPU per event over all instances %.2f µs; anomalies %s", r.ScaleOutRunSpec,
-			float64(r.CPUPerEvent(rep.Events).Nanoseconds())/1e3, faults.ByDetector(r.Contents.Anomalies))
+		t.Logf("%s: CPU per event over all instances %.2f µs (%.2f without start-up); anomalies %s", r.ScaleOutRunSpec,
+			float64(r.CPUPerEvent(rep.Events).Nanoseconds())/1e3, float64(r.WorkCPUPerEvent(rep.Events).Nanoseconds())/1e3, faults.ByDetector(r.Contents.Anomalies))
 		if r.Lost != 0 || r.Duplicates != 0 || r.Contents.Distinct != uint64(rep.Events) {
 			t.Errorf("%s: %d distinct of %d events, %d raw rows (lost %d, duplicated %d)", r.ScaleOutRunSpec, r.Contents.Distinct, rep.Events, r.Contents.RawRows, r.Lost, r.Duplicates)
 		}
