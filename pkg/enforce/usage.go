@@ -244,29 +244,14 @@ func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
 			select {
 			case r := <-p.ch:
 				w.add(&r)
-				// Take what else is queued without a blocking select.
-				for more := true; more && w.records < p.chunk; {
-					select {
-					case r := <-p.ch:
-						w.add(&r)
-					default:
-						more = false
-					}
-				}
+				p.gather(w)
 				sent = p.send(js, w.msgs, sent)
 			case <-t.C:
 				break loop
 			case ack = <-p.flush:
 				// What was decided before the Flush joins this window's
 				// batches rather than a batch of its own after it.
-				for more := true; more && w.records < p.chunk; {
-					select {
-					case r := <-p.ch:
-						w.add(&r)
-					default:
-						more = false
-					}
-				}
+				p.gather(w)
 				break loop
 			case <-p.quit:
 				break loop
@@ -278,6 +263,19 @@ func (p *publisher) window(js jetstream.JetStream, first usageRecord) {
 		p.publishFolded(js)
 		p.drain(js, time.Time{})
 		close(ack)
+	}
+}
+
+// gather adds what is queued to the window's batches without
+// waiting, up to the window's chunk.
+func (p *publisher) gather(w *batcher) {
+	for w.records < p.chunk {
+		select {
+		case r := <-p.ch:
+			w.add(&r)
+		default:
+			return
+		}
 	}
 }
 
