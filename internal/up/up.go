@@ -258,7 +258,7 @@ func Start(ctx context.Context, o Options) (_ *System, err error) {
 	// the keys, the denylist and the ledger and answers cordon.cmd.sql).
 	aud, err := auditor.Start(ctx, auditor.Config{NATS: s.natsAs("cordon-up-auditor", s.CredsFile(natsauth.RoleAuditor)),
 		TrustAnchors: anchors, Store: auditor.StoreCHDB, ChDBPath: o.ChDBPath, Database: o.Database, Detectors: &detCfg,
-		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond, Source: "auditor/up", UsagePartitions: o.UsagePartitions,
+		StateDir: filepath.Join(o.DataDir, "auditor"), BatchWait: 20 * time.Millisecond, AnomalyWait: 20 * time.Millisecond, Source: "auditor/up", UsagePartitions: o.UsagePartitions,
 		Log: o.Log.With().Str("svc", "auditor").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("start auditor: %w", err)
