@@ -109,9 +109,8 @@ type Config struct {
 
 	// BatchSize, BatchWait, AnomalyWait and Writers tune the writes
 	// (defaults DefaultBatchSize, DefaultBatchWait, DefaultAnomalyWait,
-	// DefaultWriters); Durable,
-	// AckWait and CheckpointEvery the consumers and the checkpoint (see
-	// Options).
+	// DefaultWriters); Durable, AckWait and CheckpointEvery the consumers
+	// and the checkpoint (see Options).
 	BatchSize       int
 	BatchWait       time.Duration
 	AnomalyWait     time.Duration
