@@ -621,18 +621,19 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize, pair
 	// defaults and, as the same-run baseline, its earlier write settings;
 	// pairs of each, interleaved (now, before, before, now, now, before…)
 	// so that a drift of the machine weighs on both alike, and the
-	// median of each is reported. The figures beside come from the first.
+	// median of each is reported, with the figures of that median run.
+	// Only the first run with the defaults is profiled.
 	var nowRuns, beforeRuns []endToEnd
 	for i := range 2 * pairs {
 		baseline := i%4 == 1 || i%4 == 2
-		ac, name, stage := auditor.Config{}, "end to end", "e2e"
+		ac, name, profile := auditor.Config{}, "end to end", prof
 		if baseline {
-			ac, stage = earlierWrites, ""
+			ac, profile = earlierWrites, ""
 			name = fmt.Sprintf("end to end, %d-row groups, %v wait", earlierWrites.BatchSize, earlierWrites.BatchWait)
 		} else if len(nowRuns) > 0 {
-			stage = "" // profile the first run only
+			profile = ""
 		}
-		r, err := benchEndToEnd(ctx, fleet, warm, measured, ac, prof, stage)
+		r, err := benchEndToEnd(ctx, fleet, warm, measured, ac, profile)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -644,7 +645,7 @@ func benchIngestion(ctx context.Context, progress io.Writer, sz ingestSize, pair
 		}
 	}
 	e2e, before := medianRun(nowRuns), medianRun(beforeRuns)
-	endToEnd, batches, msgs, bytes, anomalies, dropped := e2e.ph, nowRuns[0].batches, nowRuns[0].msgs, nowRuns[0].bytes, nowRuns[0].anomalies, nowRuns[0].dropped
+	endToEnd, batches, msgs, bytes, anomalies, dropped := e2e.ph, e2e.batches, e2e.msgs, e2e.bytes, e2e.anomalies, e2e.dropped
 
 	n := len(measured)
 	rate := func(ph phase, n int) float64 { return float64(n) / ph.wall.Seconds() }
@@ -701,8 +702,9 @@ type endToEnd struct {
 // benchEndToEnd runs the fleet's learning phase and warm-up through a
 // fresh pipeline whose auditor is tuned by ac, waits until they are
 // written, then times the measured decisions from the first Check to the
-// auditor's last row, and checks every decision is in ClickHouse once.
-func benchEndToEnd(ctx context.Context, fleet *ingestFleet, warm, measured []enforce.Request, ac auditor.Config, prof, stage string) (endToEnd, error) {
+// auditor's last row (a CPU profile of it with prof), and checks every
+// decision is in ClickHouse once.
+func benchEndToEnd(ctx context.Context, fleet *ingestFleet, warm, measured []enforce.Request, ac auditor.Config, prof string) (endToEnd, error) {
 	var r endToEnd
 	const db = "bench_e2e"
 	defer dropBenchDatabase(db)
@@ -740,12 +742,7 @@ func benchEndToEnd(ctx context.Context, fleet *ingestFleet, warm, measured []enf
 		}
 		return waitAuditor(ctx, p.Auditor, last, 5*time.Minute)
 	}
-	if stage != "" {
-		r.ph, err = profiled(prof, stage, run)
-	} else {
-		r.ph, err = measure(run)
-	}
-	if err != nil {
+	if r.ph, err = profiled(prof, "e2e", run); err != nil {
 		return r, err
 	}
 	msgs1, bytes1, _, err := streamState(ctx, p.JS)
