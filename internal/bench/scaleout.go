@@ -57,7 +57,7 @@ func runScaleOutSuite(ctx context.Context, env Env) ([]Figure, error) {
 	howWork := func(r *faults.ScaleOutRun) string {
 		return fmt.Sprintf("%d events in %d batches; CPU from /proc/<pid>/stat of each auditor process, from the moment every instance held its partitions and the first usage was published to its stop (idle polling while waiting included; ClickHouse's process not included), over the usage rows it wrote; a killed instance's CPU up to its kill; baseline: the n1 run of the same suite", rep.Events, rep.Messages)
 	}
-	const howNet = "as the row above, less each instance's idle CPU rate (measured over 2 s with its partitions held, before any usage) times its wall time from the first usage to its stop: the CPU its events cost it"
+	const howNet = "as the row above, less each instance's idle CPU rate (measured over 2 s, from 1 s after every instance held its partitions, before any usage) times its wall time from the first usage to its stop: the CPU its events cost it"
 	var base float64
 	for _, r := range rep.Runs {
 		p := "scale-out " + r.ScaleOutRunSpec.String() + ": "

@@ -108,7 +108,9 @@ type ScaleOutOptions struct {
 	Progress io.Writer
 	// IdleWindow, when set, is how long every instance is watched idle
 	// (its partitions held, no usage yet) to learn its idle CPU rate
-	// (InstanceReport.IdleRate).
+	// (InstanceReport.IdleRate). The window starts IdleWindow/2 after
+	// every instance held its partitions: the runners' start-up (their
+	// consumers, their restored state) is not idling.
 	IdleWindow time.Duration
 	// Shared runs several instances without lease mode: today's auditors
 	// share one durable consumer (the rows split between them) and each
@@ -440,6 +442,11 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 	// Each instance's idle CPU rate, its partitions held and no usage yet.
 	idleRate := make([]float64, len(procs))
 	if w := h.o.IdleWindow; w > 0 {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(w / 2):
+		}
 		c0 := make([]time.Duration, len(procs))
 		for i, p := range procs {
 			c0[i], _ = procCPU(p.cmd.Process.Pid)

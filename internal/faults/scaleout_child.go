@@ -101,6 +101,7 @@ func runScaleAuditorChild(ctx context.Context, out *json.Encoder, log zerolog.Lo
 	// Often: the harness kills an instance on these figures.
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
+	var last childStats
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
@@ -108,9 +109,15 @@ func runScaleAuditorChild(ctx context.Context, out *json.Encoder, log zerolog.Lo
 		case <-svc.Done():
 			running = false
 		case <-t.C:
+			// Only what changed: an idle instance's reports would be
+			// measured as its idle CPU.
 			st := svc.Auditor().Stats()
-			_ = out.Encode(childMsg{Kind: "stats", Stats: &childStats{Usage: st.Usage, Anomalies: st.Anomalies,
-				LastSeq: st.LastUsageSeq, Batches: st.Batches, WriteError: st.WriteErrors}})
+			cs := childStats{Usage: st.Usage, Anomalies: st.Anomalies,
+				LastSeq: st.LastUsageSeq, Batches: st.Batches, WriteError: st.WriteErrors}
+			if cs != last {
+				last = cs
+				_ = out.Encode(childMsg{Kind: "stats", Stats: &cs})
+			}
 		}
 	}
 	if err := svc.Close(); err != nil {

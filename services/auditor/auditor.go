@@ -257,8 +257,10 @@ type Auditor struct {
 
 	usage, ledger, anomalies, dead, batches, writeErrs, observed atomic.Uint64
 	lastLedgerSeq                                                atomic.Uint64
-	// activity counts the messages the runners handled (idleProbe).
-	activity       atomic.Uint64
+	// caughtUp is closed (and replaced) when a partition that read
+	// messages has caught up with the stream: the idle runners probe
+	// then (idleProbe), so a replay's barrier does not wait on them.
+	caughtUpSig    atomic.Pointer[caughtUpSignal]
 	legacy         legacyMemo
 	ledgerInflight atomic.Int64
 }

@@ -281,6 +281,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 	defer ckpt.Stop()
 	idle := newIdleProbe()
 	defer idle.t.Stop()
+	moved := a.caughtUpSignal()
 	for {
 		var inflight <-chan error
 		if r.inflight != nil {
@@ -300,7 +301,6 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			return err
 		case m := <-in:
 			idle.busy()
-			a.activity.Add(1)
 			if err := r.handle(m); err != nil {
 				return err
 			}
@@ -336,8 +336,18 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 				return nil
 			}
 		case <-idle.t.C:
-			if idle.due(a.activity.Load()) {
-				if err := r.probe(usage, ledger); err != nil {
+			if idle.tick() {
+				if err := r.probe(usage, ledger, idle); err != nil {
+					return err
+				}
+			}
+		case <-moved.ch:
+			// Kept across iterations, a generation signalled while this
+			// runner was busy elsewhere is still seen here.
+			own := moved.by == r.p && moved.next == a.caughtUpSignal()
+			moved = a.caughtUpSignal()
+			if !own && idle.nudged() {
+				if err := r.probe(usage, ledger, idle); err != nil {
 					return err
 				}
 			}
@@ -357,18 +367,19 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 	}
 }
 
-// idleProbe paces the caught-up probes of an idle runner (probe). It
-// ticks every probeTick; a tick after one with messages does nothing (the
-// runner is busy, its own messages advance it). An idle runner probes
-// when another partition of this auditor handled a message since its
-// last probe (the stream moved: a replay waits on every partition), and
-// otherwise backing off to a second (other instances' partitions).
+// idleProbe paces the caught-up probes of a runner (probe). While
+// messages arrive its timer ticks every probeTick to notice the first
+// quiet tick, which probes: a partition that has read everything writes
+// its open group at once. A quiet runner then backs off, doubling up to a
+// second, and sleeps in between (an idle auditor costs next to nothing).
+// A partition that read messages and caught up wakes the quiet runners of
+// its auditor (caughtUpSignal): the stream moved, and a replay's barrier
+// waits on every partition.
 type idleProbe struct {
-	t        *time.Timer
-	busyTick bool
-	act      uint64        // the auditor's activity at the last probe
-	quiet    time.Duration // since the last probe
-	backoff  time.Duration
+	t       *time.Timer
+	active  bool // a message arrived since the last tick
+	read    bool // a message arrived since the last probe
+	backoff time.Duration
 }
 
 const probeTick = 20 * time.Millisecond
@@ -377,37 +388,83 @@ func newIdleProbe() *idleProbe {
 	return &idleProbe{t: time.NewTimer(5 * time.Millisecond), backoff: probeTick}
 }
 
-func (p *idleProbe) busy() { p.busyTick = true }
-
-// due reports whether this tick probes, and schedules the next one.
-func (p *idleProbe) due(activity uint64) bool {
-	p.t.Reset(probeTick)
-	if p.busyTick {
-		p.busyTick, p.quiet, p.backoff = false, 0, probeTick
-		return false
+// busy records a message. The first one after a quiet stretch brings the
+// ticks back to probeTick.
+func (p *idleProbe) busy() {
+	if p.active {
+		return
 	}
-	p.quiet += probeTick
-	switch {
-	case activity != p.act:
+	p.active, p.read = true, true
+	if p.backoff > probeTick {
 		p.backoff = probeTick
-	case p.quiet >= p.backoff:
-		p.backoff = min(2*p.backoff, time.Second)
-	default:
+		p.t.Reset(probeTick)
+	}
+}
+
+// tick reports whether this tick probes, and schedules the next one.
+func (p *idleProbe) tick() bool {
+	if p.active {
+		p.active, p.backoff = false, probeTick
+		p.t.Reset(probeTick)
 		return false
 	}
-	p.act, p.quiet = activity, 0
+	p.t.Reset(p.backoff)
+	p.backoff = min(2*p.backoff, time.Second)
 	return true
+}
+
+// nudged reports whether a quiet runner probes now that another partition
+// caught up; its backing off starts over.
+func (p *idleProbe) nudged() bool {
+	if p.active {
+		return false
+	}
+	p.backoff = probeTick
+	p.t.Reset(probeTick)
+	return true
+}
+
+// caughtUpSignal is one generation of Auditor.caughtUpSig: ch is closed
+// once, after by (the partition that caught up) and next (the generation
+// that replaced it) are set.
+type caughtUpSignal struct {
+	ch   chan struct{}
+	by   int
+	next *caughtUpSignal
+}
+
+// caughtUpSignal returns the current generation.
+func (a *Auditor) caughtUpSignal() *caughtUpSignal {
+	if s := a.caughtUpSig.Load(); s != nil {
+		return s
+	}
+	a.caughtUpSig.CompareAndSwap(nil, &caughtUpSignal{ch: make(chan struct{}), by: -1})
+	return a.caughtUpSig.Load()
+}
+
+// signalCaughtUp wakes every runner waiting on the current generation.
+func (a *Auditor) signalCaughtUp(p int) {
+	old := a.caughtUpSignal()
+	next := &caughtUpSignal{ch: make(chan struct{}), by: -1}
+	if !a.caughtUpSig.CompareAndSwap(old, next) {
+		return // another partition signalled this generation
+	}
+	old.by, old.next = p, next
+	close(old.ch)
 }
 
 // probe runs when no message arrived for a while: a runner that has
 // handled everything its consumers delivered, with nothing pending on
 // the server, has handled its partition up to the stream's last sequence.
 // It then writes its open group and makes its anomalies durable, so an
-// idle partition is soon fully written.
-func (r *runner) probe(usage, ledger jetstream.Consumer) error {
+// idle partition is soon fully written. A partition that read messages
+// since its last probe and caught up wakes the others (idleProbe).
+func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error {
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
+	caught := false
 	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq); ok {
+		caught = true
 		r.st.seen.Store(max(r.usageSeq, l))
 		r.st.lag.Store(0)
 		if !r.cur.empty() {
@@ -418,6 +475,12 @@ func (r *runner) probe(usage, ledger jetstream.Consumer) error {
 	}
 	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
 		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
+	} else {
+		caught = false
+	}
+	if idle.read && caught {
+		idle.read = false
+		r.a.signalCaughtUp(r.p)
 	}
 	r.flushSoon()
 	r.progress()
