@@ -112,6 +112,9 @@ type runner struct {
 	ctx, wctx context.Context
 
 	usageSeq, ledgerSeq uint64 // handled (observed or skipped) up to
+	// usageDlv and ledgerDlv are the last message handled from each
+	// consumer, as its consumer names it (caughtUp).
+	usageDlv, ledgerDlv delivered
 	saved               bool
 	savedUsage, savedLg uint64
 	batchIDs            map[uuid.UUID]int64 // seen batch id → base time (unix µs)
@@ -456,24 +459,28 @@ func (a *Auditor) signalCaughtUp(p int) {
 // probe runs when no message arrived for a while: a runner that has
 // handled everything its consumers delivered, with nothing pending on
 // the server, has handled its partition up to the stream's last sequence.
-// It then writes its open group and makes its anomalies durable, so an
-// idle partition is soon fully written. A partition that read messages
-// since its last probe and caught up wakes the others (idleProbe).
+// It then makes its anomalies durable, and writes its open group at once
+// if the group is large enough to pay for an insert (caughtUpRows): the
+// end of a burst is written without waiting, while usage that trickles
+// in (a partition caught up between every two messages) still waits out
+// BatchWait, one insert a second rather than one every few messages. A
+// partition that read messages since its last probe and caught up wakes
+// the others (idleProbe).
 func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error {
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
 	caught := false
-	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq); ok {
+	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq, r.usageDlv); ok {
 		caught = true
 		r.st.seen.Store(max(r.usageSeq, l))
 		r.st.lag.Store(0)
-		if !r.cur.empty() {
+		if !r.cur.empty() && len(r.cur.envs) >= r.a.o.caughtUpRows() {
 			if err := r.closeGroupSoon(); err != nil {
 				return err
 			}
 		}
 	}
-	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
+	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq, r.ledgerDlv); ok {
 		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
 	} else {
 		caught = false
@@ -487,9 +494,21 @@ func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error 
 	return nil
 }
 
+// delivered names one message of a consumer: the consumer (an ordered
+// consumer's name changes when it is recreated) and its sequence there.
+type delivered struct {
+	consumer string
+	seq      uint64
+}
+
 // caughtUp reports the stream's last sequence when c (reading stream) has
-// nothing pending and delivered nothing beyond handled.
-func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consumer, handled uint64) (uint64, bool) {
+// nothing pending and delivered nothing the runner has not handled: its
+// delivered stream sequence is at most handled, or its last delivery is
+// last, the last message handled from it (none: a consumer that delivered
+// nothing). The stream sequence alone is not enough: a filtered consumer
+// moves past the messages of other partitions, so a partition that never
+// had a message would never be caught up.
+func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consumer, handled uint64, last delivered) (uint64, bool) {
 	s, err := a.stream(ctx, stream)
 	if err != nil {
 		return 0, false
@@ -499,7 +518,10 @@ func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consu
 		return 0, false
 	}
 	ci, err := c.Info(ctx)
-	if err != nil || ci.NumPending > 0 || ci.Delivered.Stream > handled {
+	if err != nil || ci.NumPending > 0 {
+		return 0, false
+	}
+	if ci.Delivered.Stream > handled && ci.Delivered.Consumer != 0 && (ci.Name != last.consumer || ci.Delivered.Consumer != last.seq) {
 		return 0, false
 	}
 	return si.State.LastSeq, true
@@ -513,9 +535,11 @@ func (r *runner) handle(m runnerMsg) error {
 	}
 	seq := md.Sequence.Stream
 	if m.ledger {
+		r.ledgerDlv = delivered{md.Consumer, md.Sequence.Consumer}
 		r.observeLedger(m.m, seq)
 		return nil
 	}
+	r.usageDlv = delivered{md.Consumer, md.Sequence.Consumer}
 	if seq <= r.usageSeq {
 		return nil
 	}
