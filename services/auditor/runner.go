@@ -112,9 +112,6 @@ type runner struct {
 	ctx, wctx context.Context
 
 	usageSeq, ledgerSeq uint64 // handled (observed or skipped) up to
-	// usageDlv and ledgerDlv are the last message handled from each
-	// consumer, as its consumer names it (caughtUp).
-	usageDlv, ledgerDlv delivered
 	saved               bool
 	savedUsage, savedLg uint64
 	batchIDs            map[uuid.UUID]int64 // seen batch id → base time (unix µs)
@@ -470,7 +467,7 @@ func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error 
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
 	caught := false
-	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq, r.usageDlv); ok {
+	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq); ok {
 		caught = true
 		r.st.seen.Store(max(r.usageSeq, l))
 		r.st.lag.Store(0)
@@ -480,7 +477,7 @@ func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error 
 			}
 		}
 	}
-	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq, r.ledgerDlv); ok {
+	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
 		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
 	} else {
 		caught = false
@@ -494,21 +491,12 @@ func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error 
 	return nil
 }
 
-// delivered names one message of a consumer: the consumer (an ordered
-// consumer's name changes when it is recreated) and its sequence there.
-type delivered struct {
-	consumer string
-	seq      uint64
-}
-
 // caughtUp reports the stream's last sequence when c (reading stream) has
-// nothing pending and delivered nothing the runner has not handled: its
-// delivered stream sequence is at most handled, or its last delivery is
-// last, the last message handled from it (none: a consumer that delivered
-// nothing). The stream sequence alone is not enough: a filtered consumer
-// moves past the messages of other partitions, so a partition that never
-// had a message would never be caught up.
-func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consumer, handled uint64, last delivered) (uint64, bool) {
+// nothing pending and delivered nothing beyond handled. A filtered
+// consumer moves its delivered stream sequence past the messages of other
+// partitions, so a partition that never had a message is not caught up
+// until it has one (its seen stays behind).
+func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consumer, handled uint64) (uint64, bool) {
 	s, err := a.stream(ctx, stream)
 	if err != nil {
 		return 0, false
@@ -518,10 +506,7 @@ func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consu
 		return 0, false
 	}
 	ci, err := c.Info(ctx)
-	if err != nil || ci.NumPending > 0 {
-		return 0, false
-	}
-	if ci.Delivered.Stream > handled && ci.Delivered.Consumer != 0 && (ci.Name != last.consumer || ci.Delivered.Consumer != last.seq) {
+	if err != nil || ci.NumPending > 0 || ci.Delivered.Stream > handled {
 		return 0, false
 	}
 	return si.State.LastSeq, true
@@ -535,11 +520,9 @@ func (r *runner) handle(m runnerMsg) error {
 	}
 	seq := md.Sequence.Stream
 	if m.ledger {
-		r.ledgerDlv = delivered{md.Consumer, md.Sequence.Consumer}
 		r.observeLedger(m.m, seq)
 		return nil
 	}
-	r.usageDlv = delivered{md.Consumer, md.Sequence.Consumer}
 	if seq <= r.usageSeq {
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
+	"github.com/cordonhq/cordon/services/auditor"
 )
 
 // TestTrickleDoesNotWriteEveryMessage: usage that trickles in, the
@@ -14,10 +15,9 @@ import (
 // small insert per message (each insert has a fixed cost in the engine):
 // a caught-up partition writes its open group at once only when it holds
 // a tenth of BatchSize; a burst that fills that much is written as soon
-// as the partition caught up, without waiting out BatchWait. The seven
-// partitions without a message are caught up too (SeenUsageSeq is the
-// least of the eight): their filtered consumers moved past the others'
-// messages, which once kept them from ever being caught up.
+// as the partition caught up, without waiting out BatchWait. Only the
+// holder's partition is watched: a partition that never had a message is
+// not caught up (its filtered consumer moves past the others' messages).
 func TestTrickleDoesNotWriteEveryMessage(t *testing.T) {
 	env := natstest.Run(t)
 	var an idSet
@@ -39,11 +39,20 @@ func TestTrickleDoesNotWriteEveryMessage(t *testing.T) {
 		}
 		return e
 	}
+	part := events.UsagePartition("acme", "billing-api", events.DefaultUsagePartitions)
+	partStats := func() auditor.PartitionStats {
+		for _, ps := range a.Stats().Partitions {
+			if ps.Partition == part {
+				return ps
+			}
+		}
+		return auditor.PartitionStats{Partition: part} // not started yet
+	}
 	seen := func(seq uint64) {
 		t.Helper()
 		natstest.WaitFor(t, 60*time.Second, func() error {
-			if st := a.Stats(); st.SeenUsageSeq < seq {
-				return fmt.Errorf("seen up to %d of %d (%+v)", st.SeenUsageSeq, seq, st.Partitions)
+			if ps := partStats(); ps.Seen < seq {
+				return fmt.Errorf("partition %d seen up to %d of %d", part, ps.Seen, seq)
 			}
 			return nil
 		})
@@ -54,10 +63,14 @@ func TestTrickleDoesNotWriteEveryMessage(t *testing.T) {
 	for i := range 40 {
 		last, _ = publishBatches(t, env.JS, []events.Envelope{use(i)}, 1)
 		seen(last)
+		// Time for the partition's probes (every 20 ms after a message)
+		// to find it caught up. On a loaded machine they may come later:
+		// the test then proves less, but never fails for it.
+		time.Sleep(100 * time.Millisecond)
 	}
-	if st := a.Stats(); st.Batches != 0 || st.LastUsageSeq >= last {
+	if st, ps := a.Stats(), partStats(); st.Batches != 0 || ps.Written >= last {
 		t.Fatalf("after 40 trickled events: %d inserts, written up to %d of %d; want none written (the group holds fewer than %d rows)",
-			st.Batches, st.LastUsageSeq, last, o.BatchSize/10)
+			st.Batches, ps.Written, last, o.BatchSize/10)
 	}
 	// A burst, one message, that takes the open group past a tenth of
 	// BatchSize: written once caught up, in one insert.
@@ -66,7 +79,12 @@ func TestTrickleDoesNotWriteEveryMessage(t *testing.T) {
 		burst[i] = use(40 + i)
 	}
 	last, _ = publishBatches(t, env.JS, burst, len(burst))
-	waitWritten(t, last, 8, a)
+	natstest.WaitFor(t, 120*time.Second, func() error {
+		if ps := partStats(); ps.Written < last {
+			return fmt.Errorf("partition %d written up to %d of %d", part, ps.Written, last)
+		}
+		return nil
+	})
 	if st := a.Stats(); st.Batches != 1 || st.Usage != 240 {
 		t.Fatalf("after the burst: %d inserts of %d rows; want every row, in one insert", st.Batches, st.Usage)
 	}
