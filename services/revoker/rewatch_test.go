@@ -1,6 +1,7 @@
 package revoker_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -88,17 +89,24 @@ func TestReadersRewatchAfterNodeLoss(t *testing.T) {
 		return rewatched || info != nil && info.Name != killed
 	}
 	// A reader whose waiter read the last events directly is current, and
-	// its silent consumer shows only when the ledger moves on: each wait
-	// that finds a reader still on the dead consumer adds an admin token
-	// to the ledger, as the next admin's login would.
+	// its silent consumer shows only when the ledger moves on and somebody
+	// waits for it: each wait that finds a reader still on the dead
+	// consumer adds an admin token to the ledger and uses it, as the next
+	// admin's login would (the admin view waits for the new token, stalls
+	// on the dead consumer and re-watches). The request revokes the
+	// already revoked token again, which changes nothing.
 	extra, lastMint := 0, time.Now()
 	natstest.WaitFor(t, 60*time.Second, func() error {
 		st := f.r.Stats()
 		if !moved(revoker.IndexReader(f.r), idxKilled, st.IndexRewatches > before.IndexRewatches) ||
 			!moved(revoker.AdminLedgerReader(f.r), adminKilled, st.AdminLedgerRewatches > before.AdminLedgerRewatches) {
 			if time.Since(lastMint) > time.Second {
-				f.mint(adminClaims)
+				login := f.mint(adminClaims)
 				extra, lastMint = extra+1, time.Now()
+				// Its reply (or a time-out while the view catches up) does
+				// not matter: the wait it causes does.
+				b, _ := json.Marshal(revoker.CommandRequest{Auth: login, Kind: events.RevokeToken, TokenID: next.id, Reason: "test"})
+				_, _ = f.env.NC.Request(events.SubjectCmdRevoke, b, 5*time.Second)
 			}
 			return fmt.Errorf("still on a consumer of the killed server: rewatches index %d (before %d), admin ledger %d (before %d)",
 				st.IndexRewatches, before.IndexRewatches, st.AdminLedgerRewatches, before.AdminLedgerRewatches)
