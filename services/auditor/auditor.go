@@ -36,11 +36,15 @@ import (
 // implements it). Usage rows are written exactly once: each insert group
 // goes to InsertUsageOnce with a de-duplication token derived from its
 // stream range, and a group written again after a crash carries the same
-// token, so ClickHouse drops it. Anomaly and ledger writes must be
-// idempotent by event id.
+// token, so ClickHouse drops it; the rows of a group written again are
+// then checked (MissingUsage), because a crash during an insert can leave
+// the engine remembering the token of rows it never committed. Anomaly
+// and ledger writes must be idempotent by event id.
 type Store interface {
 	// InsertUsageOnce writes evs as one insert de-duplicated by token.
 	InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error
+	// MissingUsage returns the events of evs whose rows are not stored.
+	MissingUsage(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error)
 	InsertAnomalies(ctx context.Context, evs []events.Envelope) error
 	InsertLedger(ctx context.Context, evs []events.Envelope) error
 }
@@ -582,8 +586,12 @@ func fetchInto(ctx context.Context, a *Auditor, c jetstream.Consumer, ledger boo
 		m, err := it.Next()
 		switch {
 		case err == nil:
+			md, err := m.Metadata()
+			if err != nil {
+				md = nil
+			}
 			select {
-			case in <- runnerMsg{m: m, ledger: ledger}:
+			case in <- runnerMsg{m: m, md: md, ledger: ledger}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}

@@ -124,6 +124,10 @@ type runner struct {
 	timer    *time.Timer
 	inflight chan error // the group being written; nil when none
 	infl     *group
+	// unwritten: a group's write failed for good; its intent must stay
+	// the partition's last, for the next start to write it again
+	// (checkpoint writes nothing more).
+	unwritten bool
 	// closeDue: the open group is due to close (its wait ran out, or it
 	// is full) while another is still being written; the loop closes it
 	// when that write ends, so detection never waits on a write.
@@ -161,6 +165,7 @@ type runner struct {
 // runnerMsg is a message of a runner's consumers (or of the ledger rows' durable).
 type runnerMsg struct {
 	m      jetstream.Msg
+	md     *jetstream.MsgMetadata // nil when the message has none
 	ledger bool
 }
 
@@ -208,6 +213,13 @@ func (r *runner) start(ctx context.Context) error {
 	return nil
 }
 
+// errUnwritten stops a partition's final checkpoint after a group's write
+// failed.
+var errUnwritten = errors.New("an insert group was not written: its intent is kept for the next start")
+
+// ledgerFilters are the subjects a runner's ledger consumer reads.
+var ledgerFilters = []string{events.SubjectTokenPrefix + ">"}
+
 // filters are the subjects the runner's usage consumer reads.
 func (r *runner) filters() []string {
 	if r.all {
@@ -224,7 +236,7 @@ func (r *runner) run() error {
 	if err != nil {
 		return err
 	}
-	ledger, err := a.ordered(r.ctx, events.StreamTokens, []string{events.SubjectTokenPrefix + ">"}, r.ledgerSeq)
+	ledger, err := a.ordered(r.ctx, events.StreamTokens, ledgerFilters, r.ledgerSeq)
 	if err != nil {
 		return err
 	}
@@ -246,7 +258,7 @@ func (r *runner) run() error {
 	r.timer.Stop()
 	r.flushT = time.NewTimer(time.Hour)
 	r.flushT.Stop()
-	err = r.loop(in, fetchErr, usage, ledger)
+	err = r.loop(in, fetchErr)
 	stopFetch()
 	// A checkpoint being saved ends first: the final one must not be
 	// overwritten by an older one.
@@ -275,7 +287,7 @@ func (r *runner) run() error {
 }
 
 // loop handles messages until ctx ends.
-func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger jetstream.Consumer) error {
+func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 	a := r.a
 	ckpt := time.NewTicker(a.o.CheckpointEvery)
 	defer ckpt.Stop()
@@ -337,7 +349,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			}
 		case <-idle.t.C:
 			if idle.tick() {
-				if err := r.probe(usage, ledger, idle); err != nil {
+				if err := r.probe(idle); err != nil {
 					return err
 				}
 			}
@@ -347,7 +359,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error, usage, ledger 
 			own := moved.by == r.p && moved.next == a.caughtUpSignal()
 			moved = a.caughtUpSignal()
 			if !own && idle.nudged() {
-				if err := r.probe(usage, ledger, idle); err != nil {
+				if err := r.probe(idle); err != nil {
 					return err
 				}
 			}
@@ -463,21 +475,21 @@ func (a *Auditor) signalCaughtUp(p int) {
 // BatchWait, one insert a second rather than one every few messages. A
 // partition that read messages since its last probe and caught up wakes
 // the others (idleProbe).
-func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error {
+func (r *runner) probe(idle *idleProbe) error {
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
 	caught := false
-	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, usage, r.usageSeq); ok {
+	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, r.filters(), max(r.usageSeq, r.st.seen.Load())); ok {
 		caught = true
 		r.st.seen.Store(max(r.usageSeq, l))
 		r.st.lag.Store(0)
-		if !r.cur.empty() && len(r.cur.envs) >= r.a.o.caughtUpRows() {
+		if !r.cur.empty() && !r.cur.fixed && len(r.cur.envs) >= r.a.o.caughtUpRows() {
 			if err := r.closeGroupSoon(); err != nil {
 				return err
 			}
 		}
 	}
-	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledger, r.ledgerSeq); ok {
+	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledgerFilters, max(r.ledgerSeq, r.st.ledgerSeen.Load())); ok {
 		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
 	} else {
 		caught = false
@@ -491,12 +503,18 @@ func (r *runner) probe(usage, ledger jetstream.Consumer, idle *idleProbe) error 
 	return nil
 }
 
-// caughtUp reports the stream's last sequence when c (reading stream) has
-// nothing pending and delivered nothing beyond handled. A filtered
-// consumer moves its delivered stream sequence past the messages of other
-// partitions, so a partition that never had a message is not caught up
-// until it has one (its seen stays behind).
-func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consumer, handled uint64) (uint64, bool) {
+// caughtUp reports the stream's last sequence when no message on filters
+// (the subjects a runner's consumer reads) lies between from and it: the
+// runner has handled everything of its own up to the stream's end. from is
+// the last sequence the runner handled, or the last it found caught up
+// with (nothing of its own lies before it). The stream itself answers, a
+// message lookup per filter, whatever the consumer's state: the
+// consumer's pending count reads 0 for a while after new messages are
+// stored (a chaos run lost rows to a check relying on it), its delivered
+// stream sequence stops at its last message (a partition whose last
+// message is not the stream's would never catch up), and messages taken
+// from it may still wait in the client or the runner's channel.
+func (a *Auditor) caughtUp(ctx context.Context, stream string, filters []string, from uint64) (uint64, bool) {
 	s, err := a.stream(ctx, stream)
 	if err != nil {
 		return 0, false
@@ -505,17 +523,23 @@ func (a *Auditor) caughtUp(ctx context.Context, stream string, c jetstream.Consu
 	if err != nil {
 		return 0, false
 	}
-	ci, err := c.Info(ctx)
-	if err != nil || ci.NumPending > 0 || ci.Delivered.Stream > handled {
-		return 0, false
+	last := si.State.LastSeq
+	if last <= from {
+		return last, true
 	}
-	return si.State.LastSeq, true
+	for _, f := range filters {
+		_, err := s.GetMsg(ctx, from+1, jetstream.WithGetMsgSubject(f))
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, false // a message of its own not handled yet, or no answer
+		}
+	}
+	return last, true
 }
 
 // handle analyses one message.
 func (r *runner) handle(m runnerMsg) error {
-	md, err := m.m.Metadata()
-	if err != nil {
+	md := m.md
+	if md == nil {
 		return nil
 	}
 	seq := md.Sequence.Stream
@@ -775,6 +799,7 @@ func (r *runner) written(err error) error {
 	g := r.infl
 	r.inflight, r.infl = nil, nil
 	if err != nil {
+		r.unwritten = true
 		if r.ctx.Err() == nil && !errors.Is(err, errLost) {
 			r.a.o.Log.Error().Err(err).Int("partition", r.p).Msg("insert group not written")
 		}
@@ -857,7 +882,52 @@ func (r *runner) write(g *group) error {
 	if err != nil {
 		return err
 	}
+	if g.fixed {
+		if err := r.writeMissing(ctx, token, g); err != nil {
+			return err
+		}
+	}
 	return a.hook(stepAfterInsert, r.p)
+}
+
+// writeMissing checks the rows of a group written again from its intent
+// (after a crash) and writes those the table does not hold. A process
+// killed while the engine commits an insert can leave the engine's
+// de-duplication log naming a part it never committed (chDB does: the log
+// is written before the part). The same insert with its token is then
+// dropped, and without this check those rows would never be written. The
+// rows missing go in one insert under a token of their own, new in each
+// process (a crash during it leaves the next replay to check again);
+// retries in this process reuse it. When the previous owner of the
+// partition is still alive and its insert of the group commits between
+// this check and this insert, its rows are written twice: a lease is
+// handed over only after it expired, and an owner stops writing when it
+// loses its lease, so that takes an insert running for longer than the
+// lease's TTL.
+func (r *runner) writeMissing(ctx context.Context, token string, g *group) error {
+	a := r.a
+	var missing []events.Envelope
+	if err := a.retry(ctx, len(g.envs), func() (err error) {
+		missing, err = a.o.Store.MissingUsage(ctx, g.envs)
+		return err
+	}); err != nil {
+		return fmt.Errorf("partition %d: check group [%d, %d]: %w", r.p, g.first, g.last, err)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	a.o.Log.Warn().Int("partition", r.p).Uint64("first", g.first).Uint64("last", g.last).
+		Int("rows", len(g.envs)).Int("missing", len(missing)).
+		Msg("rows of a replayed insert group were not stored (the engine remembered an insert its crash did not commit): writing them again")
+	rest := token + ":rest:" + uuid.NewString()
+	return a.retry(ctx, len(missing), func() error {
+		if !a.owner.Valid(r.p) {
+			return errLost
+		}
+		a.writeSem <- struct{}{}
+		defer func() { <-a.writeSem }()
+		return a.o.Store.InsertUsageOnce(ctx, rest, missing)
+	})
 }
 
 // progress publishes how far the partition is durable.
@@ -974,6 +1044,11 @@ func (r *runner) checkpoint() error {
 	a := r.a
 	if r.cur.fixed {
 		return nil
+	}
+	if r.unwritten {
+		// Writing the open group would replace the failed group's
+		// intent: the next start would take its rows for written.
+		return errUnwritten
 	}
 	if err := r.closeGroup(); err != nil {
 		return err
