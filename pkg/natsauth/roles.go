@@ -368,10 +368,13 @@ func (p *perms) ordered(stream string) {
 // ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), so exactly that
 // filter is allowed there, besides the unfiltered form. The consumer name
 // is random and cannot be allowed by name; the durables of the other
-// services are denied by name instead (see durables).
+// services are denied by name instead (see durables). Message gets tell a
+// runner whether the stream holds a message of its own it has not handled
+// (services/auditor caughtUp): nothing a consumer could not read.
 func (p *perms) readInOrder(stream, filter string) {
 	p.pub(
 		"$JS.API.STREAM.INFO."+stream,
+		"$JS.API.STREAM.MSG.GET."+stream,
 		"$JS.API.CONSUMER.CREATE."+stream+".*",
 		"$JS.API.CONSUMER.CREATE."+stream+".*."+filter,
 		"$JS.API.CONSUMER.MSG.NEXT."+stream+".*",
