@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cordonhq/cordon/pkg/events"
 )
 
-// missingChunk is how many event ids one MissingUsage query carries (each
-// takes 39 bytes of SQL: the query stays far below max_query_size).
+// missingChunk is how many ids one missing-rows query carries (each takes
+// at most about 40 bytes of SQL: the query stays far below the engine's
+// max_query_size).
 const missingChunk = 2000
 
 // MissingUsage returns the events of evs (usage.decided envelopes) whose
@@ -23,22 +25,38 @@ const missingChunk = 2000
 // A repeated insert that leaves rows missing must write them again under
 // another token.
 func (s *Store) MissingUsage(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error) {
-	var missing []events.Envelope
+	return s.missing(ctx, "usage_events_raw", "toString(event_id)", evs, func(e events.Envelope) string { return e.ID.String() })
+}
+
+// MissingAnomalies is MissingUsage for anomaly.detected envelopes, by
+// anomaly id in anomalies_raw. An anomaly raised again after a crash is
+// written with the same rows (its id is derived from what raised it), and
+// an insert without a token is de-duplicated by the hash of its rows: the
+// same engine failure drops it.
+func (s *Store) MissingAnomalies(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error) {
+	return s.missing(ctx, "anomalies_raw", "anomaly_id", evs, func(e events.Envelope) string {
+		if a, ok := e.Data.(*events.AnomalyDetected); ok {
+			return a.AnomalyID
+		}
+		return ""
+	})
+}
+
+// missing returns the envelopes of evs whose id (id(e), compared with the
+// column expression col of table) no row holds, in evs' order.
+func (s *Store) missing(ctx context.Context, table, col string, evs []events.Envelope, id func(events.Envelope) string) ([]events.Envelope, error) {
+	var out []events.Envelope
 	for lo := 0; lo < len(evs); lo += missingChunk {
 		chunk := evs[lo:min(lo+missingChunk, len(evs))]
 		first, last := chunk[0].Time, chunk[0].Time
 		var q strings.Builder
-		q.Grow(160 + 39*len(chunk))
-		q.WriteString("SELECT DISTINCT toString(event_id) FROM ")
-		q.WriteString(s.table("usage_events_raw"))
-		q.WriteString(" WHERE event_id IN (")
+		q.Grow(200 + 40*len(chunk))
+		fmt.Fprintf(&q, "SELECT DISTINCT %s FROM %s WHERE %s IN (", col, s.table(table), col)
 		for i, e := range chunk {
 			if i > 0 {
 				q.WriteByte(',')
 			}
-			q.WriteByte('\'')
-			q.WriteString(e.ID.String()) // hex and dashes: nothing to quote
-			q.WriteByte('\'')
+			q.WriteString(quoteString(id(e)))
 			if e.Time.Before(first) {
 				first = e.Time
 			}
@@ -47,23 +65,27 @@ func (s *Store) MissingUsage(ctx context.Context, evs []events.Envelope) ([]even
 			}
 		}
 		// The time bounds let the engine skip the days the rows are not in.
-		fmt.Fprintf(&q, ") AND time >= fromUnixTimestamp64Micro(toInt64(%d), 'UTC') AND time <= fromUnixTimestamp64Micro(toInt64(%d), 'UTC')",
-			first.UnixMicro(), last.UnixMicro())
+		fmt.Fprintf(&q, ") AND time >= %s AND time <= %s", microTime(first), microTime(last))
 		res, err := s.query(ctx, q.String())
 		if err != nil {
-			return nil, fmt.Errorf("missing usage rows: %w", err)
+			return nil, fmt.Errorf("missing rows of %s: %w", table, err)
 		}
 		have := make(map[string]bool, len(res.Rows))
 		for _, r := range res.Rows {
-			if id, ok := r[0].(string); ok {
-				have[id] = true
+			if v, ok := r[0].(string); ok {
+				have[v] = true
 			}
 		}
 		for _, e := range chunk {
-			if !have[e.ID.String()] {
-				missing = append(missing, e)
+			if !have[id(e)] {
+				out = append(out, e)
 			}
 		}
 	}
-	return missing, nil
+	return out, nil
+}
+
+// microTime is t as a DateTime64(6) expression.
+func microTime(t time.Time) string {
+	return fmt.Sprintf("fromUnixTimestamp64Micro(toInt64(%d), 'UTC')", t.UnixMicro())
 }

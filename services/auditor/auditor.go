@@ -39,13 +39,18 @@ import (
 // token, so ClickHouse drops it; the rows of a group written again are
 // then checked (MissingUsage), because a crash during an insert can leave
 // the engine remembering the token of rows it never committed. Anomaly
-// and ledger writes must be idempotent by event id.
+// and ledger writes must be idempotent by event id; anomaly writes are
+// checked the same way (MissingAnomalies).
 type Store interface {
 	// InsertUsageOnce writes evs as one insert de-duplicated by token.
 	InsertUsageOnce(ctx context.Context, token string, evs []events.Envelope) error
 	// MissingUsage returns the events of evs whose rows are not stored.
 	MissingUsage(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error)
 	InsertAnomalies(ctx context.Context, evs []events.Envelope) error
+	// InsertAnomaliesOnce writes evs as one insert de-duplicated by token.
+	InsertAnomaliesOnce(ctx context.Context, token string, evs []events.Envelope) error
+	// MissingAnomalies returns the anomalies of evs that are not stored.
+	MissingAnomalies(ctx context.Context, evs []events.Envelope) ([]events.Envelope, error)
 	InsertLedger(ctx context.Context, evs []events.Envelope) error
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cordonhq/cordon/pkg/events"
@@ -130,11 +131,19 @@ func (r *runner) flush(ctx context.Context) error {
 // makeDurable makes anomalies durable: acknowledged by JetStream
 // (publishing again, de-duplicated by message id, those that failed) and
 // written to the store, retrying until it succeeds or ctx ends.
+//
+// The rows are checked after the insert. An anomaly raised again after a
+// crash has the same rows, and the insert is de-duplicated by their hash:
+// when the crash came while the engine committed the first insert, its
+// de-duplication log can name a part that was never committed, and the
+// insert again is dropped. Rows missing after an insert that succeeded
+// are therefore written again under a token of their own.
 func (a *Auditor) makeDurable(ctx context.Context, anoms []pendingAnomaly) error {
 	envs := make([]events.Envelope, len(anoms))
 	for i, p := range anoms {
 		envs[i] = p.env
 	}
+	rest := "anomalies:rest:" + uuid.NewString() // the same across retries
 	return a.retry(ctx, len(envs), func() error {
 		for i := range anoms {
 			if err := confirm(ctx, a.o.JS, &anoms[i]); err != nil {
@@ -143,6 +152,18 @@ func (a *Auditor) makeDurable(ctx context.Context, anoms []pendingAnomaly) error
 		}
 		if err := a.o.Store.InsertAnomalies(ctx, envs); err != nil {
 			return fmt.Errorf("insert anomalies: %w", err)
+		}
+		missing, err := a.o.Store.MissingAnomalies(ctx, envs)
+		if err != nil {
+			return fmt.Errorf("check anomalies: %w", err)
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		a.o.Log.Warn().Int("anomalies", len(envs)).Int("missing", len(missing)).
+			Msg("anomalies not stored after their insert (the engine dropped it as a copy of an insert its crash did not commit): writing them again")
+		if err := a.o.Store.InsertAnomaliesOnce(ctx, rest, missing); err != nil {
+			return fmt.Errorf("insert anomalies again: %w", err)
 		}
 		return nil
 	})
