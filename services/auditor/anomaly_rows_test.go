@@ -10,8 +10,6 @@ import (
 
 	"github.com/cordonhq/cordon/internal/natstest"
 	"github.com/cordonhq/cordon/pkg/events"
-	"github.com/cordonhq/cordon/pkg/store"
-	"github.com/cordonhq/cordon/pkg/store/chdbstore"
 	"github.com/cordonhq/cordon/services/auditor"
 )
 
@@ -26,17 +24,7 @@ func TestAnomaliesWrittenAgainWhenTheEngineDropsThem(t *testing.T) {
 	env := natstest.Run(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	db := fmt.Sprintf("anomaly_rows_%d", dbSeq.Add(1))
-	b, err := chdbstore.Open(ctx, chdbstore.Options{Path: chdbPath, Database: db})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := store.Open(ctx, b, store.Options{})
-	if err != nil {
-		b.Close()
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s, b := openStoreBackend(t, "anomaly_rows")
 	var envs []events.Envelope
 	for i := range 5 {
 		e, err := events.New("auditor", base.Add(time.Duration(i)*time.Minute), &events.AnomalyDetected{

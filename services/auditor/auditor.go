@@ -591,10 +591,7 @@ func fetchInto(ctx context.Context, a *Auditor, c jetstream.Consumer, ledger boo
 		m, err := it.Next()
 		switch {
 		case err == nil:
-			md, err := m.Metadata()
-			if err != nil {
-				md = nil
-			}
+			md, _ := m.Metadata() // nil when the message has none
 			select {
 			case in <- runnerMsg{m: m, md: md, ledger: ledger}:
 			case <-ctx.Done():

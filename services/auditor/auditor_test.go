@@ -38,6 +38,14 @@ func TestMain(m *testing.M) {
 
 func openStore(t *testing.T, db string) *store.Store {
 	t.Helper()
+	s, _ := openStoreBackend(t, db)
+	return s
+}
+
+// openStoreBackend is openStore with the store's chDB backend, for SQL the
+// store does not run.
+func openStoreBackend(t *testing.T, db string) (*store.Store, *chdbstore.Backend) {
+	t.Helper()
 	ctx := context.Background()
 	// A fresh database per call, so that -count=N runs do not pile rows
 	// onto the previous run's.
@@ -52,7 +60,7 @@ func openStore(t *testing.T, db string) *store.Store {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s
+	return s, b
 }
 
 var base = time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC) // a Monday

@@ -479,9 +479,11 @@ func (r *runner) probe(idle *idleProbe) error {
 	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
 	defer cancel()
 	caught := false
-	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, r.filters(), max(r.usageSeq, r.st.seen.Load())); ok {
+	// seen and ledgerSeen are never below the sequences handled: nothing
+	// of the partition's own lies before them.
+	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, r.filters(), r.st.seen.Load()); ok {
 		caught = true
-		r.st.seen.Store(max(r.usageSeq, l))
+		r.st.seen.Store(l)
 		r.st.lag.Store(0)
 		if !r.cur.empty() && !r.cur.fixed && len(r.cur.envs) >= r.a.o.caughtUpRows() {
 			if err := r.closeGroupSoon(); err != nil {
@@ -489,8 +491,8 @@ func (r *runner) probe(idle *idleProbe) error {
 			}
 		}
 	}
-	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledgerFilters, max(r.ledgerSeq, r.st.ledgerSeen.Load())); ok {
-		r.st.ledgerSeen.Store(max(r.ledgerSeq, l))
+	if l, ok := r.a.caughtUp(ctx, events.StreamTokens, ledgerFilters, r.st.ledgerSeen.Load()); ok {
+		r.st.ledgerSeen.Store(l)
 	} else {
 		caught = false
 	}
@@ -525,7 +527,7 @@ func (a *Auditor) caughtUp(ctx context.Context, stream string, filters []string,
 	}
 	last := si.State.LastSeq
 	if last <= from {
-		return last, true
+		return from, true // the stream has not moved past from
 	}
 	for _, f := range filters {
 		_, err := s.GetMsg(ctx, from+1, jetstream.WithGetMsgSubject(f))
@@ -871,15 +873,7 @@ func (r *runner) write(g *group) error {
 		return err
 	}
 	token := groupToken(r.p, g.first, g.last)
-	err := a.retry(ctx, len(g.envs), func() error {
-		if !a.owner.Valid(r.p) {
-			return errLost
-		}
-		a.writeSem <- struct{}{}
-		defer func() { <-a.writeSem }()
-		return a.o.Store.InsertUsageOnce(ctx, token, g.envs)
-	})
-	if err != nil {
+	if err := r.insert(ctx, token, g.envs); err != nil {
 		return err
 	}
 	if g.fixed {
@@ -919,14 +913,21 @@ func (r *runner) writeMissing(ctx context.Context, token string, g *group) error
 	a.o.Log.Warn().Int("partition", r.p).Uint64("first", g.first).Uint64("last", g.last).
 		Int("rows", len(g.envs)).Int("missing", len(missing)).
 		Msg("rows of a replayed insert group were not stored (the engine remembered an insert its crash did not commit): writing them again")
-	rest := token + ":rest:" + uuid.NewString()
-	return a.retry(ctx, len(missing), func() error {
+	return r.insert(ctx, token+":rest:"+uuid.NewString(), missing)
+}
+
+// insert writes envs as one insert de-duplicated by token, while the
+// partition is the auditor's, one of at most Writers at a time, retrying
+// until it succeeds, ctx ends or the partition is lost.
+func (r *runner) insert(ctx context.Context, token string, envs []events.Envelope) error {
+	a := r.a
+	return a.retry(ctx, len(envs), func() error {
 		if !a.owner.Valid(r.p) {
 			return errLost
 		}
 		a.writeSem <- struct{}{}
 		defer func() { <-a.writeSem }()
-		return a.o.Store.InsertUsageOnce(ctx, rest, missing)
+		return a.o.Store.InsertUsageOnce(ctx, token, envs)
 	})
 }
 
