@@ -12,7 +12,9 @@
 // become a SETTINGS clause of the statement, not request settings; for an
 // INSERT with its data in the body, the clause goes before its trailing
 // FORMAT (a request whose statement has none is refused rather than run
-// without its settings).
+// without its settings). An INSERT … FORMAT RowBinary, whose rows chDB
+// cannot take inline, is read from a file in the columns' own types, as
+// a server reads it (insertRowBinary).
 //
 // Users: with Options.Users set, a request is accepted only from a listed
 // user with its password, given the ways a server takes them
@@ -220,6 +222,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	query := string(body)
 	if q := params.Get("query"); q != "" {
+		if rowBinaryInsert.MatchString(q) {
+			// RowBinary holds NUL bytes, which cannot travel inline in a
+			// chDB statement: the rows go through a file (insertRowBinary).
+			if code, err := s.insertRowBinary(r.Context(), params.Get("database"), q, settings, body); err != nil {
+				w.Header().Set("X-ClickHouse-Exception-Code", strconv.Itoa(code))
+				status := http.StatusInternalServerError
+				if code != 1 {
+					status = http.StatusBadRequest
+				}
+				http.Error(w, strings.TrimPrefix(err.Error(), "chdb: "), status)
+			}
+			return
+		}
 		// A statement with its data in the body (an INSERT … FORMAT …):
 		// its settings (insert_deduplication_token above all) go into
 		// the statement before FORMAT, where ClickHouse's grammar takes
@@ -313,6 +328,59 @@ func nativeBlock(jsonCompact []byte) ([]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// rowBinaryInsert matches the INSERT a server takes RowBinary rows with,
+// as chserver writes it: INSERT INTO [`db`.]`table` (columns) FORMAT
+// RowBinary.
+var rowBinaryInsert = regexp.MustCompile("(?is)^\\s*INSERT\\s+INTO\\s+(?:`([^`]+)`\\.)?`([^`]+)`\\s*\\(([^)]*)\\)\\s*FORMAT\\s+RowBinary\\s*$")
+
+// insertRowBinary runs an INSERT of rows in RowBinary (a statement
+// rowBinaryInsert matches) through chdbstore's InsertRowBinary, which
+// reads them from a file in the columns' own types, as a server reads
+// them from the request. Of the settings, insert_deduplication_token and
+// optimize_on_insert = 0 are taken; any other is refused rather than
+// dropped. The code returned with an error is the exception code: 62
+// (SYNTAX_ERROR) for a statement or setting refused here, 1 for the
+// engine's own failure.
+func (s *Server) insertRowBinary(ctx context.Context, db, stmt string, settings []store.Setting, rows []byte) (int, error) {
+	m := rowBinaryInsert.FindStringSubmatch(stmt)
+	if m[1] != "" {
+		db = m[1]
+	}
+	if db == "" {
+		db = "default"
+	}
+	var cols []string
+	for _, c := range strings.Split(m[3], ",") {
+		c = strings.Trim(strings.TrimSpace(c), "`")
+		if !settingName.MatchString(c) {
+			return 62, fmt.Errorf("chshim: column %.80q of a RowBinary insert is not an identifier", c)
+		}
+		cols = append(cols, c)
+	}
+	var opts store.InsertOptions
+	for _, st := range settings {
+		switch v := fmt.Sprint(st.Value); {
+		case st.Name == "insert_deduplication_token":
+			opts.DedupToken = v
+		case st.Name == "optimize_on_insert" && v == "0":
+			opts.NoInsertMerge = true
+		case st.Name == "max_execution_time":
+			// clickhouse-go's from the context's deadline: the caller's
+			// context bounds the insert here.
+		default:
+			return 62, fmt.Errorf("chshim: setting %s = %.80q is not supported with RowBinary rows", st.Name, v)
+		}
+	}
+	b, err := s.backend(ctx, db)
+	if err != nil {
+		return 1, err
+	}
+	if err := b.InsertRowBinary(ctx, m[2], cols, "", rows, opts); err != nil {
+		return 1, err
+	}
+	return 0, nil
 }
 
 // trailingFormat matches the FORMAT clause that ends an INSERT whose data

@@ -1,8 +1,10 @@
 package chshim_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -257,5 +259,84 @@ func TestInsertSettings(t *testing.T) {
 	res, err := store.DecodeJSONCompact(out)
 	if err != nil || len(res.Rows) != 1 || fmt.Sprint(res.Rows[0][0]) != "2" {
 		t.Errorf("rows of the raw requests: %s (%v); want 2, from the 2 accepted requests only", out, err)
+	}
+}
+
+// TestInsertRowBinary: chserver's RowBinary inserts reach the table in its
+// own column types (an enum as its Int8, a string), with a NUL byte in a
+// value, and are de-duplicated by their token and by the hash of their
+// rows as a server does; a RowBinary request with a setting the shim
+// cannot apply, or a column that is not a name, is refused with a reason.
+func TestInsertRowBinary(t *testing.T) {
+	shim := chshim.New(chshim.Options{Path: chdbPath})
+	t.Cleanup(func() { _ = shim.Close() })
+	srv := httptest.NewServer(shim)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	b, err := chserver.Open(ctx, chserver.Options{Addr: strings.TrimPrefix(srv.URL, "http://"), Database: "shim_rowbinary"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Exec(ctx, "CREATE TABLE t (x UInt32, d Enum8('allow' = 1, 'deny' = 2), s LowCardinality(String)) ENGINE = MergeTree ORDER BY x SETTINGS non_replicated_deduplication_window = 100"); err != nil {
+		t.Fatal(err)
+	}
+	row := func(x uint32, d int8, s string) []byte {
+		out := binary.LittleEndian.AppendUint32(nil, x)
+		out = append(out, byte(d))
+		out = binary.AppendUvarint(out, uint64(len(s)))
+		return append(out, s...)
+	}
+	cols := []string{"x", "d", "s"}
+	inserts := []struct {
+		token string
+		rows  []byte
+	}{
+		{"tok-1", append(row(1, 1, "a\x00b"), row(2, 2, "")...)},
+		{"tok-1", row(3, 1, "c")}, // same token: dropped
+		{"", row(4, 2, "d")},
+		{"", row(4, 2, "d")}, // the same rows, no token: dropped
+	}
+	for _, in := range inserts {
+		if err := b.InsertRowBinary(ctx, "t", cols, "x UInt32, d Int8, s String", in.rows, store.InsertOptions{DedupToken: in.token}); err != nil {
+			t.Fatalf("insert with token %q: %v", in.token, err)
+		}
+	}
+	out, err := b.Query(ctx, "SELECT groupArray((x, d, hex(s))) FROM (SELECT * FROM t ORDER BY x)", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `[[1,"allow","610062"],[2,"deny",""],[4,"deny","64"]]`; !strings.Contains(string(out), want) {
+		t.Fatalf("table holds %s, want %s", out, want)
+	}
+	if err := b.InsertRowBinary(ctx, "t", cols, "", row(5, 1, "e")[:5], store.InsertOptions{}); err == nil {
+		t.Error("truncated rows: no error")
+	}
+
+	cases := []struct{ name, params, query, want string }{
+		{"unknown setting", "&max_insert_threads=1", "INSERT INTO `shim_rowbinary`.`t` (x, d, s) FORMAT RowBinary", "max_insert_threads"},
+		{"column not a name", "", "INSERT INTO `shim_rowbinary`.`t` (x, d, `s; DROP TABLE t`) FORMAT RowBinary", "not an identifier"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "-"), func(t *testing.T) {
+			u := srv.URL + "/?database=shim_rowbinary" + tc.params + "&query=" + url.QueryEscape(tc.query)
+			resp, err := http.Post(u, "application/octet-stream", bytes.NewReader(row(9, 1, "z")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.want) {
+				t.Errorf("status %d, %q; want 400 saying %q", resp.StatusCode, body, tc.want)
+			}
+		})
+	}
+	out, err = b.Query(ctx, "SELECT count() FROM t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := store.DecodeJSONCompact(out); err != nil || len(res.Rows) != 1 || fmt.Sprint(res.Rows[0][0]) != "3" {
+		t.Errorf("rows after the refusals: %s (%v), want 3", out, err)
 	}
 }

@@ -34,14 +34,19 @@ type Backend interface {
 // BinaryInserter is a Backend that also takes rows in ClickHouse's
 // RowBinary format, which the engine reads several times faster than
 // JSONCompactEachRow. The store writes usage rows through it when its
-// backend has it (chdbstore does), and through Backend.Insert otherwise.
+// backend has it (chdbstore and chserver do), and through Backend.Insert
+// otherwise.
 type BinaryInserter interface {
 	// InsertRowBinary appends rows to table (unqualified) in the
 	// backend's database, as one INSERT of columns, in order. rows is
 	// RowBinary whose values have the types of structure
 	// ("event_id UUID, time DateTime64(6), …": a name and a type per
 	// column, as ClickHouse's input structures are written; no quote
-	// or backslash), which the engine casts to the columns' types.
+	// or backslash), or of the columns themselves when structure is
+	// empty. A backend may read the rows in the columns' own types (a
+	// server reading INSERT … FORMAT RowBinary does), so structure's
+	// types must be the columns' without what changes no byte:
+	// LowCardinality, a DateTime64's time zone, an Enum8 as its Int8.
 	// opts is as for Backend.Insert.
 	InsertRowBinary(ctx context.Context, table string, columns []string, structure string, rows []byte, opts InsertOptions) error
 }

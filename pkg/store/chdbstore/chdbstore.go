@@ -273,10 +273,11 @@ func checkSQLText(what, text string) error {
 // session's data path, emptied when the session opens), read by one
 // INSERT INTO … (columns) SETTINGS insert_deduplication_token = '…'
 // SELECT * FROM file('…', 'RowBinary', 'structure') (with
-// optimize_on_insert = 0 among the settings for opts.NoInsertMerge),
-// de-duplicated as
-// Insert is: by the token, or without one by the hash of the rows (a
-// repeated insert of the same rows is dropped). The file is removed
+// optimize_on_insert = 0 among the settings for opts.NoInsertMerge;
+// without 'structure' when structure is empty, so that the engine reads
+// the columns' own types), de-duplicated as Insert is: by the token, or
+// without one by the hash of the rows (a repeated insert of the same rows
+// is dropped). The file is removed
 // when the call returns, whatever happened. Concurrent calls use
 // different files.
 func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []string, structure string, rows []byte, opts store.InsertOptions) error {
@@ -345,9 +346,13 @@ func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []s
 	}
 	q.WriteString(" SELECT * FROM file('")
 	q.WriteString(path)
-	q.WriteString("', 'RowBinary', '")
-	q.WriteString(structure)
-	q.WriteString("')")
+	q.WriteString("', 'RowBinary'")
+	if structure != "" {
+		q.WriteString(", '")
+		q.WriteString(structure)
+		q.WriteString("'")
+	}
+	q.WriteString(")")
 	beginWrite()
 	defer endWrite()
 	if _, err := b.run(ctx, q.String(), "CSV"); err != nil {

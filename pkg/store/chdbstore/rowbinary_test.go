@@ -69,10 +69,11 @@ func csv(t *testing.T, b *chdbstore.Backend, q string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// TestInsertRowBinary: rows go in, a repeated token drops the insert
-// (same rows or not), so does a repeated plain insert of the same rows, and no file is left behind after a success, an
-// insert the engine fails, an insert refused before the engine (token,
-// structure) or a dropped one.
+// TestInsertRowBinary: rows go in, with a structure or in the columns'
+// types; a repeated token drops the insert (same rows or not), so does a
+// repeated plain insert of the same rows; and no file is left behind
+// after a success, an insert the engine fails, an insert refused before
+// the engine (token, structure) or a dropped one.
 func TestInsertRowBinary(t *testing.T) {
 	dir := t.TempDir()
 	b := openRB(t, dir)
@@ -100,6 +101,14 @@ func TestInsertRowBinary(t *testing.T) {
 		{"quote in structure", "id UInt64, s Enum8('a' = 1)", rbRows(60, "h"), store.InsertOptions{}, chdbstore.ErrUnsafeSQLText, "6,31"},
 		{"backslash in structure", `id UInt64, s String\`, rbRows(60, "h"), store.InsertOptions{}, chdbstore.ErrUnsafeSQLText, "6,31"},
 		{"another token", rbStructure, rbRows(20, "d"), store.InsertOptions{DedupToken: "rb:2"}, nil, "7,51"},
+		// Without a structure, the rows are read in the columns' types
+		// (as a server reads INSERT … FORMAT RowBinary), with the same
+		// de-duplication.
+		{"columns' types", "", rbRows(70, "i"), store.InsertOptions{}, nil, "8,121"},
+		{"columns' types again", "", rbRows(70, "i"), store.InsertOptions{}, nil, "8,121"},
+		{"columns' types, token", "", rbRows(80, "j"), store.InsertOptions{DedupToken: "rb:3"}, nil, "9,201"},
+		{"columns' types, same token", "", rbRows(90, "k"), store.InsertOptions{DedupToken: "rb:3"}, nil, "9,201"},
+		{"columns' types, truncated rows", "", rbRows(100, "l")[:12], store.InsertOptions{}, errAny, "9,201"},
 	}
 	for _, st := range steps {
 		t.Run(strings.ReplaceAll(st.name, " ", "_"), func(t *testing.T) {

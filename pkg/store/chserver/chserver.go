@@ -5,7 +5,8 @@
 // The HTTP interface is used because it lets the server encode results in
 // the JSONCompact format chDB produces too, so both backends hand the store
 // byte-for-byte the same kind of output and one decoder (tested on chDB)
-// serves both. Inserts stream JSONCompactEachRow rows as the request body.
+// serves both. Inserts stream their rows as the request body: usage rows
+// in RowBinary, the other tables' in JSONCompactEachRow.
 //
 // Analysts' queries (store.Store.Query) go through AnalystQuery. With
 // Options.AnalystUser set, they run as that user on a connection of their
@@ -223,6 +224,20 @@ func (b *Backend) Exec(ctx context.Context, query string) error {
 // opts.DedupToken as the request's insert_deduplication_token setting and
 // optimize_on_insert = 0 with opts.NoInsertMerge.
 func (b *Backend) Insert(ctx context.Context, table string, columns []string, rows []byte, opts store.InsertOptions) error {
+	return b.insertFormat(ctx, "JSONCompactEachRow", table, columns, rows, opts)
+}
+
+// InsertRowBinary implements store.BinaryInserter: the rows stream as the
+// body of INSERT INTO db.table (columns) FORMAT RowBinary, with the
+// settings Insert sends. The server reads them in the columns' own types;
+// structure is the same bytes by BinaryInserter's contract, so it is not
+// sent.
+func (b *Backend) InsertRowBinary(ctx context.Context, table string, columns []string, structure string, rows []byte, opts store.InsertOptions) error {
+	return b.insertFormat(ctx, "RowBinary", table, columns, rows, opts)
+}
+
+// insertFormat streams rows in format as the body of one INSERT.
+func (b *Backend) insertFormat(ctx context.Context, format, table string, columns []string, rows []byte, opts store.InsertOptions) error {
 	settings := clickhouse.Settings{}
 	if opts.DedupToken != "" {
 		if err := store.ValidateDedupToken(opts.DedupToken); err != nil {
@@ -239,7 +254,7 @@ func (b *Backend) Insert(ctx context.Context, table string, columns []string, ro
 	ctx, cancel := b.withTimeout(ctx)
 	defer cancel()
 	q := "INSERT INTO `" + b.db + "`.`" + table + "` (" + strings.Join(columns, ", ") + ")"
-	if err := b.conn.InsertFormat(ctx, "JSONCompactEachRow", q, bytes.NewReader(rows)); err != nil {
+	if err := b.conn.InsertFormat(ctx, format, q, bytes.NewReader(rows)); err != nil {
 		return fmt.Errorf("clickhouse insert into %s: %w", table, redact(err, b.passwords...))
 	}
 	return nil
