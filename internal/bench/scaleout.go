@@ -52,10 +52,10 @@ func runScaleOutSuite(ctx context.Context, env Env) ([]Figure, error) {
 	}
 	var figs []Figure
 	how := func(r *faults.ScaleOutRun) string {
-		return fmt.Sprintf("%d events in %d batches; timer from starting the auditor processes to every instance caught up and every row in ClickHouse (so it includes their start-up, the hand-out of the leases and the publishing: events/s is a lower bound); CPU from /proc/<pid>/stat of each auditor process over its life (start-up and idle polling included; ClickHouse's process not included); baseline: the n1 run of the same suite", rep.Events, rep.Messages)
+		return fmt.Sprintf("%d events in %d batches; timer from starting the auditor processes to every instance caught up and every row in ClickHouse (so it includes their start-up, the hand-out of the leases and the publishing: events/s is a lower bound); CPU from /proc/<pid>/task/*/schedstat of each auditor process (ns) over its life (start-up and idle polling included; ClickHouse's process not included); baseline: the n1 run of the same suite", rep.Events, rep.Messages)
 	}
 	howWork := func(r *faults.ScaleOutRun) string {
-		return fmt.Sprintf("%d events in %d batches; CPU from /proc/<pid>/stat of each auditor process, from the moment every instance held its partitions and the first usage was published to its stop (idle polling while waiting included; ClickHouse's process not included), over the usage rows it wrote; a killed instance's CPU up to its kill; baseline: the n1 run of the same suite", rep.Events, rep.Messages)
+		return fmt.Sprintf("%d events in %d batches; CPU from /proc/<pid>/task/*/schedstat of each auditor process (ns), from the moment every instance held its partitions and the first usage was published to its stop (idle polling while waiting included; ClickHouse's process not included), over the usage rows it wrote; a killed instance's CPU up to its kill; baseline: the n1 run of the same suite", rep.Events, rep.Messages)
 	}
 	const howNet = "as the row above, less each instance's idle CPU rate (measured over 2 s, from 1 s after every instance held its partitions, before any usage) times its wall time from the first usage to its stop: the CPU its events cost it"
 	var base float64
@@ -65,7 +65,7 @@ func runScaleOutSuite(ctx context.Context, env Env) ([]Figure, error) {
 		if base == 0 {
 			base = rate
 		}
-		var perInst, perInstWork, perInstNet, idle []string
+		var perInst, perInstWork, perInstNet, idle, evs []string
 		var sum, sumWork, sumNet, n float64
 		for _, i := range r.Instances {
 			if i.Killed || i.Events == 0 {
@@ -78,6 +78,7 @@ func runScaleOutSuite(ctx context.Context, env Env) ([]Figure, error) {
 			perInstWork = append(perInstWork, fmt.Sprintf("%.1f", work))
 			perInstNet = append(perInstNet, fmt.Sprintf("%.1f", net))
 			idle = append(idle, fmt.Sprintf("%.0f", 1000*i.IdleRate))
+			evs = append(evs, fmt.Sprint(i.Events))
 			sum += us
 			sumWork += work
 			sumNet += net
@@ -87,8 +88,9 @@ func runScaleOutSuite(ctx context.Context, env Env) ([]Figure, error) {
 			Figure{Name: p + "events/s (ratio to n1)", Value: rate, Unit: fmt.Sprintf("events/s (%.2f×)", rate/base), OK: true, How: how(r)},
 			Figure{Name: p + "CPU per event, mean of the surviving instances' own (each: " + fmt.Sprint(perInst) + ")", Value: sum / max(n, 1), Unit: "µs", OK: true, How: how(r)},
 			Figure{Name: p + "CPU per event from the first usage on (start-up excluded), mean of the surviving instances' own (each: " + fmt.Sprint(perInstWork) + ")", Value: sumWork / max(n, 1), Unit: "µs", OK: true, How: howWork(r)},
-			Figure{Name: p + "CPU per event, start-up and idling excluded, mean of the surviving instances' own (each: " + fmt.Sprint(perInstNet) + "; idle ms of CPU per s: " + fmt.Sprint(idle) + ")", Value: sumNet / max(n, 1), Unit: "µs", OK: true, How: howNet},
+			Figure{Name: p + "CPU per event, start-up and idling excluded, mean of the surviving instances' own (each: " + fmt.Sprint(perInstNet) + "; idle ms of CPU per s: " + fmt.Sprint(idle) + "; events: " + fmt.Sprint(evs) + ")", Value: sumNet / max(n, 1), Unit: "µs", OK: true, How: howNet},
 			Figure{Name: p + "CPU per event, all auditor processes together", Value: float64(r.CPUPerEvent(rep.Events)) / float64(time.Microsecond), Unit: "µs", OK: true, How: how(r)},
+			Figure{Name: p + "CPU per event, start-up and idling excluded, all auditor processes together (their CPU over their events)", Value: float64(r.NetCPUPerEvent()) / float64(time.Microsecond), Unit: "µs", OK: true, How: howNet + "; summed over the instances, a killed one included, and divided by the rows they wrote"},
 			Figure{Name: p + "events lost + written twice", Value: float64(r.Lost + r.Duplicates), Unit: "events", Target: "0", OK: r.Lost == 0 && r.Duplicates == 0},
 			Figure{Name: p + "rows and anomalies differing from n1 (foreign + missing rows, missed + extra anomalies)", Value: float64(r.Foreign + r.Missing + uint64(len(r.MissedAnomalies)+len(r.ExtraAnomalies))), Unit: "", Target: "0",
 				OK: r.Foreign+r.Missing == 0 && len(r.MissedAnomalies)+len(r.ExtraAnomalies) == 0},

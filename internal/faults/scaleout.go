@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
@@ -160,10 +161,10 @@ type InstanceReport struct {
 	Name   string
 	PID    int
 	Killed bool
-	// Events are the usage rows it wrote; CPU its user and system time
-	// (from /proc/<pid>/stat) when it stopped or was killed; StartCPU
-	// the same when the first usage was published (start-up, migrations
-	// and the hand-out of the leases).
+	// Events are the usage rows it wrote; CPU its CPU time (procCPU)
+	// when it stopped or was killed; StartCPU the same when the first
+	// usage was published (start-up, migrations and the hand-out of the
+	// leases).
 	Events   uint64
 	CPU      time.Duration
 	StartCPU time.Duration
@@ -224,6 +225,24 @@ func (r *ScaleOutRun) WorkCPUPerEvent(events int) time.Duration {
 	var cpu time.Duration
 	for _, i := range r.Instances {
 		cpu += i.CPU - i.StartCPU
+	}
+	if events == 0 {
+		return 0
+	}
+	return cpu / time.Duration(events)
+}
+
+// NetCPUPerEvent is every instance's CPU time from the first usage
+// published less its idling (InstanceReport.NetCPUPerEvent), summed, over
+// the usage rows they wrote together: the mean of the instances' own
+// figures weighted by their events, where an instance with a small share
+// does not count as much as one with a large share.
+func (r *ScaleOutRun) NetCPUPerEvent() time.Duration {
+	var cpu time.Duration
+	var events uint64
+	for _, i := range r.Instances {
+		cpu += i.NetCPUPerEvent() * time.Duration(i.Events)
+		events += i.Events
 	}
 	if events == 0 {
 		return 0
@@ -741,9 +760,32 @@ func onlyIn(a, b string) string {
 		"WHERE event_id NOT IN (SELECT event_id FROM `" + b + "`.usage_events_raw)"
 }
 
-// procCPU is a process's user and system time from /proc/<pid>/stat
-// (clock ticks of USER_HZ, 100 on Linux).
+// procCPU is the CPU time a process has used. It is the sum of its
+// threads' time on a CPU from /proc/<pid>/task/*/schedstat, in
+// nanoseconds, where /proc/<pid>/stat counts clock ticks of 10 ms: a tick
+// is about 5 % of what a scale-out instance spends on its events, and
+// subtracting an idle rate measured in ticks over two seconds was off by
+// up to 15 %. A thread that has exited is not in the task list; when the
+// ticks exceed the threads' sum by more than two ticks, the ticks are
+// returned instead.
 func procCPU(pid int) (time.Duration, error) {
+	ticks, err := procStatCPU(pid)
+	if err != nil {
+		return 0, err
+	}
+	threads, err := procThreadsCPU(pid)
+	if err != nil || ticks > threads+2*tick {
+		return ticks, nil
+	}
+	return threads, nil
+}
+
+// tick is a clock tick of /proc/<pid>/stat (USER_HZ, 100 on Linux).
+const tick = 10 * time.Millisecond
+
+// procStatCPU is a process's user and system time from /proc/<pid>/stat,
+// in clock ticks.
+func procStatCPU(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -766,8 +808,37 @@ func procCPU(pid int) (time.Duration, error) {
 		}
 		ticks += n
 	}
-	const userHZ = 100
-	return time.Duration(ticks) * time.Second / userHZ, nil
+	return time.Duration(ticks) * tick, nil
+}
+
+// procThreadsCPU sums the first field of /proc/<pid>/task/*/schedstat:
+// each live thread's time on a CPU, in nanoseconds.
+func procThreadsCPU(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the thread exited since the listing
+		}
+		if err != nil {
+			return 0, err
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return 0, fmt.Errorf("%s/%s/schedstat: empty", dir, t.Name())
+		}
+		ns, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum, nil
 }
 
 // query runs a statement on the shim (ClickHouse's HTTP interface) and
