@@ -105,7 +105,8 @@ type Options struct {
 	// closed at the first message that reaches it; default
 	// DefaultBatchSize). BatchWait is how long a usage group stays open at
 	// most (default DefaultBatchWait): a larger group costs the store less
-	// per row, and its rows reach ClickHouse later.
+	// per row, and its rows reach ClickHouse later. Groups close on a beat
+	// of their partition's (runner.groupWait), so partitions write in turn.
 	BatchSize int
 	BatchWait time.Duration
 	// AnomalyWait is how long an anomaly or a ledger event waits at most

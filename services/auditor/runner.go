@@ -561,7 +561,7 @@ func (r *runner) handle(m runnerMsg) error {
 	keep := seq >= r.floor // rows not written yet
 	if keep && r.cur.empty() {
 		r.cur = r.newGroup(seq)
-		r.timer.Reset(r.a.o.BatchWait)
+		r.timer.Reset(r.groupWait(time.Now()))
 	}
 	r.observeUsage(m.m, seq, keep)
 	r.usageSeq = seq
@@ -1106,4 +1106,19 @@ func (r *runner) batchList() []seenBatch {
 func (r *runner) deadLetter(m jetstream.Msg, err error) {
 	r.st.dead.Add(1)
 	r.a.deadLetter(m, err)
+}
+
+// groupWait is how long a group opened at now stays open: until the last
+// instant at most BatchWait after now on this partition's grid of
+// instants, BatchWait apart and shifted by p/parts of BatchWait from the
+// Unix epoch's. Partitions that receive usage together then write one
+// after another across each BatchWait rather than all at once, where
+// their inserts would queue in the engine together and take the cores
+// from detection for as long.
+func (r *runner) groupWait(now time.Time) time.Duration {
+	w := int64(r.a.o.BatchWait)
+	phase := w * int64(r.p) / int64(max(r.a.parts, 1))
+	end := now.UnixNano() + w
+	slot := (end-phase)/w*w + phase
+	return time.Duration(slot - now.UnixNano())
 }

@@ -114,3 +114,43 @@ func TestCaughtUpSignal(t *testing.T) {
 	default:
 	}
 }
+
+// TestGroupWait: a group stays open at most BatchWait, and closes on its
+// partition's grid: BatchWait apart, shifted by p/parts of it. Partitions
+// opening groups at the same instant close them one after another, in
+// turn across one BatchWait, instead of all at once.
+func TestGroupWait(t *testing.T) {
+	cases := []struct {
+		wait  time.Duration
+		parts int
+	}{
+		{time.Second, 8},
+		{time.Second, 1},
+		{50 * time.Millisecond, 3},
+		{7 * time.Millisecond, 64},
+	}
+	base := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	for _, tc := range cases {
+		a := &Auditor{o: Options{BatchWait: tc.wait}, parts: tc.parts}
+		for _, offset := range []time.Duration{0, 1, tc.wait / 3, tc.wait - 1, 17*tc.wait + 12345} {
+			now := base.Add(offset)
+			ends := map[time.Duration]int{}
+			for p := 0; p < tc.parts; p++ {
+				r := &runner{a: a, p: p}
+				w := r.groupWait(now)
+				if w <= 0 || w > tc.wait {
+					t.Fatalf("BatchWait %v, %d partitions, partition %d at +%v: wait %v, want (0, %v]", tc.wait, tc.parts, p, offset, w, tc.wait)
+				}
+				end := time.Duration(now.Add(w).UnixNano())
+				phase := tc.wait * time.Duration(p) / time.Duration(tc.parts)
+				if (end-phase)%tc.wait != 0 {
+					t.Errorf("partition %d closes at %v, not on its grid (phase %v of %v)", p, end, phase, tc.wait)
+				}
+				ends[end]++
+			}
+			if len(ends) != tc.parts {
+				t.Errorf("BatchWait %v, %d partitions at +%v: %d distinct closing instants", tc.wait, tc.parts, offset, len(ends))
+			}
+		}
+	}
+}
