@@ -103,10 +103,12 @@ type Options struct {
 	Durable string
 	// BatchSize is the most rows of one usage insert group (a group is
 	// closed at the first message that reaches it; default
-	// DefaultBatchSize). BatchWait is how long a usage group stays open at
-	// most (default DefaultBatchWait): a larger group costs the store less
-	// per row, and its rows reach ClickHouse later. Groups close on a beat
-	// of their partition's (runner.groupWait), so partitions write in turn.
+	// DefaultBatchSize). BatchWait is how long a usage group stays open
+	// (default DefaultBatchWait): a larger group costs the store less per
+	// row, and its rows reach ClickHouse later. Groups close on a beat of
+	// their partition's, BatchWait apart, so that partitions write in turn;
+	// the first group after a quiet spell lasts from half to 1.5 ×
+	// BatchWait to fall on it (runner.groupWait).
 	BatchSize int
 	BatchWait time.Duration
 	// AnomalyWait is how long an anomaly or a ledger event waits at most

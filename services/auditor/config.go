@@ -177,7 +177,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Replicas, "replicas", 1, "replicas of the streams and buckets created when missing")
 	svcconfig.UsagePartitionsFlag(fs, &c.UsagePartitions)
 	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most rows of one insert (a partition's group closes at the message that reaches it)")
-	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "longest a partition's usage insert group stays open (longer: fewer, larger inserts, less CPU per row; rows reach ClickHouse later)")
+	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "how long a partition's usage insert group stays open, on the partition's beat (a first group after a quiet spell: half to 1.5 times this); longer: fewer, larger inserts, less CPU per row, rows reach ClickHouse later")
 	fs.DurationVar(&c.AnomalyWait, "anomaly-wait", DefaultAnomalyWait, "longest an anomaly or a token ledger event waits to be written to ClickHouse (anomalies are published on NATS at once)")
 	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")

@@ -1108,17 +1108,23 @@ func (r *runner) deadLetter(m jetstream.Msg, err error) {
 	r.a.deadLetter(m, err)
 }
 
-// groupWait is how long a group opened at now stays open: until the last
-// instant at most BatchWait after now on this partition's grid of
-// instants, BatchWait apart and shifted by p/parts of BatchWait from the
-// Unix epoch's. Partitions that receive usage together then write one
-// after another across each BatchWait rather than all at once, where
-// their inserts would queue in the engine together and take the cores
-// from detection for as long.
+// groupWait is how long a group opened at now stays open: until the
+// first instant of this partition's beat at least half of BatchWait away.
+// The beat is a grid of instants BatchWait apart, shifted from the Unix
+// epoch's by p/parts of BatchWait. A partition that writes steadily
+// writes every BatchWait, on its beat; after a quiet spell its first
+// group lasts from half to 1.5 × BatchWait, BatchWait on average (a
+// group cut short would cost a whole insert's fixed work). Partitions
+// that receive usage together then write one after another across each
+// BatchWait rather than all at once, where their inserts would queue in
+// the engine together and take the cores from detection for as long.
 func (r *runner) groupWait(now time.Time) time.Duration {
 	w := int64(r.a.o.BatchWait)
 	phase := w * int64(r.p) / int64(max(r.a.parts, 1))
-	end := now.UnixNano() + w
-	slot := (end-phase)/w*w + phase
-	return time.Duration(slot - now.UnixNano())
+	from := now.UnixNano() + w/2 - phase
+	k := from / w
+	if k*w < from {
+		k++ // the first beat at or after from
+	}
+	return time.Duration(k*w + phase - now.UnixNano())
 }

@@ -115,10 +115,11 @@ func TestCaughtUpSignal(t *testing.T) {
 	}
 }
 
-// TestGroupWait: a group stays open at most BatchWait, and closes on its
-// partition's grid: BatchWait apart, shifted by p/parts of it. Partitions
-// opening groups at the same instant close them one after another, in
-// turn across one BatchWait, instead of all at once.
+// TestGroupWait: a group stays open from half to 1.5 × BatchWait, and
+// closes on its partition's beat: BatchWait apart, shifted by p/parts of
+// it. A group opened as the one before closed on the beat stays open
+// BatchWait exactly. Partitions opening groups at the same instant close
+// them one after another, in turn across one BatchWait, not all at once.
 func TestGroupWait(t *testing.T) {
 	cases := []struct {
 		wait  time.Duration
@@ -138,8 +139,15 @@ func TestGroupWait(t *testing.T) {
 			for p := 0; p < tc.parts; p++ {
 				r := &runner{a: a, p: p}
 				w := r.groupWait(now)
-				if w <= 0 || w > tc.wait {
-					t.Fatalf("BatchWait %v, %d partitions, partition %d at +%v: wait %v, want (0, %v]", tc.wait, tc.parts, p, offset, w, tc.wait)
+				if w < tc.wait/2 || w >= tc.wait*3/2 {
+					t.Fatalf("BatchWait %v, %d partitions, partition %d at +%v: wait %v, want [%v, %v)", tc.wait, tc.parts, p, offset, w, tc.wait/2, tc.wait*3/2)
+				}
+				// The next group, opened at this one's close (or just
+				// after), lasts BatchWait: the partition keeps its beat.
+				for _, late := range []time.Duration{0, time.Nanosecond, tc.wait / 4} {
+					if next := r.groupWait(now.Add(w + late)); next != tc.wait-late {
+						t.Fatalf("BatchWait %v, partition %d: a group opened %v after a close on the beat stays open %v, want %v", tc.wait, p, late, next, tc.wait-late)
+					}
 				}
 				end := time.Duration(now.Add(w).UnixNano())
 				phase := tc.wait * time.Duration(p) / time.Duration(tc.parts)
@@ -151,6 +159,17 @@ func TestGroupWait(t *testing.T) {
 			if len(ends) != tc.parts {
 				t.Errorf("BatchWait %v, %d partitions at +%v: %d distinct closing instants", tc.wait, tc.parts, offset, len(ends))
 			}
+		}
+		// A first group is BatchWait long on average over the instants it
+		// can open at: the beat costs no insert.
+		r := &runner{a: a, p: tc.parts - 1}
+		const n = 1000
+		var sum time.Duration
+		for i := range n {
+			sum += r.groupWait(base.Add(tc.wait * time.Duration(i) / n))
+		}
+		if mean := sum / n; mean < tc.wait*99/100 || mean > tc.wait*101/100 {
+			t.Errorf("BatchWait %v: a first group lasts %v on average", tc.wait, mean)
 		}
 	}
 }
