@@ -174,6 +174,29 @@ func TestNoUsers(t *testing.T) {
 	}
 }
 
+// shimTable serves a shim over HTTP and opens the chserver backend on it,
+// in database db, with table t of columns (ORDER BY the first column, a
+// de-duplication window so that tokens and repeated rows count).
+func shimTable(t *testing.T, db, columns string) (context.Context, *chshim.Server, *httptest.Server, *chserver.Backend) {
+	t.Helper()
+	shim := chshim.New(chshim.Options{Path: chdbPath})
+	t.Cleanup(func() { _ = shim.Close() })
+	srv := httptest.NewServer(shim)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	b, err := chserver.Open(ctx, chserver.Options{Addr: strings.TrimPrefix(srv.URL, "http://"), Database: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	first, _, _ := strings.Cut(columns, " ")
+	if err := b.Exec(ctx, "CREATE TABLE t ("+columns+") ENGINE = MergeTree ORDER BY "+first+" SETTINGS non_replicated_deduplication_window = 100"); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, shim, srv, b
+}
+
 // TestInsertSettings: the settings of an insert whose data is in the body
 // reach the statement: an insert_deduplication_token sent by clickhouse-go
 // (through the chserver backend) de-duplicates on a table with a window, so
@@ -181,20 +204,7 @@ func TestNoUsers(t *testing.T) {
 // with data and settings but no trailing FORMAT is refused, not run
 // without them.
 func TestInsertSettings(t *testing.T) {
-	shim := chshim.New(chshim.Options{Path: chdbPath})
-	t.Cleanup(func() { _ = shim.Close() })
-	srv := httptest.NewServer(shim)
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, err := chserver.Open(ctx, chserver.Options{Addr: strings.TrimPrefix(srv.URL, "http://"), Database: "shim_insert_settings"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Exec(ctx, "CREATE TABLE t (x UInt32) ENGINE = MergeTree ORDER BY x SETTINGS non_replicated_deduplication_window = 100"); err != nil {
-		t.Fatal(err)
-	}
+	ctx, shim, srv, b := shimTable(t, "shim_insert_settings", "x UInt32")
 	inserts := []struct {
 		token, rows string
 	}{
@@ -268,20 +278,7 @@ func TestInsertSettings(t *testing.T) {
 // rows as a server does; a RowBinary request with a setting the shim
 // cannot apply, or a column that is not a name, is refused with a reason.
 func TestInsertRowBinary(t *testing.T) {
-	shim := chshim.New(chshim.Options{Path: chdbPath})
-	t.Cleanup(func() { _ = shim.Close() })
-	srv := httptest.NewServer(shim)
-	t.Cleanup(srv.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	b, err := chserver.Open(ctx, chserver.Options{Addr: strings.TrimPrefix(srv.URL, "http://"), Database: "shim_rowbinary"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Exec(ctx, "CREATE TABLE t (x UInt32, d Enum8('allow' = 1, 'deny' = 2), s LowCardinality(String)) ENGINE = MergeTree ORDER BY x SETTINGS non_replicated_deduplication_window = 100"); err != nil {
-		t.Fatal(err)
-	}
+	ctx, _, srv, b := shimTable(t, "shim_rowbinary", "x UInt32, d Enum8('allow' = 1, 'deny' = 2), s LowCardinality(String)")
 	row := func(x uint32, d int8, s string) []byte {
 		out := binary.LittleEndian.AppendUint32(nil, x)
 		out = append(out, byte(d))
