@@ -124,6 +124,10 @@ type Reader struct {
 	kicks chan stall // to the background rewatcher
 
 	rewatches, duplicates, direct atomic.Uint64
+	// delivered counts the messages consumers delivered (applied or not):
+	// a consumer that delivers is alive, where direct reads move applied
+	// past a silent one.
+	delivered atomic.Uint64
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -265,7 +269,7 @@ func (r *Reader) WaitSeq(ctx context.Context, seq uint64) error {
 		case closed:
 			return ErrClosed
 		}
-		gen := r.gen.Load()
+		gen, delivered := r.gen.Load(), r.delivered.Load()
 		t := time.NewTimer(StallGrace)
 		select {
 		case <-changed:
@@ -281,7 +285,7 @@ func (r *Reader) WaitSeq(ctx context.Context, seq uint64) error {
 		case <-t.C:
 		}
 		stalls++
-		r.kick(stall{why: fmt.Sprintf("no progress for %s behind sequence %d", StallGrace, seq), applied: applied, gen: gen})
+		r.kick(stall{why: fmt.Sprintf("no progress for %s behind sequence %d", StallGrace, seq), delivered: delivered, gen: gen})
 		if stalls > 1 && r.o.DirectReads {
 			if err := r.catchUp(ctx, seq); err != nil && ctx.Err() == nil {
 				r.log.Debug().Err(err).Uint64("seq", seq).Msg("read missed messages by sequence")
@@ -290,10 +294,11 @@ func (r *Reader) WaitSeq(ctx context.Context, seq uint64) error {
 	}
 }
 
-// stall is what a waiter saw when it asked for a new consumer.
+// stall is what a waiter saw when it asked for a new consumer: the
+// consumers' deliveries and the consumer generation when it began to wait.
 type stall struct {
-	why          string
-	applied, gen uint64
+	why            string
+	delivered, gen uint64
 }
 
 // kick asks the background rewatcher for a new consumer; a request made
@@ -316,7 +321,7 @@ func (r *Reader) rewatcher() {
 		case <-r.stop:
 			return
 		case s := <-r.kicks:
-			if err := r.rewatch(ctx, s.why, s.applied, s.gen); err != nil && ctx.Err() == nil {
+			if err := r.rewatch(ctx, s.why, s.delivered, s.gen); err != nil && ctx.Err() == nil {
 				r.log.Warn().Err(err).Msg("re-create the consumer")
 			}
 		}
@@ -408,12 +413,17 @@ func (r *Reader) Rewatch(ctx context.Context, why string) error {
 }
 
 // rewatch re-creates the consumer unless, when gen > 0, another rewatch
-// happened since generation gen or something was applied since stalledAt.
-func (r *Reader) rewatch(ctx context.Context, why string, stalledAt, gen uint64) error {
+// happened since generation gen or a consumer delivered a message since
+// the count delivered. What direct reads applied meanwhile does not
+// count: they keep a waiter current past a silent consumer, which must
+// still be replaced (a CI run beside a CPU job saw a reader stay on the
+// consumer of a killed server for a minute, each rewatch skipped because
+// the waiter's direct reads had moved applied on before it ran).
+func (r *Reader) rewatch(ctx context.Context, why string, delivered, gen uint64) error {
 	r.consMu.Lock()
 	defer r.consMu.Unlock()
-	if gen > 0 && (r.gen.Load() != gen || r.Applied() != stalledAt) {
-		return nil // someone else re-watched, or the consumer moved on
+	if gen > 0 && (r.gen.Load() != gen || r.delivered.Load() != delivered) {
+		return nil // someone else re-watched, or the consumer delivered
 	}
 	attempts, err := r.watchRetryLocked(ctx)
 	if err != nil {
@@ -522,6 +532,7 @@ func (r *Reader) watchLocked(ctx context.Context, timeout time.Duration) error {
 // already (a late delivery of a replaced consumer, or one overlapping the
 // new one).
 func (r *Reader) deliver(m jetstream.Msg) {
+	r.delivered.Add(1)
 	md, err := m.Metadata()
 	if err != nil {
 		r.log.Warn().Err(err).Str("subject", m.Subject()).Msg("message without metadata skipped")

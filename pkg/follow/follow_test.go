@@ -351,3 +351,59 @@ func TestSubjectMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestRewatchAfterDirectReads: a rewatch asked for by a waiter whose
+// consumer went silent still replaces the consumer when the waiter's
+// direct reads applied what it waited for before the rewatch ran (the
+// rewatcher runs late on a loaded machine); one asked for while the
+// consumer went on delivering does not.
+func TestRewatchAfterDirectReads(t *testing.T) {
+	b := newBench(t)
+	b.start(Options{CheckInterval: -1, DirectReads: true})
+	if err := b.r.WaitSeq(b.ctx(), b.publish(2)); err != nil {
+		t.Fatal(err)
+	}
+	old := b.r.ConsumerInfo().Name
+	if _, err := b.env.JS.PauseConsumer(b.ctx(), testStream, old, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// What a waiter records as it starts to wait, then its direct reads.
+	gen, delivered := b.r.gen.Load(), b.r.delivered.Load()
+	last := b.publish(3)
+	if err := b.r.catchUp(b.ctx(), last); err != nil {
+		t.Fatal(err)
+	}
+	if a := b.r.Applied(); a != last {
+		t.Fatalf("direct reads applied up to %d, want %d", a, last)
+	}
+	before := b.r.Stats().Rewatches
+	if err := b.r.rewatch(b.ctx(), "test", delivered, gen); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.r.Stats().Rewatches; n != before+1 {
+		t.Fatalf("rewatches %d after the late rewatch, want %d: the silent consumer was kept", n, before+1)
+	}
+	if name := b.r.ConsumerInfo().Name; name == old {
+		t.Fatalf("still on consumer %s", name)
+	}
+	// The new consumer delivers: a rewatch asked for before that is
+	// dropped.
+	gen, delivered = b.r.gen.Load(), b.r.delivered.Load()
+	last = b.publish(2)
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if d := b.r.delivered.Load(); d == delivered {
+			return fmt.Errorf("the new consumer delivered nothing yet (applied %d of %d)", b.r.Applied(), last)
+		}
+		return nil
+	})
+	if err := b.r.rewatch(b.ctx(), "test", delivered, gen); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.r.Stats().Rewatches; n != before+1 {
+		t.Fatalf("rewatches %d: a consumer that delivered was replaced", n)
+	}
+	if err := b.r.WaitSeq(b.ctx(), last); err != nil {
+		t.Fatal(err)
+	}
+	b.assertExactly(1, last)
+}
