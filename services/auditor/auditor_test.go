@@ -31,16 +31,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	chdbPath = dir
-	// The chDB session stays open for the whole binary. Closed with a
-	// test's last backend and opened again by the next test, it loads the
-	// earlier tests' tables again, and once in a CI run that load failed
-	// in the engine ("recursive_mutex lock failed: Invalid argument",
-	// chDB 26.5). Without chDB (-tags nochdb) there is nothing to keep.
-	keep, err := chdbstore.Open(context.Background(), chdbstore.Options{Path: dir, Database: "keep"})
+	release := chdbstore.Hold(dir) // the session stays open throughout
 	code := m.Run()
-	if err == nil {
-		keep.Close()
-	}
+	release()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

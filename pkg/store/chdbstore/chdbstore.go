@@ -453,6 +453,21 @@ func (b *Backend) Close() error {
 	return nil
 }
 
+// Hold keeps the process's session on path open until release is called:
+// for a test binary whose tests each open and close backends on one path.
+// Closed with a test's last backend and opened again by the next one, the
+// session loads the earlier tests' tables again, and once in a CI run that
+// load failed in the engine ("recursive_mutex lock failed: Invalid
+// argument", chDB 26.5). Without the chDB library there is no session to
+// keep, and release does nothing.
+func Hold(path string) (release func()) {
+	b, err := Open(context.Background(), Options{Path: path, Database: "hold"})
+	if err != nil {
+		return func() {}
+	}
+	return func() { _ = b.Close() }
+}
+
 // literal renders a setting value as SQL.
 func literal(v any) string {
 	switch t := v.(type) {

@@ -256,3 +256,29 @@ func TestNULRefused(t *testing.T) {
 		t.Errorf("the table after the refused statements: %q, %v; want it present and empty", out, err)
 	}
 }
+
+// TestHold: a held session outlives the backends opened and closed on
+// its path (another path is refused meanwhile), and closes on release.
+func TestHold(t *testing.T) {
+	dir := t.TempDir()
+	release := chdbstore.Hold(dir)
+	b, err := chdbstore.Open(t.Context(), chdbstore.Options{Path: dir, Database: "held"})
+	if err != nil {
+		release()
+		t.Fatal(err)
+	}
+	_ = b.Close()
+	if o, err := chdbstore.Open(t.Context(), chdbstore.Options{Path: t.TempDir(), Database: "other"}); !errors.Is(err, chdbstore.ErrSessionPath) {
+		if err == nil {
+			_ = o.Close()
+		}
+		release()
+		t.Fatalf("another path while held: %v, want ErrSessionPath", err)
+	}
+	release()
+	o, err := chdbstore.Open(t.Context(), chdbstore.Options{Path: t.TempDir(), Database: "other"})
+	if err != nil {
+		t.Fatalf("another path after release: %v", err)
+	}
+	_ = o.Close()
+}
