@@ -89,28 +89,18 @@ func inProcess(t *testing.T, envs []events.Envelope) []string {
 	t.Helper()
 	parts := events.DefaultUsagePartitions
 	engines := make([]*detect.Engine, parts)
+	shared := detect.NewShared(nil)
 	for p := range engines {
 		e, err := detect.New(auditor.PartitionBounds(detect.DefaultConfig(), parts))
 		if err != nil {
 			t.Fatal(err)
 		}
+		e.Share(shared, nil)
 		engines[p] = e
 	}
 	var ids []string
 	for _, env := range envs {
-		var tenant, holder string
-		switch d := env.Data.(type) {
-		case *events.UsageDecided:
-			tenant, holder = d.Tenant, d.Holder
-		case *events.TokenIssued:
-			tenant, holder = d.Tenant, d.Holder
-		case *events.TokenRotated:
-			tenant, holder = d.Tenant, d.Holder
-		case *events.TokenRevoked:
-			tenant, holder = d.Tenant, d.Holder
-		case *events.TokenExpired:
-			tenant, holder = d.Tenant, d.Holder
-		}
+		tenant, holder, _ := events.PartitionKey(env.Data)
 		for _, an := range engines[events.UsagePartition(tenant, holder, parts)].Observe(env) {
 			ids = append(ids, an.Detector+"/"+an.EventID)
 		}

@@ -75,12 +75,19 @@ type Engine struct {
 	// use of its tokens): forging_burst judges a source in one of them
 	// by its fast window only.
 	workNets bloom64k
-	zones    zoneTable
-	names    interner
-	clients  clientNames
-	scopes   map[string]bool
-	keyBuf   []byte
-	stats    counters
+	// shared, when set (Share), is what the other partitions' engines
+	// learnt.
+	shared *Shared
+	gate   Gate
+	// told holds the tenants whose learning this engine reported to
+	// shared (since it started or was restored).
+	told    map[string]bool
+	zones   zoneTable
+	names   interner
+	clients clientNames
+	scopes  map[string]bool
+	keyBuf  []byte
+	stats   counters
 }
 
 type counters struct {
@@ -118,6 +125,7 @@ func (e *Engine) reset() {
 	e.tenants = newTable[tenantState](e.cfg.MaxTenants)
 	e.sources = newTable[sourceState](e.cfg.MaxSources)
 	e.workNets = bloom64k{}
+	e.told = map[string]bool{}
 	e.zones, e.names, e.clients = newZoneTable(), interner{}, clientNames{}
 }
 
@@ -200,6 +208,9 @@ func (e *Engine) ObserveUsage(env events.Envelope, u *events.UsageDecided) []eve
 	o.tokLearned = s.core.learned(o.t, e.cfg.Learning)
 	o.holderLearned = h.learned(o.t, e.cfg.HolderLearning)
 	o.tenantLearned = tn.learned(o.t, e.cfg.HolderLearning)
+	if e.shared != nil {
+		o.tenantLearned = e.tenantLearned(s.tenant, o.tenantLearned, o.t)
+	}
 	o.sensitive = e.sensitive(u.Scope)
 	if h.zone == 0 && s.zone != 0 && h.learnEvents == 0 {
 		h.zone = s.zone

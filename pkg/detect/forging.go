@@ -39,7 +39,7 @@ func (e *Engine) observeSourceless(env events.Envelope, u *events.UsageDecided) 
 	src.count += n
 	slowWin := int64(cfg.SlowWindow / time.Second)
 	slow := false
-	if slowWin > 0 && !e.workNets.has(netHash(key, v6)) {
+	if h := netHash(key, v6); slowWin > 0 && !e.workNets.has(h) && !e.sharedWorkNetwork(h, t) {
 		if src.sStart == 0 || t-src.sStart >= slowWin || t < src.sStart-slowWin {
 			src.sStart, src.sCount = t, 0
 		}

@@ -204,7 +204,7 @@ func (e *Engine) foreign(s *tokenState, o *obs) bool {
 	}
 	o.foreignDone = true
 	sp := e.spaceKey(o.key, o.v6)
-	if o.tn.spaces.has(sp, o.v6) {
+	if o.tn.spaces.has(sp, o.v6) || e.sharedTenantSpace(s.tenant, sp, o.v6, o.t) {
 		return false
 	}
 	ref := o.tenantLearned
@@ -300,12 +300,18 @@ func (e *Engine) observeNetwork(s *tokenState, o *obs) {
 	if o.allowed && !o.postEnd && o.h.nets.isKnown(hs) {
 		h := netHash(o.key, o.v6)
 		o.tn.seen.add(h)
-		e.workNets.add(h)
+		if !e.workNets.has(h) {
+			e.workNets.add(h)
+			e.learn(Fact{Kind: FactWorkNetwork, Key: h, Time: o.t})
+		}
 		if o.holderLearned {
 			// The tenant's address spaces are those of its learnt
 			// holders' baselines: a holder still learning may be
 			// learning an attacker's network.
-			o.tn.spaces.add(e.spaceKey(o.key, o.v6), o.v6)
+			if sp := e.spaceKey(o.key, o.v6); !o.tn.spaces.has(sp, o.v6) {
+				o.tn.spaces.add(sp, o.v6)
+				e.learn(Fact{Kind: FactTenantSpace, Tenant: TenantHash(s.tenant), Key: sp, V6: o.v6, Time: o.t})
+			}
 		}
 	}
 	e.checkMultiNetwork(s, o)

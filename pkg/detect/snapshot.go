@@ -236,6 +236,8 @@ func (e *Engine) Restore(r io.Reader) error {
 	e.tab, e.holders, e.tenants, e.sources = tab, holders, tenants, sources
 	e.workNets = work
 	e.zones, e.names, e.clients = zones, names, clients
+	e.told = map[string]bool{}
+	e.shareAll()
 	e.mu.Unlock()
 	return nil
 }

@@ -78,6 +78,9 @@ const (
 	// BucketAuditorState is the KV bucket of each partition's insert
 	// intent and checkpoint pointer.
 	BucketAuditorState = "auditor-state"
+	// BucketAuditorKnowledge is the KV bucket the partitions' detectors
+	// share what they learnt through (services/auditor knowledge.go).
+	BucketAuditorKnowledge = "auditor-knowledge"
 	// ObjectStoreAuditorCheckpoints is the object store of partition
 	// checkpoints.
 	ObjectStoreAuditorCheckpoints = "auditor-checkpoints"

@@ -124,6 +124,30 @@ func UsagePartition(tenant, holder string, partitions int) int {
 	return int(h % uint32(partitions))
 }
 
+// PartitionKey is the (tenant, holder) an event is partitioned by: a
+// usage decision's, or the token's of a ledger event (issued, rotated,
+// revoked, expired, restricted, released). ok is false for any other
+// payload.
+func PartitionKey(p Payload) (tenant, holder string, ok bool) {
+	switch p := p.(type) {
+	case *UsageDecided:
+		return p.Tenant, p.Holder, true
+	case *TokenIssued:
+		return p.Tenant, p.Holder, true
+	case *TokenRotated:
+		return p.Tenant, p.Holder, true
+	case *TokenRevoked:
+		return p.Tenant, p.Holder, true
+	case *TokenExpired:
+		return p.Tenant, p.Holder, true
+	case *TokenRestricted:
+		return p.Tenant, p.Holder, true
+	case *TokenReleased:
+		return p.Tenant, p.Holder, true
+	}
+	return "", "", false
+}
+
 // ParseUsagePartSubject splits a stored batch subject
 // (cordon.usage.part.<p>.<tenant>.<enforcer>.<holder>).
 func ParseUsagePartSubject(subject string) (p int, tenant, enforcer, holder string, err error) {

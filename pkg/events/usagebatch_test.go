@@ -426,3 +426,27 @@ func FuzzDecodeUsageBatch(f *testing.F) {
 		}
 	})
 }
+
+// TestPartitionKey: usage and every ledger event about a token are
+// partitioned by its (tenant, holder); other events are not.
+func TestPartitionKey(t *testing.T) {
+	for _, tc := range []struct {
+		p  events.Payload
+		ok bool
+	}{
+		{&events.UsageDecided{Tenant: "acme", Holder: "billing"}, true},
+		{&events.TokenIssued{Tenant: "acme", Holder: "billing"}, true},
+		{&events.TokenRotated{Tenant: "acme", Holder: "billing"}, true},
+		{&events.TokenRevoked{Tenant: "acme", Holder: "billing"}, true},
+		{&events.TokenExpired{Tenant: "acme", Holder: "billing"}, true},
+		{&events.TokenRestricted{Tenant: "acme", Holder: "billing"}, true},
+		{&events.TokenReleased{Tenant: "acme", Holder: "billing"}, true},
+		{&events.AnomalyDetected{Tenant: "acme"}, false},
+		{nil, false},
+	} {
+		tenant, holder, ok := events.PartitionKey(tc.p)
+		if ok != tc.ok || ok && (tenant != "acme" || holder != "billing") || !ok && (tenant != "" || holder != "") {
+			t.Errorf("%T: %q %q %v, want ok %v", tc.p, tenant, holder, ok, tc.ok)
+		}
+	}
+}

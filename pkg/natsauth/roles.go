@@ -223,8 +223,9 @@ func permissions(r Role, enforcer, inbox string) (*server.Permissions, error) {
 		p.kvRead(events.BucketKeys)
 		// Lease mode: partition leases, intents and checkpoint
 		// pointers, checkpoints (services/auditor lease.go,
-		// statestore_jetstream.go), created by the auditor when missing.
-		for _, b := range []string{events.BucketAuditorLeases, events.BucketAuditorState} {
+		// statestore_jetstream.go); what the partitions' detectors share
+		// (knowledge.go). Created by the auditor when missing.
+		for _, b := range []string{events.BucketAuditorLeases, events.BucketAuditorState, events.BucketAuditorKnowledge} {
 			p.pub("$JS.API.STREAM.CREATE.KV_" + b)
 			p.kvRead(b)
 			p.kvWrite(b)

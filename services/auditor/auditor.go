@@ -89,6 +89,9 @@ type Options struct {
 	// auditor that runs the whole USAGE stream as a single partition,
 	// whatever the stream's partition count.
 	Detector Detector
+	// Knowledge, when set, is what the partitions' detectors share: each
+	// runner reports its progress to it (the detectors' gates).
+	Knowledge *Knowledge
 	// Owner gives the partitions to run (default StaticOwner{}: all).
 	Owner Owner
 	// State keeps each partition's checkpoint and insert intent (default

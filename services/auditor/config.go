@@ -118,6 +118,10 @@ type Config struct {
 	Durable         string
 	AckWait         time.Duration
 	CheckpointEvery time.Duration
+	// ShareWait bounds how long a partition waits for another to read
+	// far enough for the facts they share to be final (default
+	// DefaultShareWait; knowledge.go).
+	ShareWait time.Duration
 
 	// Source names this instance in the events it emits (default
 	// auditor/<hostname>).
@@ -178,6 +182,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	svcconfig.UsagePartitionsFlag(fs, &c.UsagePartitions)
 	fs.IntVar(&c.BatchSize, "batch-size", DefaultBatchSize, "most rows of one insert (a partition's group closes at the message that reaches it)")
 	fs.DurationVar(&c.BatchWait, "batch-wait", DefaultBatchWait, "how long a partition's usage insert group stays open, on the partition's beat (a first group after a quiet spell: half to 1.5 times this); longer: fewer, larger inserts, less CPU per row, rows reach ClickHouse later")
+	fs.DurationVar(&c.ShareWait, "share-wait", DefaultShareWait, "longest a partition's detectors wait for another partition that lags a day of event time behind, before judging without what it learnt (networks of workloads, tenants' address spaces)")
 	fs.DurationVar(&c.AnomalyWait, "anomaly-wait", DefaultAnomalyWait, "longest an anomaly or a token ledger event waits to be written to ClickHouse (anomalies are published on NATS at once)")
 	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")
@@ -239,6 +244,9 @@ func (c Config) withDefaults() Config {
 	if c.AnomalyWait == 0 {
 		c.AnomalyWait = DefaultAnomalyWait
 	}
+	if c.ShareWait == 0 {
+		c.ShareWait = DefaultShareWait
+	}
 	if c.Writers == 0 {
 		c.Writers = DefaultWriters
 	}
@@ -297,6 +305,8 @@ func (c *Config) Validate() error {
 		return svcconfig.Invalidf("--batch-wait %s: want a positive duration up to 1m", c.BatchWait)
 	case c.AnomalyWait <= 0 || c.AnomalyWait > time.Minute:
 		return svcconfig.Invalidf("--anomaly-wait %s: want a positive duration up to 1m", c.AnomalyWait)
+	case c.ShareWait <= 0 || c.ShareWait > time.Hour:
+		return svcconfig.Invalidf("--share-wait %s: want a positive duration up to 1h", c.ShareWait)
 	case c.Writers < 1 || c.Writers > 16:
 		return svcconfig.Invalidf("--writers %d: want 1 to 16", c.Writers)
 	case c.StateDir == "":

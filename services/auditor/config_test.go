@@ -61,7 +61,7 @@ func TestConfigFlags(t *testing.T) {
 	def := parseFlags(t)
 	if def.Store != auditor.DefaultStore || def.ChDBPath != ".cordon/chdb" || def.StateDir != ".cordon/auditor" || def.Database != store.DefaultDatabase ||
 		def.ClickHouse.Addr != "localhost:8123" || def.ClickHouse.User != "default" || def.BatchSize != auditor.DefaultBatchSize ||
-		def.BatchWait != auditor.DefaultBatchWait || def.AnomalyWait != auditor.DefaultAnomalyWait || def.Writers != auditor.DefaultWriters || def.SQLTimeout != store.DefaultQueryTimeout ||
+		def.BatchWait != auditor.DefaultBatchWait || def.AnomalyWait != auditor.DefaultAnomalyWait || def.ShareWait != auditor.DefaultShareWait || def.Writers != auditor.DefaultWriters || def.SQLTimeout != store.DefaultQueryTimeout ||
 		def.SQLMaxRows != store.DefaultMaxResultRows || def.SQLMaxMemoryMiB != int(store.DefaultMaxQueryMemory>>20) || def.Replicas != 1 ||
 		def.TrustAnchor != ".cordon/trust-anchor.pub" || def.UsagePartitions != events.DefaultUsagePartitions {
 		t.Errorf("defaults: %+v", def)
@@ -75,7 +75,7 @@ func TestConfigFlags(t *testing.T) {
 		"--clickhouse-password-file=/run/secrets/ch-password", "--clickhouse-analyst-user=cordon_analyst",
 		"--clickhouse-analyst-password-file=/run/secrets/ch-analyst-password", "--clickhouse-database=audit", "--state=/var/lib/cordon",
 		"--metrics-listen=127.0.0.1:9090", "--trust-anchor=/run/secrets/trust-anchor.pub", "--policy=/etc/cordon/policy.yaml",
-		"--retention-days=30", "--batch-size=5000", "--batch-wait=50ms", "--anomaly-wait=250ms", "--writers=4", "--source=auditor/a",
+		"--retention-days=30", "--batch-size=5000", "--batch-wait=50ms", "--anomaly-wait=250ms", "--share-wait=5m", "--writers=4", "--source=auditor/a",
 		"--sql-timeout=30s", "--sql-max-rows=500", "--sql-max-memory-mb=256", "--chdb-path=/data/chdb", "--usage-partitions=16")
 	want := auditor.Config{
 		NATS: natsconn.Config{URL: "tls://nats-1:4222,tls://nats-2:4222", Creds: "/run/secrets/nats.nk", CA: "/run/secrets/ca.pem",
@@ -84,7 +84,7 @@ func TestConfigFlags(t *testing.T) {
 		ClickHouse: auditor.ClickHouseConfig{Addr: "clickhouse:8443", User: "cordon", PasswordFile: "/run/secrets/ch-password",
 			AnalystUser: "cordon_analyst", AnalystPasswordFile: "/run/secrets/ch-analyst-password", TLS: true, CAFile: "/run/secrets/ca.pem"},
 		RetentionDays: 30, SQLTimeout: 30 * time.Second, SQLMaxRows: 500, SQLMaxMemoryMiB: 256, PolicyFile: "/etc/cordon/policy.yaml",
-		StateDir: "/var/lib/cordon", BatchSize: 5000, BatchWait: 50 * time.Millisecond, AnomalyWait: 250 * time.Millisecond, Writers: 4, Source: "auditor/a", MetricsListen: "127.0.0.1:9090",
+		StateDir: "/var/lib/cordon", BatchSize: 5000, BatchWait: 50 * time.Millisecond, AnomalyWait: 250 * time.Millisecond, ShareWait: 5 * time.Minute, Writers: 4, Source: "auditor/a", MetricsListen: "127.0.0.1:9090",
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -121,6 +121,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "batch wait", args: []string{"--batch-wait", "0s"}, want: "--batch-wait 0s: want a positive duration"},
 		{name: "batch wait too long", args: []string{"--batch-wait", "2m"}, want: "--batch-wait 2m0s: want a positive duration up to 1m"},
 		{name: "anomaly wait", args: []string{"--anomaly-wait", "-1s"}, want: "--anomaly-wait -1s: want a positive duration up to 1m"},
+		{name: "share wait", args: []string{"--share-wait", "-1s"}, want: "--share-wait -1s: want a positive duration up to 1h"},
+		{name: "share wait too long", args: []string{"--share-wait", "2h"}, want: "--share-wait 2h0m0s: want a positive duration up to 1h"},
 		{name: "no state", args: []string{"--state", ""}, want: "--state is empty"},
 		{name: "lease", args: []string{"--lease", "--instance", "aud-1", "--lease-ttl", "5s"}},
 		{name: "lease and partitions", args: []string{"--lease", "--partitions", "0-3"}, want: "--lease and --partitions: choose one"},

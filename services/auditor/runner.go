@@ -157,6 +157,9 @@ type runner struct {
 	savingCp pendingCheckpoint
 	ckptDue  bool // a checkpoint waits for the write in flight
 
+	// evMax is the latest event time (Unix seconds) observed.
+	evMax int64
+
 	ub  events.UsageBatch
 	env events.Envelope
 	ud  events.UsageDecided
@@ -232,6 +235,7 @@ func (r *runner) filters() []string {
 // writes what it analysed (within ShutdownGrace) and its final checkpoint.
 func (r *runner) run() error {
 	a := r.a
+	a.o.Knowledge.Reading(r.p, r.ctx.Done())
 	usage, err := a.ordered(r.ctx, events.StreamUsage, r.filters(), r.usageSeq)
 	if err != nil {
 		return err
@@ -294,6 +298,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 	idle := newIdleProbe()
 	defer idle.t.Stop()
 	moved := a.caughtUpSignal()
+	poked := a.o.Knowledge.Poked(r.p)
 	for {
 		var inflight <-chan error
 		if r.inflight != nil {
@@ -349,6 +354,14 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 			}
 		case <-idle.t.C:
 			if idle.tick() {
+				if err := r.probe(idle); err != nil {
+					return err
+				}
+			}
+		case <-poked:
+			// Another partition waits for this one to read further
+			// (Knowledge): an idle one says at once that it caught up.
+			if !idle.active {
 				if err := r.probe(idle); err != nil {
 					return err
 				}
@@ -483,6 +496,7 @@ func (r *runner) probe(idle *idleProbe) error {
 	// of the partition's own lies before them.
 	if l, ok := r.a.caughtUp(ctx, events.StreamUsage, r.filters(), r.st.seen.Load()); ok {
 		caught = true
+		r.a.o.Knowledge.CaughtUp(r.p, l)
 		r.st.seen.Store(l)
 		r.st.lag.Store(0)
 		if !r.cur.empty() && !r.cur.fixed && len(r.cur.envs) >= r.a.o.caughtUpRows() {
@@ -563,7 +577,10 @@ func (r *runner) handle(m runnerMsg) error {
 		r.cur = r.newGroup(seq)
 		r.timer.Reset(r.groupWait(time.Now()))
 	}
+	know := r.a.o.Knowledge
+	know.Judging(r.p, seq)
 	r.observeUsage(m.m, seq, keep)
+	know.Read(r.p, r.evMax)
 	r.usageSeq = seq
 	r.st.seen.Store(seq)
 	if keep {
@@ -681,6 +698,9 @@ func isLegacyUsage(subject string) bool {
 // observe analyses one event and appends its row. u is copied when kept;
 // owned says u is already the caller's to keep.
 func (r *runner) observe(e events.Envelope, u *events.UsageDecided, keep, owned bool) {
+	if t := e.Time.Unix(); t > r.evMax {
+		r.evMax = t
+	}
 	r.st.events.Add(1)
 	r.a.observed.Add(1)
 	if r.det != nil {
@@ -717,31 +737,12 @@ func (r *runner) observeLedger(m jetstream.Msg, seq uint64) {
 	if err != nil {
 		return // dead-lettered by the ledger's row consumer
 	}
-	if t, h, ok := ledgerKey(e); ok && !r.all && events.UsagePartition(t, h, r.parts) != r.p {
+	if t, h, ok := events.PartitionKey(e.Data); ok && !r.all && events.UsagePartition(t, h, r.parts) != r.p {
 		return
 	}
 	for _, an := range r.det.Observe(e) {
 		r.publish(an)
 	}
-}
-
-// ledgerKey is the (tenant, holder) a ledger event is about.
-func ledgerKey(e events.Envelope) (tenant, holder string, ok bool) {
-	switch p := e.Data.(type) {
-	case *events.TokenIssued:
-		return p.Tenant, p.Holder, true
-	case *events.TokenRotated:
-		return p.Tenant, p.Holder, true
-	case *events.TokenRevoked:
-		return p.Tenant, p.Holder, true
-	case *events.TokenExpired:
-		return p.Tenant, p.Holder, true
-	case *events.TokenRestricted:
-		return p.Tenant, p.Holder, true
-	case *events.TokenReleased:
-		return p.Tenant, p.Holder, true
-	}
-	return "", "", false
 }
 
 // closeGroup hands the open group to its writer, once the group before

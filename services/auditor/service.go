@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/cordonhq/cordon/pkg/detect"
 	"github.com/cordonhq/cordon/pkg/events"
@@ -30,6 +31,8 @@ type Service struct {
 	st      *store.Store
 	detMu   sync.Mutex
 	dets    map[int]*detect.Engine
+	know    *Knowledge
+	log     zerolog.Logger
 	nc      *nats.Conn
 	ckpt    *checkpointClock
 	auth    *AdminAuth
@@ -64,7 +67,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 			return nil, err
 		}
 	}
-	s := &Service{done: make(chan struct{})}
+	s := &Service{done: make(chan struct{}), log: c.Log}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -100,12 +103,18 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	if _, err = detect.New(l.detectors); err != nil {
 		return nil, err
 	}
+	// What one partition's detector learns that the others use, shared
+	// with every instance (knowledge.go).
+	if s.know, err = OpenKnowledge(ctx, js, KnowledgeOptions{Replicas: c.Replicas, Wait: c.ShareWait, Log: c.Log}); err != nil {
+		return nil, err
+	}
 	s.dets = map[int]*detect.Engine{}
 	newDetector := func(p, parts int) (Detector, error) {
 		d, err := detect.New(PartitionBounds(l.detectors, parts))
 		if err != nil {
 			return nil, err
 		}
+		d.Share(s.know.Shared(), s.know.Gate(p, parts))
 		s.detMu.Lock()
 		s.dets[p] = d
 		s.detMu.Unlock()
@@ -120,7 +129,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	}
 	s.ckpt = &checkpointClock{PartitionState: state, at: map[int]time.Time{}}
 	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: owner, State: s.ckpt, StateDir: c.StateDir, Durable: c.Durable,
-		BatchSize: c.BatchSize, BatchWait: c.BatchWait, AnomalyWait: c.AnomalyWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
+		Knowledge: s.know, BatchSize: c.BatchSize, BatchWait: c.BatchWait, AnomalyWait: c.AnomalyWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
 		Source: c.Source, Log: c.Log})
 	if err != nil {
 		return nil, err
@@ -209,6 +218,9 @@ func Run(ctx context.Context, c Config) error {
 // Auditor is the running auditor (Stats…).
 func (s *Service) Auditor() *Auditor { return s.a }
 
+// Knowledge is what the partitions' detectors share (knowledge.go).
+func (s *Service) Knowledge() *Knowledge { return s.know }
+
 // Store is the store the auditor writes to.
 func (s *Service) Store() *store.Store { return s.st }
 
@@ -254,6 +266,12 @@ func (s *Service) Close() error {
 			s.cancel()
 			<-s.done
 			errs = append(errs, s.runErr)
+		}
+		if s.know != nil {
+			s.know.Close()
+			st := s.know.Stats()
+			s.log.Info().Int("facts", st.Facts).Uint64("written", st.Written).Uint64("received", st.Received).Uint64("waits", st.Waits).
+				Uint64("gave_up", st.GaveUp).Uint64("dropped", st.Dropped).Uint64("invalid", st.Invalid).Msg("shared knowledge")
 		}
 		if s.qs != nil {
 			errs = append(errs, s.qs.Close())
