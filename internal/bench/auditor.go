@@ -826,6 +826,8 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 		fmt.Fprintf(progress, "   (training raised %d anomalies)\n", n)
 	}
 
+	trained := p.Knowledge().Stats()
+
 	// Anomalies as published: a plain subscription on their subjects.
 	type sample struct{ sent, got time.Time }
 	var mu sync.Mutex
@@ -907,6 +909,10 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 	}
 	if len(lat) < latencyAttacks*9/10 {
 		return nil, fmt.Errorf("only %d of %d attacks raised an anomaly", len(lat), latencyAttacks)
+	}
+	if st := p.Knowledge().Stats(); st.Waits > trained.Waits {
+		fmt.Fprintf(progress, "   (during the attacks, a partition waited %d times for others to read further (shared knowledge), %d given up)\n",
+			st.Waits-trained.Waits, st.GaveUp-trained.GaveUp)
 	}
 	pc := Percentiles(lat, 50, 99, 100)
 	how := fmt.Sprintf("timer from the attack event's publication to its anomaly's arrival on the ANOMALIES subjects; n=%d attacks (a learnt token from a new network), one every %v, among %d events/s of background; default thresholds, tokens and holders learnt over %d days of event time",

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -23,7 +24,7 @@ const (
 // 1,000 benign token-days per benign variant, with the bar each is held
 // to, then the overall figures and the time to detect.
 func EvalSuite() Suite {
-	return Suite{Name: "detection quality", Summary: "cordon eval on the default scenario: recall per attack, false alarms", Run: runEvalSuite}
+	return Suite{Name: "detection quality", Summary: "cordon eval on the default scenario (seed 1; then seeds 2 and 3): recall per attack, false alarms", Run: runEvalSuite}
 }
 
 func runEvalSuite(ctx context.Context, env Env) ([]Figure, error) {
@@ -44,7 +45,43 @@ func runEvalSuite(ctx context.Context, env Env) ([]Figure, error) {
 	if err != nil {
 		return nil, err
 	}
-	return evalFigures(res, time.Since(start)), nil
+	figs := evalFigures(res, time.Since(start))
+	if env.Smoke {
+		return figs, nil
+	}
+	// One seed is one draw of the scenario: the same bar over two more.
+	for _, seed := range evalMoreSeeds {
+		sc.Seed = seed
+		fmt.Fprintf(progress, "   seed %d\n", seed)
+		res, err := replay.Eval(ctx, replay.EvalOptions{Scenario: sc, Pipeline: replay.PipelineOptions{
+			Backend: func(ctx context.Context) (store.Backend, error) { return openBenchBackend(ctx, db) },
+			Log:     zerolog.Nop(),
+		}})
+		if err != nil {
+			return nil, fmt.Errorf("seed %d: %w", seed, err)
+		}
+		figs = append(figs, seedFigures(seed, res.Report)...)
+	}
+	return figs, nil
+}
+
+// evalMoreSeeds are the seeds evaluated after the default one.
+var evalMoreSeeds = []uint64{2, 3}
+
+// seedFigures sums up the evaluation of another seed: the variants below
+// the bar (each named), recall and false alarms.
+func seedFigures(seed uint64, rep simulate.Report) []Figure {
+	failures := rep.Gate(evalMinRecall, evalMaxFalseAlarms)
+	below := "none"
+	if len(failures) > 0 {
+		below = strings.Join(failures, "; ")
+	}
+	name := fmt.Sprintf("seed %d: ", seed)
+	return []Figure{
+		{Name: name + "variants below the bar", Value: float64(len(failures)), Unit: below, Target: "0", OK: len(failures) == 0},
+		{Name: name + "recall, all attacks", Value: rep.Recall, Unit: fmt.Sprintf("%d of %d", rep.Detected, rep.Attacks), OK: true},
+		{Name: name + "false alarms", Value: float64(rep.FalseAlarms), Unit: fmt.Sprintf("over %d benign token-days", rep.BenignTokenDays), OK: true},
+	}
 }
 
 // evalFigures turns an evaluation into figures.

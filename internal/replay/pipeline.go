@@ -167,6 +167,15 @@ func (p *Pipeline) StartAuditor(ctx context.Context) error {
 // Watcher returns the watcher of the pipeline's auditor.
 func (p *Pipeline) Watcher() Watcher { return AuditorWatcher{A: p.Auditor} }
 
+// Knowledge is what the auditor's partitions share (nil until the
+// auditor started).
+func (p *Pipeline) Knowledge() *auditor.Knowledge {
+	if p.aud == nil {
+		return nil
+	}
+	return p.aud.Knowledge()
+}
+
 // Dir is the pipeline's data directory.
 func (p *Pipeline) Dir() string { return p.dir }
 

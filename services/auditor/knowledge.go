@@ -20,15 +20,23 @@ import (
 
 // Shared knowledge between auditor instances.
 //
-// Every partition's detector reports what it learns that others need (a
-// network entered a holder's baseline; an address space entered a
-// tenant's; a tenant became learnt: detect.Shared) to the instance's Knowledge, which writes it to
-// the KV bucket events.BucketAuditorKnowledge and feeds what every
-// instance wrote back to its own detectors. A key is one fact, its value
-// the event time it was learnt at (Unix seconds, decimal); the earliest
-// time wins (create, or compare-and-set to an earlier time). Facts count
-// in the detectors only detect.ShareDelay of event time after they were
-// learnt, so when one arrives does not change what is raised.
+// Every partition's detector reports what it learns that the others need
+// (a network entered a holder's baseline; an address space entered a
+// tenant's; a tenant became learnt: detect.Shared) to the instance's
+// Knowledge. It writes each fact to the KV bucket
+// events.BucketAuditorKnowledge and feeds what every instance wrote back
+// to its own detectors. A key is one fact, its value the event time it
+// was learnt at (Unix seconds, decimal); the earliest time wins (create,
+// or compare-and-set to an earlier time).
+//
+// A fact counts in a judgement only detect.ShareDelay of event time after
+// it was learnt, and a detector about to answer "unknown" first waits at
+// its partition's gate until every other partition has read that far
+// (its mark: the event time it has read up to, or the stream sequence it
+// has read every message of its own up to). This instance's partitions
+// report their progress here as they read; other instances' marks come
+// through the bucket, each written after the facts learnt before it. So
+// when a fact arrives never changes what is raised.
 //
 // Facts are written in the background, retried while NATS is away, and
 // re-derived from a partition's checkpoint when it is restored (a fact a
@@ -67,7 +75,7 @@ type Knowledge struct {
 
 // mark is how far a partition has read: every event of its own up to
 // event time T (Unix seconds), and every message of its own up to stream
-// sequence Seq (it was caught up there).
+// sequence Seq.
 type mark struct {
 	T   int64
 	Seq uint64
@@ -445,6 +453,9 @@ type KnowledgeStats struct {
 
 // Stats returns the instance's counts.
 func (k *Knowledge) Stats() KnowledgeStats {
+	if k == nil {
+		return KnowledgeStats{}
+	}
 	return KnowledgeStats{Facts: k.shared.Len(), Written: k.written.Load(), Received: k.received.Load(),
 		Dropped: k.dropped.Load(), Invalid: k.invalid.Load(), Waits: k.waits.Load(), GaveUp: k.gaveUp.Load()}
 }
