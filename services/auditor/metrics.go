@@ -44,13 +44,21 @@ var (
 	mParts     = prometheus.NewDesc("cordon_auditor_partitions", "USAGE partitions of the stream.", nil, nil)
 	mAnomalies = prometheus.NewDesc("cordon_detect_anomalies_total", "Anomalies raised, by detector.", []string{"detector"}, nil)
 	mSuppr     = prometheus.NewDesc("cordon_detect_suppressed_total", "Detections silenced by the cooldown, by detector.", []string{"detector"}, nil)
+
+	// What the partitions share (knowledge.go).
+	mFacts      = prometheus.NewDesc("cordon_auditor_shared_facts", "Facts the partitions' detectors share that this instance holds (workload networks, tenants' address spaces, learnt tenants).", nil, nil)
+	mFactsOut   = prometheus.NewDesc("cordon_auditor_shared_facts_written_total", "Facts this instance wrote to the knowledge bucket.", nil, nil)
+	mFactsBad   = prometheus.NewDesc("cordon_auditor_shared_entries_skipped_total", "Knowledge bucket entries skipped: unreadable (invalid), or facts that did not fit the write queue (dropped).", []string{"why"}, nil)
+	mGateWaits  = prometheus.NewDesc("cordon_auditor_shared_waits_total", "Times a partition waited for the others to read far enough for a shared answer to be final.", nil, nil)
+	mGateGaveUp = prometheus.NewDesc("cordon_auditor_shared_waits_given_up_total", "Waits that ran out (--share-wait): the partition judged without a partition that did not move.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{mEvents, mDead, mBatches, mWriteErrors, mObserved, mInFlight, mSeq,
 		mPart, mPartSeq, mPartLag, mPartOwned, mParts,
-		mTokens, mMaxTokens, mEvicted, mStateB, mLevel, mLevelMax, mLevelEv, mLevelB, mAnomalies, mSuppr} {
+		mTokens, mMaxTokens, mEvicted, mStateB, mLevel, mLevelMax, mLevelEv, mLevelB, mAnomalies, mSuppr,
+		mFacts, mFactsOut, mFactsBad, mGateWaits, mGateGaveUp} {
 		ch <- d
 	}
 }
@@ -63,6 +71,15 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	if k := c.a.o.Knowledge; k != nil {
+		ks := k.Stats()
+		gauge(mFacts, float64(ks.Facts))
+		counter(mFactsOut, ks.Written)
+		counter(mFactsBad, ks.Invalid, "invalid")
+		counter(mFactsBad, ks.Dropped, "dropped")
+		counter(mGateWaits, ks.Waits)
+		counter(mGateGaveUp, ks.GaveUp)
 	}
 	counter(mEvents, st.Usage, "usage")
 	counter(mEvents, st.Ledger, "ledger")
