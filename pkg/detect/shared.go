@@ -173,7 +173,10 @@ func (e *Engine) sharedWorkNetwork(h uint64, t int64) bool {
 // sharedTenantSpace reports whether the address space was the tenant's
 // ShareDelay before t.
 func (e *Engine) sharedTenantSpace(tenant string, space uint64, v6 bool, t int64) bool {
-	return e.shared != nil && e.sharedKnows(factKey{kind: FactTenantSpace, tenant: TenantHash(tenant), key: space, v6: v6}, t)
+	if e.shared == nil {
+		return false // no hash to compute
+	}
+	return e.sharedKnows(factKey{kind: FactTenantSpace, tenant: TenantHash(tenant), key: space, v6: v6}, t)
 }
 
 // tenantLearned is whether the tenant's baseline is learnt at t: in this

@@ -129,13 +129,7 @@ func OpenKnowledge(ctx context.Context, js jetstream.JetStream, o KnowledgeOptio
 	rctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	err := natsconn.Retry(rctx, log, "bucket "+events.BucketAuditorKnowledge, func(ctx context.Context) (err error) {
-		k.kv, err = js.KeyValue(ctx, events.BucketAuditorKnowledge)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			k.kv, err = js.CreateKeyValue(ctx, KnowledgeBucketConfig(replicas))
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				k.kv, err = js.KeyValue(ctx, events.BucketAuditorKnowledge)
-			}
-		}
+		k.kv, err = openKV(ctx, js, KnowledgeBucketConfig(replicas))
 		return err
 	})
 	if err != nil {

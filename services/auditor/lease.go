@@ -167,6 +167,19 @@ func LeaseBucketConfig(ttl time.Duration, replicas int) jetstream.KeyValueConfig
 // requests lost while a cluster forms are sent again meanwhile.
 const openTimeout = time.Minute
 
+// openKV opens the KV bucket cfg names, creating it with cfg when missing
+// (another instance may create it at the same moment). Callers retry it.
+func openKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	return kv, err
+}
+
 // OpenLeaseBucket opens the lease bucket, creating it when missing. An
 // existing bucket must have the same TTL and keep limit markers.
 func OpenLeaseBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
@@ -177,14 +190,7 @@ func OpenLeaseBucket(ctx context.Context, js jetstream.JetStream, ttl time.Durat
 	rctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	err := natsconn.Retry(rctx, zerolog.Nop(), "bucket "+events.BucketAuditorLeases, func(ctx context.Context) (err error) {
-		kv, err = js.KeyValue(ctx, events.BucketAuditorLeases)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			kv, err = js.CreateKeyValue(ctx, LeaseBucketConfig(ttl, replicas))
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				kv, err = js.KeyValue(ctx, events.BucketAuditorLeases)
-			}
-		}
-		if err != nil {
+		if kv, err = openKV(ctx, js, LeaseBucketConfig(ttl, replicas)); err != nil {
 			return err
 		}
 		// Instances starting together: the bucket another one created a

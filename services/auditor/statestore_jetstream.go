@@ -129,13 +129,7 @@ func OpenJSState(ctx context.Context, o JSStateOptions) (*JSState, error) {
 	rctx, cancel := context.WithTimeout(ctx, openTimeout)
 	defer cancel()
 	err = natsconn.Retry(rctx, o.Log, "bucket "+events.BucketAuditorState, func(ctx context.Context) (err error) {
-		s.kv, err = o.JS.KeyValue(ctx, events.BucketAuditorState)
-		if errors.Is(err, jetstream.ErrBucketNotFound) {
-			s.kv, err = o.JS.CreateKeyValue(ctx, StateBucketConfig(o.Replicas))
-			if errors.Is(err, jetstream.ErrBucketExists) {
-				s.kv, err = o.JS.KeyValue(ctx, events.BucketAuditorState)
-			}
-		}
+		s.kv, err = openKV(ctx, o.JS, StateBucketConfig(o.Replicas))
 		return err
 	})
 	if err != nil {
