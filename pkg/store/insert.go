@@ -9,7 +9,6 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -241,12 +240,48 @@ func (s *Store) insertOpts(ctx context.Context, table string, evs []events.Envel
 	return nil
 }
 
-// usageRowBytes is about the size of an encoded usage row, to size the
-// buffer of an insert once.
+// usageRowBytes is about the size of a usage row in JSONCompactEachRow,
+// to size the buffer of an insert once. RowBinary rows are sized exactly
+// (usageRowBinarySize): a buffer of megabytes that fills past its
+// capacity is allocated again, zeroed and copied, and on the scale-out
+// suite's usage, whose rows were larger than this guess, that cost a fifth
+// of the auditor's CPU per event.
 const usageRowBytes = 192
 
-// usageBufs recycles the row buffers of usage inserts (megabytes each).
-var usageBufs = sync.Pool{New: func() any { return new([]byte) }}
+// usageBufs keeps the row buffers of usage inserts (megabytes each) for
+// the next inserts, up to its capacity; buffers larger than keptBufBytes
+// are let go. A sync.Pool lets the garbage collector empty it, and a
+// process whose heap is small collects between two inserts: each insert
+// then allocated its buffer again, which the runtime zeroes and the
+// kernel maps in page by page as the rows are written (in the scale-out
+// suite, twice the CPU of encoding the rows).
+var usageBufs = make(chan []byte, 4)
+
+// keptBufBytes is the largest buffer usageBufs keeps: an insert that may
+// be split is written at maxInsertBytes.
+const keptBufBytes = maxInsertBytes + maxInsertBytes/16
+
+// usageBuf returns a kept buffer, or nil.
+func usageBuf() []byte {
+	select {
+	case b := <-usageBufs:
+		return b
+	default:
+		return nil
+	}
+}
+
+// keepUsageBuf keeps b for a later insert if there is room and it is not
+// too large.
+func keepUsageBuf(b []byte) {
+	if cap(b) > keptBufBytes {
+		return
+	}
+	select {
+	case usageBufs <- b[:0]:
+	default:
+	}
+}
 
 // insertUsage is insert for usage events, the hot path: rows are appended
 // by hand instead of through encoding/json, which costs several
@@ -261,13 +296,23 @@ func (s *Store) insertUsage(ctx context.Context, columns []string, evs []events.
 	// as a copy in another insert is: the same for every view.
 	opts.NoInsertMerge = !s.insertMerge
 	bin, isBin := s.b.(BinaryInserter)
-	bp := usageBufs.Get().(*[]byte)
-	defer usageBufs.Put(bp)
-	buf := (*bp)[:0]
-	if want := len(evs) * usageRowBytes; cap(buf) < want && (opts.DedupToken != "" || want <= maxInsertBytes) {
+	buf := usageBuf()
+	want := len(evs) * usageRowBytes
+	if isBin {
+		want = 0
+		for _, e := range evs {
+			if p, ok := e.Data.(*events.UsageDecided); ok {
+				want += usageRowBinarySize(p)
+			}
+		}
+	}
+	if opts.DedupToken == "" {
+		want = min(want, keptBufBytes) // written at maxInsertBytes
+	}
+	if cap(buf) < want {
 		buf = make([]byte, 0, want) // one allocation, not a doubling per megabyte
 	}
-	defer func() { *bp = buf[:0] }()
+	defer func() { keepUsageBuf(buf) }()
 	for _, e := range evs {
 		p, ok := e.Data.(*events.UsageDecided)
 		if !ok || e.Type != events.TypeUsageDecided {
@@ -307,6 +352,27 @@ func (s *Store) writeUsage(ctx context.Context, bin BinaryInserter, columns []st
 		return fmt.Errorf("insert into %s: %w", tableUsage, err)
 	}
 	return nil
+}
+
+// usageRowBinarySize is the length of p's RowBinary row
+// (appendUsageRowBinary) when its strings are valid UTF-8; a string that
+// is not grows by up to two bytes per invalid byte.
+func usageRowBinarySize(p *events.UsageDecided) int {
+	n := 3*8 + 1 + 8 + 4 // id, time; decision; latency, count
+	for _, v := range [...]string{p.TokenID, p.Tenant, p.Holder, p.KeyID, p.Enforcer, p.Service, p.SourceIP,
+		p.UserAgent, p.Method, p.Route, p.Scope, p.Reason, p.Resource, p.Client, p.Device} {
+		n += uvarintLen(uint64(len(v))) + len(v)
+	}
+	return n
+}
+
+// uvarintLen is the length of v as a uvarint.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 // appendUsageRowBinary appends the RowBinary row of a usage event, of

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,6 +109,42 @@ func TestAppendUsageRowBinary(t *testing.T) {
 		if !errors.Is(err, events.ErrInvalidField) || string(out) != "x" {
 			t.Errorf("%s: %q, %v; want ErrInvalidField and nothing appended", c.name, out, err)
 		}
+	}
+}
+
+// TestUsageRowBinarySize: the size an insert allocates for a row is the
+// row's length when its strings are valid UTF-8, whatever their lengths
+// (one- and two-byte length prefixes), and below it only for invalid
+// UTF-8, whose bytes become three-byte U+FFFD.
+func TestUsageRowBinarySize(t *testing.T) {
+	long := strings.Repeat("r", 200) // a two-byte uvarint length
+	for _, c := range []struct {
+		name  string
+		s     string
+		exact bool
+	}{
+		{"empty", "", true},
+		{"short", "GET", true},
+		{"127 bytes", strings.Repeat("x", 127), true},
+		{"128 bytes", strings.Repeat("x", 128), true},
+		{"long", long, true},
+		{"16384 bytes", strings.Repeat("y", 1<<14), true},
+		{"unicode", "ünïcödé ✓ 🙂", true},
+		{"invalid utf-8", "bad \xff\xfe end", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := &events.UsageDecided{TokenID: c.s, Tenant: "acme", Holder: c.s, KeyID: "k", Enforcer: "e", Service: "s", SourceIP: "10.0.0.1",
+				UserAgent: c.s, Method: "GET", Route: long, Scope: c.s, Decision: "deny", Reason: c.s, LatencyNS: 7, Resource: c.s, Client: c.s, Device: c.s}
+			e := events.Envelope{ID: uuid.Must(uuid.NewV7()), Type: events.TypeUsageDecided, Time: time.Unix(1, 0), Data: p}
+			row, err := appendUsageRowBinary(nil, e, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := usageRowBinarySize(p)
+			if c.exact && size != len(row) || !c.exact && size >= len(row) {
+				t.Errorf("size %d for a row of %d bytes (exact: %v)", size, len(row), c.exact)
+			}
+		})
 	}
 }
 
