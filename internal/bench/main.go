@@ -32,7 +32,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	only := fs.String("only", "", "run only the suites whose name contains this `text`")
 	list := fs.Bool("list", false, "list the suites and exit")
 	smoke := fs.Bool("smoke", false, "run every suite at tiny sizes to show it still runs, judging no target (make bench-smoke, CI); the figures mean nothing")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of each measured stage of the auditor suite to `prefix`.<stage>.pprof (go tool pprof reads them)")
+	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles: the auditor suite one per measured stage, `prefix`.<stage>.pprof, and the scale-out suite one per auditor process in a directory prefix.scaleout-* (go tool pprof reads them)")
 	fs.Usage = func() { usage(stderr, fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

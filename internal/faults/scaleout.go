@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,21 +75,43 @@ type scaleOutConfig struct {
 	StateDir   string `json:"state_dir,omitempty"`
 	Instance   string `json:"instance,omitempty"`
 	Partitions int    `json:"partitions,omitempty"`
-	// Lease runs the auditor in lease mode.
-	Lease bool `json:"lease,omitempty"`
+	// Lease runs the auditor in lease mode; Owns, without it, are the
+	// partitions the instance runs (auditor --partitions).
+	Lease bool  `json:"lease,omitempty"`
+	Owns  []int `json:"owns,omitempty"`
+	// CPUProfile, when set, is where the auditor child writes a CPU
+	// profile of its life.
+	CPUProfile string `json:"cpu_profile,omitempty"`
 }
 
 // ScaleOutRunSpec is one run: Instances auditor processes, one of which
 // (the second) is killed with SIGKILL mid-run when Kill is set.
+//
+// A run is live by default: the instances share the partitions by leases,
+// hold them before any usage is published, and read the usage while it
+// is published, as a deployment reads its fleet's. In a backlog run the
+// instances run the partitions given to them by --partitions (partition p
+// to instance p mod Instances); once started and idle they are stopped
+// (SIGSTOP), every usage message is published, and they are resumed
+// (SIGCONT) to catch up, as after an outage: each reads as fast as it can,
+// which is the CPU an instance costs per event at capacity. Live, the
+// publishing (three nats-server processes storing every message three
+// times) is the bottleneck, every instance waits for usage, and each
+// message wakes an instance that handles 1/Instances of the stream's
+// messages: the more instances, the fewer events a wake-up handles.
 type ScaleOutRunSpec struct {
 	Instances int
 	Kill      bool
+	Backlog   bool
 }
 
-// String names the run ("n4+kill").
+// String names the run ("n4+kill", "n2+backlog").
 func (s ScaleOutRunSpec) String() string {
-	if s.Kill {
+	switch {
+	case s.Kill:
 		return fmt.Sprintf("n%d+kill", s.Instances)
+	case s.Backlog:
+		return fmt.Sprintf("n%d+backlog", s.Instances)
 	}
 	return fmt.Sprintf("n%d", s.Instances)
 }
@@ -113,6 +136,10 @@ type ScaleOutOptions struct {
 	// every instance held its partitions: the runners' start-up (their
 	// consumers, their restored state) is not idling.
 	IdleWindow time.Duration
+	// CPUProfiles, when set, is a directory where every auditor process
+	// writes a CPU profile of its life, <run>-<instance>.pprof (go tool
+	// pprof reads them).
+	CPUProfiles string
 	// Shared runs several instances without lease mode: today's auditors
 	// share one durable consumer (the rows split between them) and each
 	// runs the detectors over the whole stream. It exercises the harness
@@ -132,6 +159,8 @@ type ScaleOutReport struct {
 // ScaleOutRun is what one run left.
 type ScaleOutRun struct {
 	ScaleOutRunSpec
+	// Database held the run's rows; it is dropped once they are compared
+	// with the first run's, unless this is the first run.
 	Database string
 	Contents *DBContents
 	// Lost are events missing from the run's rows; Duplicates stored
@@ -151,9 +180,10 @@ type ScaleOutRun struct {
 	VictimPartitions []int
 	Reowned, MidRun  bool
 	// Time is from the first instance started to the last row written;
-	// ShimCPU the CPU time ClickHouse (the shim child, chDB) spent
-	// meanwhile.
-	Time, ShimCPU time.Duration
+	// WorkTime from the first usage published (a backlog run: from the
+	// instances' resumption) to the last row written; ShimCPU the CPU time
+	// ClickHouse (the shim child, chDB) spent over Time.
+	Time, WorkTime, ShimCPU time.Duration
 }
 
 // InstanceReport is one auditor process of a run.
@@ -164,14 +194,15 @@ type InstanceReport struct {
 	// Events are the usage rows it wrote; CPU its CPU time (procCPU)
 	// when it stopped or was killed; StartCPU the same when the first
 	// usage was published (start-up, migrations and the hand-out of the
-	// leases).
+	// leases; in a backlog run, when it was stopped before the
+	// publishing).
 	Events   uint64
 	CPU      time.Duration
 	StartCPU time.Duration
 	// IdleRate is its CPU time per second of wall time while it held its
 	// partitions and no usage came (ScaleOutOptions.IdleWindow; 0
-	// without); Work the wall time from the first usage published to its
-	// stop or kill.
+	// without); Work the wall time from the first usage published (in a
+	// backlog run, from its resumption) to its stop or kill.
 	IdleRate float64
 	Work     time.Duration
 }
@@ -253,9 +284,9 @@ func (r *ScaleOutRun) NetCPUPerEvent() time.Duration {
 // String is one line per figure.
 func (r *ScaleOutRun) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: rows %d, distinct %d, raw %d, anomalies %d; lost %d, duplicates %d, foreign %d, missing %d, anomalies missed %d, extra %d; %v",
+	fmt.Fprintf(&b, "%s: rows %d, distinct %d, raw %d, anomalies %d; lost %d, duplicates %d, foreign %d, missing %d, anomalies missed %d, extra %d; %v (%v from the first usage or the resumption)",
 		r.ScaleOutRunSpec, r.Contents.Rows, r.Contents.Distinct, r.Contents.RawRows, len(r.Contents.Anomalies),
-		r.Lost, r.Duplicates, r.Foreign, r.Missing, len(r.MissedAnomalies), len(r.ExtraAnomalies), r.Time.Round(time.Millisecond))
+		r.Lost, r.Duplicates, r.Foreign, r.Missing, len(r.MissedAnomalies), len(r.ExtraAnomalies), r.Time.Round(time.Millisecond), r.WorkTime.Round(time.Millisecond))
 	if r.Victim != "" {
 		fmt.Fprintf(&b, "; killed %s (mid-run %v) holding %v, re-owned %v", r.Victim, r.MidRun, r.VictimPartitions, r.Reowned)
 	}
@@ -306,6 +337,8 @@ func ScaleOut(ctx context.Context, tb testing.TB, o ScaleOutOptions) (*ScaleOutR
 			return nil, fmt.Errorf("scale-out run %s: want 1 to 16 instances", r)
 		case r.Kill && r.Instances < 2:
 			return nil, fmt.Errorf("scale-out run %s: a kill needs a survivor", r)
+		case r.Kill && r.Backlog:
+			return nil, fmt.Errorf("scale-out run %s: a kill takes the victim's partitions over by leases, which a backlog run does not use", r)
 		case r.Instances > 1 && !PartitionedAuditor && !o.Shared:
 			return nil, fmt.Errorf("scale-out run %s: %w", r, ErrNoLeaseMode)
 		}
@@ -370,29 +403,43 @@ func (h *scaleOut) run(ctx context.Context) (*ScaleOutReport, error) {
 		after, _ := procCPU(shim.cmd.Process.Pid)
 		r.ShimCPU = after - before
 		rep.Runs = append(rep.Runs, r)
-	}
-	first := rep.Runs[0]
-	for _, r := range rep.Runs {
-		if r.Contents, err = h.contents(ctx, r.Database); err != nil {
+		if err := h.judge(ctx, rep, r); err != nil {
 			return nil, err
 		}
-		r.Lost = max(0, rep.Events-int(r.Contents.Distinct))
-		r.Duplicates = int(r.Contents.RawRows) - int(r.Contents.Distinct)
-		if r == first {
-			continue
-		}
-		if r.Foreign, err = h.scalar(ctx, onlyIn(r.Database, first.Database)); err != nil {
-			return nil, err
-		}
-		if r.Missing, err = h.scalar(ctx, onlyIn(first.Database, r.Database)); err != nil {
-			return nil, err
-		}
-		r.MissedAnomalies, r.ExtraAnomalies = diffAnomalies(first.Contents.Anomalies, r.Contents.Anomalies)
 	}
 	if err := shim.stop(time.Minute); err != nil {
 		return nil, err
 	}
 	return rep, nil
+}
+
+// judge reads run r's rows and anomalies and compares them with the first
+// run's, then drops r's database unless r is the first: ClickHouse would
+// otherwise go on merging every earlier run's tables in the background,
+// beside the auditors of the later runs, which then measured up to a
+// third more CPU per event than the same run did first.
+func (h *scaleOut) judge(ctx context.Context, rep *ScaleOutReport, r *ScaleOutRun) error {
+	var err error
+	if r.Contents, err = h.contents(ctx, r.Database); err != nil {
+		return err
+	}
+	r.Lost = max(0, rep.Events-int(r.Contents.Distinct))
+	r.Duplicates = int(r.Contents.RawRows) - int(r.Contents.Distinct)
+	first := rep.Runs[0]
+	if r == first {
+		return nil
+	}
+	if r.Foreign, err = h.scalar(ctx, onlyIn(r.Database, first.Database)); err != nil {
+		return err
+	}
+	if r.Missing, err = h.scalar(ctx, onlyIn(first.Database, r.Database)); err != nil {
+		return err
+	}
+	r.MissedAnomalies, r.ExtraAnomalies = diffAnomalies(first.Contents.Anomalies, r.Contents.Anomalies)
+	if _, err := h.query(ctx, "DROP DATABASE `"+r.Database+"`"); err != nil {
+		return fmt.Errorf("scale-out run %s: %w", r.ScaleOutRunSpec, err)
+	}
+	return nil
 }
 
 // runOne runs one spec on a fresh cluster.
@@ -406,6 +453,7 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 		return nil, err
 	}
 	h.logf("%s: cluster up (%d partitions)", spec, parts)
+	lease := PartitionedAuditor && !spec.Backlog
 
 	start := time.Now()
 	procs := make([]*proc, spec.Instances)
@@ -420,7 +468,15 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 	for i := range procs {
 		names[i] = fmt.Sprintf("run%d-%d", idx, i)
 		cfg := scaleOutConfig{NATS: c.URLsFrom(i % len(c.Nodes)), ClickHouse: h.shim, Database: r.Database,
-			StateDir: filepath.Join(h.o.Dir, names[i]), Instance: names[i], Partitions: parts, Lease: PartitionedAuditor}
+			StateDir: filepath.Join(h.o.Dir, names[i]), Instance: names[i], Partitions: parts, Lease: lease}
+		if spec.Backlog {
+			for p := i; p < parts; p += spec.Instances {
+				cfg.Owns = append(cfg.Owns, p)
+			}
+		}
+		if h.o.CPUProfiles != "" {
+			cfg.CPUProfile = filepath.Join(h.o.CPUProfiles, strings.ReplaceAll(spec.String(), "+", "-")+"-"+names[i]+".pprof")
+		}
 		p, err := startProc(h.o.Child, ChildScaleAuditor, names[i], cfg, filepath.Join(h.o.Dir, names[i]+".log"))
 		if err != nil {
 			return nil, err
@@ -432,7 +488,7 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 			return nil, err
 		}
 	}
-	if PartitionedAuditor {
+	if lease {
 		// Every instance holds its share before any usage arrives, so
 		// each one does its part of the work (and the victim has some).
 		err := poll(ctx, 5*time.Minute, 50*time.Millisecond, func() error {
@@ -492,17 +548,36 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 	var killedAfter time.Duration
 	// Half the usage now; with a kill, the other half only after the
 	// victim is dead, so its partitions have work it never saw.
-	half := len(msgs) / 2
-	lastSeq, err := publishAll(ctx, js, msgs[:half])
-	if err != nil {
-		return nil, err
-	}
-	if !spec.Kill {
-		if lastSeq, err = publishAll(ctx, js, msgs[half:]); err != nil {
+	var lastSeq uint64
+	if spec.Backlog {
+		for _, p := range procs {
+			if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+				return nil, fmt.Errorf("%s: SIGSTOP: %w", p.name, err)
+			}
+		}
+		if lastSeq, err = publishAll(ctx, js, msgs); err != nil {
 			return nil, err
 		}
+		h.logf("%s: every instance stopped (SIGSTOP); all %d messages published (last seq %d); resuming them", spec, len(msgs), lastSeq)
+		workStart = time.Now()
+		for _, p := range procs {
+			if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+				return nil, fmt.Errorf("%s: SIGCONT: %w", p.name, err)
+			}
+		}
 	}
-	h.logf("%s: %d of %d messages published (last seq %d)", spec, map[bool]int{true: half, false: len(msgs)}[spec.Kill], len(msgs), lastSeq)
+	half := len(msgs) / 2
+	if !spec.Backlog {
+		if lastSeq, err = publishAll(ctx, js, msgs[:half]); err != nil {
+			return nil, err
+		}
+		if !spec.Kill {
+			if lastSeq, err = publishAll(ctx, js, msgs[half:]); err != nil {
+				return nil, err
+			}
+		}
+		h.logf("%s: %d of %d messages published (last seq %d)", spec, map[bool]int{true: half, false: len(msgs)}[spec.Kill], len(msgs), lastSeq)
+	}
 	cpu := make([]time.Duration, len(procs))
 	if spec.Kill {
 		victim := procs[1]
@@ -576,7 +651,7 @@ func (h *scaleOut) runOne(ctx context.Context, idx int, spec ScaleOutRunSpec, ms
 	if err != nil {
 		return nil, err
 	}
-	r.Time = time.Since(start)
+	r.Time, r.WorkTime = time.Since(start), time.Since(workStart)
 	for i, p := range procs {
 		inst := InstanceReport{Name: names[i], PID: p.cmd.Process.Pid, Killed: spec.Kill && i == 1, Events: p.Stats().Usage, CPU: cpu[i], StartCPU: startCPU[i],
 			IdleRate: idleRate[i], Work: killedAfter}

@@ -86,7 +86,10 @@ func TestScaleOutOneInstance(t *testing.T) {
 // TestScaleOutAcceptance: one, two and four auditor instances sharing the
 // partitions by leases write the same rows and raise the same anomalies;
 // with four, one SIGKILLed mid-run loses, duplicates, misses and adds
-// nothing, and its partitions are re-owned. Polls to completion.
+// nothing, and its partitions are re-owned. Two instances given their
+// partitions by --partitions, stopped (SIGSTOP) while every message is
+// published and then resumed to catch up, do the same. Polls to
+// completion.
 func TestScaleOutAcceptance(t *testing.T) {
 	if !faults.PartitionedAuditor {
 		t.Skip("the auditor has no lease mode yet (auditor.Config): set faults.PartitionedAuditor and wire scaleOutLease once the partitioned pipeline (WP4) is merged")
@@ -94,7 +97,18 @@ func TestScaleOutAcceptance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs nats-server clusters and child processes; skipped with -short")
 	}
-	judgeScaleOut(t, runScaleOut(t, nil, false))
+	rep := runScaleOut(t, []faults.ScaleOutRunSpec{{Instances: 1}, {Instances: 2}, {Instances: 4}, {Instances: 4, Kill: true}, {Instances: 2, Backlog: true}}, false)
+	judgeScaleOut(t, rep)
+	for _, r := range rep.Runs {
+		if !r.Backlog {
+			continue
+		}
+		for _, i := range r.Instances {
+			if i.Events == 0 {
+				t.Errorf("%s: %s wrote no event: want its partitions'", r.ScaleOutRunSpec, i.Name)
+			}
+		}
+	}
 }
 
 // TestScaleOutRefusals: malformed runs, and several instances while the
@@ -111,6 +125,7 @@ func TestScaleOutRefusals(t *testing.T) {
 	}{
 		{"no instance", []faults.ScaleOutRunSpec{{Instances: 0}}, "want 1 to 16 instances"},
 		{"kill alone", []faults.ScaleOutRunSpec{{Instances: 1, Kill: true}}, "needs a survivor"},
+		{"kill in a backlog", []faults.ScaleOutRunSpec{{Instances: 2, Kill: true, Backlog: true}}, "does not use"},
 	}
 	if !faults.PartitionedAuditor {
 		tests = append(tests, struct {
