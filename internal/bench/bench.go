@@ -202,7 +202,7 @@ func runSuites(ctx context.Context, suites []Suite, filter string, env Env) []Re
 	out := env.Progress
 	var res []Result
 	for _, s := range suites {
-		if filter != "" && !strings.Contains(s.Name, filter) {
+		if !selected(suites, s.Name, filter) {
 			continue
 		}
 		if ctx.Err() != nil {
@@ -295,3 +295,16 @@ func Micros(d time.Duration) float64 { return float64(d) / float64(time.Microsec
 
 // Millis converts a duration to milliseconds for a Figure.
 func Millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// selected reports whether the suite named name runs under filter (--only):
+// every suite whose name contains it, or only the one named exactly so
+// (--only auditor runs the auditor suite, not also "scale-out: auditor
+// instances").
+func selected(suites []Suite, name, filter string) bool {
+	for _, s := range suites {
+		if s.Name == filter {
+			return name == filter
+		}
+	}
+	return strings.Contains(name, filter)
+}

@@ -29,7 +29,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cordon-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "write the results, with the machine they ran on, to this markdown `file` (make bench: BENCHMARKS.md)")
-	only := fs.String("only", "", "run only the suites whose name contains this `text`")
+	only := fs.String("only", "", "run only the suites whose name contains this `text` (only the one named exactly so, if one is)")
 	list := fs.Bool("list", false, "list the suites and exit")
 	smoke := fs.Bool("smoke", false, "run every suite at tiny sizes to show it still runs, judging no target (make bench-smoke, CI); the figures mean nothing")
 	cpuprofile := fs.String("cpuprofile", "", "write CPU profiles: the auditor suite one per measured stage, `prefix`.<stage>.pprof, and the scale-out suite one per auditor process in a directory prefix.scaleout-* (go tool pprof reads them)")

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +118,33 @@ func TestSuitesSmoke(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("progress:\n%s", progress.String())
+	}
+}
+
+// TestSelected: --only runs every suite whose name contains the text,
+// unless a suite is named exactly so, which then runs alone.
+func TestSelected(t *testing.T) {
+	suites := []Suite{{Name: "auditor"}, {Name: "scale-out: auditor instances"}, {Name: "fault tolerance"}, {Name: "fault tolerance: node loss"}}
+	for _, c := range []struct {
+		filter string
+		want   []string
+	}{
+		{"", []string{"auditor", "scale-out: auditor instances", "fault tolerance", "fault tolerance: node loss"}},
+		{"auditor", []string{"auditor"}},
+		{"audit", []string{"auditor", "scale-out: auditor instances"}},
+		{"fault tolerance", []string{"fault tolerance"}},
+		{"fault", []string{"fault tolerance", "fault tolerance: node loss"}},
+		{"node loss", []string{"fault tolerance: node loss"}},
+		{"nosuch", nil},
+	} {
+		var got []string
+		for _, s := range suites {
+			if selected(suites, s.Name, c.filter) {
+				got = append(got, s.Name)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("--only %q selects %q, want %q", c.filter, got, c.want)
+		}
 	}
 }
