@@ -23,3 +23,13 @@ func sharedChDBPath() string {
 	})
 	return chdbDir
 }
+
+// removeSharedChDB deletes the bench process's chDB data directory, if
+// one was made: a full run leaves most of a gigabyte there. Called last,
+// when no suite writes any more (chDB's session stays open until the
+// process exits; its files go with the directory).
+func removeSharedChDB() {
+	if chdbDir != "" {
+		_ = os.RemoveAll(chdbDir)
+	}
+}

@@ -60,6 +60,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cordon-bench: %v\n", err)
 		return 3
 	}
+	defer removeSharedChDB()
 	return run(ctx, Suites(), Env{Progress: stdout, Smoke: *smoke, CPUProfile: *cpuprofile}, *only, *out, stderr)
 }
 

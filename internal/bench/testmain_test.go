@@ -13,5 +13,7 @@ import (
 func TestMain(m *testing.M) {
 	faults.ChildMain()
 	ChildMain()
-	os.Exit(m.Run())
+	code := m.Run()
+	removeSharedChDB()
+	os.Exit(code)
 }
