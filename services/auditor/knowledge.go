@@ -612,7 +612,8 @@ func parseMark(key string, value []byte) (int, mark, error) {
 	ts, seqs, ok := strings.Cut(string(value), ":")
 	t, err1 := strconv.ParseInt(ts, 10, 64)
 	seq, err2 := strconv.ParseUint(seqs, 10, 64)
-	if !ok || err1 != nil || err2 != nil || t < 0 {
+	// Only the writer's own form: no sign, no leading zero.
+	if !ok || err1 != nil || err2 != nil || t < 0 || strconv.FormatInt(t, 10) != ts || strconv.FormatUint(seq, 10) != seqs {
 		return 0, mark{}, fmt.Errorf("knowledge %q: value %q is not <event time>:<stream sequence>", key, value)
 	}
 	return p, mark{T: t, Seq: seq}, nil
