@@ -99,8 +99,8 @@ func scaleOutFigures(rep *faults.ScaleOutReport) []Figure {
 	how := func(base *faults.ScaleOutRun) string {
 		return fmt.Sprintf("%d events in %d batches; timer from starting the auditor processes to every instance caught up and every row in ClickHouse (so it includes their start-up, the hand-out of the leases and the publishing: events/s is a lower bound); CPU from /proc/<pid>/task/*/schedstat of each auditor process (ns) over its life (start-up and idle polling included; ClickHouse's process not included); baseline: the %s run of the same suite", rep.Events, rep.Messages, base.ScaleOutRunSpec)
 	}
-	howWork := fmt.Sprintf("%d events in %d batches; CPU from /proc/<pid>/task/*/schedstat of each auditor process (ns), from the moment every instance held its partitions and the first usage was published (backlog runs: from their resumption) to its stop (idle polling while waiting included; ClickHouse's process not included), over the usage rows it wrote; a killed instance's CPU up to its kill; baseline: the first run of the same mode", rep.Events, rep.Messages)
-	const howNet = "as the row above, less each instance's idle CPU rate (measured over 2 s, from 1 s after every instance held its partitions, before any usage) times its wall time from the first usage (backlog: its resumption) to its stop: the CPU its events cost it"
+	howWork := fmt.Sprintf("%d events in %d batches; CPU from /proc/<pid>/task/*/schedstat of each auditor process (ns), from the moment every instance held its partitions and the first usage was published to its stop (idle polling while waiting included; ClickHouse's process not included), over the usage rows it wrote; a killed instance's CPU up to its kill; baseline: the n1 run", rep.Events, rep.Messages)
+	const howNet = "as the row above, less each instance's idle CPU rate (measured over 2 s, from 1 s after every instance held its partitions, before any usage) times its wall time from the first usage to its stop: the CPU its events cost it"
 	var figs []Figure
 	var base *faults.ScaleOutRun
 	var baseRate, baseWorkRate float64
