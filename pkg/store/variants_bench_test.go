@@ -48,6 +48,18 @@ var (
 		"ALTER TABLE {db}.holder_usage_daily_state MODIFY SETTING non_replicated_deduplication_window = 0",
 	}
 	noBloom = []string{"ALTER TABLE {db}.usage_events_raw DROP INDEX IF EXISTS source_ip_bf"}
+	// noStatistics stops the engine building minmax and uniq statistics
+	// of every column on each merge (chDB 26.5's auto_statistics_types);
+	// noSubstreamMarks writes marks per column, not per substream, and one
+	// file less a part. Measured, not kept (docs/schema.md).
+	noStatistics = []string{
+		"ALTER TABLE {db}.usage_events_raw MODIFY SETTING auto_statistics_types = ''",
+		"ALTER TABLE {db}.token_usage_daily_counts MODIFY SETTING auto_statistics_types = ''",
+	}
+	noSubstreamMarks = []string{
+		"ALTER TABLE {db}.usage_events_raw MODIFY SETTING write_marks_for_substreams_in_compact_parts = 0",
+		"ALTER TABLE {db}.token_usage_daily_counts MODIFY SETTING write_marks_for_substreams_in_compact_parts = 0",
+	}
 	// holderFromToken replaces the holder rollup's materialized view by a
 	// view over the token rollup's uniqExact states.
 	holderFromToken = []string{
@@ -117,6 +129,8 @@ var schemaVariants = []schemaVariant{
 	{"0008 with a holder counters MV", cat(holderCounters, withFinal), true},
 	{"0008 merge on insert", withFinal, true},
 	{"0008 (counters, holder from token, FINAL)", withFinal, false},
+	{"0008 no statistics", cat(noStatistics, withFinal), false},
+	{"0008 no statistics, no substream marks", cat(noStatistics, noSubstreamMarks, withFinal), false},
 	{"0008 no bloom index", cat(noBloom, withFinal), false},
 	{"0008 rollup by address and scope", cat(addressScopeRollup, withFinal), false},
 	{"raw only (no rollups)", cat(noRollups, withFinal), false},
