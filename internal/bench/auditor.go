@@ -36,9 +36,10 @@ import (
 // AuditorSuite measures the auditor: end-to-end ingestion throughput
 // (real enforcers deciding requests and publishing their usage → JetStream
 // → the auditor with every detector on → rows in ClickHouse on chDB) next
-// to the rates of its stages, and detection latency (attack event
-// published → anomaly published) with background traffic. Detector memory
-// is MemorySuite's, in a fresh process.
+// to the rates of its stages, and detection latency (an attack decided by
+// a real enforcer, its usage batch published → its anomaly published, and
+// from the decision) with background traffic. Detector memory is
+// MemorySuite's, in a fresh process.
 func AuditorSuite() Suite {
 	return Suite{Name: "auditor", Summary: "usage ingestion from real enforcers into ClickHouse, stage by stage; detection latency", Run: runAuditorSuite}
 }
@@ -371,32 +372,63 @@ func newIngestFleet(tokens int) (*ingestFleet, error) {
 // start starts ingestEnforcers enforcers publishing to js, trusting the
 // fleet's signing key through the keys bucket.
 func (f *ingestFleet) start(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := js.KeyValue(ctx, events.BucketKeys)
-	if err != nil {
-		return fmt.Errorf("keys bucket: %w", err)
-	}
-	rec, _ := json.Marshal(f.anchor.EndorsedRecord(events.KeyRecord{KeyID: f.signer.KeyID, PublicKey: f.signer.Public(), Created: time.Now().UTC()}))
-	if _, err := kv.Put(ctx, f.signer.KeyID, rec); err != nil {
-		return fmt.Errorf("publish key: %w", err)
+	if err := trustSigner(ctx, js, f.signer, f.anchor); err != nil {
+		return err
 	}
 	for i := range ingestEnforcers {
 		// The verified-token cache holds the fleet's tokens (the default,
 		// enforce.DefaultCacheSize, is smaller than 20,000): a decision
 		// here is a seen token's, and the figures are ingestion's, not
 		// repeated signature checks of tokens evicted from a small cache.
-		e, err := enforce.New(enforce.Options{ID: fmt.Sprintf("edge-%d", i), Service: "billing", Environment: "prod",
-			TrustAnchors: token.Anchors{f.anchor.Public()}, CacheSize: 2 * len(f.reqs) / len(ingestRoutes), Log: zerolog.Nop()})
+		e, err := startBenchEnforcer(ctx, js, fmt.Sprintf("edge-%d", i), f.anchor, 2*len(f.reqs)/len(ingestRoutes))
 		if err != nil {
-			return err
-		}
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err = e.Start(sctx, js)
-		cancel()
-		if err != nil {
-			e.Close()
 			return err
 		}
 		f.es = append(f.es, e)
+	}
+	return nil
+}
+
+// trustSigner publishes signer's key, endorsed by anchor, in the keys
+// bucket.
+func trustSigner(ctx context.Context, js jetstream.JetStream, signer token.Signer, anchor token.Anchor) error {
+	kv, err := js.KeyValue(ctx, events.BucketKeys)
+	if err != nil {
+		return fmt.Errorf("keys bucket: %w", err)
+	}
+	rec, _ := json.Marshal(anchor.EndorsedRecord(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now().UTC()}))
+	if _, err := kv.Put(ctx, signer.KeyID, rec); err != nil {
+		return fmt.Errorf("publish key: %w", err)
+	}
+	return nil
+}
+
+// startBenchEnforcer starts an enforcer of the billing service trusting
+// anchor, its usage published as by default, with a verified-token cache
+// of cacheSize.
+func startBenchEnforcer(ctx context.Context, js jetstream.JetStream, id string, anchor token.Anchor, cacheSize int) (*enforce.Enforcer, error) {
+	e, err := enforce.New(enforce.Options{ID: id, Service: "billing", Environment: "prod",
+		TrustAnchors: token.Anchors{anchor.Public()}, CacheSize: cacheSize, Log: zerolog.Nop()})
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.Start(sctx, js); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// drainBelowHalf waits while e's usage buffer is more than half full, so
+// that a loop deciding as fast as it can drops no usage event.
+func drainBelowHalf(ctx context.Context, e *enforce.Enforcer) error {
+	for st := e.Stats(); st.UsageQueued > st.UsageCapacity/2; st = e.Stats() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 	return nil
 }
@@ -432,12 +464,9 @@ func (f *ingestFleet) decide(ctx context.Context, reqs []enforce.Request) error 
 				r := reqs[i]
 				e.Check(&r)
 				if (i/len(f.es))%256 == 255 {
-					for st := e.Stats(); st.UsageQueued > st.UsageCapacity/2; st = e.Stats() {
-						if ctx.Err() != nil {
-							errc <- ctx.Err()
-							return
-						}
-						time.Sleep(100 * time.Microsecond)
+					if err := drainBelowHalf(ctx, e); err != nil {
+						errc <- err
+						return
 					}
 				}
 			}
@@ -760,9 +789,12 @@ func benchEndToEnd(ctx context.Context, fleet *ingestFleet, warm, measured []enf
 	return r, nil
 }
 
-// benchDetectionLatency trains tokens, then injects attacks (each a learned
-// token used from a new network) among steady background traffic and
-// times each from its publication to its anomaly on the ANOMALIES subjects.
+// benchDetectionLatency trains tokens through a real enforcer, then
+// injects attacks (each a learnt token used from a new network) among
+// steady background traffic through the same enforcer, publishing its
+// usage as it does by default (batches, its linger), and times each
+// attack from its decision and from its batch's publication to its
+// anomaly on the ANOMALIES subjects.
 // latencySize sizes the detection latency run.
 type latencySize struct{ attacks, bgTokens, days int }
 
@@ -775,71 +807,116 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 	}
 	defer p.Close()
 
-	// Training: the attacked tokens and the background tokens get
-	// sz.days days of office-hours use from their holder's network, so
-	// that their baselines and their holders' are learnt at the default
-	// thresholds (a token: 50 uses over 48 h; a holder: 200 over 72 h).
+	// The tokens: sz.attacks victims and sz.bgTokens of background, of 40
+	// holders, minted without a network restriction, so that an attacker's
+	// requests pass the enforcer and detection is the only defence.
 	day0 := time.Now().UTC().Add(-time.Duration(sz.days+1) * 24 * time.Hour).Truncate(24 * time.Hour)
-	bgTokens := sz.bgTokens
-	latencyAttacks := sz.attacks
-	victims := make([]string, latencyAttacks)
-	bg := make([]string, bgTokens)
-	for i := range victims {
-		victims[i] = uuid.Must(uuid.NewV7()).String()
+	signer, err := token.GenerateSigner(time.Now())
+	if err != nil {
+		return nil, err
 	}
-	for i := range bg {
-		bg[i] = uuid.Must(uuid.NewV7()).String()
+	anchor, err := token.GenerateAnchor()
+	if err != nil {
+		return nil, err
 	}
-	use := func(tok string, i int, at time.Time, ip string) (string, []byte, events.Envelope, error) {
-		u := &events.UsageDecided{TokenID: tok, Tenant: "acme", Holder: fmt.Sprintf("holder-%d", i%40), KeyID: "sig-1", Enforcer: "edge-1",
-			Service: "billing", SourceIP: ip, UserAgent: "billing-client/2.3", Method: "GET", Route: "/invoices/{id}",
-			Scope: "invoices:read", Decision: events.DecisionAllow, Reason: events.ReasonOK, LatencyNS: 30_000}
-		e, err := events.New("enforcer/edge-1", at, u)
-		if err != nil {
-			return "", nil, e, err
+	n := sz.attacks + sz.bgTokens
+	toks, ids := make([]string, n), make([]string, n)
+	for i := range toks {
+		ids[i] = uuid.Must(uuid.NewV7()).String()
+		if toks[i], err = signer.Mint(token.Claims{ID: ids[i], Tenant: "acme", Holder: fmt.Sprintf("holder-%d", i%40),
+			Scopes: []string{"invoices:read"}, Audience: []string{"billing"}, Networks: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")},
+			IssuedAt: day0.Add(-24 * time.Hour).Unix(), NotBefore: day0.Add(-24 * time.Hour).Unix(), Expiry: time.Now().Add(6 * time.Hour).Unix()}); err != nil {
+			return nil, err
 		}
-		b, err := events.Encode(e)
-		return events.Subject(e), b, e, err
 	}
-	train := &usageWorkload{}
-	all := append(append([]string(nil), victims...), bg...)
+	if err := trustSigner(ctx, p.JS, signer, anchor); err != nil {
+		return nil, err
+	}
+	enf, err := startBenchEnforcer(ctx, p.JS, "edge-1", anchor, 2*n)
+	if err != nil {
+		return nil, err
+	}
+	defer enf.Close()
+	use := func(i int, at time.Time, ip netip.Addr) enforce.Request {
+		return enforce.Request{Token: toks[i], Method: "GET", Route: "/invoices/{id}", Resource: strconv.Itoa(1 + i%1000), Scope: "invoices:read",
+			RemoteAddr: ip, UserAgent: "billing-client/2.3", Time: at}
+	}
+	home := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i / 250), byte(i % 250), 5}) }
+
+	// Training: every token gets sz.days days of office-hours use from its
+	// holder's network, so that its baseline and its holder's are learnt
+	// at the default thresholds (a token: 50 uses over 48 h; a holder: 200
+	// over 72 h).
+	k := 0
 	for d := 0; d < sz.days; d++ {
-		for k := 0; k < 20; k++ {
-			at := day0.Add(time.Duration(d)*24*time.Hour + 9*time.Hour + time.Duration(k)*20*time.Minute)
-			for i, tok := range all {
-				subj, b, e, err := use(tok, i, at.Add(time.Duration(i)*time.Millisecond), fmt.Sprintf("10.%d.%d.5", i/250, i%250))
-				if err != nil {
-					return nil, err
+		for j := 0; j < 20; j++ {
+			at := day0.Add(time.Duration(d)*24*time.Hour + 9*time.Hour + time.Duration(j)*20*time.Minute)
+			for i := range n {
+				r := use(i, at.Add(time.Duration(i)*time.Millisecond), home(i))
+				if !enf.Check(&r).Allow {
+					return nil, fmt.Errorf("training request of token %d denied", i)
 				}
-				train.subjects, train.data, train.ids = append(train.subjects, subj), append(train.data, b), append(train.ids, e.MsgID())
+				if k++; k%256 == 0 {
+					if err := drainBelowHalf(ctx, enf); err != nil {
+						return nil, err
+					}
+				}
 			}
 		}
 	}
-	last, err := train.publish(ctx, p.JS, 0, len(train.data))
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = enf.Flush(fctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("training: flush: %w", err)
+	}
+	_, _, last, err := streamState(ctx, p.JS)
 	if err != nil {
 		return nil, err
 	}
 	if err := waitAuditor(ctx, p.Auditor, last, 3*time.Minute); err != nil {
 		return nil, fmt.Errorf("training: %w", err)
 	}
-	if n := p.Auditor.Stats().Anomalies; n > 0 {
-		fmt.Fprintf(progress, "   (training raised %d anomalies)\n", n)
+	if a := p.Auditor.Stats().Anomalies; a > 0 {
+		fmt.Fprintf(progress, "   (training raised %d anomalies)\n", a)
 	}
-
 	trained := p.Knowledge().Stats()
 
-	// Anomalies as published: a plain subscription on their subjects.
-	type sample struct{ sent, got time.Time }
+	// Each attack's decision, the publication of the batch that carries
+	// it (a plain subscription on the subjects enforcers publish usage
+	// on), and its anomaly's arrival (one on the ANOMALIES subjects), by
+	// token id: a victim is used once after training, by its attacker.
+	type sample struct{ decided, published, got time.Time }
 	var mu sync.Mutex
-	byEvent := map[string]*sample{}
-	sub, err := p.NC.Subscribe(events.SubjectAnomalyPrefix+">", func(m *nats.Msg) {
+	byToken := map[string]*sample{}
+	usageSub, err := p.NC.Subscribe(events.SubjectUsagePrefix+"*.*.*", func(m *nats.Msg) {
+		now := time.Now()
+		var b events.UsageBatch
+		if events.DecodeUsageBatch(m.Subject, m.Data, &b) != nil {
+			return
+		}
+		var e events.Envelope
+		var u events.UsageDecided
+		mu.Lock()
+		defer mu.Unlock()
+		for b.Next(&e, &u) {
+			if s, ok := byToken[u.TokenID]; ok && s.published.IsZero() {
+				s.published = now
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer usageSub.Unsubscribe()
+	anomSub, err := p.NC.Subscribe(events.SubjectAnomalyPrefix+">", func(m *nats.Msg) {
 		now := time.Now()
 		_, an, err := events.DecodeAs[*events.AnomalyDetected](m.Data)
 		if err != nil {
 			return
 		}
 		mu.Lock()
-		if s, ok := byEvent[an.EventID]; ok && s.got.IsZero() {
+		if s, ok := byToken[an.TokenID]; ok && s.got.IsZero() {
 			s.got = now
 		}
 		mu.Unlock()
@@ -847,55 +924,57 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 	if err != nil {
 		return nil, err
 	}
-	defer sub.Unsubscribe()
+	defer anomSub.Unsubscribe()
 
 	// Live: background traffic at a steady rate, an attack every
-	// latencyAttackEvery, event time continuing on day 3 at noon.
+	// latencyAttackEvery, event time continuing on the last day at noon.
 	live := day0.Add(time.Duration(sz.days)*24*time.Hour + 12*time.Hour)
 	perTick := latencyBackground * int(latencyAttackEvery) / int(time.Second)
 	tick := time.NewTicker(latencyAttackEvery)
 	defer tick.Stop()
-	n := 0
-	for a := 0; a < latencyAttacks; a++ {
+	sent := 0
+	for a := 0; a < sz.attacks; a++ {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-tick.C:
 		}
-		for k := 0; k < perTick; k++ {
-			i := (n + k) % bgTokens
-			subj, b, e, err := use(bg[i], latencyAttacks+i, live.Add(time.Duration(n+k)*time.Millisecond), fmt.Sprintf("10.%d.%d.5", (latencyAttacks+i)/250, (latencyAttacks+i)%250))
-			if err != nil {
-				return nil, err
-			}
-			if _, err := p.JS.PublishAsync(subj, b, jetstream.WithMsgID(e.MsgID())); err != nil {
-				return nil, err
-			}
+		for j := 0; j < perTick; j++ {
+			i := sz.attacks + (sent+j)%sz.bgTokens
+			r := use(i, live.Add(time.Duration(sent+j)*time.Millisecond), home(i))
+			enf.Check(&r)
 		}
-		n += perTick
-		subj, b, e, err := use(victims[a], a, live.Add(time.Duration(n)*time.Millisecond), fmt.Sprintf("198.51.%d.77", a%250))
-		if err != nil {
-			return nil, err
-		}
+		sent += perTick
+		r := use(a, live.Add(time.Duration(sent)*time.Millisecond), netip.AddrFrom4([4]byte{198, 51, byte(a % 250), 77}))
+		s := &sample{}
 		mu.Lock()
-		byEvent[e.ID.String()] = &sample{sent: time.Now()}
+		byToken[ids[a]] = s
 		mu.Unlock()
-		if _, err := p.JS.PublishAsync(subj, b, jetstream.WithMsgID(e.MsgID())); err != nil {
-			return nil, err
+		start := time.Now()
+		d := enf.Check(&r)
+		mu.Lock()
+		s.decided = start
+		mu.Unlock()
+		if !d.Allow {
+			return nil, fmt.Errorf("attack %d denied by the enforcer (%s): the bench wants an allowed use", a, d.Reason)
 		}
 	}
+	if st := enf.Stats(); st.UsageDropped > 0 {
+		return nil, fmt.Errorf("the enforcer dropped %d usage events", st.UsageDropped)
+	}
 	deadline := time.Now().Add(30 * time.Second)
-	var lat []time.Duration
+	var fromDecision, fromPublication []time.Duration
 	missing := 0
 	for {
 		mu.Lock()
-		lat, missing = lat[:0], 0
-		for _, s := range byEvent {
-			if s.got.IsZero() {
+		fromDecision, fromPublication, missing = fromDecision[:0], fromPublication[:0], 0
+		for _, s := range byToken {
+			if s.got.IsZero() || s.published.IsZero() {
 				missing++
-			} else {
-				lat = append(lat, s.got.Sub(s.sent))
+				continue
 			}
+			fromDecision = append(fromDecision, s.got.Sub(s.decided))
+			fromPublication = append(fromPublication, s.got.Sub(s.published))
 		}
 		mu.Unlock()
 		if missing == 0 || time.Now().After(deadline) {
@@ -907,22 +986,31 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	if len(lat) < latencyAttacks*9/10 {
-		return nil, fmt.Errorf("only %d of %d attacks raised an anomaly", len(lat), latencyAttacks)
+	if len(fromDecision) < sz.attacks*9/10 {
+		return nil, fmt.Errorf("only %d of %d attacks raised an anomaly", len(fromDecision), sz.attacks)
 	}
 	if st := p.Knowledge().Stats(); st.Waits > trained.Waits {
 		fmt.Fprintf(progress, "   (during the attacks, a partition waited %d times for others to read further (shared knowledge), %d given up)\n",
 			st.Waits-trained.Waits, st.GaveUp-trained.GaveUp)
 	}
-	pc := Percentiles(lat, 50, 99, 100)
-	how := fmt.Sprintf("timer from the attack event's publication to its anomaly's arrival on the ANOMALIES subjects; n=%d attacks (a learnt token from a new network), one every %v, among %d events/s of background; default thresholds, tokens and holders learnt over %d days of event time",
-		len(lat), latencyAttackEvery, latencyBackground, sz.days)
+	traffic := fmt.Sprintf("n=%d attacks (a learnt token used from a new network), one every %v, among %d events/s of background, all decided by one enforcer publishing its usage as by default (batches, a %v linger); default thresholds, tokens and holders learnt over %d days of event time",
+		len(fromDecision), latencyAttackEvery, latencyBackground, enforce.DefaultUsageLinger, sz.days)
+	pub := Percentiles(fromPublication, 50, 99, 100)
+	dec := Percentiles(fromDecision, 50, 99, 100)
+	how := "timer from the arrival of the batch carrying the attack at a subscriber of the usage subjects (its publication) to its anomaly's arrival on the ANOMALIES subjects; " + traffic
+	decHow := "timer from the attack's Check call to its anomaly's arrival on the ANOMALIES subjects: the above plus the enforcer's linger; " + traffic
 	figs := []Figure{
-		{Name: "detection latency (default thresholds, learnt), " + pc[0].Label, Value: Millis(pc[0].Value), Unit: "ms", OK: true, How: how},
-		{Name: "detection latency (default thresholds, learnt), " + pc[1].Label, Value: Millis(pc[1].Value), Unit: "ms", Target: "≤ 100 ms", OK: pc[1].Value <= 100*time.Millisecond, How: how},
+		{Name: "detection latency (default thresholds, learnt), " + pub[0].Label, Value: Millis(pub[0].Value), Unit: "ms", OK: true, How: how},
+		{Name: "detection latency (default thresholds, learnt), " + pub[1].Label, Value: Millis(pub[1].Value), Unit: "ms", Target: "≤ 100 ms", OK: pub[1].Value <= 100*time.Millisecond, How: how},
 	}
-	if !pc[1].Max {
-		figs = append(figs, Figure{Name: "detection latency (default thresholds, learnt), " + pc[2].Label, Value: Millis(pc[2].Value), Unit: "ms", OK: true, How: how})
+	if !pub[1].Max {
+		figs = append(figs, Figure{Name: "detection latency (default thresholds, learnt), " + pub[2].Label, Value: Millis(pub[2].Value), Unit: "ms", OK: true, How: how})
 	}
-	return append(figs, Figure{Name: "attacks detected", Value: float64(len(lat)), Unit: fmt.Sprintf("of %d", latencyAttacks), OK: missing == 0}), nil
+	figs = append(figs,
+		Figure{Name: "  from the decision (linger included), " + dec[0].Label, Value: Millis(dec[0].Value), Unit: "ms", OK: true, How: decHow},
+		Figure{Name: "  from the decision (linger included), " + dec[1].Label, Value: Millis(dec[1].Value), Unit: "ms", OK: true, How: decHow})
+	if !dec[1].Max {
+		figs = append(figs, Figure{Name: "  from the decision (linger included), " + dec[2].Label, Value: Millis(dec[2].Value), Unit: "ms", OK: true, How: decHow})
+	}
+	return append(figs, Figure{Name: "attacks detected", Value: float64(len(fromDecision)), Unit: fmt.Sprintf("of %d", sz.attacks), OK: missing == 0}), nil
 }

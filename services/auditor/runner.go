@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,7 @@ type runner struct {
 	// when that write ends, so detection never waits on a write.
 	closeDue bool
 	spare    group                   // a written group's empty buffers, for the next
+	peak     int                     // rows of the largest group closed: a new buffer's capacity
 	free     [][]events.UsageDecided // chunks of written groups, for the next
 	rowsDone uint64
 	anomDone uint64
@@ -719,6 +721,11 @@ func (r *runner) observe(e events.Envelope, u *events.UsageDecided, keep, owned 
 		u = r.cur.keep(u, &r.free)
 	}
 	e.Data = u
+	if n := len(r.cur.envs); n == cap(r.cur.envs) {
+		// Double: append grows a large slice by a quarter, copying the
+		// group's rows again at every step.
+		r.cur.envs = slices.Grow(r.cur.envs, max(n, initialEnvs))
+	}
 	r.cur.envs = append(r.cur.envs, e)
 }
 
@@ -758,6 +765,7 @@ func (r *runner) closeGroup() error {
 	}
 	g := r.cur
 	r.cur = group{}
+	r.peak = max(r.peak, len(g.envs))
 	if len(g.envs) == 0 && !g.fixed {
 		r.rowsDone = max(r.rowsDone, g.last)
 		r.recycle(&g)
@@ -828,7 +836,7 @@ func (r *runner) written(err error) error {
 func (r *runner) newGroup(seq uint64) group {
 	g := group{first: seq, envs: r.spare.envs, us: r.spare.us}
 	if g.envs == nil {
-		g.envs = make([]events.Envelope, 0, min(r.a.o.BatchSize, initialEnvs))
+		g.envs = make([]events.Envelope, 0, min(r.a.o.BatchSize, max(initialEnvs, r.peak)))
 	}
 	r.spare = group{}
 	return g

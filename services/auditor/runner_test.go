@@ -78,6 +78,29 @@ func TestGroupRowsOwnTheirPayloads(t *testing.T) {
 	}
 }
 
+// TestGroupRowsGrowByDoubling: a group that outgrows its buffer doubles
+// it, so that filling a group copies its rows about once in all (append
+// alone grows a large slice by a quarter, copying the rows again at each
+// of many steps).
+func TestGroupRowsGrowByDoubling(t *testing.T) {
+	r := &runner{a: &Auditor{o: Options{BatchSize: 50_000}}, st: &partStats{}}
+	r.cur = r.newGroup(1)
+	var u events.UsageDecided
+	steps, c := 0, cap(r.cur.envs)
+	for i := range 40_000 {
+		r.observe(events.Envelope{Time: time.Unix(int64(i), 0)}, &u, true, false)
+		if cap(r.cur.envs) != c {
+			if cap(r.cur.envs) < 2*c {
+				t.Fatalf("row %d: the buffer grew from %d to %d rows, want at least double", i, c, cap(r.cur.envs))
+			}
+			steps, c = steps+1, cap(r.cur.envs)
+		}
+	}
+	if steps > 4 {
+		t.Fatalf("40,000 rows took %d reallocations from %d rows, want at most 4", steps, initialEnvs)
+	}
+}
+
 // TestLegacyMemo: a legacy message's partition is found again by its
 // sequence only; a slot reused by another sequence, or a partition out of
 // range, is a miss (the runner decodes the message as before).
