@@ -324,10 +324,7 @@ type ingestFleet struct {
 func newIngestFleet(tokens int) (*ingestFleet, error) {
 	f := &ingestFleet{}
 	var err error
-	if f.signer, err = token.GenerateSigner(time.Now()); err != nil {
-		return nil, err
-	}
-	if f.anchor, err = token.GenerateAnchor(); err != nil {
+	if f.signer, f.anchor, err = newSigning(); err != nil {
 		return nil, err
 	}
 	now := time.Now()
@@ -392,6 +389,16 @@ func (f *ingestFleet) start(ctx context.Context, js jetstream.JetStream) error {
 		f.es = append(f.es, e)
 	}
 	return nil
+}
+
+// newSigning returns a fresh signing key and a trust anchor to endorse it.
+func newSigning() (token.Signer, token.Anchor, error) {
+	signer, err := token.GenerateSigner(time.Now())
+	if err != nil {
+		return token.Signer{}, token.Anchor{}, err
+	}
+	anchor, err := token.GenerateAnchor()
+	return signer, anchor, err
 }
 
 // trustSigner publishes signer's key, endorsed by anchor, in the keys
@@ -816,11 +823,7 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 	// holders, minted without a network restriction, so that an attacker's
 	// requests pass the enforcer and detection is the only defence.
 	day0 := time.Now().UTC().Add(-time.Duration(sz.days+1) * 24 * time.Hour).Truncate(24 * time.Hour)
-	signer, err := token.GenerateSigner(time.Now())
-	if err != nil {
-		return nil, err
-	}
-	anchor, err := token.GenerateAnchor()
+	signer, anchor, err := newSigning()
 	if err != nil {
 		return nil, err
 	}

@@ -314,11 +314,7 @@ func propagationOn(ctx context.Context, url string, n, trials int, step string) 
 	if err != nil {
 		return nil, err
 	}
-	signer, err := token.GenerateSigner(time.Now())
-	if err != nil {
-		return nil, err
-	}
-	anchor, err := token.GenerateAnchor()
+	signer, anchor, err := newSigning()
 	if err != nil {
 		return nil, err
 	}
