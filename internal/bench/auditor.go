@@ -115,12 +115,9 @@ func runAuditorSuite(ctx context.Context, env Env) ([]Figure, error) {
 	return append(figs, f...), nil
 }
 
-// usageWorkload is pre-encoded usage traffic: what enforcers publish.
+// usageWorkload is usage traffic: the events enforcers decide.
 type usageWorkload struct {
-	subjects []string
-	data     [][]byte
-	ids      []string
-	envs     []events.Envelope
+	envs []events.Envelope
 }
 
 // newUsageWorkload makes n usage events of tokens spread over holders and
@@ -136,7 +133,7 @@ func newUsageWorkload(n, tokens int, start time.Time, step time.Duration, seed u
 		{"GET", "/invoices/{id}", "invoices:read"}, {"GET", "/invoices", "invoices:list"},
 		{"POST", "/invoices", "invoices:write"}, {"GET", "/customers/{id}", "customers:read"},
 	}
-	w := &usageWorkload{subjects: make([]string, n), data: make([][]byte, n), ids: make([]string, n), envs: make([]events.Envelope, n)}
+	w := &usageWorkload{envs: make([]events.Envelope, n)}
 	for i := range n {
 		t := rng.IntN(tokens)
 		h := t % auditorHolders
@@ -155,17 +152,14 @@ func newUsageWorkload(n, tokens int, start time.Time, step time.Duration, seed u
 		if err != nil {
 			return nil, err
 		}
-		b, err := events.Encode(e)
-		if err != nil {
-			return nil, err
-		}
-		w.subjects[i], w.data[i], w.ids[i], w.envs[i] = events.Subject(e), b, e.MsgID(), e
+		w.envs[i] = e
 	}
 	return w, nil
 }
 
-// publish publishes the workload as fast as JetStream takes it and returns
-// the highest stream sequence.
+// publish publishes events [from, to) of the workload, each as its own
+// message, as fast as JetStream takes them, and returns the highest stream
+// sequence.
 func (w *usageWorkload) publish(ctx context.Context, js jetstream.JetStream, from, to int) (uint64, error) {
 	var last uint64
 	futures := make([]jetstream.PubAckFuture, 0, 4096)
@@ -184,7 +178,12 @@ func (w *usageWorkload) publish(ctx context.Context, js jetstream.JetStream, fro
 		return nil
 	}
 	for i := from; i < to; i++ {
-		f, err := js.PublishAsync(w.subjects[i], w.data[i], jetstream.WithMsgID(w.ids[i]))
+		e := w.envs[i]
+		b, err := events.Encode(e)
+		if err != nil {
+			return last, err
+		}
+		f, err := js.PublishAsync(events.Subject(e), b, jetstream.WithMsgID(e.MsgID()))
 		if err != nil {
 			return last, err
 		}
@@ -954,16 +953,10 @@ func benchDetectionLatency(ctx context.Context, progress io.Writer, sz latencySi
 		}
 		sent += perTick
 		r := use(a, live.Add(time.Duration(sent)*time.Millisecond), netip.AddrFrom4([4]byte{198, 51, byte(a % 250), 77}))
-		s := &sample{}
 		mu.Lock()
-		byToken[ids[a]] = s
+		byToken[ids[a]] = &sample{decided: time.Now()}
 		mu.Unlock()
-		start := time.Now()
-		d := enf.Check(&r)
-		mu.Lock()
-		s.decided = start
-		mu.Unlock()
-		if !d.Allow {
+		if d := enf.Check(&r); !d.Allow {
 			return nil, fmt.Errorf("attack %d denied by the enforcer (%s): the bench wants an allowed use", a, d.Reason)
 		}
 	}

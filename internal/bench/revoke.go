@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -319,12 +318,7 @@ func propagationOn(ctx context.Context, url string, n, trials int, step string) 
 		return nil, err
 	}
 	anchors := token.Anchors{anchor.Public()}
-	rec, _ := json.Marshal(anchor.EndorsedRecord(events.KeyRecord{KeyID: signer.KeyID, PublicKey: signer.Public(), Created: time.Now().UTC()}))
-	keys, err := js.KeyValue(ctx, events.BucketKeys)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := keys.Put(ctx, signer.KeyID, rec); err != nil {
+	if err := trustSigner(ctx, js, signer, anchor); err != nil {
 		return nil, err
 	}
 	svc, err := revoker.Start(ctx, revoker.Config{NATS: natsconn.Config{URL: url, Name: "bench-revoker"},

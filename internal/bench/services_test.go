@@ -47,7 +47,7 @@ func TestServicesSmoke(t *testing.T) {
 		if p.Auditor != nil {
 			t.Fatal("the auditor runs before StartAuditor")
 		}
-		last, err := w.publish(ctx, p.JS, 0, len(w.data))
+		last, err := w.publish(ctx, p.JS, 0, len(w.envs))
 		if err != nil {
 			t.Fatal(err)
 		}
