@@ -79,6 +79,39 @@ func TestMigrationsIdempotent(t *testing.T) {
 	})
 }
 
+// TestUsageMergeSelectorBase: migration 0010 gives the raw usage table a
+// merge_selector_base of 20 (fewer merge levels, docs/schema.md) and
+// leaves the rollup at the engine's default, and the store still reads
+// and counts the rows of many small inserts exactly.
+func TestUsageMergeSelectorBase(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, e engine, db string) {
+		s, b := openStore(t, e, db, store.Options{})
+		for _, tc := range []struct {
+			table string
+			want  uint64
+		}{
+			{"usage_events_raw", 1},
+			{"token_usage_daily_counts", 0},
+		} {
+			q := "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = '" + tc.table +
+				"' AND match(engine_full, 'merge_selector_base = 20([^0-9.]|$)')"
+			if n := backendCount(t, b, q); n != tc.want {
+				t.Errorf("%s: %d tables with merge_selector_base = 20, want %d", tc.table, n, tc.want)
+			}
+		}
+		set := genUsage(t, 2000, []string{newID(), newID()}, []string{"billing"}, day0)
+		for i := 0; i < len(set.events); i += 100 {
+			if err := s.InsertUsageOnce(t.Context(), fmt.Sprintf("base:%d", i), set.events[i:i+100]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := count(t, s, "SELECT count() FROM usage_events"); n != uint64(len(set.events)) {
+			t.Errorf("usage_events has %d rows after 20 inserts, want %d", n, len(set.events))
+		}
+		checkRollups(t, s, set.events)
+	})
+}
+
 func TestExactlyOnceUsage(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, e engine, db string) {
 		ctx := t.Context()

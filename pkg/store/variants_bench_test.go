@@ -92,6 +92,11 @@ SELECT day, tenant, holder, sum(requests) AS requests, sum(allows) AS allows, su
 FROM {db}.holder_usage_daily_counts GROUP BY day, tenant, holder`,
 	}
 	noRollups = []string{"DROP VIEW IF EXISTS {db}.token_usage_daily_counts_mv"}
+	// defaultMergeBase undoes migration 0010: the raw table merges with
+	// the engine's default merge_selector_base (5).
+	defaultMergeBase = []string{"ALTER TABLE {db}.usage_events_raw RESET SETTING merge_selector_base"}
+	// rollupMergeBase gives the rollup the raw table's base of 20 too.
+	rollupMergeBase = []string{"ALTER TABLE {db}.token_usage_daily_counts MODIFY SETTING merge_selector_base = 20"}
 	// addressScopeRollup replaces 0008's token rollup by plain counters
 	// keyed by address and scope too (no aggregate states), the distinct
 	// counts computed by the views.
@@ -120,7 +125,10 @@ FROM {db}.token_usage_daily_by_address GROUP BY day, tenant, holder`,
 // cat concatenates statement lists.
 func cat(lists ...[]string) []string { return slices.Concat(lists...) }
 
-// schemaVariants are the variants measured, today's schema first.
+// schemaVariants are the variants measured. Each starts from the store's
+// schema with every migration applied (0010's merge_selector_base
+// included) and changes it; a variant named for an older migration puts
+// back what later ones changed in the rollups and windows.
 var schemaVariants = []schemaVariant{
 	{"today (0006: no window, uniqExact rollups, FINAL)", cat(before0008, noWindow, withFinal), true},
 	{"0007 (window)", cat(before0008, withFinal), true},
@@ -134,6 +142,8 @@ var schemaVariants = []schemaVariant{
 	{"0008 no bloom index", cat(noBloom, withFinal), false},
 	{"0008 rollup by address and scope", cat(addressScopeRollup, withFinal), false},
 	{"raw only (no rollups)", cat(noRollups, withFinal), false},
+	{"before 0010 (merge_selector_base 5)", cat(defaultMergeBase, withFinal), false},
+	{"0010 with the rollup at base 20", cat(rollupMergeBase, withFinal), false},
 }
 
 // applyVariant applies v to the store's database through its backend.
