@@ -144,6 +144,7 @@ var schemaVariants = []schemaVariant{
 	{"raw only (no rollups)", cat(noRollups, withFinal), false},
 	{"before 0010 (merge_selector_base 5)", cat(defaultMergeBase, withFinal), false},
 	{"0010 with the rollup at base 20", cat(rollupMergeBase, withFinal), false},
+	{"before 0010, TokenInserts (no FINAL)", cat(defaultMergeBase, noFinal), false},
 }
 
 // applyVariant applies v to the store's database through its backend.

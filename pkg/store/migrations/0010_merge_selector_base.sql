@@ -11,9 +11,9 @@
 -- Measured (docs/schema.md, "Where the insert's CPU goes"): over
 -- 1,600,000 rows in 25,000-row inserts, the store's CPU per row falls
 -- from 9.2 and 8.4 µs to 4.4 and 4.3. The price is more active parts in
--- the day's partition, which queries of usage_events (FINAL) pay for:
--- 1.2 to 1.6 times the time of the example queries over it on 2,000,000
--- rows. The rollup keeps the default base: a larger one there saved
+-- the day's partition. Reads without FINAL (the auditor's TokenInserts)
+-- do not notice, and reads with FINAL scan the raw table 1.2 to 2 times
+-- as long. The rollup keeps the default base: a larger one there saved
 -- nothing more and made its queries slower.
 --
 -- Needs ClickHouse 24.11 or later (or chDB). Changing the setting rewrites
