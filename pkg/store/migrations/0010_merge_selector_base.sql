@@ -16,8 +16,9 @@
 -- as long. The rollup keeps the default base: a larger one there saved
 -- nothing more and made its queries slower.
 --
--- Needs ClickHouse 24.11 or later (or chDB). Changing the setting rewrites
--- no part, only the merges chosen from then on. To put the default back
--- (faster queries, about twice the insert CPU):
+-- Needs a ClickHouse server from 24.12 on (the setting arrived in November
+-- 2024, ClickHouse PR #71497), or chDB. Changing the setting rewrites no
+-- part, only the merges chosen from then on. To put the default back
+-- (faster reads with FINAL, about twice the insert CPU):
 --   ALTER TABLE usage_events_raw RESET SETTING merge_selector_base
 ALTER TABLE {db}.usage_events_raw MODIFY SETTING merge_selector_base = 20;
