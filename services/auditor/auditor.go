@@ -119,8 +119,14 @@ type Options struct {
 	// on NATS at once whatever it is.
 	AnomalyWait time.Duration
 	// Writers is how many inserts run at once over every partition
-	// (default DefaultWriters); each partition has one group in flight.
+	// (default DefaultWriters); each partition has one group in flight,
+	// and combined inserts go one at a time.
 	Writers int
+	// SeparateInserts writes each partition's groups in inserts of their
+	// own, on beats spread across BatchWait. By default the groups that an
+	// auditor's partitions close together (on one beat) go in one insert:
+	// fewer, larger inserts cost the engine less per row (combine.go).
+	SeparateInserts bool
 	// CheckpointEvery is the partition checkpoint interval (default 5s).
 	CheckpointEvery time.Duration
 	// AckWait is how long JetStream waits for the acknowledgement of a
@@ -191,14 +197,18 @@ func (o *Options) pullMax() int { return min(max(o.BatchSize/2, 256), 10_000) }
 type Stats struct {
 	// Usage and Ledger count rows written; Anomalies those published (a
 	// re-derived one again after a restart); Dead the messages moved to
-	// the dead letters; Batches the inserts (usage groups and ledger
-	// batches); WriteErrors the failed write attempts (each retried).
+	// the dead letters; Batches the inserts (of usage, each of one
+	// partition's group or of several combined, and of ledger batches);
+	// WriteErrors the failed write attempts (each retried).
 	Usage       uint64 `json:"usage"`
 	Ledger      uint64 `json:"ledger"`
 	Anomalies   uint64 `json:"anomalies"`
 	Dead        uint64 `json:"dead"`
 	Batches     uint64 `json:"batches"`
 	WriteErrors uint64 `json:"write_errors"`
+	// CombinedInserts counts the usage inserts (of Batches) that carried
+	// the groups of several partitions.
+	CombinedInserts uint64 `json:"combined_inserts"`
 	// Observed counts usage events analysed.
 	Observed uint64 `json:"observed"`
 	// LastUsageSeq is the USAGE sequence up to which every owned
@@ -263,6 +273,7 @@ type Auditor struct {
 	o        Options
 	owner    Owner
 	writeSem chan struct{}
+	comb     *combiner                      // nil with SeparateInserts
 	crash    func(step string, p int) error // tests only (hook)
 
 	mu      sync.Mutex
@@ -295,6 +306,9 @@ func New(o Options) (*Auditor, error) {
 		return nil, err
 	}
 	a := &Auditor{o: o, owner: o.Owner, writeSem: make(chan struct{}, o.Writers), runners: map[int]*runner{}, streams: map[string]jetstream.Stream{}}
+	if !o.SeparateInserts {
+		a.comb = newCombiner(a)
+	}
 	if o.StateDir != "" {
 		// The detector state says which tokens are used from where.
 		if err := privdir.EnsureLogged(o.StateDir, o.Log); err != nil {
@@ -310,6 +324,9 @@ func (a *Auditor) Stats() Stats {
 		Usage: a.usage.Load(), Ledger: a.ledger.Load(), Anomalies: a.anomalies.Load(), Dead: a.dead.Load(),
 		Batches: a.batches.Load(), WriteErrors: a.writeErrs.Load(), Observed: a.observed.Load(),
 		LastLedgerSeq: a.lastLedgerSeq.Load(), InFlight: int(a.ledgerInflight.Load()) + len(a.writeSem),
+	}
+	if a.comb != nil {
+		st.CombinedInserts = a.comb.inserts.Load()
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -355,6 +372,19 @@ func (a *Auditor) Run(ctx context.Context) error {
 			runErr <- err
 		}
 	}()
+	if a.comb != nil {
+		stop := make(chan struct{})
+		combDone := make(chan struct{})
+		go func() {
+			defer close(combDone)
+			a.comb.run(stop)
+		}()
+		// After own: every runner has stopped, none waits on the combiner.
+		defer func() {
+			close(stop)
+			<-combDone
+		}()
+	}
 	err = a.own(ctx, parts, all, runErr)
 	stopLedger()
 	<-ledgerDone
@@ -536,6 +566,10 @@ func (a *Auditor) startRunner(ctx context.Context, p, parts int, all bool, runEr
 			context.AfterFunc(wctx, func() { t.Stop() })
 		})
 		defer stopGrace()
+		if a.comb != nil {
+			a.comb.running.Add(1)
+			defer a.comb.running.Add(-1)
+		}
 		err := r.run()
 		if err != nil && rctx.Err() == nil {
 			runErr <- fmt.Errorf("auditor: partition %d: %w", p, err)

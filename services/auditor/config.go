@@ -107,14 +107,16 @@ type Config struct {
 	// stopped renewing it (default DefaultLeaseTTL, whole seconds).
 	LeaseTTL time.Duration
 
-	// BatchSize, BatchWait, AnomalyWait and Writers tune the writes
-	// (defaults DefaultBatchSize, DefaultBatchWait, DefaultAnomalyWait,
-	// DefaultWriters); Durable, AckWait and CheckpointEvery the consumers
-	// and the checkpoint (see Options).
+	// BatchSize, BatchWait, AnomalyWait, Writers and SeparateInserts
+	// tune the writes (defaults DefaultBatchSize, DefaultBatchWait,
+	// DefaultAnomalyWait, DefaultWriters, combined inserts); Durable,
+	// AckWait and CheckpointEvery the consumers and the checkpoint (see
+	// Options).
 	BatchSize       int
 	BatchWait       time.Duration
 	AnomalyWait     time.Duration
 	Writers         int
+	SeparateInserts bool
 	Durable         string
 	AckWait         time.Duration
 	CheckpointEvery time.Duration
@@ -185,6 +187,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShareWait, "share-wait", DefaultShareWait, "longest a partition's detectors wait for another partition that lags a day of event time behind, before judging without what it learnt (networks of workloads, tenants' address spaces)")
 	fs.DurationVar(&c.AnomalyWait, "anomaly-wait", DefaultAnomalyWait, "longest an anomaly or a token ledger event waits to be written to ClickHouse (anomalies are published on NATS at once)")
 	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
+	fs.BoolVar(&c.SeparateInserts, "separate-inserts", false, "write each partition's usage groups in inserts of their own, on beats spread across --batch-wait (default: the groups the partitions close together go in one insert, which costs ClickHouse less per row)")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
 }

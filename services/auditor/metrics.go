@@ -22,6 +22,7 @@ var (
 		"Events written to the store, by kind (usage, ledger, anomaly).", []string{"kind"}, nil)
 	mDead        = prometheus.NewDesc("cordon_auditor_dead_letters_total", "Messages moved to the dead letters.", nil, nil)
 	mBatches     = prometheus.NewDesc("cordon_auditor_batches_total", "Batches written.", nil, nil)
+	mCombined    = prometheus.NewDesc("cordon_auditor_combined_inserts_total", "Usage inserts that carried the groups of several partitions (of cordon_auditor_batches_total).", nil, nil)
 	mWriteErrors = prometheus.NewDesc("cordon_auditor_write_errors_total", "Failed batch write attempts (each retried).", nil, nil)
 	mObserved    = prometheus.NewDesc("cordon_auditor_observed_total", "Usage events analysed by the detectors.", nil, nil)
 	mInFlight    = prometheus.NewDesc("cordon_auditor_batches_in_flight", "Batches being written.", nil, nil)
@@ -55,7 +56,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{mEvents, mDead, mBatches, mWriteErrors, mObserved, mInFlight, mSeq,
+	for _, d := range []*prometheus.Desc{mEvents, mDead, mBatches, mCombined, mWriteErrors, mObserved, mInFlight, mSeq,
 		mPart, mPartSeq, mPartLag, mPartOwned, mParts,
 		mTokens, mMaxTokens, mEvicted, mStateB, mLevel, mLevelMax, mLevelEv, mLevelB, mAnomalies, mSuppr,
 		mFacts, mFactsOut, mFactsBad, mGateWaits, mGateGaveUp} {
@@ -86,6 +87,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mEvents, st.Anomalies, "anomaly")
 	counter(mDead, st.Dead)
 	counter(mBatches, st.Batches)
+	counter(mCombined, st.CombinedInserts)
 	counter(mWriteErrors, st.WriteErrors)
 	counter(mObserved, st.Observed)
 	gauge(mInFlight, float64(st.InFlight))

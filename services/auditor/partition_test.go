@@ -288,7 +288,7 @@ var errCrash = errors.New("injected crash")
 // insert, between the insert and the checkpoint, before a checkpoint —
 // and another starts on the same state: every event lands exactly once
 // (raw rows and distinct ids) and the anomalies are those of an
-// uninterrupted run.
+// uninterrupted run. With combined inserts (the default) and separate ones.
 func TestCrashAtEachWriteStep(t *testing.T) {
 	env := natstest.Run(t)
 	last, ids := publishBatches(t, env.JS, simulated(t, 8000), 150)
@@ -299,19 +299,26 @@ func TestCrashAtEachWriteStep(t *testing.T) {
 	waitWritten(t, last, 8, r)
 	want := refAn.sorted()
 
-	for _, step := range []string{"before-intent", "after-intent", "after-insert", "before-checkpoint"} {
-		t.Run(step, func(t *testing.T) {
+	for _, tc := range []struct {
+		step     string
+		separate bool
+	}{
+		{"before-intent", false}, {"after-intent", false}, {"after-insert", false}, {"before-checkpoint", false},
+		{"before-intent", true}, {"after-intent", true}, {"after-insert", true}, {"before-checkpoint", true},
+	} {
+		step := tc.step
+		t.Run(fmt.Sprintf("%s/separate=%v", step, tc.separate), func(t *testing.T) {
 			s := openStore(t, "crash")
 			dir := filepath.Join(t.TempDir(), "state")
 			var an idSet
-			durable := "crash-" + step
+			durable := fmt.Sprintf("crash-%s-%v", step, tc.separate)
 			// The third time partition 3 reaches the step, the process dies:
 			// from then on it writes nothing more (no intent, row or
 			// checkpoint of any partition).
 			var seen atomic.Int32
 			var crashed atomic.Bool
 			o := partitioned(t, env.JS, s, dir, nil, durable, &an)
-			o.BatchSize = 100
+			o.BatchSize, o.SeparateInserts = 100, tc.separate
 			// Partition 3 must reach the step three times with work left:
 			// checkpoints are taken often, and each insert is slowed so that
 			// the usage is not all analysed and written between two of them

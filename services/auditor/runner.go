@@ -31,15 +31,17 @@ import (
 // Rows are written exactly once by intent and de-duplication token: an
 // insert group is the partition's messages with stream sequences in
 // [first, last]; before it is inserted the runner saves the intent
-// (first, last), then inserts it with the token "usage:p<p>:<first>-<last>".
+// (first, last), then inserts it with the token "usage:p<p>:<first>-<last>",
+// or, with the groups other partitions closed at the same time, in one
+// insert under a token derived from every member's range (combine.go).
 // One group is in flight at a time, so a saved intent implies that every
 // earlier message's rows are written. After a crash the runner resumes at
 // its checkpoint; messages before the intent's first are analysed again
 // (their anomalies have deterministic ids) but not written, and the
-// intent's group is rebuilt from exactly its range and inserted again with
-// the same token, which ClickHouse drops if it had landed. A checkpoint
-// covers a sequence only when every row up to it is written and every
-// anomaly it raised is durable.
+// intent's group is rebuilt from exactly its range; the rows of it that
+// the table lacks are written (writeMissing). A checkpoint covers a
+// sequence only when every row up to it is written and every anomaly it
+// raised is durable.
 
 // BatchIDWindow is how much event time the set of seen batch ids covers.
 const BatchIDWindow = 24 * time.Hour
@@ -306,6 +308,11 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 		if r.inflight != nil {
 			inflight = r.inflight
 		}
+		// An insert being collected calls for the open group (combine.go).
+		var called <-chan struct{}
+		if a.comb != nil && r.inflight == nil && !r.cur.empty() && !r.cur.fixed {
+			called = a.comb.closing()
+		}
 		var saving, flight <-chan error
 		if r.saving != nil {
 			saving = r.saving
@@ -327,7 +334,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 			if err := r.written(err); err != nil {
 				return err
 			}
-			if r.closeDue && !r.cur.fixed {
+			if (r.closeDue || (a.comb != nil && a.comb.collecting.Load())) && !r.cur.fixed {
 				if err := r.closeGroup(); err != nil {
 					return err
 				}
@@ -339,6 +346,10 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 					}
 					a.o.Log.Error().Err(err).Int("partition", r.p).Msg("checkpoint failed")
 				}
+			}
+		case <-called:
+			if err := r.closeGroup(); err != nil {
+				return err
 			}
 		case <-r.timer.C:
 			if !r.cur.fixed {
@@ -823,7 +834,6 @@ func (r *runner) written(err error) error {
 	r.st.rows.Add(uint64(len(g.envs)))
 	r.st.groups.Add(1)
 	r.a.usage.Add(uint64(len(g.envs)))
-	r.a.batches.Add(1)
 	if g.fixed {
 		r.st.replayed.Add(1)
 	}
@@ -859,9 +869,10 @@ func (r *runner) recycle(g *group) {
 	g.envs, g.us = nil, nil
 }
 
-// write saves g's intent (unless it is the replayed one) and inserts it
-// with its token, retrying until it succeeds, wctx ends or the partition
-// is lost.
+// write saves g's intent and inserts it with its token (one insert with
+// the groups of other partitions, unless SeparateInserts), retrying until
+// it succeeds, wctx ends or the partition is lost. A group rebuilt from
+// its intent is written by what the table lacks of it (writeMissing).
 func (r *runner) write(g *group) error {
 	a := r.a
 	ctx := r.wctx
@@ -881,36 +892,45 @@ func (r *runner) write(g *group) error {
 	if err := a.hook(stepAfterIntent, r.p); err != nil {
 		return err
 	}
-	token := groupToken(r.p, g.first, g.last)
-	if err := r.insert(ctx, token, g.envs); err != nil {
-		return err
+	var err error
+	switch {
+	case g.fixed:
+		err = r.writeMissing(ctx, g)
+	case a.comb != nil:
+		err = a.comb.insert(ctx, r.p, g)
+	default:
+		err = r.insert(ctx, groupToken(r.p, g.first, g.last), g.envs)
 	}
-	if g.fixed {
-		if err := r.writeMissing(ctx, token, g); err != nil {
-			return err
-		}
+	if err != nil {
+		return err
 	}
 	return a.hook(stepAfterInsert, r.p)
 }
 
-// writeMissing checks the rows of a group written again from its intent
-// (after a crash) and writes those the table does not hold. A process
-// killed while the engine commits an insert can leave the engine's
-// de-duplication log naming a part it never committed (chDB does: the log
-// is written before the part). The same insert with its token is then
-// dropped, and without this check those rows would never be written. The
-// rows missing go in one insert under a token of their own, new in each
-// process (a crash during it leaves the next replay to check again);
-// retries in this process reuse it. When the previous owner of the
-// partition is still alive and its insert of the group commits between
-// this check and this insert, its rows are written twice: a lease is
-// handed over only after it expired, and an owner stops writing when it
-// loses its lease, so that takes an insert running for longer than the
-// lease's TTL.
-func (r *runner) writeMissing(ctx context.Context, token string, g *group) error {
+// writeMissing writes the rows of a group rebuilt from its intent (after
+// a crash, or a combined insert abandoned) that the table does not hold.
+// The intent does not say which insert wrote the group, nor whether it
+// landed: alone with its partition's token, or with other partitions'
+// groups under a combined token (combine.go). So the rows are read back
+// (Store.MissingUsage) rather than inserted again under a token. The
+// check also covers an engine that remembers an insert it never
+// committed (chDB does when the process is killed while it commits: its
+// de-duplication log is written before the part), which the same token
+// would have dropped. The rows missing go in one insert under a token of
+// their own, new in each process (a crash during it leaves the next
+// start to check again); retries in this process reuse it. When the
+// previous owner of the partition is still alive and its insert of the
+// group commits between this check and this insert, its rows are written
+// twice: a lease is handed over only after it expired, and an owner
+// stops writing when it loses its lease, so that takes an insert running
+// for longer than the lease's TTL.
+func (r *runner) writeMissing(ctx context.Context, g *group) error {
 	a := r.a
 	var missing []events.Envelope
 	if err := a.retry(ctx, len(g.envs), func() (err error) {
+		if !a.owner.Valid(r.p) {
+			return errLost
+		}
 		missing, err = a.o.Store.MissingUsage(ctx, g.envs)
 		return err
 	}); err != nil {
@@ -919,10 +939,12 @@ func (r *runner) writeMissing(ctx context.Context, token string, g *group) error
 	if len(missing) == 0 {
 		return nil
 	}
-	a.o.Log.Warn().Int("partition", r.p).Uint64("first", g.first).Uint64("last", g.last).
-		Int("rows", len(g.envs)).Int("missing", len(missing)).
-		Msg("rows of a replayed insert group were not stored (the engine remembered an insert its crash did not commit): writing them again")
-	return r.insert(ctx, token+":rest:"+uuid.NewString(), missing)
+	if len(missing) < len(g.envs) {
+		a.o.Log.Warn().Int("partition", r.p).Uint64("first", g.first).Uint64("last", g.last).
+			Int("rows", len(g.envs)).Int("missing", len(missing)).
+			Msg("part of a replayed insert group was not stored (the engine remembered an insert its crash did not commit): writing the rest")
+	}
+	return r.insert(ctx, groupToken(r.p, g.first, g.last)+":rest:"+uuid.NewString(), missing)
 }
 
 // insert writes envs as one insert de-duplicated by token, while the
@@ -936,7 +958,11 @@ func (r *runner) insert(ctx context.Context, token string, envs []events.Envelop
 		}
 		a.writeSem <- struct{}{}
 		defer func() { <-a.writeSem }()
-		return a.o.Store.InsertUsageOnce(ctx, token, envs)
+		if err := a.o.Store.InsertUsageOnce(ctx, token, envs); err != nil {
+			return err
+		}
+		a.batches.Add(1)
+		return nil
 	})
 }
 
@@ -1119,17 +1145,23 @@ func (r *runner) deadLetter(m jetstream.Msg, err error) {
 
 // groupWait is how long a group opened at now stays open: until the
 // first instant of this partition's beat at least half of BatchWait away.
-// The beat is a grid of instants BatchWait apart, shifted from the Unix
-// epoch's by p/parts of BatchWait. A partition that writes steadily
-// writes every BatchWait, on its beat; after a quiet spell its first
-// group lasts from half to 1.5 × BatchWait, BatchWait on average (a
-// group cut short would cost a whole insert's fixed work). Partitions
-// that receive usage together then write one after another across each
-// BatchWait rather than all at once, where their inserts would queue in
-// the engine together and take the cores from detection for as long.
+// The beat is a grid of instants BatchWait apart. A partition that writes
+// steadily writes every BatchWait, on its beat; after a quiet spell its
+// first group lasts from half to 1.5 × BatchWait, BatchWait on average (a
+// group cut short would cost a whole insert's fixed work). With combined
+// inserts (the default) every partition has the same beat, so that their
+// groups close together and go in one insert. With SeparateInserts the
+// beat is shifted from the Unix epoch's by p/parts of BatchWait:
+// partitions that receive usage together then write one after another
+// across each BatchWait rather than all at once, where their inserts would
+// queue in the engine together and take the cores from detection for as
+// long.
 func (r *runner) groupWait(now time.Time) time.Duration {
 	w := int64(r.a.o.BatchWait)
 	phase := w * int64(r.p) / int64(max(r.a.parts, 1))
+	if r.a.comb != nil {
+		phase = 0 // one beat for every partition: their groups go in one insert
+	}
 	from := now.UnixNano() + w/2 - phase
 	k := from / w
 	if k*w < from {

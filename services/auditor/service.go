@@ -129,7 +129,7 @@ func Start(ctx context.Context, c Config) (_ *Service, err error) {
 	}
 	s.ckpt = &checkpointClock{PartitionState: state, at: map[int]time.Time{}}
 	s.a, err = New(Options{JS: js, Store: s.st, NewDetector: newDetector, Owner: owner, State: s.ckpt, StateDir: c.StateDir, Durable: c.Durable,
-		Knowledge: s.know, BatchSize: c.BatchSize, BatchWait: c.BatchWait, AnomalyWait: c.AnomalyWait, Writers: c.Writers, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
+		Knowledge: s.know, BatchSize: c.BatchSize, BatchWait: c.BatchWait, AnomalyWait: c.AnomalyWait, Writers: c.Writers, SeparateInserts: c.SeparateInserts, AckWait: c.AckWait, CheckpointEvery: c.CheckpointEvery,
 		Source: c.Source, Log: c.Log})
 	if err != nil {
 		return nil, err
