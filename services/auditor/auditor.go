@@ -536,6 +536,9 @@ func (a *Auditor) startRunner(ctx context.Context, p, parts int, all bool, runEr
 	rctx, cancel := context.WithCancel(ctx)
 	wctx, abort := context.WithCancel(context.WithoutCancel(rctx))
 	r := &runner{a: a, p: p, parts: parts, all: all, st: &partStats{}, ctx: rctx, wctx: wctx}
+	if a.comb != nil {
+		r.calls = a.comb.calls.Load() // the calls before it are not its own
+	}
 	switch {
 	case a.o.NewDetector != nil:
 		d, err := a.o.NewDetector(p, parts)

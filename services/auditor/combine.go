@@ -73,14 +73,14 @@ type combiner struct {
 	// that has a group of each goes without waiting out the linger.
 	running atomic.Int64
 	inserts atomic.Uint64 // combined inserts written (2 members or more)
-	// closeNow is closed (and replaced) when the combiner starts
-	// collecting an insert: every runner with an open group and none in
-	// flight closes it then, so that it joins the insert.
+	// closeNow is closed (and replaced) when the combiner calls for the
+	// open groups, as an insert starts collecting: every runner with an
+	// open group and none in flight closes it then, so that it joins the
+	// insert. calls counts the calls, made before closeNow is closed: a
+	// runner busy at the time of a call (handling a message, or its group
+	// in flight) answers it when it is free.
 	closeNow atomic.Pointer[chan struct{}]
-	// collecting is set while an insert collects groups: a runner whose
-	// group in flight was just written closes its open group at once
-	// (it may have missed closeNow while that group was in flight).
-	collecting atomic.Bool
+	calls    atomic.Uint64
 }
 
 func newCombiner(a *Auditor) *combiner {
@@ -95,6 +95,7 @@ func (c *combiner) closing() <-chan struct{} { return *c.closeNow.Load() }
 
 // callForGroups asks every runner to close its open group (closing).
 func (c *combiner) callForGroups() {
+	c.calls.Add(1)
 	ch := make(chan struct{})
 	close(*c.closeNow.Swap(&ch))
 }
@@ -138,7 +139,6 @@ func (c *combiner) run(stop <-chan struct{}) {
 	defer linger.Stop()
 	written := make(chan struct{}, 1)
 	call := func() {
-		c.collecting.Store(true)
 		c.callForGroups()
 		linger.Reset(o.combineLinger())
 		expired = false
@@ -152,7 +152,6 @@ func (c *combiner) run(stop <-chan struct{}) {
 				written <- struct{}{}
 			}(batch)
 			batch, rows, expired = nil, 0, false
-			c.collecting.Store(false)
 			linger.Stop()
 			continue
 		}

@@ -86,18 +86,40 @@ func (f *flakyStore) InsertUsageOnce(ctx context.Context, token string, evs []ev
 func TestCombinedInsertAbandoned(t *testing.T) {
 	env := natstest.Run(t)
 	envs := simulated(t, 6000)
-	last, ids := publishBatches(t, env.JS, envs[:2000], 100)
 	fs := &flakyStore{Store: openStore(t, "abandon"), failed: make(chan struct{})}
 	owner := newSwitchOwner([]int{0, 1, 2, 3, 4, 5, 6, 7})
 	var an idSet
 	o := partitioned(t, env.JS, nil, t.TempDir(), nil, "abandon", &an)
 	o.Store, o.Owner = fs, owner
-	o.BatchSize, o.BatchWait = 100_000, time.Second
+	// No group closes by itself (no beat, no checkpoint, no caught-up
+	// partition holds BatchSize/10 rows): the test closes them all at
+	// once, so that they go in one insert whatever the machine's speed.
+	o.BatchSize, o.BatchWait, o.CheckpointEvery = 100_000, time.Hour, time.Hour
 	a, _, _ := run(t, o)
+	seenAll := func(last uint64) {
+		t.Helper()
+		natstest.WaitFor(t, 60*time.Second, func() error {
+			st := a.Stats()
+			if len(st.Partitions) != 8 {
+				return fmt.Errorf("%d partitions run, want 8", len(st.Partitions))
+			}
+			for _, p := range st.Partitions {
+				if p.Seen < last {
+					return fmt.Errorf("partition %d seen up to %d of %d", p.Partition, p.Seen, last)
+				}
+			}
+			return nil
+		})
+	}
+	last, ids := publishBatches(t, env.JS, envs[:2000], 100)
+	seenAll(last)
+	auditor.CallForGroups(a)
 	waitWritten(t, last, 8, a)
 
-	fs.failing.Store(true)
 	last, more := publishBatches(t, env.JS, envs[2000:], 100)
+	seenAll(last)
+	fs.failing.Store(true)
+	auditor.CallForGroups(a)
 	select {
 	case <-fs.failed:
 	case <-time.After(2 * time.Minute):

@@ -21,3 +21,12 @@ func MakeDurable(ctx context.Context, a *Auditor, envs []events.Envelope) error 
 	}
 	return a.makeDurable(ctx, anoms)
 }
+
+// CallForGroups makes every partition with an open group close it now,
+// as the combiner does when an insert starts collecting: the groups go
+// in one insert.
+func CallForGroups(a *Auditor) {
+	if a.comb != nil {
+		a.comb.callForGroups()
+	}
+}

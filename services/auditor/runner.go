@@ -135,6 +135,9 @@ type runner struct {
 	// is full) while another is still being written; the loop closes it
 	// when that write ends, so detection never waits on a write.
 	closeDue bool
+	// calls is the combiner's call count when this runner last answered
+	// (combine.go).
+	calls    uint64
 	spare    group                   // a written group's empty buffers, for the next
 	peak     int                     // rows of the largest group closed: a new buffer's capacity
 	free     [][]events.UsageDecided // chunks of written groups, for the next
@@ -308,10 +311,22 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 		if r.inflight != nil {
 			inflight = r.inflight
 		}
-		// An insert being collected calls for the open group (combine.go).
+		// An insert being collected calls for the open group (combine.go),
+		// also after a call this runner was too busy to wait for.
 		var called <-chan struct{}
-		if a.comb != nil && r.inflight == nil && !r.cur.empty() && !r.cur.fixed {
-			called = a.comb.closing()
+		if a.comb != nil {
+			called = a.comb.closing() // a call from here on closes it
+			if n := a.comb.calls.Load(); n != r.calls {
+				r.calls = n
+				if r.inflight == nil && !r.cur.empty() && !r.cur.fixed {
+					if err := r.closeGroup(); err != nil {
+						return err
+					}
+				}
+			}
+			if r.inflight != nil || r.cur.empty() || r.cur.fixed {
+				called = nil
+			}
 		}
 		var saving, flight <-chan error
 		if r.saving != nil {
@@ -334,7 +349,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 			if err := r.written(err); err != nil {
 				return err
 			}
-			if (r.closeDue || (a.comb != nil && a.comb.collecting.Load())) && !r.cur.fixed {
+			if r.closeDue && !r.cur.fixed {
 				if err := r.closeGroup(); err != nil {
 					return err
 				}
@@ -348,6 +363,7 @@ func (r *runner) loop(in <-chan runnerMsg, fetchErr <-chan error) error {
 				}
 			}
 		case <-called:
+			r.calls = a.comb.calls.Load()
 			if err := r.closeGroup(); err != nil {
 				return err
 			}
