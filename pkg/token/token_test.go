@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cordonhq/cordon/pkg/token"
 )
@@ -90,6 +92,56 @@ func TestMintVerifyRoundTrip(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestVerifySharesRepeatedStrings: two verified tokens of one tenant,
+// holder, key, environment, scopes and audience hold those strings once
+// (a cache of many tokens reads them from one place); their own strings
+// (the id) stay their own, and every value is the one minted.
+func TestVerifySharesRepeatedStrings(t *testing.T) {
+	s := newSigner(t)
+	kr := token.NewKeyring()
+	if err := kr.Add(s.KeyID, s.Public()); err != nil {
+		t.Fatal(err)
+	}
+	var vs []*token.Token
+	for _, id := range []string{"019abcde-0000-7000-8000-000000000001", "019abcde-0000-7000-8000-000000000002"} {
+		c := testClaims()
+		c.ID = id
+		// Built apart, as two decoded tokens would be.
+		c.Tenant, c.Holder = strings.Clone(c.Tenant), strings.Clone(c.Holder)
+		tok, err := s.Mint(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := kr.Verify(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.ID != id || v.Tenant != "acme" || v.Holder != "billing-api" || v.KeyID != s.KeyID || v.Environment != "prod" ||
+			!slices.Equal(v.Scopes, testClaims().Scopes) || !slices.Equal(v.Audience, testClaims().Audience) {
+			t.Fatalf("claims changed: %+v", v.Claims)
+		}
+		vs = append(vs, v)
+	}
+	a, b := vs[0], vs[1]
+	same := func(name, x, y string) {
+		t.Helper()
+		if unsafe.StringData(x) != unsafe.StringData(y) {
+			t.Errorf("%s %q is held twice", name, x)
+		}
+	}
+	same("tenant", a.Tenant, b.Tenant)
+	same("holder", a.Holder, b.Holder)
+	same("key id", a.KeyID, b.KeyID)
+	same("environment", a.Environment, b.Environment)
+	for i := range a.Scopes {
+		same("scope", a.Scopes[i], b.Scopes[i])
+	}
+	same("audience", a.Audience[0], b.Audience[0])
+	if unsafe.StringData(a.ID) == unsafe.StringData(b.ID) {
+		t.Error("two tokens share one id string")
 	}
 }
 

@@ -122,10 +122,12 @@ type Options struct {
 	// (default DefaultWriters); each partition has one group in flight,
 	// and combined inserts go one at a time.
 	Writers int
-	// SeparateInserts writes each partition's groups in inserts of their
-	// own, on beats spread across BatchWait. By default the groups that an
-	// auditor's partitions close together (on one beat) go in one insert:
-	// fewer, larger inserts cost the engine less per row (combine.go).
+	// SeparateInserts writes each partition's groups and anomalies in
+	// inserts of their own, the groups on beats spread across BatchWait.
+	// By default the groups that an auditor's partitions close together
+	// (on one beat) go in one insert, and so do the anomalies they raise
+	// within half an AnomalyWait: fewer, larger inserts cost the engine
+	// less per row (combine.go, anomalywriter.go).
 	SeparateInserts bool
 	// CheckpointEvery is the partition checkpoint interval (default 5s).
 	CheckpointEvery time.Duration
@@ -209,6 +211,10 @@ type Stats struct {
 	// CombinedInserts counts the usage inserts (of Batches) that carried
 	// the groups of several partitions.
 	CombinedInserts uint64 `json:"combined_inserts"`
+	// AnomalyInserts counts the anomaly inserts: each carries the
+	// anomalies of one partition, or with combined inserts those every
+	// partition raised within a short linger.
+	AnomalyInserts uint64 `json:"anomaly_inserts"`
 	// Observed counts usage events analysed.
 	Observed uint64 `json:"observed"`
 	// LastUsageSeq is the USAGE sequence up to which every owned
@@ -274,6 +280,7 @@ type Auditor struct {
 	owner    Owner
 	writeSem chan struct{}
 	comb     *combiner                      // nil with SeparateInserts
+	anw      *anomalyWriter                 // nil with SeparateInserts
 	crash    func(step string, p int) error // tests only (hook)
 
 	mu      sync.Mutex
@@ -282,6 +289,7 @@ type Auditor struct {
 	streams map[string]jetstream.Stream
 
 	usage, ledger, anomalies, dead, batches, writeErrs, observed atomic.Uint64
+	anomalyInserts                                               atomic.Uint64
 	lastLedgerSeq                                                atomic.Uint64
 	// caughtUp is closed (and replaced) when a partition that read
 	// messages has caught up with the stream: the idle runners probe
@@ -308,6 +316,7 @@ func New(o Options) (*Auditor, error) {
 	a := &Auditor{o: o, owner: o.Owner, writeSem: make(chan struct{}, o.Writers), runners: map[int]*runner{}, streams: map[string]jetstream.Stream{}}
 	if !o.SeparateInserts {
 		a.comb = newCombiner(a)
+		a.anw = newAnomalyWriter(a)
 	}
 	if o.StateDir != "" {
 		// The detector state says which tokens are used from where.
@@ -322,7 +331,7 @@ func New(o Options) (*Auditor, error) {
 func (a *Auditor) Stats() Stats {
 	st := Stats{
 		Usage: a.usage.Load(), Ledger: a.ledger.Load(), Anomalies: a.anomalies.Load(), Dead: a.dead.Load(),
-		Batches: a.batches.Load(), WriteErrors: a.writeErrs.Load(), Observed: a.observed.Load(),
+		Batches: a.batches.Load(), WriteErrors: a.writeErrs.Load(), Observed: a.observed.Load(), AnomalyInserts: a.anomalyInserts.Load(),
 		LastLedgerSeq: a.lastLedgerSeq.Load(), InFlight: int(a.ledgerInflight.Load()) + len(a.writeSem),
 	}
 	if a.comb != nil {
@@ -379,10 +388,16 @@ func (a *Auditor) Run(ctx context.Context) error {
 			defer close(combDone)
 			a.comb.run(stop)
 		}()
+		anwDone := make(chan struct{})
+		go func() {
+			defer close(anwDone)
+			a.anw.run(stop)
+		}()
 		// After own: every runner has stopped, none waits on the combiner.
 		defer func() {
 			close(stop)
 			<-combDone
+			<-anwDone
 		}()
 	}
 	err = a.own(ctx, parts, all, runErr)

@@ -187,7 +187,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShareWait, "share-wait", DefaultShareWait, "longest a partition's detectors wait for another partition that lags a day of event time behind, before judging without what it learnt (networks of workloads, tenants' address spaces)")
 	fs.DurationVar(&c.AnomalyWait, "anomaly-wait", DefaultAnomalyWait, "longest an anomaly or a token ledger event waits to be written to ClickHouse (anomalies are published on NATS at once)")
 	fs.IntVar(&c.Writers, "writers", DefaultWriters, "inserts written concurrently over every partition")
-	fs.BoolVar(&c.SeparateInserts, "separate-inserts", false, "write each partition's usage groups in inserts of their own, on beats spread across --batch-wait (default: the groups the partitions close together go in one insert, which costs ClickHouse less per row)")
+	fs.BoolVar(&c.SeparateInserts, "separate-inserts", false, "write each partition's usage groups and anomalies in inserts of their own, the groups on beats spread across --batch-wait (default: the groups the partitions close together go in one insert, and so do their anomalies, which costs ClickHouse less per row)")
 	fs.StringVar(&c.Source, "source", "", "instance name recorded in the events it emits (default auditor/<hostname>)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
 }

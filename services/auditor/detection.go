@@ -24,7 +24,8 @@ type pendingAnomaly struct {
 
 // publish gives an anomaly its deterministic id and publishes it at once
 // (a re-derived one is de-duplicated by JetStream and ClickHouse); it is
-// made durable by flush, at the latest AnomalyWait later.
+// made durable by flush, at the latest AnomalyWait later (the runner
+// flushes anomalyFlushWait after its first pending one).
 func (r *runner) publish(an events.AnomalyDetected) {
 	a := r.a
 	env, err := a.anomalyEnvelope(an)
@@ -46,7 +47,7 @@ func (r *runner) publish(an events.AnomalyDetected) {
 	}
 	if !r.armed {
 		r.armed = true
-		r.flushT.Reset(a.o.AnomalyWait)
+		r.flushT.Reset(a.o.anomalyFlushWait())
 	}
 	if len(r.pending) >= maxPendingAnomalies {
 		_ = r.flush(r.ctx) // on failure they stay pending
@@ -82,7 +83,7 @@ func (r *runner) flushSoon() {
 	r.spareAnoms = nil
 	r.flight = f
 	a := r.a
-	go func() { f.done <- a.makeDurable(ctx, f.anoms) }()
+	go func() { f.done <- a.durable(ctx, f.anoms) }()
 }
 
 // flightEnded records the end of the flush in flight: on success its
@@ -117,7 +118,7 @@ func (r *runner) flush(ctx context.Context) error {
 	if len(r.pending) == 0 {
 		return nil
 	}
-	if err := r.a.makeDurable(ctx, r.pending); err != nil {
+	if err := r.a.durable(ctx, r.pending); err != nil {
 		return err
 	}
 	clear(r.pending)
@@ -130,7 +131,8 @@ func (r *runner) flush(ctx context.Context) error {
 
 // makeDurable makes anomalies durable: acknowledged by JetStream
 // (publishing again, de-duplicated by message id, those that failed) and
-// written to the store, retrying until it succeeds or ctx ends.
+// written to the store, retrying until it succeeds or ctx ends. The
+// groups (one partition's pending anomalies each) go in one insert.
 //
 // The rows are checked after the insert. An anomaly raised again after a
 // crash has the same rows, and the insert is de-duplicated by their hash:
@@ -138,21 +140,26 @@ func (r *runner) flush(ctx context.Context) error {
 // de-duplication log can name a part that was never committed, and the
 // insert again is dropped. Rows missing after an insert that succeeded
 // are therefore written again under a token of their own.
-func (a *Auditor) makeDurable(ctx context.Context, anoms []pendingAnomaly) error {
-	envs := make([]events.Envelope, len(anoms))
-	for i, p := range anoms {
-		envs[i] = p.env
+func (a *Auditor) makeDurable(ctx context.Context, groups ...[]pendingAnomaly) error {
+	var envs []events.Envelope
+	for _, g := range groups {
+		for _, p := range g {
+			envs = append(envs, p.env)
+		}
 	}
 	rest := "anomalies:rest:" + uuid.NewString() // the same across retries
 	return a.retry(ctx, len(envs), func() error {
-		for i := range anoms {
-			if err := confirm(ctx, a.o.JS, &anoms[i]); err != nil {
-				return err
+		for _, g := range groups {
+			for i := range g {
+				if err := confirm(ctx, a.o.JS, &g[i]); err != nil {
+					return err
+				}
 			}
 		}
 		if err := a.o.Store.InsertAnomalies(ctx, envs); err != nil {
 			return fmt.Errorf("insert anomalies: %w", err)
 		}
+		a.anomalyInserts.Add(1)
 		missing, err := a.o.Store.MissingAnomalies(ctx, envs)
 		if err != nil {
 			return fmt.Errorf("check anomalies: %w", err)
@@ -167,6 +174,16 @@ func (a *Auditor) makeDurable(ctx context.Context, anoms []pendingAnomaly) error
 		}
 		return nil
 	})
+}
+
+// durable makes a partition's anomalies durable: through the anomaly
+// writer, with the other partitions' (anomalywriter.go), or alone with
+// SeparateInserts.
+func (a *Auditor) durable(ctx context.Context, anoms []pendingAnomaly) error {
+	if a.anw != nil {
+		return a.anw.write(ctx, anoms)
+	}
+	return a.makeDurable(ctx, anoms)
 }
 
 // confirm waits for an anomaly's publication to be acknowledged,
