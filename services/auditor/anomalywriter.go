@@ -60,17 +60,7 @@ func newAnomalyWriter(a *Auditor) *anomalyWriter {
 // only appends to the slice past its length).
 func (w *anomalyWriter) write(ctx context.Context, anoms []pendingAnomaly) error {
 	q := &anomalyReq{anoms: anoms, ctx: ctx, done: make(chan error, 1)}
-	select {
-	case w.in <- q:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case err := <-q.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return handOver(ctx, w.in, q, q.done)
 }
 
 // run collects and writes until stop is closed, one insert at a time: the

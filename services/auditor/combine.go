@@ -104,13 +104,19 @@ func (c *combiner) callForGroups() {
 // written, its write fails for good, or ctx (the runner's writes') ends.
 func (c *combiner) insert(ctx context.Context, p int, g *group) error {
 	q := &combineReq{p: p, first: g.first, last: g.last, envs: g.envs, ctx: ctx, done: make(chan error, 1)}
+	return handOver(ctx, c.in, q, q.done)
+}
+
+// handOver sends q to the goroutine reading in and waits for its answer
+// on done, or for ctx's end.
+func handOver[T any](ctx context.Context, in chan<- T, q T, done <-chan error) error {
 	select {
-	case c.in <- q:
+	case in <- q:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case err := <-q.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
