@@ -139,9 +139,7 @@ func TestCombinedAnomalyWriteMemberStops(t *testing.T) {
 	fs.failing.Store(false)
 	waitWritten(t, last, 7, a)
 
-	owner.mu.Lock()
-	owner.released = nil // stopping it released it (Releaser)
-	owner.mu.Unlock()
+	owner.forgetReleased()
 	owner.move(all)
 	waitWritten(t, last, 8, a)
 	raised := an.sorted()

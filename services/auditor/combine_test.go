@@ -35,10 +35,7 @@ func TestCombinedInserts(t *testing.T) {
 			o.BatchSize, o.BatchWait, o.SeparateInserts = 100_000, time.Second, separate
 			a, _, _ := run(t, o)
 			waitWritten(t, last, 8, a)
-			got, rows := rowIDs(t, s)
-			if !slices.Equal(got, ids) || rows != uint64(len(ids)) {
-				t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(ids))
-			}
+			wantRowsOnce(t, s, ids)
 			st := a.Stats()
 			if separate && st.CombinedInserts != 0 {
 				t.Fatalf("%d combined inserts with SeparateInserts", st.CombinedInserts)
@@ -175,14 +172,8 @@ func TestCombinedInsertAbandoned(t *testing.T) {
 	}
 
 	// Valid again: the lost partition resumes and writes its rows.
-	owner.mu.Lock()
-	owner.released = nil
-	owner.mu.Unlock()
+	owner.forgetReleased()
 	waitWritten(t, last, 8, a)
 	want := slices.Concat(ids, more)
-	slices.Sort(want)
-	got, rows := rowIDs(t, fs.Store)
-	if !slices.Equal(got, want) || rows != uint64(len(want)) {
-		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
-	}
+	wantRowsOnce(t, fs.Store, want)
 }

@@ -177,6 +177,17 @@ func rowIDs(t *testing.T, s *store.Store) (ids []string, rows uint64) {
 	return ids, n
 }
 
+// wantRowsOnce fails t unless s holds exactly the usage events of ids
+// (sorted here), each in one raw row.
+func wantRowsOnce(t *testing.T, s *store.Store, ids []string) {
+	t.Helper()
+	slices.Sort(ids)
+	got, rows := rowIDs(t, s)
+	if !slices.Equal(got, ids) || rows != uint64(len(ids)) {
+		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(ids))
+	}
+}
+
 // storedAnomalies are the anomaly ids in s, sorted.
 func storedAnomalies(t *testing.T, s *store.Store) []string {
 	t.Helper()
@@ -459,11 +470,7 @@ func TestLegacyAndBatchMix(t *testing.T) {
 	for ub.Next(&e, &ud) {
 		want = append(want, e.ID.String())
 	}
-	slices.Sort(want)
-	got, rows := rowIDs(t, s)
-	if !slices.Equal(got, want) || rows != uint64(len(want)) {
-		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
-	}
+	wantRowsOnce(t, s, want)
 	st := a.Stats()
 	if st.Dead != 3 {
 		t.Fatalf("dead letters %d, want 3", st.Dead)
@@ -521,6 +528,14 @@ func (s *switchOwner) Released(p int) {
 
 func (s *switchOwner) move(set []int) { s.ch <- set }
 
+// forgetReleased makes the released partitions valid again, as a lease
+// renewed late would (stopping a partition releases it: Releaser).
+func (s *switchOwner) forgetReleased() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.released = nil
+}
+
 // TestPartitionsMoveBetweenAuditors: an auditor that loses partitions
 // stops them (final checkpoint), and another that gains them resumes at
 // that checkpoint on the shared state: nothing is read or written twice.
@@ -556,11 +571,7 @@ func TestPartitionsMoveBetweenAuditors(t *testing.T) {
 	waitWritten(t, last, 4, a, b)
 
 	want := slices.Concat(ids, more)
-	slices.Sort(want)
-	got, rows := rowIDs(t, s)
-	if !slices.Equal(got, want) || rows != uint64(len(want)) {
-		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
-	}
+	wantRowsOnce(t, s, want)
 	// Each event analysed by one of them, once: the second resumed at the
 	// first's final checkpoints.
 	if oa, ob := a.Stats().Observed, b.Stats().Observed; oa+ob != uint64(len(envs)) || ob == 0 {
@@ -618,16 +629,10 @@ func TestLostPartitionStopsWriting(t *testing.T) {
 
 	// Valid again with no new set (a lease renewed late, never lost): it
 	// resumes at its checkpoint.
-	owner.mu.Lock()
-	owner.released = nil
-	owner.mu.Unlock()
+	owner.forgetReleased()
 	waitWritten(t, last, 8, a)
 	want := slices.Concat(ids, more)
-	slices.Sort(want)
-	got, rows := rowIDs(t, s)
-	if !slices.Equal(got, want) || rows != uint64(len(want)) {
-		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
-	}
+	wantRowsOnce(t, s, want)
 }
 
 // TestStreamWithoutPartitions: a USAGE stream created before batches (no
@@ -669,9 +674,5 @@ func TestStreamWithoutPartitions(t *testing.T) {
 		t.Fatalf("partitions %d, %+v; want partition 0 of 1", st.PartitionCount, st.Partitions)
 	}
 	want := slices.Concat(ids, legacyIDs)
-	slices.Sort(want)
-	got, rows := rowIDs(t, s)
-	if !slices.Equal(got, want) || rows != uint64(len(want)) {
-		t.Fatalf("rows %d (distinct %d), want %d", rows, len(got), len(want))
-	}
+	wantRowsOnce(t, s, want)
 }
