@@ -340,11 +340,15 @@ FROM usage_events WHERE token_id = '%s' GROUP BY decision, reason, source_ip ORD
 	return rep, nil
 }
 
-// waitAudited waits until the auditor has written at least n usage events.
+// waitAudited waits until the auditor has written at least n usage events
+// and as many as the enforcer has published. n alone is not enough: the
+// other holder's requests go on while the attacker's are decided, and
+// their rows could make up n before the attacker's last rows are written.
 func (s *System) waitAudited(ctx context.Context, n uint64) error {
 	if err := s.Enforcer.Flush(ctx); err != nil {
 		return fmt.Errorf("flush usage: %w", err)
 	}
+	n = max(n, s.Enforcer.Stats().UsagePublished)
 	deadline := time.Now().Add(20 * time.Second)
 	for s.Auditor.Stats().Usage < n {
 		if time.Now().After(deadline) {
