@@ -85,7 +85,7 @@ const MaxDedupTokenLen = 256
 // ValidateDedupToken checks a deduplication token: not empty, at most
 // MaxDedupTokenLen bytes, printable ASCII (0x20 to 0x7e) without a quote
 // (' " `) or a backslash. Tokens are made by Cordon's code (e.g.
-// "usage:p3:1200-1450"); the narrow alphabet keeps them out of any quoting
+// "usage:mhx2k9q0c8:p3:1200-1450"); the narrow alphabet keeps them out of any quoting
 // question in SQL text and URL parameters. The error quotes at most the
 // first 32 bytes, escaped.
 func ValidateDedupToken(token string) error {

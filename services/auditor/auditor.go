@@ -20,6 +20,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,10 +284,15 @@ type Auditor struct {
 	anw      *anomalyWriter                 // nil with SeparateInserts
 	crash    func(step string, p int) error // tests only (hook)
 
-	mu      sync.Mutex
-	parts   int // the stream's partition count (1 without partitions)
-	runners map[int]*runner
-	streams map[string]jetstream.Stream
+	mu    sync.Mutex
+	parts int // the stream's partition count (1 without partitions)
+	// usageEpoch names the USAGE stream (its creation time, base 36) in
+	// every usage insert's de-duplication token: a stream created again
+	// starts its sequences over, and its first inserts must not be taken
+	// for copies of the old stream's that ClickHouse still remembers.
+	usageEpoch string
+	runners    map[int]*runner
+	streams    map[string]jetstream.Stream
 
 	usage, ledger, anomalies, dead, batches, writeErrs, observed atomic.Uint64
 	anomalyInserts                                               atomic.Uint64
@@ -418,6 +424,7 @@ func (a *Auditor) partitions(ctx context.Context) (parts int, all bool, err erro
 	if err != nil {
 		return 0, false, fmt.Errorf("auditor: %s stream info: %w", events.StreamUsage, err)
 	}
+	a.usageEpoch = strconv.FormatInt(info.Created.UnixNano(), 36)
 	p := events.UsagePartitionsOf(info.Config)
 	if p == 0 || (a.o.Detector != nil && a.o.NewDetector == nil) {
 		return 1, true, nil

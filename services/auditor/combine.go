@@ -1,11 +1,13 @@
 package auditor
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -209,7 +211,7 @@ func (c *combiner) write(batch []*combineReq) {
 		stop := context.AfterFunc(q.ctx, func() { cancel(fmt.Errorf("partition %d stopped: %w", q.p, errAbandoned)) })
 		defer stop()
 	}
-	token, envs := combinedToken(live), live[0].envs
+	token, envs := combinedToken(a.usageEpoch, live), live[0].envs
 	if len(live) > 1 {
 		n := 0
 		for _, q := range live {
@@ -250,17 +252,19 @@ func (c *combiner) write(batch []*combineReq) {
 }
 
 // combinedToken is the de-duplication token of one insert of the groups
-// of qs: a lone group keeps its partition's token (groupToken); several
-// are named by a hash of every member's partition and range (a list of
-// them would outgrow store.MaxDedupTokenLen with many partitions).
-func combinedToken(qs []*combineReq) string {
+// of qs, of the USAGE stream of epoch: a lone group keeps its partition's
+// token (groupToken); several are named by a hash of every member's
+// partition and range, in partition order whatever the order they came in
+// (a list of them would outgrow store.MaxDedupTokenLen with many
+// partitions).
+func combinedToken(epoch string, qs []*combineReq) string {
 	if len(qs) == 1 {
-		return groupToken(qs[0].p, qs[0].first, qs[0].last)
+		return groupToken(epoch, qs[0].p, qs[0].first, qs[0].last)
 	}
 	var b strings.Builder
-	for _, q := range qs {
+	for _, q := range slices.SortedFunc(slices.Values(qs), func(x, y *combineReq) int { return cmp.Compare(x.p, y.p) }) {
 		fmt.Fprintf(&b, "p%d:%d-%d,", q.p, q.first, q.last)
 	}
 	sum := sha256.Sum256([]byte(b.String()))
-	return fmt.Sprintf("usage:c%d:%s", len(qs), hex.EncodeToString(sum[:16]))
+	return fmt.Sprintf("usage:%s:c%d:%s", epoch, len(qs), hex.EncodeToString(sum[:16]))
 }

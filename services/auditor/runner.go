@@ -31,7 +31,8 @@ import (
 // Rows are written exactly once by intent and de-duplication token: an
 // insert group is the partition's messages with stream sequences in
 // [first, last]; before it is inserted the runner saves the intent
-// (first, last), then inserts it with the token "usage:p<p>:<first>-<last>",
+// (first, last), then inserts it with the token
+// "usage:<epoch>:p<p>:<first>-<last>" (epoch: the stream's creation time),
 // or, with the groups other partitions closed at the same time, in one
 // insert under a token derived from every member's range (combine.go).
 // One group is in flight at a time, so a saved intent implies that every
@@ -50,9 +51,10 @@ const BatchIDWindow = 24 * time.Hour
 // stops writing.
 var errLost = errors.New("partition no longer owned")
 
-// groupToken is the de-duplication token of partition p's group [first, last].
-func groupToken(p int, first, last uint64) string {
-	return fmt.Sprintf("usage:p%d:%d-%d", p, first, last)
+// groupToken is the de-duplication token of partition p's group [first,
+// last] of the USAGE stream of this epoch (usageEpoch).
+func groupToken(epoch string, p int, first, last uint64) string {
+	return fmt.Sprintf("usage:%s:p%d:%d-%d", epoch, p, first, last)
 }
 
 // group is an insert group: the rows of the partition's messages with
@@ -915,7 +917,7 @@ func (r *runner) write(g *group) error {
 	case a.comb != nil:
 		err = a.comb.insert(ctx, r.p, g)
 	default:
-		err = r.insert(ctx, groupToken(r.p, g.first, g.last), g.envs)
+		err = r.insert(ctx, groupToken(r.a.usageEpoch, r.p, g.first, g.last), g.envs)
 	}
 	if err != nil {
 		return err
@@ -960,7 +962,7 @@ func (r *runner) writeMissing(ctx context.Context, g *group) error {
 			Int("rows", len(g.envs)).Int("missing", len(missing)).
 			Msg("part of a replayed insert group was not stored (the engine remembered an insert its crash did not commit): writing the rest")
 	}
-	return r.insert(ctx, groupToken(r.p, g.first, g.last)+":rest:"+uuid.NewString(), missing)
+	return r.insert(ctx, groupToken(r.a.usageEpoch, r.p, g.first, g.last)+":rest:"+uuid.NewString(), missing)
 }
 
 // insert writes envs as one insert de-duplicated by token, while the
